@@ -1,0 +1,403 @@
+//! The option table and the vsftpd.conf reader.
+//!
+//! Every option lives in exactly one place: the `options!` invocation below
+//! gives its name, type, default and doc line, and generates the `Config`
+//! struct, the setter and the `--help-config` table from it (vsftpd keeps each
+//! option in four places; this keeps it in one).
+//!
+//! Syntax follows vsftpd's `parseconf.c`: `name=value` split at the first `=`,
+//! `#` starts a comment only in column 0, names are case-sensitive, booleans are
+//! `YES|TRUE|1|NO|FALSE|0` in any case, an integer with a leading `0` is octal,
+//! an empty value resets the option to its default, the last duplicate wins.
+//! Where vsftpd dies, ftpd refuses too, but says which file, which line and
+//! what to do about it.
+
+use std::{fmt, path::Path};
+
+/// How an option's value is spelled in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `YES|TRUE|1|NO|FALSE|0`, any case.
+    Bool,
+    /// Decimal, or octal with a leading `0`.
+    UInt,
+    /// Anything up to the end of the line.
+    Str,
+}
+
+/// One row of the option table, for `--help-config` and the README.
+#[derive(Clone, Copy, Debug)]
+pub struct OptionDoc {
+    /// The option's name in vsftpd.conf.
+    pub name: &'static str,
+    /// Its value syntax.
+    pub kind: Kind,
+    /// The default, as it would be written in the file.
+    pub default: &'static str,
+    /// One line on what it does; "ftpd extension" marks options vsftpd lacks.
+    pub doc: &'static str,
+}
+
+macro_rules! options {
+    ($( $name:ident : $kind:ident = $default:expr, $doc:literal; )*) => {
+        /// Every setting of the server, with vsftpd's defaults.
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub struct Config {
+            $( #[doc = $doc] pub $name: options!(@ty $kind), )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Self { $( $name: options!(@default $kind, $default), )* }
+            }
+        }
+
+        impl Config {
+            /// The option table, in declaration order.
+            pub const TABLE: &'static [OptionDoc] = &[
+                $( OptionDoc { name: stringify!($name), kind: Kind::$kind, default: options!(@show $kind, $default), doc: $doc }, )*
+            ];
+
+            /// Applies one `name=value` setting; an empty value restores the default.
+            pub fn set(&mut self, name: &str, value: &str) -> Result<(), SettingError> {
+                match name {
+                    $( stringify!($name) => {
+                        self.$name = if value.is_empty() {
+                            options!(@default $kind, $default)
+                        } else {
+                            options!(@parse $kind, value)?
+                        };
+                        Ok(())
+                    } )*
+                    _ => Err(SettingError::Unknown),
+                }
+            }
+        }
+    };
+    (@ty Bool) => { bool };
+    (@ty UInt) => { u32 };
+    (@ty Str) => { String };
+    (@default Bool, $d:expr) => { $d };
+    (@default UInt, $d:expr) => { $d };
+    (@default Str, $d:expr) => { String::from($d) };
+    (@show Bool, $d:expr) => { if $d { "YES" } else { "NO" } };
+    (@show UInt, $d:expr) => { stringify!($d) };
+    (@show Str, $d:expr) => { $d };
+    (@parse Bool, $v:expr) => { parse_bool($v) };
+    (@parse UInt, $v:expr) => { parse_uint($v) };
+    (@parse Str, $v:expr) => { Ok::<String, SettingError>($v.to_owned()) };
+}
+
+options! {
+    listen_address: Str = "", "IPv4 address to listen on; empty means every IPv4 address.";
+    listen_port: UInt = 21, "Port for control connections.";
+    pasv_enable: Bool = true, "Allow passive mode (PASV/EPSV).";
+    pasv_min_port: UInt = 0, "Lowest port for passive data connections; 0 means any port.";
+    pasv_max_port: UInt = 0, "Highest port for passive data connections; 0 means any port.";
+    pasv_address: Str = "", "IPv4 address announced in the 227 reply (for NAT); empty means the control connection's local address.";
+    pasv_promiscuous: Bool = false, "Accept passive data connections from any IP, not only from the control connection's client.";
+    anonymous_enable: Bool = false, "Allow anonymous logins (user `anonymous` or `ftp`).";
+    no_anon_password: Bool = false, "Do not ask anonymous users for a password.";
+    anon_root: Str = "", "Directory served to anonymous users; empty means the home directory of user `ftp`.";
+    ftpd_banner: Str = "", "Text of the 220 greeting; empty means `(ftpd VERSION)`.";
+    max_clients: UInt = 2000, "Most control connections at once; 0 means no limit.";
+    max_per_ip: UInt = 50, "Most control connections from one IP address; 0 means no limit.";
+    idle_session_timeout: UInt = 300, "Seconds a client may stay silent between commands before `421 Timeout.`";
+    data_connection_timeout: UInt = 300, "Seconds a data transfer may make no progress before it is dropped.";
+    accept_timeout: UInt = 60, "Seconds to wait for the client to open a passive data connection.";
+    ftpd_ebpf: Str = "auto", "ftpd extension. `auto`: load the kernel data plane when possible, else enforce limits in userspace; `on`: refuse to start without it; `off`: never load it.";
+    ftpd_xdp_interfaces: Str = "", "ftpd extension. Comma-separated interfaces to attach XDP to; empty means those carrying `listen_address` (`lo` for loopback, every interface for the wildcard).";
+}
+
+/// Why a single setting was refused. `Display` says how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SettingError {
+    /// No such option.
+    Unknown,
+    /// Not one of the boolean spellings.
+    BadBool(String),
+    /// Not a number, or too big.
+    BadUInt(String),
+}
+
+impl fmt::Display for SettingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unknown => write!(f, "unrecognised option (run `ftpd --help-config` for the list)"),
+            Self::BadBool(v) => write!(f, "bad boolean value {v:?} (use YES or NO)"),
+            Self::BadUInt(v) => write!(f, "bad number {v:?} (use a decimal number, or octal with a leading 0)"),
+        }
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, SettingError> {
+    match v.to_ascii_uppercase().as_str() {
+        "YES" | "TRUE" | "1" => Ok(true),
+        "NO" | "FALSE" | "0" => Ok(false),
+        _ => Err(SettingError::BadBool(v.to_owned())),
+    }
+}
+
+fn parse_uint(v: &str) -> Result<u32, SettingError> {
+    let bad = || SettingError::BadUInt(v.to_owned());
+    if v.len() > 1 && v.starts_with('0') {
+        u32::from_str_radix(&v[1..], 8).map_err(|_| bad())
+    } else {
+        v.parse::<u32>().map_err(|_| bad())
+    }
+}
+
+/// A config file or `-o` setting that could not be applied, with where it came from.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// File name, or `-o` for a command-line setting.
+    pub source: String,
+    /// 1-based line number; 0 when the error is about the whole file.
+    pub line: usize,
+    /// What is wrong and how to fix it.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.source, self.reason)
+        } else {
+            write!(f, "{}:{}: {}", self.source, self.line, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// vsftpd refuses config files over this size (`VSFTP_CONF_FILE_MAX`).
+pub const MAX_CONFIG_BYTES: u64 = 100_000;
+
+impl Config {
+    /// Applies the settings in `text`, as vsftpd reads its config file.
+    pub fn apply_text(&mut self, source: &str, text: &str) -> Result<(), ConfigError> {
+        for (i, raw) in text.split('\n').enumerate() {
+            let err = |reason: String| ConfigError { source: source.to_owned(), line: i + 1, reason };
+            if raw.is_empty() || raw.starts_with('#') {
+                continue;
+            }
+            if raw.ends_with('\r') {
+                return Err(err("line ends with a carriage return (CRLF file); convert it with `dos2unix`".into()));
+            }
+            if raw.trim().is_empty() {
+                return Err(err("line holds only white space; delete it".into()));
+            }
+            self.apply_setting(raw).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Applies one `name=value` line (also the form of `-o` arguments).
+    pub fn apply_setting(&mut self, line: &str) -> Result<(), String> {
+        let Some((name, value)) = line.split_once('=') else {
+            return Err(format!("{line:?} has no `=`; write name=value"));
+        };
+        if name != name.trim() || name.is_empty() {
+            return Err(format!("option name {name:?} has white space around it; write name=value with no spaces"));
+        }
+        if value.ends_with([' ', '\t']) {
+            return Err(format!(
+                "value of {name} ends with white space; vsftpd would refuse it too, remove the trailing spaces"
+            ));
+        }
+        self.set(name, value).map_err(|e| format!("{name}: {e}"))
+    }
+
+    /// Reads a config file. Unreadable, oversized or non-UTF-8 files are errors.
+    pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let source = path.display().to_string();
+        let whole = |reason: String| ConfigError { source: source.clone(), line: 0, reason };
+        let meta = std::fs::metadata(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+        if !meta.is_file() {
+            return Err(whole("not a regular file".into()));
+        }
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(whole(format!("larger than {MAX_CONFIG_BYTES} bytes")));
+        }
+        let bytes = std::fs::read(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| whole(format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to())))?;
+        self.apply_text(&source, &text)
+    }
+
+    /// Checks relations between options that no single setting can check.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.listen_port == 0 || self.listen_port > 65535 {
+            return Err(format!("listen_port={} is not a TCP port (1-65535)", self.listen_port));
+        }
+        for (name, v) in [("pasv_min_port", self.pasv_min_port), ("pasv_max_port", self.pasv_max_port)] {
+            if v > 65535 {
+                return Err(format!("{name}={v} is not a TCP port (0-65535)"));
+            }
+        }
+        if self.pasv_max_port != 0 && self.pasv_min_port > self.pasv_max_port {
+            return Err(format!(
+                "pasv_min_port={} is above pasv_max_port={}; swap them",
+                self.pasv_min_port, self.pasv_max_port
+            ));
+        }
+        if !self.listen_address.is_empty() && self.listen_address.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(format!("listen_address={:?} is not an IPv4 address", self.listen_address));
+        }
+        if !self.pasv_address.is_empty() && self.pasv_address.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(format!("pasv_address={:?} is not an IPv4 address", self.pasv_address));
+        }
+        EbpfMode::parse(&self.ftpd_ebpf)?;
+        Ok(())
+    }
+
+    /// The passive port range, `None` when any port will do.
+    pub fn pasv_range(&self) -> Option<(u16, u16)> {
+        // validate() has checked both fit in a u16.
+        let lo = u16::try_from(self.pasv_min_port).unwrap_or(0);
+        let hi = u16::try_from(self.pasv_max_port).unwrap_or(0);
+        match (lo, hi) {
+            (0, 0) => None,
+            (0, hi) => Some((1024, hi)),
+            (lo, 0) => Some((lo, 65535)),
+            (lo, hi) => Some((lo, hi)),
+        }
+    }
+
+    /// Prints the option table for `--help-config`.
+    pub fn describe() -> String {
+        let mut out = String::new();
+        for o in Self::TABLE {
+            let kind = match o.kind {
+                Kind::Bool => "bool",
+                Kind::UInt => "number",
+                Kind::Str => "string",
+            };
+            out.push_str(&format!("{} ({kind}, default {:?})\n    {}\n", o.name, o.default, o.doc));
+        }
+        out
+    }
+}
+
+/// The `ftpd_ebpf` setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EbpfMode {
+    /// Load when possible, fall back to userspace otherwise.
+    Auto,
+    /// Refuse to start without the kernel data plane.
+    On,
+    /// Never load it.
+    Off,
+}
+
+impl EbpfMode {
+    /// Parses the option value.
+    pub fn parse(v: &str) -> Result<Self, String> {
+        match v {
+            "auto" => Ok(Self::Auto),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            _ => Err(format!("ftpd_ebpf={v:?}: use auto, on or off")),
+        }
+    }
+}
+
+/// What `cargo xtask run` serves when no config file is given: anonymous,
+/// read-only, on loopback, with a fixed passive range so the XDP program has a
+/// range to watch.
+pub const EMBEDDED_DEFAULT: &str = "\
+# ftpd's embedded default: anonymous read-only downloads on loopback.
+anonymous_enable=YES
+no_anon_password=YES
+listen_address=127.0.0.1
+listen_port=2121
+pasv_min_port=50000
+pasv_max_port=50099
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        c.apply_text("test.conf", text).map(|()| c)
+    }
+
+    #[test]
+    fn booleans_in_any_case() {
+        for (v, want) in
+            [("YES", true), ("yes", true), ("True", true), ("1", true), ("no", false), ("FALSE", false), ("0", false)]
+        {
+            assert_eq!(load(&format!("anonymous_enable={v}\n")).unwrap().anonymous_enable, want, "{v}");
+        }
+        let e = load("anonymous_enable=maybe\n").unwrap_err();
+        assert_eq!(e.line, 1);
+        assert!(e.reason.contains("bad boolean"), "{e}");
+    }
+
+    #[test]
+    fn leading_zero_is_octal() {
+        assert_eq!(load("listen_port=021\n").unwrap().listen_port, 17);
+        assert_eq!(load("listen_port=21\n").unwrap().listen_port, 21);
+        assert!(load("listen_port=089\n").is_err());
+    }
+
+    #[test]
+    fn comments_only_in_column_zero() {
+        assert!(load("# comment\n\nlisten_port=2121\n").is_ok());
+        let e = load("listen_port=21\n  # indented\n").unwrap_err();
+        assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn last_duplicate_wins_and_empty_resets() {
+        assert_eq!(load("listen_port=1\nlisten_port=2\n").unwrap().listen_port, 2);
+        assert_eq!(load("ftpd_banner=hi\nftpd_banner=\n").unwrap().ftpd_banner, "");
+        assert_eq!(load("max_clients=5\nmax_clients=\n").unwrap().max_clients, 2000);
+    }
+
+    #[test]
+    fn refuses_what_vsftpd_refuses() {
+        let cases = [
+            ("no_such_option=1\n", "unrecognised"),
+            ("listen_port\n", "no `=`"),
+            ("listen_port=21 \n", "white space"),
+            ("listen_port=21\r\n", "carriage return"),
+            ("Listen_port=21\n", "unrecognised"),
+        ];
+        for (text, want) in cases {
+            let e = load(text).unwrap_err();
+            assert!(e.to_string().contains(want), "{text:?}: {e}");
+            assert!(e.to_string().starts_with("test.conf:1:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn split_at_first_equals() {
+        assert_eq!(load("ftpd_banner=a=b\n").unwrap().ftpd_banner, "a=b");
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = load(EMBEDDED_DEFAULT).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.pasv_range(), Some((50000, 50099)));
+    }
+
+    #[test]
+    fn every_default_passes_set() {
+        for o in Config::TABLE {
+            let mut c = Config::default();
+            c.set(o.name, o.default).unwrap_or_else(|e| panic!("{}: {e}", o.name));
+            assert_eq!(c, Config::default(), "{} default does not round-trip", o.name);
+        }
+    }
+
+    #[test]
+    fn validate_catches_relations() {
+        assert!(load("pasv_min_port=200\npasv_max_port=100\n").unwrap().validate().is_err());
+        assert!(load("listen_port=70000\n").unwrap().validate().is_err());
+        assert!(load("ftpd_ebpf=maybe\n").unwrap().validate().is_err());
+    }
+}

@@ -1,0 +1,180 @@
+//! The control connection's wire format: bounded line framing in, RFC 959
+//! replies out.
+
+use std::io;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Longest command line accepted, CRLF included (vsftpd's `VSFTP_MAX_COMMAND_LINE`).
+pub const MAX_LINE: usize = 4096;
+
+/// Why no command line could be read.
+#[derive(Debug)]
+pub enum LineError {
+    /// The client closed the connection.
+    Closed,
+    /// A line longer than `MAX_LINE`: the session ends, as in vsftpd.
+    TooLong,
+    /// The socket failed.
+    Io(io::Error),
+}
+
+/// Reads CRLF- (or bare LF-) terminated lines with a hard length bound.
+///
+/// The buffer starts empty and grows only as far as the longest line seen (at
+/// most `MAX_LINE`), so an idle session holds no read buffer.
+#[derive(Default)]
+pub struct LineReader {
+    buf: Vec<u8>,
+    /// Bytes at the front of `buf` already handed out as the previous line.
+    consumed: usize,
+}
+
+impl LineReader {
+    /// Returns the next line without its line ending.
+    pub async fn read_line<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> Result<&[u8], LineError> {
+        self.buf.drain(..self.consumed);
+        self.consumed = 0;
+        let mut scanned = 0;
+        loop {
+            if let Some(i) = self.buf[scanned..].iter().position(|&b| b == b'\n') {
+                let end = scanned + i;
+                self.consumed = end + 1;
+                if self.buf.len() == self.consumed && self.buf.capacity() > 512 {
+                    // Keep idle sessions small after an unusually long line.
+                    self.buf.shrink_to(512);
+                }
+                let line = &self.buf[..end];
+                return Ok(line.strip_suffix(b"\r").unwrap_or(line));
+            }
+            scanned = self.buf.len();
+            if self.buf.len() >= MAX_LINE {
+                return Err(LineError::TooLong);
+            }
+            let want = (MAX_LINE - self.buf.len()).min(1024);
+            self.buf.reserve(want);
+            let n = r.take(want as u64).read_buf(&mut self.buf).await.map_err(LineError::Io)?;
+            if n == 0 {
+                return Err(LineError::Closed);
+            }
+        }
+    }
+}
+
+/// Splits a command line into its verb (upper-cased; RFC 959 verbs are
+/// case-insensitive) and its argument (raw bytes after the first space:
+/// file names may contain anything but NUL and CR/LF).
+pub fn split_command(line: &[u8]) -> (String, &[u8]) {
+    let (verb, arg) = match line.iter().position(|&b| b == b' ') {
+        Some(i) => (&line[..i], &line[i + 1..]),
+        None => (line, &line[line.len()..]),
+    };
+    let verb = if verb.len() <= 8 && verb.iter().all(u8::is_ascii_alphabetic) {
+        String::from_utf8_lossy(verb).to_ascii_uppercase()
+    } else {
+        String::new()
+    };
+    (verb, arg)
+}
+
+/// Writes a single-line reply: `CODE TEXT\r\n`.
+pub async fn reply<W: AsyncWrite + Unpin>(w: &mut W, code: u16, text: &str) -> io::Result<()> {
+    let mut out = Vec::with_capacity(text.len() + 6);
+    out.extend_from_slice(format!("{code} ").as_bytes());
+    push_text(&mut out, text.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    w.write_all(&out).await
+}
+
+/// Writes a multi-line reply: `CODE-first`, the middle lines indented by one
+/// space (so none can be mistaken for the end), then `CODE last`.
+pub async fn reply_multi<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    code: u16,
+    first: &str,
+    lines: &[String],
+    last: &str,
+) -> io::Result<()> {
+    let mut out = Vec::new();
+    out.extend_from_slice(format!("{code}-").as_bytes());
+    push_text(&mut out, first.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for l in lines {
+        out.push(b' ');
+        push_text(&mut out, l.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("{code} ").as_bytes());
+    push_text(&mut out, last.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    w.write_all(&out).await
+}
+
+/// Copies reply text, turning CR and LF into spaces so that text echoed from a
+/// client (a file name) can never end the reply line early or forge another one.
+fn push_text(out: &mut Vec<u8>, text: &[u8]) {
+    out.extend(text.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines(input: &[u8]) -> Vec<Result<Vec<u8>, String>> {
+        let mut r = input;
+        let mut lr = LineReader::default();
+        let mut out = Vec::new();
+        loop {
+            match lr.read_line(&mut r).await {
+                Ok(l) => out.push(Ok(l.to_vec())),
+                Err(LineError::Closed) => return out,
+                Err(e) => {
+                    out.push(Err(format!("{e:?}")));
+                    return out;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn crlf_and_bare_lf() {
+        let got = lines(b"USER a\r\nPASS b\nNOOP\r\n").await;
+        assert_eq!(got, vec![Ok(b"USER a".to_vec()), Ok(b"PASS b".to_vec()), Ok(b"NOOP".to_vec())]);
+    }
+
+    #[tokio::test]
+    async fn overlong_line_is_an_error() {
+        let mut long = vec![b'a'; MAX_LINE + 10];
+        long.extend_from_slice(b"\r\n");
+        let got = lines(&long).await;
+        assert_eq!(got, vec![Err("TooLong".to_string())]);
+        // A line of exactly the limit, LF included, is fine.
+        let mut ok = vec![b'a'; MAX_LINE - 1];
+        ok.push(b'\n');
+        assert_eq!(lines(&ok).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn partial_line_at_eof_is_dropped() {
+        assert_eq!(lines(b"NOOP\r\nQUI").await, vec![Ok(b"NOOP".to_vec())]);
+    }
+
+    #[test]
+    fn verbs_are_case_insensitive_and_args_raw() {
+        assert_eq!(split_command(b"retr a b"), ("RETR".into(), &b"a b"[..]));
+        assert_eq!(split_command(b"NOOP"), ("NOOP".into(), &b""[..]));
+        assert_eq!(split_command(b"RETR  x"), ("RETR".into(), &b" x"[..]));
+        assert_eq!(split_command(b"R\0TR x").0, "");
+        assert_eq!(split_command(b"\xff\xfe x").0, "");
+    }
+
+    #[tokio::test]
+    async fn replies_cannot_be_forged() {
+        let mut out = Vec::new();
+        reply(&mut out, 550, "no such file a\r\n226 ok").await.unwrap();
+        assert_eq!(out, b"550 no such file a  226 ok\r\n");
+        let mut out = Vec::new();
+        reply_multi(&mut out, 211, "Features:", &["SIZE".into()], "End").await.unwrap();
+        assert_eq!(out, b"211-Features:\r\n SIZE\r\n211 End\r\n");
+    }
+}

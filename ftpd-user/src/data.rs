@@ -1,0 +1,144 @@
+//! Data connections: passive listeners inside the configured port range, and
+//! zero-copy file sends.
+
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+    os::fd::{AsFd, OwnedFd},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncWriteExt, Interest},
+    net::{TcpListener, TcpSocket, TcpStream},
+    time::timeout,
+};
+
+/// Why a data transfer did not complete; each maps to vsftpd's reply.
+#[derive(Debug)]
+pub enum DataError {
+    /// No data connection arrived in time (`425 Failed to establish connection.`).
+    AcceptTimeout,
+    /// A connection arrived from the wrong IP (`425 Security: Bad IP connecting.`).
+    BadIp(IpAddr),
+    /// Accepting failed.
+    Accept(io::Error),
+    /// Writing to the client failed or it went away (`426`).
+    Network(io::Error),
+    /// Reading the file failed (`451`).
+    File(io::Error),
+    /// No progress for `data_connection_timeout` seconds.
+    Stalled,
+}
+
+/// Binds a passive listener on `ip`, on a free port in `range` (any port when
+/// `None`). `seed` picks where the scan starts, so concurrent sessions do not
+/// all race for the lowest port.
+pub fn bind_passive(ip: IpAddr, range: Option<(u16, u16)>, seed: u64) -> io::Result<TcpListener> {
+    let Some((lo, hi)) = range else {
+        return bind_one(SocketAddr::new(ip, 0));
+    };
+    let span = u64::from(hi - lo) + 1;
+    let mut last = io::Error::new(io::ErrorKind::AddrInUse, "every port in the passive range is busy");
+    for i in 0..span {
+        // span <= 65536 and the sum is reduced mod span, so this fits a u16.
+        let port = lo + u16::try_from((seed + i) % span).unwrap_or(0);
+        match bind_one(SocketAddr::new(ip, port)) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
+fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    // A port whose last transfer sits in TIME_WAIT is free for a new listener.
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(1)
+}
+
+/// Waits for the client's data connection. Unless `promiscuous`, one from any IP
+/// but `client` is refused, as vsftpd's `pasv_promiscuous=NO` does.
+pub async fn accept(
+    listener: &TcpListener,
+    client: IpAddr,
+    promiscuous: bool,
+    wait: Duration,
+) -> Result<TcpStream, DataError> {
+    let (stream, peer) = match timeout(wait, listener.accept()).await {
+        Err(_) => return Err(DataError::AcceptTimeout),
+        Ok(Err(e)) => return Err(DataError::Accept(e)),
+        Ok(Ok(x)) => x,
+    };
+    if !promiscuous && canonical(peer.ip()) != canonical(client) {
+        return Err(DataError::BadIp(peer.ip()));
+    }
+    Ok(stream)
+}
+
+/// An IPv4 address stays itself; a v4-mapped IPv6 address becomes IPv4.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Sends `len` bytes of `file` from `offset` with `sendfile(2)`: the bytes go
+/// from the page cache to the socket without passing through userspace.
+///
+/// The socket is non-blocking; the loop waits for writability between calls, so
+/// a slow client costs a parked task, not a thread.
+pub async fn send_file(
+    stream: &mut TcpStream,
+    file: &OwnedFd,
+    mut offset: u64,
+    len: u64,
+    stall: Duration,
+) -> Result<u64, DataError> {
+    const CHUNK: u64 = 16 << 20;
+    let end = offset.saturating_add(len);
+    let mut sent = 0u64;
+    while offset < end {
+        match timeout(stall, stream.writable()).await {
+            Err(_) => return Err(DataError::Stalled),
+            Ok(Err(e)) => return Err(DataError::Network(e)),
+            Ok(Ok(())) => {}
+        }
+        let count = usize::try_from((end - offset).min(CHUNK)).unwrap_or(usize::MAX);
+        let res = stream.try_io(Interest::WRITABLE, || {
+            rustix::fs::sendfile(stream.as_fd(), file, Some(&mut offset), count).map_err(io::Error::from)
+        });
+        match res {
+            Ok(0) => break, // the file shrank under us: send what there is
+            Ok(n) => sent += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if is_network_error(&e) => return Err(DataError::Network(e)),
+            Err(e) => return Err(DataError::File(e)),
+        }
+    }
+    stream.shutdown().await.map_err(DataError::Network)?;
+    Ok(sent)
+}
+
+/// `sendfile` reports both sides' errors; these come from the socket.
+fn is_network_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
+    ) || e.raw_os_error() == Some(libc::ETIMEDOUT)
+}
+
+/// Writes a buffer to the data connection with the same stall timeout.
+pub async fn send_bytes(stream: &mut TcpStream, bytes: &[u8], stall: Duration) -> Result<(), DataError> {
+    match timeout(stall, stream.write_all(bytes)).await {
+        Err(_) => Err(DataError::Stalled),
+        Ok(r) => r.map_err(DataError::Network),
+    }
+}

@@ -1,0 +1,18 @@
+//! ftpd: an FTP server for mirror hosts, with an eBPF/XDP data plane.
+//!
+//! # Layout
+//! - `config`: the option table (vsftpd.conf names and defaults) and its reader.
+//! - `server`: accept loop, connection limits, shared state.
+//! - `session`: one control connection, command by command.
+//! - `control`: line framing and reply encoding for the control connection.
+//! - `data`: passive listeners and zero-copy sends.
+//! - `fs`: confinement to the user's root (`openat2`) and listings.
+//! - `dataplane`: the eBPF programs (the only module that uses aya).
+
+pub mod config;
+pub mod control;
+pub mod data;
+pub mod dataplane;
+pub mod fs;
+pub mod server;
+pub mod session;

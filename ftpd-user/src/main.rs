@@ -1,0 +1,165 @@
+//! `ftpd [CONFIG]`: parse arguments, load the config, attach the data plane,
+//! serve until SIGINT/SIGTERM. `anyhow` and printing live only here.
+
+use std::{
+    io::IsTerminal,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use ftpd::{
+    config::{Config, EMBEDDED_DEFAULT, EbpfMode},
+    dataplane::{self, Dataplane},
+    server::{self, Plane, Shared},
+};
+use tracing::{info, warn};
+
+/// An FTP server for mirror hosts: vsftpd.conf compatible, zero-copy, with an eBPF/XDP data plane.
+#[derive(Parser, Debug)]
+#[command(name = "ftpd", version)]
+struct Cli {
+    /// vsftpd.conf-style config file. Without one, ftpd serves the current
+    /// directory (or --root) anonymously and read-only on 127.0.0.1:2121.
+    config: Option<PathBuf>,
+    /// Directory to serve to anonymous users (same as -o anon_root=DIR).
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// A setting applied after the config file, as `-oNAME=VALUE` (repeatable, applied in order).
+    #[arg(short = 'o', value_name = "NAME=VALUE")]
+    settings: Vec<String>,
+    /// Print every config option with its type, default and meaning, then exit.
+    #[arg(long)]
+    help_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.help_config {
+        print!("{}", Config::describe());
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ftpd: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    let mut cfg = Config::default();
+    match &cli.config {
+        Some(path) => cfg.apply_file(path)?,
+        None => cfg.apply_text("<embedded default>", EMBEDDED_DEFAULT)?,
+    }
+    for s in &cli.settings {
+        cfg.apply_setting(s).map_err(|e| anyhow::anyhow!("-o {s}: {e}"))?;
+    }
+    if let Some(root) = &cli.root {
+        cfg.anon_root = root.to_str().context("--root must be valid UTF-8")?.to_owned();
+    }
+    cfg.validate().map_err(|e| anyhow::anyhow!("{}: {e}", config_name(cli)))?;
+    Ok(cfg)
+}
+
+fn config_name(cli: &Cli) -> String {
+    cli.config.as_ref().map_or_else(|| "<embedded default>".into(), |p| p.display().to_string())
+}
+
+/// The anonymous root: `anon_root`, else (as vsftpd) the home of user `ftp`,
+/// else, for the embedded default only, the current directory.
+fn anon_root(cfg: &Config, embedded: bool) -> Result<PathBuf> {
+    let dir = if !cfg.anon_root.is_empty() {
+        PathBuf::from(&cfg.anon_root)
+    } else if embedded {
+        std::env::current_dir().context("reading the current directory")?
+    } else {
+        match home_of("ftp") {
+            Some(h) => h,
+            None => bail!("anonymous_enable=YES needs anon_root=DIR (there is no user `ftp` whose home could be used)"),
+        }
+    };
+    let abs = dir.canonicalize().with_context(|| format!("anonymous root {}", dir.display()))?;
+    if !abs.is_dir() {
+        bail!("anonymous root {} is not a directory", abs.display());
+    }
+    Ok(abs)
+}
+
+fn home_of(user: &str) -> Option<PathBuf> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 7 && f[0] == user).then(|| PathBuf::from(f[5]))
+    })
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let cfg = load_config(&cli)?;
+    let root = anon_root(&cfg, cli.config.is_none())?;
+    let listen_ip: IpAddr = if cfg.listen_address.is_empty() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        cfg.listen_address.parse().context("listen_address")?
+    };
+    let port = u16::try_from(cfg.listen_port).context("listen_port")?;
+    let addr = SocketAddr::new(listen_ip, port);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (is another server on that port? set listen_port)"))?;
+        let plane = start_plane(&cfg, listen_ip)?;
+        let shared = Arc::new(Shared::new(cfg, root.clone(), plane));
+        let shown = if listen_ip.is_unspecified() { SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port) } else { addr };
+        info!(%addr, root = %root.display(), "ftpd listening");
+        println!("ftpd {} serving {} on {addr}; try: curl ftp://{shown}/", env!("CARGO_PKG_VERSION"), root.display());
+        server::run(listener, shared, shutdown_signal()).await;
+        info!("ftpd stopped");
+        Ok(())
+    })
+}
+
+fn start_plane(cfg: &Config, listen_ip: IpAddr) -> Result<Plane> {
+    // validate() accepted the value.
+    let mode = EbpfMode::parse(&cfg.ftpd_ebpf).map_err(anyhow::Error::msg)?;
+    if mode == EbpfMode::Off {
+        info!("eBPF data plane off (ftpd_ebpf=off): limits enforced in userspace");
+        return Ok(Plane::Userspace("ftpd_ebpf=off".into()));
+    }
+    let loaded = dataplane::interfaces_for(cfg, listen_ip).and_then(|ifaces| Dataplane::load(cfg, ifaces));
+    match loaded {
+        Ok(dp) => Ok(Plane::Kernel(dp)),
+        Err(e) if mode == EbpfMode::On => Err(e.context("ftpd_ebpf=on but the eBPF data plane cannot start")),
+        Err(e) => {
+            warn!("eBPF data plane unavailable, falling back to userspace enforcement: {e:#}");
+            Ok(Plane::Userspace(format!("{e:#}")))
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("cannot watch SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+    }
+}
