@@ -107,7 +107,7 @@ impl Root {
         let fd = rustix::fs::openat2(
             &self.0,
             path.relative(),
-            flags | OFlags::CLOEXEC | OFlags::NOCTTY,
+            flags | OFlags::CLOEXEC,
             Mode::empty(),
             ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
         )?;
@@ -116,7 +116,7 @@ impl Root {
 
     /// Opens a regular file for reading; anything else is refused.
     pub fn open_file(&self, path: &VPath) -> Result<(OwnedFd, Stat), FsError> {
-        let fd = self.open_at(path, OFlags::RDONLY | OFlags::NONBLOCK)?;
+        let fd = self.open_at(path, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY)?;
         let st = rustix::fs::fstat(&fd)?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(FsError::Io(io::Error::from(io::ErrorKind::InvalidInput)));

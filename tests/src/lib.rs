@@ -1,1 +1,424 @@
-//! Test harness (filled in below).
+//! Test harness: starts the real `ftpd` binary, speaks raw FTP, drives real
+//! clients (curl, Python ftplib), and builds network namespaces for the
+//! privileged eBPF tests.
+//!
+//! The binary comes from `FTPD_BIN` (set by `cargo xtask test`), else from the
+//! workspace's `target/release` or `target/debug`.
+#![expect(clippy::missing_panics_doc, reason = "a test harness panics by design")]
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use sha2::{Digest, Sha256};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf()
+}
+
+/// Path of the `ftpd` binary under test.
+pub fn ftpd_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("FTPD_BIN") {
+        return PathBuf::from(p);
+    }
+    for profile in ["release", "debug"] {
+        let p = workspace().join("target").join(profile).join("ftpd");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("no ftpd binary: run `cargo xtask test`, or build it and set FTPD_BIN");
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+}
+
+/// A running `ftpd` process, killed on drop. Its stderr is kept for diagnostics.
+pub struct Server {
+    child: Option<Child>,
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// The served directory.
+    pub root: PathBuf,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts ftpd on 127.0.0.1 with the embedded default config, serving
+    /// `root`, with `settings` (`name=value`) applied on top. The kernel data
+    /// plane is off unless a setting turns it on: tests on the host's `lo` must
+    /// not fight over its single XDP slot.
+    pub fn start(root: &Path, settings: &[&str]) -> Self {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut all = vec!["ftpd_ebpf=off".to_string(), format!("listen_port={port}")];
+            all.extend(settings.iter().map(|s| (*s).to_string()));
+            match Self::spawn(None, root, &all, SocketAddr::from((Ipv4Addr::LOCALHOST, port))) {
+                Ok(s) => return s,
+                Err(e) => last = e,
+            }
+        }
+        panic!("ftpd did not start: {last}");
+    }
+
+    /// Starts ftpd with `prefix` (e.g. `ip netns exec NS`) before the binary,
+    /// listening on `addr`.
+    pub fn spawn(prefix: Option<&[&str]>, root: &Path, settings: &[String], addr: SocketAddr) -> Result<Self, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("ftpd.log");
+        let logf = std::fs::File::create(&log).expect("create log");
+        let mut cmd = match prefix {
+            Some(p) => {
+                let mut c = Command::new(p[0]);
+                c.args(&p[1..]).arg(ftpd_bin());
+                c
+            }
+            None => Command::new(ftpd_bin()),
+        };
+        cmd.arg("--root").arg(root);
+        for s in settings {
+            cmd.arg(format!("-o{s}"));
+        }
+        cmd.env("RUST_LOG", "debug").stdout(Stdio::null()).stderr(logf);
+        let child = cmd.spawn().map_err(|e| format!("spawn {cmd:?}: {e}"))?;
+        let mut s = Self { child: Some(child), addr, root: root.to_path_buf(), log, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = s.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Err(format!("ftpd exited with {status}: {}", s.log()));
+            }
+            if s.log().contains("ftpd listening") {
+                return Ok(s);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("ftpd not listening after 10 s: {}", s.log()))
+    }
+
+    /// The server's process id (for fd and memory checks).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Number of open file descriptors of the server process.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("read /proc/PID/fd").count()
+    }
+
+    /// Everything ftpd logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `ftp://host:port/` for curl.
+    pub fn url(&self, path: &str) -> String {
+        format!("ftp://{}/{}", self.addr, path.trim_start_matches('/'))
+    }
+
+    /// A raw control connection, greeting consumed.
+    pub fn connect(&self) -> Ftp {
+        let mut c = Ftp::connect(self.addr);
+        let (code, _) = c.read_reply();
+        assert_eq!(code, 220, "greeting");
+        c
+    }
+
+    /// A raw control connection logged in as anonymous.
+    pub fn login(&self) -> Ftp {
+        let mut c = self.connect();
+        c.cmd_ok("USER anonymous", 230);
+        c
+    }
+
+    /// Sends SIGTERM and waits; returns the full log.
+    pub fn stop(mut self) -> String {
+        self.terminate();
+        self.log()
+    }
+
+    fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.terminate();
+        if thread::panicking() {
+            eprintln!("---- ftpd log ----\n{}", self.log());
+        }
+    }
+}
+
+/// A raw FTP control connection.
+pub struct Ftp {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Ftp {
+    /// Connects (no greeting read).
+    pub fn connect(addr: SocketAddr) -> Self {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to ftpd");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        Self { r: BufReader::new(s.try_clone().expect("clone")), w: s }
+    }
+
+    /// Sends raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.w.write_all(bytes)
+    }
+
+    /// Reads one (possibly multi-line) reply: code and full text.
+    pub fn read_reply(&mut self) -> (u16, String) {
+        self.try_read_reply().expect("a reply")
+    }
+
+    /// Reads one reply, or `None` if the server closed the connection.
+    pub fn try_read_reply(&mut self) -> Option<(u16, String)> {
+        let mut all = String::new();
+        let mut line = String::new();
+        if self.r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        all.push_str(&line);
+        let code: u16 = line.get(..3)?.parse().ok()?;
+        if line.as_bytes().get(3) == Some(&b'-') {
+            let end = format!("{code} ");
+            loop {
+                line.clear();
+                if self.r.read_line(&mut line).ok()? == 0 {
+                    return None;
+                }
+                all.push_str(&line);
+                if line.starts_with(&end) {
+                    break;
+                }
+            }
+        }
+        Some((code, all))
+    }
+
+    /// Sends a command and returns the reply.
+    pub fn cmd(&mut self, line: &str) -> (u16, String) {
+        self.send_raw(format!("{line}\r\n").as_bytes()).expect("send");
+        self.read_reply()
+    }
+
+    /// Sends a command and asserts the reply code.
+    pub fn cmd_ok(&mut self, line: &str, code: u16) -> String {
+        let (c, text) = self.cmd(line);
+        assert_eq!(c, code, "{line} -> {text}");
+        text
+    }
+
+    /// PASV, then connects to the announced port.
+    pub fn pasv_connect(&mut self) -> TcpStream {
+        let text = self.cmd_ok("PASV", 227);
+        let inner = &text[text.find('(').expect("(") + 1..text.find(')').expect(")")];
+        let n: Vec<u16> = inner.split(',').map(|x| x.trim().parse().expect("number")).collect();
+        let ip = Ipv4Addr::new(n[0] as u8, n[1] as u8, n[2] as u8, n[3] as u8);
+        let addr = SocketAddr::from((ip, n[4] * 256 + n[5]));
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("data connect")
+    }
+
+    /// Runs a data command (LIST, RETR …) over PASV; returns the bytes and the final reply.
+    pub fn transfer(&mut self, line: &str) -> (Vec<u8>, u16, String) {
+        let mut data = self.pasv_connect();
+        let (code, text) = self.cmd(line);
+        if code != 150 {
+            return (Vec::new(), code, text);
+        }
+        let mut buf = Vec::new();
+        data.read_to_end(&mut buf).expect("read data");
+        let (code, text) = self.read_reply();
+        (buf, code, text)
+    }
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> String {
+    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex(&h.finalize())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Writes `len` random bytes to `path` (from /dev/urandom).
+pub fn random_file(path: &Path, len: u64) {
+    let mut src = std::fs::File::open("/dev/urandom").expect("urandom").take(len);
+    let mut dst = std::fs::File::create(path).expect("create");
+    std::io::copy(&mut src, &mut dst).expect("copy random bytes");
+}
+
+/// Runs a command, panicking with its output if it cannot be spawned.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
+}
+
+/// Runs a command that must succeed; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs Python code with ftplib available; returns stdout.
+pub fn python(code: &str) -> String {
+    run_ok(Command::new("python3").arg("-c").arg(code))
+}
+
+/// Whether this process may create network namespaces and load eBPF.
+pub fn privileged() -> bool {
+    run(Command::new("id").arg("-u")).stdout.starts_with(b"0\n") && Path::new("/sys/fs/bpf").is_dir()
+}
+
+static NETNS_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Two network namespaces joined by a veth pair: a server at `10.77.N.1`, a
+/// client at `10.77.N.2` (and a second client address `10.77.N.3`).
+/// Deleting the namespaces on drop removes the veth pair with them, so a
+/// failing test leaves nothing behind.
+pub struct NetPair {
+    /// Server namespace name.
+    pub server_ns: String,
+    /// Client namespace name.
+    pub client_ns: String,
+    /// Server address.
+    pub server_ip: Ipv4Addr,
+    /// Client address.
+    pub client_ip: Ipv4Addr,
+    /// A second address on the client side (a "foreign" client).
+    pub other_ip: Ipv4Addr,
+    /// Name of the server-side veth.
+    pub server_if: String,
+}
+
+impl NetPair {
+    /// Creates the pair. Panics (after cleaning up) if any step fails.
+    pub fn new() -> Self {
+        let n = NETNS_SEQ.fetch_add(1, Ordering::Relaxed);
+        let id = std::process::id() % 100_000;
+        let net = 100 + (id + n) % 150;
+        let me = Self {
+            server_ns: format!("ftpds-{id}-{n}"),
+            client_ns: format!("ftpdc-{id}-{n}"),
+            server_ip: Ipv4Addr::new(10, 77, net as u8, 1),
+            client_ip: Ipv4Addr::new(10, 77, net as u8, 2),
+            other_ip: Ipv4Addr::new(10, 77, net as u8, 3),
+            server_if: format!("vs{id}x{n}"),
+        };
+        let client_if = format!("vc{id}x{n}");
+        // From here on, Drop cleans up whatever was created.
+        let steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), me.server_ns.clone()],
+            vec!["netns".into(), "add".into(), me.client_ns.clone()],
+            vec![
+                "link".into(),
+                "add".into(),
+                me.server_if.clone(),
+                "netns".into(),
+                me.server_ns.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                client_if.clone(),
+                "netns".into(),
+                me.client_ns.clone(),
+            ],
+        ];
+        for s in &steps {
+            run_ok(Command::new("ip").args(s));
+        }
+        let ns_steps: Vec<(&str, String)> = vec![
+            (&me.server_ns, format!("addr add {}/24 dev {}", me.server_ip, me.server_if)),
+            (&me.server_ns, format!("link set {} up", me.server_if)),
+            (&me.server_ns, "link set lo up".into()),
+            (&me.client_ns, format!("addr add {}/24 dev {client_if}", me.client_ip)),
+            (&me.client_ns, format!("addr add {}/24 dev {client_if}", me.other_ip)),
+            (&me.client_ns, format!("link set {client_if} up")),
+            (&me.client_ns, "link set lo up".into()),
+        ];
+        for (ns, s) in ns_steps {
+            run_ok(Command::new("ip").args(["-n", ns]).args(s.split(' ')));
+        }
+        // Wait until both ends report carrier.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let up = |ns: &str, dev: &str| {
+                String::from_utf8_lossy(
+                    &run(Command::new("ip").args(["-n", ns, "-o", "link", "show", "dev", dev])).stdout,
+                )
+                .contains("state UP")
+            };
+            if up(&me.server_ns, &me.server_if) && up(&me.client_ns, &client_if) {
+                return me;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!("veth between {} and {} never came up", me.server_ns, me.client_ns);
+    }
+
+    /// A command run inside the client namespace.
+    pub fn client_cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.client_ns, program]);
+        c
+    }
+
+    /// Whether a namespace of this pair still exists.
+    pub fn exists(name: &str) -> bool {
+        run(Command::new("ip").args(["netns", "list"]))
+            .stdout
+            .split(|&b| b == b'\n')
+            .any(|l| l.starts_with(name.as_bytes()))
+    }
+}
+
+impl Default for NetPair {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for NetPair {
+    fn drop(&mut self) {
+        for ns in [&self.server_ns, &self.client_ns] {
+            let _ = Command::new("ip").args(["netns", "delete", ns]).status();
+        }
+    }
+}

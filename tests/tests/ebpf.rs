@@ -1,0 +1,122 @@
+//! Privileged: the real XDP program, loaded by ftpd inside its own network
+//! namespace, on a veth whose other end is a client namespace. Run by
+//! `cargo xtask test` as root (`--ignored`); each test builds and removes its
+//! own namespaces, also when it fails.
+
+use std::{net::SocketAddr, process::Command, time::Duration};
+
+use ftpd_tests::{NetPair, Server, privileged, random_file, run_ok, sha256_file};
+
+const PRIV: &str = "privileged: creates network namespaces and loads eBPF (cargo xtask test as root)";
+
+fn start_in(pair: &NetPair, root: &std::path::Path, extra: &[&str]) -> Server {
+    let mut settings = vec![
+        format!("listen_address={}", pair.server_ip),
+        "listen_port=2121".to_string(),
+        "pasv_min_port=50000".to_string(),
+        "pasv_max_port=50099".to_string(),
+        "ftpd_ebpf=on".to_string(),
+    ];
+    settings.extend(extra.iter().map(|s| (*s).to_string()));
+    let prefix = ["ip", "netns", "exec", pair.server_ns.as_str()];
+    Server::spawn(Some(&prefix), root, &settings, SocketAddr::from((pair.server_ip, 2121)))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The counters from STAT, as `name -> value`.
+fn counters(pair: &NetPair, server: &Server) -> std::collections::HashMap<String, u64> {
+    let code = format!(
+        "import ftplib\nf=ftplib.FTP()\nf.connect('{}',2121,timeout=10)\nf.login()\nprint(f.sendcmd('STAT'))\nf.quit()",
+        server.addr.ip()
+    );
+    let stat = run_ok(pair.client_cmd("python3").arg("-c").arg(&code));
+    let line =
+        stat.lines().find(|l| l.contains("Data plane: eBPF on")).unwrap_or_else(|| panic!("no eBPF line: {stat}"));
+    assert!(line.contains(&pair.server_if), "attached to the wrong interface: {line}");
+    let inner = &line[line.rfind('(').unwrap() + 1..line.rfind(')').unwrap()];
+    inner
+        .split(' ')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+fn xdp_attached(pair: &NetPair) -> bool {
+    let out = run_ok(Command::new("ip").args(["-n", &pair.server_ns, "link", "show", "dev", &pair.server_if]));
+    out.contains("xdp")
+}
+
+#[test]
+#[ignore = "privileged: cargo xtask test as root"]
+fn xdp_counts_a_download_from_another_namespace() {
+    assert!(privileged(), "{PRIV}");
+    let dir = tempfile::tempdir().unwrap();
+    random_file(&dir.path().join("f.bin"), 20 << 20);
+    let pair = NetPair::new();
+    let names = (pair.server_ns.clone(), pair.client_ns.clone());
+    {
+        let server = start_in(&pair, dir.path(), &[]);
+        assert!(server.log().contains("eBPF data plane loaded"), "{}", server.log());
+        assert!(xdp_attached(&pair), "no XDP program on {}", pair.server_if);
+        let before = counters(&pair, &server);
+
+        let out = dir.path().join("got.bin");
+        run_ok(pair.client_cmd("curl").args(["-sS", "--max-time", "60", "-o"]).arg(&out).arg(server.url("/f.bin")));
+        assert_eq!(sha256_file(&out), sha256_file(&dir.path().join("f.bin")));
+
+        let after = counters(&pair, &server);
+        // The download's ACKs go to the passive port, its commands to 2121.
+        let moved = |k: &str| after[k] - before[k];
+        assert!(moved("pasv_packets") >= 50, "pasv_packets moved by {}: {after:?}", moved("pasv_packets"));
+        assert!(moved("pasv_bytes") >= 50 * 52, "{after:?}");
+        // A STAT session and the curl session: at least the 3-way handshakes and commands.
+        assert!(moved("control_packets") >= 10, "{after:?}");
+
+        let log = server.stop();
+        assert!(log.contains("Data plane: eBPF on"), "{log}");
+        // A clean exit detaches the program.
+        assert!(!xdp_attached(&pair), "XDP still attached after SIGTERM");
+    }
+    drop(pair);
+    assert!(!NetPair::exists(&names.0) && !NetPair::exists(&names.1), "namespaces left behind");
+}
+
+#[test]
+#[ignore = "privileged: cargo xtask test as root"]
+fn sigkill_leaves_no_program_attached() {
+    assert!(privileged(), "{PRIV}");
+    let dir = tempfile::tempdir().unwrap();
+    let pair = NetPair::new();
+    let server = start_in(&pair, dir.path(), &[]);
+    assert!(xdp_attached(&pair));
+    let pid = server.pid();
+    run_ok(Command::new("kill").args(["-KILL", &pid.to_string()]));
+    // The bpf_link dies with its last fd, i.e. with the process.
+    let mut attached = true;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        attached = xdp_attached(&pair);
+        if !attached {
+            break;
+        }
+    }
+    assert!(!attached, "XDP still attached 5 s after SIGKILL");
+    drop(server);
+}
+
+#[test]
+#[ignore = "privileged: cargo xtask test as root"]
+fn namespaces_are_removed_when_a_test_fails() {
+    assert!(privileged(), "{PRIV}");
+    let names = std::sync::Mutex::new(None);
+    let result = std::panic::catch_unwind(|| {
+        let pair = NetPair::new();
+        *names.lock().unwrap() = Some((pair.server_ns.clone(), pair.client_ns.clone()));
+        panic!("simulated failure");
+    });
+    assert!(result.is_err());
+    let (s, c) = names.lock().unwrap().take().unwrap();
+    assert!(!NetPair::exists(&s) && !NetPair::exists(&c), "namespaces survived a failing test");
+}

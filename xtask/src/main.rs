@@ -1,0 +1,95 @@
+//! `cargo xtask`: install the toolchain, build, run and test ftpd.
+//!
+//! One module per subcommand. Every subcommand but `setup` runs setup first,
+//! so a fresh machine needs nothing but cargo (and root, for apt).
+
+mod build;
+mod run;
+mod setup;
+mod test;
+
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// Environment for every cargo command that compiles `ftpd-user`: its build
+/// script then fails instead of quietly building a userspace-only binary. The
+/// script reruns when this variable changes, so clippy, build and test all set
+/// it; otherwise each would rebuild what the previous one built.
+const REQUIRE_EBPF: (&str, &str) = ("FTPD_REQUIRE_EBPF", "1");
+
+#[derive(Parser)]
+#[command(name = "xtask", bin_name = "cargo xtask", about = "Developer tasks for ftpd")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install (or check) the Debian eBPF toolchain, bpf-linker and the test tools.
+    Setup,
+    /// Build the release binary target/release/ftpd with its eBPF programs embedded.
+    Build,
+    /// Build, then run ftpd in the foreground (arguments after `--` go to ftpd).
+    Run(run::Args),
+    /// Run fmt, clippy, build, all tests, and the privileged eBPF tests when root.
+    Test,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Setup => setup::run(setup::Verbosity::EachCheck),
+        Task::Build => setup::run(setup::Verbosity::Summary).and_then(|()| build::run().map(drop)),
+        Task::Run(args) => run::run(args),
+        Task::Test => test::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints `cmd`, runs it with inherited stdio and fails unless it exits 0.
+fn exec(cmd: &mut Command) -> Result<()> {
+    println!("$ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("failed to run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn workspace_root() -> &'static Path {
+    // xtask/Cargo.toml is a workspace member one level below the root, so its
+    // directory always has a parent.
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ lives inside the workspace root")
+}
+
+/// The release binary, under `CARGO_TARGET_DIR` if set, else `<root>/target`.
+fn ftpd_bin() -> PathBuf {
+    let root = workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |d| root.join(d));
+    target.join("release").join("ftpd")
+}
+
+/// `cargo ARGS...` run from the workspace root.
+fn cargo<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(workspace_root()).args(args.into_iter().map(Into::into));
+    cmd
+}

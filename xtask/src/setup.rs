@@ -1,0 +1,220 @@
+//! `cargo xtask setup`: make sure the eBPF toolchain and the test tools are
+//! installed, installing what is missing. Safe to run any number of times.
+//!
+//! The kernel programs are compiled by Debian's rustc (`rustc-web`, which ships
+//! a prebuilt `core` for `bpfel-unknown-none`) and linked by `bpf-linker` built
+//! against Debian's LLVM 22. See `ftpd-user/build.rs`.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::exec;
+
+/// Debian packages that build the kernel programs.
+const EBPF_PACKAGES: &[&str] =
+    &["rustc-web", "libstd-rust-web-dev-bpf", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
+/// Debian packages the integration tests run.
+const TEST_PACKAGES: &[&str] = &["curl", "iproute2", "lftp", "bpftool", "python3"];
+/// The compiler `ftpd-user/build.rs` uses for the kernel programs.
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+/// The `bpf-linker` release known to work with Debian's LLVM 22.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Where `llvm-22-dev` puts LLVM; `bpf-linker`'s build links against it.
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// How much setup prints when everything is already installed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verbosity {
+    /// One line per check (`cargo xtask setup`).
+    EachCheck,
+    /// One line in all (before other subcommands). Installs are always shown.
+    Summary,
+}
+
+/// Checks everything and installs what is missing.
+///
+/// # Errors
+///
+/// When something is missing and cannot be installed from here (not root, or
+/// no apt-get); the message lists the commands to run instead.
+pub(crate) fn run(verbosity: Verbosity) -> Result<()> {
+    let ok = |what: &str| {
+        if verbosity == Verbosity::EachCheck {
+            println!("[setup] ok: {what}");
+        }
+    };
+
+    let packages: Vec<&str> = EBPF_PACKAGES.iter().chain(TEST_PACKAGES).copied().collect();
+    let mut missing = Vec::new();
+    for &pkg in &packages {
+        match installed_version(pkg)? {
+            Some(version) => ok(&format!("{pkg} ({version})")),
+            None => missing.push(pkg),
+        }
+    }
+    let linker = find_bpf_linker();
+    if !missing.is_empty() {
+        install_packages(&missing, linker.is_none())?;
+        let still: Vec<&str> =
+            missing.iter().copied().filter(|p| !matches!(installed_version(p), Ok(Some(_)))).collect();
+        if !still.is_empty() {
+            bail!("apt-get install finished but these packages are still not installed: {}", still.join(" "));
+        }
+    }
+    if !Path::new(DEBIAN_RUSTC).is_file() {
+        bail!(
+            "{DEBIAN_RUSTC} is missing although rustc-web is installed; reinstall it: apt-get install --reinstall rustc-web"
+        );
+    }
+
+    let linker = match linker {
+        Some(path) => path,
+        None => install_bpf_linker()?,
+    };
+    let version = tool_version(&linker).unwrap_or_else(|| "unknown version".into());
+    let version = version.strip_prefix("bpf-linker ").unwrap_or(&version);
+    if version.contains(BPF_LINKER_VERSION) {
+        ok(&format!("bpf-linker ({version}, {})", linker.display()));
+    } else {
+        println!(
+            "[setup] warning: {} is {version}; ftpd is tested with {BPF_LINKER_VERSION}. To replace it: {} --force",
+            linker.display(),
+            bpf_linker_install_line()
+        );
+    }
+
+    ensure_components(ok)?;
+    if verbosity == Verbosity::Summary {
+        println!("[setup] ok: {} Debian packages, bpf-linker, rustfmt, clippy", packages.len());
+    }
+    Ok(())
+}
+
+/// Whether this process runs as root (`id -u` prints 0).
+pub(crate) fn is_root() -> Result<bool> {
+    let out = Command::new("id").arg("-u").output().context("failed to run `id -u`")?;
+    Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// The installed version of a Debian package, or `None` if it is not installed.
+fn installed_version(pkg: &str) -> Result<Option<String>> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}\t${Version}", pkg])
+        .output()
+        .context("failed to run dpkg-query: `cargo xtask setup` supports Debian 12 (bookworm) and its derivatives")?;
+    // dpkg-query exits 1 for a package it has never heard of: not installed.
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(match text.split_once('\t') {
+        Some((status, version)) if out.status.success() && status.contains("install ok installed") => {
+            Some(version.trim().to_owned())
+        }
+        _ => None,
+    })
+}
+
+/// Installs Debian packages with apt-get, or explains how to when we can't.
+fn install_packages(missing: &[&str], linker_missing: bool) -> Result<()> {
+    let root = is_root()?;
+    let apt = on_path("apt-get").is_some();
+    if !root || !apt {
+        let why = if root { "apt-get is not available" } else { "installing Debian packages needs root" };
+        let list = missing.join(" ");
+        let linker = if linker_missing {
+            format!("\nthen as your build user:\n    {}", bpf_linker_install_line())
+        } else {
+            String::new()
+        };
+        bail!(
+            "missing Debian packages: {list}; {why}. Run as root:\n    apt-get update\n    \
+             DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {list}{linker}\n\
+             then run `cargo xtask setup` again"
+        );
+    }
+    println!("[setup] installing: {}", missing.join(" "));
+    exec(Command::new("apt-get").arg("update"))?;
+    exec(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(missing),
+    )
+}
+
+/// `bpf-linker` on `PATH`, else in `$CARGO_HOME/bin` (where `ftpd-user/build.rs`
+/// also looks).
+fn find_bpf_linker() -> Option<PathBuf> {
+    on_path("bpf-linker").or_else(|| Some(cargo_home()?.join("bin/bpf-linker")).filter(|p| p.is_file()))
+}
+
+/// Builds `bpf-linker` from crates.io against Debian's LLVM 22.
+fn install_bpf_linker() -> Result<PathBuf> {
+    println!("[setup] installing: bpf-linker {BPF_LINKER_VERSION} (cargo install, a few minutes)");
+    exec(Command::new("cargo").env("LLVM_PREFIX", LLVM_PREFIX).args([
+        "install",
+        "bpf-linker",
+        "--version",
+        BPF_LINKER_VERSION,
+        "--no-default-features",
+        "--features",
+        "llvm-22",
+    ]))?;
+    find_bpf_linker()
+        .context("cargo install bpf-linker succeeded, but bpf-linker is neither on PATH nor in $CARGO_HOME/bin")
+}
+
+/// The command that installs `bpf-linker`, for messages.
+fn bpf_linker_install_line() -> String {
+    format!(
+        "LLVM_PREFIX={LLVM_PREFIX} cargo install bpf-linker --version {BPF_LINKER_VERSION} --no-default-features --features llvm-22"
+    )
+}
+
+/// rustfmt and clippy, which `cargo xtask test` runs. A rustup `minimal`
+/// profile leaves them out.
+fn ensure_components(ok: impl Fn(&str)) -> Result<()> {
+    let missing: Vec<&str> = [("rustfmt", "fmt"), ("clippy", "clippy")]
+        .into_iter()
+        .filter_map(|(component, sub)| {
+            let found = Command::new("cargo").args([sub, "--version"]).output().is_ok_and(|o| o.status.success());
+            if found {
+                ok(component);
+            }
+            (!found).then_some(component)
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if on_path("rustup").is_none() {
+        bail!(
+            "cargo {} not available and rustup not found: install the Rust components {}",
+            missing.join("/"),
+            missing.join(" ")
+        );
+    }
+    println!("[setup] installing: rustup components {}", missing.join(" "));
+    exec(Command::new("rustup").args(["component", "add"]).args(&missing))
+}
+
+/// `<name> --version`, trimmed, if it runs.
+fn tool_version(path: &Path) -> Option<String> {
+    let out = Command::new(path).arg("--version").output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The first file called `name` in a `PATH` directory.
+fn on_path(name: &str) -> Option<PathBuf> {
+    env::split_paths(&env::var_os("PATH")?).map(|dir| dir.join(name)).find(|p| p.is_file())
+}
+
+/// `$CARGO_HOME`, defaulting to `~/.cargo` as cargo does.
+fn cargo_home() -> Option<PathBuf> {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+}

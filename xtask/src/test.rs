@@ -1,0 +1,126 @@
+//! `cargo xtask test`: everything CI checks, in order, with one summary.
+//!
+//! Stages: fmt, clippy, build, tests, privileged eBPF tests. A failing stage
+//! does not stop the later ones (a formatting slip shouldn't hide a test
+//! failure), except that the tests need the binary the build stage makes.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Result, bail};
+
+use crate::{REQUIRE_EBPF, build, cargo, exec, setup};
+
+/// How a stage ended.
+enum Outcome {
+    Passed,
+    Failed(anyhow::Error),
+    Skipped(String),
+}
+
+/// One finished stage, for the summary.
+struct Stage {
+    name: &'static str,
+    outcome: Outcome,
+    seconds: f64,
+}
+
+/// Runs all stages and fails if any of them failed.
+pub(crate) fn run() -> Result<()> {
+    setup::run(setup::Verbosity::Summary)?;
+    let mut stages = Vec::new();
+
+    stage(&mut stages, "fmt", || exec(&mut cargo(["fmt", "--all", "--", "--check"])));
+    stage(&mut stages, "clippy", || {
+        exec(
+            cargo(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])
+                .env(REQUIRE_EBPF.0, REQUIRE_EBPF.1),
+        )
+    });
+    let mut bin: Option<PathBuf> = None;
+    stage(&mut stages, "build", || {
+        bin = Some(build::run()?);
+        Ok(())
+    });
+
+    let Some(bin) = bin else {
+        skip(&mut stages, "tests", "the build failed".into());
+        skip(&mut stages, "privileged eBPF tests", "the build failed".into());
+        return summarize(&stages);
+    };
+    stage(&mut stages, "tests", || exec(&mut test_cmd(&bin, ["test", "--release", "--locked", "--workspace"])));
+    match privileged_skip_reason()? {
+        None => stage(&mut stages, "privileged eBPF tests", || {
+            exec(&mut test_cmd(
+                &bin,
+                ["test", "--release", "--locked", "-p", "ftpd-tests", "--", "--ignored", "--test-threads=1"],
+            ))
+        }),
+        Some(why) => {
+            println!("\nskipping privileged eBPF tests: {why} (run as root to include them)");
+            skip(&mut stages, "privileged eBPF tests", why);
+        }
+    }
+    summarize(&stages)
+}
+
+/// Prints one line per stage; fails if any stage failed.
+fn summarize(stages: &[Stage]) -> Result<()> {
+    println!("\n== summary ==");
+    let mut failed = Vec::new();
+    for s in stages {
+        match &s.outcome {
+            Outcome::Passed => println!("ok       {:<22} {:.1}s", s.name, s.seconds),
+            Outcome::Failed(e) => {
+                println!("FAILED   {:<22} {:.1}s  {e:#}", s.name, s.seconds);
+                failed.push(s.name);
+            }
+            Outcome::Skipped(why) => println!("skipped  {:<22} {why}", s.name),
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{} stage(s) failed: {}", failed.len(), failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Runs one stage between a header and its elapsed time, and records it.
+fn stage(stages: &mut Vec<Stage>, name: &'static str, body: impl FnOnce() -> Result<()>) {
+    println!("\n== {name} ==");
+    let start = Instant::now();
+    let outcome = match body() {
+        Ok(()) => Outcome::Passed,
+        Err(e) => Outcome::Failed(e),
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    let verdict = if matches!(outcome, Outcome::Passed) { "ok" } else { "FAILED" };
+    println!("== {name}: {verdict} in {seconds:.1}s ==");
+    stages.push(Stage { name, outcome, seconds });
+}
+
+fn skip(stages: &mut Vec<Stage>, name: &'static str, why: String) {
+    stages.push(Stage { name, outcome: Outcome::Skipped(why), seconds: 0.0 });
+}
+
+/// A `cargo test` that knows where the built server is. It also sets
+/// `FTPD_REQUIRE_EBPF` as the build did, so the binary isn't rebuilt.
+fn test_cmd<const N: usize>(bin: &Path, args: [&str; N]) -> Command {
+    let mut cmd = cargo(args);
+    cmd.env(REQUIRE_EBPF.0, REQUIRE_EBPF.1).env("FTPD_BIN", bin);
+    cmd
+}
+
+/// Why the privileged tests (network namespaces, loading eBPF) can't run
+/// here, or `None` if they can.
+fn privileged_skip_reason() -> Result<Option<String>> {
+    if !setup::is_root()? {
+        return Ok(Some("not running as root".into()));
+    }
+    if !Path::new("/sys/fs/bpf").is_dir() {
+        return Ok(Some("/sys/fs/bpf does not exist (no bpffs)".into()));
+    }
+    Ok(None)
+}
