@@ -28,6 +28,12 @@ fn main() {
         println!("cargo::rerun-if-changed={}", root.join(p).display());
     }
     println!("cargo::rerun-if-env-changed=FTPD_REQUIRE_EBPF");
+    // Installing the toolchain must trigger a rebuild with the kernel side; a
+    // path that does not exist yet makes cargo rerun this script every build.
+    println!("cargo::rerun-if-changed={DEBIAN_RUSTC}");
+    if let Some(bin) = cargo_bin() {
+        println!("cargo::rerun-if-changed={}", bin.join("bpf-linker").display());
+    }
     println!("cargo::rustc-check-cfg=cfg(ftpd_ebpf_embedded)");
     let required = env::var("FTPD_REQUIRE_EBPF").is_ok_and(|v| v == "1");
 
@@ -47,14 +53,19 @@ fn main() {
     }
 }
 
+/// `$CARGO_HOME/bin`, where `cargo install` puts bpf-linker.
+fn cargo_bin() -> Option<PathBuf> {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|h| h.join("bin"))
+}
+
 fn build_ebpf(dir: &Path) -> Result<PathBuf, String> {
     if !Path::new(DEBIAN_RUSTC).exists() {
         return Err(format!("{DEBIAN_RUSTC} not found (Debian package rustc-web)"));
     }
-    let cargo_bin = env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|h| h.join("bin"));
+    let cargo_bin = cargo_bin();
     let mut path = env::var_os("PATH").unwrap_or_default();
     if let Some(bin) = &cargo_bin {
         let mut dirs: Vec<PathBuf> = env::split_paths(&path).collect();

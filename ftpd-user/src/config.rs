@@ -81,7 +81,8 @@ macro_rules! options {
     (@default UInt, $d:expr) => { $d };
     (@default Str, $d:expr) => { String::from($d) };
     (@show Bool, $d:expr) => { if $d { "YES" } else { "NO" } };
-    (@show UInt, $d:expr) => { stringify!($d) };
+    (@show UInt, $d:expr) => { options!(@uint_text stringify!($d)) };
+    (@uint_text $t:expr) => { if matches!($t.as_bytes(), [b'0', b'o', ..]) { const_octal($t) } else { $t } };
     (@show Str, $d:expr) => { $d };
     (@parse Bool, $v:expr) => { parse_bool($v) };
     (@parse UInt, $v:expr) => { parse_uint($v) };
@@ -89,19 +90,57 @@ macro_rules! options {
 }
 
 options! {
+    listen: Bool = false, "Listen for IPv4 control connections (on `listen_address`). ftpd always runs standalone; vsftpd's inetd mode does not exist.";
+    listen_ipv6: Bool = false, "Listen on IPv6 (`listen_address6`, default `::`, which also takes IPv4 clients as v4-mapped addresses). Excludes `listen`, as in vsftpd.";
     listen_address: Str = "", "IPv4 address to listen on; empty means every IPv4 address.";
+    listen_address6: Str = "", "IPv6 address to listen on with `listen_ipv6`; empty means `::`.";
     listen_port: UInt = 21, "Port for control connections.";
+    background: Bool = false, "Detach from the terminal after startup. ftpd stays in the foreground unless this is YES.";
+    port_enable: Bool = true, "Allow active mode (PORT/EPRT).";
+    connect_from_port_20: Bool = false, "Open active-mode data connections from `ftp_data_port` (needs privilege).";
+    ftp_data_port: UInt = 20, "Source port of active-mode data connections with `connect_from_port_20`.";
+    port_promiscuous: Bool = false, "Allow PORT/EPRT to name any IP and port. NO: only the client's own IP, never a port below 1024 (FTP bounce defence).";
+    connect_timeout: UInt = 60, "Seconds to wait for an active-mode data connection to be accepted by the client.";
     pasv_enable: Bool = true, "Allow passive mode (PASV/EPSV).";
     pasv_min_port: UInt = 0, "Lowest port for passive data connections; 0 means any port.";
     pasv_max_port: UInt = 0, "Highest port for passive data connections; 0 means any port.";
     pasv_address: Str = "", "IPv4 address announced in the 227 reply (for NAT); empty means the control connection's local address.";
+    pasv_addr_resolve: Bool = false, "`pasv_address` is a host name, resolved once at startup.";
     pasv_promiscuous: Bool = false, "Accept passive data connections from any IP, not only from the control connection's client.";
     anonymous_enable: Bool = false, "Allow anonymous logins (user `anonymous` or `ftp`).";
     no_anon_password: Bool = false, "Do not ask anonymous users for a password.";
-    anon_root: Str = "", "Directory served to anonymous users; empty means the home directory of user `ftp`.";
+    ftp_username: Str = "ftp", "The system user whose home is the anonymous root (when `anon_root` is empty) and as whom anonymous users act.";
+    anon_root: Str = "", "Directory served to anonymous users; empty means the home directory of `ftp_username`.";
+    anon_upload_enable: Bool = false, "Let anonymous users upload new files (needs `write_enable`).";
+    anon_mkdir_write_enable: Bool = false, "Let anonymous users create directories (needs `write_enable`).";
+    anon_other_write_enable: Bool = false, "Let anonymous users delete, rename, append and overwrite (needs `write_enable`).";
+    anon_world_readable_only: Bool = true, "Anonymous users may only download world-readable files.";
+    anon_umask: UInt = 0o0077, "Umask for files and directories anonymous users create (octal with a leading 0).";
+    deny_email_enable: Bool = false, "Refuse anonymous passwords (e-mail addresses) listed in `banned_email_file`.";
+    banned_email_file: Str = "/etc/vsftpd.banned_emails", "One banned anonymous password per line, for `deny_email_enable`.";
+    write_enable: Bool = false, "Allow any command that changes the file system.";
+    local_umask: UInt = 0o0077, "Umask for files and directories local users create.";
+    file_open_mode: UInt = 0o0666, "Permission bits of uploaded files, before the umask.";
+    chmod_enable: Bool = true, "Allow SITE CHMOD (never for anonymous users).";
+    download_enable: Bool = true, "Allow downloads (RETR).";
+    hide_ids: Bool = false, "Show every owner and group as `ftp` in listings.";
+    ls_recurse_enable: Bool = false, "Honour `LIST -R` (recursive listings).";
+    deny_file: Str = "", "Patterns (`{*.iso,private}`) of names that cannot be accessed at all.";
+    hide_file: Str = "", "Patterns of names left out of listings (still reachable by name).";
+    use_localtime: Bool = false, "Show listing and MDTM times in local time instead of UTC.";
     ftpd_banner: Str = "", "Text of the 220 greeting; empty means `(ftpd VERSION)`.";
+    banner_file: Str = "", "File whose contents are the 220 greeting (wins over `ftpd_banner`).";
+    dirmessage_enable: Bool = false, "Show `message_file` of a directory when a client enters it.";
+    message_file: Str = ".message", "Name of the per-directory message file for `dirmessage_enable`.";
+    ascii_upload_enable: Bool = false, "Convert CRLF to LF on TYPE A uploads. NO: TYPE A uploads are byte-exact.";
+    ascii_download_enable: Bool = false, "Convert LF to CRLF on TYPE A downloads. NO: TYPE A downloads are byte-exact (and use sendfile).";
+    async_abor_enable: Bool = false, "Kept for vsftpd.conf compatibility: ftpd reads the control connection during every transfer, so ABOR works either way.";
+    use_sendfile: Bool = true, "Send files with sendfile(2). NO: read and write through a buffer.";
+    ftpd_atomic_uploads: Bool = false, "ftpd extension. YES: an upload appears under its name only when complete (no half file is ever served); an interrupted upload can still be resumed. NO: vsftpd's behaviour.";
     max_clients: UInt = 2000, "Most control connections at once; 0 means no limit.";
     max_per_ip: UInt = 50, "Most control connections from one IP address; 0 means no limit.";
+    anon_max_rate: UInt = 0, "Bytes per second per anonymous session; 0 means no limit.";
+    local_max_rate: UInt = 0, "Bytes per second per local-user session; 0 means no limit.";
     idle_session_timeout: UInt = 300, "Seconds a client may stay silent between commands before `421 Timeout.`";
     data_connection_timeout: UInt = 300, "Seconds a data transfer may make no progress before it is dropped.";
     accept_timeout: UInt = 60, "Seconds to wait for the client to open a passive data connection.";
@@ -127,6 +166,19 @@ impl fmt::Display for SettingError {
             Self::BadBool(v) => write!(f, "bad boolean value {v:?} (use YES or NO)"),
             Self::BadUInt(v) => write!(f, "bad number {v:?} (use a decimal number, or octal with a leading 0)"),
         }
+    }
+}
+
+/// Shows an octal default as vsftpd writes it. Octal defaults in the table are
+/// written `0o0NNN`, so dropping the `0o` leaves `0NNN`, which `parse_uint`
+/// reads back as octal (`every_default_passes_set` checks the round trip).
+const fn const_octal(t: &'static str) -> &'static str {
+    match t.as_bytes() {
+        [b'0', b'o', rest @ ..] => match std::str::from_utf8(rest) {
+            Ok(r) => r,
+            Err(_) => t,
+        },
+        _ => t,
     }
 }
 
@@ -241,10 +293,33 @@ impl Config {
                 self.pasv_min_port, self.pasv_max_port
             ));
         }
+        if self.listen && self.listen_ipv6 {
+            return Err(
+                "listen=YES and listen_ipv6=YES together: pick one (listen_ipv6 also serves IPv4 clients)".into()
+            );
+        }
+        if !self.listen_address6.is_empty() && self.listen_address6.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("listen_address6={:?} is not an IPv6 address", self.listen_address6));
+        }
+        if self.ftp_data_port == 0 || self.ftp_data_port > 65535 {
+            return Err(format!("ftp_data_port={} is not a TCP port", self.ftp_data_port));
+        }
+        for (name, v) in [
+            ("anon_umask", self.anon_umask),
+            ("local_umask", self.local_umask),
+            ("file_open_mode", self.file_open_mode),
+        ] {
+            if v > 0o7777 {
+                return Err(format!("{name}={v:o} (octal) has bits beyond 07777"));
+            }
+        }
         if !self.listen_address.is_empty() && self.listen_address.parse::<std::net::Ipv4Addr>().is_err() {
             return Err(format!("listen_address={:?} is not an IPv4 address", self.listen_address));
         }
-        if !self.pasv_address.is_empty() && self.pasv_address.parse::<std::net::Ipv4Addr>().is_err() {
+        if !self.pasv_addr_resolve
+            && !self.pasv_address.is_empty()
+            && self.pasv_address.parse::<std::net::Ipv4Addr>().is_err()
+        {
             return Err(format!("pasv_address={:?} is not an IPv4 address", self.pasv_address));
         }
         EbpfMode::parse(&self.ftpd_ebpf)?;

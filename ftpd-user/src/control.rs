@@ -77,6 +77,19 @@ pub fn split_command(line: &[u8]) -> (String, &[u8]) {
     (verb, arg)
 }
 
+/// Drops Telnet commands in front of a command: clients send `IAC IP IAC DM`
+/// (some with the DM as urgent data, which may or may not arrive inline)
+/// before ABOR, and `ABOR` must be recognised either way.
+pub fn strip_telnet(mut line: &[u8]) -> &[u8] {
+    loop {
+        match line {
+            [0xff, 0xf0..=0xfe, rest @ ..] => line = rest,
+            [0xf2, rest @ ..] => line = rest,
+            _ => return line,
+        }
+    }
+}
+
 /// Writes a single-line reply: `CODE TEXT\r\n`.
 pub async fn reply<W: AsyncWrite + Unpin>(w: &mut W, code: u16, text: &str) -> io::Result<()> {
     let mut out = Vec::with_capacity(text.len() + 6);
@@ -166,6 +179,13 @@ mod tests {
         assert_eq!(split_command(b"RETR  x"), ("RETR".into(), &b" x"[..]));
         assert_eq!(split_command(b"R\0TR x").0, "");
         assert_eq!(split_command(b"\xff\xfe x").0, "");
+    }
+
+    #[test]
+    fn telnet_interrupt_before_abor() {
+        assert_eq!(strip_telnet(b"\xff\xf4\xff\xf2ABOR"), b"ABOR");
+        assert_eq!(strip_telnet(b"\xff\xf4\xf2ABOR"), b"ABOR");
+        assert_eq!(strip_telnet(b"ABOR"), b"ABOR");
     }
 
     #[tokio::test]

@@ -98,6 +98,7 @@ pub async fn send_file(
     mut offset: u64,
     len: u64,
     stall: Duration,
+    progress: &std::sync::atomic::AtomicU64,
 ) -> Result<u64, DataError> {
     const CHUNK: u64 = 16 << 20;
     let end = offset.saturating_add(len);
@@ -114,7 +115,10 @@ pub async fn send_file(
         });
         match res {
             Ok(0) => break, // the file shrank under us: send what there is
-            Ok(n) => sent += n as u64,
+            Ok(n) => {
+                sent += n as u64;
+                progress.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if is_network_error(&e) => return Err(DataError::Network(e)),
             Err(e) => return Err(DataError::File(e)),
@@ -140,5 +144,81 @@ pub async fn send_bytes(stream: &mut TcpStream, bytes: &[u8], stall: Duration) -
     match timeout(stall, stream.write_all(bytes)).await {
         Err(_) => Err(DataError::Stalled),
         Ok(r) => r.map_err(DataError::Network),
+    }
+}
+
+/// Connects to the client for an active-mode (PORT/EPRT) transfer, from
+/// `local_ip` and, with `connect_from_port_20`, from `ftp_data_port`.
+pub async fn connect_active(
+    local_ip: IpAddr,
+    from_port: Option<u16>,
+    to: SocketAddr,
+    wait: Duration,
+) -> Result<TcpStream, DataError> {
+    let sock = if to.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(DataError::Accept)?;
+    if let Some(port) = from_port {
+        sock.set_reuseaddr(true).map_err(DataError::Accept)?;
+        sock.bind(SocketAddr::new(local_ip, port)).map_err(DataError::Accept)?;
+    }
+    match timeout(wait, sock.connect(to)).await {
+        Err(_) => Err(DataError::AcceptTimeout),
+        Ok(r) => r.map_err(DataError::Accept),
+    }
+}
+
+/// Why an upload did not complete.
+#[derive(Debug)]
+pub enum RecvError {
+    /// The client's side failed (reset, timeout).
+    Network(io::Error),
+    /// Writing the file failed; `ENOSPC`/`EDQUOT` are told apart by the caller.
+    File(io::Error),
+    /// No progress for `data_connection_timeout` seconds.
+    Stalled,
+}
+
+/// Receives into `file` with `splice(2)`: socket → pipe → file, no copy
+/// through userspace. `offset` is where writing starts (`None`: the file
+/// position, for O_APPEND). Returns the bytes written, counting into `progress`.
+pub async fn receive_file(
+    stream: &mut TcpStream,
+    file: &OwnedFd,
+    pipe: &(OwnedFd, OwnedFd),
+    mut offset: Option<u64>,
+    stall: Duration,
+    progress: &std::sync::atomic::AtomicU64,
+) -> Result<u64, RecvError> {
+    use rustix::pipe::{SpliceFlags, splice};
+    const CHUNK: usize = 1 << 20;
+    let (pipe_r, pipe_w) = pipe;
+    let mut total = 0u64;
+    loop {
+        match timeout(stall, stream.readable()).await {
+            Err(_) => return Err(RecvError::Stalled),
+            Ok(Err(e)) => return Err(RecvError::Network(e)),
+            Ok(Ok(())) => {}
+        }
+        let got = stream.try_io(Interest::READABLE, || {
+            splice(stream.as_fd(), None, pipe_w, None, CHUNK, SpliceFlags::MOVE | SpliceFlags::NONBLOCK)
+                .map_err(io::Error::from)
+        });
+        let n = match got {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(RecvError::Network(e)),
+        };
+        // Drain the pipe into the file; the file side blocks only on the disk.
+        let mut left = n;
+        while left > 0 {
+            let w = splice(pipe_r, None, file, offset.as_mut(), left, SpliceFlags::MOVE)
+                .map_err(|e| RecvError::File(e.into()))?;
+            if w == 0 {
+                return Err(RecvError::File(io::Error::from(io::ErrorKind::WriteZero)));
+            }
+            left -= w;
+            total += w as u64;
+            progress.fetch_add(w as u64, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }

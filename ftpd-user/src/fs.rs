@@ -70,6 +70,22 @@ impl VPath {
         &self.0
     }
 
+    /// The parent directory and the last component; `None` for the root itself.
+    pub fn split_last(&self) -> Option<(Self, &[u8])> {
+        let i = self.0.iter().rposition(|&b| b == b'/')?;
+        let name = &self.0[i + 1..];
+        if name.is_empty() {
+            return None;
+        }
+        let dir = if i == 0 { b"/".to_vec() } else { self.0[..i].to_vec() };
+        Some((Self(dir), name))
+    }
+
+    /// The last component (empty for the root).
+    pub fn file_name(&self) -> &[u8] {
+        self.split_last().map_or(&[][..], |(_, n)| n)
+    }
+
     /// The path relative to the root, as `openat2` wants it.
     fn relative(&self) -> &OsStr {
         let rel = &self.0[1..];
@@ -134,6 +150,102 @@ impl Root {
         let fd = self.open_at(path, OFlags::PATH)?;
         Ok(rustix::fs::fstat(&fd)?)
     }
+
+    /// `lstat`: the entry itself, a symlink as a symlink.
+    pub fn lstat(&self, path: &VPath) -> Result<Stat, FsError> {
+        let (dir, name) = self.parent(path)?;
+        Ok(rustix::fs::statat(&dir, name.as_slice(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?)
+    }
+
+    /// Opens the directory that holds `path` and returns it with the last
+    /// component. The component never contains `/`, so the `*at` calls made
+    /// with it cannot leave the directory the kernel resolved inside the root.
+    fn parent(&self, path: &VPath) -> Result<(OwnedFd, Vec<u8>), FsError> {
+        let (dir, name) = path.split_last().ok_or(FsError::BadName)?;
+        let fd = self.open_at(&dir, OFlags::PATH | OFlags::DIRECTORY)?;
+        Ok((fd, name.to_vec()))
+    }
+
+    /// Opens `path` for writing as `how` says, creating it with `mode` (the
+    /// caller has already applied the umask).
+    pub fn open_write(&self, path: &VPath, how: Create, mode: u32) -> Result<OwnedFd, FsError> {
+        let base = OFlags::WRONLY | OFlags::NOCTTY | OFlags::CREATE;
+        let flags = match how {
+            Create::Exclusive => base | OFlags::EXCL,
+            Create::Truncate => base | OFlags::TRUNC,
+            Create::Keep => base,
+            Create::Append => base | OFlags::APPEND,
+            Create::Existing => OFlags::WRONLY | OFlags::NOCTTY,
+        };
+        let fd = rustix::fs::openat2(
+            &self.0,
+            path.relative(),
+            flags | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode & 0o7777),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )?;
+        let st = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(FsError::Io(io::Error::from(io::ErrorKind::InvalidInput)));
+        }
+        Ok(fd)
+    }
+
+    /// Creates a directory.
+    pub fn mkdir(&self, path: &VPath, mode: u32) -> Result<(), FsError> {
+        let (dir, name) = self.parent(path)?;
+        Ok(rustix::fs::mkdirat(&dir, name.as_slice(), Mode::from_raw_mode(mode & 0o7777))?)
+    }
+
+    /// Removes an empty directory.
+    pub fn rmdir(&self, path: &VPath) -> Result<(), FsError> {
+        let (dir, name) = self.parent(path)?;
+        Ok(rustix::fs::unlinkat(&dir, name.as_slice(), rustix::fs::AtFlags::REMOVEDIR)?)
+    }
+
+    /// Removes a file (a symlink itself, not its target).
+    pub fn unlink(&self, path: &VPath) -> Result<(), FsError> {
+        let (dir, name) = self.parent(path)?;
+        if FileType::from_raw_mode(
+            rustix::fs::statat(&dir, name.as_slice(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
+        ) == FileType::Directory
+        {
+            return Err(FsError::Io(io::Error::from_raw_os_error(libc::EISDIR)));
+        }
+        Ok(rustix::fs::unlinkat(&dir, name.as_slice(), rustix::fs::AtFlags::empty())?)
+    }
+
+    /// Renames within the root.
+    pub fn rename(&self, from: &VPath, to: &VPath) -> Result<(), FsError> {
+        let (fdir, fname) = self.parent(from)?;
+        let (tdir, tname) = self.parent(to)?;
+        Ok(rustix::fs::renameat(&fdir, fname.as_slice(), &tdir, tname.as_slice())?)
+    }
+
+    /// Changes permission bits of what `path` names (following symlinks inside
+    /// the root only: the fd comes from `openat2`).
+    pub fn chmod(&self, path: &VPath, mode: u32) -> Result<(), FsError> {
+        let fd = self.open_at(path, OFlags::PATH)?;
+        // fchmod() refuses O_PATH descriptors; the /proc link names exactly the
+        // inode openat2 resolved, so the check above still holds.
+        let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        Ok(rustix::fs::chmod(proc_path.as_str(), Mode::from_raw_mode(mode & 0o7777))?)
+    }
+}
+
+/// How `open_write` treats an existing file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Create {
+    /// Fail if it exists (anonymous uploads without `anon_other_write_enable`).
+    Exclusive,
+    /// Create or truncate.
+    Truncate,
+    /// Create or open, keep the contents (resume with REST).
+    Keep,
+    /// Create or open for appending (APPE).
+    Append,
+    /// Only open an existing file (the write-permission probe before a replace).
+    Existing,
 }
 
 /// One entry of a listing.
@@ -153,7 +265,7 @@ pub fn read_dir(dir: &OwnedFd, all: bool) -> Result<Vec<Entry>, FsError> {
     for ent in Dir::read_from(dir)? {
         let ent = ent?;
         let name = ent.file_name().to_bytes();
-        if name == b"." || name == b".." || (!all && name.starts_with(b".")) {
+        if name == b"." || name == b".." || (!all && name.starts_with(b".")) || is_upload_temp(name) {
             continue;
         }
         names.push(name.to_vec());
@@ -176,9 +288,30 @@ pub fn read_dir(dir: &OwnedFd, all: bool) -> Result<Vec<Entry>, FsError> {
     Ok(out)
 }
 
+/// How listings show owners and times.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ListStyle {
+    /// `hide_ids`: every owner and group shows as `ftp`.
+    pub hide_ids: bool,
+    /// `use_localtime`: times in the server's zone, not UTC.
+    pub localtime: bool,
+}
+
+/// Seconds to add to a UTC time to get the server's local time at `t`.
+pub fn local_offset(t: i64) -> i64 {
+    let tt = libc::time_t::try_from(t).unwrap_or(0);
+    // SAFETY: localtime_r writes only into `tm`, which lives on this stack.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call.
+    if unsafe { libc::localtime_r(&tt, &mut tm) }.is_null() {
+        return 0;
+    }
+    tm.tm_gmtoff
+}
+
 /// Formats one `LIST` line the way vsftpd (and `ls -l`) does:
 /// `-rw-r--r--    1 1000     1000         4096 Nov 24 04:52 name`.
-pub fn list_line(e: &Entry, now: i64, out: &mut Vec<u8>) {
+pub fn list_line(e: &Entry, now: i64, style: ListStyle, out: &mut Vec<u8>) {
     let mode = e.stat.st_mode;
     let kind = match FileType::from_raw_mode(mode) {
         FileType::Directory => 'd',
@@ -204,14 +337,20 @@ pub fn list_line(e: &Entry, now: i64, out: &mut Vec<u8>) {
     if mode & 0o1000 != 0 {
         perms[8] = if perms[8] == b'x' { b't' } else { b'T' };
     }
+    let (uid, gid) = if style.hide_ids {
+        ("ftp".to_string(), "ftp".to_string())
+    } else {
+        (e.stat.st_uid.to_string(), e.stat.st_gid.to_string())
+    };
+    let shift = if style.localtime { local_offset(e.stat.st_mtime) } else { 0 };
     let head = format!(
         "{kind}{} {:>4} {:<8} {:<8} {:>12} {} ",
         std::str::from_utf8(&perms).unwrap_or("?????????"),
         e.stat.st_nlink,
-        e.stat.st_uid,
-        e.stat.st_gid,
+        uid,
+        gid,
         e.stat.st_size,
-        ls_date(e.stat.st_mtime, now),
+        ls_date(e.stat.st_mtime + shift, now + shift),
     );
     out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(&e.name);
@@ -220,6 +359,36 @@ pub fn list_line(e: &Entry, now: i64, out: &mut Vec<u8>) {
         out.extend_from_slice(t);
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// One RFC 3659 fact line (MLSD, MLST): `type=file;size=3;modify=…;perm=r;unique=…; name`.
+/// `perm` is worked out by the caller from what the session may do.
+pub fn mlsx_line(name: &[u8], stat: &Stat, perm: &str, out: &mut Vec<u8>) {
+    let kind = match FileType::from_raw_mode(stat.st_mode) {
+        FileType::Directory => "dir",
+        FileType::RegularFile => "file",
+        _ => "OS.unix=special",
+    };
+    let head = format!(
+        "type={kind};size={};modify={};perm={perm};unique={:x}g{:x}; ",
+        stat.st_size,
+        mdtm(stat.st_mtime),
+        stat.st_dev,
+        stat.st_ino
+    );
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(name);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether `stat` names a directory.
+pub fn is_dir(stat: &Stat) -> bool {
+    FileType::from_raw_mode(stat.st_mode) == FileType::Directory
+}
+
+/// Whether `stat` names a regular file.
+pub fn is_file(stat: &Stat) -> bool {
+    FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
 }
 
 /// Seconds since the epoch, now.
@@ -314,5 +483,92 @@ mod tests {
         assert_eq!(ls_date(t, t + 400 * 86_400), "Nov 24  2026");
         assert_eq!(mdtm(0), "19700101000000");
         assert_eq!(mdtm(951_782_400), "20000229000000");
+    }
+}
+
+/// vsftpd's `deny_file` / `hide_file` patterns: `{*.iso,private,?.tmp}`, where
+/// `*` and `?` are wildcards. A path matches if any of its components does, so
+/// a denied directory cannot be entered either.
+#[derive(Clone, Debug, Default)]
+pub struct Patterns(Vec<Vec<u8>>);
+
+impl Patterns {
+    /// Parses the option value; empty means nothing matches.
+    pub fn parse(s: &str) -> Self {
+        let s = s.trim();
+        let s = s.strip_prefix('{').and_then(|t| t.strip_suffix('}')).unwrap_or(s);
+        Self(s.split(',').filter(|p| !p.is_empty()).map(|p| p.as_bytes().to_vec()).collect())
+    }
+
+    /// Whether a single name matches.
+    pub fn matches_name(&self, name: &[u8]) -> bool {
+        self.0.iter().any(|p| glob(p, name))
+    }
+
+    /// Whether any component of `path` matches.
+    pub fn matches_path(&self, path: &VPath) -> bool {
+        !self.0.is_empty() && path.as_bytes().split(|&b| b == b'/').any(|c| !c.is_empty() && self.matches_name(c))
+    }
+}
+
+/// `*` matches any run of bytes, `?` one byte; iterative, no recursion.
+fn glob(pat: &[u8], name: &[u8]) -> bool {
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if p < pat.len() && (pat[p] == b'?' || pat[p] == name[n]) {
+            p += 1;
+            n += 1;
+        } else if p < pat.len() && pat[p] == b'*' {
+            star = Some((p, n));
+            p += 1;
+        } else if let Some((sp, sn)) = star {
+            p = sp + 1;
+            n = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    pat[p..].iter().all(|&c| c == b'*')
+}
+
+/// Names ftpd uses for uploads in progress; never listed, never served.
+pub fn is_upload_temp(name: &[u8]) -> bool {
+    name.starts_with(b".ftpd-tmp.") || (name.starts_with(b".") && name.ends_with(b".ftpd-part"))
+}
+
+/// The part file of an atomic upload to `path`: `.NAME.ftpd-part` beside it.
+pub fn part_path(path: &VPath) -> Option<VPath> {
+    let (dir, name) = path.split_last()?;
+    let mut part = b".".to_vec();
+    part.extend_from_slice(name);
+    part.extend_from_slice(b".ftpd-part");
+    dir.join(&part).ok()
+}
+
+#[cfg(test)]
+mod pattern_tests {
+    use super::*;
+
+    #[test]
+    fn vsftpd_patterns() {
+        let p = Patterns::parse("{*.iso,private,a?c}");
+        assert!(
+            p.matches_name(b"x.iso") && p.matches_name(b".iso") && p.matches_name(b"private") && p.matches_name(b"abc")
+        );
+        assert!(!p.matches_name(b"x.isox") && !p.matches_name(b"privat") && !p.matches_name(b"abbc"));
+        let root = VPath::root();
+        assert!(p.matches_path(&root.join(b"/pub/private/x").unwrap()));
+        assert!(!p.matches_path(&root.join(b"/pub/x").unwrap()));
+        assert!(!Patterns::parse("").matches_path(&root.join(b"/x").unwrap()));
+        assert!(glob(b"*a*b*", b"xxaxxbxx") && !glob(b"*a*b", b"xxaxxbxx"));
+    }
+
+    #[test]
+    fn part_names() {
+        let p = part_path(&VPath::root().join(b"/d/file.iso").unwrap()).unwrap();
+        assert_eq!(p.as_bytes(), b"/d/.file.iso.ftpd-part");
+        assert!(is_upload_temp(p.file_name()));
     }
 }

@@ -3,12 +3,14 @@
 //! # Layout
 //! - `config`: the option table (vsftpd.conf names and defaults) and its reader.
 //! - `server`: accept loop, connection limits, shared state.
-//! - `session`: one control connection, command by command.
+//! - `session`: one control connection: state, read loop, dispatch.
+//! - `commands`: the command handlers, by topic.
 //! - `control`: line framing and reply encoding for the control connection.
 //! - `data`: passive listeners and zero-copy sends.
 //! - `fs`: confinement to the user's root (`openat2`) and listings.
 //! - `dataplane`: the eBPF programs (the only module that uses aya).
 
+pub mod commands;
 pub mod config;
 pub mod control;
 pub mod data;

@@ -3,7 +3,7 @@
 
 use std::{
     io::IsTerminal,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::PathBuf,
     process::ExitCode,
     sync::Arc,
@@ -107,28 +107,55 @@ fn home_of(user: &str) -> Option<PathBuf> {
 fn run(cli: Cli) -> Result<()> {
     let cfg = load_config(&cli)?;
     let root = anon_root(&cfg, cli.config.is_none())?;
-    let listen_ip: IpAddr = if cfg.listen_address.is_empty() {
+    let listen_ip: IpAddr = if cfg.listen_ipv6 {
+        if cfg.listen_address6.is_empty() { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { cfg.listen_address6.parse()? }
+    } else if cfg.listen_address.is_empty() {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     } else {
         cfg.listen_address.parse().context("listen_address")?
     };
     let port = u16::try_from(cfg.listen_port).context("listen_port")?;
     let addr = SocketAddr::new(listen_ip, port);
+    // Modes are computed from the configured umasks, not inherited.
+    rustix::process::umask(rustix::fs::Mode::empty());
+
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen on {addr} (is another server on that port? set listen_port)"))?;
+    listener.set_nonblocking(true)?;
+    let shown = if listen_ip.is_unspecified() { SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port) } else { addr };
+    let shown = match shown {
+        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+        v4 => v4.to_string(),
+    };
+    println!("ftpd {} serving {} on {addr}; try: curl ftp://{shown}/", env!("CARGO_PKG_VERSION"), root.display());
+    if cfg.background {
+        daemonize()?;
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (is another server on that port? set listen_port)"))?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         let plane = start_plane(&cfg, listen_ip)?;
-        let shared = Arc::new(Shared::new(cfg, root.clone(), plane));
-        let shown = if listen_ip.is_unspecified() { SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port) } else { addr };
+        let shared = Arc::new(Shared::new(cfg, root.clone(), plane).map_err(anyhow::Error::msg)?);
         info!(%addr, root = %root.display(), "ftpd listening");
-        println!("ftpd {} serving {} on {addr}; try: curl ftp://{shown}/", env!("CARGO_PKG_VERSION"), root.display());
         server::run(listener, shared, shutdown_signal()).await;
         info!("ftpd stopped");
         Ok(())
     })
+}
+
+/// `background=YES`: fork, let the parent exit, start a new session. Done
+/// before the runtime exists, since forking a multi-threaded process is unsafe.
+fn daemonize() -> Result<()> {
+    // SAFETY: no other thread exists yet (the runtime is created afterwards).
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()).context("fork for background=YES"),
+        0 => {
+            rustix::process::setsid().context("setsid")?;
+            Ok(())
+        }
+        _ => std::process::exit(0),
+    }
 }
 
 fn start_plane(cfg: &Config, listen_ip: IpAddr) -> Result<Plane> {

@@ -3,7 +3,7 @@
 use std::{
     collections::HashMap,
     future::Future,
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -15,7 +15,7 @@ use std::{
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
-use crate::{config::Config, data::canonical, dataplane::Dataplane, session};
+use crate::{config::Config, data::canonical, dataplane::Dataplane, fs::Patterns, session};
 
 /// Which data plane enforces limits in this process.
 #[derive(Debug)]
@@ -26,7 +26,7 @@ pub enum Plane {
     Userspace(String),
 }
 
-/// State every session can see.
+/// State every session can see: the config and what was derived from it at startup.
 #[derive(Debug)]
 pub struct Shared {
     /// The validated configuration.
@@ -35,6 +35,16 @@ pub struct Shared {
     pub anon_root: PathBuf,
     /// The data plane in use.
     pub plane: Plane,
+    /// Contents of `banner_file`, read at startup.
+    pub banner: Option<String>,
+    /// Lines of `banned_email_file` (with `deny_email_enable`).
+    pub banned_emails: Vec<String>,
+    /// `deny_file` patterns.
+    pub deny: Patterns,
+    /// `hide_file` patterns.
+    pub hide: Patterns,
+    /// `pasv_address`, parsed or resolved once.
+    pub pasv_address: Option<Ipv4Addr>,
     next_id: AtomicU64,
     conns: Mutex<Conns>,
 }
@@ -46,9 +56,45 @@ struct Conns {
 }
 
 impl Shared {
-    /// Bundles what sessions need.
-    pub fn new(cfg: Config, anon_root: PathBuf, plane: Plane) -> Self {
-        Self { cfg, anon_root, plane, next_id: AtomicU64::new(1), conns: Mutex::default() }
+    /// Reads the files the config names and bundles what sessions need.
+    pub fn new(cfg: Config, anon_root: PathBuf, plane: Plane) -> Result<Self, String> {
+        let banner = if cfg.banner_file.is_empty() {
+            None
+        } else {
+            Some(
+                std::fs::read_to_string(&cfg.banner_file)
+                    .map_err(|e| format!("banner_file={}: {e}", cfg.banner_file))?,
+            )
+        };
+        let banned_emails = if cfg.deny_email_enable {
+            std::fs::read_to_string(&cfg.banned_email_file)
+                .map_err(|e| {
+                    format!("banned_email_file={}: {e} (needed by deny_email_enable=YES)", cfg.banned_email_file)
+                })?
+                .lines()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let pasv_address = match (cfg.pasv_address.as_str(), cfg.pasv_addr_resolve) {
+            ("", _) => None,
+            (a, false) => Some(a.parse().map_err(|_| format!("pasv_address={a:?} is not an IPv4 address"))?),
+            (host, true) => Some(resolve_v4(host)?),
+        };
+        Ok(Self {
+            deny: Patterns::parse(&cfg.deny_file),
+            hide: Patterns::parse(&cfg.hide_file),
+            cfg,
+            anon_root,
+            plane,
+            banner,
+            banned_emails,
+            pasv_address,
+            next_id: AtomicU64::new(1),
+            conns: Mutex::default(),
+        })
     }
 
     /// One line on the data plane and its counters, for STAT and the shutdown log.
@@ -81,6 +127,18 @@ impl Shared {
         c.per_ip.insert(ip, n + 1);
         Ok(Slot { shared: Arc::clone(self), ip })
     }
+}
+
+fn resolve_v4(host: &str) -> Result<Ipv4Addr, String> {
+    use std::net::ToSocketAddrs;
+    (host, 0)
+        .to_socket_addrs()
+        .map_err(|e| format!("pasv_address={host}: cannot resolve: {e}"))?
+        .find_map(|a| match a.ip() {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .ok_or_else(|| format!("pasv_address={host}: no IPv4 address"))
 }
 
 /// A counted connection; dropping it frees the slot.
@@ -122,6 +180,9 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
         let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let ip = canonical(peer.ip());
         let _ = stream.set_nodelay(true);
+        // Clients send ABOR as urgent data (Python's ftplib marks the whole line
+        // MSG_OOB); inline, its last byte is not lost from the line.
+        let _ = rustix::net::sockopt::set_socket_oobinline(&stream, true);
         let shared2 = Arc::clone(&shared);
         tokio::spawn(async move {
             let slot = match shared2.admit(ip) {
@@ -134,7 +195,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             };
             let id = shared2.next_id.fetch_add(1, Ordering::Relaxed);
             info!(session = id, peer = %peer, "connected");
-            session::Session::new(Arc::clone(&shared2), id, peer, local).run(stream).await;
+            session::Session::new(Arc::clone(&shared2), id, stream, peer, local).run().await;
             info!(session = id, peer = %peer, "disconnected");
             drop(slot);
         });

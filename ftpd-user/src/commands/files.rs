@@ -1,0 +1,444 @@
+//! Navigation, information and file-system changes: PWD CWD TYPE PASV EPSV
+//! PORT EPRT REST SIZE MDTM MLST STAT MKD RMD DELE RNFR RNTO SITE.
+
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+};
+
+use tracing::{info, warn};
+
+use crate::{
+    data,
+    fs::{self, FsError, VPath},
+    session::{DataSetup, Session},
+};
+
+/// A class of file-system change, for the permission rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Create a new file.
+    Upload,
+    /// Create a directory.
+    Mkdir,
+    /// Delete, rename, append to or overwrite (vsftpd's "other write").
+    Other,
+    /// SITE CHMOD.
+    Chmod,
+}
+
+impl Session {
+    /// Whether the user may make a change of this class (vsftpd's rules:
+    /// `write_enable` first, then the `anon_*` switches or `chmod_enable`).
+    pub(crate) fn may(&self, op: Op) -> bool {
+        let u = self.user();
+        let c = &u.cfg;
+        if !c.write_enable {
+            return false;
+        }
+        match (u.anonymous, op) {
+            (true, Op::Upload) => c.anon_upload_enable,
+            (true, Op::Mkdir) => c.anon_mkdir_write_enable,
+            (true, Op::Other) => c.anon_other_write_enable,
+            (true, Op::Chmod) => false,
+            (false, Op::Chmod) => c.chmod_enable,
+            (false, _) => true,
+        }
+    }
+
+    /// Resolves a client path. `None` for NUL bytes, overlong paths and
+    /// `deny_file` matches, which the caller answers like "not found".
+    pub(crate) fn path(&self, arg: &[u8]) -> Option<VPath> {
+        let p = self.cwd.join(arg).ok()?;
+        if self.shared.deny.matches_path(&p) || fs::is_upload_temp(p.file_name()) {
+            return None;
+        }
+        Some(p)
+    }
+
+    pub(crate) async fn cmd_pwd(&mut self) -> io::Result<()> {
+        let path = String::from_utf8_lossy(self.cwd.as_bytes()).replace('"', "\"\"");
+        self.reply(257, &format!("\"{path}\" is the current directory")).await
+    }
+
+    pub(crate) async fn cmd_cwd(&mut self, arg: &[u8]) -> io::Result<()> {
+        let ok = self.path(arg).filter(|p| self.user().root.open_dir(p).is_ok());
+        let Some(p) = ok else {
+            return self.reply(550, "Failed to change directory.").await;
+        };
+        self.cwd = p.clone();
+        let cfg = self.cfg();
+        if cfg.dirmessage_enable && !self.seen_messages.contains(&p) {
+            self.seen_messages.push(p.clone());
+            if let Some(text) = p.join(cfg.message_file.as_bytes()).ok().and_then(|m| self.read_small(&m)) {
+                let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+                lines.push("Directory successfully changed.".into());
+                return self.reply_lines(250, &lines).await;
+            }
+        }
+        self.reply(250, "Directory successfully changed.").await
+    }
+
+    /// Reads a small text file (a message file) inside the root, up to 8 KiB.
+    fn read_small(&self, path: &VPath) -> Option<String> {
+        let (fd, _) = self.user().root.open_file(path).ok()?;
+        let mut buf = vec![0u8; 8192];
+        let n = rustix::io::read(&fd, &mut buf).ok()?;
+        buf.truncate(n);
+        Some(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    pub(crate) async fn cmd_type(&mut self, arg: &[u8]) -> io::Result<()> {
+        match arg.to_ascii_uppercase().as_slice() {
+            b"I" | b"L 8" | b"L8" => {
+                self.binary = true;
+                self.reply(200, "Switching to Binary mode.").await
+            }
+            b"A" | b"A N" => {
+                self.binary = false;
+                self.reply(200, "Switching to ASCII mode.").await
+            }
+            _ => self.reply(500, "Unrecognised TYPE command.").await,
+        }
+    }
+
+    pub(crate) async fn cmd_pasv(&mut self, extended: bool) -> io::Result<()> {
+        let cfg = self.cfg();
+        if !cfg.pasv_enable {
+            return self.reply(550, "Permission denied.").await;
+        }
+        if self.epsv_all && !extended {
+            return self.reply(550, "PASV not allowed after EPSV ALL.").await;
+        }
+        let local_ip = data::canonical(self.local.ip());
+        if !extended && !local_ip.is_ipv4() {
+            return self.reply(522, "Network protocol not supported, use EPSV (2).").await;
+        }
+        self.data = DataSetup::None;
+        let seed = self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ fs::now_secs().unsigned_abs();
+        // Bind on the control connection's own local address, as it arrived
+        // (a v4-mapped address stays IPv6 on a dual-stack socket).
+        let listener = match data::bind_passive(self.local.ip(), cfg.pasv_range(), seed) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(session = self.id, error = %e, "cannot open a passive port");
+                return self.reply(425, "Failed to enter passive mode.").await;
+            }
+        };
+        let port = listener.local_addr()?.port();
+        self.data = DataSetup::Passive(listener);
+        if extended {
+            return self.reply(229, &format!("Entering Extended Passive Mode (|||{port}|)")).await;
+        }
+        let announce = match self.shared.pasv_address {
+            Some(a) => a,
+            None => match local_ip {
+                IpAddr::V4(a) => a,
+                IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+            },
+        };
+        let o = announce.octets();
+        let text =
+            format!("Entering Passive Mode ({},{},{},{},{},{}).", o[0], o[1], o[2], o[3], port >> 8, port & 0xff);
+        self.reply(227, &text).await
+    }
+
+    pub(crate) async fn cmd_epsv(&mut self, arg: &[u8]) -> io::Result<()> {
+        let v6 = !data::canonical(self.local.ip()).is_ipv4();
+        match arg.to_ascii_uppercase().as_slice() {
+            b"ALL" => {
+                self.epsv_all = true;
+                self.reply(200, "EPSV ALL ok.").await
+            }
+            b"" => self.cmd_pasv(true).await,
+            b"1" if !v6 => self.cmd_pasv(true).await,
+            b"2" if v6 => self.cmd_pasv(true).await,
+            b"1" | b"2" => self.reply(522, &format!("Bad network protocol, use ({})", if v6 { 2 } else { 1 })).await,
+            _ => self.reply(501, "Bad EPSV command.").await,
+        }
+    }
+
+    /// Checks an active-mode target: vsftpd's bounce defence unless `port_promiscuous`.
+    fn active_allowed(&self, to: SocketAddr) -> bool {
+        let cfg = self.cfg();
+        cfg.port_promiscuous || (data::canonical(to.ip()) == self.peer_ip() && to.port() >= 1024)
+    }
+
+    pub(crate) async fn cmd_port(&mut self, arg: &[u8]) -> io::Result<()> {
+        self.data = DataSetup::None;
+        if !self.cfg().port_enable || self.epsv_all {
+            return self.reply(500, "Illegal PORT command.").await;
+        }
+        let parsed: Option<Vec<u8>> =
+            std::str::from_utf8(arg).ok().and_then(|s| s.split(',').map(|n| n.trim().parse::<u8>().ok()).collect());
+        let Some(n) = parsed.filter(|n| n.len() == 6) else {
+            return self.reply(500, "Illegal PORT command.").await;
+        };
+        let to = SocketAddr::from((Ipv4Addr::new(n[0], n[1], n[2], n[3]), u16::from(n[4]) << 8 | u16::from(n[5])));
+        if !self.active_allowed(to) {
+            info!(session = self.id, peer = %self.peer, target = %to, "PORT refused (bounce defence)");
+            return self.reply(500, "Illegal PORT command.").await;
+        }
+        // A v4 target on a dual-stack control connection is reached through IPv4.
+        self.data = DataSetup::Active(to);
+        self.reply(200, "PORT command successful. Consider using PASV.").await
+    }
+
+    pub(crate) async fn cmd_eprt(&mut self, arg: &[u8]) -> io::Result<()> {
+        self.data = DataSetup::None;
+        if !self.cfg().port_enable || self.epsv_all {
+            return self.reply(500, "Illegal EPRT command.").await;
+        }
+        let Some(to) = parse_eprt(arg) else {
+            return self.reply(500, "Bad EPRT command.").await;
+        };
+        if !self.active_allowed(to) {
+            info!(session = self.id, peer = %self.peer, target = %to, "EPRT refused (bounce defence)");
+            return self.reply(500, "Illegal EPRT command.").await;
+        }
+        self.data = DataSetup::Active(to);
+        self.reply(200, "EPRT command successful. Consider using EPSV.").await
+    }
+
+    pub(crate) async fn cmd_rest(&mut self, arg: &[u8]) -> io::Result<()> {
+        match std::str::from_utf8(arg).ok().and_then(|s| s.parse::<u64>().ok()) {
+            Some(n) => {
+                self.rest = n;
+                self.reply(350, &format!("Restart position accepted ({n}).")).await
+            }
+            None => self.reply(501, "REST needs a byte offset.").await,
+        }
+    }
+
+    pub(crate) async fn cmd_size(&mut self, arg: &[u8]) -> io::Result<()> {
+        let Some(p) = self.path(arg) else {
+            return self.reply(550, "Could not get file size.").await;
+        };
+        let root = &self.user().root;
+        let found = match root.open_file(&p) {
+            Ok(x) => Some(x),
+            // An atomic upload in progress reports its part, so clients can resume it.
+            Err(_) => fs::part_path(&p).and_then(|part| root.open_file(&part).ok()),
+        };
+        let Some((fd, st)) = found else {
+            return self.reply(550, "Could not get file size.").await;
+        };
+        let cfg = self.cfg();
+        let size = if !self.binary && cfg.ascii_download_enable {
+            match crate::commands::transfer::ascii_size(&fd) {
+                Ok(n) => n,
+                Err(_) => return self.reply(550, "Could not get file size.").await,
+            }
+        } else {
+            u64::try_from(st.st_size).unwrap_or(0)
+        };
+        self.reply(213, &size.to_string()).await
+    }
+
+    pub(crate) async fn cmd_mdtm(&mut self, arg: &[u8]) -> io::Result<()> {
+        let st = self.path(arg).and_then(|p| self.user().root.open_file(&p).ok()).map(|(_, st)| st);
+        match st {
+            Some(st) => {
+                let shift = if self.cfg().use_localtime { fs::local_offset(st.st_mtime) } else { 0 };
+                self.reply(213, &fs::mdtm(st.st_mtime + shift)).await
+            }
+            None => self.reply(550, "Could not get file modification time.").await,
+        }
+    }
+
+    /// RFC 3659 `perm` fact for an entry, from what this session may do.
+    pub(crate) fn perm_fact(&self, stat: &rustix::fs::Stat) -> String {
+        let mut p = String::new();
+        if fs::is_dir(stat) {
+            p.push_str("el");
+            if self.may(Op::Upload) {
+                p.push('c');
+            }
+            if self.may(Op::Mkdir) {
+                p.push('m');
+            }
+            if self.may(Op::Other) {
+                p.push_str("dfp");
+            }
+        } else {
+            if self.cfg().download_enable {
+                p.push('r');
+            }
+            if self.may(Op::Other) {
+                p.push_str("adfw");
+            }
+        }
+        p
+    }
+
+    pub(crate) async fn cmd_mlst(&mut self, arg: &[u8]) -> io::Result<()> {
+        let st = self.path(arg).and_then(|p| self.user().root.stat(&p).ok().map(|st| (p, st)));
+        let Some((p, st)) = st else {
+            return self.reply(550, "Could not list that path.").await;
+        };
+        let mut line = Vec::new();
+        fs::mlsx_line(p.as_bytes(), &st, &self.perm_fact(&st), &mut line);
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        self.reply_multi(250, &format!("Listing {}", String::from_utf8_lossy(p.as_bytes())), &[text], "End").await
+    }
+
+    pub(crate) async fn cmd_stat(&mut self, arg: &[u8]) -> io::Result<()> {
+        if arg.is_empty() {
+            let cfg = self.cfg();
+            let mut lines = vec![
+                format!("Connected to {}", self.peer_ip()),
+                format!("Logged in as {}", self.user().name),
+                format!("TYPE: {}", if self.binary { "BINARY" } else { "ASCII" }),
+            ];
+            if cfg.anon_max_rate != 0 && self.user().anonymous || cfg.local_max_rate != 0 && !self.user().anonymous {
+                let rate = if self.user().anonymous { cfg.anon_max_rate } else { cfg.local_max_rate };
+                lines.push(format!("Session bandwidth limit in byte/s is {rate}"));
+            }
+            lines.push(format!("Session timeout in seconds is {}", cfg.idle_session_timeout));
+            lines.push("Control connection is plain text".into());
+            lines.push("Data connections will be plain text".into());
+            lines.push(self.shared.plane_status());
+            return self.reply_multi(211, "FTP server status:", &lines, "End of status").await;
+        }
+        // STAT PATH: a listing over the control connection.
+        let (_, path_arg) = crate::commands::transfer::split_list_args(arg);
+        let listing = match self.path(path_arg) {
+            Some(p) => self.listing_bytes(&p, path_arg, false, crate::commands::transfer::ListKind::Long),
+            None => Err(FsError::BadName),
+        };
+        let lines: Vec<String> = match listing {
+            Ok(b) => String::from_utf8_lossy(&b).lines().map(str::to_owned).collect(),
+            Err(_) => Vec::new(),
+        };
+        self.reply_multi(213, "Status follows:", &lines, "End of status").await
+    }
+
+    pub(crate) async fn cmd_mkd(&mut self, arg: &[u8]) -> io::Result<()> {
+        let Some(p) = self.path(arg).filter(|_| self.may(Op::Mkdir)) else {
+            return self.reply(550, "Permission denied.").await;
+        };
+        match self.user().root.mkdir(&p, 0o777 & !self.umask) {
+            Ok(()) => {
+                let shown = String::from_utf8_lossy(p.as_bytes()).replace('"', "\"\"");
+                self.reply(257, &format!("\"{shown}\" created")).await
+            }
+            Err(_) => self.reply(550, "Create directory operation failed.").await,
+        }
+    }
+
+    pub(crate) async fn cmd_rmd(&mut self, arg: &[u8]) -> io::Result<()> {
+        let Some(p) = self.path(arg).filter(|_| self.may(Op::Other)) else {
+            return self.reply(550, "Permission denied.").await;
+        };
+        match self.user().root.rmdir(&p) {
+            Ok(()) => self.reply(250, "Remove directory operation successful.").await,
+            Err(_) => self.reply(550, "Remove directory operation failed.").await,
+        }
+    }
+
+    pub(crate) async fn cmd_dele(&mut self, arg: &[u8]) -> io::Result<()> {
+        let Some(p) = self.path(arg).filter(|_| self.may(Op::Other)) else {
+            return self.reply(550, "Permission denied.").await;
+        };
+        match self.user().root.unlink(&p) {
+            Ok(()) => {
+                info!(session = self.id, peer = %self.peer, user = %self.user().name, path = %String::from_utf8_lossy(p.as_bytes()), "deleted");
+                self.reply(250, "Delete operation successful.").await
+            }
+            Err(_) => self.reply(550, "Delete operation failed.").await,
+        }
+    }
+
+    pub(crate) async fn cmd_rnfr(&mut self, arg: &[u8]) -> io::Result<()> {
+        let Some(p) = self.path(arg).filter(|_| self.may(Op::Other)) else {
+            return self.reply(550, "Permission denied.").await;
+        };
+        if self.user().root.lstat(&p).is_err() {
+            return self.reply(550, "RNFR command failed.").await;
+        }
+        self.rnfr = Some(p);
+        self.reply(350, "Ready for RNTO.").await
+    }
+
+    pub(crate) async fn cmd_rnto(&mut self, arg: &[u8], from: Option<VPath>) -> io::Result<()> {
+        let Some(from) = from else {
+            return self.reply(503, "RNFR required first.").await;
+        };
+        let Some(to) = self.path(arg).filter(|_| self.may(Op::Other)) else {
+            return self.reply(550, "Permission denied.").await;
+        };
+        match self.user().root.rename(&from, &to) {
+            Ok(()) => self.reply(250, "Rename successful.").await,
+            Err(_) => self.reply(550, "Rename failed.").await,
+        }
+    }
+
+    pub(crate) async fn cmd_site(&mut self, arg: &[u8]) -> io::Result<()> {
+        let (sub, rest) = crate::control::split_command(arg);
+        match sub.as_str() {
+            "CHMOD" => {
+                if !self.may(Op::Chmod) {
+                    return self.reply(550, "Permission denied.").await;
+                }
+                let (mode, path) = crate::control::split_command(rest);
+                let mode = u32::from_str_radix(&mode, 8).ok().filter(|m| *m <= 0o7777);
+                let (Some(mode), Some(p)) = (mode, self.path(path)) else {
+                    return self.reply(501, "SITE CHMOD needs <mode> <file>.").await;
+                };
+                match self.user().root.chmod(&p, mode) {
+                    Ok(()) => self.reply(200, "SITE CHMOD command ok.").await,
+                    Err(_) => self.reply(550, "SITE CHMOD command failed.").await,
+                }
+            }
+            "UMASK" => {
+                if rest.is_empty() {
+                    return self.reply(200, &format!("Your current UMASK is 0{:o}", self.umask)).await;
+                }
+                match std::str::from_utf8(rest)
+                    .ok()
+                    .and_then(|s| u32::from_str_radix(s, 8).ok())
+                    .filter(|m| *m <= 0o777)
+                {
+                    Some(m) => {
+                        self.umask = m;
+                        self.reply(200, &format!("UMASK set to 0{m:o}")).await
+                    }
+                    None => self.reply(501, "Bad UMASK value.").await,
+                }
+            }
+            "HELP" => self.reply(214, "CHMOD UMASK HELP").await,
+            _ => self.reply(500, "Unknown SITE command.").await,
+        }
+    }
+}
+
+/// Parses `|1|132.235.1.2|6275|` / `|2|::1|6275|` (RFC 2428); any delimiter.
+fn parse_eprt(arg: &[u8]) -> Option<SocketAddr> {
+    let s = std::str::from_utf8(arg).ok()?;
+    let d = s.chars().next()?;
+    let parts: Vec<&str> = s.split(d).collect();
+    if parts.len() != 5 || !parts[0].is_empty() || !parts[4].is_empty() {
+        return None;
+    }
+    let port: u16 = parts[3].parse().ok().filter(|p| *p != 0)?;
+    let ip: IpAddr = match parts[1] {
+        "1" => IpAddr::V4(parts[2].parse().ok()?),
+        "2" => IpAddr::V6(parts[2].parse().ok()?),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eprt_forms() {
+        assert_eq!(parse_eprt(b"|1|10.0.0.1|6275|"), Some("10.0.0.1:6275".parse().unwrap()));
+        assert_eq!(parse_eprt(b"!2!::1!2000!"), Some("[::1]:2000".parse().unwrap()));
+        for bad in [&b"|1|::1|20|"[..], b"|3|x|1|", b"|1|10.0.0.1|0|", b"|1|10.0.0.1|70000|", b"1|10.0.0.1|20|", b""] {
+            assert_eq!(parse_eprt(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

@@ -1,0 +1,667 @@
+//! Data transfers: LIST NLST MLSD RETR STOR APPE STOU.
+//!
+//! Downloads use `sendfile` and uploads `splice`, unless TYPE A conversion is
+//! on (`ascii_*_enable`) or `use_sendfile=NO`. Every transfer runs inside
+//! `Session::race`, so the control connection is answered meanwhile.
+
+use std::{
+    io,
+    os::fd::{AsFd, OwnedFd},
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::timeout,
+};
+use tracing::{debug, info, warn};
+
+use crate::{
+    commands::files::Op,
+    data::{self, DataError, RecvError},
+    fs::{self, Create, Entry, FsError, ListStyle, VPath},
+    session::{Raced, Session},
+};
+
+/// Most bytes of a listing buffered before they are written to the client.
+const LIST_CHUNK: usize = 64 * 1024;
+/// Deepest `LIST -R` recursion followed.
+const MAX_RECURSION: usize = 32;
+
+/// Which listing format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListKind {
+    /// `LIST`: `ls -l` lines.
+    Long,
+    /// `NLST`: names only.
+    Names,
+    /// `MLSD`: RFC 3659 facts.
+    Machine,
+}
+
+/// Which upload command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Create or replace.
+    Stor,
+    /// Append.
+    Appe,
+    /// Store under a new unique name.
+    Stou,
+}
+
+/// Splits `ls` options (`-la`) from the path in a LIST/NLST/STAT argument.
+pub fn split_list_args(arg: &[u8]) -> (Vec<u8>, &[u8]) {
+    let mut rest = arg;
+    let mut flags = Vec::new();
+    while rest.starts_with(b"-") {
+        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+        flags.extend_from_slice(&rest[1..end]);
+        rest = rest[end..].strip_prefix(b" ").unwrap_or(&rest[end..]);
+    }
+    (flags, rest)
+}
+
+/// Size of `file` after LF → CRLF conversion (what a TYPE A download sends).
+pub fn ascii_size(file: &OwnedFd) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut off = 0u64;
+    let mut size = 0u64;
+    let mut prev = 0u8;
+    loop {
+        let n = rustix::io::pread(file, &mut buf, off)?;
+        if n == 0 {
+            return Ok(size);
+        }
+        for &b in &buf[..n] {
+            size += if b == b'\n' && prev != b'\r' { 2 } else { 1 };
+            prev = b;
+        }
+        off += n as u64;
+    }
+}
+
+impl Session {
+    fn list_style(&self) -> ListStyle {
+        let c = self.cfg();
+        ListStyle { hide_ids: c.hide_ids, localtime: c.use_localtime }
+    }
+
+    /// The entries of a directory listing (or the one file `path` names),
+    /// with `hide_file` and `deny_file` applied.
+    fn entries(&self, path: &VPath, given: &[u8], all: bool) -> Result<(bool, Vec<Entry>), FsError> {
+        let root = &self.user().root;
+        match root.open_dir(path) {
+            Ok(dir) => {
+                let mut v = fs::read_dir(&dir, all)?;
+                v.retain(|e| !self.shared.hide.matches_name(&e.name) && !self.shared.deny.matches_name(&e.name));
+                Ok((true, v))
+            }
+            Err(_) => {
+                let stat = root.stat(path)?;
+                Ok((false, vec![Entry { name: given.to_vec(), stat, link: None }]))
+            }
+        }
+    }
+
+    /// A whole listing in memory (for STAT PATH, which answers on the control connection).
+    pub(crate) fn listing_bytes(
+        &self,
+        path: &VPath,
+        given: &[u8],
+        all: bool,
+        kind: ListKind,
+    ) -> Result<Vec<u8>, FsError> {
+        let (_, entries) = self.entries(path, given, all)?;
+        let mut out = Vec::new();
+        let now = fs::now_secs();
+        for e in &entries {
+            self.format_entry(e, kind, now, &mut out);
+        }
+        Ok(out)
+    }
+
+    fn format_entry(&self, e: &Entry, kind: ListKind, now: i64, out: &mut Vec<u8>) {
+        match kind {
+            ListKind::Names => {
+                out.extend_from_slice(&e.name);
+                out.extend_from_slice(b"\r\n");
+            }
+            ListKind::Long => fs::list_line(e, now, self.list_style(), out),
+            ListKind::Machine => fs::mlsx_line(&e.name, &e.stat, &self.perm_fact(&e.stat), out),
+        }
+    }
+
+    pub(crate) async fn cmd_list(&mut self, arg: &[u8], kind: ListKind) -> io::Result<()> {
+        let (flags, path_arg) = if kind == ListKind::Machine { (Vec::new(), arg) } else { split_list_args(arg) };
+        let all = flags.contains(&b'a');
+        let recurse = flags.contains(&b'R') && self.cfg().ls_recurse_enable && kind != ListKind::Machine;
+        let path = self.path(path_arg);
+        if kind == ListKind::Machine {
+            let ok = path.as_ref().is_some_and(|p| self.user().root.open_dir(p).is_ok());
+            if !ok {
+                return self.reply(550, "Failed to open directory.").await;
+            }
+        }
+        let Some(mut data) = self.open_data().await? else { return Ok(()) };
+        self.reply(150, "Here comes the directory listing.").await?;
+        // Gather (blocking file-system work, done before the network part).
+        let mut chunks: Vec<Vec<u8>> = Vec::new();
+        let mut failed = false;
+        match &path {
+            None => failed = true,
+            Some(p) => {
+                let mut stack: Vec<(VPath, Vec<u8>, usize)> = vec![(p.clone(), path_arg.to_vec(), 0)];
+                let now = fs::now_secs();
+                let mut buf = Vec::new();
+                let mut first = true;
+                while let Some((dir, shown, depth)) = stack.pop() {
+                    let Ok((is_dir, entries)) = self.entries(&dir, &shown, all) else {
+                        failed = first;
+                        continue;
+                    };
+                    if recurse && is_dir {
+                        if !first {
+                            buf.extend_from_slice(b"\r\n");
+                        }
+                        let label = if shown.is_empty() { b".".to_vec() } else { shown.clone() };
+                        buf.extend_from_slice(&label);
+                        buf.extend_from_slice(b":\r\n");
+                    }
+                    first = false;
+                    for e in &entries {
+                        self.format_entry(e, kind, now, &mut buf);
+                        if buf.len() >= LIST_CHUNK {
+                            chunks.push(std::mem::take(&mut buf));
+                        }
+                    }
+                    if recurse && is_dir && depth < MAX_RECURSION {
+                        for e in entries.iter().rev().filter(|e| fs::is_dir(&e.stat) && e.link.is_none()) {
+                            let Ok(child) = dir.join(&e.name) else { continue };
+                            let mut label = if shown.is_empty() { Vec::new() } else { shown.clone() };
+                            if !label.is_empty() && !label.ends_with(b"/") {
+                                label.push(b'/');
+                            }
+                            label.extend_from_slice(&e.name);
+                            stack.push((child, label, depth + 1));
+                        }
+                    }
+                }
+                chunks.push(buf);
+            }
+        }
+        let stall = self.stall();
+        let send = async move {
+            for c in &chunks {
+                data::send_bytes(&mut data, c, stall).await?;
+            }
+            data.shutdown().await.map_err(DataError::Network)
+        };
+        match self.race(send).await? {
+            Raced::Done(Ok(())) if failed && kind == ListKind::Long => {
+                // vsftpd reports an unreadable directory as a successful, empty listing.
+                self.reply(226, "Transfer done (but failed to open directory).").await
+            }
+            Raced::Done(Ok(())) => self.reply(226, "Directory send OK.").await,
+            Raced::Done(Err(e)) => {
+                debug!(session = self.id, error = ?e, "listing aborted");
+                self.reply(426, "Failure writing network stream.").await
+            }
+            Raced::Aborted => self.abort_replies().await,
+        }
+    }
+
+    /// The two replies RFC 959 gives for an ABOR that ends a transfer.
+    async fn abort_replies(&mut self) -> io::Result<()> {
+        info!(session = self.id, peer = %self.peer, "transfer aborted by the client");
+        self.reply(426, "Failure writing network stream.").await?;
+        self.reply(226, "Abort successful.").await
+    }
+
+    /// This session's bandwidth limit in bytes per second (0: none).
+    fn rate(&self) -> u64 {
+        let c = self.cfg();
+        u64::from(if self.user().anonymous { c.anon_max_rate } else { c.local_max_rate })
+    }
+
+    pub(crate) async fn cmd_retr(&mut self, arg: &[u8]) -> io::Result<()> {
+        let offset = std::mem::take(&mut self.rest);
+        let cfg = self.cfg();
+        if !cfg.download_enable {
+            return self.reply(550, "Permission denied.").await;
+        }
+        let opened = self.path(arg).and_then(|p| self.user().root.open_file(&p).ok());
+        let Some((file, st)) = opened else {
+            return self.reply(550, "Failed to open file.").await;
+        };
+        if self.user().anonymous && cfg.anon_world_readable_only && st.st_mode & 0o004 == 0 {
+            return self.reply(550, "Failed to open file.").await;
+        }
+        let size = u64::try_from(st.st_size).unwrap_or(0);
+        let Some(mut data) = self.open_data().await? else { return Ok(()) };
+        let name = String::from_utf8_lossy(arg).into_owned();
+        let ascii = !self.binary && cfg.ascii_download_enable;
+        let mode = if self.binary { "BINARY" } else { "ASCII" };
+        self.reply(150, &format!("Opening {mode} mode data connection for {name} ({size} bytes).")).await?;
+        let rate = self.rate();
+        if rate > 0 {
+            // Kernel TCP pacing: smooth, no drops, sendfile untouched (design/ebpf.md §7).
+            if let Err(e) = set_pacing(&data, rate) {
+                warn!(session = self.id, error = %e, "SO_MAX_PACING_RATE failed; download not rate limited");
+            }
+        }
+        self.progress.store(0, Ordering::Relaxed);
+        let progress = std::sync::Arc::clone(&self.progress);
+        let stall = self.stall();
+        let len = size.saturating_sub(offset);
+        let started = Instant::now();
+        let use_sendfile = cfg.use_sendfile;
+        let send = async move {
+            let r = if ascii {
+                send_ascii(&mut data, &file, offset, stall, &progress).await
+            } else if use_sendfile {
+                data::send_file(&mut data, &file, offset, len, stall, &progress).await
+            } else {
+                send_copy(&mut data, &file, offset, stall, &progress).await
+            };
+            drop(data);
+            r
+        };
+        match self.race(send).await? {
+            Raced::Done(Ok(sent)) => {
+                info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %name, bytes = sent, secs = started.elapsed().as_secs_f64(), "download complete");
+                self.reply(226, "Transfer complete.").await
+            }
+            Raced::Done(Err(DataError::File(e))) => {
+                warn!(session = self.id, file = %name, error = %e, "reading the file failed");
+                self.reply(451, "Failure reading local file.").await
+            }
+            Raced::Done(Err(DataError::Stalled)) => {
+                info!(session = self.id, peer = %self.peer, file = %name, "data connection stalled");
+                self.reply(421, "Data timeout. Reconnect. Sorry.").await
+            }
+            Raced::Done(Err(e)) => {
+                info!(session = self.id, peer = %self.peer, file = %name, error = ?e, "download aborted");
+                self.reply(426, "Failure writing network stream.").await
+            }
+            Raced::Aborted => self.abort_replies().await,
+        }
+    }
+
+    pub(crate) async fn cmd_store(&mut self, arg: &[u8], kind: StoreKind) -> io::Result<()> {
+        let offset = std::mem::take(&mut self.rest);
+        let cfg = self.cfg();
+        let Some(mut target) = self.path(arg).filter(|_| self.may(Op::Upload)) else {
+            return self.reply(550, "Permission denied.").await;
+        };
+        let root = &self.user().root;
+        if kind == StoreKind::Stou {
+            match unique_name(root, &target) {
+                Some(t) => target = t,
+                None => return self.reply(553, "Could not create file.").await,
+            }
+        }
+        let existing = root.lstat(&target).ok();
+        if existing.as_ref().is_some_and(|st| !fs::is_file(st)) {
+            return self.reply(553, "Could not create file.").await;
+        }
+        let overwrite = existing.is_some() && kind == StoreKind::Stor && offset == 0;
+        let append = kind == StoreKind::Appe || (existing.is_some() && offset > 0);
+        // Overwriting, appending and resuming change an existing file: "other write".
+        if (overwrite || append && existing.is_some()) && !self.may(Op::Other) {
+            return self.reply(553, "Could not create file.").await;
+        }
+        let mode = cfg.file_open_mode & !self.umask;
+        let plan = match plan_upload(root, &target, kind, offset, existing.as_ref(), cfg.ftpd_atomic_uploads, mode) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(session = self.id, error = ?e, "cannot open upload target");
+                return self.reply(553, "Could not create file.").await;
+            }
+        };
+        let Some(mut data) = self.open_data().await? else {
+            plan.discard(&self.user().root);
+            return Ok(());
+        };
+        let shown = String::from_utf8_lossy(target.file_name()).into_owned();
+        if kind == StoreKind::Stou {
+            self.reply(150, &format!("FILE: {shown}")).await?;
+        } else {
+            self.reply(150, "Ok to send data.").await?;
+        }
+        let pipe = match self.pipe.take() {
+            Some(p) => p,
+            None => match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(session = self.id, error = %e, "cannot create a pipe");
+                    plan.discard(&self.user().root);
+                    return self.reply(451, "Failure writing to local file.").await;
+                }
+            },
+        };
+        self.progress.store(0, Ordering::Relaxed);
+        let progress = std::sync::Arc::clone(&self.progress);
+        let stall = self.stall();
+        let rate = self.rate();
+        let ascii = !self.binary && cfg.ascii_upload_enable;
+        let started = Instant::now();
+        let write_off = plan.write_offset;
+        let fd = plan.fd.try_clone()?;
+        let recv = async move {
+            let r = if ascii || rate > 0 {
+                recv_copy(&mut data, &fd, write_off, stall, &progress, rate, ascii).await
+            } else {
+                data::receive_file(&mut data, &fd, &pipe, write_off, stall, &progress).await
+            };
+            (r, pipe)
+        };
+        let raced = self.race(recv).await?;
+        let (result, aborted) = match raced {
+            Raced::Done((r, pipe)) => {
+                if r.is_ok() {
+                    self.pipe = Some(pipe); // a failed splice may leave bytes in it
+                }
+                (r, false)
+            }
+            Raced::Aborted => (Err(RecvError::Network(io::Error::from(io::ErrorKind::Interrupted))), true),
+        };
+        let root = &self.user().root;
+        let result = result.and_then(|n| plan.commit(root).map(|()| n).map_err(RecvError::File));
+        match result {
+            Ok(n) => {
+                info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %shown, bytes = n, secs = started.elapsed().as_secs_f64(), "upload complete");
+                if kind == StoreKind::Stou {
+                    self.reply(226, &format!("Transfer complete. FILE: {shown}")).await
+                } else {
+                    self.reply(226, "Transfer complete.").await
+                }
+            }
+            Err(e) => {
+                plan.fail(&self.user().root);
+                info!(session = self.id, peer = %self.peer, file = %shown, error = ?e, "upload failed");
+                if aborted {
+                    return self.abort_replies().await;
+                }
+                match e {
+                    RecvError::File(e) if is_space_error(&e) => {
+                        self.reply(552, "Requested file action aborted: out of disk space or over quota.").await
+                    }
+                    RecvError::File(_) => self.reply(451, "Failure writing to local file.").await,
+                    RecvError::Stalled => self.reply(421, "Data timeout. Reconnect. Sorry.").await,
+                    RecvError::Network(_) => self.reply(426, "Failure reading network stream.").await,
+                }
+            }
+        }
+    }
+}
+
+fn is_space_error(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG))
+}
+
+/// Where an upload is written and what happens at the end.
+struct UploadPlan {
+    fd: OwnedFd,
+    /// Where writing starts; `None` appends.
+    write_offset: Option<u64>,
+    /// Written under another name, renamed over `target` on success.
+    temp: Option<VPath>,
+    target: VPath,
+    /// On failure, delete what was written (a replace's temp file) or keep it
+    /// for a resume (vsftpd's partial file, or an atomic upload's part).
+    delete_on_fail: bool,
+}
+
+impl UploadPlan {
+    fn commit(&self, root: &fs::Root) -> io::Result<()> {
+        rustix::fs::fsync(&self.fd).ok();
+        if let Some(t) = &self.temp {
+            root.rename(t, &self.target).map_err(|e| match e {
+                FsError::Io(e) => e,
+                FsError::BadName => io::Error::from(io::ErrorKind::InvalidInput),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn fail(&self, root: &fs::Root) {
+        if self.delete_on_fail {
+            let victim = self.temp.as_ref().unwrap_or(&self.target);
+            let _ = root.unlink(victim);
+        }
+    }
+
+    /// The data connection never came: undo whatever creating the file did.
+    fn discard(&self, root: &fs::Root) {
+        if let Some(t) = self.temp.as_ref().filter(|_| self.delete_on_fail) {
+            let _ = root.unlink(t);
+        }
+    }
+}
+
+/// Chooses how to write an upload so that an existing file is never damaged:
+/// replacing goes through a temporary file renamed over the old one, after
+/// checking that the user could have written the old file in place; with
+/// `atomic`, new files are written as `.NAME.ftpd-part` and renamed when
+/// complete. Resumes (REST, APPE) write in place, as they must.
+fn plan_upload(
+    root: &fs::Root,
+    target: &VPath,
+    kind: StoreKind,
+    offset: u64,
+    existing: Option<&rustix::fs::Stat>,
+    atomic: bool,
+    mode: u32,
+) -> Result<UploadPlan, FsError> {
+    let in_place =
+        |fd, write_offset| UploadPlan { fd, write_offset, temp: None, target: target.clone(), delete_on_fail: false };
+    match (existing, kind) {
+        (Some(_), StoreKind::Appe) => Ok(in_place(root.open_write(target, Create::Append, mode)?, None)),
+        (Some(_), _) if offset > 0 => Ok(in_place(root.open_write(target, Create::Keep, mode)?, Some(offset))),
+        (Some(old), _) => {
+            // The in-place permission check: could this user open it for writing?
+            drop(root.open_write(target, Create::Existing, mode)?);
+            let (dir, name) = target.split_last().ok_or(FsError::BadName)?;
+            let mut tmp_name = b".ftpd-tmp.".to_vec();
+            tmp_name.extend_from_slice(name);
+            tmp_name.extend_from_slice(format!(".{}", std::process::id() ^ (fs::now_secs() as u32)).as_bytes());
+            let tmp = dir.join(&tmp_name)?;
+            let fd = root.open_write(&tmp, Create::Exclusive, old.st_mode & 0o7777)?;
+            // Same mode as the old file; same owner where we are allowed to set it.
+            let _ = rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(old.st_mode & 0o7777));
+            let _ = rustix::fs::fchown(
+                &fd,
+                Some(rustix::fs::Uid::from_raw(old.st_uid)),
+                Some(rustix::fs::Gid::from_raw(old.st_gid)),
+            );
+            Ok(UploadPlan { fd, write_offset: Some(0), temp: Some(tmp), target: target.clone(), delete_on_fail: true })
+        }
+        (None, _) if atomic => {
+            let part = fs::part_path(target).ok_or(FsError::BadName)?;
+            let resume = offset > 0 || kind == StoreKind::Appe;
+            let fd = root.open_write(&part, if resume { Create::Keep } else { Create::Truncate }, mode)?;
+            let write_offset = if kind == StoreKind::Appe {
+                Some(u64::try_from(rustix::fs::fstat(&fd)?.st_size).unwrap_or(0))
+            } else {
+                Some(offset)
+            };
+            Ok(UploadPlan { fd, write_offset, temp: Some(part), target: target.clone(), delete_on_fail: false })
+        }
+        (None, _) => {
+            let how = if offset > 0 { Create::Keep } else { Create::Exclusive };
+            Ok(in_place(root.open_write(target, how, mode)?, Some(offset)))
+        }
+    }
+}
+
+/// `NAME`, else `NAME.1`, `NAME.2`, … (or `ftpd.upload` when STOU has no argument).
+fn unique_name(root: &fs::Root, wanted: &VPath) -> Option<VPath> {
+    let base = if wanted.file_name().is_empty() { wanted.join(b"ftpd.upload").ok()? } else { wanted.clone() };
+    if root.lstat(&base).is_err() {
+        return Some(base);
+    }
+    let (dir, name) = base.split_last()?;
+    (1..1000).find_map(|i| {
+        let mut n = name.to_vec();
+        n.extend_from_slice(format!(".{i}").as_bytes());
+        let p = dir.join(&n).ok()?;
+        root.lstat(&p).is_err().then_some(p)
+    })
+}
+
+/// Caps a socket's send rate with kernel TCP pacing.
+fn set_pacing(sock: &TcpStream, rate: u64) -> io::Result<()> {
+    let v: libc::c_uint = u32::try_from(rate).unwrap_or(u32::MAX);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(sock);
+    // SAFETY: setsockopt reads `size_of::<c_uint>()` bytes from `&v`.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MAX_PACING_RATE,
+            (&raw const v).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Download through a buffer (`use_sendfile=NO`).
+async fn send_copy(
+    data: &mut TcpStream,
+    file: &OwnedFd,
+    mut off: u64,
+    stall: Duration,
+    progress: &AtomicU64,
+) -> Result<u64, DataError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut sent = 0;
+    loop {
+        let n = rustix::io::pread(file, &mut buf, off).map_err(|e| DataError::File(e.into()))?;
+        if n == 0 {
+            break;
+        }
+        data::send_bytes(data, &buf[..n], stall).await?;
+        off += n as u64;
+        sent += n as u64;
+        progress.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    data.shutdown().await.map_err(DataError::Network)?;
+    Ok(sent)
+}
+
+/// TYPE A download with `ascii_download_enable`: LF becomes CRLF. `off` counts
+/// file bytes (REST in ASCII mode is a file offset, as in vsftpd).
+async fn send_ascii(
+    data: &mut TcpStream,
+    file: &OwnedFd,
+    mut off: u64,
+    stall: Duration,
+    progress: &AtomicU64,
+) -> Result<u64, DataError> {
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut prev = 0u8;
+    let mut sent = 0;
+    loop {
+        let n = rustix::io::pread(file, &mut buf, off).map_err(|e| DataError::File(e.into()))?;
+        if n == 0 {
+            break;
+        }
+        out.clear();
+        for &b in &buf[..n] {
+            if b == b'\n' && prev != b'\r' {
+                out.push(b'\r');
+            }
+            out.push(b);
+            prev = b;
+        }
+        data::send_bytes(data, &out, stall).await?;
+        off += n as u64;
+        sent += out.len() as u64;
+        progress.fetch_add(out.len() as u64, Ordering::Relaxed);
+    }
+    data.shutdown().await.map_err(DataError::Network)?;
+    Ok(sent)
+}
+
+/// Upload through a buffer: for TYPE A conversion (CRLF → LF) and for rate
+/// limits, where reading slowly lets TCP flow control slow the client down.
+async fn recv_copy(
+    data: &mut TcpStream,
+    file: &OwnedFd,
+    mut off: Option<u64>,
+    stall: Duration,
+    progress: &AtomicU64,
+    rate: u64,
+    ascii: bool,
+) -> Result<u64, RecvError> {
+    let chunk = if rate > 0 { (rate / 20).clamp(1024, 256 * 1024) } else { 256 * 1024 } as usize;
+    let mut buf = vec![0u8; chunk];
+    let mut out = Vec::new();
+    let start = Instant::now();
+    let mut total = 0u64;
+    let mut pending_cr = false;
+    loop {
+        let n = match timeout(stall, data.read(&mut buf)).await {
+            Err(_) => return Err(RecvError::Stalled),
+            Ok(Err(e)) => return Err(RecvError::Network(e)),
+            Ok(Ok(n)) => n,
+        };
+        if n == 0 {
+            if pending_cr {
+                write_all_at(file, b"\r", &mut off).map_err(RecvError::File)?;
+                total += 1;
+            }
+            return Ok(total);
+        }
+        let bytes: &[u8] = if ascii {
+            out.clear();
+            for &b in &buf[..n] {
+                if pending_cr && b != b'\n' {
+                    out.push(b'\r');
+                }
+                pending_cr = b == b'\r';
+                if !pending_cr {
+                    out.push(b);
+                }
+            }
+            &out
+        } else {
+            &buf[..n]
+        };
+        write_all_at(file, bytes, &mut off).map_err(RecvError::File)?;
+        total += bytes.len() as u64;
+        progress.fetch_add(n as u64, Ordering::Relaxed);
+        if rate > 0 {
+            // Token bucket with the bucket the size of one chunk: sleep until
+            // the bytes read so far are within the rate.
+            let due = Duration::from_secs_f64(progress.load(Ordering::Relaxed) as f64 / rate as f64);
+            let elapsed = start.elapsed();
+            if due > elapsed {
+                tokio::time::sleep(due - elapsed).await;
+            }
+        }
+    }
+}
+
+fn write_all_at(file: &OwnedFd, mut bytes: &[u8], off: &mut Option<u64>) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let n = match off {
+            Some(o) => {
+                let n = rustix::io::pwrite(file.as_fd(), bytes, *o)?;
+                *o += n as u64;
+                n
+            }
+            None => rustix::io::write(file.as_fd(), bytes)?,
+        };
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
+        }
+        bytes = &bytes[n..];
+    }
+    Ok(())
+}
