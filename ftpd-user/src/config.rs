@@ -118,6 +118,22 @@ options! {
     anon_umask: UInt = 0o0077, "Umask for files and directories anonymous users create (octal with a leading 0).";
     deny_email_enable: Bool = false, "Refuse anonymous passwords (e-mail addresses) listed in `banned_email_file`.";
     banned_email_file: Str = "/etc/vsftpd.banned_emails", "One banned anonymous password per line, for `deny_email_enable`.";
+    local_enable: Bool = false, "Allow local (system) users to log in, authenticated by PAM.";
+    pam_service_name: Str = "ftp", "PAM service used to authenticate local users (/etc/pam.d/NAME; PAM falls back to `other`).";
+    local_root: Str = "", "Directory local (and virtual) users start in; empty means their home directory.";
+    userlist_enable: Bool = false, "Check `userlist_file` at USER time.";
+    userlist_deny: Bool = true, "With `userlist_enable`: YES refuses the listed users, NO admits only them.";
+    userlist_file: Str = "/etc/vsftpd.user_list", "One user name per line, for `userlist_enable`.";
+    check_shell: Bool = false, "Refuse local users whose shell is not in /etc/shells. vsftpd's default YES has no effect in its PAM builds, so ftpd's NO keeps that behaviour (users with /sbin/nologin log in).";
+    guest_enable: Bool = false, "Every non-anonymous login acts as `guest_username` (virtual users).";
+    guest_username: Str = "ftp", "The system user virtual users act as, with `guest_enable`.";
+    virtual_users_file: Str = "", "ftpd extension. `user:hash` lines (argon2 or $6$ SHA-512 crypt) that authenticate non-anonymous users instead of PAM; `ftpd passwd FILE USER` maintains it.";
+    user_config_dir: Str = "", "Directory of per-user config files named after the user, applied at login (e.g. `local_root`, `write_enable`, `local_max_rate`).";
+    chroot_local_user: Bool = false, "Confine local users to their root (home or `local_root`). NO: they see the whole file system, starting in it.";
+    chroot_list_enable: Bool = false, "Users in `chroot_list_file` are the exception to `chroot_local_user`.";
+    chroot_list_file: Str = "/etc/vsftpd.chroot_list", "One user name per line, for `chroot_list_enable`.";
+    allow_writeable_chroot: Bool = false, "Allow a confined user's root to be writable by that user (vsftpd refuses such logins).";
+    nopriv_user: Str = "nobody", "The unprivileged user the network-facing process runs as when ftpd starts as root.";
     write_enable: Bool = false, "Allow any command that changes the file system.";
     local_umask: UInt = 0o0077, "Umask for files and directories local users create.";
     file_open_mode: UInt = 0o0666, "Permission bits of uploaded files, before the umask.";
@@ -384,6 +400,8 @@ pub const EMBEDDED_DEFAULT: &str = "\
 # ftpd's embedded default: anonymous read-only downloads on loopback.
 anonymous_enable=YES
 no_anon_password=YES
+# No `ftp` account is needed to try ftpd: anonymous users act as nobody.
+ftp_username=nobody
 listen_address=127.0.0.1
 listen_port=2121
 pasv_min_port=50000

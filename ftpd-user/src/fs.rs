@@ -112,11 +112,22 @@ impl From<rustix::io::Errno> for FsError {
 #[derive(Debug)]
 pub struct Root(OwnedFd);
 
+impl AsFd for Root {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
 impl Root {
     /// Opens `dir` as the root of a served tree.
     pub fn open(dir: &std::path::Path) -> io::Result<Self> {
         let fd = rustix::fs::open(dir, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
         Ok(Self(fd))
+    }
+
+    /// Wraps a directory fd opened by someone else (the master, for a worker).
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        Self(fd)
     }
 
     fn open_at(&self, path: &VPath, flags: OFlags) -> Result<OwnedFd, FsError> {
@@ -143,6 +154,16 @@ impl Root {
     /// Opens a directory (to list it, or to check that `CWD` may enter it).
     pub fn open_dir(&self, path: &VPath) -> Result<OwnedFd, FsError> {
         self.open_at(path, OFlags::RDONLY | OFlags::DIRECTORY)
+    }
+
+    /// Whether `path` is a directory this user may open.
+    pub fn is_dir(&self, path: &VPath) -> bool {
+        self.open_dir(path).is_ok()
+    }
+
+    /// The entries of the directory `path` (see `read_dir`).
+    pub fn list(&self, path: &VPath, all: bool) -> Result<Vec<Entry>, FsError> {
+        read_dir(&self.open_dir(path)?, all)
     }
 
     /// `stat` of whatever `path` names (a symlink's target, inside the root).

@@ -10,11 +10,16 @@
 //! - `fs`: confinement to the user's root (`openat2`) and listings.
 //! - `dataplane`: the eBPF programs (the only module that uses aya).
 
+pub mod auth;
 pub mod commands;
 pub mod config;
 pub mod control;
 pub mod data;
 pub mod dataplane;
 pub mod fs;
+pub mod ipc;
+pub mod login;
+pub mod privsep;
 pub mod server;
 pub mod session;
+pub mod worker;

@@ -14,6 +14,7 @@ use clap::Parser;
 use ftpd::{
     config::{Config, EMBEDDED_DEFAULT, EbpfMode},
     dataplane::{self, Dataplane},
+    privsep::Authority,
     server::{self, Plane, Shared},
 };
 use tracing::{info, warn};
@@ -37,6 +38,13 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "--ftpd-worker") {
+        return ExitCode::from(u8::try_from(ftpd::privsep::worker_main()).unwrap_or(1));
+    }
+    if args.get(1).is_some_and(|a| a == "passwd") {
+        return passwd(&args[2..]);
+    }
     let cli = Cli::parse();
     if cli.help_config {
         print!("{}", Config::describe());
@@ -54,6 +62,64 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `ftpd passwd FILE USER`: sets USER's password in a `virtual_users_file`,
+/// read from standard input (without echo on a terminal).
+fn passwd(args: &[std::ffi::OsString]) -> ExitCode {
+    let [file, user] = args else {
+        eprintln!("usage: ftpd passwd FILE USER   (the password is read from standard input)");
+        return ExitCode::from(2);
+    };
+    let Some(user) = user.to_str() else {
+        eprintln!("ftpd passwd: the user name must be UTF-8");
+        return ExitCode::from(2);
+    };
+    let password = match read_password() {
+        Ok(p) if !p.is_empty() => p,
+        Ok(_) => {
+            eprintln!("ftpd passwd: empty password refused");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("ftpd passwd: cannot read the password: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match ftpd::auth::set_virtual_password(std::path::Path::new(file), user, password.as_bytes()) {
+        Ok(()) => {
+            eprintln!("ftpd passwd: password for {user} set in {}", std::path::Path::new(file).display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ftpd passwd: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read_password() -> std::io::Result<String> {
+    use std::io::BufRead;
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    let saved = if tty {
+        eprint!("Password: ");
+        let t = rustix::termios::tcgetattr(&stdin)?;
+        let mut quiet = t.clone();
+        quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &quiet)?;
+        Some(t)
+    } else {
+        None
+    };
+    let mut line = String::new();
+    let r = stdin.lock().read_line(&mut line);
+    if let Some(t) = saved {
+        let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &t);
+        eprintln!();
+    }
+    r?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 fn load_config(cli: &Cli) -> Result<Config> {
@@ -131,12 +197,39 @@ fn run(cli: Cli) -> Result<()> {
     if cfg.background {
         daemonize()?;
     }
+    // The data plane needs privilege: load it before the split.
+    let plane = start_plane(&cfg, listen_ip)?;
+
+    let authority = if rustix::process::geteuid().is_root() {
+        // Privilege separation (docs/ARCHITECTURE.md): this process stays root
+        // as the master; the child becomes the unprivileged front.
+        let (master_end, front_end) = ftpd::ipc::pair().context("creating the master channel")?;
+        // SAFETY: single-threaded here (no runtime yet), so fork is sound.
+        match unsafe { libc::fork() } {
+            -1 => return Err(std::io::Error::last_os_error()).context("fork"),
+            0 => {
+                drop(master_end);
+                ftpd::privsep::become_front(&cfg).map_err(anyhow::Error::msg)?;
+                info!(user = %cfg.nopriv_user, "front process running unprivileged; file access through per-user workers");
+                Authority::Master { chan: std::sync::Mutex::new(front_end), links: std::sync::Mutex::default() }
+            }
+            front => {
+                drop(front_end);
+                drop(listener);
+                let code = ftpd::privsep::run_master(cfg, root, master_end, front);
+                drop(plane);
+                std::process::exit(code);
+            }
+        }
+    } else {
+        warn!("not started as root: no privilege separation; every session acts as this process's user");
+        Authority::InProcess
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let plane = start_plane(&cfg, listen_ip)?;
-        let shared = Arc::new(Shared::new(cfg, root.clone(), plane).map_err(anyhow::Error::msg)?);
+        let shared = Arc::new(Shared::new(cfg, root.clone(), plane, authority).map_err(anyhow::Error::msg)?);
         info!(%addr, root = %root.display(), "ftpd listening");
         server::run(listener, shared, shutdown_signal()).await;
         info!("ftpd stopped");

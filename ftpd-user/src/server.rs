@@ -15,7 +15,7 @@ use std::{
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
-use crate::{config::Config, data::canonical, dataplane::Dataplane, fs::Patterns, session};
+use crate::{config::Config, data::canonical, dataplane::Dataplane, fs::Patterns, privsep::Authority, session};
 
 /// Which data plane enforces limits in this process.
 #[derive(Debug)]
@@ -37,14 +37,16 @@ pub struct Shared {
     pub plane: Plane,
     /// Contents of `banner_file`, read at startup.
     pub banner: Option<String>,
-    /// Lines of `banned_email_file` (with `deny_email_enable`).
-    pub banned_emails: Vec<String>,
     /// `deny_file` patterns.
     pub deny: Patterns,
     /// `hide_file` patterns.
     pub hide: Patterns,
     /// `pasv_address`, parsed or resolved once.
     pub pasv_address: Option<Ipv4Addr>,
+    /// `userlist_file`, read at startup (with `userlist_enable`).
+    pub userlist: Vec<String>,
+    /// Who decides logins and runs file operations.
+    pub authority: Authority,
     next_id: AtomicU64,
     conns: Mutex<Conns>,
 }
@@ -57,7 +59,7 @@ struct Conns {
 
 impl Shared {
     /// Reads the files the config names and bundles what sessions need.
-    pub fn new(cfg: Config, anon_root: PathBuf, plane: Plane) -> Result<Self, String> {
+    pub fn new(cfg: Config, anon_root: PathBuf, plane: Plane, authority: Authority) -> Result<Self, String> {
         let banner = if cfg.banner_file.is_empty() {
             None
         } else {
@@ -66,31 +68,28 @@ impl Shared {
                     .map_err(|e| format!("banner_file={}: {e}", cfg.banner_file))?,
             )
         };
-        let banned_emails = if cfg.deny_email_enable {
-            std::fs::read_to_string(&cfg.banned_email_file)
-                .map_err(|e| {
-                    format!("banned_email_file={}: {e} (needed by deny_email_enable=YES)", cfg.banned_email_file)
-                })?
-                .lines()
-                .map(|l| l.trim().to_owned())
-                .filter(|l| !l.is_empty())
-                .collect()
-        } else {
-            Vec::new()
-        };
+        // Read again at each login (operators edit it live); checked here so a
+        // wrong path stops startup instead of silently banning nobody.
+        if cfg.deny_email_enable {
+            std::fs::metadata(&cfg.banned_email_file).map_err(|e| {
+                format!("banned_email_file={}: {e} (needed by deny_email_enable=YES)", cfg.banned_email_file)
+            })?;
+        }
         let pasv_address = match (cfg.pasv_address.as_str(), cfg.pasv_addr_resolve) {
             ("", _) => None,
             (a, false) => Some(a.parse().map_err(|_| format!("pasv_address={a:?} is not an IPv4 address"))?),
             (host, true) => Some(resolve_v4(host)?),
         };
+        let userlist = if cfg.userlist_enable { crate::auth::read_list(&cfg.userlist_file) } else { Vec::new() };
         Ok(Self {
+            userlist,
+            authority,
             deny: Patterns::parse(&cfg.deny_file),
             hide: Patterns::parse(&cfg.hide_file),
             cfg,
             anon_root,
             plane,
             banner,
-            banned_emails,
             pasv_address,
             next_id: AtomicU64::new(1),
             conns: Mutex::default(),

@@ -31,8 +31,9 @@ use crate::{
     config::Config,
     control::{self, LineError, LineReader},
     data::{self, DataError},
-    fs::{Root, VPath},
+    fs::VPath,
     server::Shared,
+    worker::Fs,
 };
 
 /// Who is logged in.
@@ -41,8 +42,8 @@ pub struct User {
     pub name: String,
     /// Anonymous users get the `anon_*` rules.
     pub anonymous: bool,
-    /// The user's root, held open.
-    pub root: Root,
+    /// The user's files: the root held open here, or the worker acting as the user.
+    pub root: Fs,
     /// Effective settings (the global config, plus `user_config_dir` overrides).
     pub cfg: Arc<Config>,
 }
@@ -51,8 +52,8 @@ pub struct User {
 pub(crate) enum Phase {
     /// No USER yet (or a failed login).
     Greeted,
-    /// USER was anonymous; PASS expected.
-    NeedAnonPass,
+    /// USER was accepted; PASS expected.
+    NeedPass(String),
     /// Logged in.
     Ready(Box<User>),
 }

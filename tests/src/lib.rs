@@ -8,7 +8,7 @@
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -42,6 +42,36 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
 }
 
+/// A port on `ip` that was free a moment ago.
+pub fn free_port_on(ip: IpAddr) -> u16 {
+    TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind an ephemeral port").local_addr().expect("local addr").port()
+}
+
+/// Where a server started by [`Server::launch`] listens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Listen {
+    /// 127.0.0.1 (the embedded default's `listen_address`).
+    #[default]
+    V4Loopback,
+    /// `listen_ipv6=YES listen_address6=::1`; clients connect to `[::1]`.
+    V6Loopback,
+    /// `listen_ipv6=YES listen_address6=::` (dual stack); clients connect to
+    /// 127.0.0.1 and arrive as v4-mapped addresses.
+    DualStack,
+}
+
+/// How [`Server::launch`] starts ftpd, beyond the settings.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Launch<'a> {
+    /// A config file, passed as ftpd's positional argument instead of the
+    /// embedded default (the `-o` settings still apply after it).
+    pub config: Option<&'a Path>,
+    /// Extra environment variables for the server process (e.g. `TZ`).
+    pub env: &'a [(&'a str, &'a str)],
+    /// Where to listen.
+    pub listen: Listen,
+}
+
 /// A running `ftpd` process, killed on drop. Its stderr is kept for diagnostics.
 pub struct Server {
     child: Option<Child>,
@@ -59,12 +89,31 @@ impl Server {
     /// plane is off unless a setting turns it on: tests on the host's `lo` must
     /// not fight over its single XDP slot.
     pub fn start(root: &Path, settings: &[&str]) -> Self {
+        Self::launch(root, settings, &Launch::default())
+    }
+
+    /// Like [`Server::start`], with a config file, environment variables or
+    /// another listening address (see [`Launch`]).
+    pub fn launch(root: &Path, settings: &[&str], how: &Launch<'_>) -> Self {
         let mut last = String::new();
         for _ in 0..5 {
-            let port = free_port();
+            let (port, connect_ip, listen): (u16, IpAddr, &[&str]) = match how.listen {
+                Listen::V4Loopback => (free_port(), Ipv4Addr::LOCALHOST.into(), &[]),
+                Listen::V6Loopback => (
+                    free_port_on(Ipv6Addr::LOCALHOST.into()),
+                    Ipv6Addr::LOCALHOST.into(),
+                    &["listen_ipv6=YES", "listen_address6=::1"],
+                ),
+                Listen::DualStack => (
+                    free_port_on(Ipv6Addr::UNSPECIFIED.into()),
+                    Ipv4Addr::LOCALHOST.into(),
+                    &["listen_ipv6=YES", "listen_address6=::"],
+                ),
+            };
             let mut all = vec!["ftpd_ebpf=off".to_string(), format!("listen_port={port}")];
+            all.extend(listen.iter().map(|s| (*s).to_string()));
             all.extend(settings.iter().map(|s| (*s).to_string()));
-            match Self::spawn(None, root, &all, SocketAddr::from((Ipv4Addr::LOCALHOST, port))) {
+            match Self::spawn_full(None, how, root, &all, SocketAddr::new(connect_ip, port)) {
                 Ok(s) => return s,
                 Err(e) => last = e,
             }
@@ -75,6 +124,16 @@ impl Server {
     /// Starts ftpd with `prefix` (e.g. `ip netns exec NS`) before the binary,
     /// listening on `addr`.
     pub fn spawn(prefix: Option<&[&str]>, root: &Path, settings: &[String], addr: SocketAddr) -> Result<Self, String> {
+        Self::spawn_full(prefix, &Launch::default(), root, settings, addr)
+    }
+
+    fn spawn_full(
+        prefix: Option<&[&str]>,
+        how: &Launch<'_>,
+        root: &Path,
+        settings: &[String],
+        addr: SocketAddr,
+    ) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("ftpd.log");
         let logf = std::fs::File::create(&log).expect("create log");
@@ -86,9 +145,15 @@ impl Server {
             }
             None => Command::new(ftpd_bin()),
         };
+        if let Some(conf) = how.config {
+            cmd.arg(conf);
+        }
         cmd.arg("--root").arg(root);
         for s in settings {
             cmd.arg(format!("-o{s}"));
+        }
+        for (k, v) in how.env {
+            cmd.env(k, v);
         }
         cmd.env("RUST_LOG", "debug").stdout(Stdio::null()).stderr(logf);
         let child = cmd.spawn().map_err(|e| format!("spawn {cmd:?}: {e}"))?;
@@ -121,9 +186,18 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// `ftp://host:port/` for curl.
+    /// `ftp://host:port/` for curl (IPv6 hosts in brackets: give curl `-g`).
     pub fn url(&self, path: &str) -> String {
         format!("ftp://{}/{}", self.addr, path.trim_start_matches('/'))
+    }
+
+    /// Python lines that import ftplib and leave `f` logged in as anonymous.
+    pub fn py_login(&self) -> String {
+        format!(
+            "import ftplib\nf = ftplib.FTP()\nf.connect({:?}, {}, timeout=30)\nf.login()\n",
+            self.addr.ip().to_string(),
+            self.addr.port()
+        )
     }
 
     /// A raw control connection, greeting consumed.
@@ -172,10 +246,28 @@ impl Drop for Server {
     }
 }
 
+/// Makes `dir` (not its contents) enterable and readable by everyone.
+pub fn served_by_nobody(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(dir) {
+        let mode = m.permissions().mode() | 0o755;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode));
+    }
+}
+
+/// Makes `dir` writable by everyone, for upload tests: anonymous sessions act
+/// as `nobody` when the tests run as root, as vsftpd's act as `ftp`.
+pub fn writable_by_all(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("chmod 0777");
+}
+
 /// A raw FTP control connection.
 pub struct Ftp {
     r: BufReader<TcpStream>,
     w: TcpStream,
+    /// The server's address.
+    pub peer: SocketAddr,
 }
 
 impl Ftp {
@@ -183,7 +275,12 @@ impl Ftp {
     pub fn connect(addr: SocketAddr) -> Self {
         let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to ftpd");
         s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        Self { r: BufReader::new(s.try_clone().expect("clone")), w: s }
+        Self { r: BufReader::new(s.try_clone().expect("clone")), w: s, peer: addr }
+    }
+
+    /// The local address of the control connection (what PORT/EPRT should name).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.w.local_addr().expect("local addr")
     }
 
     /// Sends raw bytes.
@@ -244,6 +341,29 @@ impl Ftp {
         TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("data connect")
     }
 
+    /// EPSV, then connects to the announced port on the server's address.
+    pub fn epsv_connect(&mut self) -> TcpStream {
+        let text = self.cmd_ok("EPSV", 229);
+        let port: u16 = text.split('|').nth(3).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("EPSV: {text}"));
+        let addr = SocketAddr::new(self.peer.ip(), port);
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("data connect")
+    }
+
+    /// Runs an upload command (STOR, APPE, STOU) over PASV, sending `bytes`
+    /// and closing the data connection; returns the 150 reply text (empty if
+    /// the command was refused) and the final reply.
+    pub fn upload(&mut self, line: &str, bytes: &[u8]) -> (String, u16, String) {
+        let mut data = self.pasv_connect();
+        let (code, text) = self.cmd(line);
+        if code != 150 {
+            return (String::new(), code, text);
+        }
+        data.write_all(bytes).expect("send upload data");
+        drop(data);
+        let (code, end) = self.read_reply();
+        (text, code, end)
+    }
+
     /// Runs a data command (LIST, RETR …) over PASV; returns the bytes and the final reply.
     pub fn transfer(&mut self, line: &str) -> (Vec<u8>, u16, String) {
         let mut data = self.pasv_connect();
@@ -299,6 +419,43 @@ pub fn run_ok(cmd: &mut Command) -> String {
 /// Runs Python code with ftplib available; returns stdout.
 pub fn python(code: &str) -> String {
     run_ok(Command::new("python3").arg("-c").arg(code))
+}
+
+/// Whether the tests run as root (which bypasses file permission checks).
+pub fn is_root() -> bool {
+    run(Command::new("id").arg("-u")).stdout.starts_with(b"0\n")
+}
+
+/// The account anonymous sessions act as when ftpd starts as root: the
+/// embedded default's `ftp_username=nobody` (vsftpd likewise runs anonymous
+/// sessions as its `ftp_username`, never as root).
+pub const ANON_USER: &str = "nobody";
+
+/// Makes `path` and everything under it writable by everyone, so that an
+/// anonymous session may change it whichever account it acts as.
+pub fn make_writable(path: &Path) {
+    run_ok(Command::new("chmod").arg("-R").arg("a+rwX").arg(path));
+}
+
+/// Gives `path` to [`ANON_USER`] when the tests run as root, so that its owner
+/// permission bits are the ones an anonymous session gets. Without root the
+/// server acts as the test's own user, who owns the file already.
+pub fn give_to_anon(path: &Path) {
+    if is_root() {
+        run_ok(Command::new("chown").arg(ANON_USER).arg(path));
+    }
+}
+
+/// Owner uid of a file on disk.
+pub fn uid_of(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display())).uid()
+}
+
+/// Permission bits of a file or directory on disk.
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display())).permissions().mode() & 0o7777
 }
 
 /// Whether this process may create network namespaces and load eBPF.

@@ -15,6 +15,7 @@ use ftpd_tests::{run, run_ok, workspace};
 fn xtask_run_serves_the_default_config() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("hello.txt"), b"hi\n").unwrap();
+    ftpd_tests::served_by_nobody(dir.path());
     let mut child = Command::new("cargo")
         .args(["xtask", "run", "--root"])
         .arg(dir.path())

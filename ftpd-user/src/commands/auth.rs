@@ -5,7 +5,8 @@ use std::{io, sync::Arc};
 use tracing::{info, warn};
 
 use crate::{
-    fs::{Root, VPath},
+    fs::VPath,
+    login,
     session::{Phase, Session, User},
 };
 
@@ -18,57 +19,66 @@ impl Session {
             return self.reply(530, "Can't change to another user.").await;
         }
         self.phase = Phase::Greeted;
-        if arg.len() > MAX_CREDENTIAL {
+        let Some(user) = std::str::from_utf8(arg).ok().filter(|u| !u.is_empty() && u.len() <= MAX_CREDENTIAL) else {
             return self.reply(530, "Login incorrect.").await;
+        };
+        if let Err(d) = login::check_user(&self.shared.cfg, &self.shared.userlist, user) {
+            info!(session = self.id, peer = %self.peer, user, reason = %d.reason, "USER refused");
+            return self.reply(530, &d.reply).await;
         }
-        let anon = arg.eq_ignore_ascii_case(b"anonymous") || arg.eq_ignore_ascii_case(b"ftp");
-        if !anon {
-            return self.reply(530, "This FTP server is anonymous only.").await;
+        let anonymous = login::is_anonymous(user) && self.shared.cfg.anonymous_enable;
+        if anonymous && self.shared.cfg.no_anon_password {
+            return self.login(user.to_owned(), Vec::new()).await;
         }
-        if !self.shared.cfg.anonymous_enable {
-            return self.reply(530, "Login incorrect.").await;
-        }
-        if self.shared.cfg.no_anon_password {
-            return self.login_anonymous().await;
-        }
-        self.phase = Phase::NeedAnonPass;
+        self.phase = Phase::NeedPass(user.to_owned());
         self.reply(331, "Please specify the password.").await
     }
 
     pub(crate) async fn cmd_pass(&mut self, arg: &[u8]) -> io::Result<()> {
-        match self.phase {
+        match std::mem::replace(&mut self.phase, Phase::Greeted) {
             Phase::Greeted => self.reply(503, "Login with USER first.").await,
-            Phase::Ready(_) => self.reply(230, "Already logged in.").await,
-            Phase::NeedAnonPass => {
-                let cfg = &self.shared.cfg;
-                if arg.len() > MAX_CREDENTIAL
-                    || (cfg.deny_email_enable && self.shared.banned_emails.iter().any(|b| b.as_bytes() == arg))
-                {
-                    self.phase = Phase::Greeted;
-                    info!(session = self.id, peer = %self.peer, "anonymous login refused (banned password)");
-                    return self.reply(530, "Login incorrect.").await;
-                }
-                self.login_anonymous().await
+            ready @ Phase::Ready(_) => {
+                self.phase = ready;
+                self.reply(230, "Already logged in.").await
             }
+            Phase::NeedPass(user) => self.login(user, arg.to_vec()).await,
         }
     }
 
-    async fn login_anonymous(&mut self) -> io::Result<()> {
-        match Root::open(&self.shared.anon_root) {
-            Ok(root) => {
-                let cfg = Arc::new(self.shared.cfg.clone());
-                self.umask = cfg.anon_umask;
-                self.phase = Phase::Ready(Box::new(User { name: "anonymous".into(), anonymous: true, root, cfg }));
-                self.cwd = VPath::root();
-                info!(session = self.id, peer = %self.peer, user = "anonymous", "login");
-                self.reply(230, "Login successful.").await
+    /// Asks the authority (the master, or this process) and sets up the session.
+    async fn login(&mut self, user: String, password: Vec<u8>) -> io::Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let rhost = self.peer_ip().to_string();
+        let name = user.clone();
+        // PAM can block for seconds (failure delays): keep it off the async threads.
+        let outcome = tokio::task::spawn_blocking(move || {
+            shared.authority.login(&shared.cfg, &shared.anon_root, &name, &password, &rhost)
+        })
+        .await;
+        let logged = match outcome {
+            Ok(Ok(l)) => l,
+            Ok(Err(d)) => {
+                info!(session = self.id, peer = %self.peer, user = %user, reason = %d.reason, "login refused");
+                return self.reply(530, &d.reply).await;
             }
             Err(e) => {
-                warn!(session = self.id, root = %self.shared.anon_root.display(), error = %e, "cannot open the anonymous root");
-                self.phase = Phase::Greeted;
-                self.reply(500, "OOPS: cannot change directory.").await
+                warn!(session = self.id, error = %e, "login task failed");
+                return self.reply(530, "Login incorrect.").await;
             }
+        };
+        let g = logged.grant;
+        let mut cfg = self.shared.cfg.clone();
+        let source = format!("{}/{}", cfg.user_config_dir, g.name);
+        if let Some(Err(e)) = g.user_config.as_ref().map(|text| cfg.apply_text(&source, text)) {
+            warn!(session = self.id, user = %g.name, error = %e, "bad per-user config; login refused");
+            return self.reply(530, "Login incorrect.").await;
         }
+        self.umask = if g.anonymous { cfg.anon_umask } else { cfg.local_umask };
+        self.cwd = VPath::root().join(&g.cwd).unwrap_or_else(|_| VPath::root());
+        info!(session = self.id, peer = %self.peer, user = %g.name, uid = g.uid, root = %g.root_dir.display(), "login");
+        self.phase =
+            Phase::Ready(Box::new(User { name: g.name, anonymous: g.anonymous, root: logged.fs, cfg: Arc::new(cfg) }));
+        self.reply(230, "Login successful.").await
     }
 
     pub(crate) async fn cmd_feat(&mut self) -> io::Result<()> {

@@ -62,7 +62,7 @@ impl Session {
     }
 
     pub(crate) async fn cmd_cwd(&mut self, arg: &[u8]) -> io::Result<()> {
-        let ok = self.path(arg).filter(|p| self.user().root.open_dir(p).is_ok());
+        let ok = self.path(arg).filter(|p| self.user().root.is_dir(p));
         let Some(p) = ok else {
             return self.reply(550, "Failed to change directory.").await;
         };

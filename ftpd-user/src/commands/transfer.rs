@@ -23,6 +23,7 @@ use crate::{
     data::{self, DataError, RecvError},
     fs::{self, Create, Entry, FsError, ListStyle, VPath},
     session::{Raced, Session},
+    worker::Fs,
 };
 
 /// Most bytes of a listing buffered before they are written to the client.
@@ -93,9 +94,8 @@ impl Session {
     /// with `hide_file` and `deny_file` applied.
     fn entries(&self, path: &VPath, given: &[u8], all: bool) -> Result<(bool, Vec<Entry>), FsError> {
         let root = &self.user().root;
-        match root.open_dir(path) {
-            Ok(dir) => {
-                let mut v = fs::read_dir(&dir, all)?;
+        match root.list(path, all) {
+            Ok(mut v) => {
                 v.retain(|e| !self.shared.hide.matches_name(&e.name) && !self.shared.deny.matches_name(&e.name));
                 Ok((true, v))
             }
@@ -140,7 +140,7 @@ impl Session {
         let recurse = flags.contains(&b'R') && self.cfg().ls_recurse_enable && kind != ListKind::Machine;
         let path = self.path(path_arg);
         if kind == ListKind::Machine {
-            let ok = path.as_ref().is_some_and(|p| self.user().root.open_dir(p).is_ok());
+            let ok = path.as_ref().is_some_and(|p| self.user().root.is_dir(p));
             if !ok {
                 return self.reply(550, "Failed to open directory.").await;
             }
@@ -416,7 +416,7 @@ struct UploadPlan {
 }
 
 impl UploadPlan {
-    fn commit(&self, root: &fs::Root) -> io::Result<()> {
+    fn commit(&self, root: &Fs) -> io::Result<()> {
         rustix::fs::fsync(&self.fd).ok();
         if let Some(t) = &self.temp {
             root.rename(t, &self.target).map_err(|e| match e {
@@ -427,7 +427,7 @@ impl UploadPlan {
         Ok(())
     }
 
-    fn fail(&self, root: &fs::Root) {
+    fn fail(&self, root: &Fs) {
         if self.delete_on_fail {
             let victim = self.temp.as_ref().unwrap_or(&self.target);
             let _ = root.unlink(victim);
@@ -435,7 +435,7 @@ impl UploadPlan {
     }
 
     /// The data connection never came: undo whatever creating the file did.
-    fn discard(&self, root: &fs::Root) {
+    fn discard(&self, root: &Fs) {
         if let Some(t) = self.temp.as_ref().filter(|_| self.delete_on_fail) {
             let _ = root.unlink(t);
         }
@@ -448,7 +448,7 @@ impl UploadPlan {
 /// `atomic`, new files are written as `.NAME.ftpd-part` and renamed when
 /// complete. Resumes (REST, APPE) write in place, as they must.
 fn plan_upload(
-    root: &fs::Root,
+    root: &Fs,
     target: &VPath,
     kind: StoreKind,
     offset: u64,
@@ -498,7 +498,7 @@ fn plan_upload(
 }
 
 /// `NAME`, else `NAME.1`, `NAME.2`, … (or `ftpd.upload` when STOU has no argument).
-fn unique_name(root: &fs::Root, wanted: &VPath) -> Option<VPath> {
+fn unique_name(root: &Fs, wanted: &VPath) -> Option<VPath> {
     let base = if wanted.file_name().is_empty() { wanted.join(b"ftpd.upload").ok()? } else { wanted.clone() };
     if root.lstat(&base).is_err() {
         return Some(base);

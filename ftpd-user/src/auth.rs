@@ -1,0 +1,369 @@
+//! Who may log in and as whom: system accounts, PAM, the virtual users file,
+//! password hashes.
+//!
+//! PAM is loaded with `dlopen` at the first local login, so ftpd builds and
+//! runs without PAM's development files, and a host without PAM gets a clear
+//! error instead of a missing-library crash.
+
+use std::{
+    collections::HashMap,
+    ffi::{CStr, CString, c_char, c_int, c_void},
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
+
+use argon2::{
+    Argon2,
+    password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
+};
+
+/// A system account, from the password database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    /// Login name.
+    pub name: String,
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Home directory.
+    pub home: PathBuf,
+    /// Login shell.
+    pub shell: String,
+}
+
+/// Looks a user up in the password database (`getpwnam_r`, so NSS works too).
+pub fn account(name: &str) -> Option<Account> {
+    let cname = CString::new(name).ok()?;
+    let mut buf = vec![0 as c_char; 16 * 1024];
+    // SAFETY: zeroed passwd is a valid out-parameter; getpwnam_r fills it with
+    // pointers into `buf`, which outlives every use below.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the call; the sizes match the buffers.
+    let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if rc != 0 || out.is_null() {
+        return None;
+    }
+    // SAFETY: on success the string fields point to NUL-terminated strings in `buf`.
+    let s = |p: *const c_char| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
+    Some(Account {
+        name: s(pw.pw_name),
+        uid: pw.pw_uid,
+        gid: pw.pw_gid,
+        home: PathBuf::from(s(pw.pw_dir)),
+        shell: s(pw.pw_shell),
+    })
+}
+
+/// The user's supplementary groups (`getgrouplist`), primary group included.
+pub fn groups(acct: &Account) -> Vec<u32> {
+    let Ok(cname) = CString::new(acct.name.as_str()) else { return vec![acct.gid] };
+    let mut n: c_int = 64;
+    loop {
+        let mut gids = vec![0 as libc::gid_t; usize::try_from(n).unwrap_or(64)];
+        let mut count = n;
+        // SAFETY: `gids` has room for `count` entries, as the call is told.
+        let rc = unsafe { libc::getgrouplist(cname.as_ptr(), acct.gid, gids.as_mut_ptr(), &mut count) };
+        if rc >= 0 {
+            gids.truncate(usize::try_from(count).unwrap_or(0));
+            return gids;
+        }
+        if count <= n || n > 65_536 {
+            return vec![acct.gid];
+        }
+        n = count;
+    }
+}
+
+/// Whether `shell` is listed in /etc/shells (`check_shell`).
+pub fn shell_allowed(shell: &str) -> bool {
+    std::fs::read_to_string("/etc/shells").is_ok_and(|t| t.lines().any(|l| l.trim() == shell))
+}
+
+/// Reads a one-name-per-line list (`userlist_file`, `chroot_list_file`,
+/// `banned_email_file`). A missing file is an empty list.
+pub fn read_list(path: &str) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty() && !l.starts_with('#')).collect())
+        .unwrap_or_default()
+}
+
+/// `virtual_users_file`: `user:hash` lines (ftpd extension).
+#[derive(Debug, Default)]
+pub struct VirtualUsers(HashMap<String, String>);
+
+impl VirtualUsers {
+    /// Loads the file; a malformed line is an error naming the line.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let mut map = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((user, hash)) = line.split_once(':') else {
+                return Err(format!(
+                    "{}:{}: expected user:hash (create entries with `ftpd passwd FILE USER`)",
+                    path.display(),
+                    i + 1
+                ));
+            };
+            if !is_supported_hash(hash) {
+                return Err(format!(
+                    "{}:{}: unsupported hash for {user} (use argon2 or $6$ SHA-512 crypt)",
+                    path.display(),
+                    i + 1
+                ));
+            }
+            map.insert(user.to_owned(), hash.to_owned());
+        }
+        Ok(Self(map))
+    }
+
+    /// Checks a password; unknown users and wrong passwords look the same.
+    pub fn check(&self, user: &str, password: &[u8]) -> bool {
+        match self.0.get(user) {
+            Some(h) => verify(h, password),
+            None => {
+                // Same work for unknown users, so timing does not tell them apart.
+                let _ = verify("$6$rounds=5000$ftpdftpdftpdftpd$", password);
+                false
+            }
+        }
+    }
+}
+
+fn is_supported_hash(h: &str) -> bool {
+    h.starts_with("$argon2") || h.starts_with("$6$")
+}
+
+/// Verifies `password` against an argon2 PHC string or a `$6$` crypt hash.
+pub fn verify(hash: &str, password: &[u8]) -> bool {
+    if hash.starts_with("$argon2") {
+        return PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password, &h).is_ok());
+    }
+    if hash.starts_with("$6$") {
+        let Ok(pw) = std::str::from_utf8(password) else { return false };
+        return sha_crypt::sha512_check(pw, hash).is_ok();
+    }
+    false
+}
+
+/// Hashes a new password with argon2id and a random salt.
+pub fn hash_password(password: &[u8]) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    rustix::rand::getrandom(&mut salt, rustix::rand::GetRandomFlags::empty()).map_err(|e| format!("getrandom: {e}"))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    Argon2::default().hash_password(password, &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+}
+
+/// `ftpd passwd FILE USER`: adds or replaces USER's line, keeping the others.
+pub fn set_virtual_password(file: &Path, user: &str, password: &[u8]) -> Result<(), String> {
+    if user.is_empty() || user.contains([':', '\n', '/']) || user.len() > crate::commands::auth::MAX_CREDENTIAL {
+        return Err(format!("invalid user name {user:?}"));
+    }
+    let hash = hash_password(password)?;
+    let old = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("{}: {e}", file.display())),
+    };
+    let mut out = String::new();
+    let mut replaced = false;
+    for line in old.lines() {
+        if line.split_once(':').is_some_and(|(u, _)| u == user) {
+            out.push_str(&format!("{user}:{hash}\n"));
+            replaced = true;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !replaced {
+        out.push_str(&format!("{user}:{hash}\n"));
+    }
+    // Write beside, then rename: a crash never leaves a half-written user file.
+    let tmp = file.with_extension("ftpd-new");
+    {
+        use std::{io::Write, os::unix::fs::OpenOptionsExt};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        f.write_all(out.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, file).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+// ---- PAM, through dlopen ----
+
+#[repr(C)]
+struct PamMessage {
+    msg_style: c_int,
+    msg: *const c_char,
+}
+
+#[repr(C)]
+struct PamResponse {
+    resp: *mut c_char,
+    resp_retcode: c_int,
+}
+
+#[repr(C)]
+struct PamConv {
+    conv: extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int,
+    appdata_ptr: *mut c_void,
+}
+
+type PamStart = unsafe extern "C" fn(*const c_char, *const c_char, *const PamConv, *mut *mut c_void) -> c_int;
+type PamCall = unsafe extern "C" fn(*mut c_void, c_int) -> c_int;
+type PamSetItem = unsafe extern "C" fn(*mut c_void, c_int, *const c_void) -> c_int;
+
+struct PamLib {
+    start: PamStart,
+    authenticate: PamCall,
+    acct_mgmt: PamCall,
+    end: PamCall,
+    set_item: PamSetItem,
+}
+
+const PAM_SUCCESS: c_int = 0;
+const PAM_PROMPT_ECHO_OFF: c_int = 1;
+const PAM_PROMPT_ECHO_ON: c_int = 2;
+const PAM_RHOST: c_int = 4;
+const PAM_BUF_ERR: c_int = 5;
+const PAM_CONV_ERR: c_int = 19;
+
+fn pam_lib() -> Result<&'static PamLib, String> {
+    static LIB: OnceLock<Result<PamLib, String>> = OnceLock::new();
+    LIB.get_or_init(|| {
+        // SAFETY: dlopen/dlsym with NUL-terminated names; the symbols are cast
+        // to the prototypes documented in pam_appl.h.
+        unsafe {
+            let h = libc::dlopen(c"libpam.so.0".as_ptr(), libc::RTLD_NOW);
+            if h.is_null() {
+                return Err("libpam.so.0 not found (install libpam0g) — local_enable needs PAM".into());
+            }
+            let sym = |n: &CStr| {
+                let p = libc::dlsym(h, n.as_ptr());
+                if p.is_null() { Err(format!("libpam lacks {}", n.to_string_lossy())) } else { Ok(p) }
+            };
+            Ok(PamLib {
+                start: std::mem::transmute::<*mut c_void, PamStart>(sym(c"pam_start")?),
+                authenticate: std::mem::transmute::<*mut c_void, PamCall>(sym(c"pam_authenticate")?),
+                acct_mgmt: std::mem::transmute::<*mut c_void, PamCall>(sym(c"pam_acct_mgmt")?),
+                end: std::mem::transmute::<*mut c_void, PamCall>(sym(c"pam_end")?),
+                set_item: std::mem::transmute::<*mut c_void, PamSetItem>(sym(c"pam_set_item")?),
+            })
+        }
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+/// Answers every prompt with the password (PAM asks for it with echo off;
+/// some modules ask for the name again with echo on).
+extern "C" fn conversation(
+    n: c_int,
+    msgs: *mut *const PamMessage,
+    resp: *mut *mut PamResponse,
+    data: *mut c_void,
+) -> c_int {
+    let Ok(count) = usize::try_from(n) else { return PAM_CONV_ERR };
+    if count == 0 || count > 32 {
+        return PAM_CONV_ERR;
+    }
+    // SAFETY: PAM frees the responses with free(); allocate them with calloc.
+    let out = unsafe { libc::calloc(count, std::mem::size_of::<PamResponse>()) }.cast::<PamResponse>();
+    if out.is_null() {
+        return PAM_BUF_ERR;
+    }
+    // SAFETY: `data` is the `CString` password passed to pam_start below.
+    let password = unsafe { &*data.cast::<CString>() };
+    for i in 0..count {
+        // SAFETY: Linux-PAM passes an array of `n` message pointers.
+        let style = unsafe { (**msgs.add(i)).msg_style };
+        if style == PAM_PROMPT_ECHO_OFF || style == PAM_PROMPT_ECHO_ON {
+            // SAFETY: strdup copies the NUL-terminated password into malloc'd memory PAM frees.
+            unsafe { (*out.add(i)).resp = libc::strdup(password.as_ptr()) };
+        }
+    }
+    // SAFETY: `resp` is PAM's out-pointer.
+    unsafe { *resp = out };
+    PAM_SUCCESS
+}
+
+/// Authenticates `user` with `password` through PAM service `service`, then
+/// checks the account (expiry, `pam_nologin`, …).
+pub fn pam_login(service: &str, user: &str, password: &[u8], rhost: &str) -> Result<(), String> {
+    let lib = pam_lib()?;
+    let service = CString::new(service).map_err(|_| "bad pam_service_name")?;
+    let cuser = CString::new(user).map_err(|_| "bad user name")?;
+    let pw = CString::new(password).map_err(|_| "NUL in password")?;
+    let rhost = CString::new(rhost).map_err(|_| "bad host")?;
+    let conv = PamConv { conv: conversation, appdata_ptr: (&raw const pw).cast_mut().cast() };
+    let mut handle: *mut c_void = std::ptr::null_mut();
+    // SAFETY: every pointer outlives the PAM transaction, which ends below.
+    unsafe {
+        let rc = (lib.start)(service.as_ptr(), cuser.as_ptr(), &conv, &mut handle);
+        if rc != PAM_SUCCESS {
+            return Err(format!("pam_start failed ({rc})"));
+        }
+        (lib.set_item)(handle, PAM_RHOST, rhost.as_ptr().cast());
+        let mut rc = (lib.authenticate)(handle, 0);
+        if rc == PAM_SUCCESS {
+            rc = (lib.acct_mgmt)(handle, 0);
+        }
+        (lib.end)(handle, rc);
+        if rc == PAM_SUCCESS { Ok(()) } else { Err(format!("PAM refused ({rc})")) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_round_trip() {
+        let h = hash_password(b"s3cret").unwrap();
+        assert!(h.starts_with("$argon2id$"), "{h}");
+        assert!(verify(&h, b"s3cret") && !verify(&h, b"s3cret!"));
+        // `openssl passwd -6 -salt saltsalt s3cret`
+        let crypt = sha_crypt::sha512_simple("s3cret", &sha_crypt::Sha512Params::default()).unwrap();
+        assert!(verify(&crypt, b"s3cret") && !verify(&crypt, b"nope"));
+        assert!(!verify("plain", b"plain"));
+    }
+
+    #[test]
+    fn virtual_users_file() {
+        let dir = std::env::temp_dir().join(format!("ftpd-vu-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("users");
+        set_virtual_password(&f, "alice", b"pw1").unwrap();
+        set_virtual_password(&f, "bob", b"pw2").unwrap();
+        set_virtual_password(&f, "alice", b"pw3").unwrap();
+        let vu = VirtualUsers::load(&f).unwrap();
+        assert!(
+            vu.check("alice", b"pw3")
+                && !vu.check("alice", b"pw1")
+                && vu.check("bob", b"pw2")
+                && !vu.check("eve", b"x")
+        );
+        assert_eq!(std::fs::read_to_string(&f).unwrap().lines().count(), 2);
+        std::fs::write(&f, "broken line\n").unwrap();
+        assert!(VirtualUsers::load(&f).unwrap_err().contains(":1:"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn root_account_exists() {
+        let root = account("root").unwrap();
+        assert_eq!((root.uid, root.gid), (0, 0));
+        assert!(groups(&root).contains(&0));
+        assert!(account("no-such-user-ftpd").is_none());
+    }
+}

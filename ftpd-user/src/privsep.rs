@@ -1,0 +1,327 @@
+//! The process split of docs/ARCHITECTURE.md: the privileged master, the
+//! unprivileged front, and one file worker per identity.
+
+use std::{
+    collections::HashMap,
+    io,
+    os::fd::{AsFd, AsRawFd, OwnedFd},
+    path::{Path, PathBuf},
+    process::{Child, Command},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI32, AtomicU64, Ordering},
+    },
+};
+
+use tracing::{info, warn};
+
+use crate::{
+    auth,
+    config::Config,
+    fs::Root,
+    ipc::{self, Dec, Enc},
+    login::{self, Denial, Grant},
+    worker::{Fs, WorkerLink},
+};
+
+/// What a login gives the front.
+#[derive(Debug)]
+pub struct LoggedIn {
+    /// The decision (identity, root, start directory, per-user config).
+    pub grant: Grant,
+    /// Where the session's file operations run.
+    pub fs: Fs,
+}
+
+/// How the front logs users in.
+#[derive(Debug)]
+pub enum Authority {
+    /// Not started as root: decisions and file access in this process, with
+    /// this process's credentials.
+    InProcess,
+    /// Through the privileged master.
+    Master {
+        /// The front's end of the master channel.
+        chan: Mutex<OwnedFd>,
+        /// Channels to the file workers, by the id the master gave them.
+        links: Mutex<HashMap<u64, Arc<WorkerLink>>>,
+    },
+}
+
+const REQ_LOGIN: u8 = 1;
+const REP_DENIED: u8 = 0;
+const REP_OK: u8 = 1;
+
+fn broken(what: &str) -> Denial {
+    Denial { reply: "Login incorrect.".into(), reason: format!("privilege separation failure: {what}") }
+}
+
+impl Authority {
+    /// Logs a user in. Blocking (PAM may take seconds): call it off the async threads.
+    pub fn login(
+        &self,
+        cfg: &Config,
+        anon_root: &Path,
+        user: &str,
+        password: &[u8],
+        rhost: &str,
+    ) -> Result<LoggedIn, Denial> {
+        match self {
+            Self::InProcess => {
+                let grant = login::decide(cfg, anon_root, user, password, rhost)?;
+                let root = Root::open(&grant.root_dir).map_err(|e| Denial {
+                    reply: "OOPS: cannot change directory.".into(),
+                    reason: format!("{}: {e}", grant.root_dir.display()),
+                })?;
+                Ok(LoggedIn { grant, fs: Fs::Local(root) })
+            }
+            Self::Master { chan, links } => {
+                let (mine, theirs) = ipc::pair().map_err(|e| broken(&e.to_string()))?;
+                let req = Enc::tag(REQ_LOGIN).bytes(user.as_bytes()).bytes(password).bytes(rhost.as_bytes()).0;
+                {
+                    let chan = chan.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    ipc::send(chan.as_fd(), &req, Some(theirs.as_fd())).map_err(|e| broken(&e.to_string()))?;
+                }
+                drop(theirs);
+                let mut buf = Vec::new();
+                let fd = match ipc::recv(mine.as_fd(), &mut buf) {
+                    Ok(Some(fd)) => fd,
+                    Ok(None) => return Err(broken("master closed the login channel")),
+                    Err(e) => return Err(broken(&e.to_string())),
+                };
+                let mut d = Dec(&buf);
+                match d.u8() {
+                    Some(REP_DENIED) => Err(Denial {
+                        reply: d.str().unwrap_or("Login incorrect.").to_owned(),
+                        reason: "refused by the master".into(),
+                    }),
+                    Some(REP_OK) => {
+                        let grant = decode_grant(&mut d).ok_or_else(|| broken("malformed grant"))?;
+                        let id = d.u64().ok_or_else(|| broken("malformed grant"))?;
+                        let mut links = links.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if let Some(fd) = fd {
+                            links.insert(id, Arc::new(WorkerLink::new(fd)));
+                        }
+                        let link = links.get(&id).cloned().ok_or_else(|| broken("unknown worker"))?;
+                        Ok(LoggedIn { grant, fs: Fs::Remote(link) })
+                    }
+                    _ => Err(broken("malformed reply")),
+                }
+            }
+        }
+    }
+}
+
+fn encode_grant(g: &Grant, e: Enc) -> Enc {
+    use std::os::unix::ffi::OsStrExt;
+    let mut e = e
+        .bytes(g.name.as_bytes())
+        .u8(u8::from(g.anonymous))
+        .u32(g.uid)
+        .u32(g.gid)
+        .bytes(g.root_dir.as_os_str().as_bytes())
+        .bytes(&g.cwd);
+    e = match &g.user_config {
+        Some(t) => e.u8(1).bytes(t.as_bytes()),
+        None => e.u8(0),
+    };
+    e
+}
+
+fn decode_grant(d: &mut Dec<'_>) -> Option<Grant> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = d.str()?.to_owned();
+    let anonymous = d.u8()? != 0;
+    let uid = d.u32()?;
+    let gid = d.u32()?;
+    let root_dir = PathBuf::from(std::ffi::OsStr::from_bytes(d.bytes()?));
+    let cwd = d.bytes()?.to_vec();
+    let user_config = match d.u8()? {
+        0 => None,
+        _ => Some(d.str()?.to_owned()),
+    };
+    Some(Grant { name, anonymous, uid, gid, groups: Vec::new(), root_dir, cwd, user_config })
+}
+
+/// Who a worker acts as: uid, gid, groups, root.
+type Identity = (u32, u32, Vec<u32>, PathBuf);
+
+/// The master's state: running workers by identity.
+struct Master {
+    cfg: Config,
+    anon_root: PathBuf,
+    workers: Mutex<HashMap<Identity, (u64, Child)>>,
+    next_id: AtomicU64,
+}
+
+static FRONT_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let pid = FRONT_PID.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Runs the master until the front exits. Returns the exit code for ftpd.
+pub fn run_master(cfg: Config, anon_root: PathBuf, chan: OwnedFd, front_pid: i32) -> i32 {
+    FRONT_PID.store(front_pid, Ordering::Relaxed);
+    // SAFETY: the handler only calls kill(2).
+    unsafe {
+        libc::signal(libc::SIGTERM, forward_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, forward_signal as *const () as libc::sighandler_t);
+    }
+    let master = Arc::new(Master { cfg, anon_root, workers: Mutex::default(), next_id: AtomicU64::new(1) });
+    let mut buf = Vec::new();
+    loop {
+        match ipc::recv(chan.as_fd(), &mut buf) {
+            Ok(Some(Some(reply_fd))) => {
+                let req = buf.clone();
+                let m = Arc::clone(&master);
+                std::thread::spawn(move || m.handle_login(&req, &reply_fd));
+            }
+            Ok(Some(None)) => {
+                warn!("master: request without a reply channel; the front is broken, stopping");
+                break;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                warn!("master: channel error {e}; stopping");
+                break;
+            }
+        }
+    }
+    // The front is gone (or broken): stop the workers and report its status.
+    let mut workers = master.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (_, (_, child)) in workers.iter_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(front_pid, &mut status, 0) };
+    if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 1 }
+}
+
+impl Master {
+    fn handle_login(&self, req: &[u8], reply: &OwnedFd) {
+        let mut d = Dec(req);
+        let parsed = (d.u8(), d.str(), d.bytes(), d.str());
+        let (Some(REQ_LOGIN), Some(user), Some(password), Some(rhost)) = parsed else {
+            let _ = ipc::send(reply.as_fd(), &Enc::tag(REP_DENIED).bytes(b"Login incorrect.").0, None);
+            return;
+        };
+        let outcome = login::decide(&self.cfg, &self.anon_root, user, password, rhost)
+            .and_then(|g| self.worker_for(&g).map(|w| (g, w)));
+        match outcome {
+            Ok((grant, (id, link))) => {
+                let msg = encode_grant(&grant, Enc::tag(REP_OK)).u64(id).0;
+                let _ = ipc::send(reply.as_fd(), &msg, link.as_ref().map(AsFd::as_fd));
+            }
+            Err(denial) => {
+                info!(user, rhost, reason = %denial.reason, "login refused");
+                let _ = ipc::send(reply.as_fd(), &Enc::tag(REP_DENIED).bytes(denial.reply.as_bytes()).0, None);
+            }
+        }
+    }
+
+    /// The worker for this identity: its id, and the front's end of a new
+    /// channel if it was just started.
+    fn worker_for(&self, g: &Grant) -> Result<(u64, Option<OwnedFd>), Denial> {
+        let key = (g.uid, g.gid, g.groups.clone(), g.root_dir.clone());
+        let mut workers = self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((id, child)) = workers.get_mut(&key) {
+            if matches!(child.try_wait(), Ok(None)) {
+                return Ok((*id, None));
+            }
+            workers.remove(&key);
+        }
+        let oops = |e: String| Denial { reply: "OOPS: cannot change directory.".into(), reason: e };
+        // The root is opened here, as root, as vsftpd's chroot() is done as root.
+        let root = Root::open(&g.root_dir).map_err(|e| oops(format!("{}: {e}", g.root_dir.display())))?;
+        let (front_end, worker_end) = ipc::pair().map_err(|e| oops(e.to_string()))?;
+        let child =
+            spawn_worker(&worker_end, root.as_fd(), g).map_err(|e| oops(format!("cannot start a file worker: {e}")))?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        info!(uid = g.uid, root = %g.root_dir.display(), pid = child.id(), "file worker started");
+        workers.insert(key, (id, child));
+        Ok((id, Some(front_end)))
+    }
+}
+
+/// Starts `ftpd --ftpd-worker` with the channel on fd 3 and the root on fd 4,
+/// already switched to the user's groups, gid and uid.
+fn spawn_worker(sock: &OwnedFd, root: std::os::fd::BorrowedFd<'_>, g: &Grant) -> io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    let (sock_fd, root_fd) = (sock.as_raw_fd(), root.as_raw_fd());
+    let (uid, gid, groups) = (g.uid, g.gid, g.groups.clone());
+    let mut cmd = Command::new(exe);
+    cmd.arg("--ftpd-worker").stdin(std::process::Stdio::null());
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe system calls on values prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let a = libc::fcntl(sock_fd, libc::F_DUPFD, 10);
+            let b = libc::fcntl(root_fd, libc::F_DUPFD, 10);
+            if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Entry point of `ftpd --ftpd-worker` (fd 3: channel, fd 4: root).
+pub fn worker_main() -> i32 {
+    // SAFETY: prctl/getppid with constant arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() == 1 {
+            return 1;
+        }
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    }
+    rustix::process::umask(rustix::fs::Mode::empty());
+    // SAFETY: the master put these descriptors there for us; nothing else owns them.
+    let (sock, root) = unsafe {
+        (<OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3), <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(4))
+    };
+    let root = Root::from_fd(root);
+    match crate::worker::serve(&sock, &root) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("ftpd file worker: {e}");
+            2
+        }
+    }
+}
+
+/// Turns the current (root) process into the front: parent-death signal, then
+/// `nopriv_user`'s credentials and no way back.
+pub fn become_front(cfg: &Config) -> Result<(), String> {
+    let acct =
+        auth::account(&cfg.nopriv_user).ok_or_else(|| format!("nopriv_user={} does not exist", cfg.nopriv_user))?;
+    // SAFETY: plain system calls; this process is still single-threaded.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() == 1 {
+            return Err("the master exited during startup".into());
+        }
+        if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(acct.gid) != 0 || libc::setuid(acct.uid) != 0 {
+            return Err(format!("cannot switch to nopriv_user={}: {}", cfg.nopriv_user, io::Error::last_os_error()));
+        }
+        // Setting the parent-death signal again: changing credentials clears it.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    }
+    if rustix::process::geteuid().as_raw() == 0 {
+        return Err("still root after dropping privileges".into());
+    }
+    Ok(())
+}

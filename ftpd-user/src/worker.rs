@@ -1,0 +1,364 @@
+//! File workers: the processes that touch a user's files with that user's
+//! credentials (docs/ARCHITECTURE.md). The front calls them through `Fs`,
+//! which is either the root itself (single-process mode, not started as root)
+//! or a channel to the worker for the session's identity.
+
+use std::{
+    io,
+    os::fd::{AsFd, OwnedFd},
+    sync::Mutex,
+};
+
+use rustix::fs::Stat;
+
+use crate::{
+    fs::{Create, Entry, FsError, Root, VPath},
+    ipc::{self, Dec, Enc},
+};
+
+/// Where a session's file operations run.
+#[derive(Debug)]
+pub enum Fs {
+    /// In this process (single-process mode).
+    Local(Root),
+    /// In a worker process running as the user.
+    Remote(std::sync::Arc<WorkerLink>),
+}
+
+/// The front's end of a worker's channel. One request at a time.
+#[derive(Debug)]
+pub struct WorkerLink(Mutex<OwnedFd>);
+
+impl WorkerLink {
+    /// Wraps the front's end of the channel.
+    pub fn new(fd: OwnedFd) -> Self {
+        Self(Mutex::new(fd))
+    }
+}
+
+const OP_OPEN_FILE: u8 = 1;
+const OP_IS_DIR: u8 = 2;
+const OP_LIST: u8 = 3;
+const OP_STAT: u8 = 4;
+const OP_LSTAT: u8 = 5;
+const OP_OPEN_WRITE: u8 = 6;
+const OP_MKDIR: u8 = 7;
+const OP_RMDIR: u8 = 8;
+const OP_UNLINK: u8 = 9;
+const OP_RENAME: u8 = 10;
+const OP_CHMOD: u8 = 11;
+
+const ST_OK: u8 = 0;
+const ST_ERRNO: u8 = 1;
+const ST_BADNAME: u8 = 2;
+/// A listing reply that more chunks follow.
+const ST_MORE: u8 = 3;
+
+fn create_code(c: Create) -> u8 {
+    match c {
+        Create::Exclusive => 0,
+        Create::Truncate => 1,
+        Create::Keep => 2,
+        Create::Append => 3,
+        Create::Existing => 4,
+    }
+}
+
+fn create_from(c: u8) -> Option<Create> {
+    Some(match c {
+        0 => Create::Exclusive,
+        1 => Create::Truncate,
+        2 => Create::Keep,
+        3 => Create::Append,
+        4 => Create::Existing,
+        _ => return None,
+    })
+}
+
+fn stat_bytes(st: &Stat) -> &[u8] {
+    // SAFETY: `Stat` is a plain C struct of integers; viewing it as bytes is sound.
+    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(st).cast::<u8>(), std::mem::size_of::<Stat>()) }
+}
+
+fn stat_from(b: &[u8]) -> Option<Stat> {
+    if b.len() != std::mem::size_of::<Stat>() {
+        return None;
+    }
+    // SAFETY: the length matches and every bit pattern is a valid `Stat`
+    // (integers only); the bytes came from `stat_bytes` in the same binary.
+    Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<Stat>()) })
+}
+
+fn broken() -> FsError {
+    FsError::Io(io::Error::new(io::ErrorKind::BrokenPipe, "file worker sent a malformed reply"))
+}
+
+impl Fs {
+    fn call(link: &WorkerLink, req: &[u8]) -> Result<(Vec<u8>, Option<OwnedFd>), FsError> {
+        let sock = link.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buf = Vec::new();
+        let fd = ipc::call(&*sock, req, None, &mut buf).map_err(FsError::Io)?;
+        Self::status(&buf)?;
+        Ok((buf, fd))
+    }
+
+    fn status(buf: &[u8]) -> Result<(), FsError> {
+        let mut d = Dec(buf);
+        match d.u8() {
+            Some(ST_OK | ST_MORE) => Ok(()),
+            Some(ST_ERRNO) => Err(FsError::Io(io::Error::from_raw_os_error(d.u32().map_or(libc::EIO, |e| e as i32)))),
+            Some(ST_BADNAME) => Err(FsError::BadName),
+            _ => Err(broken()),
+        }
+    }
+
+    fn simple(&self, req: Enc) -> Result<(Vec<u8>, Option<OwnedFd>), FsError> {
+        match self {
+            Self::Remote(l) => Self::call(l, &req.0),
+            Self::Local(_) => unreachable!("local Fs handled by the caller"),
+        }
+    }
+
+    /// Opens a regular file for reading.
+    pub fn open_file(&self, path: &VPath) -> Result<(OwnedFd, Stat), FsError> {
+        match self {
+            Self::Local(r) => r.open_file(path),
+            Self::Remote(_) => {
+                let (buf, fd) = self.simple(Enc::tag(OP_OPEN_FILE).bytes(path.as_bytes()))?;
+                let st = Dec(&buf[1..]).bytes().and_then(stat_from).ok_or_else(broken)?;
+                Ok((fd.ok_or_else(broken)?, st))
+            }
+        }
+    }
+
+    /// Whether `path` is an enterable directory.
+    pub fn is_dir(&self, path: &VPath) -> bool {
+        match self {
+            Self::Local(r) => r.is_dir(path),
+            Self::Remote(_) => self.simple(Enc::tag(OP_IS_DIR).bytes(path.as_bytes())).is_ok(),
+        }
+    }
+
+    /// Lists a directory.
+    pub fn list(&self, path: &VPath, all: bool) -> Result<Vec<Entry>, FsError> {
+        let link = match self {
+            Self::Local(r) => return r.list(path, all),
+            Self::Remote(l) => l,
+        };
+        let sock = link.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buf = Vec::new();
+        ipc::send(sock.as_fd(), &Enc::tag(OP_LIST).bytes(path.as_bytes()).u8(u8::from(all)).0, None)
+            .map_err(FsError::Io)?;
+        let mut out = Vec::new();
+        loop {
+            if ipc::recv(sock.as_fd(), &mut buf).map_err(FsError::Io)?.is_none() {
+                return Err(broken());
+            }
+            Self::status(&buf)?;
+            let more = buf[0] == ST_MORE;
+            let mut d = Dec(&buf[1..]);
+            let n = d.u32().ok_or_else(broken)?;
+            for _ in 0..n {
+                let name = d.bytes().ok_or_else(broken)?.to_vec();
+                let stat = d.bytes().and_then(stat_from).ok_or_else(broken)?;
+                let link = match d.u8().ok_or_else(broken)? {
+                    0 => None,
+                    _ => Some(d.bytes().ok_or_else(broken)?.to_vec()),
+                };
+                out.push(Entry { name, stat, link });
+            }
+            if !more {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// `stat`, following symlinks inside the root.
+    pub fn stat(&self, path: &VPath) -> Result<Stat, FsError> {
+        match self {
+            Self::Local(r) => r.stat(path),
+            Self::Remote(_) => {
+                let (buf, _) = self.simple(Enc::tag(OP_STAT).bytes(path.as_bytes()))?;
+                Dec(&buf[1..]).bytes().and_then(stat_from).ok_or_else(broken)
+            }
+        }
+    }
+
+    /// `lstat`.
+    pub fn lstat(&self, path: &VPath) -> Result<Stat, FsError> {
+        match self {
+            Self::Local(r) => r.lstat(path),
+            Self::Remote(_) => {
+                let (buf, _) = self.simple(Enc::tag(OP_LSTAT).bytes(path.as_bytes()))?;
+                Dec(&buf[1..]).bytes().and_then(stat_from).ok_or_else(broken)
+            }
+        }
+    }
+
+    /// Opens for writing (see `Root::open_write`).
+    pub fn open_write(&self, path: &VPath, how: Create, mode: u32) -> Result<OwnedFd, FsError> {
+        match self {
+            Self::Local(r) => r.open_write(path, how, mode),
+            Self::Remote(_) => {
+                let req = Enc::tag(OP_OPEN_WRITE).bytes(path.as_bytes()).u8(create_code(how)).u32(mode);
+                self.simple(req)?.1.ok_or_else(broken)
+            }
+        }
+    }
+
+    /// Creates a directory.
+    pub fn mkdir(&self, path: &VPath, mode: u32) -> Result<(), FsError> {
+        match self {
+            Self::Local(r) => r.mkdir(path, mode),
+            Self::Remote(_) => self.simple(Enc::tag(OP_MKDIR).bytes(path.as_bytes()).u32(mode)).map(drop),
+        }
+    }
+
+    /// Removes an empty directory.
+    pub fn rmdir(&self, path: &VPath) -> Result<(), FsError> {
+        match self {
+            Self::Local(r) => r.rmdir(path),
+            Self::Remote(_) => self.simple(Enc::tag(OP_RMDIR).bytes(path.as_bytes())).map(drop),
+        }
+    }
+
+    /// Removes a file.
+    pub fn unlink(&self, path: &VPath) -> Result<(), FsError> {
+        match self {
+            Self::Local(r) => r.unlink(path),
+            Self::Remote(_) => self.simple(Enc::tag(OP_UNLINK).bytes(path.as_bytes())).map(drop),
+        }
+    }
+
+    /// Renames.
+    pub fn rename(&self, from: &VPath, to: &VPath) -> Result<(), FsError> {
+        match self {
+            Self::Local(r) => r.rename(from, to),
+            Self::Remote(_) => self.simple(Enc::tag(OP_RENAME).bytes(from.as_bytes()).bytes(to.as_bytes())).map(drop),
+        }
+    }
+
+    /// Changes permission bits.
+    pub fn chmod(&self, path: &VPath, mode: u32) -> Result<(), FsError> {
+        match self {
+            Self::Local(r) => r.chmod(path, mode),
+            Self::Remote(_) => self.simple(Enc::tag(OP_CHMOD).bytes(path.as_bytes()).u32(mode)).map(drop),
+        }
+    }
+}
+
+fn err_reply(e: &FsError) -> Vec<u8> {
+    match e {
+        FsError::BadName => Enc::tag(ST_BADNAME).0,
+        FsError::Io(e) => Enc::tag(ST_ERRNO).u32(e.raw_os_error().map_or(libc::EIO as u32, |n| n as u32)).0,
+    }
+}
+
+/// The worker's loop: answers the front's requests on `sock` for `root`
+/// until the front closes the channel. Runs with the user's credentials.
+pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        if ipc::recv(sock.as_fd(), &mut buf)?.is_none() {
+            return Ok(());
+        }
+        let mut d = Dec(&buf);
+        let op = d.u8();
+        let path = d.bytes().and_then(|p| VPath::root().join(p).ok());
+        let (Some(op), Some(path)) = (op, path) else {
+            // A malformed request means the front is broken: stop serving it.
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed request from the front"));
+        };
+        let mut fd_out: Option<OwnedFd> = None;
+        let reply: Vec<u8> = match op {
+            OP_OPEN_FILE => match root.open_file(&path) {
+                Ok((fd, st)) => {
+                    fd_out = Some(fd);
+                    Enc::tag(ST_OK).bytes(stat_bytes(&st)).0
+                }
+                Err(e) => err_reply(&e),
+            },
+            OP_IS_DIR => {
+                if root.is_dir(&path) {
+                    Enc::tag(ST_OK).0
+                } else {
+                    Enc::tag(ST_ERRNO).u32(libc::ENOTDIR as u32).0
+                }
+            }
+            OP_LIST => {
+                let all = d.u8().unwrap_or(0) != 0;
+                match root.list(&path, all) {
+                    Ok(entries) => {
+                        send_listing(sock, &entries)?;
+                        continue;
+                    }
+                    Err(e) => err_reply(&e),
+                }
+            }
+            OP_STAT | OP_LSTAT => {
+                let r = if op == OP_STAT { root.stat(&path) } else { root.lstat(&path) };
+                match r {
+                    Ok(st) => Enc::tag(ST_OK).bytes(stat_bytes(&st)).0,
+                    Err(e) => err_reply(&e),
+                }
+            }
+            OP_OPEN_WRITE => {
+                let how = d.u8().and_then(create_from);
+                let mode = d.u32();
+                match (how, mode) {
+                    (Some(how), Some(mode)) => match root.open_write(&path, how, mode) {
+                        Ok(fd) => {
+                            fd_out = Some(fd);
+                            Enc::tag(ST_OK).0
+                        }
+                        Err(e) => err_reply(&e),
+                    },
+                    _ => err_reply(&FsError::BadName),
+                }
+            }
+            OP_MKDIR => unit(d.u32().map_or(Err(FsError::BadName), |m| root.mkdir(&path, m))),
+            OP_RMDIR => unit(root.rmdir(&path)),
+            OP_UNLINK => unit(root.unlink(&path)),
+            OP_RENAME => {
+                let to = d.bytes().and_then(|p| VPath::root().join(p).ok());
+                unit(to.map_or(Err(FsError::BadName), |to| root.rename(&path, &to)))
+            }
+            OP_CHMOD => unit(d.u32().map_or(Err(FsError::BadName), |m| root.chmod(&path, m))),
+            _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "unknown request from the front")),
+        };
+        ipc::send(sock.as_fd(), &reply, fd_out.as_ref().map(AsFd::as_fd))?;
+    }
+}
+
+fn unit(r: Result<(), FsError>) -> Vec<u8> {
+    match r {
+        Ok(()) => Enc::tag(ST_OK).0,
+        Err(e) => err_reply(&e),
+    }
+}
+
+/// Sends a listing in chunks that fit a datagram.
+fn send_listing(sock: &OwnedFd, entries: &[Entry]) -> io::Result<()> {
+    let mut i = 0;
+    loop {
+        let mut body = Enc::default();
+        let mut n = 0u32;
+        while i < entries.len() && body.0.len() < ipc::MAX_MSG - 8 * 1024 {
+            let e = &entries[i];
+            body = body.bytes(&e.name).bytes(stat_bytes(&e.stat));
+            body = match &e.link {
+                Some(t) => body.u8(1).bytes(t),
+                None => body.u8(0),
+            };
+            n += 1;
+            i += 1;
+        }
+        let more = i < entries.len();
+        let mut msg = Enc::tag(if more { ST_MORE } else { ST_OK }).u32(n).0;
+        msg.extend_from_slice(&body.0);
+        ipc::send(sock.as_fd(), &msg, None)?;
+        if !more {
+            return Ok(());
+        }
+    }
+}
