@@ -1,0 +1,236 @@
+//! Privileged: real local users (created here with useradd, removed after),
+//! PAM logins, virtual users, confinement and per-user config, with the
+//! process split that ftpd uses when started as root.
+
+use std::{
+    os::unix::fs::{MetadataExt, PermissionsExt},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use ftpd_tests::{Server, privileged, run, run_ok};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A system user with a home and a password, deleted (with its home) on drop.
+struct LocalUser {
+    name: String,
+    password: String,
+    home: PathBuf,
+    uid: u32,
+}
+
+impl LocalUser {
+    fn new(shell: &str) -> Self {
+        let name = format!("ftpdt{}x{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::Relaxed));
+        let home = PathBuf::from(format!("/home/{name}"));
+        run_ok(Command::new("useradd").args(["-m", "-d"]).arg(&home).args(["-s", shell, &name]));
+        let u = Self { password: format!("pw-{name}-Secret"), uid: 0, home, name };
+        let mut chpasswd = Command::new("chpasswd").stdin(Stdio::piped()).spawn().expect("chpasswd");
+        use std::io::Write;
+        writeln!(chpasswd.stdin.as_mut().unwrap(), "{}:{}", u.name, u.password).unwrap();
+        assert!(chpasswd.wait().unwrap().success());
+        let mut u = u;
+        u.uid = std::fs::metadata(&u.home).unwrap().uid();
+        u
+    }
+}
+
+impl Drop for LocalUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").args(["-r", "-f", &self.name]).stderr(Stdio::null()).status();
+    }
+}
+
+fn ftplib(server: &Server, user: &str, password: &str, body: &str) -> String {
+    let code = format!(
+        "import ftplib, io\nf = ftplib.FTP()\nf.connect('{}', {}, timeout=20)\ntry:\n    print(f.login({user:?}, {password:?}))\nexcept ftplib.error_perm as e:\n    print('ERR', e)\n    raise SystemExit(0)\n{body}\n",
+        server.addr.ip(),
+        server.addr.port()
+    );
+    ftpd_tests::python(&code)
+}
+
+fn served() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+fn settings<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["local_enable=YES", "write_enable=YES"];
+    v.extend_from_slice(extra);
+    v
+}
+
+#[test]
+#[ignore = "privileged: creates system users (cargo xtask test as root)"]
+fn local_user_logs_in_with_pam_and_acts_as_itself() {
+    assert!(privileged());
+    let u = LocalUser::new("/usr/sbin/nologin");
+    std::fs::write(u.home.join("mine.txt"), b"mine\n").unwrap();
+    std::fs::write(u.home.join("roots.txt"), b"secret\n").unwrap();
+    std::fs::set_permissions(u.home.join("roots.txt"), std::fs::Permissions::from_mode(0o600)).unwrap(); // root-owned
+    run_ok(Command::new("chown").arg(format!("{}:", u.name)).arg(u.home.join("mine.txt")));
+    let anon = served();
+    let server = Server::start(anon.path(), &settings(&[]));
+    let out = ftplib(
+        &server,
+        &u.name,
+        &u.password,
+        "print(f.pwd())\nprint(f.storbinary('STOR up.bin', io.BytesIO(b'x'*1000)))\nb = io.BytesIO(); f.retrbinary('RETR mine.txt', b.write); print(b.getvalue())\ntry:\n    f.retrbinary('RETR roots.txt', print)\nexcept ftplib.error_perm as e:\n    print('DENIED', e)\nprint(f.sendcmd('STAT').splitlines()[2])\nf.quit()",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "230 Login successful.", "{out}\n{}", server.log());
+    // Not confined: the real path of the home, as vsftpd shows it.
+    assert_eq!(lines[1], u.home.display().to_string());
+    assert_eq!(lines[2], "226 Transfer complete.");
+    assert_eq!(lines[3], "b'mine\\n'");
+    assert!(lines[4].starts_with("DENIED 550"), "{out}");
+    assert_eq!(lines[5].trim(), format!("Logged in as {}", u.name));
+    let meta = std::fs::metadata(u.home.join("up.bin")).unwrap();
+    assert_eq!((meta.uid(), meta.len()), (u.uid, 1000), "upload must be owned by the user");
+    assert_eq!(meta.mode() & 0o777, 0o600, "local_umask=077 default");
+    // Wrong password, unknown user: the same 530.
+    assert!(ftplib(&server, &u.name, "wrong", "").starts_with("ERR 530 Login incorrect."));
+    assert!(ftplib(&server, "no-such-user-xyz", "x", "").starts_with("ERR 530 Login incorrect."));
+    // The network-facing process is not root.
+    let log = server.log();
+    assert!(log.contains("front process running unprivileged"), "{log}");
+}
+
+#[test]
+#[ignore = "privileged: creates system users (cargo xtask test as root)"]
+fn chroot_local_user_confines_and_refuses_writable_roots() {
+    assert!(privileged());
+    let u = LocalUser::new("/bin/bash");
+    std::fs::write(u.home.join("f.txt"), b"f\n").unwrap();
+    let anon = served();
+    // useradd's home is owned by (so writable by) the user: refused by default.
+    let server = Server::start(anon.path(), &settings(&["chroot_local_user=YES"]));
+    let out = ftplib(&server, &u.name, &u.password, "");
+    assert!(out.starts_with("ERR 530 OOPS: vsftpd: refusing to run with writable root inside chroot()"), "{out}");
+    drop(server);
+    let server = Server::start(anon.path(), &settings(&["chroot_local_user=YES", "allow_writeable_chroot=YES"]));
+    let out = ftplib(
+        &server,
+        &u.name,
+        &u.password,
+        "print(f.pwd())\nf.cwd('../../..')\nprint(f.pwd())\nprint(sorted(f.nlst()))\ntry:\n    f.size('/etc/passwd')\nexcept ftplib.error_perm as e:\n    print('DENIED', e)\nf.quit()",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..4], ["230 Login successful.", "/", "/", "['f.txt']"], "{out}");
+    assert!(lines[4].starts_with("DENIED 550"), "{out}");
+    // chroot_list_enable: listed users are the exception.
+    let list = anon.path().join("chroot_list");
+    std::fs::write(&list, format!("{}\n", u.name)).unwrap();
+    drop(server);
+    let l = format!("chroot_list_file={}", list.display());
+    let server = Server::start(anon.path(), &settings(&["chroot_local_user=YES", "chroot_list_enable=YES", &l]));
+    let out = ftplib(&server, &u.name, &u.password, "print(f.pwd())");
+    assert_eq!(out.lines().nth(1), Some(u.home.to_str().unwrap()), "{out}");
+}
+
+#[test]
+#[ignore = "privileged: creates system users (cargo xtask test as root)"]
+fn userlist_check_shell_and_user_config_dir() {
+    assert!(privileged());
+    let u = LocalUser::new("/usr/sbin/nologin");
+    let anon = served();
+    let list = anon.path().join("user_list");
+    std::fs::write(&list, format!("{}\n", u.name)).unwrap();
+    let l = format!("userlist_file={}", list.display());
+    // Denied at USER, before any password is sent.
+    let server = Server::start(anon.path(), &settings(&["userlist_enable=YES", &l]));
+    let mut c = server.connect();
+    assert_eq!(c.cmd(&format!("USER {}", u.name)), (530, "530 Permission denied.\r\n".into()));
+    c.cmd_ok("USER someone-else", 331);
+    drop(server);
+    // userlist_deny=NO: only listed users.
+    let server = Server::start(anon.path(), &settings(&["userlist_enable=YES", "userlist_deny=NO", &l]));
+    let mut c = server.connect();
+    c.cmd_ok(&format!("USER {}", u.name), 331);
+    c.cmd_ok("USER someone-else", 530);
+    drop(server);
+    // check_shell: nologin is not in /etc/shells.
+    let server = Server::start(anon.path(), &settings(&["check_shell=YES"]));
+    assert!(ftplib(&server, &u.name, &u.password, "").starts_with("ERR 530"));
+    drop(server);
+    // user_config_dir: this user may not write and starts in local_root.
+    let confdir = anon.path().join("users.d");
+    std::fs::create_dir(&confdir).unwrap();
+    let sub = u.home.join("pub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(confdir.join(&u.name), format!("write_enable=NO\nlocal_root={}\n", sub.display())).unwrap();
+    let c = format!("user_config_dir={}", confdir.display());
+    let server = Server::start(anon.path(), &settings(&[&c]));
+    let out = ftplib(
+        &server,
+        &u.name,
+        &u.password,
+        "print(f.pwd())\ntry:\n    f.storbinary('STOR x', io.BytesIO(b'x'))\nexcept ftplib.error_perm as e:\n    print('DENIED', e)",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "230 Login successful.", "{out}");
+    assert_eq!(lines[1], sub.display().to_string());
+    assert!(lines[2].starts_with("DENIED 550"), "{out}");
+}
+
+#[test]
+#[ignore = "privileged: runs file workers as another user (cargo xtask test as root)"]
+fn virtual_users_act_as_guest_username() {
+    assert!(privileged());
+    let anon = served();
+    let vroot = anon.path().join("vroot");
+    std::fs::create_dir(&vroot).unwrap();
+    std::fs::set_permissions(&vroot, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let users = anon.path().join("vusers");
+    let set = |user: &str, pw: &str| {
+        let mut p = Command::new(ftpd_tests::ftpd_bin())
+            .args(["passwd"])
+            .arg(&users)
+            .arg(user)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        writeln!(p.stdin.as_mut().unwrap(), "{pw}").unwrap();
+        let out = p.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    set("vince", "first");
+    set("vera", "other");
+    set("vince", "second");
+    let text = std::fs::read_to_string(&users).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    assert!(text.lines().all(|l| l.contains(":$argon2id$")), "{text}");
+    let vu = format!("virtual_users_file={}", users.display());
+    let lr = format!("local_root={}", vroot.display());
+    let server = Server::start(
+        anon.path(),
+        &settings(&["guest_enable=YES", "guest_username=nobody", &vu, &lr, "allow_writeable_chroot=YES"]),
+    );
+    assert!(ftplib(&server, "vince", "first", "").starts_with("ERR 530"));
+    let out = ftplib(&server, "vince", "second", "print(f.pwd())\nprint(f.storbinary('STOR v.txt', io.BytesIO(b'v')))");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["230 Login successful.", "/", "226 Transfer complete."], "{out}\n{}", server.log());
+    let meta = std::fs::metadata(vroot.join("v.txt")).unwrap();
+    assert_eq!(meta.uid(), 65534, "virtual users' files belong to guest_username");
+    // A malformed users file refuses logins, and says why in the log.
+    std::fs::write(&users, "garbage\n").unwrap();
+    assert!(ftplib(&server, "vince", "second", "").starts_with("ERR 530"));
+    assert!(server.log().contains("expected user:hash"), "{}", server.log());
+}
+
+#[test]
+fn passwd_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let f: &Path = &dir.path().join("u");
+    let out = run(Command::new(ftpd_tests::ftpd_bin()).arg("passwd").arg(f).arg("bad:name").stdin(Stdio::null()));
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(Command::new(ftpd_tests::ftpd_bin()).arg("passwd").arg(f));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: ftpd passwd FILE USER"));
+}
