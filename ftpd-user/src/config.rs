@@ -153,6 +153,58 @@ options! {
     async_abor_enable: Bool = false, "Kept for vsftpd.conf compatibility: ftpd reads the control connection during every transfer, so ABOR works either way.";
     use_sendfile: Bool = true, "Send files with sendfile(2). NO: read and write through a buffer.";
     ftpd_atomic_uploads: Bool = false, "ftpd extension. YES: an upload appears under its name only when complete (no half file is ever served); an interrupted upload can still be resumed. NO: vsftpd's behaviour.";
+    xferlog_enable: Bool = false, "Log every upload and download (format: see `xferlog_std_format`).";
+    xferlog_std_format: Bool = false, "Write transfers in the wu-ftpd xferlog format to `xferlog_file`. NO: vsftpd's own format to `vsftpd_log_file`.";
+    xferlog_file: Str = "/var/log/xferlog", "The xferlog-format transfer log.";
+    vsftpd_log_file: Str = "/var/log/vsftpd.log", "vsftpd-format log of transfers, logins and (with `log_ftp_protocol`) commands and replies. ftpd's own diagnostics go to stderr/journald.";
+    dual_log_enable: Bool = false, "Write both transfer logs.";
+    log_ftp_protocol: Bool = false, "Log every command and reply to `vsftpd_log_file` (PASS is logged without the password).";
+    dirlist_enable: Bool = true, "Allow directory listings (LIST, NLST, MLSD, STAT PATH).";
+    force_dot_files: Bool = false, "List files starting with `.` even without `-a`.";
+    cmds_allowed: Str = "", "Comma-separated commands that may be used after login; empty means all.";
+    cmds_denied: Str = "", "Comma-separated commands refused after login (wins over `cmds_allowed`).";
+    delete_failed_uploads: Bool = false, "Delete what a failed upload wrote (vsftpd's option; with `ftpd_atomic_uploads` the part file).";
+    max_login_fails: UInt = 3, "Failed PASS attempts before the connection is closed.";
+    delay_failed_login: UInt = 1, "Seconds to wait before answering a failed login.";
+    delay_successful_login: UInt = 0, "Seconds to wait before answering a successful login.";
+    secure_chroot_dir: Str = "/var/run/vsftpd/empty", "Accepted for vsftpd.conf compatibility; no effect: ftpd's unprivileged process never opens files, so it needs no empty directory to be confined in.";
+    utf8_filesystem: Bool = false, "Accepted for compatibility (a Debian vsftpd option); ftpd always passes file names through unchanged and announces UTF8 in FEAT.";
+    setproctitle_enable: Bool = false, "Accepted for compatibility; no effect (ftpd's sessions are tasks, not processes).";
+    one_process_model: Bool = false, "Accepted for compatibility; no effect (ftpd's process model is fixed: docs/ARCHITECTURE.md).";
+    seccomp_sandbox: Bool = true, "Accepted for compatibility; no effect (ftpd confines with privilege separation and openat2).";
+    isolate: Bool = true, "Accepted for compatibility; no effect.";
+    isolate_network: Bool = true, "Accepted for compatibility; no effect.";
+    reverse_lookup_enable: Bool = true, "Accepted for compatibility; no effect (ftpd never resolves client addresses).";
+    no_log_lock: Bool = false, "Accepted for compatibility; ftpd writes each log line with one append-mode write, which needs no lock.";
+    trans_chunk_size: UInt = 0, "Accepted for compatibility; no effect (rate limits use TCP pacing, not chunked writes).";
+    ssl_enable: Bool = false, "TLS. ftpd does not implement FTPS: YES stops startup rather than serving in clear text what you asked to encrypt.";
+    implicit_ssl: Bool = false, "TLS; YES is refused like `ssl_enable`.";
+    rsa_cert_file: Str = "/usr/share/ssl/certs/vsftpd.pem", "Accepted for compatibility; only used with `ssl_enable`, which ftpd refuses.";
+    rsa_private_key_file: Str = "", "Accepted for compatibility; only used with `ssl_enable`.";
+    dsa_cert_file: Str = "", "Accepted for compatibility; only used with `ssl_enable`.";
+    dsa_private_key_file: Str = "", "Accepted for compatibility; only used with `ssl_enable`.";
+    ca_certs_file: Str = "", "Accepted for compatibility; only used with `ssl_enable`.";
+    ssl_ciphers: Str = "DES-CBC3-SHA", "Accepted for compatibility; only used with `ssl_enable`.";
+    allow_anon_ssl: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
+    force_local_data_ssl: Bool = true, "Accepted for compatibility; only used with `ssl_enable`.";
+    force_local_logins_ssl: Bool = true, "Accepted for compatibility; only used with `ssl_enable`.";
+    force_anon_data_ssl: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
+    force_anon_logins_ssl: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
+    ssl_tlsv1: Bool = true, "Accepted for compatibility; only used with `ssl_enable`.";
+    ssl_sslv2: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
+    ssl_sslv3: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
+    require_ssl_reuse: Bool = true, "Accepted for compatibility; only used with `ssl_enable`.";
+    ssl_request_cert: Bool = true, "Accepted for compatibility; only used with `ssl_enable`.";
+    require_cert: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
+    validate_cert: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
+    debug_ssl: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
+    strict_ssl_read_eof: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
+    strict_ssl_write_shutdown: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
+    session_support: Bool = false, "utmp/wtmp session records: not implemented, so YES stops startup.";
+    tcp_wrappers: Bool = false, "TCP wrappers (hosts.allow): not implemented, so YES stops startup; use the firewall or `max_per_ip`.";
+    syslog_enable: Bool = false, "vsftpd log to syslog: not implemented, so YES stops startup; ftpd's own log already reaches journald through stderr.";
+    chown_uploads: Bool = false, "Give anonymous uploads to `chown_username`: not implemented, so YES stops startup.";
+    chown_username: Str = "root", "Accepted for compatibility; only used with `chown_uploads`.";
     max_clients: UInt = 2000, "Most control connections at once; 0 means no limit.";
     max_per_ip: UInt = 50, "Most control connections from one IP address; 0 means no limit.";
     anon_max_rate: UInt = 0, "Bytes per second per anonymous session; 0 means no limit.";
@@ -338,6 +390,18 @@ impl Config {
         {
             return Err(format!("pasv_address={:?} is not an IPv4 address", self.pasv_address));
         }
+        for (name, on) in [
+            ("ssl_enable", self.ssl_enable),
+            ("implicit_ssl", self.implicit_ssl),
+            ("session_support", self.session_support),
+            ("tcp_wrappers", self.tcp_wrappers),
+            ("syslog_enable", self.syslog_enable),
+            ("chown_uploads", self.chown_uploads),
+        ] {
+            if on {
+                return Err(format!("{name}=YES is not supported by ftpd; set it to NO (`ftpd --help-config` says why)"));
+            }
+        }
         EbpfMode::parse(&self.ftpd_ebpf)?;
         Ok(())
     }
@@ -485,6 +549,17 @@ mod tests {
             c.set(o.name, o.default).unwrap_or_else(|e| panic!("{}: {e}", o.name));
             assert_eq!(c, Config::default(), "{} default does not round-trip", o.name);
         }
+    }
+
+    #[test]
+    fn debian_default_vsftpd_conf_loads() {
+        // Debian 12's /etc/vsftpd.conf, comments removed.
+        let debian = "listen=NO\nlisten_ipv6=YES\nanonymous_enable=NO\nlocal_enable=YES\ndirmessage_enable=YES\nuse_localtime=YES\nxferlog_enable=YES\nconnect_from_port_20=YES\nsecure_chroot_dir=/var/run/vsftpd/empty\npam_service_name=vsftpd\nrsa_cert_file=/etc/ssl/certs/ssl-cert-snakeoil.pem\nrsa_private_key_file=/etc/ssl/private/ssl-cert-snakeoil.key\nssl_enable=NO\n";
+        let c = load(debian).unwrap();
+        c.validate().unwrap();
+        assert!(c.listen_ipv6 && c.local_enable && c.xferlog_enable && c.pam_service_name == "vsftpd");
+        let e = load("ssl_enable=YES\n").unwrap().validate().unwrap_err();
+        assert!(e.contains("ssl_enable=YES is not supported"), "{e}");
     }
 
     #[test]

@@ -23,3 +23,4 @@ pub mod privsep;
 pub mod server;
 pub mod session;
 pub mod worker;
+pub mod xferlog;

@@ -197,8 +197,9 @@ fn run(cli: Cli) -> Result<()> {
     if cfg.background {
         daemonize()?;
     }
-    // The data plane needs privilege: load it before the split.
+    // The data plane and the log files need privilege: before the split.
     let plane = start_plane(&cfg, listen_ip)?;
+    let logs = ftpd::xferlog::Logs::open(&cfg).map_err(anyhow::Error::msg)?;
 
     let authority = if rustix::process::geteuid().is_root() {
         // Privilege separation (docs/ARCHITECTURE.md): this process stays root
@@ -229,7 +230,7 @@ fn run(cli: Cli) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let shared = Arc::new(Shared::new(cfg, root.clone(), plane, authority).map_err(anyhow::Error::msg)?);
+        let shared = Arc::new(Shared::new(cfg, root.clone(), plane, authority, logs).map_err(anyhow::Error::msg)?);
         info!(%addr, root = %root.display(), "ftpd listening");
         server::run(listener, shared, shutdown_signal()).await;
         info!("ftpd stopped");

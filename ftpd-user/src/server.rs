@@ -15,7 +15,7 @@ use std::{
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
-use crate::{config::Config, data::canonical, dataplane::Dataplane, fs::Patterns, privsep::Authority, session};
+use crate::{config::Config, data::canonical, dataplane::Dataplane, fs::Patterns, privsep::Authority, session, xferlog::Logs};
 
 /// Which data plane enforces limits in this process.
 #[derive(Debug)]
@@ -47,6 +47,8 @@ pub struct Shared {
     pub userlist: Vec<String>,
     /// Who decides logins and runs file operations.
     pub authority: Authority,
+    /// Transfer and protocol logs (vsftpd formats).
+    pub logs: Logs,
     next_id: AtomicU64,
     conns: Mutex<Conns>,
 }
@@ -59,7 +61,7 @@ struct Conns {
 
 impl Shared {
     /// Reads the files the config names and bundles what sessions need.
-    pub fn new(cfg: Config, anon_root: PathBuf, plane: Plane, authority: Authority) -> Result<Self, String> {
+    pub fn new(cfg: Config, anon_root: PathBuf, plane: Plane, authority: Authority, logs: Logs) -> Result<Self, String> {
         let banner = if cfg.banner_file.is_empty() {
             None
         } else {
@@ -82,6 +84,7 @@ impl Shared {
         };
         let userlist = if cfg.userlist_enable { crate::auth::read_list(&cfg.userlist_file) } else { Vec::new() };
         Ok(Self {
+            logs,
             userlist,
             authority,
             deny: Patterns::parse(&cfg.deny_file),

@@ -107,6 +107,14 @@ pub struct Session {
     pub(crate) seen_messages: Vec<VPath>,
     /// Bytes moved by the running transfer (for STAT during a transfer).
     pub(crate) progress: Arc<AtomicU64>,
+    /// The name logs show: the USER argument, then the login name.
+    pub(crate) log_user: String,
+    /// xferlog's user field: the login name, or an anonymous user's password.
+    pub(crate) xfer_user: String,
+    /// The peer's IP as text, for logs.
+    pub(crate) client: String,
+    /// Failed logins so far (`max_login_fails`).
+    pub(crate) login_fails: u32,
 }
 
 impl Session {
@@ -134,6 +142,10 @@ impl Session {
             control_closed: false,
             seen_messages: Vec::new(),
             progress: Arc::new(AtomicU64::new(0)),
+            log_user: "?".into(),
+            xfer_user: String::new(),
+            client: data::canonical(peer.ip()).to_string(),
+            login_fails: 0,
         }
     }
 
@@ -208,13 +220,21 @@ impl Session {
         }
     }
 
+    fn log_reply(&self, code: u16, text: &str) {
+        if self.shared.logs.protocol() {
+            self.shared.logs.protocol_line(&self.log_user, &self.client, true, format!("{code} {text}").as_bytes());
+        }
+    }
+
     /// Writes `CODE TEXT`.
     pub(crate) async fn reply(&mut self, code: u16, text: &str) -> io::Result<()> {
+        self.log_reply(code, text);
         control::reply(&mut self.w, code, text).await
     }
 
     /// Writes a multi-line reply whose last line repeats the code.
     pub(crate) async fn reply_multi(&mut self, code: u16, first: &str, lines: &[String], last: &str) -> io::Result<()> {
+        self.log_reply(code, first);
         control::reply_multi(&mut self.w, code, first, lines, last).await
     }
 
@@ -224,6 +244,7 @@ impl Session {
             [] => self.reply(code, "").await,
             [one] => self.reply(code, one).await,
             [first, middle @ .., last] => {
+                self.log_reply(code, first);
                 let mut out = Vec::new();
                 out.extend_from_slice(format!("{code}-{}\r\n", clean(first)).as_bytes());
                 for l in middle {
@@ -238,11 +259,9 @@ impl Session {
     async fn dispatch(&mut self, line: &[u8]) -> io::Result<Next> {
         let line = control::strip_telnet(line);
         let (verb, arg) = control::split_command(line);
-        if verb == "PASS" {
-            debug!(session = self.id, peer = %self.peer, "PASS <hidden>");
-        } else {
-            debug!(session = self.id, peer = %self.peer, "{}", String::from_utf8_lossy(line));
-        }
+        let shown: &[u8] = if verb == "PASS" { b"PASS <password>" } else { line };
+        debug!(session = self.id, peer = %self.peer, "{}", String::from_utf8_lossy(shown));
+        self.shared.logs.protocol_line(&self.log_user, &self.client, false, shown);
         if line.contains(&0) {
             self.reply(501, "NUL byte in command.").await?;
             return Ok(Next::Continue);
@@ -254,7 +273,15 @@ impl Session {
                 return Ok(Next::Quit);
             }
             "USER" => return self.cmd_user(arg).await.map(|()| Next::Continue),
-            "PASS" => return self.cmd_pass(arg).await.map(|()| Next::Continue),
+            "PASS" => {
+                self.cmd_pass(arg).await?;
+                let max = self.shared.cfg.max_login_fails;
+                if max != 0 && self.login_fails >= max {
+                    info!(session = self.id, peer = %self.peer, fails = self.login_fails, "too many failed logins; closing");
+                    return Ok(Next::Quit);
+                }
+                return Ok(Next::Continue);
+            }
             "FEAT" => return self.cmd_feat().await.map(|()| Next::Continue),
             "OPTS" => return self.cmd_opts(arg).await.map(|()| Next::Continue),
             "HOST" => return self.cmd_host(arg).await.map(|()| Next::Continue),
@@ -269,6 +296,10 @@ impl Session {
             self.reply(530, "Please login with USER and PASS.").await?;
             return Ok(Next::Continue);
         };
+        if !command_allowed(&self.user().cfg, &verb) {
+            self.reply(550, "Permission denied.").await?;
+            return Ok(Next::Continue);
+        }
         // RNTO must follow RNFR directly.
         let rnfr = if verb == "RNTO" { self.rnfr.take() } else { None };
         if verb != "RNFR" {
@@ -420,6 +451,15 @@ impl Session {
     pub(crate) fn peer_ip(&self) -> IpAddr {
         data::canonical(self.peer.ip())
     }
+}
+
+/// `cmds_allowed` / `cmds_denied`, checked after login as vsftpd does.
+fn command_allowed(cfg: &Config, verb: &str) -> bool {
+    let listed = |list: &str| list.split(',').any(|c| c.trim().eq_ignore_ascii_case(verb));
+    if !cfg.cmds_denied.is_empty() && listed(&cfg.cmds_denied) {
+        return false;
+    }
+    cfg.cmds_allowed.is_empty() || listed(&cfg.cmds_allowed)
 }
 
 fn clean(s: &str) -> String {

@@ -26,6 +26,7 @@ impl Session {
             info!(session = self.id, peer = %self.peer, user, reason = %d.reason, "USER refused");
             return self.reply(530, &d.reply).await;
         }
+        self.log_user = user.to_owned();
         let anonymous = login::is_anonymous(user) && self.shared.cfg.anonymous_enable;
         if anonymous && self.shared.cfg.no_anon_password {
             return self.login(user.to_owned(), Vec::new()).await;
@@ -49,6 +50,7 @@ impl Session {
     async fn login(&mut self, user: String, password: Vec<u8>) -> io::Result<()> {
         let shared = Arc::clone(&self.shared);
         let rhost = self.peer_ip().to_string();
+        let email = String::from_utf8_lossy(&password).chars().filter(|c| !c.is_whitespace() && !c.is_control()).collect::<String>();
         let name = user.clone();
         // PAM can block for seconds (failure delays): keep it off the async threads.
         let outcome = tokio::task::spawn_blocking(move || {
@@ -59,6 +61,9 @@ impl Session {
             Ok(Ok(l)) => l,
             Ok(Err(d)) => {
                 info!(session = self.id, peer = %self.peer, user = %user, reason = %d.reason, "login refused");
+                self.shared.logs.event(&self.log_user, "FAIL LOGIN", &self.client, None);
+                self.login_fails += 1;
+                tokio::time::sleep(std::time::Duration::from_secs(u64::from(self.shared.cfg.delay_failed_login))).await;
                 return self.reply(530, &d.reply).await;
             }
             Err(e) => {
@@ -76,6 +81,9 @@ impl Session {
         self.umask = if g.anonymous { cfg.anon_umask } else { cfg.local_umask };
         self.cwd = VPath::root().join(&g.cwd).unwrap_or_else(|_| VPath::root());
         info!(session = self.id, peer = %self.peer, user = %g.name, uid = g.uid, root = %g.root_dir.display(), "login");
+        self.xfer_user = if g.anonymous { email } else { g.name.clone() };
+        self.log_user = if g.anonymous { cfg.ftp_username.clone() } else { g.name.clone() };
+        self.shared.logs.event(&self.log_user, "OK LOGIN", &self.client, None);
         self.phase =
             Phase::Ready(Box::new(User { name: g.name, anonymous: g.anonymous, root: logged.fs, cfg: Arc::new(cfg) }));
         self.reply(230, "Login successful.").await

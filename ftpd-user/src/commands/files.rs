@@ -56,6 +56,12 @@ impl Session {
         Some(p)
     }
 
+    /// vsftpd's log line for a file-system change: `OK MKDIR: Client "ip", "/path"`.
+    fn log_change(&self, ok: bool, what: &str, path: &VPath) {
+        let tag = format!("{} {what}", if ok { "OK" } else { "FAIL" });
+        self.shared.logs.event(&self.log_user, &tag, &self.client, Some(path.as_bytes()));
+    }
+
     pub(crate) async fn cmd_pwd(&mut self) -> io::Result<()> {
         let path = String::from_utf8_lossy(self.cwd.as_bytes()).replace('"', "\"\"");
         self.reply(257, &format!("\"{path}\" is the current directory")).await
@@ -301,6 +307,9 @@ impl Session {
             return self.reply_multi(211, "FTP server status:", &lines, "End of status").await;
         }
         // STAT PATH: a listing over the control connection.
+        if !self.cfg().dirlist_enable {
+            return self.reply(550, "Permission denied.").await;
+        }
         let (_, path_arg) = crate::commands::transfer::split_list_args(arg);
         let listing = match self.path(path_arg) {
             Some(p) => self.listing_bytes(&p, path_arg, false, crate::commands::transfer::ListKind::Long),
@@ -317,7 +326,9 @@ impl Session {
         let Some(p) = self.path(arg).filter(|_| self.may(Op::Mkdir)) else {
             return self.reply(550, "Permission denied.").await;
         };
-        match self.user().root.mkdir(&p, 0o777 & !self.umask) {
+        let r = self.user().root.mkdir(&p, 0o777 & !self.umask);
+        self.log_change(r.is_ok(), "MKDIR", &p);
+        match r {
             Ok(()) => {
                 let shown = String::from_utf8_lossy(p.as_bytes()).replace('"', "\"\"");
                 self.reply(257, &format!("\"{shown}\" created")).await
@@ -330,7 +341,9 @@ impl Session {
         let Some(p) = self.path(arg).filter(|_| self.may(Op::Other)) else {
             return self.reply(550, "Permission denied.").await;
         };
-        match self.user().root.rmdir(&p) {
+        let r = self.user().root.rmdir(&p);
+        self.log_change(r.is_ok(), "RMDIR", &p);
+        match r {
             Ok(()) => self.reply(250, "Remove directory operation successful.").await,
             Err(_) => self.reply(550, "Remove directory operation failed.").await,
         }
@@ -340,7 +353,9 @@ impl Session {
         let Some(p) = self.path(arg).filter(|_| self.may(Op::Other)) else {
             return self.reply(550, "Permission denied.").await;
         };
-        match self.user().root.unlink(&p) {
+        let r = self.user().root.unlink(&p);
+        self.log_change(r.is_ok(), "DELETE", &p);
+        match r {
             Ok(()) => {
                 info!(session = self.id, peer = %self.peer, user = %self.user().name, path = %String::from_utf8_lossy(p.as_bytes()), "deleted");
                 self.reply(250, "Delete operation successful.").await
@@ -367,7 +382,9 @@ impl Session {
         let Some(to) = self.path(arg).filter(|_| self.may(Op::Other)) else {
             return self.reply(550, "Permission denied.").await;
         };
-        match self.user().root.rename(&from, &to) {
+        let r = self.user().root.rename(&from, &to);
+        self.log_change(r.is_ok(), "RENAME", &from);
+        match r {
             Ok(()) => self.reply(250, "Rename successful.").await,
             Err(_) => self.reply(550, "Rename failed.").await,
         }

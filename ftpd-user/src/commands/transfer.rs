@@ -24,6 +24,7 @@ use crate::{
     fs::{self, Create, Entry, FsError, ListStyle, VPath},
     session::{Raced, Session},
     worker::Fs,
+    xferlog::{Direction, Who},
 };
 
 /// Most bytes of a listing buffered before they are written to the client.
@@ -135,8 +136,11 @@ impl Session {
     }
 
     pub(crate) async fn cmd_list(&mut self, arg: &[u8], kind: ListKind) -> io::Result<()> {
+        if !self.cfg().dirlist_enable {
+            return self.reply(550, "Permission denied.").await;
+        }
         let (flags, path_arg) = if kind == ListKind::Machine { (Vec::new(), arg) } else { split_list_args(arg) };
-        let all = flags.contains(&b'a');
+        let all = flags.contains(&b'a') || self.cfg().force_dot_files;
         let recurse = flags.contains(&b'R') && self.cfg().ls_recurse_enable && kind != ListKind::Machine;
         let path = self.path(path_arg);
         if kind == ListKind::Machine {
@@ -220,6 +224,19 @@ impl Session {
         self.reply(226, "Abort successful.").await
     }
 
+    /// Writes the transfer to the xferlog / vsftpd log, as configured.
+    fn log_transfer(&self, dir: Direction, path: &[u8], bytes: u64, secs: f64, complete: bool) {
+        let class = if self.user().anonymous {
+            'a'
+        } else if self.cfg().guest_enable {
+            'g'
+        } else {
+            'r'
+        };
+        let who = Who { client: &self.client, user: &self.xfer_user, log_user: &self.log_user, class };
+        self.shared.logs.transfer(&who, dir, path, bytes, secs, self.binary, complete);
+    }
+
     /// This session's bandwidth limit in bytes per second (0: none).
     fn rate(&self) -> u64 {
         let c = self.cfg();
@@ -232,10 +249,11 @@ impl Session {
         if !cfg.download_enable {
             return self.reply(550, "Permission denied.").await;
         }
-        let opened = self.path(arg).and_then(|p| self.user().root.open_file(&p).ok());
-        let Some((file, st)) = opened else {
+        let opened = self.path(arg).and_then(|p| self.user().root.open_file(&p).ok().map(|x| (p, x)));
+        let Some((vpath, (file, st))) = opened else {
             return self.reply(550, "Failed to open file.").await;
         };
+        let shown_path = vpath.as_bytes().to_vec();
         if self.user().anonymous && cfg.anon_world_readable_only && st.st_mode & 0o004 == 0 {
             return self.reply(550, "Failed to open file.").await;
         }
@@ -269,7 +287,13 @@ impl Session {
             drop(data);
             r
         };
-        match self.race(send).await? {
+        let raced = self.race(send).await?;
+        let (moved, complete) = match &raced {
+            Raced::Done(Ok(n)) => (*n, true),
+            _ => (self.progress.load(Ordering::Relaxed), false),
+        };
+        self.log_transfer(Direction::Download, &shown_path, moved, started.elapsed().as_secs_f64(), complete);
+        match raced {
             Raced::Done(Ok(sent)) => {
                 info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %name, bytes = sent, secs = started.elapsed().as_secs_f64(), "download complete");
                 self.reply(226, "Transfer complete.").await
@@ -315,7 +339,12 @@ impl Session {
         }
         let mode = cfg.file_open_mode & !self.umask;
         let plan = match plan_upload(root, &target, kind, offset, existing.as_ref(), cfg.ftpd_atomic_uploads, mode) {
-            Ok(p) => p,
+            Ok(mut p) => {
+                // A replace's temporary file is always removed on failure;
+                // with delete_failed_uploads, so is a new file or a part.
+                p.delete_on_fail |= cfg.delete_failed_uploads && existing.is_none();
+                p
+            }
             Err(e) => {
                 debug!(session = self.id, error = ?e, "cannot open upload target");
                 return self.reply(553, "Could not create file.").await;
@@ -370,6 +399,11 @@ impl Session {
         };
         let root = &self.user().root;
         let result = result.and_then(|n| plan.commit(root).map(|()| n).map_err(RecvError::File));
+        let (moved, complete) = match &result {
+            Ok(n) => (*n, true),
+            Err(_) => (self.progress.load(Ordering::Relaxed), false),
+        };
+        self.log_transfer(Direction::Upload, &target.as_bytes().to_vec(), moved, started.elapsed().as_secs_f64(), complete);
         match result {
             Ok(n) => {
                 info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %shown, bytes = n, secs = started.elapsed().as_secs_f64(), "upload complete");
