@@ -399,7 +399,9 @@ impl Config {
             ("chown_uploads", self.chown_uploads),
         ] {
             if on {
-                return Err(format!("{name}=YES is not supported by ftpd; set it to NO (`ftpd --help-config` says why)"));
+                return Err(format!(
+                    "{name}=YES is not supported by ftpd; set it to NO (`ftpd --help-config` says why)"
+                ));
             }
         }
         EbpfMode::parse(&self.ftpd_ebpf)?;
@@ -419,16 +421,17 @@ impl Config {
         }
     }
 
-    /// Prints the option table for `--help-config`.
+    /// The option table as Markdown, for `--help-config` and the README.
     pub fn describe() -> String {
-        let mut out = String::new();
+        let mut out = String::from("| option | type | default | meaning |\n| --- | --- | --- | --- |\n");
         for o in Self::TABLE {
             let kind = match o.kind {
                 Kind::Bool => "bool",
                 Kind::UInt => "number",
                 Kind::Str => "string",
             };
-            out.push_str(&format!("{} ({kind}, default {:?})\n    {}\n", o.name, o.default, o.doc));
+            let default = if o.default.is_empty() { "(empty)".to_string() } else { format!("`{}`", o.default) };
+            out.push_str(&format!("| `{}` | {kind} | {default} | {} |\n", o.name, o.doc.replace('|', "\\|")));
         }
         out
     }

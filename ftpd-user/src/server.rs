@@ -15,7 +15,9 @@ use std::{
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
-use crate::{config::Config, data::canonical, dataplane::Dataplane, fs::Patterns, privsep::Authority, session, xferlog::Logs};
+use crate::{
+    config::Config, data::canonical, dataplane::Dataplane, fs::Patterns, privsep::Authority, session, xferlog::Logs,
+};
 
 /// Which data plane enforces limits in this process.
 #[derive(Debug)]
@@ -61,7 +63,13 @@ struct Conns {
 
 impl Shared {
     /// Reads the files the config names and bundles what sessions need.
-    pub fn new(cfg: Config, anon_root: PathBuf, plane: Plane, authority: Authority, logs: Logs) -> Result<Self, String> {
+    pub fn new(
+        cfg: Config,
+        anon_root: PathBuf,
+        plane: Plane,
+        authority: Authority,
+        logs: Logs,
+    ) -> Result<Self, String> {
         let banner = if cfg.banner_file.is_empty() {
             None
         } else {

@@ -7,12 +7,7 @@
 //! and written by sessions with one `write` per line, which `O_APPEND` keeps
 //! whole even with concurrent writers.
 
-use std::{
-    fs::File,
-    io::Write,
-    os::unix::fs::OpenOptionsExt,
-    path::Path,
-};
+use std::{fs::File, io::Write, os::unix::fs::OpenOptionsExt, path::Path};
 
 use crate::{config::Config, fs};
 
@@ -88,7 +83,16 @@ impl Logs {
     }
 
     /// One finished (or failed) transfer, in each enabled format.
-    pub fn transfer(&self, who: &Who<'_>, dir: Direction, path: &[u8], bytes: u64, secs: f64, binary: bool, complete: bool) {
+    pub fn transfer(
+        &self,
+        who: &Who<'_>,
+        dir: Direction,
+        path: &[u8],
+        bytes: u64,
+        secs: f64,
+        binary: bool,
+        complete: bool,
+    ) {
         let path = String::from_utf8_lossy(path);
         if let Some(f) = &self.xferlog {
             // Fields are space-separated, so a space in a name would shift them.
@@ -130,7 +134,8 @@ impl Logs {
     pub fn event(&self, user: &str, what: &str, client: &str, detail: Option<&[u8]>) {
         if let Some(f) = &self.vsftpd {
             let detail = detail.map(|d| format!(", \"{}\"", String::from_utf8_lossy(d))).unwrap_or_default();
-            let line = format!("{} [pid {}] [{user}] {what}: Client \"{client}\"{detail}\n", self.now(), std::process::id());
+            let line =
+                format!("{} [pid {}] [{user}] {what}: Client \"{client}\"{detail}\n", self.now(), std::process::id());
             Self::write(f, &line);
         }
     }
@@ -142,8 +147,13 @@ impl Logs {
         }
         if let Some(f) = &self.vsftpd {
             let kind = if response { "FTP response" } else { "FTP command" };
-            let text: String = String::from_utf8_lossy(text).chars().map(|c| if c.is_control() { '?' } else { c }).collect();
-            let line = format!("{} [pid {}] [{user}] {kind}: Client \"{client}\", \"{text}\"\n", self.now(), std::process::id());
+            let text: String =
+                String::from_utf8_lossy(text).chars().map(|c| if c.is_control() { '?' } else { c }).collect();
+            let line = format!(
+                "{} [pid {}] [{user}] {kind}: Client \"{client}\", \"{text}\"\n",
+                self.now(),
+                std::process::id()
+            );
             Self::write(f, &line);
         }
     }

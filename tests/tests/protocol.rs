@@ -218,7 +218,19 @@ fn bad_config_stops_startup_with_file_and_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen_port: bad number"));
     let help = run(Command::new(ftpd_bin()).arg("--help-config"));
     let help = String::from_utf8_lossy(&help.stdout);
-    assert!(help.contains("pasv_min_port (number, default \"0\")") && help.contains("ftpd_ebpf"), "{help}");
+    assert!(help.contains("| `pasv_min_port` | number | `0` |") && help.contains("| `ftpd_ebpf` |"), "{help}");
+}
+
+#[test]
+fn readme_option_reference_is_generated_from_the_table() {
+    let help = run(Command::new(ftpd_bin()).arg("--help-config"));
+    let table = String::from_utf8(help.stdout).unwrap();
+    let readme = std::fs::read_to_string(ftpd_tests::workspace().join("README.md")).unwrap();
+    let begin = readme.find("<!-- options:begin -->\n").expect("README marker") + "<!-- options:begin -->\n".len();
+    let end = readme.find("<!-- options:end -->").expect("README marker");
+    assert!(readme[begin..end] == table, "README's option table is stale: run `cargo xtask docs`");
+    // One row per option, each documented.
+    assert!(table.lines().skip(2).all(|l| l.split(" | ").count() == 4 && !l.ends_with("|  |")), "{table}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! so a fresh machine needs nothing but cargo (and root, for apt).
 
 mod build;
+mod docs;
 mod run;
 mod setup;
 mod test;
@@ -40,6 +41,8 @@ enum Task {
     Run(run::Args),
     /// Run fmt, clippy, build, all tests, and the privileged eBPF tests when root.
     Test,
+    /// Regenerate the README's option reference from the option table.
+    Docs,
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Task::Build => setup::run(setup::Verbosity::Summary).and_then(|()| build::run().map(drop)),
         Task::Run(args) => run::run(args),
         Task::Test => test::run(),
+        Task::Docs => setup::run(setup::Verbosity::Summary).and_then(|()| docs::run()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

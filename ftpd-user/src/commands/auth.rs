@@ -50,7 +50,10 @@ impl Session {
     async fn login(&mut self, user: String, password: Vec<u8>) -> io::Result<()> {
         let shared = Arc::clone(&self.shared);
         let rhost = self.peer_ip().to_string();
-        let email = String::from_utf8_lossy(&password).chars().filter(|c| !c.is_whitespace() && !c.is_control()).collect::<String>();
+        let email = String::from_utf8_lossy(&password)
+            .chars()
+            .filter(|c| !c.is_whitespace() && !c.is_control())
+            .collect::<String>();
         let name = user.clone();
         // PAM can block for seconds (failure delays): keep it off the async threads.
         let outcome = tokio::task::spawn_blocking(move || {

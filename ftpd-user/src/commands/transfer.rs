@@ -403,7 +403,13 @@ impl Session {
             Ok(n) => (*n, true),
             Err(_) => (self.progress.load(Ordering::Relaxed), false),
         };
-        self.log_transfer(Direction::Upload, &target.as_bytes().to_vec(), moved, started.elapsed().as_secs_f64(), complete);
+        self.log_transfer(
+            Direction::Upload,
+            &target.as_bytes().to_vec(),
+            moved,
+            started.elapsed().as_secs_f64(),
+            complete,
+        );
         match result {
             Ok(n) => {
                 info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %shown, bytes = n, secs = started.elapsed().as_secs_f64(), "upload complete");
