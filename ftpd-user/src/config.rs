@@ -116,6 +116,8 @@ options! {
     anon_other_write_enable: Bool = false, "Let anonymous users delete, rename, append and overwrite (needs `write_enable`).";
     anon_world_readable_only: Bool = true, "Anonymous users may only download world-readable files.";
     anon_umask: UInt = 0o0077, "Umask for files and directories anonymous users create (octal with a leading 0).";
+    secure_email_list_enable: Bool = false, "Anonymous logins need a password listed in `email_password_file`.";
+    email_password_file: Str = "/etc/vsftpd.email_passwords", "Accepted anonymous passwords, one per line, for `secure_email_list_enable`.";
     deny_email_enable: Bool = false, "Refuse anonymous passwords (e-mail addresses) listed in `banned_email_file`.";
     banned_email_file: Str = "/etc/vsftpd.banned_emails", "One banned anonymous password per line, for `deny_email_enable`.";
     local_enable: Bool = false, "Allow local (system) users to log in, authenticated by PAM.";
@@ -127,6 +129,8 @@ options! {
     check_shell: Bool = false, "Refuse local users whose shell is not in /etc/shells. vsftpd's default YES has no effect in its PAM builds, so ftpd's NO keeps that behaviour (users with /sbin/nologin log in).";
     guest_enable: Bool = false, "Every non-anonymous login acts as `guest_username` (virtual users).";
     guest_username: Str = "ftp", "The system user virtual users act as, with `guest_enable`.";
+    virtual_use_local_privs: Bool = false, "Virtual users get local users' rights (`write_enable`, `local_umask`, `local_max_rate`). NO: anonymous users' rights (`anon_*`), as in vsftpd.";
+    user_sub_token: Str = "", "Text replaced by the user name in `local_root` (e.g. `$USER` with `local_root=/srv/ftp/$USER`).";
     virtual_users_file: Str = "", "ftpd extension. `user:hash` lines (argon2 or $6$ SHA-512 crypt) that authenticate non-anonymous users instead of PAM; `ftpd passwd FILE USER` maintains it.";
     user_config_dir: Str = "", "Directory of per-user config files named after the user, applied at login (e.g. `local_root`, `write_enable`, `local_max_rate`).";
     chroot_local_user: Bool = false, "Confine local users to their root (home or `local_root`). NO: they see the whole file system, starting in it.";
@@ -139,6 +143,7 @@ options! {
     file_open_mode: UInt = 0o0666, "Permission bits of uploaded files, before the umask.";
     chmod_enable: Bool = true, "Allow SITE CHMOD (never for anonymous users).";
     download_enable: Bool = true, "Allow downloads (RETR).";
+    text_userdb_names: Bool = false, "Show owner and group names instead of numbers in listings.";
     hide_ids: Bool = false, "Show every owner and group as `ftp` in listings.";
     ls_recurse_enable: Bool = false, "Honour `LIST -R` (recursive listings).";
     deny_file: Str = "", "Patterns (`{*.iso,private}`) of names that cannot be accessed at all.";

@@ -148,22 +148,31 @@ pub async fn send_bytes(stream: &mut TcpStream, bytes: &[u8], stall: Duration) -
 }
 
 /// Connects to the client for an active-mode (PORT/EPRT) transfer, from
-/// `local_ip` and, with `connect_from_port_20`, from `ftp_data_port`.
-pub async fn connect_active(
-    local_ip: IpAddr,
-    from_port: Option<u16>,
-    to: SocketAddr,
-    wait: Duration,
-) -> Result<TcpStream, DataError> {
-    let sock = if to.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(DataError::Accept)?;
-    if let Some(port) = from_port {
-        sock.set_reuseaddr(true).map_err(DataError::Accept)?;
-        sock.bind(SocketAddr::new(local_ip, port)).map_err(DataError::Accept)?;
-    }
+/// `bound` if given (a socket bound to `ftp_data_port` by the privileged
+/// process, for `connect_from_port_20`), else from any port.
+pub async fn connect_active(bound: Option<OwnedFd>, to: SocketAddr, wait: Duration) -> Result<TcpStream, DataError> {
+    let sock = match bound {
+        Some(fd) => {
+            rustix::io::ioctl_fionbio(&fd, true).map_err(|e| DataError::Accept(e.into()))?;
+            TcpSocket::from_std_stream(std::net::TcpStream::from(fd))
+        }
+        None => if to.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(DataError::Accept)?,
+    };
     match timeout(wait, sock.connect(to)).await {
         Err(_) => Err(DataError::AcceptTimeout),
         Ok(r) => r.map_err(DataError::Accept),
     }
+}
+
+/// A TCP socket bound to `ip:port` (SO_REUSEADDR), not yet connected: what
+/// `connect_from_port_20` needs. Binding a port below 1024 needs privilege.
+pub fn bind_source(ip: IpAddr, port: u16) -> io::Result<OwnedFd> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+    let family = if ip.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
+    let fd = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    rustix::net::bind(&fd, &SocketAddr::new(ip, port))?;
+    Ok(fd)
 }
 
 /// Why an upload did not complete.

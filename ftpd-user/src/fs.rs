@@ -316,6 +316,33 @@ pub struct ListStyle {
     pub hide_ids: bool,
     /// `use_localtime`: times in the server's zone, not UTC.
     pub localtime: bool,
+    /// `text_userdb_names`: owner and group names instead of numbers.
+    pub names: bool,
+}
+
+/// A user or group name for listings, or the number when there is none.
+fn id_name(id: u32, group: bool) -> String {
+    use std::{collections::HashMap, sync::Mutex};
+    static CACHE: Mutex<Option<HashMap<(u32, bool), String>>> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let map = cache.get_or_insert_with(HashMap::new);
+    if let Some(n) = map.get(&(id, group)) {
+        return n.clone();
+    }
+    let file = if group { "/etc/group" } else { "/etc/passwd" };
+    let name = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2].parse::<u32>().ok() == Some(id)).then(|| f[0].to_owned())
+            })
+        })
+        .unwrap_or_else(|| id.to_string());
+    if map.len() < 4096 {
+        map.insert((id, group), name.clone());
+    }
+    name
 }
 
 /// Seconds to add to a UTC time to get the server's local time at `t`.
@@ -360,6 +387,8 @@ pub fn list_line(e: &Entry, now: i64, style: ListStyle, out: &mut Vec<u8>) {
     }
     let (uid, gid) = if style.hide_ids {
         ("ftp".to_string(), "ftp".to_string())
+    } else if style.names {
+        (id_name(e.stat.st_uid, false), id_name(e.stat.st_gid, true))
     } else {
         (e.stat.st_uid.to_string(), e.stat.st_gid.to_string())
     };

@@ -75,6 +75,11 @@ pub fn decide(cfg: &Config, anon_root: &Path, user: &str, password: &[u8], rhost
         if cfg.deny_email_enable && auth::read_list(&cfg.banned_email_file).iter().any(|b| b.as_bytes() == password) {
             return Err(deny("Login incorrect.", "banned anonymous password"));
         }
+        if cfg.secure_email_list_enable
+            && !auth::read_list(&cfg.email_password_file).iter().any(|b| b.as_bytes() == password)
+        {
+            return Err(deny("Login incorrect.", "anonymous password not in email_password_file"));
+        }
         let acct = auth::account(&cfg.ftp_username)
             .ok_or_else(|| deny("Login incorrect.", format!("ftp_username={} does not exist", cfg.ftp_username)))?;
         return Ok(Grant {
@@ -118,7 +123,12 @@ pub fn decide(cfg: &Config, anon_root: &Path, user: &str, password: &[u8], rhost
         }
         (a, false)
     };
-    let base = if eff.local_root.is_empty() { acct.home.clone() } else { PathBuf::from(&eff.local_root) };
+    let local_root = if eff.user_sub_token.is_empty() {
+        eff.local_root.clone()
+    } else {
+        eff.local_root.replace(&eff.user_sub_token, user)
+    };
+    let base = if local_root.is_empty() { acct.home.clone() } else { PathBuf::from(local_root) };
     let listed = eff.chroot_list_enable && auth::read_list(&eff.chroot_list_file).iter().any(|u| u == user);
     // Virtual users are always confined: they have no system identity of their own.
     let confined = virtual_user || (eff.chroot_local_user != listed);

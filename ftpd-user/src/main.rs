@@ -246,6 +246,11 @@ fn daemonize() -> Result<()> {
         -1 => Err(std::io::Error::last_os_error()).context("fork for background=YES"),
         0 => {
             rustix::process::setsid().context("setsid")?;
+            // Detach from the terminal's input and output; stderr stays where
+            // the operator sent it, since it carries ftpd's log.
+            let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").context("/dev/null")?;
+            rustix::stdio::dup2_stdin(&null).context("dup2")?;
+            rustix::stdio::dup2_stdout(&null).context("dup2")?;
             Ok(())
         }
         _ => std::process::exit(0),

@@ -49,6 +49,7 @@ pub enum Authority {
 }
 
 const REQ_LOGIN: u8 = 1;
+const REQ_BIND: u8 = 2;
 const REP_DENIED: u8 = 0;
 const REP_OK: u8 = 1;
 
@@ -107,6 +108,31 @@ impl Authority {
                     }
                     _ => Err(broken("malformed reply")),
                 }
+            }
+        }
+    }
+}
+
+impl Authority {
+    /// A socket bound to `ip:port` for `connect_from_port_20`. Ports below
+    /// 1024 need privilege, so with privilege separation the master binds it.
+    pub fn bind_data_port(&self, ip: std::net::IpAddr, port: u16) -> io::Result<OwnedFd> {
+        let Self::Master { chan, .. } = self else {
+            return crate::data::bind_source(ip, port);
+        };
+        let (mine, theirs) = ipc::pair()?;
+        let req = Enc::tag(REQ_BIND).bytes(ip.to_string().as_bytes()).u32(u32::from(port)).0;
+        {
+            let chan = chan.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            ipc::send(chan.as_fd(), &req, Some(theirs.as_fd()))?;
+        }
+        drop(theirs);
+        let mut buf = Vec::new();
+        match ipc::recv(mine.as_fd(), &mut buf)? {
+            Some(Some(fd)) => Ok(fd),
+            _ => {
+                let why = Dec(&buf).str().unwrap_or("refused").to_owned();
+                Err(io::Error::other(format!("master could not bind the data port: {why}")))
             }
         }
     }
@@ -206,6 +232,10 @@ pub fn run_master(cfg: Config, anon_root: PathBuf, chan: OwnedFd, front_pid: i32
 
 impl Master {
     fn handle_login(&self, req: &[u8], reply: &OwnedFd) {
+        if req.first() == Some(&REQ_BIND) {
+            self.handle_bind(req, reply);
+            return;
+        }
         let mut d = Dec(req);
         let parsed = (d.u8(), d.str(), d.bytes(), d.str());
         let (Some(REQ_LOGIN), Some(user), Some(password), Some(rhost)) = parsed else {
@@ -222,6 +252,29 @@ impl Master {
             Err(denial) => {
                 info!(user, rhost, reason = %denial.reason, "login refused");
                 let _ = ipc::send(reply.as_fd(), &Enc::tag(REP_DENIED).bytes(denial.reply.as_bytes()).0, None);
+            }
+        }
+    }
+
+    /// Binds `ftp_data_port` for the front; any other port is refused, so the
+    /// front can never use the master to bind a privileged port of its choice.
+    fn handle_bind(&self, req: &[u8], reply: &OwnedFd) {
+        let mut d = Dec(&req[1..]);
+        let ip = d.str().and_then(|s| s.parse::<std::net::IpAddr>().ok());
+        let port = d.u32();
+        let result = match (ip, port) {
+            (Some(ip), Some(port)) if port == self.cfg.ftp_data_port && self.cfg.connect_from_port_20 => {
+                crate::data::bind_source(ip, u16::try_from(port).unwrap_or(20)).map_err(|e| e.to_string())
+            }
+            _ => Err("bad bind request".to_string()),
+        };
+        match result {
+            Ok(fd) => {
+                let _ = ipc::send(reply.as_fd(), b"\x01", Some(fd.as_fd()));
+            }
+            Err(e) => {
+                warn!("master: {e}");
+                let _ = ipc::send(reply.as_fd(), &Enc::default().bytes(e.as_bytes()).0, None);
             }
         }
     }
@@ -279,12 +332,12 @@ fn spawn_worker(sock: &OwnedFd, root: std::os::fd::BorrowedFd<'_>, g: &Grant) ->
 
 /// Entry point of `ftpd --ftpd-worker` (fd 3: channel, fd 4: root).
 pub fn worker_main() -> i32 {
-    // SAFETY: prctl/getppid with constant arguments.
+    // No parent-death signal here: it fires when the *thread* that forked us
+    // exits, and the master starts workers from short-lived login threads.
+    // A worker ends when its channel does, i.e. when the front exits (and the
+    // front dies with the master).
+    // SAFETY: prctl with constant arguments.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        if libc::getppid() == 1 {
-            return 1;
-        }
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     }
     rustix::process::umask(rustix::fs::Mode::empty());

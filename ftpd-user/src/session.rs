@@ -358,6 +358,13 @@ impl Session {
         }
     }
 
+    /// Whether anonymous users' rights apply: anonymous users, and virtual
+    /// users unless `virtual_use_local_privs` (vsftpd's rule).
+    pub(crate) fn anon_rules(&self) -> bool {
+        let u = self.user();
+        u.anonymous || (u.cfg.guest_enable && !u.cfg.virtual_use_local_privs)
+    }
+
     /// The logged-in user's effective settings.
     pub(crate) fn cfg(&self) -> Arc<Config> {
         Arc::clone(&self.user().cfg)
@@ -412,9 +419,27 @@ impl Session {
             }
             DataSetup::Active(to) => {
                 let wait = Duration::from_secs(u64::from(cfg.connect_timeout));
-                let from = cfg.connect_from_port_20.then(|| u16::try_from(cfg.ftp_data_port).unwrap_or(20));
-                let local = self.local.ip();
-                self.race(data::connect_active(local, from, to, wait)).await?
+                let bound = if cfg.connect_from_port_20 {
+                    // A v4 target from a dual-stack control connection leaves from IPv4.
+                    let local = match (to.ip(), self.local.ip()) {
+                        (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(self.local.ip(), IpAddr::V4),
+                        (_, ip) => ip,
+                    };
+                    let port = u16::try_from(cfg.ftp_data_port).unwrap_or(20);
+                    let shared = Arc::clone(&self.shared);
+                    match tokio::task::spawn_blocking(move || shared.authority.bind_data_port(local, port)).await {
+                        Ok(Ok(fd)) => Some(fd),
+                        Ok(Err(e)) => {
+                            warn!(session = self.id, error = %e, "cannot bind ftp_data_port for connect_from_port_20");
+                            self.reply(425, "Failed to establish connection.").await?;
+                            return Ok(None);
+                        }
+                        Err(e) => return Err(io::Error::other(e)),
+                    }
+                } else {
+                    None
+                };
+                self.race(data::connect_active(bound, to, wait)).await?
             }
         };
         match result {

@@ -210,7 +210,14 @@ fn virtual_users_act_as_guest_username() {
     let lr = format!("local_root={}", vroot.display());
     let server = Server::start(
         anon.path(),
-        &settings(&["guest_enable=YES", "guest_username=nobody", &vu, &lr, "allow_writeable_chroot=YES"]),
+        &settings(&[
+            "guest_enable=YES",
+            "guest_username=nobody",
+            &vu,
+            &lr,
+            "allow_writeable_chroot=YES",
+            "virtual_use_local_privs=YES",
+        ]),
     );
     assert!(ftplib(&server, "vince", "first", "").starts_with("ERR 530"));
     let out = ftplib(&server, "vince", "second", "print(f.pwd())\nprint(f.storbinary('STOR v.txt', io.BytesIO(b'v')))");
@@ -233,4 +240,63 @@ fn passwd_refuses_bad_input() {
     let out = run(Command::new(ftpd_tests::ftpd_bin()).arg("passwd").arg(f));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage: ftpd passwd FILE USER"));
+}
+
+#[test]
+#[ignore = "privileged: binds port 20 (cargo xtask test as root)"]
+fn connect_from_port_20_uses_the_data_port() {
+    assert!(privileged());
+    let anon = served();
+    std::fs::write(anon.path().join("f.txt"), b"port twenty").unwrap();
+    let port = ftpd_tests::free_port();
+    let server = Server::start(anon.path(), &["connect_from_port_20=YES", &format!("ftp_data_port={port}")]);
+    let mut c = server.login();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = l.local_addr().unwrap().port();
+    c.cmd_ok(&format!("PORT 127,0,0,1,{},{}", p >> 8, p & 0xff), 200);
+    c.send_raw(b"RETR f.txt\r\n").unwrap();
+    let (mut s, from) = l.accept().unwrap();
+    assert_eq!(from.port(), port, "the data connection must come from ftp_data_port");
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut got).unwrap();
+    assert_eq!(got, b"port twenty");
+    assert_eq!(c.read_reply().0, 150);
+    assert_eq!(c.read_reply().0, 226);
+}
+
+#[test]
+#[ignore = "privileged: runs file workers as another user (cargo xtask test as root)"]
+fn virtual_users_get_anonymous_rights_unless_told_otherwise() {
+    assert!(privileged());
+    let anon = served();
+    let base = anon.path().join("v");
+    let vroot = base.join("ann");
+    std::fs::create_dir_all(&vroot).unwrap();
+    std::fs::set_permissions(&vroot, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let users = anon.path().join("vusers");
+    std::fs::write(&users, format!("ann:{}\n", sha_crypt_of("pw"))).unwrap();
+    let vu = format!("virtual_users_file={}", users.display());
+    let lr = format!("local_root={}/$USER", base.display());
+    let common = ["guest_enable=YES", "guest_username=nobody", "user_sub_token=$USER", "allow_writeable_chroot=YES"];
+    let mut s = settings(&common);
+    s.extend([vu.as_str(), lr.as_str()]);
+    let server = Server::start(anon.path(), &s);
+    let up = "try:\n    print(f.storbinary('STOR a.txt', io.BytesIO(b'a')))\nexcept ftplib.error_perm as e:\n    print('DENIED', e)";
+    let out = ftplib(&server, "ann", "pw", up);
+    assert_eq!(out.lines().nth(1).map(|l| l.starts_with("DENIED 550")), Some(true), "{out}");
+    drop(server);
+    s.push("anon_upload_enable=YES");
+    let server = Server::start(anon.path(), &s);
+    let out = ftplib(&server, "ann", "pw", up);
+    assert_eq!(out.lines().nth(1), Some("226 Transfer complete."), "{out}\n{}", server.log());
+    // user_sub_token put ann in her own directory; anon_umask (077) applied.
+    let meta = std::fs::metadata(vroot.join("a.txt")).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600);
+}
+
+/// A `$6$` SHA-512 crypt hash made by the system's crypt (openssl is not
+/// guaranteed; Python 3.11's crypt module is).
+fn sha_crypt_of(pw: &str) -> String {
+    let code = format!("import crypt; print(crypt.crypt({pw:?}, crypt.mksalt(crypt.METHOD_SHA512)))");
+    ftpd_tests::python(&code).trim().to_owned()
 }

@@ -81,7 +81,8 @@ impl Session {
             warn!(session = self.id, user = %g.name, error = %e, "bad per-user config; login refused");
             return self.reply(530, "Login incorrect.").await;
         }
-        self.umask = if g.anonymous { cfg.anon_umask } else { cfg.local_umask };
+        let anon_rules = g.anonymous || (cfg.guest_enable && !cfg.virtual_use_local_privs);
+        self.umask = if anon_rules { cfg.anon_umask } else { cfg.local_umask };
         self.cwd = VPath::root().join(&g.cwd).unwrap_or_else(|_| VPath::root());
         info!(session = self.id, peer = %self.peer, user = %g.name, uid = g.uid, root = %g.root_dir.display(), "login");
         self.xfer_user = if g.anonymous { email } else { g.name.clone() };

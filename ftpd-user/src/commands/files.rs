@@ -36,7 +36,7 @@ impl Session {
         if !c.write_enable {
             return false;
         }
-        match (u.anonymous, op) {
+        match (self.anon_rules(), op) {
             (true, Op::Upload) => c.anon_upload_enable,
             (true, Op::Mkdir) => c.anon_mkdir_write_enable,
             (true, Op::Other) => c.anon_other_write_enable,

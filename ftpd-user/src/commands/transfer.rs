@@ -88,7 +88,7 @@ pub fn ascii_size(file: &OwnedFd) -> io::Result<u64> {
 impl Session {
     fn list_style(&self) -> ListStyle {
         let c = self.cfg();
-        ListStyle { hide_ids: c.hide_ids, localtime: c.use_localtime }
+        ListStyle { hide_ids: c.hide_ids, localtime: c.use_localtime, names: c.text_userdb_names }
     }
 
     /// The entries of a directory listing (or the one file `path` names),
@@ -162,9 +162,13 @@ impl Session {
                 let mut buf = Vec::new();
                 let mut first = true;
                 while let Some((dir, shown, depth)) = stack.pop() {
-                    let Ok((is_dir, entries)) = self.entries(&dir, &shown, all) else {
-                        failed = first;
-                        continue;
+                    let (is_dir, entries) = match self.entries(&dir, &shown, all) {
+                        Ok(x) => x,
+                        Err(e) => {
+                            debug!(session = self.id, error = ?e, path = %String::from_utf8_lossy(dir.as_bytes()), "cannot list");
+                            failed = first;
+                            continue;
+                        }
                     };
                     if recurse && is_dir {
                         if !first {
@@ -240,7 +244,7 @@ impl Session {
     /// This session's bandwidth limit in bytes per second (0: none).
     fn rate(&self) -> u64 {
         let c = self.cfg();
-        u64::from(if self.user().anonymous { c.anon_max_rate } else { c.local_max_rate })
+        u64::from(if self.anon_rules() { c.anon_max_rate } else { c.local_max_rate })
     }
 
     pub(crate) async fn cmd_retr(&mut self, arg: &[u8]) -> io::Result<()> {
@@ -254,7 +258,7 @@ impl Session {
             return self.reply(550, "Failed to open file.").await;
         };
         let shown_path = vpath.as_bytes().to_vec();
-        if self.user().anonymous && cfg.anon_world_readable_only && st.st_mode & 0o004 == 0 {
+        if self.anon_rules() && cfg.anon_world_readable_only && st.st_mode & 0o004 == 0 {
             return self.reply(550, "Failed to open file.").await;
         }
         let size = u64::try_from(st.st_size).unwrap_or(0);
