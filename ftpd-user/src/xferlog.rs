@@ -52,6 +52,8 @@ pub struct Who<'a> {
     pub log_user: &'a str,
     /// `a` anonymous, `r` real (local) user, `g` guest (virtual) user.
     pub class: char,
+    /// TYPE I (`b` in xferlog) or TYPE A (`a`).
+    pub binary: bool,
 }
 
 impl Logs {
@@ -83,16 +85,7 @@ impl Logs {
     }
 
     /// One finished (or failed) transfer, in each enabled format.
-    pub fn transfer(
-        &self,
-        who: &Who<'_>,
-        dir: Direction,
-        path: &[u8],
-        bytes: u64,
-        secs: f64,
-        binary: bool,
-        complete: bool,
-    ) {
+    pub fn transfer(&self, who: &Who<'_>, dir: Direction, path: &[u8], bytes: u64, secs: f64, complete: bool) {
         let path = String::from_utf8_lossy(path);
         if let Some(f) = &self.xferlog {
             // Fields are space-separated, so a space in a name would shift them.
@@ -104,7 +97,7 @@ impl Logs {
                 who.client,
                 bytes,
                 name,
-                if binary { 'b' } else { 'a' },
+                if who.binary { 'b' } else { 'a' },
                 if dir == Direction::Download { 'o' } else { 'i' },
                 who.class,
                 if who.user.is_empty() { "*" } else { who.user },

@@ -237,8 +237,9 @@ impl Session {
         } else {
             'r'
         };
-        let who = Who { client: &self.client, user: &self.xfer_user, log_user: &self.log_user, class };
-        self.shared.logs.transfer(&who, dir, path, bytes, secs, self.binary, complete);
+        let who =
+            Who { client: &self.client, user: &self.xfer_user, log_user: &self.log_user, class, binary: self.binary };
+        self.shared.logs.transfer(&who, dir, path, bytes, secs, complete);
     }
 
     /// This session's bandwidth limit in bytes per second (0: none).
@@ -407,13 +408,7 @@ impl Session {
             Ok(n) => (*n, true),
             Err(_) => (self.progress.load(Ordering::Relaxed), false),
         };
-        self.log_transfer(
-            Direction::Upload,
-            &target.as_bytes().to_vec(),
-            moved,
-            started.elapsed().as_secs_f64(),
-            complete,
-        );
+        self.log_transfer(Direction::Upload, target.as_bytes(), moved, started.elapsed().as_secs_f64(), complete);
         match result {
             Ok(n) => {
                 info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %shown, bytes = n, secs = started.elapsed().as_secs_f64(), "upload complete");
