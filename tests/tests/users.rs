@@ -300,3 +300,37 @@ fn sha_crypt_of(pw: &str) -> String {
     let code = format!("import crypt; print(crypt.crypt({pw:?}, crypt.mksalt(crypt.METHOD_SHA512)))");
     ftpd_tests::python(&code).trim().to_owned()
 }
+
+#[test]
+#[ignore = "privileged: creates system users and a PAM service (cargo xtask test as root)"]
+fn pam_service_name_and_chmod_enable() {
+    assert!(privileged());
+    struct PamFile(PathBuf);
+    impl Drop for PamFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let u = LocalUser::new("/bin/sh");
+    let service = format!("ftpd-test-deny-{}", std::process::id());
+    let pam = PamFile(PathBuf::from("/etc/pam.d").join(&service));
+    std::fs::write(&pam.0, "auth required pam_deny.so\naccount required pam_permit.so\n").unwrap();
+    let anon = served();
+    let s = format!("pam_service_name={service}");
+    let server = Server::start(anon.path(), &settings(&[&s]));
+    assert!(ftplib(&server, &u.name, &u.password, "").starts_with("ERR 530"), "pam_deny must refuse");
+    drop(server);
+    std::fs::write(u.home.join("c.txt"), b"c").unwrap();
+    run_ok(Command::new("chown").arg(format!("{}:", u.name)).arg(u.home.join("c.txt")));
+    let chmod =
+        "try:\n    print(f.sendcmd('SITE CHMOD 640 c.txt'))\nexcept ftplib.error_perm as e:\n    print('DENIED', e)";
+    let server = Server::start(anon.path(), &settings(&[]));
+    let out = ftplib(&server, &u.name, &u.password, chmod);
+    assert_eq!(out.lines().nth(1), Some("200 SITE CHMOD command ok."), "{out}");
+    assert_eq!(std::fs::metadata(u.home.join("c.txt")).unwrap().mode() & 0o777, 0o640);
+    drop(server);
+    let server = Server::start(anon.path(), &settings(&["chmod_enable=NO"]));
+    let out = ftplib(&server, &u.name, &u.password, chmod.replace("640", "600").as_str());
+    assert!(out.lines().nth(1).is_some_and(|l| l.starts_with("DENIED 550")), "{out}");
+    assert_eq!(std::fs::metadata(u.home.join("c.txt")).unwrap().mode() & 0o777, 0o640);
+}

@@ -397,9 +397,15 @@ impl Session {
                 if !self.may(Op::Chmod) {
                     return self.reply(550, "Permission denied.").await;
                 }
-                let (mode, path) = crate::control::split_command(rest);
-                let mode = u32::from_str_radix(&mode, 8).ok().filter(|m| *m <= 0o7777);
-                let (Some(mode), Some(p)) = (mode, self.path(path)) else {
+                let (mode, path) = match rest.iter().position(|&b| b == b' ') {
+                    Some(i) => (&rest[..i], &rest[i + 1..]),
+                    None => (rest, &b""[..]),
+                };
+                let mode = std::str::from_utf8(mode)
+                    .ok()
+                    .and_then(|m| u32::from_str_radix(m, 8).ok())
+                    .filter(|m| *m <= 0o7777);
+                let (Some(mode), Some(p)) = (mode, self.path(path).filter(|_| !path.is_empty())) else {
                     return self.reply(501, "SITE CHMOD needs <mode> <file>.").await;
                 };
                 match self.user().root.chmod(&p, mode) {

@@ -1,0 +1,136 @@
+//! Per-session limits and timeouts, and the passive-mode address rules, in
+//! userspace (the kernel data plane is off in these tests).
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+use ftpd_tests::{Server, random_file, writable_by_all};
+
+fn tree(size: u64) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    random_file(&d.path().join("f.bin"), size);
+    writable_by_all(d.path());
+    d
+}
+
+fn pasv_port(text: &str) -> u16 {
+    let inner = &text[text.find('(').unwrap() + 1..text.find(')').unwrap()];
+    let n: Vec<u16> = inner.split(',').map(|x| x.parse().unwrap()).collect();
+    n[4] * 256 + n[5]
+}
+
+#[test]
+fn anon_max_rate_paces_downloads_and_uploads() {
+    // 4 MB at 2 MB/s: about 2 s each way. Coarse bounds: this is a functional
+    // check that the limit is enforced, not a benchmark.
+    let d = tree(4_000_000);
+    let server = Server::start(d.path(), &["anon_max_rate=2000000", "write_enable=YES", "anon_upload_enable=YES"]);
+    let mut c = server.login();
+    c.cmd_ok("TYPE I", 200);
+    let start = Instant::now();
+    let (bytes, code, _) = c.transfer("RETR f.bin");
+    let down = start.elapsed().as_secs_f64();
+    assert_eq!((bytes.len(), code), (4_000_000, 226));
+    assert!((1.6..3.0).contains(&down), "download took {down:.2} s, expected about 2 s at 2 MB/s");
+
+    let mut data = c.pasv_connect();
+    c.send_raw(b"STOR up.bin\r\n").unwrap();
+    assert_eq!(c.read_reply().0, 150);
+    let start = Instant::now();
+    data.write_all(&bytes).unwrap();
+    drop(data);
+    assert_eq!(c.read_reply().0, 226);
+    let up = start.elapsed().as_secs_f64();
+    assert!((1.6..3.0).contains(&up), "upload took {up:.2} s, expected about 2 s at 2 MB/s");
+    assert_eq!(std::fs::read(d.path().join("up.bin")).unwrap(), bytes);
+
+    // Without a limit the same download is far faster.
+    let server = Server::start(d.path(), &[]);
+    let mut c = server.login();
+    let start = Instant::now();
+    let (bytes, _, _) = c.transfer("RETR f.bin");
+    assert_eq!(bytes.len(), 4_000_000);
+    assert!(start.elapsed().as_secs_f64() < 1.0);
+}
+
+#[test]
+fn accept_and_data_timeouts() {
+    let d = tree(64 << 20);
+    let server = Server::start(d.path(), &["accept_timeout=1", "data_connection_timeout=1"]);
+    let mut c = server.login();
+    // PASV, but the client never connects.
+    c.cmd_ok("PASV", 227);
+    let start = Instant::now();
+    assert_eq!(c.cmd("RETR f.bin").0, 425);
+    assert!(start.elapsed() < Duration::from_secs(4));
+    // The client connects but never reads: the transfer stalls and is dropped.
+    let _data = c.pasv_connect();
+    assert_eq!(c.cmd("RETR f.bin").0, 150);
+    let (code, text) = c.read_reply();
+    assert_eq!((code, text.as_str()), (421, "421 Data timeout. Reconnect. Sorry.\r\n"));
+}
+
+#[test]
+fn passive_connections_from_another_ip_are_refused() {
+    let d = tree(1000);
+    let server = Server::start(d.path(), &[]);
+    let mut c = server.login();
+    let text = c.cmd_ok("PASV", 227);
+    let port = pasv_port(&text);
+    // 127.0.0.2 is another host as far as ftpd is concerned.
+    let sock = socket2_connect_from("127.0.0.2", SocketAddr::from(([127, 0, 0, 1], port)));
+    let (code, text) = c.cmd("RETR f.bin");
+    assert_eq!((code, text.as_str()), (425, "425 Security: Bad IP connecting.\r\n"));
+    drop(sock);
+
+    let server = Server::start(d.path(), &["pasv_promiscuous=YES"]);
+    let mut c = server.login();
+    let port = pasv_port(&c.cmd_ok("PASV", 227));
+    let mut sock = socket2_connect_from("127.0.0.2", SocketAddr::from(([127, 0, 0, 1], port)));
+    assert_eq!(c.cmd("RETR f.bin").0, 150);
+    let mut got = Vec::new();
+    sock.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), 1000);
+    assert_eq!(c.read_reply().0, 226);
+}
+
+#[test]
+fn pasv_address_is_resolved_when_asked() {
+    let d = tree(10);
+    let server = Server::start(d.path(), &["pasv_address=localhost", "pasv_addr_resolve=YES"]);
+    let mut c = server.login();
+    assert!(c.cmd_ok("PASV", 227).starts_with("227 Entering Passive Mode (127,0,0,1,"));
+    let port = format!("-olisten_port={}", ftpd_tests::free_port());
+    let out = ftpd_tests::run(std::process::Command::new(ftpd_tests::ftpd_bin()).arg("--root").arg(d.path()).args([
+        "-opasv_address=no.such.host.invalid",
+        "-opasv_addr_resolve=YES",
+        "-oftpd_ebpf=off",
+        &port,
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pasv_address=no.such.host.invalid: cannot resolve"));
+}
+
+/// A TCP connection from a chosen local address (std cannot bind before connect).
+fn socket2_connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket/bind/connect on a fresh fd that becomes the TcpStream's.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as u16;
+        sa.sin_addr.s_addr = u32::from_ne_bytes(from.parse::<std::net::Ipv4Addr>().unwrap().octets());
+        assert_eq!(libc::bind(fd, (&raw const sa).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32), 0);
+        let SocketAddr::V4(t) = to else { panic!("v4 only") };
+        let mut ta: libc::sockaddr_in = std::mem::zeroed();
+        ta.sin_family = libc::AF_INET as u16;
+        ta.sin_port = t.port().to_be();
+        ta.sin_addr.s_addr = u32::from_ne_bytes(t.ip().octets());
+        assert_eq!(libc::connect(fd, (&raw const ta).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32), 0);
+        TcpStream::from_raw_fd(fd)
+    }
+}
