@@ -176,9 +176,17 @@ impl Server {
         self.child.as_ref().expect("running").id()
     }
 
-    /// Number of open file descriptors of the server process.
+    /// Open file descriptors of the server: the process started and its
+    /// children (the front and the file workers, when ftpd runs as root).
     pub fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("read /proc/PID/fd").count()
+        let mut total = 0;
+        let mut todo = vec![self.pid()];
+        while let Some(pid) = todo.pop() {
+            total += std::fs::read_dir(format!("/proc/{pid}/fd")).map(Iterator::count).unwrap_or(0);
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+            todo.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        }
+        total
     }
 
     /// Everything ftpd logged so far.

@@ -47,7 +47,14 @@ fn xferlog_std_format_parses_field_by_field() {
     let x = format!("xferlog_file={}", xfer.display());
     let server = Server::start(
         &d.path().join("root"),
-        &["xferlog_enable=YES", "xferlog_std_format=YES", &x, "write_enable=YES", "anon_upload_enable=YES", "no_anon_password=NO"],
+        &[
+            "xferlog_enable=YES",
+            "xferlog_std_format=YES",
+            &x,
+            "write_enable=YES",
+            "anon_upload_enable=YES",
+            "no_anon_password=NO",
+        ],
     );
     let code = format!(
         "import ftplib, io\nf=ftplib.FTP()\nf.connect('127.0.0.1',{})\nf.login('anonymous','me@example.org')\nf.retrbinary('RETR a file.txt', lambda b: None)\nf.storbinary('STOR up.bin', io.BytesIO(b'x'*12345))\nf.quit()",
@@ -72,7 +79,10 @@ fn vsftpd_log_with_protocol_hides_passwords() {
     let d = tree();
     let log = d.path().join("vsftpd.log");
     let l = format!("vsftpd_log_file={}", log.display());
-    let server = Server::start(&d.path().join("root"), &["xferlog_enable=YES", "log_ftp_protocol=YES", &l, "no_anon_password=NO"]);
+    let server = Server::start(
+        &d.path().join("root"),
+        &["xferlog_enable=YES", "log_ftp_protocol=YES", &l, "no_anon_password=NO"],
+    );
     let code = format!(
         "import ftplib\nf=ftplib.FTP()\nf.connect('127.0.0.1',{})\nf.login('anonymous','topsecret@x')\nf.retrbinary('RETR a file.txt', lambda b: None)\nf.quit()",
         server.addr.port()
@@ -115,7 +125,8 @@ fn command_filters_and_listing_options() {
 #[test]
 fn max_login_fails_closes_the_connection() {
     let d = tree();
-    let server = Server::start(&d.path().join("root"), &["local_enable=YES", "max_login_fails=2", "delay_failed_login=0"]);
+    let server =
+        Server::start(&d.path().join("root"), &["local_enable=YES", "max_login_fails=2", "delay_failed_login=0"]);
     let mut c = server.connect();
     c.cmd_ok("USER nosuchuser1", 331);
     c.cmd_ok("PASS x", 530);
