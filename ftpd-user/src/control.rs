@@ -19,6 +19,32 @@ pub enum LineError {
     Io(io::Error),
 }
 
+/// A control-connection reader that can also take what is already queued
+/// without waiting for a readiness event.
+///
+/// Needed because a TCP read stops at the urgent mark: ftplib sends
+/// `ABOR\r\n` as urgent data, the first read returns `ABOR\r`, tokio takes
+/// the short read as "drained" and clears readiness, and the `\n` already in
+/// the socket would wait for the next packet that never comes.
+pub trait ControlRead: AsyncRead + Unpin {
+    /// Reads queued bytes; `WouldBlock` when there are none.
+    fn read_queued(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl ControlRead for tokio::net::tcp::OwnedReadHalf {
+    fn read_queued(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::fd::AsFd;
+        let sock: &tokio::net::TcpStream = self.as_ref();
+        rustix::net::recv(sock.as_fd(), buf, rustix::net::RecvFlags::DONTWAIT).map(|(n, _)| n).map_err(io::Error::from)
+    }
+}
+
+impl ControlRead for &[u8] {
+    fn read_queued(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+}
+
 /// Reads CRLF- (or bare LF-) terminated lines with a hard length bound.
 ///
 /// The buffer starts empty and grows only as far as the longest line seen (at
@@ -32,7 +58,7 @@ pub struct LineReader {
 
 impl LineReader {
     /// Returns the next line without its line ending.
-    pub async fn read_line<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> Result<&[u8], LineError> {
+    pub async fn read_line<R: ControlRead>(&mut self, r: &mut R) -> Result<&[u8], LineError> {
         self.buf.drain(..self.consumed);
         self.consumed = 0;
         let mut scanned = 0;
@@ -52,6 +78,16 @@ impl LineReader {
                 return Err(LineError::TooLong);
             }
             let want = (MAX_LINE - self.buf.len()).min(1024);
+            let mut chunk = [0u8; 1024];
+            match r.read_queued(&mut chunk[..want]) {
+                Ok(0) => return Err(LineError::Closed),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(LineError::Io(e)),
+            }
             self.buf.reserve(want);
             let n = r.take(want as u64).read_buf(&mut self.buf).await.map_err(LineError::Io)?;
             if n == 0 {

@@ -195,14 +195,15 @@ impl Root {
             Create::Exclusive => base | OFlags::EXCL,
             Create::Truncate => base | OFlags::TRUNC,
             Create::Keep => base,
-            Create::Append => base | OFlags::APPEND,
+            Create::Append => base,
             Create::Existing => OFlags::WRONLY | OFlags::NOCTTY,
         };
         let fd = rustix::fs::openat2(
             &self.0,
             path.relative(),
             flags | OFlags::CLOEXEC,
-            Mode::from_raw_mode(mode & 0o7777),
+            // openat2 refuses a mode without O_CREAT.
+            if how == Create::Existing { Mode::empty() } else { Mode::from_raw_mode(mode & 0o7777) },
             ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
         )?;
         let st = rustix::fs::fstat(&fd)?;
@@ -263,7 +264,8 @@ pub enum Create {
     Truncate,
     /// Create or open, keep the contents (resume with REST).
     Keep,
-    /// Create or open for appending (APPE).
+    /// Create or open for appending (APPE). Not O_APPEND: splice(2) refuses
+    /// O_APPEND files, so the caller writes at the current size instead.
     Append,
     /// Only open an existing file (the write-permission probe before a replace).
     Existing,

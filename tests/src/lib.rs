@@ -156,6 +156,15 @@ impl Server {
             cmd.env(k, v);
         }
         cmd.env("RUST_LOG", "debug").stdout(Stdio::null()).stderr(logf);
+        // A test process that dies (killed, crashed) takes its servers along.
+        // SAFETY: prctl with constant arguments, between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
         let child = cmd.spawn().map_err(|e| format!("spawn {cmd:?}: {e}"))?;
         let mut s = Self { child: Some(child), addr, root: root.to_path_buf(), log, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -403,6 +412,21 @@ pub fn sha256_file(path: &Path) -> String {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Asserts `got == want` without dumping megabytes: on a mismatch it reports
+/// both lengths and the first differing offset.
+pub fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
+    if got != want {
+        let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+        panic!("{what}: got {} bytes, want {}; first difference at offset {at}", got.len(), want.len());
+    }
+}
+
+/// Asserts that the file at `path` holds exactly `want` (see [`assert_bytes`]).
+pub fn assert_file(path: &Path, want: &[u8], what: &str) {
+    let got = std::fs::read(path).unwrap_or_else(|e| panic!("{what}: read {}: {e}", path.display()));
+    assert_bytes(&got, want, &format!("{what} ({})", path.display()));
 }
 
 /// Writes `len` random bytes to `path` (from /dev/urandom).

@@ -88,9 +88,14 @@ impl Session {
         self.xfer_user = if g.anonymous { email } else { g.name.clone() };
         self.log_user = if g.anonymous { cfg.ftp_username.clone() } else { g.name.clone() };
         self.shared.logs.event(&self.log_user, "OK LOGIN", &self.client, None);
+        let delay = std::time::Duration::from_secs(u64::from(cfg.delay_successful_login));
         self.phase =
             Phase::Ready(Box::new(User { name: g.name, anonymous: g.anonymous, root: logged.fs, cfg: Arc::new(cfg) }));
-        self.reply(230, "Login successful.").await
+        tokio::time::sleep(delay).await;
+        let start = self.cwd.clone();
+        let mut lines = self.dir_message(&start);
+        lines.push("Login successful.".into());
+        self.reply_lines(230, &lines).await
     }
 
     pub(crate) async fn cmd_feat(&mut self) -> io::Result<()> {

@@ -73,16 +73,24 @@ impl Session {
             return self.reply(550, "Failed to change directory.").await;
         };
         self.cwd = p.clone();
+        let mut lines = self.dir_message(&p);
+        lines.push("Directory successfully changed.".into());
+        self.reply_lines(250, &lines).await
+    }
+
+    /// With `dirmessage_enable`, the lines of `dir`'s message file the first
+    /// time this session enters `dir` (vsftpd shows each message once).
+    pub(crate) fn dir_message(&mut self, dir: &VPath) -> Vec<String> {
         let cfg = self.cfg();
-        if cfg.dirmessage_enable && !self.seen_messages.contains(&p) {
-            self.seen_messages.push(p.clone());
-            if let Some(text) = p.join(cfg.message_file.as_bytes()).ok().and_then(|m| self.read_small(&m)) {
-                let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-                lines.push("Directory successfully changed.".into());
-                return self.reply_lines(250, &lines).await;
-            }
+        if !cfg.dirmessage_enable || self.seen_messages.contains(dir) {
+            return Vec::new();
         }
-        self.reply(250, "Directory successfully changed.").await
+        self.seen_messages.push(dir.clone());
+        dir.join(cfg.message_file.as_bytes())
+            .ok()
+            .and_then(|m| self.read_small(&m))
+            .map(|t| t.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
     }
 
     /// Reads a small text file (a message file) inside the root, up to 8 KiB.
@@ -173,7 +181,7 @@ impl Session {
     pub(crate) async fn cmd_port(&mut self, arg: &[u8]) -> io::Result<()> {
         self.data = DataSetup::None;
         if !self.cfg().port_enable || self.epsv_all {
-            return self.reply(500, "Illegal PORT command.").await;
+            return self.reply(550, "Permission denied.").await;
         }
         let parsed: Option<Vec<u8>> =
             std::str::from_utf8(arg).ok().and_then(|s| s.split(',').map(|n| n.trim().parse::<u8>().ok()).collect());
@@ -193,7 +201,7 @@ impl Session {
     pub(crate) async fn cmd_eprt(&mut self, arg: &[u8]) -> io::Result<()> {
         self.data = DataSetup::None;
         if !self.cfg().port_enable || self.epsv_all {
-            return self.reply(500, "Illegal EPRT command.").await;
+            return self.reply(550, "Permission denied.").await;
         }
         let Some(to) = parse_eprt(arg) else {
             return self.reply(500, "Bad EPRT command.").await;

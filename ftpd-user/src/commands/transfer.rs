@@ -95,6 +95,14 @@ impl Session {
     /// with `hide_file` and `deny_file` applied.
     fn entries(&self, path: &VPath, given: &[u8], all: bool) -> Result<(bool, Vec<Entry>), FsError> {
         let root = &self.user().root;
+        // vsftpd: with anon_world_readable_only, anonymous users cannot list
+        // a directory that is not world-readable either.
+        if self.anon_rules() && self.cfg().anon_world_readable_only {
+            let st = root.stat(path)?;
+            if fs::is_dir(&st) && st.st_mode & 0o004 == 0 {
+                return Err(FsError::Io(io::Error::from(io::ErrorKind::PermissionDenied)));
+            }
+        }
         match root.list(path, all) {
             Ok(mut v) => {
                 v.retain(|e| !self.shared.hide.matches_name(&e.name) && !self.shared.deny.matches_name(&e.name));
@@ -225,7 +233,7 @@ impl Session {
     async fn abort_replies(&mut self) -> io::Result<()> {
         info!(session = self.id, peer = %self.peer, "transfer aborted by the client");
         self.reply(426, "Failure writing network stream.").await?;
-        self.reply(226, "Abort successful.").await
+        self.reply(226, "ABOR successful.").await
     }
 
     /// Writes the transfer to the xferlog / vsftpd log, as configured.
@@ -266,7 +274,8 @@ impl Session {
         let Some(mut data) = self.open_data().await? else { return Ok(()) };
         let name = String::from_utf8_lossy(arg).into_owned();
         let ascii = !self.binary && cfg.ascii_download_enable;
-        let mode = if self.binary { "BINARY" } else { "ASCII" };
+        // vsftpd names the mode the bytes actually travel in.
+        let mode = if ascii { "ASCII" } else { "BINARY" };
         self.reply(150, &format!("Opening {mode} mode data connection for {name} ({size} bytes).")).await?;
         let rate = self.rate();
         if rate > 0 {
@@ -325,6 +334,10 @@ impl Session {
         let Some(mut target) = self.path(arg).filter(|_| self.may(Op::Upload)) else {
             return self.reply(550, "Permission denied.").await;
         };
+        // vsftpd: APPE is an "other write", even when the file is new.
+        if kind == StoreKind::Appe && !self.may(Op::Other) {
+            return self.reply(550, "Permission denied.").await;
+        }
         let root = &self.user().root;
         if kind == StoreKind::Stou {
             match unique_name(root, &target) {
@@ -498,7 +511,11 @@ fn plan_upload(
     let in_place =
         |fd, write_offset| UploadPlan { fd, write_offset, temp: None, target: target.clone(), delete_on_fail: false };
     match (existing, kind) {
-        (Some(_), StoreKind::Appe) => Ok(in_place(root.open_write(target, Create::Append, mode)?, None)),
+        (Some(_), StoreKind::Appe) => {
+            let fd = root.open_write(target, Create::Append, mode)?;
+            let end = u64::try_from(rustix::fs::fstat(&fd)?.st_size).unwrap_or(0);
+            Ok(in_place(fd, Some(end)))
+        }
         (Some(_), _) if offset > 0 => Ok(in_place(root.open_write(target, Create::Keep, mode)?, Some(offset))),
         (Some(old), _) => {
             // The in-place permission check: could this user open it for writing?
