@@ -8,6 +8,61 @@
 
 /// Name of the XDP program in the object file; the daemon looks it up by this name.
 pub const XDP_PROGRAM: &str = "ftpd_xdp";
+/// Name of the sock_ops program (attached to ftpd's cgroup).
+pub const SOCKOPS_PROGRAM: &str = "ftpd_sockops";
+
+/// `HashMap<u32 data port, Pinhole>`: passive ports open to one client.
+pub const PASV_ALLOW_MAP: &str = "PASV_ALLOW";
+/// `HashMap<IpKey, u64>`: established control connections per client IP.
+pub const CONN_COUNT_MAP: &str = "CONN_COUNT";
+/// `HashMap<u32 local port, u32 bytes/s>`: pacing rate for a data socket.
+pub const PACING_MAP: &str = "PACING";
+/// `Array<u64>` with one slot: established control connections in all.
+pub const CONN_TOTAL_MAP: &str = "CONN_TOTAL";
+
+/// A client address as a map key: IPv6 as is, IPv4 as the v4-mapped IPv6
+/// address (`::ffff:a.b.c.d`), so one map serves both families and a
+/// dual-stack listener's v4-mapped peers land on the same key as plain IPv4.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IpKey {
+    /// The 16 address bytes in network order.
+    pub addr: [u8; 16],
+}
+
+impl IpKey {
+    /// The key for an IPv4 address given in network byte order bytes.
+    pub const fn v4(octets: [u8; 4]) -> Self {
+        Self { addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, octets[0], octets[1], octets[2], octets[3]] }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<IpKey>() == 16);
+
+/// A one-shot passive pinhole: only `client` may connect to the port until
+/// `expires_ns` (CLOCK_MONOTONIC, `bpf_ktime_get_ns`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pinhole {
+    /// The client allowed through.
+    pub client: IpKey,
+    /// When the pinhole closes by itself.
+    pub expires_ns: u64,
+    /// 1: any client IP (`pasv_promiscuous=YES`). A u32, not a bool, so the
+    /// type has no padding the kernel could see as garbage.
+    pub any_ip: u32,
+    /// Explicit padding to 8-byte alignment.
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Pinhole>() == 32);
+
+#[cfg(feature = "user")]
+// SAFETY: plain `#[repr(C)]` integers and arrays, no padding (asserted above).
+unsafe impl aya::Pod for IpKey {}
+#[cfg(feature = "user")]
+// SAFETY: as above; `_pad` makes the layout explicit.
+unsafe impl aya::Pod for Pinhole {}
 
 /// Name of the `Array<u32>` that tells the XDP program which ports matter.
 pub const CONFIG_MAP: &str = "CONFIG";
@@ -28,10 +83,18 @@ pub enum ConfigSlot {
     PasvMin = 1,
     /// Last port of the passive range, inclusive (`pasv_max_port`).
     PasvMax = 2,
+    /// SYNs to the control port from an IP with this many established
+    /// control connections are dropped (`ftpd_kernel_max_per_ip`; 0: off).
+    HardPerIp = 3,
+    /// SYNs to the control port are dropped when this many control
+    /// connections are established in all (0: off).
+    HardTotal = 4,
+    /// 1: passive pinholes are enforced (the kernel data plane owns the range).
+    PinholesOn = 5,
 }
 
 /// Number of slots in `CONFIG`; the kernel map is declared with this size.
-pub const CONFIG_SLOTS: u32 = 3;
+pub const CONFIG_SLOTS: u32 = 6;
 
 /// Slots of the per-CPU `STATS` array. The daemon sums each slot over all CPUs.
 ///
@@ -48,16 +111,47 @@ pub enum Counter {
     PasvPackets = 2,
     /// Bytes of those packets.
     PasvBytes = 3,
+    /// SYNs to the passive range let through an open pinhole.
+    PinholePass = 4,
+    /// SYNs to the passive range dropped (no pinhole, wrong IP, expired, reused).
+    PinholeDrop = 5,
+    /// Control-port SYNs dropped: the IP is at `ftpd_kernel_max_per_ip`.
+    CapDropPerIp = 6,
+    /// Control-port SYNs dropped: the server is at its hard total.
+    CapDropTotal = 7,
+    /// Control connections established (counted by sock_ops).
+    ControlEstablished = 8,
+    /// Control connections closed.
+    ControlClosed = 9,
+    /// Data connections established on a pinhole (which then closed).
+    PinholeUsed = 10,
+    /// `SO_MAX_PACING_RATE` applied to a data socket.
+    PacingApplied = 11,
+    /// `bpf_setsockopt` refused the pacing rate.
+    PacingFailed = 12,
 }
 
 /// Number of slots in `STATS`; the kernel map is declared with this size.
-pub const COUNTER_SLOTS: u32 = 4;
+pub const COUNTER_SLOTS: u32 = 13;
 
 impl Counter {
     /// Every counter, in slot order, so the daemon can export all of them without
     /// a list that could drift from the enum.
-    pub const ALL: [Self; COUNTER_SLOTS as usize] =
-        [Self::ControlPackets, Self::ControlBytes, Self::PasvPackets, Self::PasvBytes];
+    pub const ALL: [Self; COUNTER_SLOTS as usize] = [
+        Self::ControlPackets,
+        Self::ControlBytes,
+        Self::PasvPackets,
+        Self::PasvBytes,
+        Self::PinholePass,
+        Self::PinholeDrop,
+        Self::CapDropPerIp,
+        Self::CapDropTotal,
+        Self::ControlEstablished,
+        Self::ControlClosed,
+        Self::PinholeUsed,
+        Self::PacingApplied,
+        Self::PacingFailed,
+    ];
 
     /// Stable name used in logs and metrics.
     pub const fn name(self) -> &'static str {
@@ -66,6 +160,15 @@ impl Counter {
             Self::ControlBytes => "control_bytes",
             Self::PasvPackets => "pasv_packets",
             Self::PasvBytes => "pasv_bytes",
+            Self::PinholePass => "pinhole_pass",
+            Self::PinholeDrop => "pinhole_drop",
+            Self::CapDropPerIp => "cap_drop_per_ip",
+            Self::CapDropTotal => "cap_drop_total",
+            Self::ControlEstablished => "control_established",
+            Self::ControlClosed => "control_closed",
+            Self::PinholeUsed => "pinhole_used",
+            Self::PacingApplied => "pacing_applied",
+            Self::PacingFailed => "pacing_failed",
         }
     }
 }

@@ -1,67 +1,78 @@
-//! ftpd's kernel programs. Entry points only; each one calls a `try_*` function
-//! so that `?` works, and fails open (`XDP_PASS`): a packet this code does not
-//! understand is left to the kernel stack and the daemon.
+//! ftpd's kernel programs. Entry points only; each calls a `try_*` function so
+//! that `?` works, and fails open: a packet this code does not understand is
+//! left to the kernel stack and the daemon (`XDP_PASS`). Drops happen only on
+//! purpose: a SYN to the passive range without a pinhole, or a SYN to the
+//! control port from an IP (or a server) at its hard cap.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
+mod maps;
 mod packet;
+mod sockops;
 
-use aya_ebpf::{
-    bindings::xdp_action,
-    macros::{map, xdp},
-    maps::{Array, PerCpuArray},
-    programs::XdpContext,
-};
-use ftpd_common::{CONFIG_SLOTS, COUNTER_SLOTS, ConfigSlot, Counter};
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+use ftpd_common::{ConfigSlot, Counter};
 
-/// Ports the daemon cares about, written once at startup (`ConfigSlot`).
-#[map]
-static CONFIG: Array<u32> = Array::with_max_entries(CONFIG_SLOTS, 0);
+use crate::maps::{CONN_COUNT, CONN_TOTAL, PASV_ALLOW, config, count};
 
-/// Per-CPU counters (`Counter`); the daemon sums them over CPUs.
-#[map]
-static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
-
-/// Counts TCP packets addressed to the control port and to the passive range.
-///
-/// This program only observes; later programs in the same hook make drop
-/// decisions. It never returns anything but `XDP_PASS`.
+/// Counts TCP packets to the control port and the passive range, and drops
+/// the SYNs that the pinholes and the hard caps forbid.
 #[xdp]
 pub fn ftpd_xdp(ctx: XdpContext) -> u32 {
-    let _ = try_ftpd_xdp(&ctx);
-    xdp_action::XDP_PASS
+    try_ftpd_xdp(&ctx).unwrap_or(xdp_action::XDP_PASS)
 }
 
-fn try_ftpd_xdp(ctx: &XdpContext) -> Result<(), ()> {
-    let tcp = packet::tcp_dest(ctx)?;
+fn try_ftpd_xdp(ctx: &XdpContext) -> Result<u32, ()> {
+    let tcp = packet::tcp(ctx)?;
+    let port = u32::from(tcp.dport);
     let control = config(ConfigSlot::ControlPort);
-    if control != 0 && u32::from(tcp.dport) == control {
+    if control != 0 && port == control {
         count(Counter::ControlPackets, 1);
         count(Counter::ControlBytes, u64::from(tcp.l3_len));
-        return Ok(());
+        if tcp.syn_only {
+            let per_ip = u64::from(config(ConfigSlot::HardPerIp));
+            // SAFETY: map values are plain u64 counters.
+            let have = unsafe { CONN_COUNT.get(&tcp.src) }.map_or(0, |p| maps::read(p));
+            if per_ip != 0 && have >= per_ip {
+                count(Counter::CapDropPerIp, 1);
+                return Ok(xdp_action::XDP_DROP);
+            }
+            let total = u64::from(config(ConfigSlot::HardTotal));
+            let all = CONN_TOTAL.get_ptr(0).map_or(0, |p| maps::read(p));
+            if total != 0 && all >= total {
+                count(Counter::CapDropTotal, 1);
+                return Ok(xdp_action::XDP_DROP);
+            }
+        }
+        return Ok(xdp_action::XDP_PASS);
     }
     let lo = config(ConfigSlot::PasvMin);
     let hi = config(ConfigSlot::PasvMax);
-    let port = u32::from(tcp.dport);
-    if lo != 0 && port >= lo && port <= hi {
-        count(Counter::PasvPackets, 1);
-        count(Counter::PasvBytes, u64::from(tcp.l3_len));
+    if lo == 0 || port < lo || port > hi {
+        return Ok(xdp_action::XDP_PASS);
     }
-    Ok(())
-}
-
-#[inline(always)]
-fn config(slot: ConfigSlot) -> u32 {
-    CONFIG.get(slot as u32).copied().unwrap_or(0)
-}
-
-#[inline(always)]
-fn count(counter: Counter, n: u64) {
-    if let Some(p) = STATS.get_ptr_mut(counter as u32) {
-        // SAFETY: the pointer comes from the map lookup and is valid for this
-        // CPU's slot for the duration of the program; per-CPU, so no other
-        // writer races with this one.
-        unsafe { *p += n };
+    count(Counter::PasvPackets, 1);
+    count(Counter::PasvBytes, u64::from(tcp.l3_len));
+    if !tcp.syn_only || config(ConfigSlot::PinholesOn) == 0 {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    // SAFETY: the value is a plain `Pinhole`, copied out at once.
+    let open = unsafe { PASV_ALLOW.get(&port) }.copied();
+    let allowed = match open {
+        Some(p) => {
+            let now = unsafe { bpf_ktime_get_ns() };
+            (p.any_ip != 0 || p.client == tcp.src) && (p.expires_ns == 0 || now <= p.expires_ns)
+        }
+        None => false,
+    };
+    if allowed {
+        count(Counter::PinholePass, 1);
+        Ok(xdp_action::XDP_PASS)
+    } else {
+        count(Counter::PinholeDrop, 1);
+        Ok(xdp_action::XDP_DROP)
     }
 }
 

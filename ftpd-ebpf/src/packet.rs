@@ -4,6 +4,7 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
+use ftpd_common::IpKey;
 
 const ETH_HDR_LEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -12,11 +13,15 @@ const IPPROTO_TCP: u8 = 6;
 const IPV6_HDR_LEN: usize = 40;
 
 /// What the programs need to know about a TCP packet.
-pub struct TcpDest {
+pub struct Tcp {
+    /// Source address (IPv4 as v4-mapped IPv6).
+    pub src: IpKey,
     /// Destination port, host byte order.
     pub dport: u16,
     /// Length of the IP packet (header and payload), from the IP header.
     pub l3_len: u16,
+    /// SYN without ACK: a new connection attempt.
+    pub syn_only: bool,
 }
 
 #[inline(always)]
@@ -37,11 +42,11 @@ fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Result<T, ()> {
 }
 
 /// Parses Ethernet, then IPv4 (with options) or IPv6 (no extension headers), then
-/// the TCP destination port. Anything else is `Err`, and the caller passes it.
+/// the TCP header. Anything else is `Err`, and the caller passes it.
 #[inline(always)]
-pub fn tcp_dest(ctx: &XdpContext) -> Result<TcpDest, ()> {
+pub fn tcp(ctx: &XdpContext) -> Result<Tcp, ()> {
     let ethertype = u16::from_be(read::<u16>(ctx, 12)?);
-    let (l4_off, l3_len) = match ethertype {
+    let (l4_off, l3_len, src) = match ethertype {
         ETH_P_IP => {
             let ver_ihl: u8 = read(ctx, ETH_HDR_LEN)?;
             let ihl = usize::from(ver_ihl & 0x0f) * 4;
@@ -53,7 +58,8 @@ pub fn tcp_dest(ctx: &XdpContext) -> Result<TcpDest, ()> {
                 return Err(());
             }
             let total = u16::from_be(read::<u16>(ctx, ETH_HDR_LEN + 2)?);
-            (ETH_HDR_LEN + ihl, total)
+            let src: [u8; 4] = read(ctx, ETH_HDR_LEN + 12)?;
+            (ETH_HDR_LEN + ihl, total, IpKey::v4(src))
         }
         ETH_P_IPV6 => {
             let next: u8 = read(ctx, ETH_HDR_LEN + 6)?;
@@ -61,10 +67,13 @@ pub fn tcp_dest(ctx: &XdpContext) -> Result<TcpDest, ()> {
                 return Err(());
             }
             let payload = u16::from_be(read::<u16>(ctx, ETH_HDR_LEN + 4)?);
-            (ETH_HDR_LEN + IPV6_HDR_LEN, payload.saturating_add(IPV6_HDR_LEN as u16))
+            let src: [u8; 16] = read(ctx, ETH_HDR_LEN + 8)?;
+            (ETH_HDR_LEN + IPV6_HDR_LEN, payload.saturating_add(IPV6_HDR_LEN as u16), IpKey { addr: src })
         }
         _ => return Err(()),
     };
     let dport = u16::from_be(read::<u16>(ctx, l4_off + 2)?);
-    Ok(TcpDest { dport, l3_len })
+    let flags: u8 = read(ctx, l4_off + 13)?;
+    let syn_only = flags & 0x02 != 0 && flags & 0x10 == 0;
+    Ok(Tcp { src, dport, l3_len, syn_only })
 }
