@@ -108,13 +108,20 @@ fn try_sockops(ctx: &SockOpsContext) -> Result<(), ()> {
     Ok(())
 }
 
-/// Applies `PACING[port]` to the socket; false when the port has no rate.
+/// Applies `PACING[port]` to the socket; false when the port has no entry.
+/// An entry of 0 marks a rate-limited session whose transfer has not started
+/// yet (the data connection is often established before RETR arrives): the
+/// socket gets RTT callbacks, and the rate applies on the first one after the
+/// daemon writes it.
 #[inline(always)]
 fn pace(ctx: &SockOpsContext, port: u32) -> bool {
     // SAFETY: plain u32 value, copied out at once.
     let Some(rate) = (unsafe { PACING.get(&port) }).copied() else {
         return false;
     };
+    if rate == 0 {
+        return true;
+    }
     let mut v: u32 = rate;
     // SAFETY: the helper reads 4 bytes from `v` (SO_MAX_PACING_RATE takes an int).
     let r = unsafe {

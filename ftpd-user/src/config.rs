@@ -217,6 +217,9 @@ options! {
     idle_session_timeout: UInt = 300, "Seconds a client may stay silent between commands before `421 Timeout.`";
     data_connection_timeout: UInt = 300, "Seconds a data transfer may make no progress before it is dropped.";
     accept_timeout: UInt = 60, "Seconds to wait for the client to open a passive data connection.";
+    ftpd_kernel_max_per_ip: UInt = 0, "ftpd extension. Control-port SYNs from an IP with this many established control connections are dropped in XDP, before accept(). 0: twice `max_per_ip` (off when `max_per_ip=0`).";
+    ftpd_kernel_max_clients: UInt = 0, "ftpd extension. Control-port SYNs are dropped in XDP while this many control connections are established. 0: twice `max_clients` (off when `max_clients=0`).";
+    ftpd_rate_scope: Str = "session", "ftpd extension. What `anon_max_rate`/`local_max_rate` limit: `session` (vsftpd's meaning), or `user` / `ip`: one limit shared by all that user's (or IP's) concurrent transfers, re-split when one starts or ends.";
     ftpd_ebpf: Str = "auto", "ftpd extension. `auto`: load the kernel data plane when possible, else enforce limits in userspace; `on`: refuse to start without it; `off`: never load it.";
     ftpd_xdp_interfaces: Str = "", "ftpd extension. Comma-separated interfaces to attach XDP to; empty means those carrying `listen_address` (`lo` for loopback, every interface for the wildcard).";
 }
@@ -410,6 +413,7 @@ impl Config {
             }
         }
         EbpfMode::parse(&self.ftpd_ebpf)?;
+        RateScope::parse(&self.ftpd_rate_scope)?;
         Ok(())
     }
 
@@ -439,6 +443,45 @@ impl Config {
             out.push_str(&format!("| `{}` | {kind} | {default} | {} |\n", o.name, o.doc.replace('|', "\\|")));
         }
         out
+    }
+}
+
+/// The `ftpd_rate_scope` setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateScope {
+    /// Each session has the full rate.
+    Session,
+    /// All transfers of one user share it.
+    User,
+    /// All transfers from one client IP share it.
+    Ip,
+}
+
+impl RateScope {
+    /// Parses the option value.
+    pub fn parse(v: &str) -> Result<Self, String> {
+        match v {
+            "session" => Ok(Self::Session),
+            "user" => Ok(Self::User),
+            "ip" => Ok(Self::Ip),
+            _ => Err(format!("ftpd_rate_scope={v:?}: use session, user or ip")),
+        }
+    }
+}
+
+impl Config {
+    /// The XDP hard cap per IP (0: none).
+    pub fn kernel_max_per_ip(&self) -> u32 {
+        if self.ftpd_kernel_max_per_ip != 0 { self.ftpd_kernel_max_per_ip } else { self.max_per_ip.saturating_mul(2) }
+    }
+
+    /// The XDP hard cap on all control connections (0: none).
+    pub fn kernel_max_clients(&self) -> u32 {
+        if self.ftpd_kernel_max_clients != 0 {
+            self.ftpd_kernel_max_clients
+        } else {
+            self.max_clients.saturating_mul(2)
+        }
     }
 }
 

@@ -99,11 +99,21 @@ pub async fn send_file(
     len: u64,
     stall: Duration,
     progress: &std::sync::atomic::AtomicU64,
+    pace: Option<&crate::rates::Flow>,
 ) -> Result<u64, DataError> {
     const CHUNK: u64 = 16 << 20;
     let end = offset.saturating_add(len);
     let mut sent = 0u64;
+    let mut paced = pace.map(|f| f.rate.load(std::sync::atomic::Ordering::Relaxed));
     while offset < end {
+        // A re-split share reaches the live socket here (userspace plane).
+        if let (Some(f), Some(applied)) = (pace, paced.as_mut()) {
+            let now = f.rate.load(std::sync::atomic::Ordering::Relaxed);
+            if now != *applied {
+                let _ = set_pacing(stream, now);
+                *applied = now;
+            }
+        }
         match timeout(stall, stream.writable()).await {
             Err(_) => return Err(DataError::Stalled),
             Ok(Err(e)) => return Err(DataError::Network(e)),
@@ -126,6 +136,23 @@ pub async fn send_file(
     }
     stream.shutdown().await.map_err(DataError::Network)?;
     Ok(sent)
+}
+
+/// Caps a socket's send rate with kernel TCP pacing.
+pub fn set_pacing(sock: &TcpStream, rate: u64) -> io::Result<()> {
+    let v: libc::c_uint = u32::try_from(rate).unwrap_or(u32::MAX);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(sock);
+    // SAFETY: setsockopt reads `size_of::<c_uint>()` bytes from `&v`.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MAX_PACING_RATE,
+            (&raw const v).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// `sendfile` reports both sides' errors; these come from the socket.

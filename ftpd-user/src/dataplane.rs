@@ -6,14 +6,19 @@
 
 use std::net::IpAddr;
 
+use std::sync::Mutex;
+
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf,
-    maps::{Array, PerCpuArray},
-    programs::{Xdp, XdpMode},
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{CgroupAttachMode, SockOps, Xdp, XdpMode},
 };
-use ftpd_common::{CONFIG_MAP, ConfigSlot, Counter, STATS_MAP, XDP_PROGRAM};
-use tracing::info;
+use ftpd_common::{
+    CONFIG_MAP, CONN_COUNT_MAP, ConfigSlot, Counter, IpKey, PACING_MAP, PASV_ALLOW_MAP, Pinhole, SOCKOPS_PROGRAM,
+    STATS_MAP, XDP_PROGRAM,
+};
+use tracing::{info, warn};
 
 use crate::config::Config;
 
@@ -29,10 +34,15 @@ fn object() -> Option<&'static [u8]> {
     }
 }
 
-/// Loaded and attached kernel programs.
+/// Loaded and attached kernel programs, and the maps the daemon writes.
 pub struct Dataplane {
     ebpf: Ebpf,
     interfaces: Vec<String>,
+    cgroup: String,
+    pinholes_on: bool,
+    pasv: Mutex<HashMap<MapData, u32, Pinhole>>,
+    pacing: Mutex<HashMap<MapData, u32, u32>>,
+    conns: Mutex<HashMap<MapData, IpKey, u64>>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -53,15 +63,36 @@ impl Dataplane {
         }
         let mut ebpf =
             Ebpf::load(bytes).context("loading the eBPF object (needs root, or CAP_BPF and CAP_NET_ADMIN)")?;
+        let (lo, hi) = cfg.pasv_range().unwrap_or((0, 0));
+        // Pinholes need a bounded range: with "any port" there is nothing to guard.
+        let pinholes_on = lo != 0;
         {
             let mut conf: Array<_, u32> = Array::try_from(
                 ebpf.map_mut(CONFIG_MAP).ok_or_else(|| anyhow!("map {CONFIG_MAP} missing from the object"))?,
             )?;
-            let (lo, hi) = cfg.pasv_range().unwrap_or((0, 0));
             conf.set(ConfigSlot::ControlPort as u32, cfg.listen_port, 0)?;
             conf.set(ConfigSlot::PasvMin as u32, u32::from(lo), 0)?;
             conf.set(ConfigSlot::PasvMax as u32, u32::from(hi), 0)?;
+            conf.set(ConfigSlot::HardPerIp as u32, cfg.kernel_max_per_ip(), 0)?;
+            conf.set(ConfigSlot::HardTotal as u32, cfg.kernel_max_clients(), 0)?;
+            conf.set(ConfigSlot::PinholesOn as u32, u32::from(pinholes_on), 0)?;
         }
+        if !pinholes_on {
+            warn!(
+                "no passive port range (pasv_min_port/pasv_max_port): passive pinholes are not enforced in the kernel"
+            );
+        }
+        // sock_ops on our own cgroup: sockets inherit the cgroup of the
+        // process that creates them, and our listeners are created by us.
+        let cgroup = own_cgroup()?;
+        let dir = std::fs::File::open(&cgroup)
+            .with_context(|| format!("opening cgroup {cgroup} (cgroup v2 must be mounted at /sys/fs/cgroup)"))?;
+        let sockops: &mut SockOps = ebpf
+            .program_mut(SOCKOPS_PROGRAM)
+            .ok_or_else(|| anyhow!("program {SOCKOPS_PROGRAM} missing from the object"))?
+            .try_into()?;
+        sockops.load().context("the verifier rejected the sock_ops program")?;
+        sockops.attach(dir, CgroupAttachMode::Single).with_context(|| format!("attaching sock_ops to {cgroup}"))?;
         let prog: &mut Xdp = ebpf
             .program_mut(XDP_PROGRAM)
             .ok_or_else(|| anyhow!("program {XDP_PROGRAM} missing from the object"))?
@@ -79,8 +110,85 @@ impl Dataplane {
                 })?;
             }
         }
-        info!(interfaces = ?interfaces, "eBPF data plane loaded: XDP attached");
-        Ok(Self { ebpf, interfaces })
+        let take = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))
+        };
+        let pasv = Mutex::new(HashMap::try_from(take(&mut ebpf, PASV_ALLOW_MAP)?)?);
+        let pacing = Mutex::new(HashMap::try_from(take(&mut ebpf, PACING_MAP)?)?);
+        let conns = Mutex::new(HashMap::try_from(take(&mut ebpf, CONN_COUNT_MAP)?)?);
+        info!(interfaces = ?interfaces, cgroup = %cgroup, "eBPF data plane loaded: XDP and sock_ops attached");
+        Ok(Self { ebpf, interfaces, cgroup, pinholes_on, pasv, pacing, conns })
+    }
+
+    /// Opens a one-shot pinhole for `client` to `port`, until `ttl` from now.
+    /// Must happen before the 227/229 reply, or the client's SYN may arrive first.
+    pub fn open_pinhole(
+        &self,
+        port: u16,
+        client: std::net::IpAddr,
+        ttl: std::time::Duration,
+        any_ip: bool,
+    ) -> Result<()> {
+        if !self.pinholes_on {
+            return Ok(());
+        }
+        let expires_ns = monotonic_ns().saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
+        let hole = Pinhole { client: ip_key(client), expires_ns, any_ip: u32::from(any_ip), _pad: 0 };
+        lock(&self.pasv).insert(u32::from(port), hole, 0).context("PASV_ALLOW insert")?;
+        Ok(())
+    }
+
+    /// Closes a pinhole that was not used (timeout, abort, a new PASV).
+    pub fn close_pinhole(&self, port: u16) {
+        let _ = lock(&self.pasv).remove(&u32::from(port));
+    }
+
+    /// Sets the pacing rate sock_ops applies to data sockets on `port`.
+    pub fn set_pacing(&self, port: u16, rate: u64) -> Result<()> {
+        let rate = u32::try_from(rate).unwrap_or(u32::MAX);
+        lock(&self.pacing).insert(u32::from(port), rate, 0).context("PACING insert")?;
+        Ok(())
+    }
+
+    /// Removes a port's pacing entry.
+    pub fn clear_pacing(&self, port: u16) {
+        let _ = lock(&self.pacing).remove(&u32::from(port));
+    }
+
+    /// Established control connections from `ip`, as the kernel counts them.
+    pub fn connections_from(&self, ip: std::net::IpAddr) -> u64 {
+        lock(&self.conns).get(&ip_key(ip), 0).unwrap_or(0)
+    }
+
+    /// Open pinholes right now (a gauge for metrics and tests).
+    pub fn open_pinholes(&self) -> usize {
+        lock(&self.pasv).keys().count()
+    }
+
+    /// Drops per-IP entries that have fallen to zero, so that clients that
+    /// came and went cannot fill the map.
+    pub fn sweep(&self) {
+        let mut m = lock(&self.conns);
+        let zero: Vec<IpKey> = m.iter().filter_map(Result::ok).filter(|(_, v)| *v == 0).map(|(k, _)| k).collect();
+        for k in zero {
+            let _ = m.remove(&k);
+        }
+        let now = monotonic_ns();
+        let mut p = lock(&self.pasv);
+        let stale: Vec<u32> = p
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, h)| h.expires_ns != 0 && h.expires_ns < now)
+            .map(|(k, _)| k)
+            .collect();
+        for k in stale {
+            let _ = p.remove(&k);
+        }
+    }
+
+    /// The cgroup sock_ops is attached to.
+    pub fn cgroup(&self) -> &str {
+        &self.cgroup
     }
 
     /// The interfaces XDP is attached to.
@@ -94,6 +202,58 @@ impl Dataplane {
             PerCpuArray::try_from(self.ebpf.map(STATS_MAP).ok_or_else(|| anyhow!("map {STATS_MAP} missing"))?)?;
         Counter::ALL.iter().map(|&c| Ok((c, stats.get(&(c as u32), 0)?.iter().sum()))).collect()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The map key for an address: IPv4 (and v4-mapped IPv6) as `::ffff:a.b.c.d`.
+pub fn ip_key(ip: std::net::IpAddr) -> IpKey {
+    match crate::data::canonical(ip) {
+        std::net::IpAddr::V4(v4) => IpKey::v4(v4.octets()),
+        std::net::IpAddr::V6(v6) => IpKey { addr: v6.octets() },
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
+}
+
+/// This process's cgroup v2 directory (`0::/path` in /proc/self/cgroup, under
+/// the cgroup2 mount). On hosts that mount only cgroup v1 hierarchies, the
+/// unified hierarchy still exists unmounted; ftpd mounts it at
+/// `/run/ftpd/cgroup2` (a mount of the same hierarchy, no new cgroups).
+fn own_cgroup() -> Result<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
+    let path = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or_else(|| anyhow!("no cgroup v2 entry in /proc/self/cgroup"))?
+        .to_owned();
+    let mount = match cgroup2_mount()? {
+        Some(m) => m,
+        None => {
+            let m = "/run/ftpd/cgroup2";
+            std::fs::create_dir_all(m).with_context(|| format!("creating {m}"))?;
+            rustix::mount::mount("cgroup2", m, "cgroup2", rustix::mount::MountFlags::empty(), None)
+                .with_context(|| format!("no cgroup2 mount on this host, and mounting one at {m} failed"))?;
+            info!(at = m, "mounted the cgroup v2 hierarchy for sock_ops");
+            m.to_owned()
+        }
+    };
+    Ok(format!("{mount}{}", if path == "/" { "" } else { path.as_str() }))
+}
+
+/// Where cgroup2 is mounted, from /proc/self/mountinfo.
+fn cgroup2_mount() -> Result<Option<String>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    Ok(info.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (right.split(' ').next() == Some("cgroup2")).then(|| left.split(' ').nth(4).map(str::to_owned)).flatten()
+    }))
 }
 
 /// The interfaces to attach to: `ftpd_xdp_interfaces` if set, else the ones

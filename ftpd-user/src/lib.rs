@@ -20,6 +20,7 @@ pub mod fs;
 pub mod ipc;
 pub mod login;
 pub mod privsep;
+pub mod rates;
 pub mod server;
 pub mod session;
 pub mod worker;

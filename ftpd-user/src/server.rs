@@ -51,6 +51,8 @@ pub struct Shared {
     pub authority: Authority,
     /// Transfer and protocol logs (vsftpd formats).
     pub logs: Logs,
+    /// Bandwidth shares of running transfers (`ftpd_rate_scope`).
+    pub rates: crate::rates::Rates,
     next_id: AtomicU64,
     conns: Mutex<Conns>,
 }
@@ -92,6 +94,7 @@ impl Shared {
         };
         let userlist = if cfg.userlist_enable { crate::auth::read_list(&cfg.userlist_file) } else { Vec::new() };
         Ok(Self {
+            rates: crate::rates::Rates::default(),
             logs,
             userlist,
             authority,
@@ -105,6 +108,14 @@ impl Shared {
             next_id: AtomicU64::new(1),
             conns: Mutex::default(),
         })
+    }
+
+    /// The kernel data plane, when it is in use.
+    pub fn kernel(&self) -> Option<&Dataplane> {
+        match &self.plane {
+            Plane::Kernel(dp) => Some(dp),
+            Plane::Userspace(_) => None,
+        }
     }
 
     /// One line on the data plane and its counters, for STAT and the shutdown log.
@@ -173,6 +184,18 @@ impl Drop for Slot {
 /// Accepts control connections until `shutdown` resolves.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    if shared.kernel().is_some() {
+        let s = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                if let Some(dp) = s.kernel() {
+                    dp.sweep();
+                }
+            }
+        });
+    }
     loop {
         let accepted = tokio::select! {
             () = &mut shutdown => break,

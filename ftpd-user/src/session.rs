@@ -115,6 +115,10 @@ pub struct Session {
     pub(crate) client: String,
     /// Failed logins so far (`max_login_fails`).
     pub(crate) login_fails: u32,
+    /// The passive port whose kernel pinhole this session opened.
+    pub(crate) pinhole: Option<u16>,
+    /// The passive port this session marked in the kernel's PACING map.
+    pub(crate) pace_marker: Option<u16>,
 }
 
 impl Session {
@@ -146,11 +150,19 @@ impl Session {
             xfer_user: String::new(),
             client: data::canonical(peer.ip()).to_string(),
             login_fails: 0,
+            pinhole: None,
+            pace_marker: None,
         }
     }
 
     /// Serves the connection until QUIT, timeout, or the client leaves.
     pub async fn run(mut self) {
+        self.serve().await;
+        self.close_pinhole();
+        self.clear_pace_marker();
+    }
+
+    async fn serve(&mut self) {
         if self.greet().await.is_err() {
             return;
         }
@@ -442,17 +454,21 @@ impl Session {
                 self.race(data::connect_active(bound, to, wait)).await?
             }
         };
+        // Used (sock_ops already closed it), timed out or aborted: it is done.
+        self.close_pinhole();
         match result {
             Raced::Done(Ok(s)) => {
                 let _ = s.set_nodelay(true);
                 Ok(Some(s))
             }
             Raced::Done(Err(DataError::BadIp(ip))) => {
+                self.clear_pace_marker();
                 warn!(session = self.id, peer = %self.peer, intruder = %ip, "passive connection from a foreign IP refused");
                 self.reply(425, "Security: Bad IP connecting.").await?;
                 Ok(None)
             }
             Raced::Done(Err(e)) => {
+                self.clear_pace_marker();
                 debug!(session = self.id, error = ?e, "no data connection");
                 self.reply(425, "Failed to establish connection.").await?;
                 Ok(None)
@@ -461,6 +477,20 @@ impl Session {
                 self.reply(225, "ABOR successful.").await?;
                 Ok(None)
             }
+        }
+    }
+
+    /// Closes this session's pinhole, if one is open.
+    pub(crate) fn close_pinhole(&mut self) {
+        if let (Some(port), Some(dp)) = (self.pinhole.take(), self.shared.kernel()) {
+            dp.close_pinhole(port);
+        }
+    }
+
+    /// Removes this session's PACING mark (after its transfer, or when none came).
+    pub(crate) fn clear_pace_marker(&mut self) {
+        if let (Some(port), Some(dp)) = (self.pace_marker.take(), self.shared.kernel()) {
+            dp.clear_pacing(port);
         }
     }
 

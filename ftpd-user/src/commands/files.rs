@@ -129,6 +129,8 @@ impl Session {
             return self.reply(522, "Network protocol not supported, use EPSV (2).").await;
         }
         self.data = DataSetup::None;
+        self.close_pinhole();
+        self.clear_pace_marker();
         let seed = self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ fs::now_secs().unsigned_abs();
         // Bind on the control connection's own local address, as it arrived
         // (a v4-mapped address stays IPv6 on a dual-stack socket).
@@ -140,6 +142,21 @@ impl Session {
             }
         };
         let port = listener.local_addr()?.port();
+        // The pinhole opens before the reply, or the client's SYN could win the race.
+        if let Some(dp) = self.shared.kernel() {
+            let ttl = std::time::Duration::from_secs(u64::from(cfg.accept_timeout.max(1)));
+            if let Err(e) = dp.open_pinhole(port, self.peer_ip(), ttl, cfg.pasv_promiscuous) {
+                warn!(session = self.id, error = %e, "cannot open a passive pinhole");
+                return self.reply(425, "Failed to enter passive mode.").await;
+            }
+            self.pinhole = Some(port);
+            // A rate-limited session marks its port, so sock_ops watches the
+            // connection from its handshake on (see ftpd-ebpf sockops.rs).
+            let limited = if self.anon_rules() { cfg.anon_max_rate } else { cfg.local_max_rate } != 0;
+            if limited && dp.set_pacing(port, 0).is_ok() {
+                self.pace_marker = Some(port);
+            }
+        }
         self.data = DataSetup::Passive(listener);
         if extended {
             return self.reply(229, &format!("Entering Extended Passive Mode (|||{port}|)")).await;

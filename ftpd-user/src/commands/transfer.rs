@@ -250,6 +250,24 @@ impl Session {
         self.shared.logs.transfer(&who, dir, path, bytes, secs, complete);
     }
 
+    /// Joins the rate group for a transfer about to start (None: no limit).
+    fn start_flow(&self) -> Option<crate::rates::FlowGuard> {
+        let limit = self.rate();
+        if limit == 0 {
+            return None;
+        }
+        let key = match crate::config::RateScope::parse(&self.cfg().ftpd_rate_scope) {
+            Ok(crate::config::RateScope::User) => format!("u:{}", self.user().name),
+            Ok(crate::config::RateScope::Ip) => format!("i:{}", self.peer_ip()),
+            _ => format!("s:{}", self.id),
+        };
+        let port = match (&self.data, self.shared.kernel()) {
+            (crate::session::DataSetup::Passive(l), Some(_)) => l.local_addr().map_or(0, |a| a.port()),
+            _ => 0,
+        };
+        Some(crate::rates::Rates::start(&self.shared, key, limit, port))
+    }
+
     /// This session's bandwidth limit in bytes per second (0: none).
     fn rate(&self) -> u64 {
         let c = self.cfg();
@@ -271,18 +289,20 @@ impl Session {
             return self.reply(550, "Failed to open file.").await;
         }
         let size = u64::try_from(st.st_size).unwrap_or(0);
+        // Join the rate group before the data connection exists, so that in
+        // the kernel plane sock_ops paces it from its first packet.
+        let flow = self.start_flow();
         let Some(mut data) = self.open_data().await? else { return Ok(()) };
         let name = String::from_utf8_lossy(arg).into_owned();
         let ascii = !self.binary && cfg.ascii_download_enable;
         // vsftpd names the mode the bytes actually travel in.
         let mode = if ascii { "ASCII" } else { "BINARY" };
         self.reply(150, &format!("Opening {mode} mode data connection for {name} ({size} bytes).")).await?;
-        let rate = self.rate();
-        if rate > 0 {
-            // Kernel TCP pacing: smooth, no drops, sendfile untouched (design/ebpf.md §7).
-            if let Err(e) = set_pacing(&data, rate) {
-                warn!(session = self.id, error = %e, "SO_MAX_PACING_RATE failed; download not rate limited");
-            }
+        // TCP pacing: smooth, no drops, sendfile untouched (design/ebpf.md §7).
+        // In the kernel plane sock_ops sets it; otherwise this process does.
+        let userspace_pace = flow.as_ref().filter(|g| !g.kernel_paced()).map(|g| std::sync::Arc::clone(&g.flow));
+        if let Some(Err(e)) = userspace_pace.as_ref().map(|f| data::set_pacing(&data, f.rate.load(Ordering::Relaxed))) {
+            warn!(session = self.id, error = %e, "SO_MAX_PACING_RATE failed; download not rate limited");
         }
         self.progress.store(0, Ordering::Relaxed);
         let progress = std::sync::Arc::clone(&self.progress);
@@ -294,7 +314,7 @@ impl Session {
             let r = if ascii {
                 send_ascii(&mut data, &file, offset, stall, &progress).await
             } else if use_sendfile {
-                data::send_file(&mut data, &file, offset, len, stall, &progress).await
+                data::send_file(&mut data, &file, offset, len, stall, &progress, userspace_pace.as_deref()).await
             } else {
                 send_copy(&mut data, &file, offset, stall, &progress).await
             };
@@ -302,6 +322,7 @@ impl Session {
             r
         };
         let raced = self.race(send).await?;
+        drop(flow);
         let (moved, complete) = match &raced {
             Raced::Done(Ok(n)) => (*n, true),
             _ => (self.progress.load(Ordering::Relaxed), false),
@@ -392,20 +413,22 @@ impl Session {
         self.progress.store(0, Ordering::Relaxed);
         let progress = std::sync::Arc::clone(&self.progress);
         let stall = self.stall();
-        let rate = self.rate();
+        let flow = self.start_flow();
+        let share = flow.as_ref().map(|g| std::sync::Arc::clone(&g.flow));
         let ascii = !self.binary && cfg.ascii_upload_enable;
         let started = Instant::now();
         let write_off = plan.write_offset;
         let fd = plan.fd.try_clone()?;
         let recv = async move {
-            let r = if ascii || rate > 0 {
-                recv_copy(&mut data, &fd, write_off, stall, &progress, rate, ascii).await
+            let r = if ascii || share.is_some() {
+                recv_copy(&mut data, &fd, write_off, stall, &progress, share.as_deref(), ascii).await
             } else {
                 data::receive_file(&mut data, &fd, &pipe, write_off, stall, &progress).await
             };
             (r, pipe)
         };
         let raced = self.race(recv).await?;
+        drop(flow);
         let (result, aborted) = match raced {
             Raced::Done((r, pipe)) => {
                 if r.is_ok() {
@@ -568,23 +591,6 @@ fn unique_name(root: &Fs, wanted: &VPath) -> Option<VPath> {
     })
 }
 
-/// Caps a socket's send rate with kernel TCP pacing.
-fn set_pacing(sock: &TcpStream, rate: u64) -> io::Result<()> {
-    let v: libc::c_uint = u32::try_from(rate).unwrap_or(u32::MAX);
-    let fd = std::os::fd::AsRawFd::as_raw_fd(sock);
-    // SAFETY: setsockopt reads `size_of::<c_uint>()` bytes from `&v`.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_MAX_PACING_RATE,
-            (&raw const v).cast(),
-            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
-        )
-    };
-    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
-
 /// Download through a buffer (`use_sendfile=NO`).
 async fn send_copy(
     data: &mut TcpStream,
@@ -652,17 +658,23 @@ async fn recv_copy(
     mut off: Option<u64>,
     stall: Duration,
     progress: &AtomicU64,
-    rate: u64,
+    share: Option<&crate::rates::Flow>,
     ascii: bool,
 ) -> Result<u64, RecvError> {
-    let chunk = if rate > 0 { (rate / 20).clamp(1024, 256 * 1024) } else { 256 * 1024 } as usize;
-    let mut buf = vec![0u8; chunk];
+    let mut buf = vec![0u8; 256 * 1024];
+    // Seconds of transfer the bytes read so far are worth at the share in
+    // force when they were read (the share changes as transfers come and go).
+    let mut due = 0.0f64;
     let mut out = Vec::new();
     let start = Instant::now();
     let mut total = 0u64;
     let mut pending_cr = false;
     loop {
-        let n = match timeout(stall, data.read(&mut buf)).await {
+        // Small reads at low rates keep the pace even (TCP flow control does the rest).
+        let want = share.map_or(buf.len(), |f| {
+            usize::try_from((f.rate.load(Ordering::Relaxed) / 20).clamp(1024, 256 * 1024)).unwrap_or(1024)
+        });
+        let n = match timeout(stall, data.read(&mut buf[..want])).await {
             Err(_) => return Err(RecvError::Stalled),
             Ok(Err(e)) => return Err(RecvError::Network(e)),
             Ok(Ok(n)) => n,
@@ -692,13 +704,11 @@ async fn recv_copy(
         write_all_at(file, bytes, &mut off).map_err(RecvError::File)?;
         total += bytes.len() as u64;
         progress.fetch_add(n as u64, Ordering::Relaxed);
-        if rate > 0 {
-            // Token bucket with the bucket the size of one chunk: sleep until
-            // the bytes read so far are within the rate.
-            let due = Duration::from_secs_f64(progress.load(Ordering::Relaxed) as f64 / rate as f64);
-            let elapsed = start.elapsed();
+        if let Some(f) = share {
+            due += n as f64 / f.rate.load(Ordering::Relaxed).max(1) as f64;
+            let elapsed = start.elapsed().as_secs_f64();
             if due > elapsed {
-                tokio::time::sleep(due - elapsed).await;
+                tokio::time::sleep(Duration::from_secs_f64(due - elapsed)).await;
             }
         }
     }
