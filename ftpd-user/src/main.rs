@@ -266,7 +266,7 @@ fn start_plane(cfg: &Config, listen_ip: IpAddr) -> Result<Plane> {
     }
     let loaded = dataplane::interfaces_for(cfg, listen_ip).and_then(|ifaces| Dataplane::load(cfg, ifaces));
     match loaded {
-        Ok(dp) => Ok(Plane::Kernel(dp)),
+        Ok(dp) => Ok(Plane::Kernel(Box::new(dp))),
         Err(e) if mode == EbpfMode::On => Err(e.context("ftpd_ebpf=on but the eBPF data plane cannot start")),
         Err(e) => {
             warn!("eBPF data plane unavailable, falling back to userspace enforcement: {e:#}");

@@ -23,7 +23,7 @@ use crate::{
 #[derive(Debug)]
 pub enum Plane {
     /// eBPF programs are attached.
-    Kernel(Dataplane),
+    Kernel(Box<Dataplane>),
     /// eBPF is not in use; the reason is shown in logs and STAT.
     Userspace(String),
 }
