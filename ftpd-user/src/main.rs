@@ -212,7 +212,11 @@ fn run(cli: Cli) -> Result<()> {
                 drop(master_end);
                 ftpd::privsep::become_front(&cfg).map_err(anyhow::Error::msg)?;
                 info!(user = %cfg.nopriv_user, "front process running unprivileged; file access through per-user workers");
-                Authority::Master { chan: std::sync::Mutex::new(front_end), links: std::sync::Mutex::default() }
+                Authority::Master {
+                    chan: std::sync::Mutex::new(front_end),
+                    links: std::sync::Mutex::default(),
+                    added: std::sync::Condvar::new(),
+                }
             }
             front => {
                 drop(front_end);

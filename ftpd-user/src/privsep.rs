@@ -45,6 +45,9 @@ pub enum Authority {
         chan: Mutex<OwnedFd>,
         /// Channels to the file workers, by the id the master gave them.
         links: Mutex<HashMap<u64, Arc<WorkerLink>>>,
+        /// Signalled when a link is added: two first logins of one identity
+        /// can race, and the one without the channel waits for the other.
+        added: std::sync::Condvar,
     },
 }
 
@@ -76,7 +79,7 @@ impl Authority {
                 })?;
                 Ok(LoggedIn { grant, fs: Fs::Local(root) })
             }
-            Self::Master { chan, links } => {
+            Self::Master { chan, links, added } => {
                 let (mine, theirs) = ipc::pair().map_err(|e| broken(&e.to_string()))?;
                 let req = Enc::tag(REQ_LOGIN).bytes(user.as_bytes()).bytes(password).bytes(rhost.as_bytes()).0;
                 {
@@ -102,9 +105,20 @@ impl Authority {
                         let mut links = links.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                         if let Some(fd) = fd {
                             links.insert(id, Arc::new(WorkerLink::new(fd)));
+                            added.notify_all();
                         }
-                        let link = links.get(&id).cloned().ok_or_else(|| broken("unknown worker"))?;
-                        Ok(LoggedIn { grant, fs: Fs::Remote(link) })
+                        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                        loop {
+                            if let Some(link) = links.get(&id).cloned() {
+                                return Ok(LoggedIn { grant, fs: Fs::Remote(link) });
+                            }
+                            let left = deadline.saturating_duration_since(std::time::Instant::now());
+                            if left.is_zero() {
+                                return Err(broken("unknown worker"));
+                            }
+                            links =
+                                added.wait_timeout(links, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+                        }
                     }
                     _ => Err(broken("malformed reply")),
                 }

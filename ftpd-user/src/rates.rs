@@ -59,6 +59,7 @@ fn resplit(plane: &Plane, (limit, flows): &mut Group) {
         return;
     }
     let share = (*limit / flows.len() as u64).max(1);
+    tracing::debug!(transfers = flows.len(), share, "rate group re-split");
     for f in flows.iter() {
         f.rate.store(share, Ordering::Relaxed);
         if let (Plane::Kernel(dp), true) = (plane, f.port != 0) {

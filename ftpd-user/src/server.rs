@@ -222,7 +222,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
                 Ok(s) => s,
                 Err(text) => {
                     warn!(peer = %peer, reason = text, "connection refused");
-                    session::refuse(&mut stream, text).await;
+                    session::refuse(&mut stream, text, shared2.kernel().is_some()).await;
                     return;
                 }
             };

@@ -522,7 +522,25 @@ fn clean(s: &str) -> String {
 }
 
 /// Refuses a connection before any session exists (the connection limits).
-pub async fn refuse(stream: &mut TcpStream, text: &str) {
+///
+/// With `hold` (the kernel plane is on), our side stays open until the client
+/// closes (at most 10 s): sock_ops counts a connection until it is closed, so
+/// a client that keeps refused connections open reaches the XDP hard cap and
+/// its next SYNs are dropped before accept(). Without the kernel plane the
+/// socket is closed at once, so that a flood cannot pin file descriptors.
+pub async fn refuse(stream: &mut TcpStream, text: &str, hold: bool) {
     let _ = control::reply(stream, 421, text).await;
     let _ = stream.shutdown().await;
+    if hold {
+        let mut buf = [0u8; 256];
+        let drain = async {
+            loop {
+                match tokio::io::AsyncReadExt::read(stream, &mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let _ = timeout(Duration::from_secs(10), drain).await;
+    }
 }
