@@ -58,6 +58,14 @@ macro_rules! options {
                 $( OptionDoc { name: stringify!($name), kind: Kind::$kind, default: options!(@show $kind, $default), doc: $doc }, )*
             ];
 
+            /// Every option as `name=value` lines that `apply_text` reads back to
+            /// an equal `Config` (how the master hands a reloaded config to the front).
+            pub fn to_text(&self) -> String {
+                let mut out = String::new();
+                $( out.push_str(&format!("{}={}\n", stringify!($name), options!(@text $kind, &self.$name))); )*
+                out
+            }
+
             /// Applies one `name=value` setting; an empty value restores the default.
             pub fn set(&mut self, name: &str, value: &str) -> Result<(), SettingError> {
                 match name {
@@ -84,6 +92,9 @@ macro_rules! options {
     (@show UInt, $d:expr) => { options!(@uint_text stringify!($d)) };
     (@uint_text $t:expr) => { if matches!($t.as_bytes(), [b'0', b'o', ..]) { const_octal($t) } else { $t } };
     (@show Str, $d:expr) => { $d };
+    (@text Bool, $v:expr) => { if *$v { "YES".to_string() } else { "NO".to_string() } };
+    (@text UInt, $v:expr) => { $v.to_string() };
+    (@text Str, $v:expr) => { $v.clone() };
     (@parse Bool, $v:expr) => { parse_bool($v) };
     (@parse UInt, $v:expr) => { parse_uint($v) };
     (@parse Str, $v:expr) => { Ok::<String, SettingError>($v.to_owned()) };
@@ -446,6 +457,37 @@ impl Config {
     }
 }
 
+/// Where the configuration comes from, kept so that SIGHUP can read it again.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigSource {
+    /// The config file; `None` means the embedded default.
+    pub path: Option<std::path::PathBuf>,
+    /// `-oNAME=VALUE` arguments, in order.
+    pub settings: Vec<String>,
+    /// `--root DIR`.
+    pub root: Option<String>,
+}
+
+impl ConfigSource {
+    /// Reads and validates the configuration.
+    pub fn load(&self) -> Result<Config, String> {
+        let mut cfg = Config::default();
+        match &self.path {
+            Some(p) => cfg.apply_file(p).map_err(|e| e.to_string())?,
+            None => cfg.apply_text("<embedded default>", EMBEDDED_DEFAULT).map_err(|e| e.to_string())?,
+        }
+        for s in &self.settings {
+            cfg.apply_setting(s).map_err(|e| format!("-o {s}: {e}"))?;
+        }
+        if let Some(root) = &self.root {
+            cfg.anon_root.clone_from(root);
+        }
+        let name = self.path.as_ref().map_or_else(|| "<embedded default>".into(), |p| p.display().to_string());
+        cfg.validate().map_err(|e| format!("{name}: {e}"))?;
+        Ok(cfg)
+    }
+}
+
 /// The `ftpd_rate_scope` setting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RateScope {
@@ -611,6 +653,15 @@ mod tests {
         assert!(c.listen_ipv6 && c.local_enable && c.xferlog_enable && c.pam_service_name == "vsftpd");
         let e = load("ssl_enable=YES\n").unwrap().validate().unwrap_err();
         assert!(e.contains("ssl_enable=YES is not supported"), "{e}");
+    }
+
+    #[test]
+    fn to_text_round_trips() {
+        let mut c = load("anonymous_enable=YES\nanon_umask=022\nftpd_banner=hi there\nmax_clients=7\n").unwrap();
+        c.anon_root = "/srv/x".into();
+        let mut back = Config::default();
+        back.apply_text("t", &c.to_text()).unwrap();
+        assert_eq!(back, c);
     }
 
     #[test]

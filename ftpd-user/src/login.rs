@@ -160,7 +160,8 @@ pub fn decide(cfg: &Config, anon_root: &Path, user: &str, password: &[u8], rhost
     })
 }
 
-fn read_user_config(cfg: &Config, user: &str) -> Result<Option<String>, Denial> {
+/// The text of `user_config_dir/USER`, if there is one.
+pub fn read_user_config(cfg: &Config, user: &str) -> Result<Option<String>, Denial> {
     if cfg.user_config_dir.is_empty() || user.contains('/') || user.starts_with('.') {
         return Ok(None);
     }

@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ftpd::{
-    config::{Config, EMBEDDED_DEFAULT, EbpfMode},
+    config::{Config, EbpfMode},
     dataplane::{self, Dataplane},
     privsep::Authority,
     server::{self, Plane, Shared},
@@ -122,24 +122,12 @@ fn read_password() -> std::io::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-fn load_config(cli: &Cli) -> Result<Config> {
-    let mut cfg = Config::default();
-    match &cli.config {
-        Some(path) => cfg.apply_file(path)?,
-        None => cfg.apply_text("<embedded default>", EMBEDDED_DEFAULT)?,
-    }
-    for s in &cli.settings {
-        cfg.apply_setting(s).map_err(|e| anyhow::anyhow!("-o {s}: {e}"))?;
-    }
-    if let Some(root) = &cli.root {
-        cfg.anon_root = root.to_str().context("--root must be valid UTF-8")?.to_owned();
-    }
-    cfg.validate().map_err(|e| anyhow::anyhow!("{}: {e}", config_name(cli)))?;
-    Ok(cfg)
-}
-
-fn config_name(cli: &Cli) -> String {
-    cli.config.as_ref().map_or_else(|| "<embedded default>".into(), |p| p.display().to_string())
+fn config_source(cli: &Cli) -> Result<ftpd::config::ConfigSource> {
+    let root = match &cli.root {
+        Some(r) => Some(r.to_str().context("--root must be valid UTF-8")?.to_owned()),
+        None => None,
+    };
+    Ok(ftpd::config::ConfigSource { path: cli.config.clone(), settings: cli.settings.clone(), root })
 }
 
 /// The anonymous root: `anon_root`, else (as vsftpd) the home of user `ftp`,
@@ -171,7 +159,8 @@ fn home_of(user: &str) -> Option<PathBuf> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let cfg = load_config(&cli)?;
+    let source = config_source(&cli)?;
+    let cfg = source.load().map_err(anyhow::Error::msg)?;
     let root = anon_root(&cfg, cli.config.is_none())?;
     let listen_ip: IpAddr = if cfg.listen_ipv6 {
         if cfg.listen_address6.is_empty() { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { cfg.listen_address6.parse()? }
@@ -221,7 +210,7 @@ fn run(cli: Cli) -> Result<()> {
             front => {
                 drop(front_end);
                 drop(listener);
-                let code = ftpd::privsep::run_master(cfg, root, master_end, front);
+                let code = ftpd::privsep::run_master(cfg, source, root, master_end, front);
                 drop(plane);
                 std::process::exit(code);
             }
@@ -234,7 +223,8 @@ fn run(cli: Cli) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let shared = Arc::new(Shared::new(cfg, root.clone(), plane, authority, logs).map_err(anyhow::Error::msg)?);
+        let shared =
+            Arc::new(Shared::new(cfg, root.clone(), plane, authority, logs, source).map_err(anyhow::Error::msg)?);
         info!(%addr, root = %root.display(), "ftpd listening");
         server::run(listener, shared, shutdown_signal()).await;
         info!("ftpd stopped");

@@ -53,6 +53,7 @@ pub enum Authority {
 
 const REQ_LOGIN: u8 = 1;
 const REQ_BIND: u8 = 2;
+const REQ_RELOAD: u8 = 3;
 const REP_DENIED: u8 = 0;
 const REP_OK: u8 = 1;
 
@@ -128,6 +129,49 @@ impl Authority {
 }
 
 impl Authority {
+    /// Re-reads the configuration (the master does it: the file may be
+    /// readable by root only) and the per-user config of `users`.
+    pub fn reload(
+        &self,
+        source: &crate::config::ConfigSource,
+        users: &[String],
+    ) -> Result<(Config, Vec<Option<String>>), String> {
+        let Self::Master { chan, .. } = self else {
+            let cfg = source.load()?;
+            let texts = users.iter().map(|u| login::read_user_config(&cfg, u).ok().flatten()).collect();
+            return Ok((cfg, texts));
+        };
+        let (mine, theirs) = ipc::pair().map_err(|e| e.to_string())?;
+        let mut req = Enc::tag(REQ_RELOAD).u32(u32::try_from(users.len()).unwrap_or(0));
+        for u in users {
+            req = req.bytes(u.as_bytes());
+        }
+        {
+            let chan = chan.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            ipc::send(chan.as_fd(), &req.0, Some(theirs.as_fd())).map_err(|e| e.to_string())?;
+        }
+        drop(theirs);
+        let mut buf = Vec::new();
+        ipc::recv(mine.as_fd(), &mut buf).map_err(|e| e.to_string())?.ok_or("master closed the channel")?;
+        let mut d = Dec(&buf);
+        match d.u8() {
+            Some(REP_OK) => {
+                let text = d.str().ok_or("malformed reload reply")?;
+                let mut cfg = Config::default();
+                cfg.apply_text("<reloaded>", text).map_err(|e| e.to_string())?;
+                let mut texts = Vec::new();
+                for _ in users {
+                    texts.push(match d.u8().ok_or("malformed reload reply")? {
+                        0 => None,
+                        _ => Some(d.str().ok_or("malformed reload reply")?.to_owned()),
+                    });
+                }
+                Ok((cfg, texts))
+            }
+            _ => Err(d.str().unwrap_or("the master refused to reload").to_owned()),
+        }
+    }
+
     /// A socket bound to `ip:port` for `connect_from_port_20`. Ports below
     /// 1024 need privilege, so with privilege separation the master binds it.
     pub fn bind_data_port(&self, ip: std::net::IpAddr, port: u16) -> io::Result<OwnedFd> {
@@ -189,6 +233,7 @@ type Identity = (u32, u32, Vec<u32>, PathBuf);
 /// The master's state: running workers by identity.
 struct Master {
     cfg: Config,
+    source: crate::config::ConfigSource,
     anon_root: PathBuf,
     workers: Mutex<HashMap<Identity, (u64, Child)>>,
     next_id: AtomicU64,
@@ -205,14 +250,21 @@ extern "C" fn forward_signal(sig: libc::c_int) {
 }
 
 /// Runs the master until the front exits. Returns the exit code for ftpd.
-pub fn run_master(cfg: Config, anon_root: PathBuf, chan: OwnedFd, front_pid: i32) -> i32 {
+pub fn run_master(
+    cfg: Config,
+    source: crate::config::ConfigSource,
+    anon_root: PathBuf,
+    chan: OwnedFd,
+    front_pid: i32,
+) -> i32 {
     FRONT_PID.store(front_pid, Ordering::Relaxed);
     // SAFETY: the handler only calls kill(2).
     unsafe {
         libc::signal(libc::SIGTERM, forward_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, forward_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGHUP, forward_signal as *const () as libc::sighandler_t);
     }
-    let master = Arc::new(Master { cfg, anon_root, workers: Mutex::default(), next_id: AtomicU64::new(1) });
+    let master = Arc::new(Master { cfg, source, anon_root, workers: Mutex::default(), next_id: AtomicU64::new(1) });
     let mut buf = Vec::new();
     loop {
         match ipc::recv(chan.as_fd(), &mut buf) {
@@ -250,6 +302,10 @@ impl Master {
             self.handle_bind(req, reply);
             return;
         }
+        if req.first() == Some(&REQ_RELOAD) {
+            self.handle_reload(req, reply);
+            return;
+        }
         let mut d = Dec(req);
         let parsed = (d.u8(), d.str(), d.bytes(), d.str());
         let (Some(REQ_LOGIN), Some(user), Some(password), Some(rhost)) = parsed else {
@@ -266,6 +322,31 @@ impl Master {
             Err(denial) => {
                 info!(user, rhost, reason = %denial.reason, "login refused");
                 let _ = ipc::send(reply.as_fd(), &Enc::tag(REP_DENIED).bytes(denial.reply.as_bytes()).0, None);
+            }
+        }
+    }
+
+    /// Re-reads the configuration for the front. The front already runs with
+    /// the startup settings that need privilege (listeners, logs, users); a
+    /// reload changes what sessions do (rate limits, for running transfers too).
+    fn handle_reload(&self, req: &[u8], reply: &OwnedFd) {
+        let mut d = Dec(&req[1..]);
+        let n = d.u32().unwrap_or(0).min(10_000);
+        let users: Vec<String> = (0..n).filter_map(|_| d.str().map(str::to_owned)).collect();
+        match self.source.load() {
+            Ok(cfg) => {
+                let mut e = Enc::tag(REP_OK).bytes(cfg.to_text().as_bytes());
+                for u in &users {
+                    e = match login::read_user_config(&cfg, u).ok().flatten() {
+                        Some(t) => e.u8(1).bytes(t.as_bytes()),
+                        None => e.u8(0),
+                    };
+                }
+                let _ = ipc::send(reply.as_fd(), &e.0, None);
+            }
+            Err(err) => {
+                warn!("master: reload refused: {err}");
+                let _ = ipc::send(reply.as_fd(), &Enc::tag(REP_DENIED).bytes(err.as_bytes()).0, None);
             }
         }
     }

@@ -53,6 +53,8 @@ pub struct Shared {
     pub logs: Logs,
     /// Bandwidth shares of running transfers (`ftpd_rate_scope`).
     pub rates: crate::rates::Rates,
+    /// Where the config came from, for SIGHUP.
+    pub source: crate::config::ConfigSource,
     next_id: AtomicU64,
     conns: Mutex<Conns>,
 }
@@ -71,6 +73,7 @@ impl Shared {
         plane: Plane,
         authority: Authority,
         logs: Logs,
+        source: crate::config::ConfigSource,
     ) -> Result<Self, String> {
         let banner = if cfg.banner_file.is_empty() {
             None
@@ -94,6 +97,7 @@ impl Shared {
         };
         let userlist = if cfg.userlist_enable { crate::auth::read_list(&cfg.userlist_file) } else { Vec::new() };
         Ok(Self {
+            source,
             rates: crate::rates::Rates::default(),
             logs,
             userlist,
@@ -184,6 +188,21 @@ impl Drop for Slot {
 /// Accepts control connections until `shutdown` resolves.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    // SIGHUP: re-read the configuration and apply new rate limits, also to
+    // transfers in progress (the master forwards the signal to this process).
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let s = Arc::clone(&shared);
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let s2 = Arc::clone(&s);
+                match tokio::task::spawn_blocking(move || crate::rates::reload(&s2)).await {
+                    Ok(Ok(n)) => info!(groups = n, "SIGHUP: configuration re-read, rate limits applied"),
+                    Ok(Err(e)) => warn!("SIGHUP: configuration not reloaded: {e}"),
+                    Err(e) => warn!("SIGHUP: reload task failed: {e}"),
+                }
+            }
+        });
+    }
     if shared.kernel().is_some() {
         let s = Arc::clone(&shared);
         tokio::spawn(async move {

@@ -287,3 +287,59 @@ fn uploads_are_paced_by_reading_slowly() {
     eprintln!("measured: upload, 10 MB/s limit -> {:.3} MB/s", rate / 1e6);
     assert!((rate / 10e6 - 1.0).abs() <= 0.05, "upload at {:.2} MB/s, limit 10", rate / 1e6);
 }
+
+#[test]
+#[ignore = "privileged: network namespaces and eBPF (cargo xtask test as root)"]
+fn sighup_moves_the_rate_of_a_running_download() {
+    assert!(privileged());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("pub");
+    std::fs::create_dir(&root).unwrap();
+    served_by_nobody(&root);
+    random_file(&root.join("f"), 40_000_000);
+    let conf = dir.path().join("ftpd.conf");
+    let write_conf = |rate: u32| {
+        let text = format!(
+            "anonymous_enable=YES\nno_anon_password=YES\nftp_username=nobody\nanon_root={}\nanon_max_rate={rate}\n",
+            root.display()
+        );
+        std::fs::write(&conf, text).unwrap();
+    };
+    write_conf(5_000_000);
+    let pair = NetPair::new();
+    let cg = Cgroup::new();
+    // A config file (not -o), since SIGHUP re-reads the file.
+    let settings: Vec<String> = [
+        format!("listen_address={}", pair.server_ip),
+        "listen_port=2121".into(),
+        "pasv_min_port=50000".into(),
+        "pasv_max_port=50099".into(),
+        "ftpd_ebpf=on".into(),
+    ]
+    .into();
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec nsenter --net=/run/netns/{} \"$0\" {} \"$@\"",
+        cg.0.display(),
+        pair.server_ns,
+        conf.display()
+    );
+    let prefix = ["sh", "-c", script.as_str()];
+    let server = Server::spawn(Some(&prefix), &root, &settings, SocketAddr::from((pair.server_ip, 2121))).unwrap();
+    let url = format!("ftp://{}:2121/f", pair.server_ip);
+    let curl = pair
+        .client_cmd("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{time_total}", &url])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // 2 s at 5 MB/s, then 20 MB/s for the remaining 30 MB: about 3.5 s in all
+    // (8 s if the change did not reach the running transfer).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    write_conf(20_000_000);
+    run_ok(Command::new("kill").args(["-HUP", &server.pid().to_string()]));
+    let out = curl.wait_with_output().unwrap();
+    let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    eprintln!("measured: 40 MB, 5 MB/s then 20 MB/s after 2 s -> {secs:.2} s (expected about 3.5)");
+    assert!((3.0..5.0).contains(&secs), "download took {secs:.2} s: the new rate did not reach it\n{}", server.log());
+    assert!(server.log().contains("SIGHUP: configuration re-read"), "{}", server.log());
+}

@@ -265,7 +265,8 @@ impl Session {
             (crate::session::DataSetup::Passive(l), Some(_)) => l.local_addr().map_or(0, |a| a.port()),
             _ => 0,
         };
-        Some(crate::rates::Rates::start(&self.shared, key, limit, port))
+        let owner = (self.user().name.clone(), self.anon_rules());
+        Some(crate::rates::Rates::start(&self.shared, key, owner, limit, port))
     }
 
     /// This session's bandwidth limit in bytes per second (0: none).
