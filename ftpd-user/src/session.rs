@@ -524,7 +524,7 @@ fn clean(s: &str) -> String {
 /// Refuses a connection before any session exists (the connection limits).
 ///
 /// With `hold` (the kernel plane is on), our side stays open until the client
-/// closes (at most 10 s): sock_ops counts a connection until it is closed, so
+/// closes (at most 60 s): sock_ops counts a connection until it is closed, so
 /// a client that keeps refused connections open reaches the XDP hard cap and
 /// its next SYNs are dropped before accept(). Without the kernel plane the
 /// socket is closed at once, so that a flood cannot pin file descriptors.
@@ -541,6 +541,6 @@ pub async fn refuse(stream: &mut TcpStream, text: &str, hold: bool) {
                 }
             }
         };
-        let _ = timeout(Duration::from_secs(10), drain).await;
+        let _ = timeout(Duration::from_secs(60), drain).await;
     }
 }

@@ -3,6 +3,7 @@
 //! One module per subcommand. Every subcommand but `setup` runs setup first,
 //! so a fresh machine needs nothing but cargo (and root, for apt).
 
+mod bench;
 mod build;
 mod docs;
 mod run;
@@ -43,6 +44,8 @@ enum Task {
     Test,
     /// Regenerate the README's option reference from the option table.
     Docs,
+    /// Benchmarks (root): the SYN and connection floods, eBPF against ftpd_ebpf=off.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Task::Run(args) => run::run(args),
         Task::Test => test::run(),
         Task::Docs => setup::run(setup::Verbosity::Summary).and_then(|()| docs::run()),
+        Task::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
