@@ -343,3 +343,143 @@ fn sighup_moves_the_rate_of_a_running_download() {
     assert!((3.0..5.0).contains(&secs), "download took {secs:.2} s: the new rate did not reach it\n{}", server.log());
     assert!(server.log().contains("SIGHUP: configuration re-read"), "{}", server.log());
 }
+
+/// One scripted session with real clients; returns the reply codes in order.
+fn transcript(pair: &NetPair) -> String {
+    let code = format!(
+        r#"
+import ftplib, io, socket
+SRV='{srv}'
+out = []
+f = ftplib.FTP(); f.connect(SRV, 2121, timeout=10, source_address=('{good}', 0))
+out.append(f.getwelcome()[:3])
+out.append(f.login()[:3])
+out.append(f.sendcmd('PWD')[:3])
+out.append(f.sendcmd('TYPE I')[:3])
+lines = []
+out.append(f.retrlines('LIST', lines.append)[:3]); out.append(str(len(lines)))
+b = io.BytesIO(); out.append(f.retrbinary('RETR f.bin', b.write)[:3]); out.append(str(len(b.getvalue())))
+out.append(f.storbinary('STOR up.bin', io.BytesIO(b'x' * 100000))[:3])
+f.set_pasv(False)
+b = io.BytesIO(); out.append(f.retrbinary('RETR f.bin', b.write)[:3]); out.append(str(len(b.getvalue())))
+f.set_pasv(True)
+conn = f.transfercmd('RETR f.bin'); conn.recv(1000)
+r = f.abort(); out.append(r[:3])
+if r.startswith('426'): out.append(f.getresp()[:3])
+conn.close()
+out.append(f.sendcmd('NOOP')[:3])
+try:
+    f.sendcmd('PORT 10,1,2,3,4,5')
+except ftplib.error_perm as e:
+    out.append(str(e)[:3])
+held = [socket.create_connection((SRV, 2121), 5, ('{good}', 0)) for _ in range(3)]
+out.append(held[-1].recv(100).decode()[:3])
+out.append(f.quit()[:3])
+print(' '.join(out))
+"#,
+        srv = pair.server_ip,
+        good = pair.client_ip
+    );
+    client_py(pair, &code).trim().to_owned()
+}
+
+#[test]
+#[ignore = "privileged: network namespaces and eBPF (cargo xtask test as root)"]
+fn kernel_and_userspace_planes_answer_alike() {
+    assert!(privileged());
+    let dir = tempfile::tempdir().unwrap();
+    served_by_nobody(dir.path());
+    ftpd_tests::writable_by_all(dir.path());
+    random_file(&dir.path().join("f.bin"), 3_000_000);
+    let pair = NetPair::new();
+    let cg = Cgroup::new();
+    let common = ["max_per_ip=3", "write_enable=YES", "anon_upload_enable=YES", "anon_other_write_enable=YES"];
+    let kernel = {
+        let _s = start(&pair, &cg, dir.path(), &common);
+        transcript(&pair)
+    };
+    std::fs::remove_file(dir.path().join("up.bin")).unwrap();
+    let mut off = common.to_vec();
+    off.push("ftpd_ebpf=off");
+    let user = {
+        let script = format!("exec nsenter --net=/run/netns/{} \"$0\" \"$@\"", pair.server_ns);
+        let prefix = ["sh", "-c", script.as_str()];
+        let mut settings = vec![
+            format!("listen_address={}", pair.server_ip),
+            "listen_port=2121".to_string(),
+            "pasv_min_port=50000".to_string(),
+            "pasv_max_port=50099".to_string(),
+        ];
+        settings.extend(off.iter().map(|s| (*s).to_string()));
+        let s = Server::spawn(Some(&prefix), dir.path(), &settings, SocketAddr::from((pair.server_ip, 2121))).unwrap();
+        assert!(s.log().contains("ftpd_ebpf=off"), "{}", s.log());
+        transcript(&pair)
+    };
+    assert_eq!(kernel, "220 230 257 200 226 1 226 3000000 226 226 3000000 426 226 200 500 421 221");
+    assert_eq!(kernel, user, "the kernel plane must not change what clients see");
+}
+
+#[test]
+#[ignore = "privileged: network namespaces and eBPF (cargo xtask test as root)"]
+fn sigkill_detaches_xdp_and_sock_ops() {
+    assert!(privileged());
+    let dir = tempfile::tempdir().unwrap();
+    served_by_nobody(dir.path());
+    let pair = NetPair::new();
+    let cg = Cgroup::new();
+    let server = start(&pair, &cg, dir.path(), &[]);
+    let attached = |what: &str| {
+        let cgroup = run_ok(Command::new("bpftool").args(["cgroup", "show"]).arg(&cg.0));
+        let link = run_ok(Command::new("ip").args(["-n", &pair.server_ns, "link", "show", "dev", &pair.server_if]));
+        match what {
+            "sockops" => cgroup.contains("sock_ops"),
+            _ => link.contains("xdp"),
+        }
+    };
+    assert!(attached("sockops") && attached("xdp"), "programs not attached");
+    run_ok(Command::new("kill").args(["-KILL", &server.pid().to_string()]));
+    let mut gone = false;
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if !attached("sockops") && !attached("xdp") {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "a program stayed attached after SIGKILL");
+    drop(server);
+}
+
+#[test]
+#[ignore = "privileged: network namespaces and eBPF (cargo xtask test as root)"]
+fn max_clients_hard_cap_drops_in_xdp() {
+    assert!(privileged());
+    let dir = tempfile::tempdir().unwrap();
+    served_by_nobody(dir.path());
+    let pair = NetPair::new();
+    let cg = Cgroup::new();
+    let _server = start(&pair, &cg, dir.path(), &["max_clients=2", "max_per_ip=0"]);
+    let code = format!(
+        "SRV='{srv}'\n{PY_CONNECT}\nimport socket, time\nheld=[]\nfor i in range(4):\n    s=socket.create_connection((SRV,2121),3,('{good}',0)); held.append(s); print('conn', s.recv(100).decode()[:3]); time.sleep(0.1)\n\
+         print('fifth', attempt('{other}', 2121))\n",
+        srv = pair.server_ip,
+        good = pair.client_ip,
+        other = pair.other_ip
+    );
+    let out = client_py(&pair, &code);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("conn ")).collect::<Vec<_>>(),
+        ["conn 220", "conn 220", "conn 421", "conn 421"],
+        "{out}"
+    );
+    // 4 established (2 served, 2 refused but held) = twice max_clients: even another IP is dropped.
+    assert!(out.contains("fifth timeout"), "{out}");
+    let c = counters_from(&pair, pair.client_ip);
+    assert!(c.is_none() || c.is_some_and(|c| c["cap_drop_total"] >= 1));
+}
+
+/// Counters, if a control connection can still be made (it cannot while the
+/// hard total cap holds).
+fn counters_from(pair: &NetPair, _ip: std::net::Ipv4Addr) -> Option<HashMap<String, u64>> {
+    std::panic::catch_unwind(|| counters(pair)).ok()
+}
