@@ -51,12 +51,24 @@ pub(crate) fn run() -> Result<()> {
         skip(&mut stages, "privileged eBPF tests", "the build failed".into());
         return summarize(&stages);
     };
-    stage(&mut stages, "tests", || exec(&mut test_cmd(&bin, ["test", "--release", "--locked", "--workspace"])));
+    stage(&mut stages, "tests", || {
+        exec(&mut test_cmd(&bin, ["test", "--release", "--locked", "--no-fail-fast", "--workspace"]))
+    });
     match privileged_skip_reason()? {
         None => stage(&mut stages, "privileged eBPF tests", || {
             exec(&mut test_cmd(
                 &bin,
-                ["test", "--release", "--locked", "-p", "ftpd-tests", "--", "--ignored", "--test-threads=1"],
+                [
+                    "test",
+                    "--release",
+                    "--locked",
+                    "--no-fail-fast",
+                    "-p",
+                    "ftpd-tests",
+                    "--",
+                    "--ignored",
+                    "--test-threads=1",
+                ],
             ))
         }),
         Some(why) => {
