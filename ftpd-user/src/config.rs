@@ -231,6 +231,8 @@ options! {
     ftpd_kernel_max_per_ip: UInt = 0, "ftpd extension. Control-port SYNs from an IP with this many established control connections are dropped in XDP, before accept(). 0: twice `max_per_ip` (off when `max_per_ip=0`).";
     ftpd_kernel_max_clients: UInt = 0, "ftpd extension. Control-port SYNs are dropped in XDP while this many control connections are established. 0: twice `max_clients` (off when `max_clients=0`).";
     ftpd_rate_scope: Str = "session", "ftpd extension. What `anon_max_rate`/`local_max_rate` limit: `session` (vsftpd's meaning), or `user` / `ip`: one limit shared by all that user's (or IP's) concurrent transfers, re-split when one starts or ends.";
+    ftpd_metrics_listen: Str = "", "ftpd extension. `ADDR:PORT` of the Prometheus /metrics endpoint (e.g. `127.0.0.1:9121`); empty: off.";
+    ftpd_metrics_users: Str = "", "ftpd extension. Comma-separated users whose transfers get a per-user `user` label in the metrics (others are not labelled, to bound cardinality).";
     ftpd_ebpf: Str = "auto", "ftpd extension. `auto`: load the kernel data plane when possible, else enforce limits in userspace; `on`: refuse to start without it; `off`: never load it.";
     ftpd_xdp_interfaces: Str = "", "ftpd extension. Comma-separated interfaces to attach XDP to; empty means those carrying `listen_address` (`lo` for loopback, every interface for the wildcard).";
 }
@@ -425,6 +427,12 @@ impl Config {
         }
         EbpfMode::parse(&self.ftpd_ebpf)?;
         RateScope::parse(&self.ftpd_rate_scope)?;
+        if !self.ftpd_metrics_listen.is_empty() && self.ftpd_metrics_listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "ftpd_metrics_listen={:?} is not ADDR:PORT (e.g. 127.0.0.1:9121)",
+                self.ftpd_metrics_listen
+            ));
+        }
         Ok(())
     }
 
@@ -563,6 +571,7 @@ listen_address=127.0.0.1
 listen_port=2121
 pasv_min_port=50000
 pasv_max_port=50099
+ftpd_metrics_listen=127.0.0.1:9121
 ";
 
 #[cfg(test)]

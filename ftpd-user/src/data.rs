@@ -31,6 +31,34 @@ pub enum DataError {
     Stalled,
 }
 
+/// Bytes moved by one transfer: read by STAT during the transfer, and added
+/// as they move to the metrics' byte counter, so throughput shows live.
+#[derive(Debug, Default)]
+pub struct Progress {
+    moved: std::sync::atomic::AtomicU64,
+    total: Option<prometheus_client::metrics::counter::Counter>,
+}
+
+impl Progress {
+    /// A transfer counted into `total`.
+    pub fn new(total: prometheus_client::metrics::counter::Counter) -> Self {
+        Self { moved: std::sync::atomic::AtomicU64::new(0), total: Some(total) }
+    }
+
+    /// Records `n` more bytes.
+    pub fn add(&self, n: u64) {
+        self.moved.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = &self.total {
+            t.inc_by(n);
+        }
+    }
+
+    /// Bytes so far.
+    pub fn get(&self) -> u64 {
+        self.moved.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Binds a passive listener on `ip`, on a free port in `range` (any port when
 /// `None`). `seed` picks where the scan starts, so concurrent sessions do not
 /// all race for the lowest port.
@@ -98,7 +126,7 @@ pub async fn send_file(
     mut offset: u64,
     len: u64,
     stall: Duration,
-    progress: &std::sync::atomic::AtomicU64,
+    progress: &Progress,
     pace: Option<&crate::rates::Flow>,
 ) -> Result<u64, DataError> {
     const CHUNK: u64 = 16 << 20;
@@ -127,7 +155,7 @@ pub async fn send_file(
             Ok(0) => break, // the file shrank under us: send what there is
             Ok(n) => {
                 sent += n as u64;
-                progress.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                progress.add(n as u64);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if is_network_error(&e) => return Err(DataError::Network(e)),
@@ -222,7 +250,7 @@ pub async fn receive_file(
     pipe: &(OwnedFd, OwnedFd),
     mut offset: Option<u64>,
     stall: Duration,
-    progress: &std::sync::atomic::AtomicU64,
+    progress: &Progress,
 ) -> Result<u64, RecvError> {
     use rustix::pipe::{SpliceFlags, splice};
     const CHUNK: usize = 1 << 20;
@@ -254,7 +282,7 @@ pub async fn receive_file(
             }
             left -= w;
             total += w as u64;
-            progress.fetch_add(w as u64, std::sync::atomic::Ordering::Relaxed);
+            progress.add(w as u64);
         }
     }
 }

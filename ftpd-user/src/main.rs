@@ -35,6 +35,9 @@ struct Cli {
     /// Print every config option with its type, default and meaning, then exit.
     #[arg(long)]
     help_config: bool,
+    /// Log as JSON lines (one object per event, with session id and peer) instead of text.
+    #[arg(long)]
+    log_json: bool,
 }
 
 fn main() -> ExitCode {
@@ -45,16 +48,25 @@ fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == "passwd") {
         return passwd(&args[2..]);
     }
+    if args.get(1).is_some_and(|a| a == "stats") {
+        let rest: Vec<String> = args[2..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        return ExitCode::from(u8::try_from(ftpd::stats::main(&rest)).unwrap_or(1));
+    }
     let cli = Cli::parse();
     if cli.help_config {
         print!("{}", Config::describe());
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if cli.log_json {
+        tracing_subscriber::fmt().json().with_writer(std::io::stderr).with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_env_filter(filter)
+            .init();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -186,6 +198,14 @@ fn run(cli: Cli) -> Result<()> {
     if cfg.background {
         daemonize()?;
     }
+    let metrics_listener = if cfg.ftpd_metrics_listen.is_empty() {
+        None
+    } else {
+        let l = std::net::TcpListener::bind(&cfg.ftpd_metrics_listen)
+            .with_context(|| format!("cannot listen on ftpd_metrics_listen={}", cfg.ftpd_metrics_listen))?;
+        l.set_nonblocking(true)?;
+        Some(l)
+    };
     // The data plane and the log files need privilege: before the split.
     let plane = start_plane(&cfg, listen_ip)?;
     let logs = ftpd::xferlog::Logs::open(&cfg).map_err(anyhow::Error::msg)?;
@@ -210,6 +230,7 @@ fn run(cli: Cli) -> Result<()> {
             front => {
                 drop(front_end);
                 drop(listener);
+                drop(metrics_listener);
                 let code = ftpd::privsep::run_master(cfg, source, root, master_end, front);
                 drop(plane);
                 std::process::exit(code);
@@ -225,6 +246,11 @@ fn run(cli: Cli) -> Result<()> {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let shared =
             Arc::new(Shared::new(cfg, root.clone(), plane, authority, logs, source).map_err(anyhow::Error::msg)?);
+        if let Some(l) = metrics_listener {
+            let l = tokio::net::TcpListener::from_std(l)?;
+            info!(addr = %l.local_addr()?, "metrics: GET /metrics");
+            tokio::spawn(ftpd::metrics::serve(l, Arc::clone(&shared)));
+        }
         info!(%addr, root = %root.display(), "ftpd listening");
         server::run(listener, shared, shutdown_signal()).await;
         info!("ftpd stopped");

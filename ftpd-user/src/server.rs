@@ -55,6 +55,10 @@ pub struct Shared {
     pub rates: crate::rates::Rates,
     /// Where the config came from, for SIGHUP.
     pub source: crate::config::ConfigSource,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
+    /// Users whose transfers get a `user` label (`ftpd_metrics_users`).
+    pub metrics_users: Vec<String>,
     next_id: AtomicU64,
     conns: Mutex<Conns>,
 }
@@ -96,7 +100,14 @@ impl Shared {
             (host, true) => Some(resolve_v4(host)?),
         };
         let userlist = if cfg.userlist_enable { crate::auth::read_list(&cfg.userlist_file) } else { Vec::new() };
+        let metrics = crate::metrics::Metrics::new();
+        metrics.ebpf_enabled.set(i64::from(matches!(plane, Plane::Kernel(_))));
+        metrics.pasv_range.set(cfg.pasv_range().map_or(0, |(lo, hi)| i64::from(hi - lo) + 1));
+        let metrics_users =
+            cfg.ftpd_metrics_users.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
         Ok(Self {
+            metrics,
+            metrics_users,
             source,
             rates: crate::rates::Rates::default(),
             logs,
@@ -236,11 +247,14 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
         // MSG_OOB); inline, its last byte is not lost from the line.
         let _ = rustix::net::sockopt::set_socket_oobinline(&stream, true);
         let shared2 = Arc::clone(&shared);
+        shared.metrics.sessions_total.inc();
         tokio::spawn(async move {
             let slot = match shared2.admit(ip) {
                 Ok(s) => s,
                 Err(text) => {
                     warn!(peer = %peer, reason = text, "connection refused");
+                    let reason = if text.contains("internet address") { "max_per_ip" } else { "max_clients" };
+                    crate::metrics::Metrics::inc(&shared2.metrics.refused, "reason", reason);
                     session::refuse(&mut stream, text, shared2.kernel().is_some()).await;
                     return;
                 }

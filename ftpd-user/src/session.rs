@@ -10,10 +10,7 @@ use std::{
     io,
     net::{IpAddr, SocketAddr},
     os::fd::OwnedFd,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::Duration,
 };
 
@@ -106,7 +103,7 @@ pub struct Session {
     /// Directories whose message file was already shown.
     pub(crate) seen_messages: Vec<VPath>,
     /// Bytes moved by the running transfer (for STAT during a transfer).
-    pub(crate) progress: Arc<AtomicU64>,
+    pub(crate) progress: Arc<data::Progress>,
     /// The name logs show: the USER argument, then the login name.
     pub(crate) log_user: String,
     /// xferlog's user field: the login name, or an anonymous user's password.
@@ -115,6 +112,10 @@ pub struct Session {
     pub(crate) client: String,
     /// Failed logins so far (`max_login_fails`).
     pub(crate) login_fails: u32,
+    /// Set while this session holds a passive port (the pool-use gauge).
+    pub(crate) pasv_slot: Option<prometheus_client::metrics::gauge::Gauge>,
+    /// The active-sessions gauge this session counts in, once logged in.
+    pub(crate) active: Option<prometheus_client::metrics::gauge::Gauge>,
     /// The passive port whose kernel pinhole this session opened.
     pub(crate) pinhole: Option<u16>,
     /// The passive port this session marked in the kernel's PACING map.
@@ -145,11 +146,13 @@ impl Session {
             pending: None,
             control_closed: false,
             seen_messages: Vec::new(),
-            progress: Arc::new(AtomicU64::new(0)),
+            progress: Arc::new(data::Progress::default()),
             log_user: "?".into(),
             xfer_user: String::new(),
             client: data::canonical(peer.ip()).to_string(),
             login_fails: 0,
+            active: None,
+            pasv_slot: None,
             pinhole: None,
             pace_marker: None,
         }
@@ -158,6 +161,12 @@ impl Session {
     /// Serves the connection until QUIT, timeout, or the client leaves.
     pub async fn run(mut self) {
         self.serve().await;
+        if let Some(g) = self.active.take() {
+            g.dec();
+        }
+        if let Some(g) = self.pasv_slot.take() {
+            g.dec();
+        }
         self.close_pinhole();
         self.clear_pace_marker();
     }
@@ -241,12 +250,14 @@ impl Session {
     /// Writes `CODE TEXT`.
     pub(crate) async fn reply(&mut self, code: u16, text: &str) -> io::Result<()> {
         self.log_reply(code, text);
+        self.shared.metrics.reply(code);
         control::reply(&mut self.w, code, text).await
     }
 
     /// Writes a multi-line reply whose last line repeats the code.
     pub(crate) async fn reply_multi(&mut self, code: u16, first: &str, lines: &[String], last: &str) -> io::Result<()> {
         self.log_reply(code, first);
+        self.shared.metrics.reply(code);
         control::reply_multi(&mut self.w, code, first, lines, last).await
     }
 
@@ -257,6 +268,7 @@ impl Session {
             [one] => self.reply(code, one).await,
             [first, middle @ .., last] => {
                 self.log_reply(code, first);
+                self.shared.metrics.reply(code);
                 let mut out = Vec::new();
                 out.extend_from_slice(format!("{code}-{}\r\n", clean(first)).as_bytes());
                 for l in middle {
@@ -274,6 +286,7 @@ impl Session {
         let shown: &[u8] = if verb == "PASS" { b"PASS <password>" } else { line };
         debug!(session = self.id, peer = %self.peer, "{}", String::from_utf8_lossy(shown));
         self.shared.logs.protocol_line(&self.log_user, &self.client, false, shown);
+        self.shared.metrics.command(&verb);
         if line.contains(&0) {
             self.reply(501, "NUL byte in command.").await?;
             return Ok(Next::Continue);
@@ -404,7 +417,7 @@ impl Session {
             match verb.as_str() {
                 "ABOR" => return Ok(Raced::Aborted),
                 "STAT" => {
-                    let moved = self.progress.load(Ordering::Relaxed);
+                    let moved = self.progress.get();
                     let lines = vec![format!("Transfer in progress: {moved} bytes transferred")];
                     self.reply_multi(211, "FTP server status:", &lines, "End of status").await?;
                 }
@@ -456,6 +469,12 @@ impl Session {
         };
         // Used (sock_ops already closed it), timed out or aborted: it is done.
         self.close_pinhole();
+        if let Some(g) = self.pasv_slot.take() {
+            // Counted in both planes, so the metrics mean the same with and without eBPF.
+            g.dec();
+            let event = if matches!(result, Raced::Done(Ok(_))) { "used" } else { "expired" };
+            crate::metrics::Metrics::inc(&self.shared.metrics.pinholes, "event", event);
+        }
         match result {
             Raced::Done(Ok(s)) => {
                 let _ = s.set_nodelay(true);

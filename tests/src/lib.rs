@@ -110,7 +110,10 @@ impl Server {
                     &["listen_ipv6=YES", "listen_address6=::"],
                 ),
             };
-            let mut all = vec!["ftpd_ebpf=off".to_string(), format!("listen_port={port}")];
+            // The embedded default serves metrics on 127.0.0.1:9121; parallel
+            // test servers must not fight for it.
+            let mut all =
+                vec!["ftpd_ebpf=off".to_string(), format!("listen_port={port}"), "ftpd_metrics_listen=".to_string()];
             all.extend(listen.iter().map(|s| (*s).to_string()));
             all.extend(settings.iter().map(|s| (*s).to_string()));
             match Self::spawn_full(None, how, root, &all, SocketAddr::new(connect_ip, port)) {

@@ -19,7 +19,7 @@ use crate::exec;
 const EBPF_PACKAGES: &[&str] =
     &["rustc-web", "libstd-rust-web-dev-bpf", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
 /// Debian packages the integration tests run.
-const TEST_PACKAGES: &[&str] = &["curl", "iproute2", "lftp", "bpftool", "python3"];
+const TEST_PACKAGES: &[&str] = &["curl", "iproute2", "lftp", "bpftool", "python3", "prometheus"];
 /// The compiler `ftpd-user/build.rs` uses for the kernel programs.
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 /// The `bpf-linker` release known to work with Debian's LLVM 22.

@@ -65,6 +65,7 @@ impl Session {
             Ok(Err(d)) => {
                 info!(session = self.id, peer = %self.peer, user = %user, reason = %d.reason, "login refused");
                 self.shared.logs.event(&self.log_user, "FAIL LOGIN", &self.client, None);
+                crate::metrics::Metrics::inc(&self.shared.metrics.logins, "result", "failed");
                 self.login_fails += 1;
                 tokio::time::sleep(std::time::Duration::from_secs(u64::from(self.shared.cfg.delay_failed_login))).await;
                 return self.reply(530, &d.reply).await;
@@ -88,6 +89,17 @@ impl Session {
         self.xfer_user = if g.anonymous { email } else { g.name.clone() };
         self.log_user = if g.anonymous { cfg.ftp_username.clone() } else { g.name.clone() };
         self.shared.logs.event(&self.log_user, "OK LOGIN", &self.client, None);
+        crate::metrics::Metrics::inc(&self.shared.metrics.logins, "result", "ok");
+        let class = if g.anonymous {
+            "anonymous"
+        } else if cfg.guest_enable {
+            "virtual"
+        } else {
+            "local"
+        };
+        let gauge = self.shared.metrics.active(class);
+        gauge.inc();
+        self.active = Some(gauge);
         let delay = std::time::Duration::from_secs(u64::from(cfg.delay_successful_login));
         self.phase =
             Phase::Ready(Box::new(User { name: g.name, anonymous: g.anonymous, root: logged.fs, cfg: Arc::new(cfg) }));

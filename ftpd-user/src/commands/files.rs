@@ -131,6 +131,9 @@ impl Session {
         self.data = DataSetup::None;
         self.close_pinhole();
         self.clear_pace_marker();
+        if let Some(g) = self.pasv_slot.take() {
+            g.dec();
+        }
         let seed = self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ fs::now_secs().unsigned_abs();
         // Bind on the control connection's own local address, as it arrived
         // (a v4-mapped address stays IPv6 on a dual-stack socket).
@@ -142,6 +145,10 @@ impl Session {
             }
         };
         let port = listener.local_addr()?.port();
+        crate::metrics::Metrics::inc(&self.shared.metrics.pinholes, "event", "opened");
+        let slot = self.shared.metrics.pasv_in_use.clone();
+        slot.inc();
+        self.pasv_slot = Some(slot);
         // The pinhole opens before the reply, or the client's SYN could win the race.
         if let Some(dp) = self.shared.kernel() {
             let ttl = std::time::Duration::from_secs(u64::from(cfg.accept_timeout.max(1)));

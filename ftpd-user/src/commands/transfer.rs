@@ -7,7 +7,7 @@
 use std::{
     io,
     os::fd::{AsFd, OwnedFd},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
@@ -236,6 +236,13 @@ impl Session {
         self.reply(226, "ABOR successful.").await
     }
 
+    /// Records a transfer in the metrics.
+    fn count_transfer(&self, direction: &str, result: &str, bytes: u64, secs: f64) {
+        let name = &self.user().name;
+        let user = self.shared.metrics_users.iter().any(|u| u == name).then_some(name.as_str());
+        self.shared.metrics.transfer(direction, result, bytes, secs, user);
+    }
+
     /// Writes the transfer to the xferlog / vsftpd log, as configured.
     fn log_transfer(&self, dir: Direction, path: &[u8], bytes: u64, secs: f64, complete: bool) {
         let class = if self.user().anonymous {
@@ -305,7 +312,7 @@ impl Session {
         if let Some(Err(e)) = userspace_pace.as_ref().map(|f| data::set_pacing(&data, f.rate.load(Ordering::Relaxed))) {
             warn!(session = self.id, error = %e, "SO_MAX_PACING_RATE failed; download not rate limited");
         }
-        self.progress.store(0, Ordering::Relaxed);
+        self.progress = std::sync::Arc::new(data::Progress::new(self.shared.metrics.bytes_counter("download")));
         let progress = std::sync::Arc::clone(&self.progress);
         let stall = self.stall();
         let len = size.saturating_sub(offset);
@@ -326,9 +333,15 @@ impl Session {
         drop(flow);
         let (moved, complete) = match &raced {
             Raced::Done(Ok(n)) => (*n, true),
-            _ => (self.progress.load(Ordering::Relaxed), false),
+            _ => (self.progress.get(), false),
         };
         self.log_transfer(Direction::Download, &shown_path, moved, started.elapsed().as_secs_f64(), complete);
+        let result = match &raced {
+            Raced::Done(Ok(_)) => "complete",
+            Raced::Aborted => "aborted",
+            Raced::Done(Err(_)) => "failed",
+        };
+        self.count_transfer("download", result, moved, started.elapsed().as_secs_f64());
         match raced {
             Raced::Done(Ok(sent)) => {
                 info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %name, bytes = sent, secs = started.elapsed().as_secs_f64(), "download complete");
@@ -411,7 +424,7 @@ impl Session {
                 }
             },
         };
-        self.progress.store(0, Ordering::Relaxed);
+        self.progress = std::sync::Arc::new(data::Progress::new(self.shared.metrics.bytes_counter("upload")));
         let progress = std::sync::Arc::clone(&self.progress);
         let stall = self.stall();
         let flow = self.start_flow();
@@ -443,9 +456,17 @@ impl Session {
         let result = result.and_then(|n| plan.commit(root).map(|()| n).map_err(RecvError::File));
         let (moved, complete) = match &result {
             Ok(n) => (*n, true),
-            Err(_) => (self.progress.load(Ordering::Relaxed), false),
+            Err(_) => (self.progress.get(), false),
         };
         self.log_transfer(Direction::Upload, target.as_bytes(), moved, started.elapsed().as_secs_f64(), complete);
+        let outcome = if complete {
+            "complete"
+        } else if aborted {
+            "aborted"
+        } else {
+            "failed"
+        };
+        self.count_transfer("upload", outcome, moved, started.elapsed().as_secs_f64());
         match result {
             Ok(n) => {
                 info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %shown, bytes = n, secs = started.elapsed().as_secs_f64(), "upload complete");
@@ -598,7 +619,7 @@ async fn send_copy(
     file: &OwnedFd,
     mut off: u64,
     stall: Duration,
-    progress: &AtomicU64,
+    progress: &data::Progress,
 ) -> Result<u64, DataError> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut sent = 0;
@@ -610,7 +631,7 @@ async fn send_copy(
         data::send_bytes(data, &buf[..n], stall).await?;
         off += n as u64;
         sent += n as u64;
-        progress.fetch_add(n as u64, Ordering::Relaxed);
+        progress.add(n as u64);
     }
     data.shutdown().await.map_err(DataError::Network)?;
     Ok(sent)
@@ -623,7 +644,7 @@ async fn send_ascii(
     file: &OwnedFd,
     mut off: u64,
     stall: Duration,
-    progress: &AtomicU64,
+    progress: &data::Progress,
 ) -> Result<u64, DataError> {
     let mut buf = vec![0u8; 32 * 1024];
     let mut out = Vec::with_capacity(64 * 1024);
@@ -645,7 +666,7 @@ async fn send_ascii(
         data::send_bytes(data, &out, stall).await?;
         off += n as u64;
         sent += out.len() as u64;
-        progress.fetch_add(out.len() as u64, Ordering::Relaxed);
+        progress.add(out.len() as u64);
     }
     data.shutdown().await.map_err(DataError::Network)?;
     Ok(sent)
@@ -658,7 +679,7 @@ async fn recv_copy(
     file: &OwnedFd,
     mut off: Option<u64>,
     stall: Duration,
-    progress: &AtomicU64,
+    progress: &data::Progress,
     share: Option<&crate::rates::Flow>,
     ascii: bool,
 ) -> Result<u64, RecvError> {
@@ -704,7 +725,7 @@ async fn recv_copy(
         };
         write_all_at(file, bytes, &mut off).map_err(RecvError::File)?;
         total += bytes.len() as u64;
-        progress.fetch_add(n as u64, Ordering::Relaxed);
+        progress.add(n as u64);
         if let Some(f) = share {
             due += n as f64 / f.rate.load(Ordering::Relaxed).max(1) as f64;
             let elapsed = start.elapsed().as_secs_f64();

@@ -1,0 +1,312 @@
+//! Prometheus metrics (`ftpd_metrics_listen`), built with `prometheus-client`
+//! and served as OpenMetrics text by a minimal HTTP responder.
+//!
+//! Label values come from small fixed sets (class, direction, result, reason,
+//! reply class, command verb), plus user names only for the users listed in
+//! `ftpd_metrics_users`, so cardinality stays bounded whatever clients do.
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+use tracing::debug;
+
+use crate::server::Shared;
+
+type Labels = Vec<(String, String)>;
+
+/// Every metric ftpd exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Logged-in sessions by class (anonymous, local, virtual).
+    pub sessions_active: Family<Labels, Gauge>,
+    /// Control connections accepted.
+    pub sessions_total: Counter,
+    /// Logins by result (ok, failed).
+    pub logins: Family<Labels, Counter>,
+    /// Transfers by direction and result (complete, failed, aborted).
+    pub transfers: Family<Labels, Counter>,
+    /// Bytes moved by direction.
+    pub bytes: Family<Labels, Counter>,
+    /// Bytes moved by user and direction, for `ftpd_metrics_users` only.
+    pub user_bytes: Family<Labels, Counter>,
+    /// Transfer durations by direction.
+    pub durations: Family<Labels, Histogram>,
+    /// Commands by verb (unknown verbs count as OTHER).
+    pub commands: Family<Labels, Counter>,
+    /// Replies by class (1xx … 5xx).
+    pub replies: Family<Labels, Counter>,
+    /// Connections refused by reason.
+    pub refused: Family<Labels, Counter>,
+    /// Passive pinholes by event (opened, used, expired).
+    pub pinholes: Family<Labels, Counter>,
+    /// Kernel decisions by event (the eBPF counters).
+    pub kernel: Family<Labels, Counter>,
+    /// Passive ports bound right now.
+    pub pasv_in_use: Gauge,
+    /// Size of the passive port range (0: any port).
+    pub pasv_range: Gauge,
+    /// 1 when the eBPF data plane is loaded.
+    pub ebpf_enabled: Gauge,
+    rss: Gauge,
+    fds: Gauge,
+    cpu: Counter<f64, std::sync::atomic::AtomicU64>,
+}
+
+fn l(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+/// Verbs counted by name; anything else is `OTHER`.
+const VERBS: &[&str] = &[
+    "ABOR", "ACCT", "ALLO", "APPE", "CDUP", "CWD", "DELE", "EPRT", "EPSV", "FEAT", "HELP", "HOST", "LIST", "MDTM",
+    "MKD", "MLSD", "MLST", "MODE", "NLST", "NOOP", "OPTS", "PASS", "PASV", "PORT", "PWD", "QUIT", "REST", "RETR",
+    "RMD", "RNFR", "RNTO", "SITE", "SIZE", "STAT", "STOR", "STOU", "STRU", "SYST", "TYPE", "USER", "XCUP", "XCWD",
+    "XMKD", "XPWD", "XRMD",
+];
+
+impl Metrics {
+    /// Registers everything.
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("ftpd");
+        let m = Self {
+            sessions_active: Family::default(),
+            sessions_total: Counter::default(),
+            logins: Family::default(),
+            transfers: Family::default(),
+            bytes: Family::default(),
+            user_bytes: Family::default(),
+            durations: Family::new_with_constructor(|| {
+                Histogram::new([0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0, 7200.0])
+            }),
+            commands: Family::default(),
+            replies: Family::default(),
+            refused: Family::default(),
+            pinholes: Family::default(),
+            kernel: Family::default(),
+            pasv_in_use: Gauge::default(),
+            pasv_range: Gauge::default(),
+            ebpf_enabled: Gauge::default(),
+            rss: Gauge::default(),
+            fds: Gauge::default(),
+            cpu: Counter::default(),
+            registry: Registry::default(),
+        };
+        r.register("sessions_active", "Logged-in sessions by user class", m.sessions_active.clone());
+        r.register("sessions", "Control connections accepted", m.sessions_total.clone());
+        r.register("logins", "Login attempts by result", m.logins.clone());
+        r.register("transfers", "Transfers by direction and result", m.transfers.clone());
+        r.register("transfer_bytes", "Bytes transferred by direction", m.bytes.clone());
+        r.register("user_transfer_bytes", "Bytes transferred by user (ftpd_metrics_users only)", m.user_bytes.clone());
+        r.register("transfer_duration_seconds", "Transfer durations", m.durations.clone());
+        r.register("commands", "Commands received by verb", m.commands.clone());
+        r.register("replies", "Replies sent by class", m.replies.clone());
+        r.register("connections_refused", "Control connections refused, by reason", m.refused.clone());
+        r.register("pasv_pinholes", "Passive pinholes by event", m.pinholes.clone());
+        r.register("kernel_events", "Decisions of the eBPF data plane, by event", m.kernel.clone());
+        r.register("pasv_ports_in_use", "Passive ports bound now", m.pasv_in_use.clone());
+        r.register("pasv_ports_range", "Size of the passive port range (0: any port)", m.pasv_range.clone());
+        r.register("ebpf_enabled", "1 when the eBPF data plane is loaded", m.ebpf_enabled.clone());
+        r.register("process_resident_memory_bytes", "Resident memory of all ftpd processes", m.rss.clone());
+        r.register("process_open_fds", "Open file descriptors of the network process", m.fds.clone());
+        r.register("process_cpu_seconds", "CPU time of all ftpd processes", m.cpu.clone());
+        // A gauge fixed at 1 (the classic `_info` idiom), not an OpenMetrics
+        // info metric, which the Prometheus text parser (promtool) rejects.
+        let build: Family<Labels, Gauge> = Family::default();
+        build.get_or_create(&l(&[("version", env!("CARGO_PKG_VERSION"))])).set(1);
+        r.register("build_info", "ftpd build information", build);
+        for reason in ["max_clients", "max_per_ip"] {
+            let _ = m.refused.get_or_create(&l(&[("reason", reason)]));
+        }
+        for dir in ["download", "upload"] {
+            let _ = m.bytes.get_or_create(&l(&[("direction", dir)]));
+        }
+        Self { registry: r, ..m }
+    }
+
+    /// Counts a command by verb, from a fixed set.
+    pub fn command(&self, verb: &str) {
+        let v = if VERBS.contains(&verb) { verb } else { "OTHER" };
+        self.commands.get_or_create(&l(&[("command", v)])).inc();
+    }
+
+    /// Counts a reply by class.
+    pub fn reply(&self, code: u16) {
+        let class = match code / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        };
+        self.replies.get_or_create(&l(&[("class", class)])).inc();
+    }
+
+    /// Counts a labelled event.
+    pub fn inc(family: &Family<Labels, Counter>, key: &str, value: &str) {
+        family.get_or_create(&l(&[(key, value)])).inc();
+    }
+
+    /// Records a finished transfer.
+    pub fn transfer(&self, direction: &str, result: &str, bytes: u64, secs: f64, user: Option<&str>) {
+        // Bytes went into `bytes` while they moved (see `data::Progress`).
+        self.transfers.get_or_create(&l(&[("direction", direction), ("result", result)])).inc();
+        self.durations.get_or_create(&l(&[("direction", direction)])).observe(secs);
+        if let Some(u) = user {
+            self.user_bytes.get_or_create(&l(&[("user", u), ("direction", direction)])).inc_by(bytes);
+        }
+    }
+
+    /// The byte counter of a direction, for `data::Progress`.
+    pub fn bytes_counter(&self, direction: &str) -> Counter {
+        self.bytes.get_or_create(&l(&[("direction", direction)])).clone()
+    }
+
+    /// Session gauge for a user class.
+    pub fn active(&self, class: &str) -> Gauge {
+        self.sessions_active.get_or_create(&l(&[("class", class)])).clone()
+    }
+
+    /// The OpenMetrics text, with kernel and process figures read now.
+    pub fn render(&self, shared: &Shared) -> String {
+        if let Some(Ok(counters)) = shared.kernel().map(crate::dataplane::Dataplane::counters) {
+            for (c, v) in counters {
+                let counter = self.kernel.get_or_create(&l(&[("event", c.name())]));
+                counter.inner().store(v, Ordering::Relaxed);
+            }
+        }
+        let (rss, cpu) = process_totals();
+        self.rss.set(rss);
+        self.cpu.inner().store(cpu.to_bits(), Ordering::Relaxed);
+        self.fds.set(std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as i64));
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// RSS bytes and CPU seconds of this process, its parent (the master, when
+/// ftpd started as root) and the parent's other children (file workers).
+fn process_totals() -> (i64, f64) {
+    let me = std::process::id();
+    let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
+    let master_is_ftpd = std::fs::read_to_string(format!("/proc/{parent}/comm")).is_ok_and(|c| c.trim() == "ftpd");
+    let mut pids = vec![me];
+    if master_is_ftpd {
+        pids.push(parent);
+        let kids = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).unwrap_or_default();
+        pids.extend(kids.split_whitespace().filter_map(|k| k.parse::<u32>().ok()).filter(|k| *k != me));
+    }
+    let page = 4096i64;
+    let (mut rss, mut cpu) = (0i64, 0f64);
+    for p in pids {
+        if let Ok(statm) = std::fs::read_to_string(format!("/proc/{p}/statm")) {
+            rss += statm.split_whitespace().nth(1).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0) * page;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        if let Some((_, rest)) = stat.rsplit_once(") ") {
+            let f: Vec<&str> = rest.split(' ').collect();
+            let t: f64 = [11, 12].iter().filter_map(|i| f.get(*i).and_then(|v| v.parse::<f64>().ok())).sum();
+            cpu += t / 100.0;
+        }
+    }
+    (rss, cpu)
+}
+
+/// The crate's OpenMetrics text as the classic Prometheus text format, for
+/// clients that do not ask for OpenMetrics (curl, promtool): counter families
+/// are named with their `_total` suffix in HELP/TYPE, and `# EOF` is dropped.
+/// Prometheus itself asks for OpenMetrics and gets the crate's output as is.
+pub fn prometheus_text(om: &str) -> String {
+    let counters: Vec<&str> =
+        om.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(&name).then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// Serves `GET /metrics` until the process ends. Anything else gets 404;
+/// requests are bounded (8 KiB, 5 s).
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((mut sock, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut n = 0;
+            let read = async {
+                while n < buf.len() {
+                    let got = sock.read(&mut buf[n..]).await?;
+                    if got == 0 {
+                        break;
+                    }
+                    n += got;
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                Ok::<(), std::io::Error>(())
+            };
+            if tokio::time::timeout(Duration::from_secs(5), read).await.is_err() {
+                return;
+            }
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let first = req.lines().next().unwrap_or_default();
+            let openmetrics =
+                req.lines().any(|h| h.to_ascii_lowercase().starts_with("accept:") && h.contains("openmetrics"));
+            let resp = if first.starts_with("GET /metrics ") || first == "GET /metrics" {
+                let om = shared.metrics.render(&shared);
+                let (body, ctype) = if openmetrics {
+                    (om, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                } else {
+                    (prometheus_text(&om), "text/plain; version=0.0.4; charset=utf-8")
+                };
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot found\n".to_string()
+            };
+            debug!(%peer, request = first, "metrics request");
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}

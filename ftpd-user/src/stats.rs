@@ -1,0 +1,156 @@
+//! `ftpd stats [--watch SECS] [ADDR]`: a running ftpd's metrics as a compact
+//! table for the terminal, with per-second rates from two scrapes.
+
+use std::{
+    collections::HashMap,
+    io::{Read, Write},
+    net::TcpStream,
+    time::{Duration, Instant},
+};
+
+/// Metric samples by `name{labels}` as exposed.
+pub type Samples = HashMap<String, f64>;
+
+/// Fetches and parses `http://ADDR/metrics`.
+pub fn scrape(addr: &str) -> Result<Samples, String> {
+    let mut s =
+        TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e} (is ftpd_metrics_listen set?)"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).map_err(|e| format!("reading from {addr}: {e}"))?;
+    let Some((head, text)) = body.split_once("\r\n\r\n") else {
+        return Err(format!("{addr} did not answer HTTP"));
+    };
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("{addr}: {}", head.lines().next().unwrap_or_default()));
+    }
+    Ok(parse(text))
+}
+
+/// Parses exposition text into samples (comments and `# EOF` skipped).
+pub fn parse(text: &str) -> Samples {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Sum of every sample of `name` whose labels contain all of `with`.
+pub fn sum(s: &Samples, name: &str, with: &[&str]) -> f64 {
+    s.iter()
+        .filter(|(k, _)| {
+            let base = k.split('{').next().unwrap_or_default();
+            base == name && with.iter().all(|w| k.contains(w))
+        })
+        .map(|(_, v)| v)
+        .sum::<f64>()
+        + 0.0 // an empty float sum is -0.0
+}
+
+/// The table, with rates computed between `before` and `now` over `secs`.
+pub fn table(addr: &str, before: &Samples, now: &Samples, secs: f64) -> String {
+    let rate = |name: &str, with: &[&str]| (sum(now, name, with) - sum(before, name, with)).max(0.0) / secs.max(0.001);
+    let mb = 1e6;
+    let mut out = format!("ftpd at {addr}\n");
+    out.push_str(&format!(
+        "sessions active   {:>8}  (anonymous {}, local {}, virtual {})\n",
+        sum(now, "ftpd_sessions_active", &[]),
+        sum(now, "ftpd_sessions_active", &["anonymous"]),
+        sum(now, "ftpd_sessions_active", &["local"]),
+        sum(now, "ftpd_sessions_active", &["virtual"]),
+    ));
+    out.push_str(&format!(
+        "sessions total    {:>8}  logins ok {}, failed {}\n",
+        sum(now, "ftpd_sessions_total", &[]),
+        sum(now, "ftpd_logins_total", &["\"ok\""]),
+        sum(now, "ftpd_logins_total", &["\"failed\""]),
+    ));
+    out.push_str(&format!(
+        "download          {:>8.2} MB/s  (total {:.1} MB)\n",
+        rate("ftpd_transfer_bytes_total", &["download"]) / mb,
+        sum(now, "ftpd_transfer_bytes_total", &["download"]) / mb
+    ));
+    out.push_str(&format!(
+        "upload            {:>8.2} MB/s  (total {:.1} MB)\n",
+        rate("ftpd_transfer_bytes_total", &["upload"]) / mb,
+        sum(now, "ftpd_transfer_bytes_total", &["upload"]) / mb
+    ));
+    out.push_str(&format!(
+        "refused           {:>8.2} /s    (max_clients {}, max_per_ip {})\n",
+        rate("ftpd_connections_refused_total", &[]),
+        sum(now, "ftpd_connections_refused_total", &["max_clients"]),
+        sum(now, "ftpd_connections_refused_total", &["max_per_ip"]),
+    ));
+    let drops = ["pinhole_drop", "cap_drop_per_ip", "cap_drop_total"];
+    let kernel_drops: f64 = drops.iter().map(|d| sum(now, "ftpd_kernel_events_total", &[d])).sum();
+    let kernel_rate: f64 = drops.iter().map(|d| rate("ftpd_kernel_events_total", &[d])).sum();
+    out.push_str(&format!(
+        "kernel drops      {kernel_rate:>8.2} /s    (total {kernel_drops}; eBPF {})\n",
+        if sum(now, "ftpd_ebpf_enabled", &[]) > 0.0 { "on" } else { "off" }
+    ));
+    out.push_str(&format!(
+        "passive ports     {:>8}  in use of {}\n",
+        sum(now, "ftpd_pasv_ports_in_use", &[]),
+        sum(now, "ftpd_pasv_ports_range", &[])
+    ));
+    out
+}
+
+/// Runs the command; returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    let mut watch: Option<f64> = None;
+    let mut addr = "127.0.0.1:9121".to_string();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--watch" => match it.next().and_then(|v| v.parse::<f64>().ok()).filter(|v| *v > 0.0) {
+                Some(v) => watch = Some(v),
+                None => {
+                    eprintln!("ftpd stats: --watch needs a number of seconds");
+                    return 2;
+                }
+            },
+            "-h" | "--help" => {
+                println!(
+                    "usage: ftpd stats [--watch SECS] [ADDR]   (ADDR: ftpd_metrics_listen, default 127.0.0.1:9121)"
+                );
+                return 0;
+            }
+            other if other.starts_with('-') => {
+                eprintln!("ftpd stats: unknown option {other}");
+                return 2;
+            }
+            other => addr = other.to_string(),
+        }
+    }
+    let interval = watch.unwrap_or(1.0);
+    let mut before = match scrape(&addr) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ftpd stats: {e}");
+            return 1;
+        }
+    };
+    let mut t = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_secs_f64(interval));
+        let now = match scrape(&addr) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("ftpd stats: {e}");
+                return 1;
+            }
+        };
+        print!("{}", table(&addr, &before, &now, t.elapsed().as_secs_f64()));
+        if watch.is_none() {
+            return 0;
+        }
+        println!();
+        before = now;
+        t = Instant::now();
+    }
+}
