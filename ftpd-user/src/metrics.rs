@@ -125,7 +125,7 @@ impl Metrics {
         let build: Family<Labels, Gauge> = Family::default();
         build.get_or_create(&l(&[("version", env!("CARGO_PKG_VERSION"))])).set(1);
         r.register("build_info", "ftpd build information", build);
-        for reason in ["max_clients", "max_per_ip"] {
+        for reason in ["max_clients", "max_per_ip", "kernel_hard_cap"] {
             let _ = m.refused.get_or_create(&l(&[("reason", reason)]));
         }
         for dir in ["download", "upload"] {
@@ -180,10 +180,16 @@ impl Metrics {
     /// The OpenMetrics text, with kernel and process figures read now.
     pub fn render(&self, shared: &Shared) -> String {
         if let Some(Ok(counters)) = shared.kernel().map(crate::dataplane::Dataplane::counters) {
+            let mut hard_cap = 0;
             for (c, v) in counters {
                 let counter = self.kernel.get_or_create(&l(&[("event", c.name())]));
                 counter.inner().store(v, Ordering::Relaxed);
+                if matches!(c, ftpd_common::Counter::CapDropPerIp | ftpd_common::Counter::CapDropTotal) {
+                    hard_cap += v;
+                }
             }
+            // SYNs the XDP hard caps dropped, beside userspace's refusals.
+            self.refused.get_or_create(&l(&[("reason", "kernel_hard_cap")])).inner().store(hard_cap, Ordering::Relaxed);
         }
         let (rss, cpu) = process_totals();
         self.rss.set(rss);

@@ -114,6 +114,17 @@ impl Server {
             // test servers must not fight for it.
             let mut all =
                 vec!["ftpd_ebpf=off".to_string(), format!("listen_port={port}"), "ftpd_metrics_listen=".to_string()];
+            if std::env::var("FTPD_TEST_PLANE").is_ok_and(|p| p == "kernel") {
+                // The protocol suites again, with the kernel data plane on `lo`
+                // (serially: `lo` has one XDP slot; a second server at once
+                // falls back to userspace, which `auto` allows).
+                // Each server its own passive range: the kernel plane of one
+                // server guards its whole range on `lo`, and must not stand
+                // between another server and its clients.
+                all[0] = "ftpd_ebpf=auto".into();
+                let base = 20_000 + u32::from(port) % 1_900 * 10;
+                all.extend([format!("pasv_min_port={base}"), format!("pasv_max_port={}", base + 9)]);
+            }
             all.extend(listen.iter().map(|s| (*s).to_string()));
             all.extend(settings.iter().map(|s| (*s).to_string()));
             match Self::spawn_full(None, how, root, &all, SocketAddr::new(connect_ip, port)) {
@@ -176,11 +187,25 @@ impl Server {
                 return Err(format!("ftpd exited with {status}: {}", s.log()));
             }
             if s.log().contains("ftpd listening") {
+                if std::env::var("FTPD_TEST_PLANE").is_ok_and(|p| p == "kernel") {
+                    let plane = if s.log().contains("eBPF data plane loaded") {
+                        "kernel"
+                    } else {
+                        "userspace (lo's XDP slot is taken)"
+                    };
+                    let why = s.log().lines().find(|l| l.contains("eBPF")).unwrap_or_default().to_string();
+                    eprintln!("[ftpd-tests] server on {} runs the {plane} data plane: {why}", s.addr);
+                }
                 return Ok(s);
             }
             thread::sleep(Duration::from_millis(20));
         }
         Err(format!("ftpd not listening after 10 s: {}", s.log()))
+    }
+
+    /// Whether this server runs the kernel data plane (see `FTPD_TEST_PLANE`).
+    pub fn kernel_plane(&self) -> bool {
+        self.log().contains("eBPF data plane loaded")
     }
 
     /// The server's process id (for fd and memory checks).

@@ -46,7 +46,7 @@ fn counters_move_by_the_bytes_transferred() {
     let (server, addr) = server_with_metrics(d.path(), &["anon_max_rate=3000000", "ftpd_metrics_users=anonymous"]);
     let before = samples(&get(&addr, None));
     assert_eq!(before["ftpd_transfer_bytes_total{direction=\"download\"}"], 0.0);
-    assert_eq!(before["ftpd_ebpf_enabled"], 0.0);
+    assert_eq!(before["ftpd_ebpf_enabled"], if server.kernel_plane() { 1.0 } else { 0.0 });
     // A slow download, scraped while it runs.
     let mut c = server.login();
     let mut data = c.pasv_connect();
@@ -191,7 +191,8 @@ fn ftpd_stats_prints_the_numbers() {
         "{out}"
     );
     assert!(out.lines().any(|l| l.starts_with("download") && l.contains("(total 2.0 MB)")), "{out}");
-    assert!(out.lines().any(|l| l.starts_with("kernel drops") && l.contains("eBPF off")), "{out}");
+    let plane = if server.kernel_plane() { "eBPF on" } else { "eBPF off" };
+    assert!(out.lines().any(|l| l.starts_with("kernel drops") && l.contains(plane)), "{out}");
     let bad = run(Command::new(ftpd_bin()).args(["stats", "127.0.0.1:1"]));
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot connect to 127.0.0.1:1"));

@@ -55,6 +55,18 @@ pub(crate) fn run() -> Result<()> {
         exec(&mut test_cmd(&bin, ["test", "--release", "--locked", "--no-fail-fast", "--workspace"]))
     });
     match privileged_skip_reason()? {
+        None => stage(&mut stages, "protocol tests, kernel plane", || {
+            // The same suites again with the eBPF data plane loaded on `lo`
+            // (serially: `lo` has one XDP slot), so both planes answer alike.
+            let mut cmd = test_cmd(
+                &bin,
+                ["test", "--release", "--locked", "--no-fail-fast", "-p", "ftpd-tests", "--", "--test-threads=1"],
+            );
+            exec(cmd.env("FTPD_TEST_PLANE", "kernel"))
+        }),
+        Some(ref why) => skip(&mut stages, "protocol tests, kernel plane", why.clone()),
+    }
+    match privileged_skip_reason()? {
         None => stage(&mut stages, "privileged eBPF tests", || {
             exec(&mut test_cmd(
                 &bin,
