@@ -373,7 +373,8 @@ try:
 except ftplib.error_perm as e:
     out.append(str(e)[:3])
 held = [socket.create_connection((SRV, 2121), 5, ('{good}', 0)) for _ in range(3)]
-out.append(held[-1].recv(100).decode()[:3])
+# Which of the three is refused depends on scheduling; that one is, does not.
+out.append(','.join(sorted(h.recv(100).decode()[:3] for h in held)))
 out.append(f.quit()[:3])
 print(' '.join(out))
 "#,
@@ -415,7 +416,7 @@ fn kernel_and_userspace_planes_answer_alike() {
         assert!(s.log().contains("ftpd_ebpf=off"), "{}", s.log());
         transcript(&pair)
     };
-    assert_eq!(kernel, "220 230 257 200 226 1 226 3000000 226 226 3000000 426 226 200 500 421 221");
+    assert_eq!(kernel, "220 230 257 200 226 1 226 3000000 226 226 3000000 426 226 200 500 220,220,421 221");
     assert_eq!(kernel, user, "the kernel plane must not change what clients see");
 }
 
