@@ -152,12 +152,29 @@ fn pinholes_admit_only_the_expected_client_once() {
 #[test]
 #[ignore = "privileged: network namespaces and eBPF (cargo xtask test as root)"]
 fn caps_answer_421_then_drop_in_xdp() {
+    caps_case(&[]);
+}
+
+#[test]
+#[ignore = "privileged: network namespaces and eBPF (cargo xtask test as root)"]
+fn caps_hold_on_a_dual_stack_listener() {
+    // IPv4 clients of a `[::]` listener are v4-mapped in sock_ops and plain
+    // IPv4 in XDP; both must land on one per-IP count.
+    caps_case(&["listen_ipv6=YES", "listen_address6=::"]);
+}
+
+fn caps_case(extra: &[&str]) {
     assert!(privileged());
     let dir = tempfile::tempdir().unwrap();
     served_by_nobody(dir.path());
     let pair = NetPair::new();
     let cg = Cgroup::new();
-    let _server = start(&pair, &cg, dir.path(), &["max_per_ip=3"]);
+    let mut settings = vec!["max_per_ip=3"];
+    settings.extend_from_slice(extra);
+    let server = start(&pair, &cg, dir.path(), &settings);
+    if !extra.is_empty() {
+        assert!(server.log().contains("listening addr=[::]:2121"), "{}", server.log());
+    }
     let code = format!(
         "SRV='{srv}'\n{PY_CONNECT}\nimport socket, time\nheld = []\nresults = []\n\
          for i in range(6):\n    s = socket.create_connection((SRV, 2121), 3, ('{good}', 0))\n    held.append(s)\n    results.append(s.recv(200).decode().strip())\n    time.sleep(0.1)\n\
