@@ -13,7 +13,7 @@ use std::{
 };
 
 use tokio::net::TcpListener;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 use crate::{
     config::Config, data::canonical, dataplane::Dataplane, fs::Patterns, privsep::Authority, session, xferlog::Logs,
@@ -260,9 +260,16 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
                 }
             };
             let id = shared2.next_id.fetch_add(1, Ordering::Relaxed);
-            info!(session = id, peer = %peer, "connected");
-            session::Session::new(Arc::clone(&shared2), id, stream, peer, local).run().await;
-            info!(session = id, peer = %peer, "disconnected");
+            // Every event of the session, whatever emits it, carries the
+            // session id and the peer (as span fields, also in --log-json).
+            let span = tracing::info_span!("session", id, %peer);
+            async {
+                info!(session = id, peer = %peer, "connected");
+                session::Session::new(Arc::clone(&shared2), id, stream, peer, local).run().await;
+                info!(session = id, peer = %peer, "disconnected");
+            }
+            .instrument(span)
+            .await;
             drop(slot);
         });
     }

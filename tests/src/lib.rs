@@ -542,6 +542,12 @@ pub struct NetPair {
     pub other_ip: Ipv4Addr,
     /// Name of the server-side veth.
     pub server_if: String,
+    /// Server IPv6 address (`fd77:N::1`).
+    pub server_ip6: String,
+    /// Client IPv6 address (`fd77:N::2`).
+    pub client_ip6: String,
+    /// A second client IPv6 address (`fd77:N::3`).
+    pub other_ip6: String,
 }
 
 impl NetPair {
@@ -557,6 +563,9 @@ impl NetPair {
             client_ip: Ipv4Addr::new(10, 77, net as u8, 2),
             other_ip: Ipv4Addr::new(10, 77, net as u8, 3),
             server_if: format!("vs{id}x{n}"),
+            server_ip6: format!("fd77:{net:x}::1"),
+            client_ip6: format!("fd77:{net:x}::2"),
+            other_ip6: format!("fd77:{net:x}::3"),
         };
         let client_if = format!("vc{id}x{n}");
         // From here on, Drop cleans up whatever was created.
@@ -589,6 +598,9 @@ impl NetPair {
             (&me.client_ns, format!("addr add {}/24 dev {client_if}", me.other_ip)),
             (&me.client_ns, format!("link set {client_if} up")),
             (&me.client_ns, "link set lo up".into()),
+            (&me.server_ns, format!("-6 addr add {}/64 dev {} nodad", me.server_ip6, me.server_if)),
+            (&me.client_ns, format!("-6 addr add {}/64 dev {client_if} nodad", me.client_ip6)),
+            (&me.client_ns, format!("-6 addr add {}/64 dev {client_if} nodad", me.other_ip6)),
         ];
         for (ns, s) in ns_steps {
             run_ok(Command::new("ip").args(["-n", ns]).args(s.split(' ')));

@@ -501,3 +501,56 @@ fn max_clients_hard_cap_drops_in_xdp() {
 fn counters_from(pair: &NetPair, _ip: std::net::Ipv4Addr) -> Option<HashMap<String, u64>> {
     std::panic::catch_unwind(|| counters(pair)).ok()
 }
+
+#[test]
+#[ignore = "privileged: network namespaces and eBPF (cargo xtask test as root)"]
+fn caps_and_pinholes_hold_for_ipv6_clients() {
+    assert!(privileged());
+    let dir = tempfile::tempdir().unwrap();
+    served_by_nobody(dir.path());
+    std::fs::write(dir.path().join("f.txt"), b"six").unwrap();
+    let pair = NetPair::new();
+    let cg = Cgroup::new();
+    let listen6 = format!("listen_address6={}", pair.server_ip6);
+    let server = start(&pair, &cg, dir.path(), &["max_per_ip=3", "listen_ipv6=YES", &listen6]);
+    assert!(server.log().contains(&format!("interfaces=[\"{}\"]", pair.server_if)), "{}", server.log());
+    let code = format!(
+        r#"
+import socket, time, ftplib
+SRV, GOOD, OTHER = '{srv}', '{good}', '{other}'
+def attempt(src, port, timeout=1.5):
+    s = socket.socket(socket.AF_INET6)
+    s.bind((src, 0)); s.settimeout(timeout)
+    try:
+        s.connect((SRV, port)); return "ok"
+    except socket.timeout:
+        return "timeout"
+    except ConnectionRefusedError:
+        return "refused"
+    finally:
+        s.close()
+f = ftplib.FTP(); f.connect(SRV, 2121, source_address=(GOOD, 0)); f.login()
+port = int(f.sendcmd('EPSV').split('|')[3])
+print('foreign', attempt(OTHER, port))
+c = socket.create_connection((SRV, port), 3, (GOOD, 0))
+f.putcmd('RETR f.txt'); print('retr', f.getresp()[:3], c.recv(10).decode(), f.getresp()[:3])
+held = [f]
+for i in range(5):
+    s = socket.create_connection((SRV, 2121), 3, (GOOD, 0)); held.append(s)
+    print('conn', s.recv(100).decode()[:3]); time.sleep(0.1)
+print('seventh', attempt(GOOD, 2121))
+o = socket.create_connection((SRV, 2121), 3, (OTHER, 0)); print('other', o.recv(100).decode()[:3])
+"#,
+        srv = pair.server_ip6,
+        good = pair.client_ip6,
+        other = pair.other_ip6
+    );
+    let out = client_py(&pair, &code);
+    assert!(out.contains("foreign timeout"), "{out}");
+    assert!(out.contains("retr 150 six 226"), "{out}");
+    let conns: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("conn ")).collect();
+    // The ftplib session is the first of 3; then 2 more served, 3 refused (held).
+    assert_eq!(conns, ["220", "220", "421", "421", "421"], "{out}");
+    assert!(out.contains("seventh timeout"), "{out}");
+    assert!(out.contains("other 220"), "{out}");
+}
