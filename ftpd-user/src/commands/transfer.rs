@@ -319,12 +319,10 @@ impl Session {
         let started = Instant::now();
         let use_sendfile = cfg.use_sendfile;
         let send = async move {
-            let r = if ascii {
-                send_ascii(&mut data, &file, offset, stall, &progress).await
-            } else if use_sendfile {
+            let r = if use_sendfile && !ascii {
                 data::send_file(&mut data, &file, offset, len, stall, &progress, userspace_pace.as_deref()).await
             } else {
-                send_copy(&mut data, &file, offset, stall, &progress).await
+                send_buffered(&mut data, &file, offset, stall, &progress, ascii).await
             };
             drop(data);
             r
@@ -613,38 +611,16 @@ fn unique_name(root: &Fs, wanted: &VPath) -> Option<VPath> {
     })
 }
 
-/// Download through a buffer (`use_sendfile=NO`).
-async fn send_copy(
+/// Download through a buffer: for `use_sendfile=NO`, and for TYPE A with
+/// `ascii_download_enable`, where LF becomes CRLF. `off` counts file bytes
+/// (REST in ASCII mode is a file offset, as in vsftpd).
+async fn send_buffered(
     data: &mut TcpStream,
     file: &OwnedFd,
     mut off: u64,
     stall: Duration,
     progress: &data::Progress,
-) -> Result<u64, DataError> {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut sent = 0;
-    loop {
-        let n = rustix::io::pread(file, &mut buf, off).map_err(|e| DataError::File(e.into()))?;
-        if n == 0 {
-            break;
-        }
-        data::send_bytes(data, &buf[..n], stall).await?;
-        off += n as u64;
-        sent += n as u64;
-        progress.add(n as u64);
-    }
-    data.shutdown().await.map_err(DataError::Network)?;
-    Ok(sent)
-}
-
-/// TYPE A download with `ascii_download_enable`: LF becomes CRLF. `off` counts
-/// file bytes (REST in ASCII mode is a file offset, as in vsftpd).
-async fn send_ascii(
-    data: &mut TcpStream,
-    file: &OwnedFd,
-    mut off: u64,
-    stall: Duration,
-    progress: &data::Progress,
+    ascii: bool,
 ) -> Result<u64, DataError> {
     let mut buf = vec![0u8; 32 * 1024];
     let mut out = Vec::with_capacity(64 * 1024);
@@ -655,18 +631,23 @@ async fn send_ascii(
         if n == 0 {
             break;
         }
-        out.clear();
-        for &b in &buf[..n] {
-            if b == b'\n' && prev != b'\r' {
-                out.push(b'\r');
+        let chunk: &[u8] = if ascii {
+            out.clear();
+            for &b in &buf[..n] {
+                if b == b'\n' && prev != b'\r' {
+                    out.push(b'\r');
+                }
+                out.push(b);
+                prev = b;
             }
-            out.push(b);
-            prev = b;
-        }
-        data::send_bytes(data, &out, stall).await?;
+            &out
+        } else {
+            &buf[..n]
+        };
+        data::send_bytes(data, chunk, stall).await?;
         off += n as u64;
-        sent += out.len() as u64;
-        progress.add(out.len() as u64);
+        sent += chunk.len() as u64;
+        progress.add(chunk.len() as u64);
     }
     data.shutdown().await.map_err(DataError::Network)?;
     Ok(sent)
