@@ -183,6 +183,7 @@ fn run(cli: Cli) -> Result<()> {
     };
     let port = u16::try_from(cfg.listen_port).context("listen_port")?;
     let addr = SocketAddr::new(listen_ip, port);
+    raise_fd_limit(&cfg);
     // Modes are computed from the configured umasks, not inherited.
     rustix::process::umask(rustix::fs::Mode::empty());
 
@@ -256,6 +257,35 @@ fn run(cli: Cli) -> Result<()> {
         info!("ftpd stopped");
         Ok(())
     })
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit: every session holds a
+/// control socket, and a transfer up to five more descriptors (passive
+/// listener, data socket, file, splice pipe). Says so when the limit is
+/// lower than `max_clients` sessions need.
+fn raise_fd_limit(cfg: &Config) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if let Some(hard) = lim.maximum {
+        if lim.current != Some(hard) {
+            lim.current = Some(hard);
+            if let Err(e) = setrlimit(Resource::Nofile, lim.clone()) {
+                warn!("cannot raise RLIMIT_NOFILE to {hard}: {e}");
+            }
+        }
+    }
+    let soft = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    // Idle sessions need one descriptor; budget two, plus 64 for ftpd itself.
+    let sessions = soft.saturating_sub(64) / 2;
+    if cfg.max_clients == 0 || u64::from(cfg.max_clients) > sessions {
+        warn!(
+            nofile = soft,
+            max_clients = cfg.max_clients,
+            "RLIMIT_NOFILE allows about {sessions} sessions, fewer than max_clients; raise the hard limit (LimitNOFILE= in systemd)"
+        );
+    } else {
+        info!(nofile = soft, "file descriptor limit");
+    }
 }
 
 /// `background=YES`: fork, let the parent exit, start a new session. Done

@@ -104,3 +104,27 @@ fn background_detaches_and_keeps_serving() {
     let _ =
         Command::new("pkill").args(["-TERM", "-f", &format!("ftpd_banner=bg-{port}-{}", std::process::id())]).status();
 }
+
+#[test]
+fn a_low_descriptor_limit_is_reported() {
+    let d = root();
+    let port = free_port();
+    // A hard limit of 256 descriptors cannot hold max_clients=2000 sessions.
+    let script = format!(
+        "ulimit -n 256 && exec \"$0\" --root {} -olisten_port={port} -oftpd_ebpf=off -oftpd_metrics_listen= -omax_clients=2000",
+        d.path().display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .arg(ftpd_bin())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let _ = child.wait();
+    assert!(err.contains("RLIMIT_NOFILE allows about 96 sessions, fewer than max_clients"), "{err}");
+}
