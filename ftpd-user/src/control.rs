@@ -3,7 +3,7 @@
 
 use std::io;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// Longest command line accepted, CRLF included (vsftpd's `VSFTP_MAX_COMMAND_LINE`).
 pub const MAX_LINE: usize = 4096;
@@ -29,19 +29,39 @@ pub enum LineError {
 pub trait ControlRead: AsyncRead + Unpin {
     /// Reads queued bytes; `WouldBlock` when there are none.
     fn read_queued(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Waits until bytes (or the end) can be read, without a buffer: an idle
+    /// session then holds no read buffer at all.
+    fn wait_readable(&mut self) -> impl std::future::Future<Output = io::Result<()>> + Send;
 }
 
 impl ControlRead for tokio::net::tcp::OwnedReadHalf {
     fn read_queued(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         use std::os::fd::AsFd;
         let sock: &tokio::net::TcpStream = self.as_ref();
-        rustix::net::recv(sock.as_fd(), buf, rustix::net::RecvFlags::DONTWAIT).map(|(n, _)| n).map_err(io::Error::from)
+        // Through try_io, so tokio clears readiness only on a real EAGAIN (its
+        // own reads also clear it after a short read, which loses the rest of
+        // an urgent-data line).
+        sock.try_io(tokio::io::Interest::READABLE, || {
+            rustix::net::recv(sock.as_fd(), buf, rustix::net::RecvFlags::DONTWAIT)
+                .map(|(n, _)| n)
+                .map_err(io::Error::from)
+        })
+    }
+
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        let sock: &tokio::net::TcpStream = self.as_ref();
+        sock.readable().await
     }
 }
 
 impl ControlRead for &[u8] {
-    fn read_queued(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
-        Err(io::ErrorKind::WouldBlock.into())
+    fn read_queued(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        std::io::Read::read(self, buf)
+    }
+
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -61,15 +81,15 @@ impl LineReader {
     pub async fn read_line<R: ControlRead>(&mut self, r: &mut R) -> Result<&[u8], LineError> {
         self.buf.drain(..self.consumed);
         self.consumed = 0;
+        if self.buf.is_empty() {
+            // Nothing pending: give the memory back while the session idles.
+            self.buf = Vec::new();
+        }
         let mut scanned = 0;
         loop {
             if let Some(i) = self.buf[scanned..].iter().position(|&b| b == b'\n') {
                 let end = scanned + i;
                 self.consumed = end + 1;
-                if self.buf.len() == self.consumed && self.buf.capacity() > 512 {
-                    // Keep idle sessions small after an unusually long line.
-                    self.buf.shrink_to(512);
-                }
                 let line = &self.buf[..end];
                 return Ok(line.strip_suffix(b"\r").unwrap_or(line));
             }
@@ -81,17 +101,9 @@ impl LineReader {
             let mut chunk = [0u8; 1024];
             match r.read_queued(&mut chunk[..want]) {
                 Ok(0) => return Err(LineError::Closed),
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    continue;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => r.wait_readable().await.map_err(LineError::Io)?,
                 Err(e) => return Err(LineError::Io(e)),
-            }
-            self.buf.reserve(want);
-            let n = r.take(want as u64).read_buf(&mut self.buf).await.map_err(LineError::Io)?;
-            if n == 0 {
-                return Err(LineError::Closed);
             }
         }
     }

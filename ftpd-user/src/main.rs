@@ -266,12 +266,10 @@ fn run(cli: Cli) -> Result<()> {
 fn raise_fd_limit(cfg: &Config) {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut lim = getrlimit(Resource::Nofile);
-    if let Some(hard) = lim.maximum {
-        if lim.current != Some(hard) {
-            lim.current = Some(hard);
-            if let Err(e) = setrlimit(Resource::Nofile, lim.clone()) {
-                warn!("cannot raise RLIMIT_NOFILE to {hard}: {e}");
-            }
+    if let Some(hard) = lim.maximum.filter(|h| lim.current != Some(*h)) {
+        lim.current = Some(hard);
+        if let Err(e) = setrlimit(Resource::Nofile, lim) {
+            warn!("cannot raise RLIMIT_NOFILE to {hard}: {e}");
         }
     }
     let soft = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);

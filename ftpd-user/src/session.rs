@@ -184,7 +184,10 @@ impl Session {
                     None => return,
                 },
             };
-            match self.dispatch(&line).await {
+            // Boxed: the command futures (transfers with their raced futures)
+            // are far larger than the idle read loop, and an idle session
+            // should not carry their space (docs: issue 5's 4 KiB target).
+            match Box::pin(self.dispatch(&line)).await {
                 Ok(Next::Continue) if self.control_closed && self.pending.is_none() => return,
                 Ok(Next::Continue) => {}
                 Ok(Next::Quit) => return,
