@@ -33,6 +33,8 @@ pub enum Plane {
 pub struct Shared {
     /// The validated configuration.
     pub cfg: Config,
+    /// The same, shared by every session without a per-user config file.
+    pub base: Arc<Config>,
     /// Absolute directory served to anonymous users.
     pub anon_root: PathBuf,
     /// The data plane in use.
@@ -106,6 +108,7 @@ impl Shared {
         let metrics_users =
             cfg.ftpd_metrics_users.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
         Ok(Self {
+            base: Arc::new(cfg.clone()),
             metrics,
             metrics_users,
             source,

@@ -76,12 +76,20 @@ impl Session {
             }
         };
         let g = logged.grant;
-        let mut cfg = self.shared.cfg.clone();
-        let source = format!("{}/{}", cfg.user_config_dir, g.name);
-        if let Some(Err(e)) = g.user_config.as_ref().map(|text| cfg.apply_text(&source, text)) {
-            warn!(session = self.id, user = %g.name, error = %e, "bad per-user config; login refused");
-            return self.reply(530, "Login incorrect.").await;
-        }
+        // Sessions share the global settings; only a per-user config file
+        // makes a session its own copy (a Config is a few KiB per session).
+        let cfg: Arc<crate::config::Config> = match &g.user_config {
+            None => Arc::clone(&self.shared.base),
+            Some(text) => {
+                let mut own = self.shared.cfg.clone();
+                let source = format!("{}/{}", own.user_config_dir, g.name);
+                if let Err(e) = own.apply_text(&source, text) {
+                    warn!(session = self.id, user = %g.name, error = %e, "bad per-user config; login refused");
+                    return self.reply(530, "Login incorrect.").await;
+                }
+                Arc::new(own)
+            }
+        };
         let anon_rules = g.anonymous || (cfg.guest_enable && !cfg.virtual_use_local_privs);
         self.umask = if anon_rules { cfg.anon_umask } else { cfg.local_umask };
         self.cwd = VPath::root().join(&g.cwd).unwrap_or_else(|_| VPath::root());
@@ -101,8 +109,7 @@ impl Session {
         gauge.inc();
         self.active = Some(gauge);
         let delay = std::time::Duration::from_secs(u64::from(cfg.delay_successful_login));
-        self.phase =
-            Phase::Ready(Box::new(User { name: g.name, anonymous: g.anonymous, root: logged.fs, cfg: Arc::new(cfg) }));
+        self.phase = Phase::Ready(Box::new(User { name: g.name, anonymous: g.anonymous, root: logged.fs, cfg }));
         tokio::time::sleep(delay).await;
         let start = self.cwd.clone();
         let mut lines = self.dir_message(&start);
