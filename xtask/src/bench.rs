@@ -20,6 +20,9 @@ use crate::{build, exec, setup, workspace_root};
 /// Which benchmark.
 #[derive(clap::Args)]
 pub(crate) struct Args {
+    /// `flood` (root), `sessions`, or `all`.
+    #[arg(default_value = "all")]
+    which: String,
     /// Repetitions of each configuration (interleaved).
     #[arg(long, default_value_t = 3)]
     reps: usize,
@@ -252,9 +255,144 @@ fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
-/// Runs the flood benchmark and writes bench-results/flood.{json,md}.
+/// Runs the chosen benchmarks.
 pub(crate) fn run(args: &Args) -> Result<()> {
     setup::run(setup::Verbosity::Summary)?;
+    match args.which.as_str() {
+        "flood" => flood(args),
+        "sessions" => sessions(),
+        "all" => {
+            sessions()?;
+            if setup::is_root()? {
+                flood(args)
+            } else {
+                bail!("the flood benchmark needs root; `cargo xtask bench sessions` ran")
+            }
+        }
+        other => bail!("unknown benchmark {other:?}: use flood, sessions or all"),
+    }
+}
+
+/// Holds N logged-in sessions and prints how many it holds, then waits.
+const HOLD_SESSIONS: &str = r#"
+import socket, sys, resource
+n, port = int(sys.argv[1]), int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_NOFILE, (n + 100, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+held = []
+for i in range(n):
+    try:
+        c = socket.create_connection(('127.0.0.1', port), 5)
+        c.recv(100); c.sendall(b'USER anonymous\r\n')
+        if not c.recv(100).startswith(b'230'):
+            break
+        held.append(c)
+    except OSError:
+        break
+print(len(held), flush=True)
+sys.stdin.read()
+"#;
+
+/// RSS (bytes) of a process and all its descendants.
+fn rss_tree(pid: u32) -> u64 {
+    let mut total = 0;
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        if let Ok(statm) = std::fs::read_to_string(format!("/proc/{p}/statm")) {
+            total += statm.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 4096;
+        }
+        let kids = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        todo.extend(kids.split_whitespace().filter_map(|k| k.parse::<u32>().ok()));
+    }
+    total
+}
+
+/// Idle logged-in sessions: RSS per session (all ftpd processes), and
+/// whether every session was held. Writes bench-results/sessions.{json,md}.
+fn sessions() -> Result<()> {
+    let bin = build::run()?;
+    let root = std::env::temp_dir().join("ftpd-bench-root");
+    std::fs::create_dir_all(&root)?;
+    let mut md = String::from(
+        "# ftpd idle sessions
+
+| sessions | held | RSS per session (KiB) |
+| --- | --- | --- |
+",
+    );
+    let mut json = String::from("{\"benchmark\":\"sessions\",\"rows\":[");
+    for (i, n) in [1000u32, 10_000].into_iter().enumerate() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let mut server = Guard(
+            Command::new(&bin)
+                .arg("--root")
+                .arg(&root)
+                .args([
+                    format!("-olisten_port={port}"),
+                    "-oftpd_ebpf=off".into(),
+                    "-oftpd_metrics_listen=".into(),
+                    "-omax_clients=0".into(),
+                    "-omax_per_ip=0".into(),
+                    "-oidle_session_timeout=0".into(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting ftpd")?,
+        );
+        thread::sleep(Duration::from_millis(500));
+        let pid = server.0.id();
+        let mut warm = Command::new("python3")
+            .args(["-c", HOLD_SESSIONS, "1", &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(warm.stdout.take().context("stdout")?), &mut line)?;
+        thread::sleep(Duration::from_millis(300));
+        let base = rss_tree(pid);
+        let t = Instant::now();
+        let mut holder = Command::new("python3")
+            .args(["-c", HOLD_SESSIONS, &n.to_string(), &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut held = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().context("stdout")?), &mut held)?;
+        thread::sleep(Duration::from_millis(500));
+        let after = rss_tree(pid);
+        let held: u32 = held.trim().parse().unwrap_or(0);
+        let per = (after.saturating_sub(base)) as f64 / f64::from(held.max(1)) / 1024.0;
+        println!(
+            "[bench sessions] {n}: held {held}, {per:.2} KiB per session ({:.1} s to open)",
+            t.elapsed().as_secs_f64()
+        );
+        let _ = writeln!(md, "| {n} | {held} | {per:.2} |");
+        let _ = write!(
+            json,
+            "{}{{\"sessions\":{n},\"held\":{held},\"kib_per_session\":{per:.3}}}",
+            if i > 0 { "," } else { "" }
+        );
+        drop(holder.stdin.take());
+        drop(warm.stdin.take());
+        let _ = holder.wait();
+        let _ = warm.wait();
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let _ = server.0.wait();
+    }
+    json.push_str("]}\n");
+    println!("\n{md}");
+    let dir = workspace_root().join("bench-results");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("sessions.md"), &md)?;
+    std::fs::write(dir.join("sessions.json"), &json)?;
+    Ok(())
+}
+
+/// Runs the flood benchmark and writes bench-results/flood.{json,md}.
+fn flood(args: &Args) -> Result<()> {
     if !setup::is_root()? {
         bail!("the flood benchmark needs root (network namespaces, eBPF)");
     }

@@ -44,7 +44,7 @@ enum Task {
     Test,
     /// Regenerate the README's option reference from the option table.
     Docs,
-    /// Benchmarks (root): the SYN and connection floods, eBPF against ftpd_ebpf=off.
+    /// Benchmarks: idle-session memory; (root) the SYN and connection floods, eBPF against ftpd_ebpf=off.
     Bench(bench::Args),
 }
 
