@@ -334,3 +334,39 @@ fn pam_service_name_and_chmod_enable() {
     assert!(out.lines().nth(1).is_some_and(|l| l.starts_with("DENIED 550")), "{out}");
     assert_eq!(std::fs::metadata(u.home.join("c.txt")).unwrap().mode() & 0o777, 0o640);
 }
+
+#[test]
+#[ignore = "privileged: starts ftpd as another user (cargo xtask test as root)"]
+fn started_without_root_ftpd_serves_in_one_process_on_the_userspace_plane() {
+    assert!(privileged());
+    let anon = served();
+    std::fs::write(anon.path().join("f.txt"), b"plain").unwrap();
+    std::fs::set_permissions(anon.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let port = ftpd_tests::free_port();
+    let settings: Vec<String> = vec![
+        format!("listen_port={port}"),
+        "ftpd_metrics_listen=".into(),
+        "write_enable=YES".into(),
+        "anon_upload_enable=YES".into(),
+        "ftpd_ebpf=auto".into(),
+    ];
+    let prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+    let server =
+        Server::spawn(Some(&prefix), anon.path(), &settings, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .unwrap();
+    let log = server.log();
+    assert!(log.contains("not started as root: no privilege separation"), "{log}");
+    assert!(log.contains("falling back to userspace enforcement"), "{log}");
+    let out = ftplib(
+        &server,
+        "anonymous",
+        "x",
+        "b = io.BytesIO(); f.retrbinary('RETR f.txt', b.write); print(b.getvalue())\nprint(f.storbinary('STOR n.txt', io.BytesIO(b'n')))",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["230 Login successful.", "b'plain'", "226 Transfer complete."], "{out}\n{}", server.log());
+    assert_eq!(std::fs::metadata(anon.path().join("n.txt")).unwrap().uid(), 65534);
+    // The one process runs as nobody: no root anywhere.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    assert!(status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("65534")), "{status}");
+}
