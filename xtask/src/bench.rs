@@ -20,7 +20,7 @@ use crate::{build, exec, setup, workspace_root};
 /// Which benchmark.
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// `flood` (root), `sessions`, or `all`.
+    /// `download` (root, installs vsftpd), `sessions`, `flood` (root), or `all` (sessions and flood).
     #[arg(default_value = "all")]
     which: String,
     /// Repetitions of each configuration (interleaved).
@@ -261,6 +261,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     match args.which.as_str() {
         "flood" => flood(args),
         "sessions" => sessions(),
+        "download" => download(args),
         "all" => {
             sessions()?;
             if setup::is_root()? {
@@ -269,7 +270,7 @@ pub(crate) fn run(args: &Args) -> Result<()> {
                 bail!("the flood benchmark needs root; `cargo xtask bench sessions` ran")
             }
         }
-        other => bail!("unknown benchmark {other:?}: use flood, sessions or all"),
+        other => bail!("unknown benchmark {other:?}: use download, sessions, flood or all"),
     }
 }
 
@@ -388,6 +389,171 @@ fn sessions() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("sessions.md"), &md)?;
     std::fs::write(dir.join("sessions.json"), &json)?;
+    Ok(())
+}
+
+/// The raw ceiling: a minimal HTTP server that sendfile()s the file, so the
+/// same curl binary downloads from all three servers.
+const SENDFILE_SERVER: &str = r#"
+import socket, os, sys
+path, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', port)); s.listen(8)
+while True:
+    c, _ = s.accept()
+    req = b''
+    while b'\r\n\r\n' not in req:
+        d = c.recv(4096)
+        if not d: break
+        req += d
+    with open(path, 'rb') as f:
+        off, size = 0, os.fstat(f.fileno()).st_size
+        c.sendall(b'HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n' % size)
+        while off < size:
+            off += os.sendfile(c.fileno(), f.fileno(), off, size - off)
+    c.close()
+"#;
+
+/// CPU seconds of a process, its live children, and its reaped children.
+fn cpu_all(pid: u32) -> f64 {
+    let mut total = cpu_seconds(pid);
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        if let Some((_, rest)) = stat.rsplit_once(") ") {
+            let f: Vec<&str> = rest.split(' ').collect();
+            total +=
+                [13usize, 14].iter().filter_map(|i| f.get(*i).and_then(|v| v.parse::<f64>().ok())).sum::<f64>() / 100.0;
+        }
+    }
+    total
+}
+
+fn free_local_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Single-stream 1 GiB download: ftpd against vsftpd (sendfile on) and a
+/// raw sendfile loop, interleaved. MB/s from curl, server CPU per GiB.
+fn download(args: &Args) -> Result<()> {
+    if !setup::is_root()? {
+        bail!("the download benchmark needs root (it installs and runs vsftpd)");
+    }
+    let bin = build::run()?;
+    if !Path::new("/usr/sbin/vsftpd").exists() {
+        println!("[bench] installing vsftpd (the peer)");
+        exec(
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends", "vsftpd"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+        let _ = Command::new("systemctl").args(["stop", "vsftpd"]).stderr(Stdio::null()).status();
+        let _ = Command::new("pkill").args(["-x", "vsftpd"]).status();
+    }
+    let dir = std::env::temp_dir().join("ftpd-bench-dl");
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("1g.bin");
+    let size: u64 = 1 << 30;
+    if std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) != size {
+        println!("[bench] writing a 1 GiB random file");
+        exec(Command::new("sh").arg("-c").arg(format!("head -c {size} /dev/urandom > {}", file.display())))?;
+    }
+    std::fs::create_dir_all("/var/run/vsftpd/empty")?;
+    // vsftpd changes to ftp_username's home before anon_root, so it needs a
+    // user whose home exists (nobody's is /nonexistent): daemon's is /usr/sbin.
+    let (fp, vp, cp) = (free_local_port()?, free_local_port()?, free_local_port()?);
+    let conf = dir.join("vsftpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen=YES\nlisten_ipv6=NO\nlisten_port={vp}\nanonymous_enable=YES\nno_anon_password=YES\nanon_root={}\nftp_username=daemon\nnopriv_user=nobody\nlocal_enable=NO\nwrite_enable=NO\npasv_min_port=51000\npasv_max_port=51099\nuse_sendfile=YES\nseccomp_sandbox=NO\nsecure_chroot_dir=/var/run/vsftpd/empty\nbackground=NO\n",
+            dir.display()
+        ),
+    )?;
+    let ftpd = Guard(
+        Command::new(&bin)
+            .arg("--root")
+            .arg(&dir)
+            .args([
+                format!("-olisten_port={fp}"),
+                "-oftpd_ebpf=off".into(),
+                "-oftpd_metrics_listen=".into(),
+                "-opasv_min_port=52000".into(),
+                "-opasv_max_port=52099".into(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let vsftpd =
+        Guard(Command::new("/usr/sbin/vsftpd").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?);
+    let ceiling = Guard(Command::new("python3").args(["-c", SENDFILE_SERVER]).arg(&file).arg(cp.to_string()).spawn()?);
+    thread::sleep(Duration::from_millis(800));
+    let targets: [(&str, u32, String); 3] = [
+        ("ftpd", ftpd.0.id(), format!("ftp://127.0.0.1:{fp}/1g.bin")),
+        ("vsftpd", vsftpd.0.id(), format!("ftp://127.0.0.1:{vp}/1g.bin")),
+        ("sendfile ceiling", ceiling.0.id(), format!("http://127.0.0.1:{cp}/1g.bin")),
+    ];
+    let mut results: Vec<(&str, f64, f64)> = Vec::new();
+    for rep in 1..=args.reps {
+        for (name, pid, url) in &targets {
+            let c0 = cpu_all(*pid);
+            let out = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{size_download} %{speed_download}", url])
+                .stdin(Stdio::null())
+                .output()?;
+            // vsftpd's session processes are counted once reaped.
+            thread::sleep(Duration::from_millis(500));
+            let c1 = cpu_all(*pid);
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut it = text.split_whitespace();
+            let got: u64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let speed: f64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            if got != size {
+                bail!("{name}: downloaded {got} bytes of {size}");
+            }
+            let mb_s = speed / 1e6;
+            let mb_per_cpu = if c1 > c0 { size as f64 / 1e6 / (c1 - c0) } else { f64::INFINITY };
+            println!(
+                "[bench download] rep {rep}/{} {name:<16} {mb_s:8.0} MB/s, {:.3} server CPU s ({mb_per_cpu:.0} MB per CPU s)",
+                args.reps,
+                c1 - c0
+            );
+            results.push((name, mb_s, mb_per_cpu));
+        }
+    }
+    let med =
+        |name: &str, f: fn(&(&str, f64, f64)) -> f64| median(results.iter().filter(|r| r.0 == name).map(f).collect());
+    let mut md = format!(
+        "# 1 GiB single-stream download (curl, loopback), medians of {} interleaved runs (min–max)\n\n| server | MB/s | MB per server CPU-second |\n| --- | --- | --- |\n",
+        args.reps
+    );
+    for (name, _, _) in &targets {
+        let (s, smin, smax) = med(name, |r| r.1);
+        let (c, cmin, cmax) = med(name, |r| r.2);
+        let _ = writeln!(md, "| {name} | {s:.0} ({smin:.0}–{smax:.0}) | {c:.0} ({cmin:.0}–{cmax:.0}) |");
+    }
+    let f = med("ftpd", |r| r.1).0;
+    let v = med("vsftpd", |r| r.1).0;
+    let c = med("sendfile ceiling", |r| r.1).0;
+    let fc = med("ftpd", |r| r.2).0;
+    let vc = med("vsftpd", |r| r.2).0;
+    let _ = writeln!(
+        md,
+        "\nftpd/vsftpd {:.2}, ftpd/ceiling {:.2}; MB per CPU-second ftpd/vsftpd {:.2}",
+        f / v,
+        f / c,
+        fc / vc
+    );
+    println!("\n{md}");
+    let out = workspace_root().join("bench-results");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("download.md"), &md)?;
+    std::fs::write(
+        out.join("download.json"),
+        format!(
+            "{{\"benchmark\":\"download\",\"ftpd_mb_s\":{f},\"vsftpd_mb_s\":{v},\"ceiling_mb_s\":{c},\"ftpd_mb_per_cpu_s\":{fc},\"vsftpd_mb_per_cpu_s\":{vc}}}\n"
+        ),
+    )?;
+    drop((ftpd, vsftpd, ceiling));
     Ok(())
 }
 
