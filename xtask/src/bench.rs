@@ -417,12 +417,11 @@ while True:
 /// CPU seconds of a process, its live children, and its reaped children.
 fn cpu_all(pid: u32) -> f64 {
     let mut total = cpu_seconds(pid);
-    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        if let Some((_, rest)) = stat.rsplit_once(") ") {
-            let f: Vec<&str> = rest.split(' ').collect();
-            total +=
-                [13usize, 14].iter().filter_map(|i| f.get(*i).and_then(|v| v.parse::<f64>().ok())).sum::<f64>() / 100.0;
-        }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    if let Some((_, rest)) = stat.rsplit_once(") ") {
+        let f: Vec<&str> = rest.split(' ').collect();
+        total +=
+            [13usize, 14].iter().filter_map(|i| f.get(*i).and_then(|v| v.parse::<f64>().ok())).sum::<f64>() / 100.0;
     }
     total
 }
