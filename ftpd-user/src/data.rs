@@ -251,19 +251,31 @@ pub async fn receive_file(
     mut offset: Option<u64>,
     stall: Duration,
     progress: &Progress,
+    share: Option<&crate::rates::Flow>,
 ) -> Result<u64, RecvError> {
     use rustix::pipe::{SpliceFlags, splice};
     const CHUNK: usize = 1 << 20;
     let (pipe_r, pipe_w) = pipe;
     let mut total = 0u64;
+    // With a rate limit: seconds the bytes so far are worth at the share in
+    // force when they arrived; reading waits for the clock to catch up, and
+    // TCP flow control slows the client (design/ebpf.md §7). Splice stays.
+    let start = std::time::Instant::now();
+    let mut due = 0.0f64;
     loop {
+        let rate = share.map(|f| f.rate.load(std::sync::atomic::Ordering::Relaxed).max(1));
+        let elapsed = start.elapsed().as_secs_f64();
+        if rate.is_some() && due > elapsed {
+            tokio::time::sleep(Duration::from_secs_f64(due - elapsed)).await;
+        }
+        let chunk = rate.map_or(CHUNK, |r| usize::try_from((r / 20).clamp(4096, CHUNK as u64)).unwrap_or(CHUNK));
         match timeout(stall, stream.readable()).await {
             Err(_) => return Err(RecvError::Stalled),
             Ok(Err(e)) => return Err(RecvError::Network(e)),
             Ok(Ok(())) => {}
         }
         let got = stream.try_io(Interest::READABLE, || {
-            splice(stream.as_fd(), None, pipe_w, None, CHUNK, SpliceFlags::MOVE | SpliceFlags::NONBLOCK)
+            splice(stream.as_fd(), None, pipe_w, None, chunk, SpliceFlags::MOVE | SpliceFlags::NONBLOCK)
                 .map_err(io::Error::from)
         });
         let n = match got {
@@ -283,6 +295,9 @@ pub async fn receive_file(
             left -= w;
             total += w as u64;
             progress.add(w as u64);
+        }
+        if let Some(r) = rate {
+            due += n as f64 / r as f64;
         }
     }
 }

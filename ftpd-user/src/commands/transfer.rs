@@ -432,10 +432,10 @@ impl Session {
         let write_off = plan.write_offset;
         let fd = plan.fd.try_clone()?;
         let recv = async move {
-            let r = if ascii || share.is_some() {
+            let r = if ascii {
                 recv_copy(&mut data, &fd, write_off, stall, &progress, share.as_deref(), ascii).await
             } else {
-                data::receive_file(&mut data, &fd, &pipe, write_off, stall, &progress).await
+                data::receive_file(&mut data, &fd, &pipe, write_off, stall, &progress, share.as_deref()).await
             };
             (r, pipe)
         };
@@ -653,8 +653,8 @@ async fn send_buffered(
     Ok(sent)
 }
 
-/// Upload through a buffer: for TYPE A conversion (CRLF → LF) and for rate
-/// limits, where reading slowly lets TCP flow control slow the client down.
+/// Upload through a buffer, for TYPE A conversion (CRLF → LF), paced like
+/// `data::receive_file` when the session has a rate limit.
 async fn recv_copy(
     data: &mut TcpStream,
     file: &OwnedFd,
