@@ -193,6 +193,14 @@ fn ftpd_stats_prints_the_numbers() {
     assert!(out.lines().any(|l| l.starts_with("download") && l.contains("(total 2.0 MB)")), "{out}");
     let plane = if server.kernel_plane() { "eBPF on" } else { "eBPF off" };
     assert!(out.lines().any(|l| l.starts_with("kernel drops") && l.contains(plane)), "{out}");
+    // --watch refreshes: several tables until stopped.
+    let mut watch =
+        Command::new(ftpd_bin()).args(["stats", "--watch", "0.2", &addr]).stdout(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = watch.kill();
+    let out = watch.wait_with_output().unwrap();
+    let tables = String::from_utf8_lossy(&out.stdout).matches("ftpd at ").count();
+    assert!(tables >= 3, "--watch 0.2 printed {tables} tables in 1.5 s");
     let bad = run(Command::new(ftpd_bin()).args(["stats", "127.0.0.1:1"]));
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot connect to 127.0.0.1:1"));
