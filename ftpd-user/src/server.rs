@@ -31,10 +31,9 @@ pub enum Plane {
 /// State every session can see: the config and what was derived from it at startup.
 #[derive(Debug)]
 pub struct Shared {
-    /// The validated configuration.
-    pub cfg: Config,
-    /// The same, shared by every session without a per-user config file.
-    pub base: Arc<Config>,
+    /// The validated configuration, shared as is by every session without a
+    /// per-user config file.
+    pub cfg: Arc<Config>,
     /// Absolute directory served to anonymous users.
     pub anon_root: PathBuf,
     /// The data plane in use.
@@ -108,7 +107,6 @@ impl Shared {
         let metrics_users =
             cfg.ftpd_metrics_users.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
         Ok(Self {
-            base: Arc::new(cfg.clone()),
             metrics,
             metrics_users,
             source,
@@ -118,7 +116,7 @@ impl Shared {
             authority,
             deny: Patterns::parse(&cfg.deny_file),
             hide: Patterns::parse(&cfg.hide_file),
-            cfg,
+            cfg: Arc::new(cfg),
             anon_root,
             plane,
             banner,

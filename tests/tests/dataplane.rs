@@ -94,7 +94,7 @@ fn counters(pair: &NetPair) -> HashMap<String, u64> {
 const PY_CONNECT: &str = r#"
 import socket, sys
 def attempt(src, port, timeout=1.5):
-    s = socket.socket()
+    s = socket.socket(socket.AF_INET6 if ':' in src else socket.AF_INET)
     s.bind((src, 0))
     s.settimeout(timeout)
     try:
@@ -516,19 +516,9 @@ fn caps_and_pinholes_hold_for_ipv6_clients() {
     assert!(server.log().contains(&format!("interfaces=[\"{}\"]", pair.server_if)), "{}", server.log());
     let code = format!(
         r#"
-import socket, time, ftplib
 SRV, GOOD, OTHER = '{srv}', '{good}', '{other}'
-def attempt(src, port, timeout=1.5):
-    s = socket.socket(socket.AF_INET6)
-    s.bind((src, 0)); s.settimeout(timeout)
-    try:
-        s.connect((SRV, port)); return "ok"
-    except socket.timeout:
-        return "timeout"
-    except ConnectionRefusedError:
-        return "refused"
-    finally:
-        s.close()
+{PY_CONNECT}
+import time, ftplib
 f = ftplib.FTP(); f.connect(SRV, 2121, source_address=(GOOD, 0)); f.login()
 port = int(f.sendcmd('EPSV').split('|')[3])
 print('foreign', attempt(OTHER, port))

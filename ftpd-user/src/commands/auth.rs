@@ -79,9 +79,9 @@ impl Session {
         // Sessions share the global settings; only a per-user config file
         // makes a session its own copy (a Config is a few KiB per session).
         let cfg: Arc<crate::config::Config> = match &g.user_config {
-            None => Arc::clone(&self.shared.base),
+            None => Arc::clone(&self.shared.cfg),
             Some(text) => {
-                let mut own = self.shared.cfg.clone();
+                let mut own = (*self.shared.cfg).clone();
                 let source = format!("{}/{}", own.user_config_dir, g.name);
                 if let Err(e) = own.apply_text(&source, text) {
                     warn!(session = self.id, user = %g.name, error = %e, "bad per-user config; login refused");
