@@ -13,7 +13,7 @@ use std::{
 };
 
 use tokio::net::TcpListener;
-use tracing::{Instrument, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use crate::{
     config::Config, data::canonical, dataplane::Dataplane, fs::Patterns, privsep::Authority, session, xferlog::Logs,
@@ -265,7 +265,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             // session id and the peer (as span fields, also in --log-json).
             let span = tracing::info_span!("session", id, %peer);
             async {
-                info!(session = id, peer = %peer, "connected");
+                debug!(session = id, peer = %peer, "connected");
                 session::Session::new(Arc::clone(&shared2), id, stream, peer, local).run().await;
                 info!(session = id, peer = %peer, "disconnected");
             }

@@ -40,7 +40,7 @@ pub struct User {
     /// Anonymous users get the `anon_*` rules.
     pub anonymous: bool,
     /// The user's files: the root held open here, or the worker acting as the user.
-    pub root: Fs,
+    pub root: Arc<Fs>,
     /// Effective settings (the global config, plus `user_config_dir` overrides).
     pub cfg: Arc<Config>,
 }

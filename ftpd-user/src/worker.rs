@@ -34,6 +34,20 @@ impl WorkerLink {
     pub fn new(fd: OwnedFd) -> Self {
         Self(Mutex::new(fd))
     }
+
+    /// Whether the worker is still there (its end not closed). Checked
+    /// before a cached grant is reused, so a dead worker is replaced by the
+    /// master instead of failing every file operation of new sessions.
+    pub fn alive(&self) -> bool {
+        // A call in progress holds the lock: the worker was alive just now.
+        let Ok(sock) = self.0.try_lock() else { return true };
+        let mut fds = [rustix::event::PollFd::new(&*sock, rustix::event::PollFlags::empty())];
+        match rustix::event::poll(&mut fds, Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 })) {
+            Ok(0) => true,
+            Ok(_) => !fds[0].revents().intersects(rustix::event::PollFlags::HUP | rustix::event::PollFlags::ERR),
+            Err(_) => false,
+        }
+    }
 }
 
 const OP_OPEN_FILE: u8 = 1;
@@ -47,6 +61,16 @@ const OP_RMDIR: u8 = 8;
 const OP_UNLINK: u8 = 9;
 const OP_RENAME: u8 = 10;
 const OP_CHMOD: u8 = 11;
+const OP_LIST_STREAM: u8 = 12;
+
+/// Entries per listing chunk: small enough that the next chunk is stat'ed
+/// while the front formats and sends this one, large enough that messages
+/// are few (10 000 entries: 20 messages).
+const CHUNK_ENTRIES: u32 = 512;
+/// Streamed listings running at once in one process (one thread each);
+/// more are refused with EAGAIN rather than queued without bound.
+const MAX_LISTINGS: usize = 64;
+static LISTINGS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 const ST_OK: u8 = 0;
 const ST_ERRNO: u8 = 1;
@@ -100,6 +124,42 @@ impl Fs {
         let fd = ipc::call(&*sock, req, None, &mut buf).map_err(FsError::Io)?;
         Self::status(&buf)?;
         Ok((buf, fd))
+    }
+
+    fn call_with(link: &WorkerLink, req: &[u8], fd: std::os::fd::BorrowedFd<'_>) -> Result<(), FsError> {
+        let sock = link.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buf = Vec::new();
+        ipc::call(&*sock, req, Some(fd), &mut buf).map_err(FsError::Io)?;
+        Self::status(&buf)
+    }
+
+    /// Starts a streamed listing of the directory `path`: a thread (in the
+    /// worker, or here) reads and sorts the names, then stats and sends the
+    /// entries a chunk at a time on a channel of their own. The front formats
+    /// and sends each chunk as it comes, so neither side holds the listing,
+    /// and the worker keeps serving other sessions meanwhile.
+    ///
+    /// Must be called inside the tokio runtime. Errors (not a directory, no
+    /// permission) come back here, before anything is streamed.
+    pub fn list_stream(&self, path: &VPath, all: bool) -> Result<Listing, FsError> {
+        let (mine, theirs) = ipc::pair().map_err(FsError::Io)?;
+        match self {
+            Self::Local(r) => start_listing(r.open_dir(path)?, all, theirs)?,
+            Self::Remote(l) => {
+                Self::call_with(
+                    l,
+                    &Enc::tag(OP_LIST_STREAM).bytes(path.as_bytes()).u8(u8::from(all)).0,
+                    theirs.as_fd(),
+                )?;
+                drop(theirs);
+            }
+        }
+        rustix::io::ioctl_fionbio(&mine, true).map_err(|e| FsError::Io(e.into()))?;
+        // SAFETY: `mine` is an open OwnedFd, moved into the AsyncFd, which
+        // owns it (and so its fd number) until it is dropped.
+        let sock = unsafe { tokio::io::unix::AsyncFd::register_with_interest(mine, tokio::io::Interest::READABLE) }
+            .map_err(|e| FsError::Io(io::Error::other(e.to_string())))?;
+        Ok(Listing { sock, buf: Vec::new(), done: false })
     }
 
     fn status(buf: &[u8]) -> Result<(), FsError> {
@@ -156,17 +216,7 @@ impl Fs {
             }
             Self::status(&buf)?;
             let more = buf[0] == ST_MORE;
-            let mut d = Dec(&buf[1..]);
-            let n = d.u32().ok_or_else(broken)?;
-            for _ in 0..n {
-                let name = d.bytes().ok_or_else(broken)?.to_vec();
-                let stat = d.bytes().and_then(stat_from).ok_or_else(broken)?;
-                let link = match d.u8().ok_or_else(broken)? {
-                    0 => None,
-                    _ => Some(d.bytes().ok_or_else(broken)?.to_vec()),
-                };
-                out.push(Entry { name, stat, link });
-            }
+            decode_entries(&buf[1..], &mut out)?;
             if !more {
                 return Ok(out);
             }
@@ -247,6 +297,107 @@ impl Fs {
     }
 }
 
+/// Appends the entries of one listing chunk (after its status byte) to `out`.
+fn decode_entries(chunk: &[u8], out: &mut Vec<Entry>) -> Result<(), FsError> {
+    let mut d = Dec(chunk);
+    let n = d.u32().ok_or_else(broken)?;
+    for _ in 0..n {
+        let name = d.bytes().ok_or_else(broken)?.to_vec();
+        let stat = d.bytes().and_then(stat_from).ok_or_else(broken)?;
+        let link = match d.u8().ok_or_else(broken)? {
+            0 => None,
+            _ => Some(d.bytes().ok_or_else(broken)?.to_vec()),
+        };
+        out.push(Entry { name, stat, link });
+    }
+    Ok(())
+}
+
+/// The front's end of a streamed listing (see [`Fs::list_stream`]).
+#[derive(Debug)]
+pub struct Listing {
+    sock: tokio::io::unix::AsyncFd<OwnedFd>,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl Listing {
+    /// The next chunk of entries, waiting without blocking the thread;
+    /// `None` after the last. Dropping the listing stops its producer.
+    pub async fn next(&mut self) -> Result<Option<Vec<Entry>>, FsError> {
+        if self.done {
+            return Ok(None);
+        }
+        loop {
+            let mut guard = self.sock.readable().await.map_err(FsError::Io)?;
+            match guard.try_io(|s| ipc::recv(s.get_ref().as_fd(), &mut self.buf)) {
+                Err(_would_block) => {}
+                Ok(Err(e)) => return Err(FsError::Io(e)),
+                // The producer went away before its last chunk.
+                Ok(Ok(None)) => return Err(broken()),
+                Ok(Ok(Some(_))) => break,
+            }
+        }
+        Fs::status(&self.buf)?;
+        self.done = self.buf[0] != ST_MORE;
+        let mut out = Vec::new();
+        decode_entries(&self.buf[1..], &mut out)?;
+        Ok(Some(out))
+    }
+}
+
+/// Starts the thread that streams the listing of `dir` to `out`, unless
+/// [`MAX_LISTINGS`] are already running.
+fn start_listing(dir: OwnedFd, all: bool, out: OwnedFd) -> Result<(), FsError> {
+    use std::sync::atomic::Ordering;
+    if LISTINGS.fetch_add(1, Ordering::AcqRel) >= MAX_LISTINGS {
+        LISTINGS.fetch_sub(1, Ordering::AcqRel);
+        return Err(FsError::Io(io::Error::from_raw_os_error(libc::EAGAIN)));
+    }
+    let spawned = std::thread::Builder::new().name("listing".into()).spawn(move || {
+        stream_listing(&dir, all, &out);
+        LISTINGS.fetch_sub(1, Ordering::AcqRel);
+    });
+    spawned.map(drop).map_err(|e| {
+        LISTINGS.fetch_sub(1, Ordering::AcqRel);
+        FsError::Io(e)
+    })
+}
+
+/// Sends the listing of `dir` in chunks. Blocks on `out` while the reader is
+/// behind, so memory stays within the channel's buffer; returns when the
+/// reader goes away (ABOR, client gone).
+fn stream_listing(dir: &OwnedFd, all: bool, out: &OwnedFd) {
+    let names = match crate::fs::read_names(dir, all) {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = ipc::send(out.as_fd(), &err_reply(&e), None);
+            return;
+        }
+    };
+    let mut names = names.into_iter().peekable();
+    loop {
+        let mut body = Enc::default();
+        let mut n = 0u32;
+        while n < CHUNK_ENTRIES && body.0.len() < ipc::MAX_MSG - 8 * 1024 {
+            let Some(name) = names.next() else { break };
+            let Some(e) = crate::fs::entry(dir, name) else { continue };
+            body = body.bytes(&e.name).bytes(stat_bytes(&e.stat));
+            body = match &e.link {
+                Some(t) => body.u8(1).bytes(t),
+                None => body.u8(0),
+            };
+            n += 1;
+        }
+        let more = names.peek().is_some();
+        let mut msg = Enc::tag(if more { ST_MORE } else { ST_OK }).u32(n).0;
+        msg.extend_from_slice(&body.0);
+        if ipc::send(out.as_fd(), &msg, None).is_err() || !more {
+            return;
+        }
+    }
+}
+
 fn err_reply(e: &FsError) -> Vec<u8> {
     match e {
         FsError::BadName => Enc::tag(ST_BADNAME).0,
@@ -259,9 +410,9 @@ fn err_reply(e: &FsError) -> Vec<u8> {
 pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
     let mut buf = Vec::new();
     loop {
-        if ipc::recv(sock.as_fd(), &mut buf)?.is_none() {
+        let Some(fd_in) = ipc::recv(sock.as_fd(), &mut buf)? else {
             return Ok(());
-        }
+        };
         let mut d = Dec(&buf);
         let op = d.u8();
         let path = d.bytes().and_then(|p| VPath::root().join(p).ok());
@@ -294,6 +445,13 @@ pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
                     }
                     Err(e) => err_reply(&e),
                 }
+            }
+            OP_LIST_STREAM => {
+                let all = d.u8().unwrap_or(0) != 0;
+                let Some(chan) = fd_in else {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "listing request without a channel"));
+                };
+                unit(root.open_dir(&path).and_then(|dir| start_listing(dir, all, chan)))
             }
             OP_STAT | OP_LSTAT => {
                 let r = if op == OP_STAT { root.stat(&path) } else { root.lstat(&path) };

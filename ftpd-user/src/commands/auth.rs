@@ -55,11 +55,16 @@ impl Session {
             .filter(|c| !c.is_whitespace() && !c.is_control())
             .collect::<String>();
         let name = user.clone();
-        // PAM can block for seconds (failure delays): keep it off the async threads.
-        let outcome = tokio::task::spawn_blocking(move || {
-            shared.authority.login(&shared.cfg, &shared.anon_root, &name, &password, &rhost)
-        })
-        .await;
+        let outcome = match shared.authority.login_cached(&shared.cfg, &name) {
+            Some(l) => Ok(Ok(l)),
+            // PAM can block for seconds (failure delays): keep it off the async threads.
+            None => {
+                tokio::task::spawn_blocking(move || {
+                    shared.authority.login(&shared.cfg, &shared.anon_root, &name, &password, &rhost)
+                })
+                .await
+            }
+        };
         let logged = match outcome {
             Ok(Ok(l)) => l,
             Ok(Err(d)) => {
@@ -109,7 +114,8 @@ impl Session {
         gauge.inc();
         self.active = Some(gauge);
         let delay = std::time::Duration::from_secs(u64::from(cfg.delay_successful_login));
-        self.phase = Phase::Ready(Box::new(User { name: g.name, anonymous: g.anonymous, root: logged.fs, cfg }));
+        self.phase =
+            Phase::Ready(Box::new(User { name: g.name, anonymous: g.anonymous, root: Arc::new(logged.fs), cfg }));
         tokio::time::sleep(delay).await;
         let start = self.cwd.clone();
         let mut lines = self.dir_message(&start);

@@ -285,9 +285,9 @@ impl Session {
     }
 
     /// RFC 3659 `perm` fact for an entry, from what this session may do.
-    pub(crate) fn perm_fact(&self, stat: &rustix::fs::Stat) -> String {
+    pub(crate) fn perm_fact(&self, is_dir: bool) -> String {
         let mut p = String::new();
-        if fs::is_dir(stat) {
+        if is_dir {
             p.push_str("el");
             if self.may(Op::Upload) {
                 p.push('c');
@@ -315,7 +315,7 @@ impl Session {
             return self.reply(550, "Could not list that path.").await;
         };
         let mut line = Vec::new();
-        fs::mlsx_line(p.as_bytes(), &st, &self.perm_fact(&st), &mut line);
+        fs::mlsx_line(p.as_bytes(), &st, &self.perm_fact(fs::is_dir(&st)), &mut line);
         let text = String::from_utf8_lossy(&line).trim_end().to_string();
         self.reply_multi(250, &format!("Listing {}", String::from_utf8_lossy(p.as_bytes())), &[text], "End").await
     }

@@ -7,7 +7,7 @@
 use std::{
     io,
     os::fd::{AsFd, OwnedFd},
-    sync::atomic::Ordering,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -139,7 +139,7 @@ impl Session {
                 out.extend_from_slice(b"\r\n");
             }
             ListKind::Long => fs::list_line(e, now, self.list_style(), out),
-            ListKind::Machine => fs::mlsx_line(&e.name, &e.stat, &self.perm_fact(&e.stat), out),
+            ListKind::Machine => fs::mlsx_line(&e.name, &e.stat, &self.perm_fact(fs::is_dir(&e.stat)), out),
         }
     }
 
@@ -159,68 +159,40 @@ impl Session {
         }
         let Some(mut data) = self.open_data().await? else { return Ok(()) };
         self.reply(150, "Here comes the directory listing.").await?;
-        // Gather (blocking file-system work, done before the network part).
-        let mut chunks: Vec<Vec<u8>> = Vec::new();
-        let mut failed = false;
-        match &path {
-            None => failed = true,
-            Some(p) => {
-                let mut stack: Vec<(VPath, Vec<u8>, usize)> = vec![(p.clone(), path_arg.to_vec(), 0)];
-                let now = fs::now_secs();
-                let mut buf = Vec::new();
-                let mut first = true;
-                while let Some((dir, shown, depth)) = stack.pop() {
-                    let (is_dir, entries) = match self.entries(&dir, &shown, all) {
-                        Ok(x) => x,
-                        Err(e) => {
-                            debug!(session = self.id, error = ?e, path = %String::from_utf8_lossy(dir.as_bytes()), "cannot list");
-                            failed = first;
-                            continue;
-                        }
-                    };
-                    if recurse && is_dir {
-                        if !first {
-                            buf.extend_from_slice(b"\r\n");
-                        }
-                        let label = if shown.is_empty() { b".".to_vec() } else { shown.clone() };
-                        buf.extend_from_slice(&label);
-                        buf.extend_from_slice(b":\r\n");
-                    }
-                    first = false;
-                    for e in &entries {
-                        self.format_entry(e, kind, now, &mut buf);
-                        if buf.len() >= LIST_CHUNK {
-                            chunks.push(std::mem::take(&mut buf));
-                        }
-                    }
-                    if recurse && is_dir && depth < MAX_RECURSION {
-                        for e in entries.iter().rev().filter(|e| fs::is_dir(&e.stat) && e.link.is_none()) {
-                            let Ok(child) = dir.join(&e.name) else { continue };
-                            let mut label = if shown.is_empty() { Vec::new() } else { shown.clone() };
-                            if !label.is_empty() && !label.ends_with(b"/") {
-                                label.push(b'/');
-                            }
-                            label.extend_from_slice(&e.name);
-                            stack.push((child, label, depth + 1));
-                        }
-                    }
-                }
-                chunks.push(buf);
-            }
-        }
+        // Streamed: each chunk of entries is formatted and written before the
+        // next is read, so a listing costs one chunk of memory whatever its size.
+        let lister = Lister {
+            fs: Arc::clone(&self.user().root),
+            shared: Arc::clone(&self.shared),
+            kind,
+            style: self.list_style(),
+            now: fs::now_secs(),
+            perms: [self.perm_fact(false), self.perm_fact(true)],
+            all,
+            recurse,
+            anon_check: self.anon_rules() && self.cfg().anon_world_readable_only,
+            session: self.id,
+        };
         let stall = self.stall();
+        let given = path_arg.to_vec();
         let send = async move {
-            for c in &chunks {
-                data::send_bytes(&mut data, c, stall).await?;
-            }
-            data.shutdown().await.map_err(DataError::Network)
+            let failed = match path {
+                None => true,
+                Some(p) => lister.send(p, given, &mut data, stall).await?,
+            };
+            data.shutdown().await.map_err(DataError::Network)?;
+            Ok::<bool, DataError>(failed)
         };
         match self.race(send).await? {
-            Raced::Done(Ok(())) if failed && kind == ListKind::Long => {
+            Raced::Done(Ok(true)) if kind == ListKind::Long => {
                 // vsftpd reports an unreadable directory as a successful, empty listing.
                 self.reply(226, "Transfer done (but failed to open directory).").await
             }
-            Raced::Done(Ok(())) => self.reply(226, "Directory send OK.").await,
+            Raced::Done(Ok(_)) => self.reply(226, "Directory send OK.").await,
+            Raced::Done(Err(DataError::File(e))) => {
+                warn!(session = self.id, error = %e, "listing failed");
+                self.reply(451, "Failure reading directory.").await
+            }
             Raced::Done(Err(e)) => {
                 debug!(session = self.id, error = ?e, "listing aborted");
                 self.reply(426, "Failure writing network stream.").await
@@ -609,6 +581,134 @@ fn unique_name(root: &Fs, wanted: &VPath) -> Option<VPath> {
         let p = dir.join(&n).ok()?;
         root.lstat(&p).is_err().then_some(p)
     })
+}
+
+/// What a streamed listing needs from its session, owned, so the transfer
+/// can run while the session answers ABOR and STAT.
+struct Lister {
+    fs: Arc<Fs>,
+    shared: Arc<crate::server::Shared>,
+    kind: ListKind,
+    style: ListStyle,
+    now: i64,
+    /// MLSD `perm` facts for a file and for a directory.
+    perms: [String; 2],
+    all: bool,
+    recurse: bool,
+    /// `anon_world_readable_only` for an anonymous session.
+    anon_check: bool,
+    session: u64,
+}
+
+/// What one directory of a listing turned out to be.
+enum Opened {
+    Dir(crate::worker::Listing),
+    /// Not a listable directory: shown as its one entry, as `ls` does.
+    One(Entry),
+}
+
+impl Lister {
+    fn format(&self, e: &Entry, out: &mut Vec<u8>) {
+        match self.kind {
+            ListKind::Names => {
+                out.extend_from_slice(&e.name);
+                out.extend_from_slice(b"\r\n");
+            }
+            ListKind::Long => fs::list_line(e, self.now, self.style, out),
+            ListKind::Machine => {
+                fs::mlsx_line(&e.name, &e.stat, &self.perms[usize::from(fs::is_dir(&e.stat))], out);
+            }
+        }
+    }
+
+    fn open(&self, dir: &VPath, given: &[u8]) -> Result<Opened, FsError> {
+        // vsftpd: with anon_world_readable_only, anonymous users cannot list
+        // a directory that is not world-readable either.
+        if self.anon_check {
+            let st = self.fs.stat(dir)?;
+            if fs::is_dir(&st) && st.st_mode & 0o004 == 0 {
+                return Err(FsError::Io(io::Error::from(io::ErrorKind::PermissionDenied)));
+            }
+        }
+        match self.fs.list_stream(dir, self.all) {
+            Ok(l) => Ok(Opened::Dir(l)),
+            Err(FsError::Io(e)) if e.raw_os_error() == Some(libc::EAGAIN) => Err(FsError::Io(e)),
+            Err(_) => {
+                let stat = self.fs.stat(dir)?;
+                Ok(Opened::One(Entry { name: given.to_vec(), stat, link: None }))
+            }
+        }
+    }
+
+    /// Sends the listing of `top` (recursively with `-R`). `Ok(true)`: the
+    /// top directory could not be listed at all.
+    async fn send(&self, top: VPath, given: Vec<u8>, data: &mut TcpStream, stall: Duration) -> Result<bool, DataError> {
+        let mut out = Vec::with_capacity(LIST_CHUNK + 4096);
+        let mut stack: Vec<(VPath, Vec<u8>, usize)> = vec![(top, given, 0)];
+        let mut first = true;
+        let mut failed = false;
+        while let Some((dir, shown, depth)) = stack.pop() {
+            let mut listing = match self.open(&dir, &shown) {
+                Ok(Opened::Dir(l)) => l,
+                Ok(Opened::One(e)) => {
+                    first = false;
+                    self.format(&e, &mut out);
+                    continue;
+                }
+                // Too many listings in progress: an error, not an empty listing.
+                Err(FsError::Io(e)) if e.raw_os_error() == Some(libc::EAGAIN) => return Err(DataError::File(e)),
+                Err(e) => {
+                    debug!(session = self.session, error = ?e, path = %String::from_utf8_lossy(dir.as_bytes()), "cannot list");
+                    failed |= first;
+                    first = false;
+                    continue;
+                }
+            };
+            if self.recurse {
+                if !first {
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(if shown.is_empty() { b"." } else { &shown });
+                out.extend_from_slice(b":\r\n");
+            }
+            first = false;
+            let mut subdirs = Vec::new();
+            loop {
+                let chunk = match listing.next().await {
+                    Ok(Some(c)) => c,
+                    Ok(None) => break,
+                    Err(FsError::Io(e)) => return Err(DataError::File(e)),
+                    Err(FsError::BadName) => return Err(DataError::File(io::Error::from(io::ErrorKind::InvalidData))),
+                };
+                for e in &chunk {
+                    if self.shared.hide.matches_name(&e.name) || self.shared.deny.matches_name(&e.name) {
+                        continue;
+                    }
+                    self.format(e, &mut out);
+                    if self.recurse && depth < MAX_RECURSION && fs::is_dir(&e.stat) && e.link.is_none() {
+                        subdirs.push(e.name.clone());
+                    }
+                }
+                if out.len() >= LIST_CHUNK {
+                    data::send_bytes(data, &out, stall).await?;
+                    out.clear();
+                }
+            }
+            for name in subdirs.into_iter().rev() {
+                let Ok(child) = dir.join(&name) else { continue };
+                let mut label = shown.clone();
+                if !label.is_empty() && !label.ends_with(b"/") {
+                    label.push(b'/');
+                }
+                label.extend_from_slice(&name);
+                stack.push((child, label, depth + 1));
+            }
+        }
+        if !out.is_empty() {
+            data::send_bytes(data, &out, stall).await?;
+        }
+        Ok(failed)
+    }
 }
 
 /// Download through a buffer: for `use_sendfile=NO`, and for TYPE A with

@@ -1,0 +1,158 @@
+//! Streamed directory listings (a chunk of entries at a time from the file
+//! worker) and the anonymous login fast path: big listings arrive whole and
+//! sorted, an aborted listing stops its producer and frees what it held, and
+//! a killed file worker is replaced for the next anonymous login.
+
+use std::{
+    io::Read,
+    path::Path,
+    thread,
+    time::{Duration, Instant},
+};
+
+use ftpd_tests::{Server, served_by_nobody};
+
+/// The server's processes: the one started and all its descendants.
+fn tree_pids(server: &Server) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![server.pid()];
+    while let Some(pid) = todo.pop() {
+        out.push(pid);
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        todo.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+    }
+    out
+}
+
+/// Threads named `listing` (the producers of streamed listings) in the server.
+fn listing_threads(server: &Server) -> usize {
+    tree_pids(server)
+        .iter()
+        .flat_map(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten())
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "listing"))
+        .count()
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `n` empty files named `f<i>` (then `pad`) in `dir/big`, created in a
+/// scrambled order so the directory order is not the sorted order.
+fn big_dir(root: &Path, n: u32, pad: &str) {
+    let dir = root.join("big");
+    std::fs::create_dir(&dir).expect("mkdir big");
+    served_by_nobody(&dir);
+    for i in 0..n {
+        let k = (u64::from(i) * 7919) % u64::from(n);
+        std::fs::write(dir.join(format!("f{k:06}{pad}")), b"").expect("create");
+    }
+}
+
+#[test]
+fn a_large_listing_arrives_whole_and_sorted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    big_dir(dir.path(), 12_000, "");
+    let server = Server::start(dir.path(), &[]);
+    let mut c = server.login();
+    // After a first command the file worker exists: the baseline.
+    c.cmd_ok("CWD big", 250);
+    c.cmd_ok("CWD /", 250);
+    let fds = server.fd_count();
+    for (cmd, kind) in [("LIST big", "LIST"), ("NLST big", "NLST"), ("MLSD big", "MLSD")] {
+        let (bytes, code, text) = c.transfer(cmd);
+        assert_eq!(code, 226, "{cmd}: {text}");
+        let text = String::from_utf8(bytes).expect("utf-8 listing");
+        let names: Vec<&str> = text
+            .lines()
+            .map(|l| match kind {
+                "MLSD" => l.rsplit_once("; ").map_or(l, |(_, n)| n),
+                "LIST" => l.rsplit(' ').next().unwrap_or(l),
+                _ => l,
+            })
+            .collect();
+        assert_eq!(names.len(), 12_000, "{cmd}: every entry once");
+        let want: Vec<String> = (0..12_000).map(|i| format!("f{i:06}")).collect();
+        assert!(names.iter().zip(&want).all(|(a, b)| a == b), "{cmd}: sorted by name");
+    }
+    wait_for("listing threads to end", || listing_threads(&server) == 0);
+    wait_for("fds back to the baseline", || server.fd_count() <= fds);
+}
+
+#[test]
+fn abor_during_a_listing_stops_its_producer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    // 60 000 lines of about 250 bytes: more than the socket buffers hold
+    // (the sender's grows to 4 MiB here; the receiver's stays small while
+    // the client does not read), so the producer has to wait.
+    big_dir(dir.path(), 60_000, &"x".repeat(180));
+    std::fs::write(dir.path().join("small.txt"), b"x").expect("write");
+    let server = Server::start(dir.path(), &[]);
+    let mut c = server.login();
+    c.cmd_ok("CWD big", 250);
+    c.cmd_ok("CWD /", 250);
+    let fds = server.fd_count();
+    let mut data = c.pasv_connect();
+    c.cmd_ok("LIST big", 150);
+    // Read a little, then stop reading: the front stops sending, the
+    // producer stops on its full channel, and nothing else is buffered.
+    let mut first = vec![0u8; 8192];
+    data.read_exact(&mut first).expect("the listing starts before it is complete");
+    wait_for("the producer to wait on the reader", || listing_threads(&server) == 1);
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(listing_threads(&server), 1, "one producer, parked");
+    c.send_raw(b"ABOR\r\n").expect("ABOR");
+    let (code, text) = c.read_reply();
+    assert_eq!(code, 426, "{text}");
+    let (code, text) = c.read_reply();
+    assert_eq!(code, 226, "{text}");
+    drop(data);
+    wait_for("the producer to exit", || listing_threads(&server) == 0);
+    // The session and the worker still serve.
+    let (bytes, code, _) = c.transfer("NLST small.txt");
+    assert_eq!((String::from_utf8_lossy(&bytes).trim(), code), ("small.txt", 226));
+    wait_for("fds back to the baseline", || server.fd_count() <= fds);
+}
+
+#[test]
+fn anonymous_logins_survive_a_killed_file_worker() {
+    if !ftpd_tests::is_root() {
+        eprintln!("skipped: file workers exist only when ftpd starts as root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    std::fs::write(dir.path().join("a.txt"), b"alpha\n").expect("write");
+    std::fs::set_permissions(dir.path().join("a.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod");
+    let server = Server::start(dir.path(), &["no_anon_password=NO"]);
+    let get = |server: &Server| {
+        let mut c = server.connect();
+        c.cmd_ok("USER anonymous", 331);
+        c.cmd_ok("PASS me@example.org", 230);
+        c.transfer("RETR a.txt")
+    };
+    assert_eq!(get(&server).0, b"alpha\n");
+    // Later anonymous logins reuse the first one's worker without asking the master.
+    assert_eq!(get(&server).0, b"alpha\n");
+    let worker = tree_pids(&server)
+        .into_iter()
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.windows(13).any(|w| w == b"--ftpd-worker"))
+        })
+        .expect("a file worker process");
+    ftpd_tests::run_ok(std::process::Command::new("kill").args(["-KILL", &worker.to_string()]));
+    // Dead: gone, or a zombie until the master reaps it at the next login it decides.
+    wait_for("the worker to die", || {
+        std::fs::read_to_string(format!("/proc/{worker}/stat"))
+            .map_or(true, |s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+    });
+    let (bytes, code, text) = get(&server);
+    assert_eq!((bytes.as_slice(), code), (&b"alpha\n"[..], 226), "after the worker died: {text}");
+}
