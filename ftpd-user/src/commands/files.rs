@@ -134,7 +134,10 @@ impl Session {
         if let Some(g) = self.pasv_slot.take() {
             g.dec();
         }
-        let seed = self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ fs::now_secs().unsigned_abs();
+        // Each PASV starts its scan elsewhere, also within one session and second.
+        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seed = (self.id ^ call.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ fs::now_secs().unsigned_abs();
         // Bind on the control connection's own local address, as it arrived
         // (a v4-mapped address stays IPv6 on a dual-stack socket).
         let listener = match data::bind_passive(self.local.ip(), cfg.pasv_range(), seed) {
