@@ -29,6 +29,8 @@ use crate::{
 
 /// Most bytes of a listing buffered before they are written to the client.
 const LIST_CHUNK: usize = 64 * 1024;
+/// Capacity asked for the upload pipe (the unprivileged maximum by default).
+const UPLOAD_PIPE: usize = 1 << 20;
 /// Deepest `LIST -R` recursion followed.
 const MAX_RECURSION: usize = 32;
 
@@ -386,7 +388,12 @@ impl Session {
         let pipe = match self.pipe.take() {
             Some(p) => p,
             None => match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
-                Ok(p) => p,
+                Ok(p) => {
+                    // A 64 KiB pipe (the default) moves at most 16 socket
+                    // buffers per splice; 1 MiB moves a whole window.
+                    let _ = rustix::pipe::fcntl_setpipe_size(&p.1, UPLOAD_PIPE);
+                    p
+                }
                 Err(e) => {
                     warn!(session = self.id, error = %e, "cannot create a pipe");
                     plan.discard(&self.user().root);
