@@ -284,7 +284,7 @@ pub struct Entry {
 /// Reads a directory's entries sorted by name, skipping `.` and `..` and, unless
 /// `all`, names starting with a dot (as `ls` and vsftpd do).
 pub fn read_dir(dir: &OwnedFd, all: bool) -> Result<Vec<Entry>, FsError> {
-    Ok(read_names(dir, all)?.into_iter().filter_map(|name| entry(dir, name)).collect())
+    Ok(read_names(dir, all)?.iter().filter_map(|name| entry(dir, name)).collect())
 }
 
 /// The names a listing shows, sorted: `.` and `..`, upload temporaries and,
@@ -306,15 +306,15 @@ pub fn read_names(dir: &OwnedFd, all: bool) -> Result<Vec<Vec<u8>>, FsError> {
 
 /// The entry `name` in `dir` (`lstat`, and the target of a symlink); `None`
 /// when it vanished since the directory was read, so it is simply left out.
-pub fn entry(dir: &OwnedFd, name: Vec<u8>) -> Option<Entry> {
-    let os = OsStr::from_bytes(&name);
+pub fn entry(dir: &OwnedFd, name: &[u8]) -> Option<Entry> {
+    let os = OsStr::from_bytes(name);
     let stat = rustix::fs::statat(dir.as_fd(), os, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).ok()?;
     let link = if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
         rustix::fs::readlinkat(dir.as_fd(), os, Vec::new()).ok().map(|t| t.into_bytes())
     } else {
         None
     };
-    Some(Entry { name, stat, link })
+    Some(Entry { name: name.to_vec(), stat, link })
 }
 
 /// How listings show owners and times.

@@ -367,6 +367,9 @@ fn start_listing(dir: OwnedFd, all: bool, out: OwnedFd) -> Result<(), FsError> {
 /// Sends the listing of `dir` in chunks. Blocks on `out` while the reader is
 /// behind, so memory stays within the channel's buffer; returns when the
 /// reader goes away (ABOR, client gone).
+///
+/// A big directory is stat'ed by two threads, alternate chunks each: the
+/// stats are most of a listing's cost, and the front meanwhile only formats.
 fn stream_listing(dir: &OwnedFd, all: bool, out: &OwnedFd) {
     let names = match crate::fs::read_names(dir, all) {
         Ok(n) => n,
@@ -375,25 +378,90 @@ fn stream_listing(dir: &OwnedFd, all: bool, out: &OwnedFd) {
             return;
         }
     };
-    let mut names = names.into_iter().peekable();
+    let chunks: Vec<&[Vec<u8>]> = names.chunks(CHUNK_ENTRIES as usize).collect();
+    let last = chunks.len().saturating_sub(1);
+    let stat_all =
+        |names: &[Vec<u8>]| -> Vec<Entry> { names.iter().filter_map(|n| crate::fs::entry(dir, n)).collect() };
+    if chunks.len() < PARALLEL_CHUNKS {
+        for (i, c) in chunks.iter().enumerate() {
+            if !send_chunk(out, &stat_all(c), i == last) {
+                return;
+            }
+        }
+        if chunks.is_empty() {
+            send_chunk(out, &[], true);
+        }
+        return;
+    }
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(1);
+        let odd: Vec<&[Vec<u8>]> = chunks.iter().skip(1).step_by(2).copied().collect();
+        let helper = std::thread::Builder::new().name("listing-stat".into()).spawn_scoped(scope, move || {
+            for c in odd {
+                // The sender hung up: the listing was abandoned.
+                if tx.send(stat_all(c)).is_err() {
+                    return;
+                }
+            }
+        });
+        if helper.is_err() {
+            // No second thread: one does it all.
+            for (i, c) in chunks.iter().enumerate() {
+                if !send_chunk(out, &stat_all(c), i == last) {
+                    return;
+                }
+            }
+            return;
+        }
+        for (i, c) in chunks.iter().enumerate() {
+            let entries = if i % 2 == 0 {
+                stat_all(c)
+            } else {
+                match rx.recv() {
+                    Ok(e) => e,
+                    Err(_) => return,
+                }
+            };
+            if !send_chunk(out, &entries, i == last) {
+                // Dropping `rx` (on return) stops the helper at its next chunk.
+                return;
+            }
+        }
+    });
+}
+
+/// Chunks from which a listing is stat'ed by two threads (4 096 entries).
+const PARALLEL_CHUNKS: usize = 8;
+
+/// Sends `entries` as one or more messages (each within [`ipc::MAX_MSG`]);
+/// the last one of the listing says so. False when the reader is gone.
+fn send_chunk(out: &OwnedFd, entries: &[Entry], last: bool) -> bool {
+    let mut rest = entries;
     loop {
         let mut body = Enc::default();
         let mut n = 0u32;
-        while n < CHUNK_ENTRIES && body.0.len() < ipc::MAX_MSG - 8 * 1024 {
-            let Some(name) = names.next() else { break };
-            let Some(e) = crate::fs::entry(dir, name) else { continue };
+        // An entry is at most a name (255), a Stat and a link target
+        // (PATH_MAX): the 8 KiB margin always fits one more.
+        while let Some((e, tail)) = rest.split_first() {
+            if body.0.len() >= ipc::MAX_MSG - 8 * 1024 {
+                break;
+            }
             body = body.bytes(&e.name).bytes(stat_bytes(&e.stat));
             body = match &e.link {
                 Some(t) => body.u8(1).bytes(t),
                 None => body.u8(0),
             };
             n += 1;
+            rest = tail;
         }
-        let more = names.peek().is_some();
+        let more = !rest.is_empty() || !last;
         let mut msg = Enc::tag(if more { ST_MORE } else { ST_OK }).u32(n).0;
         msg.extend_from_slice(&body.0);
-        if ipc::send(out.as_fd(), &msg, None).is_err() || !more {
-            return;
+        if ipc::send(out.as_fd(), &msg, None).is_err() {
+            return false;
+        }
+        if rest.is_empty() {
+            return true;
         }
     }
 }
