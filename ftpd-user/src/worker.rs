@@ -62,6 +62,7 @@ const OP_UNLINK: u8 = 9;
 const OP_RENAME: u8 = 10;
 const OP_CHMOD: u8 = 11;
 const OP_LIST_STREAM: u8 = 12;
+const OP_FORGET: u8 = 13;
 
 /// Entries per listing chunk: small enough that the next chunk is stat'ed
 /// while the front formats and sends this one, large enough that messages
@@ -141,16 +142,13 @@ impl Fs {
     ///
     /// Must be called inside the tokio runtime. Errors (not a directory, no
     /// permission) come back here, before anything is streamed.
-    pub fn list_stream(&self, path: &VPath, all: bool) -> Result<Listing, FsError> {
+    pub fn list_stream(&self, path: &VPath, all: bool, cache_ms: u32) -> Result<Listing, FsError> {
         let (mine, theirs) = ipc::pair().map_err(FsError::Io)?;
         match self {
-            Self::Local(r) => start_listing(r.open_dir(path)?, all, theirs)?,
+            Self::Local(r) => start_listing(r.open_dir(path)?, all, cache_ms, theirs)?,
             Self::Remote(l) => {
-                Self::call_with(
-                    l,
-                    &Enc::tag(OP_LIST_STREAM).bytes(path.as_bytes()).u8(u8::from(all)).0,
-                    theirs.as_fd(),
-                )?;
+                let req = Enc::tag(OP_LIST_STREAM).bytes(path.as_bytes()).u8(u8::from(all)).u32(cache_ms);
+                Self::call_with(l, &req.0, theirs.as_fd())?;
                 drop(theirs);
             }
         }
@@ -248,7 +246,10 @@ impl Fs {
     /// Opens for writing (see `Root::open_write`).
     pub fn open_write(&self, path: &VPath, how: Create, mode: u32) -> Result<OwnedFd, FsError> {
         match self {
-            Self::Local(r) => r.open_write(path, how, mode),
+            Self::Local(r) => {
+                ListCache::clear();
+                r.open_write(path, how, mode)
+            }
             Self::Remote(_) => {
                 let req = Enc::tag(OP_OPEN_WRITE).bytes(path.as_bytes()).u8(create_code(how)).u32(mode);
                 self.simple(req)?.1.ok_or_else(broken)
@@ -259,7 +260,10 @@ impl Fs {
     /// Creates a directory.
     pub fn mkdir(&self, path: &VPath, mode: u32) -> Result<(), FsError> {
         match self {
-            Self::Local(r) => r.mkdir(path, mode),
+            Self::Local(r) => {
+                ListCache::clear();
+                r.mkdir(path, mode)
+            }
             Self::Remote(_) => self.simple(Enc::tag(OP_MKDIR).bytes(path.as_bytes()).u32(mode)).map(drop),
         }
     }
@@ -267,7 +271,10 @@ impl Fs {
     /// Removes an empty directory.
     pub fn rmdir(&self, path: &VPath) -> Result<(), FsError> {
         match self {
-            Self::Local(r) => r.rmdir(path),
+            Self::Local(r) => {
+                ListCache::clear();
+                r.rmdir(path)
+            }
             Self::Remote(_) => self.simple(Enc::tag(OP_RMDIR).bytes(path.as_bytes())).map(drop),
         }
     }
@@ -275,7 +282,10 @@ impl Fs {
     /// Removes a file.
     pub fn unlink(&self, path: &VPath) -> Result<(), FsError> {
         match self {
-            Self::Local(r) => r.unlink(path),
+            Self::Local(r) => {
+                ListCache::clear();
+                r.unlink(path)
+            }
             Self::Remote(_) => self.simple(Enc::tag(OP_UNLINK).bytes(path.as_bytes())).map(drop),
         }
     }
@@ -283,15 +293,32 @@ impl Fs {
     /// Renames.
     pub fn rename(&self, from: &VPath, to: &VPath) -> Result<(), FsError> {
         match self {
-            Self::Local(r) => r.rename(from, to),
+            Self::Local(r) => {
+                ListCache::clear();
+                r.rename(from, to)
+            }
             Self::Remote(_) => self.simple(Enc::tag(OP_RENAME).bytes(from.as_bytes()).bytes(to.as_bytes())).map(drop),
+        }
+    }
+
+    /// Drops the cached listings (`ftpd_list_cache_ms`) after the front
+    /// wrote to a file in place, which no directory time shows.
+    pub fn forget_listings(&self) {
+        match self {
+            Self::Local(_) => ListCache::clear(),
+            Self::Remote(_) => {
+                let _ = self.simple(Enc::tag(OP_FORGET).bytes(b"/"));
+            }
         }
     }
 
     /// Changes permission bits.
     pub fn chmod(&self, path: &VPath, mode: u32) -> Result<(), FsError> {
         match self {
-            Self::Local(r) => r.chmod(path, mode),
+            Self::Local(r) => {
+                ListCache::clear();
+                r.chmod(path, mode)
+            }
             Self::Remote(_) => self.simple(Enc::tag(OP_CHMOD).bytes(path.as_bytes()).u32(mode)).map(drop),
         }
     }
@@ -348,14 +375,14 @@ impl Listing {
 
 /// Starts the thread that streams the listing of `dir` to `out`, unless
 /// [`MAX_LISTINGS`] are already running.
-fn start_listing(dir: OwnedFd, all: bool, out: OwnedFd) -> Result<(), FsError> {
+fn start_listing(dir: OwnedFd, all: bool, cache_ms: u32, out: OwnedFd) -> Result<(), FsError> {
     use std::sync::atomic::Ordering;
     if LISTINGS.fetch_add(1, Ordering::AcqRel) >= MAX_LISTINGS {
         LISTINGS.fetch_sub(1, Ordering::AcqRel);
         return Err(FsError::Io(io::Error::from_raw_os_error(libc::EAGAIN)));
     }
     let spawned = std::thread::Builder::new().name("listing".into()).spawn(move || {
-        stream_listing(&dir, all, &out);
+        stream_listing(&dir, all, cache_ms, &out);
         LISTINGS.fetch_sub(1, Ordering::AcqRel);
     });
     spawned.map(drop).map_err(|e| {
@@ -370,21 +397,16 @@ fn start_listing(dir: OwnedFd, all: bool, out: OwnedFd) -> Result<(), FsError> {
 ///
 /// A big directory is stat'ed by two threads, alternate chunks each: the
 /// stats are most of a listing's cost, and the front meanwhile only formats.
-fn stream_listing(dir: &OwnedFd, all: bool, out: &OwnedFd) {
-    let names = match crate::fs::read_names(dir, all) {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = ipc::send(out.as_fd(), &err_reply(&e), None);
-            return;
-        }
-    };
-    let chunks: Vec<&[Vec<u8>]> = names.chunks(CHUNK_ENTRIES as usize).collect();
-    let last = chunks.len().saturating_sub(1);
-    let stat_all =
-        |names: &[Vec<u8>]| -> Vec<Entry> { names.iter().filter_map(|n| crate::fs::entry(dir, n)).collect() };
-    if chunks.len() < PARALLEL_CHUNKS {
+/// With `cache_ms`, an unchanged directory listed that recently is sent from
+/// [`ListCache`] without reading it again.
+fn stream_listing(dir: &OwnedFd, all: bool, cache_ms: u32, out: &OwnedFd) {
+    let key = (cache_ms > 0).then(|| ListKey::of(dir, all)).flatten();
+    if let Some(key) = &key
+        && let Some(entries) = ListCache::get(key, cache_ms)
+    {
+        let chunks: Vec<&[Entry]> = entries.chunks(CHUNK_ENTRIES as usize).collect();
         for (i, c) in chunks.iter().enumerate() {
-            if !send_chunk(out, &stat_all(c), i == last) {
+            if !send_chunk(out, c, i + 1 == chunks.len()) {
                 return;
             }
         }
@@ -393,41 +415,141 @@ fn stream_listing(dir: &OwnedFd, all: bool, out: &OwnedFd) {
         }
         return;
     }
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(1);
-        let odd: Vec<&[Vec<u8>]> = chunks.iter().skip(1).step_by(2).copied().collect();
-        let helper = std::thread::Builder::new().name("listing-stat".into()).spawn_scoped(scope, move || {
-            for c in odd {
-                // The sender hung up: the listing was abandoned.
-                if tx.send(stat_all(c)).is_err() {
-                    return;
-                }
-            }
-        });
-        if helper.is_err() {
-            // No second thread: one does it all.
-            for (i, c) in chunks.iter().enumerate() {
-                if !send_chunk(out, &stat_all(c), i == last) {
-                    return;
-                }
-            }
+    let names = match crate::fs::read_names(dir, all) {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = ipc::send(out.as_fd(), &err_reply(&e), None);
             return;
         }
-        for (i, c) in chunks.iter().enumerate() {
-            let entries = if i % 2 == 0 {
-                stat_all(c)
+    };
+    // Kept for the cache while it fits its budget.
+    let mut keep: Option<(Vec<Entry>, usize)> = key.as_ref().map(|_| (Vec::new(), 0));
+    let mut send = |entries: Vec<Entry>, last: bool| -> bool {
+        let ok = send_chunk(out, &entries, last);
+        if let Some((kept, bytes)) = &mut keep {
+            *bytes += entries.iter().map(ListCache::cost).sum::<usize>();
+            if *bytes > ListCache::BUDGET / 4 {
+                keep = None;
             } else {
-                match rx.recv() {
-                    Ok(e) => e,
-                    Err(_) => return,
-                }
-            };
-            if !send_chunk(out, &entries, i == last) {
-                // Dropping `rx` (on return) stops the helper at its next chunk.
-                return;
+                kept.extend(entries);
             }
         }
-    });
+        ok
+    };
+    let chunks: Vec<&[Vec<u8>]> = names.chunks(CHUNK_ENTRIES as usize).collect();
+    let last = chunks.len().saturating_sub(1);
+    let stat_all =
+        |names: &[Vec<u8>]| -> Vec<Entry> { names.iter().filter_map(|n| crate::fs::entry(dir, n)).collect() };
+    let complete = if chunks.len() < PARALLEL_CHUNKS {
+        chunks.is_empty() && send(Vec::new(), true)
+            || chunks.iter().enumerate().all(|(i, c)| send(stat_all(c), i == last))
+    } else {
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(1);
+            let odd: Vec<&[Vec<u8>]> = chunks.iter().skip(1).step_by(2).copied().collect();
+            let helper = std::thread::Builder::new().name("listing-stat".into()).spawn_scoped(scope, move || {
+                for c in odd {
+                    // The sender hung up: the listing was abandoned.
+                    if tx.send(stat_all(c)).is_err() {
+                        return;
+                    }
+                }
+            });
+            if helper.is_err() {
+                // No second thread: one does it all.
+                return chunks.iter().enumerate().all(|(i, c)| send(stat_all(c), i == last));
+            }
+            // Dropping `rx` when this returns early stops the helper at its next chunk.
+            chunks.iter().enumerate().all(|(i, c)| {
+                let entries = if i % 2 == 0 { Some(stat_all(c)) } else { rx.recv().ok() };
+                entries.is_some_and(|e| send(e, i == last))
+            })
+        })
+    };
+    // Cached only if the directory did not change while it was read.
+    if complete
+        && let (Some(key), Some((kept, bytes))) = (key, keep)
+        && ListKey::of(dir, all).as_ref() == Some(&key)
+    {
+        ListCache::put(key, kept, bytes);
+    }
+}
+
+/// Which directory a cached listing is of, and its state when it was read:
+/// any entry added, removed or renamed changes the directory's mtime/ctime.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ListKey {
+    dev: u64,
+    ino: u64,
+    all: bool,
+    mtime: (i64, u64),
+    ctime: (i64, u64),
+}
+
+impl ListKey {
+    fn of(dir: &OwnedFd, all: bool) -> Option<Self> {
+        let st = rustix::fs::fstat(dir).ok()?;
+        Some(Self {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            all,
+            mtime: (st.st_mtime, st.st_mtime_nsec as u64),
+            ctime: (st.st_ctime, st.st_ctime_nsec as u64),
+        })
+    }
+}
+
+/// Recent listings of this process (one identity: a worker, or the front in
+/// single-process mode), bounded by [`ListCache::BUDGET`] bytes. Cleared by
+/// every write this process makes (`ftpd_list_cache_ms`).
+struct ListCache {
+    map: std::collections::HashMap<ListKey, (std::time::Instant, std::sync::Arc<Vec<Entry>>, usize)>,
+    bytes: usize,
+}
+
+static LIST_CACHE: Mutex<Option<ListCache>> = Mutex::new(None);
+
+impl ListCache {
+    /// Bytes of entries kept in all; one directory may use a quarter.
+    const BUDGET: usize = 32 << 20;
+
+    fn cost(e: &Entry) -> usize {
+        e.name.len() + e.link.as_ref().map_or(0, Vec::len) + std::mem::size_of::<Entry>()
+    }
+
+    fn get(key: &ListKey, cache_ms: u32) -> Option<std::sync::Arc<Vec<Entry>>> {
+        let mut guard = LIST_CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cache = guard.as_mut()?;
+        let (at, entries, bytes) = cache.map.get(key)?;
+        if at.elapsed() < std::time::Duration::from_millis(u64::from(cache_ms)) {
+            return Some(std::sync::Arc::clone(entries));
+        }
+        cache.bytes -= *bytes;
+        cache.map.remove(key);
+        None
+    }
+
+    fn put(key: ListKey, entries: Vec<Entry>, bytes: usize) {
+        let mut guard = LIST_CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cache = guard.get_or_insert_with(|| Self { map: std::collections::HashMap::new(), bytes: 0 });
+        // The directory's older states, and the oldest entries beyond the budget, go.
+        cache.map.retain(|k, _| (k.dev, k.ino, k.all) != (key.dev, key.ino, key.all));
+        cache.bytes = cache.map.values().map(|v| v.2).sum();
+        while cache.bytes + bytes > Self::BUDGET {
+            let Some(oldest) = cache.map.iter().min_by_key(|(_, v)| v.0).map(|(k, _)| k.clone()) else { break };
+            if let Some(v) = cache.map.remove(&oldest) {
+                cache.bytes -= v.2;
+            }
+        }
+        cache.bytes += bytes;
+        cache.map.insert(key, (std::time::Instant::now(), std::sync::Arc::new(entries), bytes));
+    }
+
+    /// Forgets every listing: a write may have changed a file in place,
+    /// which its directory's times do not show.
+    fn clear() {
+        *LIST_CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
 }
 
 /// Chunks from which a listing is stat'ed by two threads (4 096 entries).
@@ -489,6 +611,9 @@ pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed request from the front"));
         };
         let mut fd_out: Option<OwnedFd> = None;
+        if matches!(op, OP_OPEN_WRITE | OP_MKDIR | OP_RMDIR | OP_UNLINK | OP_RENAME | OP_CHMOD | OP_FORGET) {
+            ListCache::clear();
+        }
         let reply: Vec<u8> = match op {
             OP_OPEN_FILE => match root.open_file(&path) {
                 Ok((fd, st)) => {
@@ -519,7 +644,8 @@ pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
                 let Some(chan) = fd_in else {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, "listing request without a channel"));
                 };
-                unit(root.open_dir(&path).and_then(|dir| start_listing(dir, all, chan)))
+                let cache_ms = d.u32().unwrap_or(0);
+                unit(root.open_dir(&path).and_then(|dir| start_listing(dir, all, cache_ms, chan)))
             }
             OP_STAT | OP_LSTAT => {
                 let r = if op == OP_STAT { root.stat(&path) } else { root.lstat(&path) };
@@ -542,6 +668,7 @@ pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
                     _ => err_reply(&FsError::BadName),
                 }
             }
+            OP_FORGET => Enc::tag(ST_OK).0,
             OP_MKDIR => unit(d.u32().map_or(Err(FsError::BadName), |m| root.mkdir(&path, m))),
             OP_RMDIR => unit(root.rmdir(&path)),
             OP_UNLINK => unit(root.unlink(&path)),

@@ -156,3 +156,69 @@ fn anonymous_logins_survive_a_killed_file_worker() {
     let (bytes, code, text) = get(&server);
     assert_eq!((bytes.as_slice(), code), (&b"alpha\n"[..], 226), "after the worker died: {text}");
 }
+
+/// Sizes shown by `LIST` in `dir`, by name.
+fn sizes(c: &mut ftpd_tests::Ftp, dir: &str) -> std::collections::BTreeMap<String, u64> {
+    let (bytes, code, text) = c.transfer(&format!("LIST {dir}"));
+    assert_eq!(code, 226, "{text}");
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.last()?.to_string(), f.get(4)?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn the_listing_cache_sees_every_change_but_in_place_ones_within_its_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let pubdir = dir.path().join("pub");
+    std::fs::create_dir(&pubdir).expect("mkdir");
+    ftpd_tests::make_writable(&pubdir);
+    std::fs::write(pubdir.join("a"), b"1").expect("write");
+    // Anonymous acts as nobody: the file it appends to must be writable by it.
+    std::fs::set_permissions(pubdir.join("a"), std::os::unix::fs::PermissionsExt::from_mode(0o666)).expect("chmod");
+    let server = Server::start(
+        dir.path(),
+        &["write_enable=YES", "anon_upload_enable=YES", "anon_other_write_enable=YES", "ftpd_list_cache_ms=1500"],
+    );
+    let exact = Server::start(dir.path(), &["ftpd_list_cache_ms=0"]);
+    let mut c = server.login();
+    let mut e = exact.login();
+    assert_eq!(sizes(&mut c, "pub").get("a"), Some(&1));
+    // Another program adds a file: the directory changed, so it shows at once.
+    std::fs::write(pubdir.join("b"), b"22").expect("write");
+    assert_eq!(sizes(&mut c, "pub").get("b"), Some(&2));
+    // An upload through ftpd (in place, APPE) shows at once.
+    let (_, code, text) = c.upload("APPE pub/a", b"more");
+    assert_eq!(code, 226, "{text}");
+    assert_eq!(sizes(&mut c, "pub").get("a"), Some(&5));
+    // Listed by another session while an append is under way, then listed
+    // again once it is done: the final size, not the one cached midway.
+    let mut other = server.login();
+    let mut data = c.pasv_connect();
+    c.cmd_ok("APPE pub/a", 150);
+    std::io::Write::write_all(&mut data, b"xx").expect("append");
+    let midway = Instant::now() + Duration::from_secs(5);
+    while sizes(&mut other, "pub").get("a") != Some(&7) {
+        assert!(Instant::now() < midway, "the appended bytes never showed");
+    }
+    std::io::Write::write_all(&mut data, b"yyy").expect("append");
+    drop(data);
+    assert_eq!(c.read_reply().0, 226);
+    assert_eq!(sizes(&mut other, "pub").get("a"), Some(&10), "the upload's end clears the cache");
+    // Changed in place by another program: the directory's times do not
+    // move, so within ftpd_list_cache_ms the old size shows; without the
+    // cache, the new one.
+    let started = Instant::now();
+    std::fs::write(pubdir.join("a"), b"123456789012").expect("rewrite in place");
+    let cached = sizes(&mut c, "pub").get("a").copied();
+    if started.elapsed() < Duration::from_millis(1200) {
+        assert_eq!(cached, Some(10), "reused within the cache time");
+    }
+    assert_eq!(sizes(&mut e, "pub").get("a"), Some(&12), "ftpd_list_cache_ms=0 always reads");
+    thread::sleep(Duration::from_millis(1600));
+    assert_eq!(sizes(&mut c, "pub").get("a"), Some(&12), "read again after the cache time");
+}

@@ -173,6 +173,7 @@ impl Session {
             all,
             recurse,
             anon_check: self.anon_rules() && self.cfg().anon_world_readable_only,
+            cache_ms: self.cfg().ftpd_list_cache_ms,
             session: self.id,
         };
         let stall = self.stall();
@@ -491,14 +492,20 @@ struct UploadPlan {
 
 impl UploadPlan {
     fn commit(&self, root: &Fs) -> io::Result<()> {
+        let Some(t) = &self.temp else {
+            // Written in place: listings cached before or during the upload
+            // show an old size (renames clear them in the worker anyway).
+            root.forget_listings();
+            return Ok(());
+        };
+        // On disk before it replaces anything, so a crash cannot leave an
+        // empty file where the old one was. A new file has nothing to lose,
+        // and is not synced (as vsftpd).
         rustix::fs::fsync(&self.fd).ok();
-        if let Some(t) = &self.temp {
-            root.rename(t, &self.target).map_err(|e| match e {
-                FsError::Io(e) => e,
-                FsError::BadName => io::Error::from(io::ErrorKind::InvalidInput),
-            })?;
-        }
-        Ok(())
+        root.rename(t, &self.target).map_err(|e| match e {
+            FsError::Io(e) => e,
+            FsError::BadName => io::Error::from(io::ErrorKind::InvalidInput),
+        })
     }
 
     fn fail(&self, root: &Fs) {
@@ -604,6 +611,8 @@ struct Lister {
     recurse: bool,
     /// `anon_world_readable_only` for an anonymous session.
     anon_check: bool,
+    /// `ftpd_list_cache_ms`.
+    cache_ms: u32,
     session: u64,
 }
 
@@ -637,7 +646,7 @@ impl Lister {
                 return Err(FsError::Io(io::Error::from(io::ErrorKind::PermissionDenied)));
             }
         }
-        match self.fs.list_stream(dir, self.all) {
+        match self.fs.list_stream(dir, self.all, self.cache_ms) {
             Ok(l) => Ok(Opened::Dir(l)),
             Err(FsError::Io(e)) if e.raw_os_error() == Some(libc::EAGAIN) => Err(FsError::Io(e)),
             Err(_) => {
