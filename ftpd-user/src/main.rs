@@ -215,6 +215,10 @@ fn run(cli: Cli) -> Result<()> {
         // Privilege separation (docs/ARCHITECTURE.md): this process stays root
         // as the master; the child becomes the unprivileged front.
         let (master_end, front_end) = ftpd::ipc::pair().context("creating the master channel")?;
+        // Opened as root, as the master opens every root: the front opens
+        // world-readable anonymous downloads in it itself (worker::Direct).
+        // Without it (no anonymous access, or not openable) the worker does.
+        let anon_root_fd = cfg.anonymous_enable.then(|| ftpd::fs::Root::open(&root).ok()).flatten();
         // SAFETY: single-threaded here (no runtime yet), so fork is sound.
         match unsafe { libc::fork() } {
             -1 => return Err(std::io::Error::last_os_error()).context("fork"),
@@ -222,7 +226,7 @@ fn run(cli: Cli) -> Result<()> {
                 drop(master_end);
                 ftpd::privsep::become_front(&cfg).map_err(anyhow::Error::msg)?;
                 info!(user = %cfg.nopriv_user, "front process running unprivileged; file access through per-user workers");
-                Authority::master(front_end)
+                Authority::master(front_end, anon_root_fd)
             }
             front => {
                 drop(front_end);

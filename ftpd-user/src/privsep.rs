@@ -21,7 +21,7 @@ use crate::{
     fs::Root,
     ipc::{self, Dec, Enc},
     login::{self, Denial, Grant},
-    worker::{Fs, WorkerLink},
+    worker::{Direct, Fs, WorkerLink},
 };
 
 /// What a login gives the front.
@@ -53,6 +53,8 @@ pub enum Authority {
         /// ones reuse it instead of a round trip to the master (and a thread
         /// there): half the CPU of a login. Cleared on reload.
         anon: Mutex<Option<Box<AnonGrant>>>,
+        /// The anonymous root, opened before the split, for [`Direct`] opens.
+        anon_root: Option<Arc<Root>>,
     },
 }
 
@@ -70,14 +72,33 @@ fn broken(what: &str) -> Denial {
 }
 
 impl Authority {
-    /// The front's end of the master channel, for a new front.
-    pub fn master(chan: OwnedFd) -> Self {
+    /// The front's end of the master channel, for a new front; `anon_root`
+    /// (opened as root) lets it open anonymous downloads itself.
+    pub fn master(chan: OwnedFd, anon_root: Option<Root>) -> Self {
         Self::Master {
             chan: Mutex::new(chan),
             links: Mutex::default(),
             added: std::sync::Condvar::new(),
             anon: Mutex::default(),
+            anon_root: anon_root.map(Arc::new),
         }
+    }
+
+    /// The file access of a granted login: the worker, and for anonymous
+    /// users under `anon_world_readable_only` the front's own opens.
+    fn remote(&self, cfg: &Config, grant: &Grant, link: Arc<WorkerLink>) -> Fs {
+        let direct = match self {
+            Self::Master { anon_root: Some(root), .. } if grant.anonymous && cfg.anon_world_readable_only => {
+                Some(Arc::new(Direct {
+                    root: Arc::clone(root),
+                    uid: grant.uid,
+                    gid: grant.gid,
+                    groups: grant.groups.clone(),
+                }))
+            }
+            _ => None,
+        };
+        Fs::Remote(link, direct)
     }
 
     /// An anonymous login that needs no decision: same config as the last
@@ -95,7 +116,7 @@ impl Authority {
             *slot = None;
             return None;
         }
-        Some(LoggedIn { grant: grant.clone(), fs: Fs::Remote(Arc::clone(link)) })
+        Some(LoggedIn { grant: grant.clone(), fs: self.remote(cfg, grant, Arc::clone(link)) })
     }
 
     /// Logs a user in. Blocking (PAM may take seconds): call it off the async threads.
@@ -116,7 +137,7 @@ impl Authority {
                 })?;
                 Ok(LoggedIn { grant, fs: Fs::Local(root) })
             }
-            Self::Master { chan, links, added, anon } => {
+            Self::Master { chan, links, added, anon, .. } => {
                 let (mine, theirs) = ipc::pair().map_err(|e| broken(&e.to_string()))?;
                 let req = Enc::tag(REQ_LOGIN).bytes(user.as_bytes()).bytes(password).bytes(rhost.as_bytes()).0;
                 {
@@ -151,7 +172,8 @@ impl Authority {
                                     *anon.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
                                         Some(Box::new((grant.clone(), Arc::clone(&link))));
                                 }
-                                return Ok(LoggedIn { grant, fs: Fs::Remote(link) });
+                                let fs = self.remote(cfg, &grant, link);
+                                return Ok(LoggedIn { grant, fs });
                             }
                             let left = deadline.saturating_duration_since(std::time::Instant::now());
                             if left.is_zero() {

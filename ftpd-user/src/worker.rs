@@ -21,8 +21,45 @@ use crate::{
 pub enum Fs {
     /// In this process (single-process mode).
     Local(Root),
-    /// In a worker process running as the user.
-    Remote(std::sync::Arc<WorkerLink>),
+    /// In a worker process running as the user; anonymous downloads may be
+    /// opened here first (see [`Direct`]).
+    Remote(std::sync::Arc<WorkerLink>, Option<std::sync::Arc<Direct>>),
+}
+
+/// Anonymous downloads opened by the front itself, without the worker hop
+/// (two process wake-ups, half the latency of a small download). Used only
+/// with `anon_world_readable_only`, where a file is served only if everyone
+/// may read it anyway: the front (as `nopriv_user`) opens it in the
+/// anonymous root with the same `openat2(RESOLVE_IN_ROOT)` confinement, and
+/// the file must also be readable by `ftp_username` by the bits that apply
+/// to it. Anything else (not world-readable, a directory the front may not
+/// search) goes to the worker, which decides as `ftp_username`.
+#[derive(Debug)]
+pub struct Direct {
+    /// The anonymous root, opened by the master as root before the split.
+    pub root: std::sync::Arc<Root>,
+    /// `ftp_username`'s ids.
+    pub uid: u32,
+    /// Its primary group.
+    pub gid: u32,
+    /// All its groups.
+    pub groups: Vec<u32>,
+}
+
+impl Direct {
+    fn open_file(&self, path: &VPath) -> Option<(OwnedFd, Stat)> {
+        let (fd, st) = self.root.open_file(path).ok()?;
+        let m = st.st_mode;
+        // POSIX looks at the owner's bits for the owner, the group's for a member.
+        let for_ftp = if st.st_uid == self.uid {
+            m & 0o400 != 0
+        } else if st.st_gid == self.gid || self.groups.contains(&st.st_gid) {
+            m & 0o040 != 0
+        } else {
+            true
+        };
+        (m & 0o004 != 0 && for_ftp).then_some((fd, st))
+    }
 }
 
 /// The front's end of a worker's channel. One request at a time.
@@ -146,7 +183,7 @@ impl Fs {
         let (mine, theirs) = ipc::pair().map_err(FsError::Io)?;
         match self {
             Self::Local(r) => start_listing(r.open_dir(path)?, all, cache_ms, theirs)?,
-            Self::Remote(l) => {
+            Self::Remote(l, _) => {
                 let req = Enc::tag(OP_LIST_STREAM).bytes(path.as_bytes()).u8(u8::from(all)).u32(cache_ms);
                 Self::call_with(l, &req.0, theirs.as_fd())?;
                 drop(theirs);
@@ -172,7 +209,7 @@ impl Fs {
 
     fn simple(&self, req: Enc) -> Result<(Vec<u8>, Option<OwnedFd>), FsError> {
         match self {
-            Self::Remote(l) => Self::call(l, &req.0),
+            Self::Remote(l, _) => Self::call(l, &req.0),
             Self::Local(_) => unreachable!("local Fs handled by the caller"),
         }
     }
@@ -181,7 +218,10 @@ impl Fs {
     pub fn open_file(&self, path: &VPath) -> Result<(OwnedFd, Stat), FsError> {
         match self {
             Self::Local(r) => r.open_file(path),
-            Self::Remote(_) => {
+            Self::Remote(_, direct) => {
+                if let Some(opened) = direct.as_ref().and_then(|d| d.open_file(path)) {
+                    return Ok(opened);
+                }
                 let (buf, fd) = self.simple(Enc::tag(OP_OPEN_FILE).bytes(path.as_bytes()))?;
                 let st = Dec(&buf[1..]).bytes().and_then(stat_from).ok_or_else(broken)?;
                 Ok((fd.ok_or_else(broken)?, st))
@@ -193,7 +233,7 @@ impl Fs {
     pub fn is_dir(&self, path: &VPath) -> bool {
         match self {
             Self::Local(r) => r.is_dir(path),
-            Self::Remote(_) => self.simple(Enc::tag(OP_IS_DIR).bytes(path.as_bytes())).is_ok(),
+            Self::Remote(..) => self.simple(Enc::tag(OP_IS_DIR).bytes(path.as_bytes())).is_ok(),
         }
     }
 
@@ -201,7 +241,7 @@ impl Fs {
     pub fn list(&self, path: &VPath, all: bool) -> Result<Vec<Entry>, FsError> {
         let link = match self {
             Self::Local(r) => return r.list(path, all),
-            Self::Remote(l) => l,
+            Self::Remote(l, _) => l,
         };
         let sock = link.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut buf = Vec::new();
@@ -225,7 +265,7 @@ impl Fs {
     pub fn stat(&self, path: &VPath) -> Result<Stat, FsError> {
         match self {
             Self::Local(r) => r.stat(path),
-            Self::Remote(_) => {
+            Self::Remote(..) => {
                 let (buf, _) = self.simple(Enc::tag(OP_STAT).bytes(path.as_bytes()))?;
                 Dec(&buf[1..]).bytes().and_then(stat_from).ok_or_else(broken)
             }
@@ -236,7 +276,7 @@ impl Fs {
     pub fn lstat(&self, path: &VPath) -> Result<Stat, FsError> {
         match self {
             Self::Local(r) => r.lstat(path),
-            Self::Remote(_) => {
+            Self::Remote(..) => {
                 let (buf, _) = self.simple(Enc::tag(OP_LSTAT).bytes(path.as_bytes()))?;
                 Dec(&buf[1..]).bytes().and_then(stat_from).ok_or_else(broken)
             }
@@ -250,7 +290,7 @@ impl Fs {
                 ListCache::clear();
                 r.open_write(path, how, mode)
             }
-            Self::Remote(_) => {
+            Self::Remote(..) => {
                 let req = Enc::tag(OP_OPEN_WRITE).bytes(path.as_bytes()).u8(create_code(how)).u32(mode);
                 self.simple(req)?.1.ok_or_else(broken)
             }
@@ -264,7 +304,7 @@ impl Fs {
                 ListCache::clear();
                 r.mkdir(path, mode)
             }
-            Self::Remote(_) => self.simple(Enc::tag(OP_MKDIR).bytes(path.as_bytes()).u32(mode)).map(drop),
+            Self::Remote(..) => self.simple(Enc::tag(OP_MKDIR).bytes(path.as_bytes()).u32(mode)).map(drop),
         }
     }
 
@@ -275,7 +315,7 @@ impl Fs {
                 ListCache::clear();
                 r.rmdir(path)
             }
-            Self::Remote(_) => self.simple(Enc::tag(OP_RMDIR).bytes(path.as_bytes())).map(drop),
+            Self::Remote(..) => self.simple(Enc::tag(OP_RMDIR).bytes(path.as_bytes())).map(drop),
         }
     }
 
@@ -286,7 +326,7 @@ impl Fs {
                 ListCache::clear();
                 r.unlink(path)
             }
-            Self::Remote(_) => self.simple(Enc::tag(OP_UNLINK).bytes(path.as_bytes())).map(drop),
+            Self::Remote(..) => self.simple(Enc::tag(OP_UNLINK).bytes(path.as_bytes())).map(drop),
         }
     }
 
@@ -297,7 +337,7 @@ impl Fs {
                 ListCache::clear();
                 r.rename(from, to)
             }
-            Self::Remote(_) => self.simple(Enc::tag(OP_RENAME).bytes(from.as_bytes()).bytes(to.as_bytes())).map(drop),
+            Self::Remote(..) => self.simple(Enc::tag(OP_RENAME).bytes(from.as_bytes()).bytes(to.as_bytes())).map(drop),
         }
     }
 
@@ -306,7 +346,7 @@ impl Fs {
     pub fn forget_listings(&self) {
         match self {
             Self::Local(_) => ListCache::clear(),
-            Self::Remote(_) => {
+            Self::Remote(..) => {
                 let _ = self.simple(Enc::tag(OP_FORGET).bytes(b"/"));
             }
         }
@@ -319,7 +359,7 @@ impl Fs {
                 ListCache::clear();
                 r.chmod(path, mode)
             }
-            Self::Remote(_) => self.simple(Enc::tag(OP_CHMOD).bytes(path.as_bytes()).u32(mode)).map(drop),
+            Self::Remote(..) => self.simple(Enc::tag(OP_CHMOD).bytes(path.as_bytes()).u32(mode)).map(drop),
         }
     }
 }

@@ -1,7 +1,10 @@
-//! Streamed directory listings (a chunk of entries at a time from the file
-//! worker) and the anonymous login fast path: big listings arrive whole and
-//! sorted, an aborted listing stops its producer and frees what it held, and
-//! a killed file worker is replaced for the next anonymous login.
+//! The fast paths, and that they change nothing a client can see:
+//! streamed directory listings (a chunk of entries at a time from the file
+//! worker) and their cache, the anonymous login that skips the master, and
+//! anonymous downloads the front opens itself. Big listings arrive whole and
+//! sorted, an aborted listing stops its producer and frees what it held, a
+//! killed file worker is replaced for the next anonymous login, and a file
+//! `ftp_username` may not read stays refused.
 
 use std::{
     io::Read,
@@ -221,4 +224,42 @@ fn the_listing_cache_sees_every_change_but_in_place_ones_within_its_time() {
     assert_eq!(sizes(&mut e, "pub").get("a"), Some(&12), "ftpd_list_cache_ms=0 always reads");
     thread::sleep(Duration::from_millis(1600));
     assert_eq!(sizes(&mut c, "pub").get("a"), Some(&12), "read again after the cache time");
+}
+
+#[test]
+fn anonymous_downloads_keep_ftp_usernames_permissions() {
+    if !ftpd_tests::is_root() {
+        eprintln!("skipped: needs root (files owned by another group, privilege separation)");
+        return;
+    }
+    use std::os::unix::fs::{PermissionsExt, chown};
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let put = |name: &str, mode: u32, gid: u32| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, name.as_bytes()).expect("write");
+        chown(&p, Some(0), Some(gid)).expect("chown");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    // Anonymous acts as daemon (gid 1); the front runs as nobody.
+    put("open.txt", 0o644, 0);
+    // World-readable, but daemon's group may not read it: POSIX applies the
+    // group bits to daemon, the other bits to nobody. vsftpd refuses it.
+    put("group-denied.txt", 0o604, 1);
+    // Only daemon's group may search this directory: the front cannot open
+    // the file inside, the worker (as daemon) can.
+    let inner = dir.path().join("staff");
+    std::fs::create_dir(&inner).expect("mkdir");
+    chown(&inner, Some(0), Some(1)).expect("chown");
+    std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o710)).expect("chmod");
+    put("staff/inside.txt", 0o644, 0);
+    let server = Server::start(dir.path(), &["ftp_username=daemon"]);
+    let mut c = server.login();
+    c.cmd_ok("TYPE I", 200);
+    let (bytes, code, _) = c.transfer("RETR open.txt");
+    assert_eq!((bytes.as_slice(), code), (&b"open.txt"[..], 226));
+    let (_, code, text) = c.transfer("RETR group-denied.txt");
+    assert_eq!(code, 550, "ftp_username may not read it: {text}");
+    let (bytes, code, text) = c.transfer("RETR staff/inside.txt");
+    assert_eq!((bytes.as_slice(), code), (&b"staff/inside.txt"[..], 226), "through the worker: {text}");
 }
