@@ -44,8 +44,13 @@ enum Task {
     Test,
     /// Regenerate the README's option reference from the option table.
     Docs,
-    /// Benchmarks: idle-session memory; (root) the SYN and connection floods, eBPF against ftpd_ebpf=off.
+    /// (root) Benchmarks: ftpd against vsftpd and a raw sendfile/splice ceiling, workload by workload
+    /// (download, upload, concurrent, sessions, list, retr, login), then the SYN and connection floods
+    /// (eBPF against ftpd_ebpf=off). Writes bench-results/latest.{md,json}.
     Bench(bench::Args),
+    /// The benchmark's "ceiling" server (started by `bench`, not by hand).
+    #[command(hide = true, name = "bench-ceiling")]
+    BenchCeiling(bench::CeilingArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +62,7 @@ fn main() -> ExitCode {
         Task::Test => test::run(),
         Task::Docs => setup::run(setup::Verbosity::Summary).and_then(|()| docs::run()),
         Task::Bench(args) => bench::run(&args),
+        Task::BenchCeiling(args) => bench::ceiling(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

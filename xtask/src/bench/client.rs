@@ -1,0 +1,287 @@
+//! A small blocking FTP client (and an HTTP GET for the ceiling) for the
+//! workloads that curl cannot drive: many clients at once, many commands on
+//! one session.
+//!
+//! Every socket has a read and write timeout, so a stuck server fails the
+//! sample instead of hanging the run.
+
+use std::{
+    io::{BufRead, BufReader, ErrorKind, Read, Write},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+/// How long any one read, write or connect may take. Above 31 s: when a
+/// server's accept queue overflows (vsftpd listens with a backlog of 32) the
+/// client's handshake ACK is dropped and the server retransmits its SYN-ACK
+/// after 1, 3, 7, 15 and 31 s, so a slow but working server can take that long
+/// to greet.
+pub(super) const TIMEOUT: Duration = Duration::from_secs(60);
+/// Read buffer for data connections.
+const DATA_BUF: usize = 256 * 1024;
+
+/// A TCP connection to `addr` with the bench timeouts.
+fn connect(addr: SocketAddr) -> Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&addr, TIMEOUT).with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(TIMEOUT))?;
+    s.set_write_timeout(Some(TIMEOUT))?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// Reads `s` to EOF into a reused buffer and returns the byte count.
+fn drain(s: &mut TcpStream, buf: &mut [u8]) -> Result<u64> {
+    let mut total = 0u64;
+    loop {
+        match s.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n as u64,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("reading the data connection"),
+        }
+    }
+}
+
+/// One FTP control connection.
+pub(super) struct Ftp {
+    ctrl: BufReader<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Ftp {
+    /// Connects and reads the 220 greeting.
+    pub(super) fn connect(port: u16) -> Result<Self> {
+        let s = connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+        let mut ftp = Self { ctrl: BufReader::new(s), buf: Vec::new() };
+        ftp.expect(220).context("greeting")?;
+        Ok(ftp)
+    }
+
+    /// Connects and reads the greeting like [`Ftp::connect`], but gives up
+    /// on a connection that has not been greeted after `stall` and connects
+    /// again, as a user would, until [`TIMEOUT`] has passed. Returns the
+    /// session and how many connections stalled.
+    ///
+    /// A server-speaks-first protocol can leave a client waiting forever:
+    /// when the listen backlog overflows the kernel answers with SYN cookies,
+    /// and if the accept queue is still full when the client's ACK arrives
+    /// that ACK is dropped with no state left to retransmit from. The client
+    /// believes it is connected; the server never heard of it. vsftpd's
+    /// backlog of 32 makes this happen to some of 256 clients connecting at
+    /// once.
+    pub(super) fn connect_patient(port: u16, stall: Duration) -> Result<(Self, u32)> {
+        let start = Instant::now();
+        let mut stalls = 0;
+        loop {
+            let s = connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+            s.set_read_timeout(Some(stall))?;
+            match s.peek(&mut [0u8; 1]) {
+                Ok(_) => {
+                    s.set_read_timeout(Some(TIMEOUT))?;
+                    let mut ftp = Self { ctrl: BufReader::new(s), buf: Vec::new() };
+                    ftp.expect(220).context("greeting")?;
+                    return Ok((ftp, stalls));
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    stalls += 1;
+                    if start.elapsed() > TIMEOUT {
+                        bail!("no greeting in {} s ({stalls} connections stalled)", TIMEOUT.as_secs());
+                    }
+                }
+                Err(e) => return Err(e).context("waiting for the greeting"),
+            }
+        }
+    }
+
+    /// Connects and logs in anonymously.
+    pub(super) fn login(port: u16) -> Result<Self> {
+        let mut ftp = Self::connect(port)?;
+        ftp.user()?;
+        Ok(ftp)
+    }
+
+    /// `USER anonymous`, `PASS bench@`, expecting 230.
+    pub(super) fn user(&mut self) -> Result<()> {
+        self.cmd_expect("USER anonymous", 331)?;
+        self.cmd_expect("PASS bench@", 230).map(drop)
+    }
+
+    /// Reads one reply, following multi-line replies (`123-` ... `123 `).
+    /// Returns the code and the last line.
+    pub(super) fn reply(&mut self) -> Result<(u16, String)> {
+        let mut line = String::new();
+        let mut first: Option<u16> = None;
+        loop {
+            line.clear();
+            if self.ctrl.read_line(&mut line).context("reading a reply")? == 0 {
+                bail!("the server closed the control connection");
+            }
+            let code = line.get(..3).and_then(|c| c.parse::<u16>().ok());
+            let sep = line.as_bytes().get(3).copied();
+            match (first, code) {
+                (None, Some(c)) => first = Some(c),
+                (None, None) => bail!("not an FTP reply: {:?}", line.trim_end()),
+                _ => {}
+            }
+            if code.is_some() && code == first && sep != Some(b'-') {
+                return Ok((code.unwrap_or_default(), line.trim_end().to_owned()));
+            }
+        }
+    }
+
+    /// Reads a reply and fails unless its code is `want`.
+    pub(super) fn expect(&mut self, want: u16) -> Result<String> {
+        let (code, text) = self.reply()?;
+        if code != want {
+            bail!("expected {want}, got {text:?}");
+        }
+        Ok(text)
+    }
+
+    /// Sends one command line and reads the reply.
+    pub(super) fn cmd(&mut self, line: &str) -> Result<(u16, String)> {
+        self.ctrl.get_mut().write_all(format!("{line}\r\n").as_bytes()).with_context(|| format!("sending {line}"))?;
+        self.reply().with_context(|| format!("reply to {line}"))
+    }
+
+    /// Sends one command line and fails unless the reply code is `want`.
+    pub(super) fn cmd_expect(&mut self, line: &str, want: u16) -> Result<String> {
+        let (code, text) = self.cmd(line)?;
+        if code != want {
+            bail!("{line}: expected {want}, got {text:?}");
+        }
+        Ok(text)
+    }
+
+    /// `PASV`, then connects to the address the 227 reply gives.
+    fn pasv(&mut self) -> Result<TcpStream> {
+        let text = self.cmd_expect("PASV", 227)?;
+        let addr = parse_227(&text).with_context(|| format!("unparsable PASV reply {text:?}"))?;
+        connect(SocketAddr::V4(addr)).context("passive data connection")
+    }
+
+    /// `PASV` + `command`: the whole data connection read to EOF and the
+    /// final 226. Returns the bytes (or only their count when `keep` is
+    /// false) and when the data reached EOF.
+    fn transfer(&mut self, command: &str, keep: bool) -> Result<(u64, Vec<u8>, Instant)> {
+        let mut data = self.pasv()?;
+        let (code, text) = self.cmd(command)?;
+        if code != 150 && code != 125 {
+            bail!("{command}: expected 150, got {text:?}");
+        }
+        let mut kept = Vec::new();
+        let n = if keep {
+            data.read_to_end(&mut kept).context("reading the data connection")? as u64
+        } else {
+            if self.buf.len() < DATA_BUF {
+                self.buf.resize(DATA_BUF, 0);
+            }
+            drain(&mut data, &mut self.buf)?
+        };
+        let eof = Instant::now();
+        drop(data);
+        self.expect(226).with_context(|| format!("end of {command}"))?;
+        Ok((n, kept, eof))
+    }
+
+    /// Downloads `path`; returns its size and when the data ended.
+    pub(super) fn retr(&mut self, path: &str) -> Result<(u64, Instant)> {
+        let (n, _, eof) = self.transfer(&format!("RETR {path}"), false)?;
+        Ok((n, eof))
+    }
+
+    /// Lists `path` and returns the listing.
+    pub(super) fn list(&mut self, path: &str) -> Result<Vec<u8>> {
+        Ok(self.transfer(&format!("LIST {path}"), true)?.1)
+    }
+
+    /// `QUIT`, expecting 221.
+    pub(super) fn quit(&mut self) -> Result<()> {
+        self.cmd_expect("QUIT", 221).map(drop)
+    }
+
+    /// Makes the close send a RST instead of a FIN, so the client keeps no
+    /// TIME_WAIT socket: a login loop would otherwise run out of local ports.
+    pub(super) fn linger_zero(&self) -> Result<()> {
+        let l = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: the fd is open (we own the stream) and `l` is a valid
+        // `linger` of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.ctrl.get_ref().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const l).cast(),
+                size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error()).context("SO_LINGER");
+        }
+        Ok(())
+    }
+}
+
+/// The address in a 227 reply: `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2).`
+fn parse_227(text: &str) -> Option<SocketAddrV4> {
+    let inner = text.get(4..)?;
+    let start = inner.find(|c: char| c.is_ascii_digit())?;
+    let nums: Vec<u8> = inner[start..]
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .take(6)
+        .map(|s| s.parse().ok())
+        .collect::<Option<_>>()?;
+    let [a, b, c, d, p1, p2] = nums[..] else { return None };
+    Some(SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), u16::from(p1) << 8 | u16::from(p2)))
+}
+
+/// `GET /path` over HTTP/1.0 to the ceiling server; returns the body size
+/// after checking it against Content-Length.
+pub(super) fn http_get(port: u16, path: &str, buf: &mut [u8]) -> Result<u64> {
+    let mut s = connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+    s.write_all(format!("GET /{path} HTTP/1.0\r\n\r\n").as_bytes()).context("sending GET")?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    // Byte by byte so no body byte is consumed with the head; the head is
+    // ~40 bytes, so this costs nothing measurable.
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).context("reading the HTTP head")? == 0 {
+            bail!("the server closed before the end of the HTTP head");
+        }
+        head.push(byte[0]);
+        if head.len() > 4096 {
+            bail!("HTTP head too long");
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    if !head.starts_with("HTTP/1.0 200") {
+        bail!("GET /{path}: {:?}", head.lines().next().unwrap_or_default());
+    }
+    let length: u64 = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("content-length")))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .context("no Content-Length")?;
+    let got = drain(&mut s, buf)?;
+    if got != length {
+        bail!("GET /{path}: {got} bytes of {length}");
+    }
+    Ok(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pasv_replies() {
+        let want = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 256 * 195 + 80);
+        assert_eq!(parse_227("227 Entering Passive Mode (127,0,0,1,195,80)."), Some(want));
+        assert_eq!(parse_227("227 =127,0,0,1,195,80"), Some(want));
+        assert_eq!(parse_227("227 Entering Passive Mode (127,0,0,1,195)."), None);
+    }
+}

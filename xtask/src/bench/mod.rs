@@ -1,0 +1,283 @@
+//! `cargo xtask bench`: ftpd against vsftpd and against a raw kernel
+//! "ceiling" server, workload by workload, in one run, so the comparison is
+//! made on the same machine in the same minutes. Also the flood benchmark
+//! (ftpd's eBPF data plane on and off).
+//!
+//! Needs root: it installs and runs vsftpd (which must start as root), and
+//! the flood uses network namespaces and eBPF.
+//!
+//! # Layout
+//! - `servers`: the served files, the shared config, starting and stopping servers.
+//! - `ceiling`: the minimal sendfile/splice HTTP server (`bench-ceiling`).
+//! - `client`: the blocking FTP client the workloads drive.
+//! - `workloads`: one sample of each workload.
+//! - `procs`: CPU, memory and process accounting from /proc.
+//! - `report`: medians, targets, Markdown and JSON.
+//! - `flood`: the SYN and connection floods.
+
+mod ceiling;
+mod client;
+mod flood;
+mod procs;
+mod report;
+mod servers;
+mod workloads;
+
+use anyhow::{Context, Result, bail};
+pub(crate) use ceiling::{CeilingArgs, run as ceiling};
+use report::Sample;
+use servers::{Fixture, Server};
+
+use crate::{build, setup};
+
+/// Which benchmarks, and how long.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Workloads to run; none means all (the seven comparisons, then flood).
+    #[arg(value_enum)]
+    workloads: Vec<Workload>,
+    /// Repetitions of each sample; servers are interleaved within each repetition.
+    #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    reps: usize,
+    /// Seconds each login sample runs.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    login_secs: u64,
+    /// SYNs per flood.
+    #[arg(long, default_value_t = 200_000)]
+    syns: u32,
+    /// Full TCP connections per connection flood.
+    #[arg(long, default_value_t = 2_000)]
+    connects: u32,
+}
+
+/// A workload on the command line.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Workload {
+    /// One 1 GiB download with curl.
+    Download,
+    /// One 1 GiB upload with curl.
+    Upload,
+    /// 8, 64 and 256 clients each downloading 16 MiB at once (a client not
+    /// greeted within 5 s reconnects; those are counted as stalled connects).
+    Concurrent,
+    /// Memory of 1 000 and 10 000 idle logged-in sessions.
+    Sessions,
+    /// LIST of a 10 000-file directory, repeated on one session.
+    List,
+    /// 1 000 RETRs of 4 KiB files on one session.
+    Retr,
+    /// Login/logout cycles from 16 clients.
+    Login,
+    /// SYN and connection floods, ftpd eBPF on against off (network namespaces).
+    Flood,
+    /// All of the above.
+    All,
+}
+
+impl Workload {
+    const COMPARISONS: [Self; 7] =
+        [Self::Download, Self::Upload, Self::Concurrent, Self::Sessions, Self::List, Self::Retr, Self::Login];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Download => "download",
+            Self::Upload => "upload",
+            Self::Concurrent => "concurrent",
+            Self::Sessions => "sessions",
+            Self::List => "list",
+            Self::Retr => "retr",
+            Self::Login => "login",
+            Self::Flood => "flood",
+            Self::All => "all",
+        }
+    }
+
+    /// The sizes the workload is run at (clients or sessions); `[0]` for
+    /// a workload without one.
+    fn sizes(self) -> &'static [usize] {
+        match self {
+            Self::Concurrent => &[8, 64, 256],
+            Self::Sessions => &[1000, 10_000],
+            _ => &[0],
+        }
+    }
+
+    /// The ceiling speaks only enough HTTP to move files.
+    fn runs_on(self, kind: Kind) -> bool {
+        kind != Kind::Ceiling || matches!(self, Self::Download | Self::Upload | Self::Concurrent)
+    }
+
+    /// Samples per repetition, for the progress counter.
+    fn samples_per_rep(self) -> usize {
+        self.sizes().len() * Kind::ALL.iter().filter(|k| self.runs_on(**k)).count()
+    }
+}
+
+/// A server under test. The discriminant indexes per-server arrays.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Ftpd = 0,
+    Vsftpd = 1,
+    Ceiling = 2,
+}
+
+impl Kind {
+    const ALL: [Self; 3] = [Self::Ftpd, Self::Vsftpd, Self::Ceiling];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ftpd => "ftpd",
+            Self::Vsftpd => "vsftpd",
+            Self::Ceiling => "ceiling",
+        }
+    }
+}
+
+/// Runs the chosen benchmarks.
+pub(crate) fn run(args: &Args) -> Result<()> {
+    if !setup::is_root()? {
+        bail!(
+            "cargo xtask bench needs root: it installs and runs vsftpd (which starts as root), raises open-file \
+             limits for 10 000 sessions, and the flood uses network namespaces and eBPF"
+        );
+    }
+    setup::run(setup::Verbosity::Summary)?;
+    let bin = build::run()?;
+    let all = args.workloads.is_empty() || args.workloads.contains(&Workload::All);
+    let compare: Vec<Workload> =
+        Workload::COMPARISONS.into_iter().filter(|w| all || args.workloads.contains(w)).collect();
+    let mut written = None;
+    if !compare.is_empty() {
+        raise_nofile()?;
+        servers::ensure_vsftpd()?;
+        let fx = Fixture::prepare()?;
+        let meta = report::Meta::collect(args, &bin);
+        let mut samples = Vec::new();
+        let outcome = compare_all(args, &compare, &fx, &bin, &mut samples);
+        // Whatever was measured before an error is still worth keeping.
+        if !samples.is_empty() {
+            written = Some(report::write(&meta, &samples)?);
+        }
+        if let Err(e) = outcome {
+            if let Some(w) = &written {
+                eprintln!("[bench] partial results in {}", w.md_path.display());
+            }
+            return Err(e);
+        }
+    }
+    if all || args.workloads.contains(&Workload::Flood) {
+        println!("[bench] flood: SYN and connection floods, ftpd eBPF on against off");
+        flood::run(args, &bin)?;
+    }
+    if let Some(w) = written {
+        println!("\n{}", w.markdown);
+        println!("wrote {}\nwrote {}", w.md_path.display(), w.json_path.display());
+        println!("(copied to bench-results/latest.md and latest.json)");
+    }
+    Ok(())
+}
+
+/// Starts the three servers and runs the comparison workloads, appending
+/// each sample to `samples` as it finishes. The servers stop when this
+/// returns, error or not.
+fn compare_all(
+    args: &Args,
+    compare: &[Workload],
+    fx: &Fixture,
+    bin: &std::path::Path,
+    samples: &mut Vec<Sample>,
+) -> Result<()> {
+    let mut servers =
+        Kind::ALL.into_iter().map(|kind| Server::start(kind, fx, bin)).collect::<Result<Vec<Server>>>()?;
+    let total: usize = compare.iter().map(|w| w.samples_per_rep() * args.reps).sum();
+    let mut done = 0;
+    for &w in compare {
+        println!("[bench] {}: {} sample(s) per repetition", w.name(), w.samples_per_rep());
+        for rep in 1..=args.reps {
+            for &n in w.sizes() {
+                let label = if n == 0 { w.name().to_owned() } else { format!("{} {n}", w.name()) };
+                for server in servers.iter_mut().filter(|s| w.runs_on(s.kind)) {
+                    if w == Workload::Sessions {
+                        // Memory a server freed after an earlier sample stays
+                        // with its allocator and would be reused by the next
+                        // sessions: ftpd measured ~0 KiB per session after a
+                        // previous 10 000. A fresh server is a clean baseline.
+                        server.restart(fx, bin)?;
+                    }
+                    let server = &*server;
+                    server.check_alive()?;
+                    let (metrics, text) = match w {
+                        Workload::Download => workloads::download(server),
+                        Workload::Upload => workloads::upload(server, fx, rep),
+                        Workload::Concurrent => workloads::concurrent(server, n),
+                        Workload::Sessions => workloads::sessions(server, n),
+                        Workload::List => workloads::list(server),
+                        Workload::Retr => workloads::retr(server),
+                        Workload::Login => workloads::login(server, args.login_secs),
+                        Workload::Flood | Workload::All => continue,
+                    }
+                    .map_err(|e| match server.check_alive() {
+                        // A crash explains the client's error better than the client can.
+                        Err(dead) => {
+                            eprintln!("[bench] {dead:#}");
+                            e.context(format!("{} has exited (its output is above)", server.kind.name()))
+                        }
+                        Ok(()) => e,
+                    })
+                    .with_context(|| format!("{label} against {} (repetition {rep})", server.kind.name()))?;
+                    done += 1;
+                    println!("[bench {done}/{total}] {label} {} rep {rep}/{}: {text}", server.kind.name(), args.reps);
+                    samples.push(Sample { workload: label.clone(), kind: server.kind, rep, metrics });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Open files wanted per process: 10 000 sessions, each a socket and more.
+const NOFILE: libc::rlim_t = 65536;
+
+/// This process's open-file limits (soft, hard).
+fn nofile_limits() -> Result<(libc::rlim_t, libc::rlim_t)> {
+    let mut now = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut now) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("reading RLIMIT_NOFILE");
+    }
+    Ok((now.rlim_cur, now.rlim_max))
+}
+
+/// The `prlimit` argument for servers and helpers: [`NOFILE`], or the hard
+/// limit if that is lower (raising it needs CAP_SYS_RESOURCE, which a
+/// container's root may lack).
+fn nofile_arg() -> String {
+    let limit = nofile_limits().map_or(NOFILE, |(_, hard)| hard.min(NOFILE));
+    format!("--nofile={limit}:{limit}")
+}
+
+/// Raises this process's open-file limit (the concurrent clients' sockets;
+/// servers and helpers inherit the hard limit) to [`NOFILE`], or as far as
+/// the hard limit allows when that cannot be raised.
+fn raise_nofile() -> Result<()> {
+    let (soft, hard) = nofile_limits()?;
+    let set = |cur, max| {
+        let want = libc::rlimit { rlim_cur: cur, rlim_max: max };
+        // SAFETY: setrlimit reads the struct we pass and nothing else.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const want) == 0 }
+    };
+    if hard >= NOFILE || set(NOFILE, NOFILE) {
+        if soft < NOFILE && !set(NOFILE, hard.max(NOFILE)) {
+            return Err(std::io::Error::last_os_error()).context("raising the soft RLIMIT_NOFILE");
+        }
+        return Ok(());
+    }
+    println!(
+        "[bench] note: the open-file hard limit is {hard} and cannot be raised here (no CAP_SYS_RESOURCE); \
+         servers run with {hard}, which may cap the 10 000-session sample"
+    );
+    if !set(hard, hard) {
+        return Err(std::io::Error::last_os_error()).context("raising the soft RLIMIT_NOFILE");
+    }
+    Ok(())
+}

@@ -1,0 +1,324 @@
+//! The three servers under test and the files they serve.
+//!
+//! ftpd and vsftpd read the very same vsftpd.conf text (only the port
+//! differs), so every difference in the numbers is the server's, not the
+//! configuration's.
+
+use std::{
+    fs,
+    io::Write as _,
+    os::{
+        fd::AsRawFd,
+        unix::{fs::PermissionsExt as _, process::CommandExt as _},
+    },
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use super::{
+    Kind,
+    client::Ftp,
+    nofile_arg,
+    procs::{self, Cgroup},
+};
+use crate::exec;
+
+/// 1 GiB: the single-stream file.
+pub(super) const GIB: u64 = 1 << 30;
+/// The concurrent-download file.
+pub(super) const MID: u64 = 16 << 20;
+/// Files in `big/` (the LIST workload).
+pub(super) const BIG_FILES: usize = 10_000;
+/// Files in `small/` (the RETR workload), each `SMALL_SIZE` bytes.
+pub(super) const SMALL_FILES: usize = 1_000;
+/// Size of each file in `small/`.
+pub(super) const SMALL_SIZE: u64 = 4096;
+const VSFTPD: &str = "/usr/sbin/vsftpd";
+/// vsftpd refuses to start without its chroot directory for the unprivileged side.
+const SECURE_CHROOT: &str = "/var/run/vsftpd/empty";
+
+/// The benchmark's directory tree under the temp dir.
+pub(super) struct Fixture {
+    /// Configs and server logs.
+    pub(super) work: PathBuf,
+    /// `anon_root`: what the servers serve.
+    pub(super) root: PathBuf,
+}
+
+impl Fixture {
+    /// Creates the served files, reusing those of an earlier run when they
+    /// are complete.
+    pub(super) fn prepare() -> Result<Self> {
+        let work = std::env::temp_dir().join("ftpd-bench");
+        let root = work.join("root");
+        fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        // vsftpd refuses an anonymous root the ftp user can write to: the
+        // root stays root's and 0755, uploads go to up/ (0777).
+        fs::set_permissions(&work, fs::Permissions::from_mode(0o755))?;
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755))?;
+        let up = root.join("up");
+        fs::create_dir_all(&up)?;
+        fs::set_permissions(&up, fs::Permissions::from_mode(0o777))?;
+        for old in fs::read_dir(&up)?.flatten() {
+            let _ = fs::remove_file(old.path());
+        }
+        for kind in super::Kind::ALL {
+            let _ = fs::remove_file(work.join(format!("{}.log", kind.name())));
+        }
+
+        let big = root.join("1g.bin");
+        // An earlier version of this benchmark kept the file here.
+        let legacy = std::env::temp_dir().join("ftpd-bench-dl/1g.bin");
+        if size_of_file(&big) != GIB && size_of_file(&legacy) == GIB {
+            fs::rename(&legacy, &big).with_context(|| format!("moving {} to {}", legacy.display(), big.display()))?;
+        }
+        random_file(&big, GIB)?;
+        random_file(&root.join("16m.bin"), MID)?;
+        fill_dir(&root.join("big"), BIG_FILES, |i| format!("f{i:05}"), 0)?;
+        fill_dir(&root.join("small"), SMALL_FILES, |i| format!("s{i:04}"), SMALL_SIZE)?;
+        fs::create_dir_all(SECURE_CHROOT).with_context(|| format!("creating {SECURE_CHROOT}"))?;
+        Ok(Self { work, root })
+    }
+
+    /// The config both FTP servers run with. `listen_address` keeps a server
+    /// with anonymous uploads off every interface but loopback.
+    fn conf(&self, port: u16) -> String {
+        format!(
+            "listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\nlisten_port={port}\nanonymous_enable=YES\n\
+             no_anon_password=NO\nanon_root={}\nftp_username=daemon\nnopriv_user=nobody\nlocal_enable=NO\n\
+             write_enable=YES\nanon_upload_enable=YES\nanon_umask=022\nmax_clients=0\nmax_per_ip=0\n\
+             use_sendfile=YES\nseccomp_sandbox=NO\nsecure_chroot_dir={SECURE_CHROOT}\nbackground=NO\n\
+             idle_session_timeout=0\nxferlog_enable=NO\n",
+            self.root.display()
+        )
+    }
+}
+
+fn size_of_file(path: &Path) -> u64 {
+    fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Writes `size` random bytes to `path` unless it already has that size.
+fn random_file(path: &Path, size: u64) -> Result<()> {
+    if size_of_file(path) == size {
+        return Ok(());
+    }
+    println!("[bench] writing {} random bytes to {}", size, path.display());
+    exec(Command::new("sh").arg("-c").arg(format!("head -c {size} /dev/urandom > '{}'", path.display())))?;
+    if size_of_file(path) != size {
+        bail!("{} does not have {size} bytes after writing it", path.display());
+    }
+    Ok(())
+}
+
+/// Fills `dir` with `count` files named by `name`, each `size` bytes, unless
+/// it already holds exactly those.
+fn fill_dir(dir: &Path, count: usize, name: impl Fn(usize) -> String, size: u64) -> Result<()> {
+    let complete = fs::read_dir(dir).map(Iterator::count).ok() == Some(count)
+        && (0..count).all(|i| size_of_file(&dir.join(name(i))) == size && dir.join(name(i)).is_file());
+    if complete {
+        return Ok(());
+    }
+    println!(
+        "[bench] creating {count} files in {}/",
+        dir.file_name().map_or_else(String::new, |n| n.display().to_string())
+    );
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
+    }
+    fs::create_dir_all(dir)?;
+    let body: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+    for i in 0..count {
+        let path = dir.join(name(i));
+        fs::File::create(&path)
+            .and_then(|mut f| f.write_all(&body))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Installs vsftpd if needed. The package starts its own daemon on port 21;
+/// that one is stopped through its service (not by name: other vsftpd
+/// processes on this machine are not ours to end).
+pub(super) fn ensure_vsftpd() -> Result<()> {
+    if Path::new(VSFTPD).exists() {
+        return Ok(());
+    }
+    println!("[bench] installing vsftpd (the peer)");
+    exec(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "vsftpd"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    let _ = Command::new("service").args(["vsftpd", "stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    if !Path::new(VSFTPD).exists() {
+        bail!("apt-get installed vsftpd but {VSFTPD} does not exist");
+    }
+    Ok(())
+}
+
+/// A running server; stopping it (with everything it forked) on drop.
+pub(super) struct Server {
+    pub(super) kind: Kind,
+    pub(super) port: u16,
+    child: Child,
+    log: PathBuf,
+    /// Where its CPU time is counted; `None` without cgroup2.
+    cgroup: Option<Cgroup>,
+}
+
+impl Server {
+    /// Starts `kind` on a free port and waits until it answers.
+    pub(super) fn start(kind: Kind, fx: &Fixture, ftpd: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let log = fx.work.join(format!("{}.log", kind.name()));
+        // Appended to, so a restarted server keeps its predecessor's output.
+        let mut out = fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        writeln!(out, "=== [bench] starting {} on port {port}", kind.name())?;
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(nofile_arg());
+        match kind {
+            Kind::Ftpd | Kind::Vsftpd => {
+                let conf = fx.work.join(format!("{}.conf", kind.name()));
+                fs::write(&conf, fx.conf(port)).with_context(|| format!("writing {}", conf.display()))?;
+                if kind == Kind::Ftpd {
+                    // An empty listen address turns the metrics endpoint off.
+                    cmd.arg(ftpd).arg(&conf).arg("-oftpd_metrics_listen=");
+                } else {
+                    cmd.arg(VSFTPD).arg(&conf);
+                }
+            }
+            Kind::Ceiling => {
+                let me = std::env::current_exe().context("finding the xtask binary")?;
+                cmd.arg(me).arg("bench-ceiling").arg("--port").arg(port.to_string()).arg("--dir").arg(&fx.root);
+            }
+        }
+        let cgroup = Cgroup::create(kind.name());
+        if cgroup.is_none() && !NO_CGROUP_NOTED.swap(true, Ordering::Relaxed) {
+            println!("[bench] note: no writable cgroup2 hierarchy; server CPU is summed over the process tree");
+        }
+        let procs_file = cgroup.as_ref().map(Cgroup::procs_file).transpose()?;
+        let procs_fd = procs_file.as_ref().map(AsRawFd::as_raw_fd);
+        // prlimit execs the server, so the child's pid is the server's. Its
+        // own process group lets the drop reach everything it forks; being in
+        // its own group also keeps a terminal's Ctrl-C from reaching it, so
+        // it is told to die with us instead (Drop does not run on a signal).
+        // SAFETY: the closure runs in the forked child before exec and calls
+        // only write(2) and prctl(2), which are async-signal-safe; `procs_fd`
+        // stays open in the parent until spawn returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(fd) = procs_fd
+                    && libc::write(fd, b"0".as_ptr().cast(), 1) != 1
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {}: {cmd:?}", kind.name()))?;
+        drop(procs_file);
+        let server = Self { kind, port, child, log, cgroup };
+        server
+            .wait_ready()
+            .with_context(|| format!("{} did not start; its output: {}", kind.name(), server.log_tail()))?;
+        println!("[bench] {} listening on 127.0.0.1:{port} (pid {})", kind.name(), server.pid());
+        Ok(server)
+    }
+
+    /// Replaces this server with a fresh one of the same kind (on a new port).
+    pub(super) fn restart(&mut self, fx: &Fixture, ftpd: &Path) -> Result<()> {
+        let kind = self.kind;
+        procs::kill_tree(self.pid());
+        *self = Self::start(kind, fx, ftpd)?;
+        Ok(())
+    }
+
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every process of the server now.
+    pub(super) fn pids(&self) -> Vec<u32> {
+        match &self.cgroup {
+            Some(cg) => cg.pids(),
+            None => procs::tree(self.pid()),
+        }
+    }
+
+    /// CPU seconds the server has used since it started, exited processes included.
+    pub(super) fn cpu_seconds(&self) -> f64 {
+        self.cgroup.as_ref().and_then(Cgroup::cpu_seconds).unwrap_or_else(|| procs::tree_cpu_seconds(self.pid()))
+    }
+
+    /// Fails when the server has exited (a crash mid-run), with its last output.
+    pub(super) fn check_alive(&self) -> Result<()> {
+        if !procs::alive(self.pid()) {
+            bail!("{} (pid {}) has exited; its output: {}", self.kind.name(), self.pid(), self.log_tail());
+        }
+        Ok(())
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            self.check_alive()?;
+            let ready = match self.kind {
+                Kind::Ceiling => std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+                Kind::Ftpd | Kind::Vsftpd => Ftp::connect(self.port).is_ok(),
+            };
+            if ready {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                bail!("no answer on 127.0.0.1:{} after 15 s", self.port);
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The end of the server's output, for error messages.
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        if tail.is_empty() { format!("(nothing in {})", self.log.display()) } else { format!("\n{tail}") }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        procs::kill_tree(self.pid());
+        if let Some(cg) = &self.cgroup {
+            cg.kill();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether the missing-cgroup note has been printed.
+static NO_CGROUP_NOTED: AtomicBool = AtomicBool::new(false);
+
+/// A port nobody listens on right now (the kernel's choice for port 0).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

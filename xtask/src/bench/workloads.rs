@@ -1,0 +1,461 @@
+//! The comparison workloads: one sample of one workload against one server.
+//!
+//! Each returns its metric values and a short text for the progress line,
+//! and fails (rather than reporting a number) when the server sent the
+//! wrong bytes, so a fast wrong answer never looks like a win.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, ChildStdout, Command, Stdio},
+    sync::{
+        RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use super::{
+    Kind,
+    client::{self, Ftp},
+    nofile_arg, procs,
+    servers::{BIG_FILES, Fixture, GIB, MID, SMALL_FILES, SMALL_SIZE, Server},
+};
+
+/// Metric names and values of one sample.
+pub(super) type Metrics = Vec<(&'static str, f64)>;
+
+/// Grace after a sample before the final CPU read, so the work of tearing
+/// down the sample's sessions (vsftpd: two processes exiting) is counted too.
+const REAP: Duration = Duration::from_millis(300);
+/// How long a concurrent client waits for a greeting before it gives up
+/// on the connection and connects again.
+const STALL: Duration = Duration::from_secs(5);
+/// Clients of the login workload.
+const LOGIN_CLIENTS: usize = 16;
+/// Least time the LIST workload runs.
+const LIST_SECS: Duration = Duration::from_secs(3);
+/// Whole-transfer limit for curl: a 1 GiB transfer at a crawling 10 MB/s.
+const CURL_MAX_SECS: &str = "120";
+/// How long the sessions workload may spend opening sessions.
+const OPEN_SECS: u64 = 120;
+/// How long closed sessions may take to go away.
+const DRAIN: Duration = Duration::from_secs(60);
+
+/// Runs `f` and returns its result with the server CPU seconds it cost.
+fn with_cpu<T>(server: &Server, f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let before = server.cpu_seconds();
+    let out = f()?;
+    thread::sleep(REAP);
+    // One clock tick is the resolution; a zero would make "per CPU-second"
+    // figures infinite.
+    let cpu = (server.cpu_seconds() - before).max(0.01);
+    Ok((out, cpu))
+}
+
+/// The URL of `path` on `server` (FTP, or HTTP for the ceiling).
+fn url(server: &Server, path: &str) -> String {
+    let scheme = if server.kind == Kind::Ceiling { "http" } else { "ftp" };
+    format!("{scheme}://127.0.0.1:{}/{path}", server.port)
+}
+
+/// Runs curl and returns the two numbers of its `-w` output.
+fn curl(args: &[&str]) -> Result<(f64, f64)> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", CURL_MAX_SECS])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running curl")?;
+    if !out.status.success() {
+        bail!("curl {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let nums: Vec<f64> = text.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    match nums[..] {
+        [a, b] => Ok((a, b)),
+        _ => bail!("unexpected curl output {text:?}"),
+    }
+}
+
+/// One 1 GiB download with curl.
+pub(super) fn download(server: &Server) -> Result<(Metrics, String)> {
+    let target = url(server, "1g.bin");
+    let ((size, speed), cpu) =
+        with_cpu(server, || curl(&["-o", "/dev/null", "-w", "%{size_download} %{speed_download}", &target]))?;
+    if size != GIB as f64 {
+        bail!("downloaded {size} bytes of {GIB}");
+    }
+    let mb_s = speed / 1e6;
+    Ok((
+        vec![("MB/s", mb_s), ("MB per server CPU-s", size / 1e6 / cpu), ("server CPU-s per GiB", cpu)],
+        format!("{mb_s:.0} MB/s, {cpu:.2} CPU-s/GiB"),
+    ))
+}
+
+/// Deletes an uploaded file however the sample ends.
+struct Upload(std::path::PathBuf);
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// One 1 GiB upload with curl, checked on disk.
+pub(super) fn upload(server: &Server, fx: &Fixture, rep: usize) -> Result<(Metrics, String)> {
+    let name = format!("up/u-{}-{rep}.bin", server.kind.name());
+    let file = Upload(fx.root.join(&name));
+    let source = fx.root.join("1g.bin");
+    let source = source.to_string_lossy();
+    let target = url(server, &name);
+    let mut args = vec!["-o", "/dev/null", "-w", "%{size_upload} %{speed_upload}", "-T", &source];
+    if server.kind == Kind::Ceiling {
+        // Without this curl waits a second for a "100 Continue" that never comes.
+        args.extend(["-H", "Expect:", "--fail"]);
+    }
+    args.push(&target);
+    let ((size, speed), cpu) = with_cpu(server, || curl(&args))?;
+    let on_disk = std::fs::metadata(&file.0).map_or(0, |m| m.len());
+    if size != GIB as f64 || on_disk != GIB {
+        bail!("uploaded {size} bytes of {GIB}; {} has {on_disk} bytes", file.0.display());
+    }
+    drop(file);
+    let mb_s = speed / 1e6;
+    Ok((
+        vec![("MB/s", mb_s), ("MB per server CPU-s", size / 1e6 / cpu), ("server CPU-s per GiB", cpu)],
+        format!("{mb_s:.0} MB/s, {cpu:.2} CPU-s/GiB"),
+    ))
+}
+
+/// One client of the concurrent workload: 16m.bin once. Returns the bytes,
+/// when the data connection reached EOF, and how many connections stalled
+/// without a greeting (see [`Ftp::connect_patient`]).
+fn fetch_mid(server: &Server, buf: &mut [u8]) -> Result<(u64, Instant, u32)> {
+    if server.kind == Kind::Ceiling {
+        // The client speaks first in HTTP, so a dropped handshake ACK is
+        // repaired by the request's retransmission: no stalls to count.
+        let n = client::http_get(server.port, "16m.bin", buf)?;
+        return Ok((n, Instant::now(), 0));
+    }
+    let (mut ftp, stalls) = Ftp::connect_patient(server.port, STALL)?;
+    ftp.user()?;
+    ftp.cmd_expect("TYPE I", 200)?;
+    let (n, eof) = ftp.retr("16m.bin")?;
+    ftp.quit()?;
+    Ok((n, eof, stalls))
+}
+
+/// What one concurrent client reports: bytes, its time to the end of the
+/// data, when that was, and its stalled connections.
+type Finish = (u64, Duration, Instant, u32);
+
+/// `n` clients download 16m.bin at once.
+pub(super) fn concurrent(server: &Server, n: usize) -> Result<(Metrics, String)> {
+    // Every client blocks on the read side until the write lock is dropped:
+    // a start gate like a Barrier, but one that still opens (with `abort`
+    // set) if spawning a thread fails halfway.
+    let gate = RwLock::new(());
+    let abort = AtomicBool::new(false);
+    let (released, results) = thread::scope(|scope| -> Result<(Instant, Vec<Result<Finish>>)> {
+        let hold = gate.write().map_err(|_| anyhow::anyhow!("start gate poisoned"))?;
+        let mut handles = Vec::with_capacity(n);
+        for _ in 0..n {
+            let spawned = thread::Builder::new().stack_size(256 << 10).spawn_scoped(scope, || {
+                drop(gate.read());
+                if abort.load(Ordering::Relaxed) {
+                    bail!("aborted");
+                }
+                let mut buf = vec![0u8; 256 << 10];
+                let start = Instant::now();
+                let (bytes, eof, stalls) = fetch_mid(server, &mut buf)?;
+                Ok((bytes, eof - start, eof, stalls))
+            });
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    abort.store(true, Ordering::Relaxed);
+                    drop(hold);
+                    return Err(e).context("starting a client thread");
+                }
+            }
+        }
+        let released = Instant::now();
+        drop(hold);
+        let out = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("client thread panicked"))))
+            .collect();
+        Ok((released, out))
+    })?;
+    let results: Vec<Finish> = results.into_iter().collect::<Result<_>>()?;
+    if let Some(bad) = results.iter().find(|r| r.0 != MID) {
+        bail!("a client got {} bytes of {MID}", bad.0);
+    }
+    let last = results.iter().map(|r| r.2).max().context("no clients")?;
+    let wall = (last - released).as_secs_f64();
+    let mut times: Vec<f64> = results.iter().map(|r| r.1.as_secs_f64() * 1e3).collect();
+    times.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&times, 0.50), percentile(&times, 0.99));
+    let mb_s = (MID * n as u64) as f64 / 1e6 / wall;
+    let stalls: u32 = results.iter().map(|r| r.3).sum();
+    Ok((
+        vec![
+            ("aggregate MB/s", mb_s),
+            ("p50 ms", p50),
+            ("p99 ms", p99),
+            ("p99/p50", p99 / p50),
+            ("stalled connects", f64::from(stalls)),
+        ],
+        format!("{mb_s:.0} MB/s, p50 {p50:.0} ms, p99 {p99:.0} ms, {stalls} stalled connects"),
+    ))
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.saturating_sub(1).min(sorted.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
+}
+
+/// Opens N logged-in sessions and keeps them until its stdin closes. Prints
+/// how many it holds (and why it stopped short, if it did) on stdout.
+const HOLD_SESSIONS: &str = r#"
+import socket, sys, time
+n, port, label = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+deadline = time.time() + float(sys.argv[4])
+def reply(f):
+    first = None
+    while True:
+        line = f.readline()
+        if not line:
+            raise OSError('connection closed')
+        first = first or line[:3]
+        if line[:3] == first and line[3:4] != b'-':
+            return first
+held, why = [], ''
+for i in range(n):
+    if time.time() > deadline:
+        why = 'time limit'
+        break
+    try:
+        c = socket.create_connection(('127.0.0.1', port), 5)
+        f = c.makefile('rb')
+        if reply(f) != b'220':
+            why = 'no 220 greeting'
+            break
+        c.sendall(b'USER anonymous\r\n')
+        if reply(f) != b'331':
+            why = 'USER not answered with 331'
+            break
+        c.sendall(b'PASS bench@\r\n')
+        if reply(f) != b'230':
+            why = 'PASS not answered with 230'
+            break
+        held.append((c, f))
+    except OSError as e:
+        why = str(e)
+        break
+    if (i + 1) % 1000 == 0:
+        print(f'[bench]   {label}: {i + 1}/{n} sessions open', file=sys.stderr, flush=True)
+print(len(held), why, flush=True)
+sys.stdin.read()
+"#;
+
+/// The session-holding helper; its sessions close when it is dropped.
+struct Holder {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl Holder {
+    fn spawn(server: &Server, n: usize, secs: u64) -> Result<Self> {
+        let mut child = Command::new("prlimit")
+            .arg(nofile_arg())
+            .args(["python3", "-c", HOLD_SESSIONS])
+            .args([n.to_string(), server.port.to_string(), server.kind.name().to_owned(), secs.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the session holder (python3)")?;
+        let out = BufReader::new(child.stdout.take().context("holder stdout")?);
+        Ok(Self { child, out })
+    }
+
+    /// Waits until the helper has opened what it could; returns the count
+    /// and why it stopped short.
+    fn held(&mut self) -> Result<(usize, String)> {
+        let mut line = String::new();
+        self.out.read_line(&mut line).context("reading from the session holder")?;
+        let (count, why) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
+        let count = count.parse().with_context(|| format!("session holder said {line:?}"))?;
+        Ok((count, why.to_owned()))
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        // Closing its stdin is the helper's signal to close the sessions and exit.
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Idle logged-in sessions: memory per session of the whole server tree.
+pub(super) fn sessions(server: &Server, n: usize) -> Result<(Metrics, String)> {
+    let started = Instant::now();
+    let mut warm = Holder::spawn(server, 1, 30)?;
+    if warm.held()?.0 != 1 {
+        bail!("could not open even one session");
+    }
+    thread::sleep(Duration::from_millis(300));
+    let base = procs::memory(&server.pids());
+    let mut holder = Holder::spawn(server, n, OPEN_SECS)?;
+    let (held, why) = holder.held()?;
+    let open_secs = started.elapsed().as_secs_f64();
+    thread::sleep(Duration::from_millis(500));
+    let after = procs::memory(&server.pids());
+    drop(holder);
+    drop(warm);
+    drain(server, base.procs, base.fds);
+    if held == 0 {
+        bail!("no session held ({why})");
+    }
+    let per = |a: f64, b: f64| (a - b) / held as f64;
+    let rss = per(after.rss_kib, base.rss_kib);
+    let pss = per(after.pss_kib, base.pss_kib);
+    let short = if held < n { format!(" (stopped: {why})") } else { String::new() };
+    Ok((
+        vec![("RSS KiB per session", rss), ("PSS KiB per session", pss), ("held/N", held as f64 / n as f64)],
+        format!(
+            "held {held}/{n}{short} in {open_secs:.1} s, {rss:.1} KiB RSS, {pss:.1} KiB PSS per session, {} processes",
+            after.procs
+        ),
+    ))
+}
+
+/// Waits until closed sessions have left the server (vsftpd: their
+/// processes exited; ftpd: their sockets closed), so the next sample starts
+/// from the same state.
+fn drain(server: &Server, procs: usize, fds: usize) {
+    let start = Instant::now();
+    loop {
+        let pids = server.pids();
+        let (p, f) = (pids.len(), pids.iter().map(|p| procs::open_files(*p)).sum::<usize>());
+        if p <= procs && f <= fds {
+            return;
+        }
+        if start.elapsed() > DRAIN {
+            println!(
+                "[bench] warning: {} still has {p} processes and {f} open files {} s after the sessions closed (before: {procs}, {fds})",
+                server.kind.name(),
+                DRAIN.as_secs()
+            );
+            return;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Lines of a LIST reply, not counting a leading `total N` line (ls prints
+/// one, vsftpd does not).
+fn listing_lines(listing: &[u8]) -> usize {
+    let text = String::from_utf8_lossy(listing);
+    text.lines().filter(|l| !l.is_empty() && !l.starts_with("total ")).count()
+}
+
+/// `LIST big` (10 000 files) again and again on one session.
+pub(super) fn list(server: &Server) -> Result<(Metrics, String)> {
+    let mut ftp = Ftp::login(server.port)?;
+    let ((count, secs), cpu) = with_cpu(server, || {
+        let start = Instant::now();
+        let mut count = 0u32;
+        while count < 3 || start.elapsed() < LIST_SECS {
+            let listing = ftp.list("big")?;
+            let lines = listing_lines(&listing);
+            if lines != BIG_FILES {
+                bail!("LIST big returned {lines} lines, not {BIG_FILES}");
+            }
+            count += 1;
+        }
+        Ok((count, start.elapsed().as_secs_f64()))
+    })?;
+    ftp.quit()?;
+    let rate = f64::from(count) / secs;
+    let ms = cpu * 1e3 / f64::from(count);
+    Ok((
+        vec![("listings/s", rate), ("server CPU ms per listing", ms)],
+        format!("{rate:.1} listings/s, {ms:.1} CPU ms each"),
+    ))
+}
+
+/// 1 000 sequential RETRs of 4 KiB files on one session.
+pub(super) fn retr(server: &Server) -> Result<(Metrics, String)> {
+    let mut ftp = Ftp::login(server.port)?;
+    ftp.cmd_expect("TYPE I", 200)?;
+    let (secs, cpu) = with_cpu(server, || {
+        let start = Instant::now();
+        for i in 0..SMALL_FILES {
+            let got = ftp.retr(&format!("small/s{i:04}"))?.0;
+            if got != SMALL_SIZE {
+                bail!("RETR small/s{i:04}: {got} bytes of {SMALL_SIZE}");
+            }
+        }
+        Ok(start.elapsed().as_secs_f64())
+    })?;
+    ftp.quit()?;
+    let rate = SMALL_FILES as f64 / secs;
+    let us = cpu * 1e6 / SMALL_FILES as f64;
+    Ok((vec![("RETR/s", rate), ("server CPU µs per RETR", us)], format!("{rate:.0} RETR/s, {us:.0} CPU µs each")))
+}
+
+/// One login cycle: connect, log in, QUIT, close with a RST.
+fn login_once(port: u16) -> Result<()> {
+    let mut ftp = Ftp::connect(port)?;
+    ftp.user()?;
+    ftp.quit()?;
+    ftp.linger_zero()
+}
+
+/// Clients logging in and out as fast as the server lets them.
+pub(super) fn login(server: &Server, secs: u64) -> Result<(Metrics, String)> {
+    let logins = AtomicU64::new(0);
+    let (wall, cpu) = with_cpu(server, || {
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(secs);
+        thread::scope(|scope| {
+            let handles: Vec<_> = (0..LOGIN_CLIENTS)
+                .map(|_| {
+                    scope.spawn(|| -> Result<()> {
+                        while Instant::now() < deadline {
+                            login_once(server.port)?;
+                            logins.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| bail!("login thread panicked")))
+        })?;
+        Ok(start.elapsed().as_secs_f64())
+    })?;
+    let total = logins.load(Ordering::Relaxed);
+    if total == 0 {
+        bail!("no login completed");
+    }
+    let rate = total as f64 / wall;
+    let us = cpu * 1e6 / total as f64;
+    Ok((
+        vec![("logins/s", rate), ("server CPU µs per login", us)],
+        format!("{rate:.0} logins/s, {us:.0} CPU µs each ({total} logins)"),
+    ))
+}
