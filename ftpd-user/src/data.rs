@@ -59,6 +59,23 @@ impl Progress {
     }
 }
 
+/// Connections the kernel queues for the control listener before `accept`
+/// (capped by `net.core.somaxconn`). std's 128 overflowed when 256 clients
+/// connected at once: the kernel then drops the handshake's last ACK, and
+/// those clients waited a second for a retransmission.
+const CONTROL_BACKLOG: i32 = 4096;
+
+/// The control listener (SO_REUSEADDR, as std's), with a deep accept queue.
+pub fn bind_control(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+    let family = if addr.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
+    let fd = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, CONTROL_BACKLOG)?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
 /// Binds a passive listener on `ip`, on a free port in `range` (1024–65535
 /// when `None`, as vsftpd). `seed` picks where the scan starts, so concurrent
 /// sessions do not all race for the lowest port.
@@ -132,7 +149,11 @@ pub async fn send_file(
     progress: &Progress,
     pace: Option<&crate::rates::Flow>,
 ) -> Result<u64, DataError> {
-    const CHUNK: u64 = 16 << 20;
+    // Each call sends at most CHUNK, then the task goes to the back of the
+    // run queue: with hundreds of downloads on two threads, a task that is
+    // woken first again and again would otherwise finish far ahead of the
+    // rest (256 concurrent downloads: p99/p50 2.0 with 16 MiB calls).
+    const CHUNK: u64 = 1 << 20;
     let end = offset.saturating_add(len);
     let mut sent = 0u64;
     let mut paced = pace.map(|f| f.rate.load(std::sync::atomic::Ordering::Relaxed));
@@ -159,6 +180,9 @@ pub async fn send_file(
             Ok(n) => {
                 sent += n as u64;
                 progress.add(n as u64);
+                if offset < end {
+                    tokio::task::yield_now().await;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if is_network_error(&e) => return Err(DataError::Network(e)),

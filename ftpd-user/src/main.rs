@@ -187,7 +187,7 @@ fn run(cli: Cli) -> Result<()> {
     // Modes are computed from the configured umasks, not inherited.
     rustix::process::umask(rustix::fs::Mode::empty());
 
-    let listener = std::net::TcpListener::bind(addr)
+    let listener = ftpd::data::bind_control(addr)
         .with_context(|| format!("cannot listen on {addr} (is another server on that port? set listen_port)"))?;
     listener.set_nonblocking(true)?;
     let shown = if listen_ip.is_unspecified() { SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port) } else { addr };

@@ -263,3 +263,30 @@ fn anonymous_downloads_keep_ftp_usernames_permissions() {
     let (bytes, code, text) = c.transfer("RETR staff/inside.txt");
     assert_eq!((bytes.as_slice(), code), (&b"staff/inside.txt"[..], 226), "through the worker: {text}");
 }
+
+#[test]
+fn the_control_listener_queues_a_burst_of_connections() {
+    // std's backlog (128) overflowed when 256 clients connected at once: the
+    // kernel dropped handshakes and those clients waited a second for a
+    // retransmission. `ss` shows a listener's backlog as its Send-Q.
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let server = Server::start(dir.path(), &["max_per_ip=0"]);
+    let out = ftpd_tests::run_ok(
+        std::process::Command::new("ss").args(["-Hltn", &format!("sport = :{}", server.addr.port())]),
+    );
+    let backlog: u32 = out.split_whitespace().nth(2).and_then(|q| q.parse().ok()).unwrap_or(0);
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(4096);
+    assert_eq!(backlog, somaxconn.min(4096), "listen backlog (ss: {out})");
+    // And a burst of 300 connections is greeted, every one.
+    let conns: Vec<_> = (0..300).map(|_| std::net::TcpStream::connect(server.addr).expect("connect")).collect();
+    for mut c in conns {
+        c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut greeting = [0u8; 3];
+        c.read_exact(&mut greeting).expect("greeting");
+        assert_eq!(&greeting, b"220");
+    }
+}
