@@ -193,6 +193,14 @@ fn compare_all(
     let mut done = 0;
     for &w in compare {
         println!("[bench] {}: {} sample(s) per repetition", w.name(), w.samples_per_rep());
+        if w == Workload::Download {
+            // One unmeasured download from each server: the first transfer
+            // after a start ran at half speed, and ftpd always came first.
+            println!("[bench] download: one warm-up transfer per server, not counted");
+            for server in servers.iter().filter(|s| w.runs_on(s.kind)) {
+                workloads::download(server).with_context(|| format!("warm-up download from {}", server.kind.name()))?;
+            }
+        }
         for rep in 1..=args.reps {
             for &n in w.sizes() {
                 let label = if n == 0 { w.name().to_owned() } else { format!("{} {n}", w.name()) };
