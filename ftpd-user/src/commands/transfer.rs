@@ -29,8 +29,11 @@ use crate::{
 
 /// Most bytes of a listing buffered before they are written to the client.
 const LIST_CHUNK: usize = 64 * 1024;
-/// Capacity asked for the upload pipe (the unprivileged maximum by default).
-const UPLOAD_PIPE: usize = 1 << 20;
+/// Capacity asked for a session's upload pipe. Pipe pages count against
+/// `fs.pipe-user-pages-soft` (64 MiB for all of `nopriv_user`'s pipes by
+/// default; beyond it new pipes get 2 pages): 256 KiB leaves room for 256
+/// uploading sessions and uploads as fast as 1 MiB did in the benchmark.
+const UPLOAD_PIPE: usize = 256 << 10;
 /// Deepest `LIST -R` recursion followed.
 const MAX_RECURSION: usize = 32;
 
@@ -391,7 +394,8 @@ impl Session {
             None => match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
                 Ok(p) => {
                     // A 64 KiB pipe (the default) moves at most 16 socket
-                    // buffers per splice; 1 MiB moves a whole window.
+                    // buffers per splice. If the size is refused, the
+                    // default still works, only slower.
                     let _ = rustix::pipe::fcntl_setpipe_size(&p.1, UPLOAD_PIPE);
                     p
                 }
