@@ -161,11 +161,6 @@ impl Root {
         self.open_dir(path).is_ok()
     }
 
-    /// The entries of the directory `path` (see `read_dir`).
-    pub fn list(&self, path: &VPath, all: bool) -> Result<Vec<Entry>, FsError> {
-        read_dir(&self.open_dir(path)?, all)
-    }
-
     /// `stat` of whatever `path` names (a symlink's target, inside the root).
     pub fn stat(&self, path: &VPath) -> Result<Stat, FsError> {
         let fd = self.open_at(path, OFlags::PATH)?;
@@ -279,12 +274,6 @@ pub struct Entry {
     pub stat: Stat,
     /// Target of a symlink, shown as `name -> target`.
     pub link: Option<Vec<u8>>,
-}
-
-/// Reads a directory's entries sorted by name, skipping `.` and `..` and, unless
-/// `all`, names starting with a dot (as `ls` and vsftpd do).
-pub fn read_dir(dir: &OwnedFd, all: bool) -> Result<Vec<Entry>, FsError> {
-    Ok(read_names(dir, all)?.iter().filter_map(|name| entry(dir, name)).collect())
 }
 
 /// The names a listing shows, sorted: `.` and `..`, upload temporaries and,

@@ -89,7 +89,6 @@ impl WorkerLink {
 
 const OP_OPEN_FILE: u8 = 1;
 const OP_IS_DIR: u8 = 2;
-const OP_LIST: u8 = 3;
 const OP_STAT: u8 = 4;
 const OP_LSTAT: u8 = 5;
 const OP_OPEN_WRITE: u8 = 6;
@@ -234,30 +233,6 @@ impl Fs {
         match self {
             Self::Local(r) => r.is_dir(path),
             Self::Remote(..) => self.simple(Enc::tag(OP_IS_DIR).bytes(path.as_bytes())).is_ok(),
-        }
-    }
-
-    /// Lists a directory.
-    pub fn list(&self, path: &VPath, all: bool) -> Result<Vec<Entry>, FsError> {
-        let link = match self {
-            Self::Local(r) => return r.list(path, all),
-            Self::Remote(l, _) => l,
-        };
-        let sock = link.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut buf = Vec::new();
-        ipc::send(sock.as_fd(), &Enc::tag(OP_LIST).bytes(path.as_bytes()).u8(u8::from(all)).0, None)
-            .map_err(FsError::Io)?;
-        let mut out = Vec::new();
-        loop {
-            if ipc::recv(sock.as_fd(), &mut buf).map_err(FsError::Io)?.is_none() {
-                return Err(broken());
-            }
-            Self::status(&buf)?;
-            let more = buf[0] == ST_MORE;
-            decode_entries(&buf[1..], &mut out)?;
-            if !more {
-                return Ok(out);
-            }
         }
     }
 
@@ -444,15 +419,7 @@ fn stream_listing(dir: &OwnedFd, all: bool, cache_ms: u32, out: &OwnedFd) {
     if let Some(key) = &key
         && let Some(entries) = ListCache::get(key, cache_ms)
     {
-        let chunks: Vec<&[Entry]> = entries.chunks(CHUNK_ENTRIES as usize).collect();
-        for (i, c) in chunks.iter().enumerate() {
-            if !send_chunk(out, c, i + 1 == chunks.len()) {
-                return;
-            }
-        }
-        if chunks.is_empty() {
-            send_chunk(out, &[], true);
-        }
+        send_chunk(out, &entries, true);
         return;
     }
     let names = match crate::fs::read_names(dir, all) {
@@ -476,36 +443,36 @@ fn stream_listing(dir: &OwnedFd, all: bool, cache_ms: u32, out: &OwnedFd) {
         }
         ok
     };
-    let chunks: Vec<&[Vec<u8>]> = names.chunks(CHUNK_ENTRIES as usize).collect();
-    let last = chunks.len().saturating_sub(1);
+    let mut chunks: Vec<&[Vec<u8>]> = names.chunks(CHUNK_ENTRIES as usize).collect();
+    if chunks.is_empty() {
+        // An empty directory still ends with a (last, empty) message.
+        chunks.push(&[]);
+    }
+    let last = chunks.len() - 1;
     let stat_all =
         |names: &[Vec<u8>]| -> Vec<Entry> { names.iter().filter_map(|n| crate::fs::entry(dir, n)).collect() };
-    let complete = if chunks.len() < PARALLEL_CHUNKS {
-        chunks.is_empty() && send(Vec::new(), true)
-            || chunks.iter().enumerate().all(|(i, c)| send(stat_all(c), i == last))
-    } else {
-        std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(1);
-            let odd: Vec<&[Vec<u8>]> = chunks.iter().skip(1).step_by(2).copied().collect();
-            let helper = std::thread::Builder::new().name("listing-stat".into()).spawn_scoped(scope, move || {
+    let complete = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(1);
+        let odd: Vec<&[Vec<u8>]> = chunks.iter().skip(1).step_by(2).copied().collect();
+        // Without a helper (small directory, or no thread to be had) this
+        // thread stats every chunk itself.
+        let helper = (chunks.len() >= PARALLEL_CHUNKS).then(|| {
+            std::thread::Builder::new().name("listing-stat".into()).spawn_scoped(scope, move || {
                 for c in odd {
                     // The sender hung up: the listing was abandoned.
                     if tx.send(stat_all(c)).is_err() {
                         return;
                     }
                 }
-            });
-            if helper.is_err() {
-                // No second thread: one does it all.
-                return chunks.iter().enumerate().all(|(i, c)| send(stat_all(c), i == last));
-            }
-            // Dropping `rx` when this returns early stops the helper at its next chunk.
-            chunks.iter().enumerate().all(|(i, c)| {
-                let entries = if i % 2 == 0 { Some(stat_all(c)) } else { rx.recv().ok() };
-                entries.is_some_and(|e| send(e, i == last))
             })
+        });
+        let helped = matches!(helper, Some(Ok(_)));
+        // Dropping `rx` when this returns early stops the helper at its next chunk.
+        chunks.iter().enumerate().all(|(i, c)| {
+            let entries = if helped && i % 2 == 1 { rx.recv().ok() } else { Some(stat_all(c)) };
+            entries.is_some_and(|e| send(e, i == last))
         })
-    };
+    });
     // Cached only if the directory did not change while it was read.
     if complete
         && let (Some(key), Some((kept, bytes))) = (key, keep)
@@ -669,16 +636,6 @@ pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
                     Enc::tag(ST_ERRNO).u32(libc::ENOTDIR as u32).0
                 }
             }
-            OP_LIST => {
-                let all = d.u8().unwrap_or(0) != 0;
-                match root.list(&path, all) {
-                    Ok(entries) => {
-                        send_listing(sock, &entries)?;
-                        continue;
-                    }
-                    Err(e) => err_reply(&e),
-                }
-            }
             OP_LIST_STREAM => {
                 let all = d.u8().unwrap_or(0) != 0;
                 let Some(chan) = fd_in else {
@@ -727,31 +684,5 @@ fn unit(r: Result<(), FsError>) -> Vec<u8> {
     match r {
         Ok(()) => Enc::tag(ST_OK).0,
         Err(e) => err_reply(&e),
-    }
-}
-
-/// Sends a listing in chunks that fit a datagram.
-fn send_listing(sock: &OwnedFd, entries: &[Entry]) -> io::Result<()> {
-    let mut i = 0;
-    loop {
-        let mut body = Enc::default();
-        let mut n = 0u32;
-        while i < entries.len() && body.0.len() < ipc::MAX_MSG - 8 * 1024 {
-            let e = &entries[i];
-            body = body.bytes(&e.name).bytes(stat_bytes(&e.stat));
-            body = match &e.link {
-                Some(t) => body.u8(1).bytes(t),
-                None => body.u8(0),
-            };
-            n += 1;
-            i += 1;
-        }
-        let more = i < entries.len();
-        let mut msg = Enc::tag(if more { ST_MORE } else { ST_OK }).u32(n).0;
-        msg.extend_from_slice(&body.0);
-        ipc::send(sock.as_fd(), &msg, None)?;
-        if !more {
-            return Ok(());
-        }
     }
 }

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use crate::{
     data,
-    fs::{self, FsError, VPath},
+    fs::{self, VPath},
     session::{DataSetup, Session},
 };
 
@@ -347,13 +347,10 @@ impl Session {
         }
         let (_, path_arg) = crate::commands::transfer::split_list_args(arg);
         let listing = match self.path(path_arg) {
-            Some(p) => self.listing_bytes(&p, path_arg, false, crate::commands::transfer::ListKind::Long),
-            None => Err(FsError::BadName),
+            Some(p) => self.listing_bytes(p, path_arg).await,
+            None => Vec::new(),
         };
-        let lines: Vec<String> = match listing {
-            Ok(b) => String::from_utf8_lossy(&b).lines().map(str::to_owned).collect(),
-            Err(_) => Vec::new(),
-        };
+        let lines: Vec<String> = String::from_utf8_lossy(&listing).lines().map(str::to_owned).collect();
         self.reply_multi(213, "Status follows:", &lines, "End of status").await
     }
 

@@ -96,55 +96,30 @@ impl Session {
         ListStyle { hide_ids: c.hide_ids, localtime: c.use_localtime, names: c.text_userdb_names }
     }
 
-    /// The entries of a directory listing (or the one file `path` names),
-    /// with `hide_file` and `deny_file` applied.
-    fn entries(&self, path: &VPath, given: &[u8], all: bool) -> Result<(bool, Vec<Entry>), FsError> {
-        let root = &self.user().root;
-        // vsftpd: with anon_world_readable_only, anonymous users cannot list
-        // a directory that is not world-readable either.
-        if self.anon_rules() && self.cfg().anon_world_readable_only {
-            let st = root.stat(path)?;
-            if fs::is_dir(&st) && st.st_mode & 0o004 == 0 {
-                return Err(FsError::Io(io::Error::from(io::ErrorKind::PermissionDenied)));
-            }
-        }
-        match root.list(path, all) {
-            Ok(mut v) => {
-                v.retain(|e| !self.shared.hide.matches_name(&e.name) && !self.shared.deny.matches_name(&e.name));
-                Ok((true, v))
-            }
-            Err(_) => {
-                let stat = root.stat(path)?;
-                Ok((false, vec![Entry { name: given.to_vec(), stat, link: None }]))
-            }
+    /// What a listing of this session needs, owned (see [`Lister`]).
+    fn lister(&self, kind: ListKind, all: bool, recurse: bool) -> Lister {
+        Lister {
+            fs: Arc::clone(&self.user().root),
+            shared: Arc::clone(&self.shared),
+            kind,
+            style: self.list_style(),
+            now: fs::now_secs(),
+            perms: [self.perm_fact(false), self.perm_fact(true)],
+            all,
+            recurse,
+            anon_check: self.anon_rules() && self.cfg().anon_world_readable_only,
+            cache_ms: self.cfg().ftpd_list_cache_ms,
+            session: self.id,
         }
     }
 
-    /// A whole listing in memory (for STAT PATH, which answers on the control connection).
-    pub(crate) fn listing_bytes(
-        &self,
-        path: &VPath,
-        given: &[u8],
-        all: bool,
-        kind: ListKind,
-    ) -> Result<Vec<u8>, FsError> {
-        let (_, entries) = self.entries(path, given, all)?;
+    /// A whole `LIST` in memory, for STAT PATH, which answers on the control
+    /// connection; empty when the path cannot be listed.
+    pub(crate) async fn listing_bytes(&self, path: VPath, given: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        let now = fs::now_secs();
-        for e in &entries {
-            self.format_entry(e, kind, now, &mut out);
-        }
-        Ok(out)
-    }
-
-    fn format_entry(&self, e: &Entry, kind: ListKind, now: i64, out: &mut Vec<u8>) {
-        match kind {
-            ListKind::Names => {
-                out.extend_from_slice(&e.name);
-                out.extend_from_slice(b"\r\n");
-            }
-            ListKind::Long => fs::list_line(e, now, self.list_style(), out),
-            ListKind::Machine => fs::mlsx_line(&e.name, &e.stat, &self.perm_fact(fs::is_dir(&e.stat)), out),
+        match self.lister(ListKind::Long, false, false).walk(path, given.to_vec(), Sink::Memory(&mut out)).await {
+            Ok(false) => out,
+            Ok(true) | Err(_) => Vec::new(),
         }
     }
 
@@ -166,25 +141,13 @@ impl Session {
         self.reply(150, "Here comes the directory listing.").await?;
         // Streamed: each chunk of entries is formatted and written before the
         // next is read, so a listing costs one chunk of memory whatever its size.
-        let lister = Lister {
-            fs: Arc::clone(&self.user().root),
-            shared: Arc::clone(&self.shared),
-            kind,
-            style: self.list_style(),
-            now: fs::now_secs(),
-            perms: [self.perm_fact(false), self.perm_fact(true)],
-            all,
-            recurse,
-            anon_check: self.anon_rules() && self.cfg().anon_world_readable_only,
-            cache_ms: self.cfg().ftpd_list_cache_ms,
-            session: self.id,
-        };
+        let lister = self.lister(kind, all, recurse);
         let stall = self.stall();
         let given = path_arg.to_vec();
         let send = async move {
             let failed = match path {
                 None => true,
-                Some(p) => lister.send(p, given, &mut data, stall).await?,
+                Some(p) => lister.walk(p, given, Sink::Data(&mut data, stall)).await?,
             };
             data.shutdown().await.map_err(DataError::Network)?;
             Ok::<bool, DataError>(failed)
@@ -620,6 +583,24 @@ struct Lister {
     session: u64,
 }
 
+/// Where a listing goes: the data connection, or memory (STAT PATH).
+enum Sink<'a> {
+    Data(&'a mut TcpStream, Duration),
+    Memory(&'a mut Vec<u8>),
+}
+
+impl Sink<'_> {
+    async fn put(&mut self, bytes: &[u8]) -> Result<(), DataError> {
+        match self {
+            Self::Data(stream, stall) => data::send_bytes(stream, bytes, *stall).await,
+            Self::Memory(v) => {
+                v.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// What one directory of a listing turned out to be.
 enum Opened {
     Dir(crate::worker::Listing),
@@ -660,9 +641,10 @@ impl Lister {
         }
     }
 
-    /// Sends the listing of `top` (recursively with `-R`). `Ok(true)`: the
-    /// top directory could not be listed at all.
-    async fn send(&self, top: VPath, given: Vec<u8>, data: &mut TcpStream, stall: Duration) -> Result<bool, DataError> {
+    /// Formats the listing of `top` (recursively with `-R`) and hands it to
+    /// `sink` a bufferful at a time. `Ok(true)`: the top directory could
+    /// not be listed at all.
+    async fn walk(&self, top: VPath, given: Vec<u8>, mut sink: Sink<'_>) -> Result<bool, DataError> {
         let mut out = Vec::with_capacity(LIST_CHUNK + 4096);
         let mut stack: Vec<(VPath, Vec<u8>, usize)> = vec![(top, given, 0)];
         let mut first = true;
@@ -710,7 +692,7 @@ impl Lister {
                     }
                 }
                 if out.len() >= LIST_CHUNK {
-                    data::send_bytes(data, &out, stall).await?;
+                    sink.put(&out).await?;
                     out.clear();
                 }
             }
@@ -725,7 +707,7 @@ impl Lister {
             }
         }
         if !out.is_empty() {
-            data::send_bytes(data, &out, stall).await?;
+            sink.put(&out).await?;
         }
         Ok(failed)
     }
