@@ -67,11 +67,7 @@ const CONTROL_BACKLOG: i32 = 4096;
 
 /// The control listener (SO_REUSEADDR, as std's), with a deep accept queue.
 pub fn bind_control(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
-    let family = if addr.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
-    let fd = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
-    sockopt::set_socket_reuseaddr(&fd, true)?;
-    rustix::net::bind(&fd, &addr)?;
+    let fd = bind_source(addr.ip(), addr.port())?;
     rustix::net::listen(&fd, CONTROL_BACKLOG)?;
     Ok(std::net::TcpListener::from(fd))
 }
@@ -239,8 +235,8 @@ pub async fn connect_active(bound: Option<OwnedFd>, to: SocketAddr, wait: Durati
     }
 }
 
-/// A TCP socket bound to `ip:port` (SO_REUSEADDR), not yet connected: what
-/// `connect_from_port_20` needs. Binding a port below 1024 needs privilege.
+/// A TCP socket bound to `ip:port` (SO_REUSEADDR), not yet connected or
+/// listening: what `connect_from_port_20` needs, and the control listener. Binding a port below 1024 needs privilege.
 pub fn bind_source(ip: IpAddr, port: u16) -> io::Result<OwnedFd> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
     let family = if ip.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };

@@ -232,6 +232,7 @@ fn run(cli: Cli) -> Result<()> {
                 drop(front_end);
                 drop(listener);
                 drop(metrics_listener);
+                drop(anon_root_fd);
                 let code = ftpd::privsep::run_master(cfg, source, root, master_end, front);
                 drop(plane);
                 std::process::exit(code);
