@@ -216,14 +216,22 @@ impl Server {
     /// Open file descriptors of the server: the process started and its
     /// children (the front and the file workers, when ftpd runs as root).
     pub fn fd_count(&self) -> usize {
-        let mut total = 0;
+        self.pids()
+            .iter()
+            .map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).map(Iterator::count).unwrap_or(0))
+            .sum()
+    }
+
+    /// The server's processes: the one started and all its descendants.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut out = Vec::new();
         let mut todo = vec![self.pid()];
         while let Some(pid) = todo.pop() {
-            total += std::fs::read_dir(format!("/proc/{pid}/fd")).map(Iterator::count).unwrap_or(0);
+            out.push(pid);
             let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
             todo.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
         }
-        total
+        out
     }
 
     /// Everything ftpd logged so far.
@@ -620,6 +628,20 @@ impl NetPair {
             thread::sleep(Duration::from_millis(50));
         }
         panic!("veth between {} and {} never came up", me.server_ns, me.client_ns);
+    }
+
+    /// Settings for ftpd serving in the server namespace on port 2121, the
+    /// passive range 50000-50099 and the eBPF plane required, then `extra`.
+    pub fn server_settings(&self, extra: &[&str]) -> Vec<String> {
+        let mut settings = vec![
+            format!("listen_address={}", self.server_ip),
+            "listen_port=2121".to_string(),
+            "pasv_min_port=50000".to_string(),
+            "pasv_max_port=50099".to_string(),
+            "ftpd_ebpf=on".to_string(),
+        ];
+        settings.extend(extra.iter().map(|s| (*s).to_string()));
+        settings
     }
 
     /// A command run inside the client namespace.

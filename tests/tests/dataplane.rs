@@ -54,14 +54,7 @@ impl Drop for Cgroup {
 /// before entering the namespace, so that its sockets (and sock_ops) belong
 /// to it. `nsenter`, not `ip netns exec`, which would hide /sys/fs/cgroup.
 fn start(pair: &NetPair, cg: &Cgroup, root: &Path, extra: &[&str]) -> Server {
-    let mut settings = vec![
-        format!("listen_address={}", pair.server_ip),
-        "listen_port=2121".to_string(),
-        "pasv_min_port=50000".to_string(),
-        "pasv_max_port=50099".to_string(),
-        "ftpd_ebpf=on".to_string(),
-    ];
-    settings.extend(extra.iter().map(|s| (*s).to_string()));
+    let settings = pair.server_settings(extra);
     let script = format!(
         "echo $$ > {}/cgroup.procs && exec nsenter --net=/run/netns/{} \"$0\" \"$@\"",
         cg.0.display(),

@@ -10,14 +10,7 @@ use ftpd_tests::{NetPair, Server, privileged, random_file, run_ok, sha256_file};
 const PRIV: &str = "privileged: creates network namespaces and loads eBPF (cargo xtask test as root)";
 
 fn start_in(pair: &NetPair, root: &std::path::Path, extra: &[&str]) -> Server {
-    let mut settings = vec![
-        format!("listen_address={}", pair.server_ip),
-        "listen_port=2121".to_string(),
-        "pasv_min_port=50000".to_string(),
-        "pasv_max_port=50099".to_string(),
-        "ftpd_ebpf=on".to_string(),
-    ];
-    settings.extend(extra.iter().map(|s| (*s).to_string()));
+    let settings = pair.server_settings(extra);
     let prefix = ["ip", "netns", "exec", pair.server_ns.as_str()];
     Server::spawn(Some(&prefix), root, &settings, SocketAddr::from((pair.server_ip, 2121)))
         .unwrap_or_else(|e| panic!("{e}"))

@@ -15,21 +15,10 @@ use std::{
 
 use ftpd_tests::{Server, served_by_nobody};
 
-/// The server's processes: the one started and all its descendants.
-fn tree_pids(server: &Server) -> Vec<u32> {
-    let mut out = Vec::new();
-    let mut todo = vec![server.pid()];
-    while let Some(pid) = todo.pop() {
-        out.push(pid);
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        todo.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
-    }
-    out
-}
-
 /// Threads named `listing` (the producers of streamed listings) in the server.
 fn listing_threads(server: &Server) -> usize {
-    tree_pids(server)
+    server
+        .pids()
         .iter()
         .flat_map(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten())
         .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "listing"))
@@ -144,7 +133,8 @@ fn anonymous_logins_survive_a_killed_file_worker() {
     assert_eq!(get(&server).0, b"alpha\n");
     // Later anonymous logins reuse the first one's worker without asking the master.
     assert_eq!(get(&server).0, b"alpha\n");
-    let worker = tree_pids(&server)
+    let worker = server
+        .pids()
         .into_iter()
         .find(|p| {
             std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.windows(13).any(|w| w == b"--ftpd-worker"))
