@@ -15,8 +15,6 @@ pub const SOCKOPS_PROGRAM: &str = "ftpd_sockops";
 pub const PASV_ALLOW_MAP: &str = "PASV_ALLOW";
 /// `HashMap<IpKey, u64>`: established control connections per client IP.
 pub const CONN_COUNT_MAP: &str = "CONN_COUNT";
-/// `HashMap<u32 local port, u32 bytes/s>`: pacing rate for a data socket.
-pub const PACING_MAP: &str = "PACING";
 /// `Array<u64>` with one slot: established control connections in all.
 pub const CONN_TOTAL_MAP: &str = "CONN_TOTAL";
 
@@ -125,14 +123,10 @@ pub enum Counter {
     ControlClosed = 9,
     /// Data connections established on a pinhole (which then closed).
     PinholeUsed = 10,
-    /// `SO_MAX_PACING_RATE` applied to a data socket.
-    PacingApplied = 11,
-    /// `bpf_setsockopt` refused the pacing rate.
-    PacingFailed = 12,
 }
 
 /// Number of slots in `STATS`; the kernel map is declared with this size.
-pub const COUNTER_SLOTS: u32 = 13;
+pub const COUNTER_SLOTS: u32 = 11;
 
 impl Counter {
     /// Every counter, in slot order, so the daemon can export all of them without
@@ -149,8 +143,6 @@ impl Counter {
         Self::ControlEstablished,
         Self::ControlClosed,
         Self::PinholeUsed,
-        Self::PacingApplied,
-        Self::PacingFailed,
     ];
 
     /// Stable name used in logs and metrics.
@@ -167,8 +159,6 @@ impl Counter {
             Self::ControlEstablished => "control_established",
             Self::ControlClosed => "control_closed",
             Self::PinholeUsed => "pinhole_used",
-            Self::PacingApplied => "pacing_applied",
-            Self::PacingFailed => "pacing_failed",
         }
     }
 }

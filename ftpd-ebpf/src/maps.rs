@@ -30,10 +30,6 @@ pub static CONN_COUNT: HashMap<IpKey, u64> = HashMap::with_max_entries(65_536, 0
 #[map]
 pub static CONN_TOTAL: Array<u64> = Array::with_max_entries(1, 0);
 
-/// Pacing rate (bytes/s) by local data port, set by the daemon per transfer.
-#[map]
-pub static PACING: HashMap<u32, u32> = HashMap::with_max_entries(65_536, 0);
-
 /// A CONFIG slot (0 when unset).
 #[inline(always)]
 pub fn config(slot: ConfigSlot) -> u32 {

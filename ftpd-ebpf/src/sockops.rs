@@ -1,20 +1,18 @@
 //! sock_ops on ftpd's cgroup: counts established control connections per
-//! client (for the XDP caps), closes a pinhole once its data connection is
-//! established, and paces data sockets from the `PACING` map, again on every
-//! RTT callback so that a rate the daemon changes reaches live sockets.
+//! client (for the XDP caps) and closes a pinhole once its data connection is
+//! established. Rate limits are not here: the daemon sets the pacing rate on
+//! each data socket itself, which works whatever port the socket has.
 
 use aya_ebpf::{
     bindings::{
-        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_RTT_CB_FLAG, BPF_SOCK_OPS_STATE_CB,
-        BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE, SO_MAX_PACING_RATE, SOL_SOCKET,
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE,
     },
-    helpers::bpf_setsockopt,
     macros::sock_ops,
     programs::SockOpsContext,
 };
 use ftpd_common::{ConfigSlot, Counter, IpKey};
 
-use crate::maps::{CONN_COUNT, CONN_TOTAL, PACING, PASV_ALLOW, add, config, count, read};
+use crate::maps::{CONN_COUNT, CONN_TOTAL, PASV_ALLOW, add, config, count, read};
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -82,9 +80,6 @@ fn try_sockops(ctx: &SockOpsContext) -> Result<(), ()> {
                 if PASV_ALLOW.remove(&local_port).is_ok() {
                     count(Counter::PinholeUsed, 1);
                 }
-                if pace(ctx, local_port) {
-                    let _ = ctx.set_cb_flags(BPF_SOCK_OPS_RTT_CB_FLAG as i32);
-                }
             }
         }
         BPF_SOCK_OPS_STATE_CB if is_control && new_state == BPF_TCP_CLOSE => {
@@ -100,33 +95,7 @@ fn try_sockops(ctx: &SockOpsContext) -> Result<(), ()> {
             }
             count(Counter::ControlClosed, 1);
         }
-        BPF_SOCK_OPS_RTT_CB if is_data => {
-            pace(ctx, local_port);
-        }
         _ => {}
     }
     Ok(())
-}
-
-/// Applies `PACING[port]` to the socket; false when the port has no entry.
-/// An entry of 0 marks a rate-limited session whose transfer has not started
-/// yet (the data connection is often established before RETR arrives): the
-/// socket gets RTT callbacks, and the rate applies on the first one after the
-/// daemon writes it.
-#[inline(always)]
-fn pace(ctx: &SockOpsContext, port: u32) -> bool {
-    // SAFETY: plain u32 value, copied out at once.
-    let Some(rate) = (unsafe { PACING.get(&port) }).copied() else {
-        return false;
-    };
-    if rate == 0 {
-        return true;
-    }
-    let mut v: u32 = rate;
-    // SAFETY: the helper reads 4 bytes from `v` (SO_MAX_PACING_RATE takes an int).
-    let r = unsafe {
-        bpf_setsockopt(ctx.ops.cast(), SOL_SOCKET as i32, SO_MAX_PACING_RATE as i32, (&raw mut v).cast(), 4)
-    };
-    count(if r == 0 { Counter::PacingApplied } else { Counter::PacingFailed }, 1);
-    true
 }

@@ -437,6 +437,22 @@ impl Config {
         Ok(())
     }
 
+    /// The bandwidth limit of a session in bytes per second (0: none): the
+    /// one rule for which rate applies. Anonymous users' rights
+    /// (`anon_max_rate`) go to anonymous sessions and to virtual users
+    /// without `virtual_use_local_privs`; everyone else gets `local_max_rate`.
+    /// `self` is the session's effective config (global plus
+    /// `user_config_dir`), so per-user overrides are already in it.
+    pub fn max_rate(&self, anonymous: bool) -> u64 {
+        u64::from(if self.anon_rules(anonymous) { self.anon_max_rate } else { self.local_max_rate })
+    }
+
+    /// Whether anonymous users' rights apply to a session: anonymous users,
+    /// and virtual users unless `virtual_use_local_privs` (vsftpd's rule).
+    pub fn anon_rules(&self, anonymous: bool) -> bool {
+        anonymous || (self.guest_enable && !self.virtual_use_local_privs)
+    }
+
     /// The passive port range, `None` when any port will do.
     pub fn pasv_range(&self) -> Option<(u16, u16)> {
         // validate() has checked both fit in a u16.

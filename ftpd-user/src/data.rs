@@ -14,6 +14,8 @@ use tokio::{
     time::timeout,
 };
 
+use crate::rates::Pacer;
+
 /// Why a data transfer did not complete; each maps to vsftpd's reply.
 #[derive(Debug)]
 pub enum DataError {
@@ -135,7 +137,8 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 /// from the page cache to the socket without passing through userspace.
 ///
 /// The socket is non-blocking; the loop waits for writability between calls, so
-/// a slow client costs a parked task, not a thread.
+/// a slow client costs a parked task, not a thread. `pacer` keeps it to the
+/// transfer's share of a rate limit (and waits for nothing without one).
 pub async fn send_file(
     stream: &mut TcpStream,
     file: &OwnedFd,
@@ -143,27 +146,19 @@ pub async fn send_file(
     len: u64,
     stall: Duration,
     progress: &Progress,
-    pace: Option<&crate::rates::Flow>,
+    pacer: &mut Pacer,
 ) -> Result<u64, DataError> {
     const CHUNK: u64 = 16 << 20;
     let end = offset.saturating_add(len);
     let mut sent = 0u64;
-    let mut paced = pace.map(|f| f.rate.load(std::sync::atomic::Ordering::Relaxed));
     while offset < end {
-        // A re-split share reaches the live socket here (userspace plane).
-        if let (Some(f), Some(applied)) = (pace, paced.as_mut()) {
-            let now = f.rate.load(std::sync::atomic::Ordering::Relaxed);
-            if now != *applied {
-                let _ = set_pacing(stream, now);
-                *applied = now;
-            }
-        }
+        let want = usize::try_from((end - offset).min(CHUNK)).unwrap_or(usize::MAX);
+        let count = pacer.budget(stream.as_fd(), want).await;
         match timeout(stall, stream.writable()).await {
             Err(_) => return Err(DataError::Stalled),
             Ok(Err(e)) => return Err(DataError::Network(e)),
             Ok(Ok(())) => {}
         }
-        let count = usize::try_from((end - offset).min(CHUNK)).unwrap_or(usize::MAX);
         let res = stream.try_io(Interest::WRITABLE, || {
             rustix::fs::sendfile(stream.as_fd(), file, Some(&mut offset), count).map_err(io::Error::from)
         });
@@ -171,6 +166,7 @@ pub async fn send_file(
             Ok(0) => break, // the file shrank under us: send what there is
             Ok(n) => {
                 sent += n as u64;
+                pacer.moved(n);
                 progress.add(n as u64);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -180,23 +176,6 @@ pub async fn send_file(
     }
     stream.shutdown().await.map_err(DataError::Network)?;
     Ok(sent)
-}
-
-/// Caps a socket's send rate with kernel TCP pacing.
-pub fn set_pacing(sock: &TcpStream, rate: u64) -> io::Result<()> {
-    let v: libc::c_uint = u32::try_from(rate).unwrap_or(u32::MAX);
-    let fd = std::os::fd::AsRawFd::as_raw_fd(sock);
-    // SAFETY: setsockopt reads `size_of::<c_uint>()` bytes from `&v`.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_MAX_PACING_RATE,
-            (&raw const v).cast(),
-            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
-        )
-    };
-    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// `sendfile` reports both sides' errors; these come from the socket.
@@ -216,6 +195,22 @@ pub async fn send_bytes(stream: &mut TcpStream, bytes: &[u8], stall: Duration) -
         Err(_) => Err(DataError::Stalled),
         Ok(r) => r.map_err(DataError::Network),
     }
+}
+
+/// [`send_bytes`] in the steps `pacer` allows.
+pub async fn send_paced(
+    stream: &mut TcpStream,
+    mut bytes: &[u8],
+    stall: Duration,
+    pacer: &mut Pacer,
+) -> Result<(), DataError> {
+    while !bytes.is_empty() {
+        let n = pacer.budget(stream.as_fd(), bytes.len()).await;
+        send_bytes(stream, &bytes[..n], stall).await?;
+        pacer.moved(n);
+        bytes = &bytes[n..];
+    }
+    Ok(())
 }
 
 /// Connects to the client for an active-mode (PORT/EPRT) transfer, from
@@ -259,7 +254,9 @@ pub enum RecvError {
 
 /// Receives into `file` with `splice(2)`: socket → pipe → file, no copy
 /// through userspace. `offset` is where writing starts (`None`: the file
-/// position, for O_APPEND). Returns the bytes written, counting into `progress`.
+/// position, for O_APPEND). Returns the bytes written, counting into
+/// `progress`. With a rate limit, `pacer` lets each read wait for the
+/// schedule, and TCP flow control slows the client. Splice stays.
 pub async fn receive_file(
     stream: &mut TcpStream,
     file: &OwnedFd,
@@ -267,24 +264,14 @@ pub async fn receive_file(
     mut offset: Option<u64>,
     stall: Duration,
     progress: &Progress,
-    share: Option<&crate::rates::Flow>,
+    pacer: &mut Pacer,
 ) -> Result<u64, RecvError> {
     use rustix::pipe::{SpliceFlags, splice};
     const CHUNK: usize = 1 << 20;
     let (pipe_r, pipe_w) = pipe;
     let mut total = 0u64;
-    // With a rate limit: seconds the bytes so far are worth at the share in
-    // force when they arrived; reading waits for the clock to catch up, and
-    // TCP flow control slows the client (design/ebpf.md §7). Splice stays.
-    let start = std::time::Instant::now();
-    let mut due = 0.0f64;
     loop {
-        let rate = share.map(|f| f.rate.load(std::sync::atomic::Ordering::Relaxed).max(1));
-        let elapsed = start.elapsed().as_secs_f64();
-        if rate.is_some() && due > elapsed {
-            tokio::time::sleep(Duration::from_secs_f64(due - elapsed)).await;
-        }
-        let chunk = rate.map_or(CHUNK, |r| usize::try_from((r / 20).clamp(4096, CHUNK as u64)).unwrap_or(CHUNK));
+        let chunk = pacer.budget(stream.as_fd(), CHUNK).await;
         match timeout(stall, stream.readable()).await {
             Err(_) => return Err(RecvError::Stalled),
             Ok(Err(e)) => return Err(RecvError::Network(e)),
@@ -300,6 +287,7 @@ pub async fn receive_file(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(RecvError::Network(e)),
         };
+        pacer.moved(n);
         // Drain the pipe into the file; the file side blocks only on the disk.
         let mut left = n;
         while left > 0 {
@@ -311,9 +299,6 @@ pub async fn receive_file(
             left -= w;
             total += w as u64;
             progress.add(w as u64);
-        }
-        if let Some(r) = rate {
-            due += n as f64 / r as f64;
         }
     }
 }

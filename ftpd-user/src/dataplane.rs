@@ -15,8 +15,8 @@ use aya::{
     programs::{CgroupAttachMode, SockOps, Xdp, XdpMode},
 };
 use ftpd_common::{
-    CONFIG_MAP, CONN_COUNT_MAP, ConfigSlot, Counter, IpKey, PACING_MAP, PASV_ALLOW_MAP, Pinhole, SOCKOPS_PROGRAM,
-    STATS_MAP, XDP_PROGRAM,
+    CONFIG_MAP, CONN_COUNT_MAP, ConfigSlot, Counter, IpKey, PASV_ALLOW_MAP, Pinhole, SOCKOPS_PROGRAM, STATS_MAP,
+    XDP_PROGRAM,
 };
 use tracing::{info, warn};
 
@@ -41,7 +41,6 @@ pub struct Dataplane {
     cgroup: String,
     pinholes_on: bool,
     pasv: Mutex<HashMap<MapData, u32, Pinhole>>,
-    pacing: Mutex<HashMap<MapData, u32, u32>>,
     conns: Mutex<HashMap<MapData, IpKey, u64>>,
 }
 
@@ -114,10 +113,9 @@ impl Dataplane {
             ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))
         };
         let pasv = Mutex::new(HashMap::try_from(take(&mut ebpf, PASV_ALLOW_MAP)?)?);
-        let pacing = Mutex::new(HashMap::try_from(take(&mut ebpf, PACING_MAP)?)?);
         let conns = Mutex::new(HashMap::try_from(take(&mut ebpf, CONN_COUNT_MAP)?)?);
         info!(interfaces = ?interfaces, cgroup = %cgroup, "eBPF data plane loaded: XDP and sock_ops attached");
-        Ok(Self { ebpf, interfaces, cgroup, pinholes_on, pasv, pacing, conns })
+        Ok(Self { ebpf, interfaces, cgroup, pinholes_on, pasv, conns })
     }
 
     /// Opens a one-shot pinhole for `client` to `port`, until `ttl` from now.
@@ -141,18 +139,6 @@ impl Dataplane {
     /// Closes a pinhole that was not used (timeout, abort, a new PASV).
     pub fn close_pinhole(&self, port: u16) {
         let _ = lock(&self.pasv).remove(&u32::from(port));
-    }
-
-    /// Sets the pacing rate sock_ops applies to data sockets on `port`.
-    pub fn set_pacing(&self, port: u16, rate: u64) -> Result<()> {
-        let rate = u32::try_from(rate).unwrap_or(u32::MAX);
-        lock(&self.pacing).insert(u32::from(port), rate, 0).context("PACING insert")?;
-        Ok(())
-    }
-
-    /// Removes a port's pacing entry.
-    pub fn clear_pacing(&self, port: u16) {
-        let _ = lock(&self.pacing).remove(&u32::from(port));
     }
 
     /// Established control connections from `ip`, as the kernel counts them.

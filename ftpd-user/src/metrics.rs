@@ -52,6 +52,8 @@ pub struct Metrics {
     pub pinholes: Family<Labels, Counter>,
     /// Kernel decisions by event (the eBPF counters).
     pub kernel: Family<Labels, Counter>,
+    /// Rate-limited transfers by direction and how they were paced.
+    pub paced: Family<Labels, Counter>,
     /// Passive ports bound right now.
     pub pasv_in_use: Gauge,
     /// Size of the passive port range (0: any port).
@@ -94,6 +96,7 @@ impl Metrics {
             refused: Family::default(),
             pinholes: Family::default(),
             kernel: Family::default(),
+            paced: Family::default(),
             pasv_in_use: Gauge::default(),
             pasv_range: Gauge::default(),
             ebpf_enabled: Gauge::default(),
@@ -114,6 +117,12 @@ impl Metrics {
         r.register("connections_refused", "Control connections refused, by reason", m.refused.clone());
         r.register("pasv_pinholes", "Passive pinholes by event", m.pinholes.clone());
         r.register("kernel_events", "Decisions of the eBPF data plane, by event", m.kernel.clone());
+        r.register(
+            "paced_transfers",
+            "Rate-limited transfers by direction and pacing: tcp_pacing (the socket's TCP pacing plus a send \
+             schedule) or userspace (a schedule alone: uploads, or a socket that refused the pacing rate)",
+            m.paced.clone(),
+        );
         r.register("pasv_ports_in_use", "Passive ports bound now", m.pasv_in_use.clone());
         r.register("pasv_ports_range", "Size of the passive port range (0: any port)", m.pasv_range.clone());
         r.register("ebpf_enabled", "1 when the eBPF data plane is loaded", m.ebpf_enabled.clone());
@@ -165,6 +174,11 @@ impl Metrics {
         if let Some(u) = user {
             self.user_bytes.get_or_create(&l(&[("user", u), ("direction", direction)])).inc_by(bytes);
         }
+    }
+
+    /// Counts a rate-limited transfer (see [`crate::rates::Pacer::how`]).
+    pub fn paced(&self, direction: &str, how: &str) {
+        self.paced.get_or_create(&l(&[("direction", direction), ("how", how)])).inc();
     }
 
     /// The byte counter of a direction, for `data::Progress`.

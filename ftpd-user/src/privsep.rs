@@ -296,7 +296,8 @@ type Identity = (u32, u32, Vec<u32>, PathBuf);
 
 /// The master's state: running workers by identity.
 struct Master {
-    cfg: Config,
+    /// Decides logins: the startup config, replaced by each good SIGHUP reload.
+    cfg: std::sync::RwLock<Arc<Config>>,
     source: crate::config::ConfigSource,
     anon_root: PathBuf,
     workers: Mutex<HashMap<Identity, (u64, Child)>>,
@@ -328,7 +329,13 @@ pub fn run_master(
         libc::signal(libc::SIGINT, forward_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGHUP, forward_signal as *const () as libc::sighandler_t);
     }
-    let master = Arc::new(Master { cfg, source, anon_root, workers: Mutex::default(), next_id: AtomicU64::new(1) });
+    let master = Arc::new(Master {
+        cfg: std::sync::RwLock::new(Arc::new(cfg)),
+        source,
+        anon_root,
+        workers: Mutex::default(),
+        next_id: AtomicU64::new(1),
+    });
     let mut buf = Vec::new();
     loop {
         match ipc::recv(chan.as_fd(), &mut buf) {
@@ -361,6 +368,10 @@ pub fn run_master(
 }
 
 impl Master {
+    fn cfg(&self) -> Arc<Config> {
+        Arc::clone(&self.cfg.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
     fn handle_login(&self, req: &[u8], reply: &OwnedFd) {
         if req.first() == Some(&REQ_BIND) {
             self.handle_bind(req, reply);
@@ -376,7 +387,7 @@ impl Master {
             let _ = ipc::send(reply.as_fd(), &Enc::tag(REP_DENIED).bytes(b"Login incorrect.").0, None);
             return;
         };
-        let outcome = login::decide(&self.cfg, &self.anon_root, user, password, rhost)
+        let outcome = login::decide(&self.cfg(), &self.anon_root, user, password, rhost)
             .and_then(|g| self.worker_for(&g).map(|w| (g, w)));
         match outcome {
             Ok((grant, (id, link))) => {
@@ -390,9 +401,10 @@ impl Master {
         }
     }
 
-    /// Re-reads the configuration for the front. The front already runs with
-    /// the startup settings that need privilege (listeners, logs, users); a
-    /// reload changes what sessions do (rate limits, for running transfers too).
+    /// Re-reads the configuration for the front, and decides later logins
+    /// with it. The front already runs with the startup settings that need
+    /// privilege (listeners, logs); a reload changes what sessions do (rate
+    /// limits, for running transfers too) and how logins are decided.
     fn handle_reload(&self, req: &[u8], reply: &OwnedFd) {
         let mut d = Dec(&req[1..]);
         let n = d.u32().unwrap_or(0).min(10_000);
@@ -407,6 +419,7 @@ impl Master {
                     };
                 }
                 let _ = ipc::send(reply.as_fd(), &e.0, None);
+                *self.cfg.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(cfg);
             }
             Err(err) => {
                 warn!("master: reload refused: {err}");
@@ -421,8 +434,9 @@ impl Master {
         let mut d = Dec(&req[1..]);
         let ip = d.str().and_then(|s| s.parse::<std::net::IpAddr>().ok());
         let port = d.u32();
+        let cfg = self.cfg();
         let result = match (ip, port) {
-            (Some(ip), Some(port)) if port == self.cfg.ftp_data_port && self.cfg.connect_from_port_20 => {
+            (Some(ip), Some(port)) if port == cfg.ftp_data_port && cfg.connect_from_port_20 => {
                 crate::data::bind_source(ip, u16::try_from(port).unwrap_or(20)).map_err(|e| e.to_string())
             }
             _ => Err("bad bind request".to_string()),

@@ -1,32 +1,41 @@
-//! Bandwidth shares: with `ftpd_rate_scope=user|ip`, one limit is split
-//! evenly between the concurrent transfers of a user (or a client IP), and
-//! re-split whenever one starts or ends. Each transfer reads its current share
-//! from a `Flow`; downloads in the kernel plane also get it through the
-//! `PACING` map, which sock_ops applies to the live socket on its next RTT.
+//! Bandwidth limits: which share of a limit each transfer gets, and how a
+//! transfer keeps to it.
+//!
+//! With `ftpd_rate_scope=user|ip`, one limit is split evenly between the
+//! concurrent transfers of a user (or a client IP), and re-split whenever one
+//! starts or ends; with `session` each transfer has the whole limit. Each
+//! transfer reads its current share from a [`Flow`], and a [`Pacer`] keeps
+//! its data connection to it: downloads through the socket's own TCP pacing
+//! (`SO_MAX_PACING_RATE`) plus a schedule of what is handed to the kernel,
+//! uploads by reading no faster than the share (TCP flow control slows the
+//! client). Both are tied to the data socket, never to a port range, so the
+//! same limit holds in passive and active mode, with or without
+//! `pasv_min_port`/`pasv_max_port`, on both data planes.
 
 use std::{
     collections::HashMap,
+    os::fd::BorrowedFd,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
+    time::{Duration, Instant},
 };
 
-use crate::server::{Plane, Shared};
+use crate::server::Shared;
 
 /// One transfer's share of a limit.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Flow {
-    /// Current rate in bytes per second.
+    /// Current rate in bytes per second; 0: no limit.
     pub rate: AtomicU64,
-    /// The passive data port paced through the kernel map (0: none).
-    port: u16,
 }
 
 /// A group's limit and the transfers sharing it.
 type Group = (u64, Vec<Arc<Flow>>);
 
-/// Whose limit a rate group is: user name, and whether anonymous rules apply.
+/// Whose limit a rate group is: the user name, and whether the session is
+/// anonymous (the rule for which limit applies is [`crate::config::Config::max_rate`]).
 pub type Owner = (String, bool);
 
 /// The transfers sharing each limit, by group key.
@@ -35,7 +44,12 @@ pub struct Rates {
     groups: Mutex<HashMap<String, Group>>,
     /// The owner of each group, for reloads.
     owners: Mutex<HashMap<String, Owner>>,
-    /// Limits set by a reload, for transfers that start afterwards.
+    /// Logged-in sessions by owner: a reload computes the new limit of each,
+    /// so that sessions that logged in before it use the new limit for their
+    /// next transfer too.
+    sessions: Mutex<HashMap<Owner, usize>>,
+    /// Limits set by the last reload, for the sessions that logged in
+    /// before it (later sessions read the new config themselves).
     overrides: Mutex<HashMap<Owner, u64>>,
 }
 
@@ -48,49 +62,60 @@ pub struct FlowGuard {
 }
 
 impl Rates {
-    /// Adds a transfer limited to `limit` in group `key` (paced in the kernel
-    /// on `port` when the kernel plane is on and `port` is not 0).
-    pub fn start(shared: &Arc<Shared>, key: String, owner: Owner, limit: u64, port: u16) -> FlowGuard {
-        let limit = lock(&shared.rates.overrides).get(&owner).copied().unwrap_or(limit);
-        let flow = Arc::new(Flow { rate: AtomicU64::new(limit), port });
+    /// Adds a transfer to group `key`, whose limit is `limit` (0: none). Every
+    /// transfer joins, limited or not, so a reload can give a running
+    /// transfer a limit it started without.
+    pub fn start(shared: &Arc<Shared>, key: String, owner: Owner, limit: u64) -> FlowGuard {
+        let flow = Arc::new(Flow::default());
         lock(&shared.rates.owners).insert(key.clone(), owner);
         {
             let mut groups = lock(&shared.rates.groups);
             let group = groups.entry(key.clone()).or_insert_with(|| (limit, Vec::new()));
             group.0 = limit;
             group.1.push(Arc::clone(&flow));
-            resplit(&shared.plane, group);
+            resplit(group);
         }
         FlowGuard { shared: Arc::clone(shared), key, flow }
     }
-}
 
-fn resplit(plane: &Plane, (limit, flows): &mut Group) {
-    if flows.is_empty() {
-        return;
+    /// The limit a session of `owner` uses for its next transfer: what the
+    /// last reload decided for sessions from before it, else `configured`
+    /// (the session's own effective config).
+    pub fn limit(&self, owner: &Owner, configured: u64) -> u64 {
+        lock(&self.overrides).get(owner).copied().unwrap_or(configured)
     }
-    let share = (*limit / flows.len() as u64).max(1);
-    tracing::debug!(transfers = flows.len(), share, "rate group re-split");
-    for f in flows.iter() {
-        f.rate.store(share, Ordering::Relaxed);
-        if let (Plane::Kernel(dp), true) = (plane, f.port != 0) {
-            let _ = dp.set_pacing(f.port, share);
+
+    /// Counts a logged-in session of `owner` (see [`Rates::logout`]).
+    pub fn login(&self, owner: &Owner) {
+        *lock(&self.sessions).entry(owner.clone()).or_default() += 1;
+    }
+
+    /// A session of `owner` ended.
+    pub fn logout(&self, owner: &Owner) {
+        let mut sessions = lock(&self.sessions);
+        if let Some(n) = sessions.get_mut(owner) {
+            *n -= 1;
+            if *n == 0 {
+                sessions.remove(owner);
+                lock(&self.overrides).remove(owner);
+            }
         }
     }
 }
 
-impl FlowGuard {
-    /// Whether sock_ops paces this transfer (kernel plane, passive port).
-    pub fn kernel_paced(&self) -> bool {
-        self.flow.port != 0 && self.shared.kernel().is_some()
+fn resplit((limit, flows): &mut Group) {
+    if flows.is_empty() {
+        return;
+    }
+    let share = if *limit == 0 { 0 } else { (*limit / flows.len() as u64).max(1) };
+    tracing::debug!(transfers = flows.len(), share, "rate group re-split");
+    for f in flows.iter() {
+        f.rate.store(share, Ordering::Relaxed);
     }
 }
 
 impl Drop for FlowGuard {
     fn drop(&mut self) {
-        if let (Plane::Kernel(dp), true) = (&self.shared.plane, self.flow.port != 0) {
-            dp.clear_pacing(self.flow.port);
-        }
         let mut groups = lock(&self.shared.rates.groups);
         if let Some(group) = groups.get_mut(&self.key) {
             group.1.retain(|f| !Arc::ptr_eq(f, &self.flow));
@@ -98,7 +123,7 @@ impl Drop for FlowGuard {
                 groups.remove(&self.key);
                 lock(&self.shared.rates.owners).remove(&self.key);
             } else {
-                resplit(&self.shared.plane, group);
+                resplit(group);
             }
         }
     }
@@ -108,28 +133,201 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// SIGHUP: reads the configuration again and gives every running rate group
-/// (and later transfers of the same users) the new limit. Returns how many
-/// groups changed. Blocking: it waits for the master.
+/// SIGHUP: reads the configuration again (through the master, which also
+/// decides later logins with it), makes it the configuration of later
+/// sessions, and gives every running rate group and every logged-in user
+/// the new limit: from none to one, from one to another, and back to none.
+/// Returns how many running groups changed. Blocking: it waits for the master.
 pub fn reload(shared: &Arc<Shared>) -> Result<usize, String> {
-    let owners: Vec<(String, Owner)> = lock(&shared.rates.owners).iter().map(|(k, o)| (k.clone(), o.clone())).collect();
-    let names: Vec<String> = owners.iter().map(|(_, (n, _))| n.clone()).collect();
+    let mut owners: Vec<Owner> = lock(&shared.rates.sessions).keys().cloned().collect();
+    for o in lock(&shared.rates.owners).values() {
+        if !owners.contains(o) {
+            owners.push(o.clone());
+        }
+    }
+    let names: Vec<String> = owners.iter().map(|(n, _)| n.clone()).collect();
     let (cfg, texts) = shared.authority.reload(&shared.source, &names)?;
-    let mut changed = 0;
-    let mut groups = lock(&shared.rates.groups);
-    let mut overrides = lock(&shared.rates.overrides);
-    for ((key, owner), text) in owners.into_iter().zip(texts) {
+    let mut limits = HashMap::new();
+    for (owner, text) in owners.into_iter().zip(texts) {
         let mut eff = cfg.clone();
         if let Some(t) = text {
             eff.apply_text(&format!("{}/{}", eff.user_config_dir, owner.0), &t).map_err(|e| e.to_string())?;
+            eff.validate().map_err(|e| format!("{}/{}: {e}", eff.user_config_dir, owner.0))?;
         }
-        let limit = u64::from(if owner.1 { eff.anon_max_rate } else { eff.local_max_rate });
-        overrides.insert(owner, limit);
-        if let Some(group) = groups.get_mut(&key).filter(|g| limit != 0 && g.0 != limit) {
+        let limit = eff.max_rate(owner.1);
+        limits.insert(owner, limit);
+    }
+    shared.set_cfg(cfg);
+    let mut changed = 0;
+    let owners = lock(&shared.rates.owners);
+    let mut groups = lock(&shared.rates.groups);
+    for (key, owner) in owners.iter() {
+        let Some(&limit) = limits.get(owner) else { continue };
+        if let Some(group) = groups.get_mut(key).filter(|g| g.0 != limit) {
             group.0 = limit;
-            resplit(&shared.plane, group);
+            resplit(group);
             changed += 1;
         }
     }
+    *lock(&shared.rates.overrides) = limits;
     Ok(changed)
+}
+
+/// How far ahead of its schedule a paced download may hand bytes to the
+/// kernel once TCP pacing is in force: enough that the socket never runs dry
+/// (TCP gives a flow that fell behind a burst of credit), few enough wake-ups
+/// (two a second) that thousands of slow clients cost little CPU.
+const LEAD: f64 = 1.0;
+/// The step of the schedule where nothing else paces: 50 ms of the rate.
+const SLICE: f64 = 0.05;
+/// The smallest step, for very low rates.
+const MIN_SLICE: f64 = 1024.0;
+/// TCP paces nothing until a connection has sent this many data segments
+/// (`tcp_update_skb_after_send`); on loopback one segment is 64 KiB, so a
+/// whole small file could leave unpaced. The schedule covers that start.
+const UNPACED_SEGMENTS: u32 = 10;
+
+/// Keeps one transfer's data connection to its flow's current share.
+///
+/// Sending, the socket's `SO_MAX_PACING_RATE` is set to the share before the
+/// first byte and again whenever the share changes, and the bytes handed to
+/// the kernel follow a schedule: one 50 ms step at a time until TCP pacing
+/// is in force (or always, when the socket refused the pacing rate), then at
+/// most [`LEAD`] ahead. Receiving, bytes are read one step at a time on the
+/// schedule. A change of share restarts the schedule from that moment.
+#[derive(Debug)]
+pub struct Pacer {
+    flow: Arc<Flow>,
+    /// The share the schedule runs at; `None` before the first step.
+    rate: Option<u64>,
+    since: Instant,
+    /// Seconds of transfer the bytes moved since `since` are worth.
+    due: f64,
+    /// Whether this end sends (and so may use TCP pacing).
+    sending: bool,
+    /// The socket took the pacing rate.
+    kernel: bool,
+    /// TCP pacing is in force on the socket (past its first segments).
+    warm: bool,
+    /// A limit applied at some point of the transfer.
+    limited: bool,
+}
+
+impl Pacer {
+    /// A pacer for a download (this end sends).
+    pub fn sending(flow: Arc<Flow>) -> Self {
+        Self::new(flow, true)
+    }
+
+    /// A pacer for an upload (this end receives).
+    pub fn receiving(flow: Arc<Flow>) -> Self {
+        Self::new(flow, false)
+    }
+
+    /// A pacer that never waits (transfers outside any rate group).
+    pub fn unlimited() -> Self {
+        Self::new(Arc::new(Flow::default()), false)
+    }
+
+    fn new(flow: Arc<Flow>, sending: bool) -> Self {
+        Self { flow, rate: None, since: Instant::now(), due: 0.0, sending, kernel: false, warm: false, limited: false }
+    }
+
+    /// Waits until the schedule lets more bytes through `sock`, and returns
+    /// how many may be moved now (at most `max`, at least 1).
+    pub async fn budget(&mut self, sock: BorrowedFd<'_>, max: usize) -> usize {
+        let r = self.flow.rate.load(Ordering::Relaxed);
+        if self.rate != Some(r) {
+            self.rate = Some(r);
+            self.since = Instant::now();
+            self.due = 0.0;
+            self.warm = false;
+            self.limited |= r != 0;
+            if self.sending {
+                self.kernel = match set_max_pacing_rate(sock, r) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SO_MAX_PACING_RATE refused; the download is paced in userspace");
+                        false
+                    }
+                };
+            }
+        }
+        if r == 0 {
+            return max;
+        }
+        let rf = r as f64;
+        let slice = (rf * SLICE).max(MIN_SLICE);
+        if self.kernel && !self.warm {
+            self.warm = data_segments_out(sock).is_some_and(|n| n >= UNPACED_SEGMENTS);
+        }
+        // `lead`: bytes that may be ahead of the schedule; `step`: the least
+        // worth waking up for. The last second goes in steps too: TCP sends
+        // what is queued in segments of up to two MSS (128 KiB on loopback)
+        // and paces the gap *after* each, so a big last segment would arrive
+        // early by its own length.
+        let (lead, step) = if self.kernel && self.warm && max as f64 > rf * LEAD {
+            (rf * LEAD, rf * LEAD / 2.0)
+        } else {
+            (slice, slice)
+        };
+        let ready = self.due + (step - lead) / rf;
+        let now = self.since.elapsed().as_secs_f64();
+        if ready > now {
+            tokio::time::sleep(Duration::from_secs_f64(ready - now)).await;
+        }
+        let now = self.since.elapsed().as_secs_f64();
+        let allowed = (now - self.due) * rf + lead;
+        // Truncation is the intent: whole bytes, at least one.
+        (allowed.max(1.0) as usize).min(max).max(1)
+    }
+
+    /// Records `n` bytes moved.
+    pub fn moved(&mut self, n: usize) {
+        if let Some(r) = self.rate.filter(|&r| r != 0) {
+            self.due += n as f64 / r as f64;
+        }
+    }
+
+    /// How the transfer was limited, for the metrics: `None` if it never was;
+    /// `tcp_pacing` (the socket's pacing rate and the schedule) or
+    /// `userspace` (the schedule alone: uploads, or a socket that refused).
+    pub fn how(&self) -> Option<&'static str> {
+        self.limited.then_some(if self.kernel { "tcp_pacing" } else { "userspace" })
+    }
+}
+
+/// Caps a socket's send rate with TCP pacing (`u32::MAX`: no cap). TCP paces
+/// by itself without the fq qdisc (Linux 4.20 and later).
+fn set_max_pacing_rate(sock: BorrowedFd<'_>, rate: u64) -> std::io::Result<()> {
+    let v: libc::c_uint = if rate == 0 { u32::MAX } else { u32::try_from(rate).unwrap_or(u32::MAX - 1) };
+    // SAFETY: setsockopt reads `size_of::<c_uint>()` bytes from `&v`.
+    let r = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            libc::SO_MAX_PACING_RATE,
+            (&raw const v).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// `tcpi_data_segs_out` of a TCP socket.
+fn data_segments_out(sock: BorrowedFd<'_>) -> Option<u32> {
+    // SAFETY: tcp_info is plain data; all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`.
+    let r = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &raw mut len,
+        )
+    };
+    (r == 0).then_some(info.tcpi_data_segs_out)
 }

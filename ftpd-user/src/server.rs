@@ -6,7 +6,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, RwLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -32,8 +32,9 @@ pub enum Plane {
 #[derive(Debug)]
 pub struct Shared {
     /// The validated configuration, shared as is by every session without a
-    /// per-user config file.
-    pub cfg: Arc<Config>,
+    /// per-user config file; SIGHUP swaps it for the one re-read, so sessions
+    /// that log in afterwards get the new settings (see [`Shared::cfg`]).
+    cfg: RwLock<Arc<Config>>,
     /// Absolute directory served to anonymous users.
     pub anon_root: PathBuf,
     /// The data plane in use.
@@ -116,7 +117,7 @@ impl Shared {
             authority,
             deny: Patterns::parse(&cfg.deny_file),
             hide: Patterns::parse(&cfg.hide_file),
-            cfg: Arc::new(cfg),
+            cfg: RwLock::new(Arc::new(cfg)),
             anon_root,
             plane,
             banner,
@@ -124,6 +125,17 @@ impl Shared {
             next_id: AtomicU64::new(1),
             conns: Mutex::default(),
         })
+    }
+
+    /// The configuration in force now: a session takes it at login (with its
+    /// per-user overrides) and keeps it; a reload changes it for later logins.
+    pub fn cfg(&self) -> Arc<Config> {
+        Arc::clone(&self.cfg.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Makes `cfg` (re-read by SIGHUP) the configuration of later sessions.
+    pub fn set_cfg(&self, cfg: Config) {
+        *self.cfg.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(cfg);
     }
 
     /// The kernel data plane, when it is in use.
@@ -151,11 +163,12 @@ impl Shared {
     /// Counts a new control connection, or says which vsftpd refusal applies.
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
         let mut c = self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let max = self.cfg.max_clients;
+        let cfg = self.cfg();
+        let max = cfg.max_clients;
         if max != 0 && c.total >= max {
             return Err("There are too many connected users, please try later.");
         }
-        let per_ip = self.cfg.max_per_ip;
+        let per_ip = cfg.max_per_ip;
         let n = c.per_ip.get(&ip).copied().unwrap_or(0);
         if per_ip != 0 && n >= per_ip {
             return Err("There are too many connections from your internet address.");

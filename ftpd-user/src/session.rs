@@ -118,8 +118,10 @@ pub struct Session {
     pub(crate) active: Option<prometheus_client::metrics::gauge::Gauge>,
     /// The passive port whose kernel pinhole this session opened.
     pub(crate) pinhole: Option<u16>,
-    /// The passive port this session marked in the kernel's PACING map.
-    pub(crate) pace_marker: Option<u16>,
+    /// A 421 was sent: the session ends after the current command, as the
+    /// reply tells the client (RFC 959: the service is closing the
+    /// control connection).
+    closing: bool,
 }
 
 impl Session {
@@ -154,7 +156,7 @@ impl Session {
             active: None,
             pasv_slot: None,
             pinhole: None,
-            pace_marker: None,
+            closing: false,
         }
     }
 
@@ -168,7 +170,12 @@ impl Session {
             g.dec();
         }
         self.close_pinhole();
-        self.clear_pace_marker();
+        if let Phase::Ready(_) = self.phase {
+            self.shared.rates.logout(&self.owner());
+        }
+        // A 421 (or any end) closes the connection cleanly: FIN after the
+        // last reply, so the client reads it before it sees the close.
+        let _ = self.w.shutdown().await;
     }
 
     async fn serve(&mut self) {
@@ -188,6 +195,7 @@ impl Session {
             // are far larger than the idle read loop, and an idle session
             // should not carry their space (docs: issue 5's 4 KiB target).
             match Box::pin(self.dispatch(&line)).await {
+                Ok(Next::Continue) if self.closing => return,
                 Ok(Next::Continue) if self.control_closed && self.pending.is_none() => return,
                 Ok(Next::Continue) => {}
                 Ok(Next::Quit) => return,
@@ -200,7 +208,7 @@ impl Session {
     }
 
     async fn greet(&mut self) -> io::Result<()> {
-        let cfg = &self.shared.cfg;
+        let cfg = self.shared.cfg();
         if let Some(text) = &self.shared.banner {
             let lines: Vec<String> = text.lines().map(str::to_owned).collect();
             return self.reply_lines(220, &lines).await;
@@ -215,7 +223,7 @@ impl Session {
 
     /// Reads the next command line, handling the idle timeout and framing errors.
     async fn next_line(&mut self) -> Option<Vec<u8>> {
-        let idle = Duration::from_secs(u64::from(self.shared.cfg.idle_session_timeout));
+        let idle = Duration::from_secs(u64::from(self.shared.cfg().idle_session_timeout));
         let read = self.reader.read_line(&mut self.r);
         let line = if idle.is_zero() {
             read.await
@@ -250,8 +258,10 @@ impl Session {
         }
     }
 
-    /// Writes `CODE TEXT`.
+    /// Writes `CODE TEXT`. After a 421 the session closes once the
+    /// command is done.
     pub(crate) async fn reply(&mut self, code: u16, text: &str) -> io::Result<()> {
+        self.closing |= code == 421;
         self.log_reply(code, text);
         self.shared.metrics.reply(code);
         control::reply(&mut self.w, code, text).await
@@ -303,7 +313,7 @@ impl Session {
             "USER" => return self.cmd_user(arg).await.map(|()| Next::Continue),
             "PASS" => {
                 self.cmd_pass(arg).await?;
-                let max = self.shared.cfg.max_login_fails;
+                let max = self.shared.cfg().max_login_fails;
                 if max != 0 && self.login_fails >= max {
                     info!(session = self.id, peer = %self.peer, fails = self.login_fails, "too many failed logins; closing");
                     return Ok(Next::Quit);
@@ -390,7 +400,7 @@ impl Session {
     /// users unless `virtual_use_local_privs` (vsftpd's rule).
     pub(crate) fn anon_rules(&self) -> bool {
         let u = self.user();
-        u.anonymous || (u.cfg.guest_enable && !u.cfg.virtual_use_local_privs)
+        u.cfg.anon_rules(u.anonymous)
     }
 
     /// The logged-in user's effective settings.
@@ -484,13 +494,11 @@ impl Session {
                 Ok(Some(s))
             }
             Raced::Done(Err(DataError::BadIp(ip))) => {
-                self.clear_pace_marker();
                 warn!(session = self.id, peer = %self.peer, intruder = %ip, "passive connection from a foreign IP refused");
                 self.reply(425, "Security: Bad IP connecting.").await?;
                 Ok(None)
             }
             Raced::Done(Err(e)) => {
-                self.clear_pace_marker();
                 debug!(session = self.id, error = ?e, "no data connection");
                 self.reply(425, "Failed to establish connection.").await?;
                 Ok(None)
@@ -509,16 +517,22 @@ impl Session {
         }
     }
 
-    /// Removes this session's PACING mark (after its transfer, or when none came).
-    pub(crate) fn clear_pace_marker(&mut self) {
-        if let (Some(port), Some(dp)) = (self.pace_marker.take(), self.shared.kernel()) {
-            dp.clear_pacing(port);
-        }
+    /// Whose rate limit this session's transfers count against.
+    pub(crate) fn owner(&self) -> crate::rates::Owner {
+        let u = self.user();
+        (u.name.clone(), u.anonymous)
+    }
+
+    /// This session's bandwidth limit in bytes per second (0: none): its
+    /// effective config's, unless a reload since its login changed it.
+    pub(crate) fn rate(&self) -> u64 {
+        let u = self.user();
+        self.shared.rates.limit(&self.owner(), u.cfg.max_rate(u.anonymous))
     }
 
     /// How long a transfer may make no progress.
     pub(crate) fn stall(&self) -> Duration {
-        match self.shared.cfg.data_connection_timeout {
+        match self.shared.cfg().data_connection_timeout {
             0 => Duration::from_secs(u64::from(u32::MAX)),
             s => Duration::from_secs(u64::from(s)),
         }

@@ -114,7 +114,14 @@ impl Server {
             // test servers must not fight for it.
             let mut all =
                 vec!["ftpd_ebpf=off".to_string(), format!("listen_port={port}"), "ftpd_metrics_listen=".to_string()];
-            if std::env::var("FTPD_TEST_PLANE").is_ok_and(|p| p == "kernel") {
+            let plane = std::env::var("FTPD_TEST_PLANE").unwrap_or_default();
+            if plane == "kernel-defaults" {
+                // The kernel plane under vsftpd's defaults: no passive port
+                // range (any port; the embedded default has one), active
+                // mode allowed.
+                all[0] = "ftpd_ebpf=auto".into();
+                all.extend(["pasv_min_port=0".into(), "pasv_max_port=0".into()]);
+            } else if plane == "kernel" {
                 // The protocol suites again, with the kernel data plane on `lo`
                 // (serially: `lo` has one XDP slot; a second server at once
                 // falls back to userspace, which `auto` allows).
@@ -187,7 +194,7 @@ impl Server {
                 return Err(format!("ftpd exited with {status}: {}", s.log()));
             }
             if s.log().contains("ftpd listening") {
-                if std::env::var("FTPD_TEST_PLANE").is_ok_and(|p| p == "kernel") {
+                if std::env::var("FTPD_TEST_PLANE").is_ok_and(|p| p.starts_with("kernel")) {
                     let plane = if s.log().contains("eBPF data plane loaded") {
                         "kernel"
                     } else {
@@ -206,6 +213,12 @@ impl Server {
     /// Whether this server runs the kernel data plane (see `FTPD_TEST_PLANE`).
     pub fn kernel_plane(&self) -> bool {
         self.log().contains("eBPF data plane loaded")
+    }
+
+    /// Whether XDP guards this server's passive ports (the kernel plane with
+    /// a passive port range; without one any port may be used).
+    pub fn kernel_pinholes(&self) -> bool {
+        self.kernel_plane() && !self.log().contains("passive pinholes are not enforced in the kernel")
     }
 
     /// The server's process id (for fd and memory checks).

@@ -67,6 +67,32 @@ pub(crate) fn run() -> Result<()> {
         Some(ref why) => skip(&mut stages, "protocol tests, kernel plane", why.clone()),
     }
     match privileged_skip_reason()? {
+        None => stage(&mut stages, "limits, kernel plane, vsftpd defaults", || {
+            // The limit and timeout suites once more on the kernel plane with
+            // vsftpd's defaults (no passive range, active mode on): a limit
+            // that only held with a range once went unenforced here.
+            let mut cmd = test_cmd(
+                &bin,
+                [
+                    "test",
+                    "--release",
+                    "--locked",
+                    "--no-fail-fast",
+                    "-p",
+                    "ftpd-tests",
+                    "--test",
+                    "rate_limits",
+                    "--test",
+                    "limits",
+                    "--",
+                    "--test-threads=1",
+                ],
+            );
+            exec(cmd.env("FTPD_TEST_PLANE", "kernel-defaults"))
+        }),
+        Some(ref why) => skip(&mut stages, "limits, kernel plane, vsftpd defaults", why.clone()),
+    }
+    match privileged_skip_reason()? {
         None => stage(&mut stages, "privileged eBPF tests", || {
             exec(&mut test_cmd(
                 &bin,

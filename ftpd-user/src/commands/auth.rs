@@ -22,13 +22,13 @@ impl Session {
         let Some(user) = std::str::from_utf8(arg).ok().filter(|u| !u.is_empty() && u.len() <= MAX_CREDENTIAL) else {
             return self.reply(530, "Login incorrect.").await;
         };
-        if let Err(d) = login::check_user(&self.shared.cfg, &self.shared.userlist, user) {
+        if let Err(d) = login::check_user(&self.shared.cfg(), &self.shared.userlist, user) {
             info!(session = self.id, peer = %self.peer, user, reason = %d.reason, "USER refused");
             return self.reply(530, &d.reply).await;
         }
         self.log_user = user.to_owned();
-        let anonymous = login::is_anonymous(user) && self.shared.cfg.anonymous_enable;
-        if anonymous && self.shared.cfg.no_anon_password {
+        let anonymous = login::is_anonymous(user) && self.shared.cfg().anonymous_enable;
+        if anonymous && self.shared.cfg().no_anon_password {
             return self.login(user.to_owned(), Vec::new()).await;
         }
         self.phase = Phase::NeedPass(user.to_owned());
@@ -55,12 +55,12 @@ impl Session {
             .filter(|c| !c.is_whitespace() && !c.is_control())
             .collect::<String>();
         let name = user.clone();
-        let outcome = match shared.authority.login_cached(&shared.cfg, &name) {
+        let outcome = match shared.authority.login_cached(&shared.cfg(), &name) {
             Some(l) => Ok(Ok(l)),
             // PAM can block for seconds (failure delays): keep it off the async threads.
             None => {
                 tokio::task::spawn_blocking(move || {
-                    shared.authority.login(&shared.cfg, &shared.anon_root, &name, &password, &rhost)
+                    shared.authority.login(&shared.cfg(), &shared.anon_root, &name, &password, &rhost)
                 })
                 .await
             }
@@ -72,7 +72,8 @@ impl Session {
                 self.shared.logs.event(&self.log_user, "FAIL LOGIN", &self.client, None);
                 crate::metrics::Metrics::inc(&self.shared.metrics.logins, "result", "failed");
                 self.login_fails += 1;
-                tokio::time::sleep(std::time::Duration::from_secs(u64::from(self.shared.cfg.delay_failed_login))).await;
+                tokio::time::sleep(std::time::Duration::from_secs(u64::from(self.shared.cfg().delay_failed_login)))
+                    .await;
                 return self.reply(530, &d.reply).await;
             }
             Err(e) => {
@@ -84,9 +85,9 @@ impl Session {
         // Sessions share the global settings; only a per-user config file
         // makes a session its own copy (a Config is a few KiB per session).
         let cfg: Arc<crate::config::Config> = match &g.user_config {
-            None => Arc::clone(&self.shared.cfg),
+            None => self.shared.cfg(),
             Some(text) => {
-                let mut own = (*self.shared.cfg).clone();
+                let mut own = (*self.shared.cfg()).clone();
                 let source = format!("{}/{}", own.user_config_dir, g.name);
                 if let Err(e) = own.apply_text(&source, text) {
                     warn!(session = self.id, user = %g.name, error = %e, "bad per-user config; login refused");
@@ -95,7 +96,7 @@ impl Session {
                 Arc::new(own)
             }
         };
-        let anon_rules = g.anonymous || (cfg.guest_enable && !cfg.virtual_use_local_privs);
+        let anon_rules = cfg.anon_rules(g.anonymous);
         self.umask = if anon_rules { cfg.anon_umask } else { cfg.local_umask };
         self.cwd = VPath::root().join(&g.cwd).unwrap_or_else(|_| VPath::root());
         info!(session = self.id, peer = %self.peer, user = %g.name, uid = g.uid, root = %g.root_dir.display(), "login");
@@ -113,6 +114,7 @@ impl Session {
         let gauge = self.shared.metrics.active(class);
         gauge.inc();
         self.active = Some(gauge);
+        self.shared.rates.login(&(g.name.clone(), g.anonymous));
         let delay = std::time::Duration::from_secs(u64::from(cfg.delay_successful_login));
         self.phase =
             Phase::Ready(Box::new(User { name: g.name, anonymous: g.anonymous, root: Arc::new(logged.fs), cfg }));
@@ -125,7 +127,7 @@ impl Session {
 
     pub(crate) async fn cmd_feat(&mut self) -> io::Result<()> {
         let mut feats: Vec<String> = Vec::new();
-        if self.shared.cfg.port_enable {
+        if self.shared.cfg().port_enable {
             feats.push("EPRT".into());
         }
         feats.extend(

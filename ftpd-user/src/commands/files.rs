@@ -130,7 +130,6 @@ impl Session {
         }
         self.data = DataSetup::None;
         self.close_pinhole();
-        self.clear_pace_marker();
         if let Some(g) = self.pasv_slot.take() {
             g.dec();
         }
@@ -160,12 +159,6 @@ impl Session {
                 return self.reply(425, "Failed to enter passive mode.").await;
             }
             self.pinhole = Some(port);
-            // A rate-limited session marks its port, so sock_ops watches the
-            // connection from its handshake on (see ftpd-ebpf sockops.rs).
-            let limited = if self.anon_rules() { cfg.anon_max_rate } else { cfg.local_max_rate } != 0;
-            if limited && dp.set_pacing(port, 0).is_ok() {
-                self.pace_marker = Some(port);
-            }
         }
         self.data = DataSetup::Passive(listener);
         if extended {
@@ -331,8 +324,8 @@ impl Session {
                 format!("Logged in as {}", self.user().name),
                 format!("TYPE: {}", if self.binary { "BINARY" } else { "ASCII" }),
             ];
-            if cfg.anon_max_rate != 0 && self.user().anonymous || cfg.local_max_rate != 0 && !self.user().anonymous {
-                let rate = if self.user().anonymous { cfg.anon_max_rate } else { cfg.local_max_rate };
+            let rate = self.rate();
+            if rate != 0 {
                 lines.push(format!("Session bandwidth limit in byte/s is {rate}"));
             }
             lines.push(format!("Session timeout in seconds is {}", cfg.idle_session_timeout));

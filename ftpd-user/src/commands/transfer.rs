@@ -7,7 +7,7 @@
 use std::{
     io,
     os::fd::{AsFd, OwnedFd},
-    sync::{Arc, atomic::Ordering},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -162,6 +162,10 @@ impl Session {
                 warn!(session = self.id, error = %e, "listing failed");
                 self.reply(451, "Failure reading directory.").await
             }
+            Raced::Done(Err(DataError::Stalled)) => {
+                info!(session = self.id, peer = %self.peer, "data connection stalled during a listing");
+                self.reply(421, "Data timeout. Reconnect. Sorry.").await
+            }
             Raced::Done(Err(e)) => {
                 debug!(session = self.id, error = ?e, "listing aborted");
                 self.reply(426, "Failure writing network stream.").await
@@ -198,29 +202,27 @@ impl Session {
         self.shared.logs.transfer(&who, dir, path, bytes, secs, complete);
     }
 
-    /// Joins the rate group for a transfer about to start (None: no limit).
-    fn start_flow(&self) -> Option<crate::rates::FlowGuard> {
+    /// Joins the rate group for a transfer about to start, limited or not
+    /// (a reload may limit it later).
+    fn start_flow(&self) -> crate::rates::FlowGuard {
         let limit = self.rate();
-        if limit == 0 {
-            return None;
-        }
         let key = match crate::config::RateScope::parse(&self.cfg().ftpd_rate_scope) {
             Ok(crate::config::RateScope::User) => format!("u:{}", self.user().name),
             Ok(crate::config::RateScope::Ip) => format!("i:{}", self.peer_ip()),
             _ => format!("s:{}", self.id),
         };
-        let port = match (&self.data, self.shared.kernel()) {
-            (crate::session::DataSetup::Passive(l), Some(_)) => l.local_addr().map_or(0, |a| a.port()),
-            _ => 0,
-        };
-        let owner = (self.user().name.clone(), self.anon_rules());
-        Some(crate::rates::Rates::start(&self.shared, key, owner, limit, port))
+        crate::rates::Rates::start(&self.shared, key, self.owner(), limit)
     }
 
-    /// This session's bandwidth limit in bytes per second (0: none).
-    fn rate(&self) -> u64 {
-        let c = self.cfg();
-        u64::from(if self.anon_rules() { c.anon_max_rate } else { c.local_max_rate })
+    /// Counts a limited transfer by how it was paced; returns that for the log.
+    fn count_paced(&self, direction: &str, pacer: &crate::rates::Pacer) -> &'static str {
+        match pacer.how() {
+            Some(how) => {
+                self.shared.metrics.paced(direction, how);
+                how
+            }
+            None => "no",
+        }
     }
 
     pub(crate) async fn cmd_retr(&mut self, arg: &[u8]) -> io::Result<()> {
@@ -238,21 +240,17 @@ impl Session {
             return self.reply(550, "Failed to open file.").await;
         }
         let size = u64::try_from(st.st_size).unwrap_or(0);
-        // Join the rate group before the data connection exists, so that in
-        // the kernel plane sock_ops paces it from its first packet.
-        let flow = self.start_flow();
         let Some(mut data) = self.open_data().await? else { return Ok(()) };
+        let flow = self.start_flow();
         let name = String::from_utf8_lossy(arg).into_owned();
         let ascii = !self.binary && cfg.ascii_download_enable;
         // vsftpd names the mode the bytes actually travel in.
         let mode = if ascii { "ASCII" } else { "BINARY" };
         self.reply(150, &format!("Opening {mode} mode data connection for {name} ({size} bytes).")).await?;
-        // TCP pacing: smooth, no drops, sendfile untouched (design/ebpf.md §7).
-        // In the kernel plane sock_ops sets it; otherwise this process does.
-        let userspace_pace = flow.as_ref().filter(|g| !g.kernel_paced()).map(|g| std::sync::Arc::clone(&g.flow));
-        if let Some(Err(e)) = userspace_pace.as_ref().map(|f| data::set_pacing(&data, f.rate.load(Ordering::Relaxed))) {
-            warn!(session = self.id, error = %e, "SO_MAX_PACING_RATE failed; download not rate limited");
-        }
+        // The socket's own TCP pacing, applied before the first byte, plus a
+        // schedule for what TCP does not pace (see `rates::Pacer`): the same
+        // on both planes, passive or active, with or without a port range.
+        let mut pacer = crate::rates::Pacer::sending(Arc::clone(&flow.flow));
         self.progress = std::sync::Arc::new(data::Progress::new(self.shared.metrics.bytes_counter("download")));
         let progress = std::sync::Arc::clone(&self.progress);
         let stall = self.stall();
@@ -261,14 +259,21 @@ impl Session {
         let use_sendfile = cfg.use_sendfile;
         let send = async move {
             let r = if use_sendfile && !ascii {
-                data::send_file(&mut data, &file, offset, len, stall, &progress, userspace_pace.as_deref()).await
+                data::send_file(&mut data, &file, offset, len, stall, &progress, &mut pacer).await
             } else {
-                send_buffered(&mut data, &file, offset, stall, &progress, ascii).await
+                send_buffered(&mut data, &file, offset, stall, &progress, ascii, &mut pacer).await
             };
             drop(data);
-            r
+            (r, pacer)
         };
-        let raced = self.race(send).await?;
+        let mut paced = "no";
+        let raced = match self.race(send).await? {
+            Raced::Done((r, pacer)) => {
+                paced = self.count_paced("download", &pacer);
+                Raced::Done(r)
+            }
+            Raced::Aborted => Raced::Aborted,
+        };
         drop(flow);
         let (moved, complete) = match &raced {
             Raced::Done(Ok(n)) => (*n, true),
@@ -283,7 +288,7 @@ impl Session {
         self.count_transfer("download", result, moved, started.elapsed().as_secs_f64());
         match raced {
             Raced::Done(Ok(sent)) => {
-                info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %name, bytes = sent, secs = started.elapsed().as_secs_f64(), "download complete");
+                info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %name, bytes = sent, secs = started.elapsed().as_secs_f64(), paced, "download complete");
                 self.reply(226, "Transfer complete.").await
             }
             Raced::Done(Err(DataError::File(e))) => {
@@ -373,23 +378,25 @@ impl Session {
         let progress = std::sync::Arc::clone(&self.progress);
         let stall = self.stall();
         let flow = self.start_flow();
-        let share = flow.as_ref().map(|g| std::sync::Arc::clone(&g.flow));
+        let mut pacer = crate::rates::Pacer::receiving(Arc::clone(&flow.flow));
         let ascii = !self.binary && cfg.ascii_upload_enable;
         let started = Instant::now();
         let write_off = plan.write_offset;
         let fd = plan.fd.try_clone()?;
         let recv = async move {
             let r = if ascii {
-                recv_copy(&mut data, &fd, write_off, stall, &progress, share.as_deref(), ascii).await
+                recv_copy(&mut data, &fd, write_off, stall, &progress, &mut pacer, ascii).await
             } else {
-                data::receive_file(&mut data, &fd, &pipe, write_off, stall, &progress, share.as_deref()).await
+                data::receive_file(&mut data, &fd, &pipe, write_off, stall, &progress, &mut pacer).await
             };
-            (r, pipe)
+            (r, pipe, pacer)
         };
         let raced = self.race(recv).await?;
         drop(flow);
+        let mut paced = "no";
         let (result, aborted) = match raced {
-            Raced::Done((r, pipe)) => {
+            Raced::Done((r, pipe, pacer)) => {
+                paced = self.count_paced("upload", &pacer);
                 if r.is_ok() {
                     self.pipe = Some(pipe); // a failed splice may leave bytes in it
                 }
@@ -414,7 +421,7 @@ impl Session {
         self.count_transfer("upload", outcome, moved, started.elapsed().as_secs_f64());
         match result {
             Ok(n) => {
-                info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %shown, bytes = n, secs = started.elapsed().as_secs_f64(), "upload complete");
+                info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %shown, bytes = n, secs = started.elapsed().as_secs_f64(), paced, "upload complete");
                 if kind == StoreKind::Stou {
                     self.reply(226, &format!("Transfer complete. FILE: {shown}")).await
                 } else {
@@ -723,6 +730,7 @@ async fn send_buffered(
     stall: Duration,
     progress: &data::Progress,
     ascii: bool,
+    pacer: &mut crate::rates::Pacer,
 ) -> Result<u64, DataError> {
     let mut buf = vec![0u8; 32 * 1024];
     let mut out = Vec::with_capacity(64 * 1024);
@@ -746,7 +754,7 @@ async fn send_buffered(
         } else {
             &buf[..n]
         };
-        data::send_bytes(data, chunk, stall).await?;
+        data::send_paced(data, chunk, stall, pacer).await?;
         off += n as u64;
         sent += chunk.len() as u64;
         progress.add(chunk.len() as u64);
@@ -756,29 +764,22 @@ async fn send_buffered(
 }
 
 /// Upload through a buffer, for TYPE A conversion (CRLF → LF), paced like
-/// `data::receive_file` when the session has a rate limit.
+/// `data::receive_file`.
 async fn recv_copy(
     data: &mut TcpStream,
     file: &OwnedFd,
     mut off: Option<u64>,
     stall: Duration,
     progress: &data::Progress,
-    share: Option<&crate::rates::Flow>,
+    pacer: &mut crate::rates::Pacer,
     ascii: bool,
 ) -> Result<u64, RecvError> {
     let mut buf = vec![0u8; 256 * 1024];
-    // Seconds of transfer the bytes read so far are worth at the share in
-    // force when they were read (the share changes as transfers come and go).
-    let mut due = 0.0f64;
     let mut out = Vec::new();
-    let start = Instant::now();
     let mut total = 0u64;
     let mut pending_cr = false;
     loop {
-        // Small reads at low rates keep the pace even (TCP flow control does the rest).
-        let want = share.map_or(buf.len(), |f| {
-            usize::try_from((f.rate.load(Ordering::Relaxed) / 20).clamp(1024, 256 * 1024)).unwrap_or(1024)
-        });
+        let want = pacer.budget(data.as_fd(), buf.len()).await;
         let n = match timeout(stall, data.read(&mut buf[..want])).await {
             Err(_) => return Err(RecvError::Stalled),
             Ok(Err(e)) => return Err(RecvError::Network(e)),
@@ -809,13 +810,7 @@ async fn recv_copy(
         write_all_at(file, bytes, &mut off).map_err(RecvError::File)?;
         total += bytes.len() as u64;
         progress.add(n as u64);
-        if let Some(f) = share {
-            due += n as f64 / f.rate.load(Ordering::Relaxed).max(1) as f64;
-            let elapsed = start.elapsed().as_secs_f64();
-            if due > elapsed {
-                tokio::time::sleep(Duration::from_secs_f64(due - elapsed)).await;
-            }
-        }
+        pacer.moved(n);
     }
 }
 
