@@ -238,9 +238,16 @@ impl Pacer {
     pub async fn budget(&mut self, sock: BorrowedFd<'_>, max: usize) -> usize {
         let r = self.flow.rate.load(Ordering::Relaxed);
         if self.rate != Some(r) {
+            // Bytes already handed over ahead of the old schedule are still
+            // ahead: they count against the new one (a re-split share would
+            // otherwise overshoot by up to `LEAD` of the old rate).
+            let ahead = match self.rate {
+                Some(old) if old != 0 => (self.due - self.since.elapsed().as_secs_f64()).max(0.0) * old as f64,
+                _ => 0.0,
+            };
             self.rate = Some(r);
             self.since = Instant::now();
-            self.due = 0.0;
+            self.due = if r == 0 { 0.0 } else { ahead / r as f64 };
             self.warm = false;
             self.limited |= r != 0;
             if self.sending {

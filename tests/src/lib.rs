@@ -328,6 +328,50 @@ pub fn writable_by_all(dir: &Path) {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("chmod 0777");
 }
 
+/// A TCP socket bound to `source` and connected to `to` (std cannot bind
+/// before connecting); returns the raw fd.
+fn connect_bound(source: IpAddr, to: SocketAddr) -> std::io::Result<i32> {
+    fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = match a {
+            SocketAddr::V4(v4) => {
+                // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+                let sin = unsafe { &mut *(&raw mut ss).cast::<libc::sockaddr_in>() };
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = v4.port().to_be();
+                sin.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(v6) => {
+                // SAFETY: as above, for sockaddr_in6.
+                let sin6 = unsafe { &mut *(&raw mut ss).cast::<libc::sockaddr_in6>() };
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = v6.port().to_be();
+                sin6.sin6_addr.s6_addr = v6.ip().octets();
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        (ss, libc::socklen_t::try_from(len).expect("small"))
+    }
+    let family = if to.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain socket/bind/connect on a fresh fd, closed on failure.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let (src, slen) = sockaddr(SocketAddr::new(source, 0));
+        let (dst, dlen) = sockaddr(to);
+        if libc::bind(fd, (&raw const src).cast(), slen) != 0 || libc::connect(fd, (&raw const dst).cast(), dlen) != 0 {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            return Err(e);
+        }
+        Ok(fd)
+    }
+}
+
 /// A raw FTP control connection.
 pub struct Ftp {
     r: BufReader<TcpStream>,
@@ -337,6 +381,17 @@ pub struct Ftp {
 }
 
 impl Ftp {
+    /// Connects from `source` (another local address, such as 127.0.0.2,
+    /// is another client as far as the server is concerned); no greeting read.
+    pub fn connect_from(addr: SocketAddr, source: IpAddr) -> Self {
+        use std::os::fd::FromRawFd;
+        let s = connect_bound(source, addr).unwrap_or_else(|e| panic!("connect from {source} to {addr}: {e}"));
+        // SAFETY: `connect_bound` returns a connected socket that nothing else owns.
+        let s = unsafe { TcpStream::from_raw_fd(s) };
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        Self { r: BufReader::new(s.try_clone().expect("clone")), w: s, peer: addr }
+    }
+
     /// Connects (no greeting read).
     pub fn connect(addr: SocketAddr) -> Self {
         let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to ftpd");

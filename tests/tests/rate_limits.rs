@@ -29,6 +29,10 @@ enum Mode {
     /// Active, with a receive buffer so small that the server's socket
     /// buffers fill after a few hundred KiB (a client that stops reading).
     ActiveSmallWindow,
+    /// EPSV (RFC 2428), for IPv6 and dual-stack listeners.
+    Epsv,
+    /// EPRT (RFC 2428).
+    Eprt,
 }
 
 /// Opens the data connection for `cmd` and returns the stream once the 150
@@ -41,7 +45,13 @@ fn start_transfer(c: &mut Ftp, mode: Mode, cmd: &str) -> (TcpStream, Instant) {
             assert_eq!(code, 150, "{cmd}: {text}");
             (data, Instant::now())
         }
-        Mode::Active | Mode::ActiveSmallWindow => {
+        Mode::Epsv => {
+            let data = c.epsv_connect();
+            let (code, text) = c.cmd(cmd);
+            assert_eq!(code, 150, "{cmd}: {text}");
+            (data, Instant::now())
+        }
+        Mode::Active | Mode::ActiveSmallWindow | Mode::Eprt => {
             let ip = c.local_addr().ip();
             let listener = TcpListener::bind(SocketAddr::new(ip, 0)).unwrap();
             if matches!(mode, Mode::ActiveSmallWindow) {
@@ -49,9 +59,15 @@ fn start_transfer(c: &mut Ftp, mode: Mode, cmd: &str) -> (TcpStream, Instant) {
                 set_rcvbuf(&listener, 4096);
             }
             let port = listener.local_addr().unwrap().port();
-            let std::net::IpAddr::V4(v4) = ip else { panic!("IPv4 control connection expected") };
-            let o = v4.octets();
-            c.cmd_ok(&format!("PORT {},{},{},{},{},{}", o[0], o[1], o[2], o[3], port >> 8, port & 0xff), 200);
+            match (mode, ip) {
+                (Mode::Eprt, std::net::IpAddr::V4(a)) => c.cmd_ok(&format!("EPRT |1|{a}|{port}|"), 200),
+                (Mode::Eprt, std::net::IpAddr::V6(a)) => c.cmd_ok(&format!("EPRT |2|{a}|{port}|"), 200),
+                (_, std::net::IpAddr::V4(a)) => {
+                    let o = a.octets();
+                    c.cmd_ok(&format!("PORT {},{},{},{},{},{}", o[0], o[1], o[2], o[3], port >> 8, port & 0xff), 200)
+                }
+                (_, std::net::IpAddr::V6(_)) => panic!("PORT needs an IPv4 control connection"),
+            };
             c.send_raw(format!("{cmd}\r\n").as_bytes()).unwrap();
             let (data, _) = listener.accept().unwrap();
             let (code, text) = c.read_reply();
@@ -146,6 +162,108 @@ fn accuracy_at(rate: u64, failures: &mut Vec<String>) {
     for (what, measured) in results {
         check(&what, rate, measured, failures);
     }
+}
+
+/// Runs `jobs` (what, closure returning a rate) at once and checks each.
+fn run_all<'a>(jobs: Vec<(String, Box<dyn FnOnce() -> f64 + Send + 'a>)>, rate: u64, failures: &mut Vec<String>) {
+    let results: Vec<(String, f64)> = thread::scope(|s| {
+        let handles: Vec<_> = jobs.into_iter().map(|(what, job)| (what, s.spawn(job))).collect();
+        handles.into_iter().map(|(what, h)| (what, h.join().unwrap())).collect()
+    });
+    for (what, measured) in results {
+        check(&what, rate, measured, failures);
+    }
+}
+
+#[test]
+fn limits_hold_on_ipv6_and_dual_stack_listeners() {
+    let rate = 1_000_000;
+    let mut failures = Vec::new();
+    for listen in [ftpd_tests::Listen::V6Loopback, ftpd_tests::Listen::DualStack] {
+        let (d, size) = tree(rate);
+        let server = Server::launch(
+            d.path(),
+            &[&format!("anon_max_rate={rate}"), "write_enable=YES", "anon_upload_enable=YES"],
+            &ftpd_tests::Launch { listen, ..Default::default() },
+        );
+        let server = &server;
+        let mut jobs: Vec<(String, Box<dyn FnOnce() -> f64 + Send>)> = Vec::new();
+        for mode in [Mode::Epsv, Mode::Eprt] {
+            jobs.push((
+                format!("{listen:?} {mode:?} download"),
+                Box::new(move || download_rate(server, mode, "f.bin", size)),
+            ));
+            jobs.push((
+                format!("{listen:?} {mode:?} upload"),
+                Box::new(move || upload_rate(server, mode, &format!("up-{mode:?}.bin"), size)),
+            ));
+        }
+        run_all(jobs, rate, &mut failures);
+    }
+    assert!(failures.is_empty(), "rates off by more than 5 %:\n{}", failures.join("\n"));
+}
+
+/// A download on a session from `source`, in active mode so that the data
+/// connection comes from the same address: bytes per second from the 150.
+fn download_from(server: &Server, source: &str, name: &str, size: u64) -> f64 {
+    let mut c = Ftp::connect_from(server.addr, source.parse().unwrap());
+    assert_eq!(c.read_reply().0, 220);
+    c.cmd_ok("USER anonymous", 230);
+    c.cmd_ok("TYPE I", 200);
+    let (mut data, t0) = start_transfer(&mut c, Mode::Active, &format!("RETR {name}"));
+    let mut got = Vec::new();
+    data.read_to_end(&mut got).unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    assert_eq!(got.len() as u64, size);
+    assert_eq!(c.read_reply().0, 226);
+    size as f64 / secs
+}
+
+#[test]
+fn rate_scopes_share_one_limit_by_user_and_by_ip() {
+    let rate = 1_000_000u64;
+    let d = tempfile::tempdir().unwrap();
+    // Half the rate each for 4.2 s, and the whole rate for 4.2 s.
+    let half = (rate as f64 * SECONDS / 2.0) as u64;
+    let whole = (rate as f64 * SECONDS) as u64;
+    random_file(&d.path().join("half.bin"), half);
+    random_file(&d.path().join("whole.bin"), whole);
+    let mut failures = Vec::new();
+
+    // user: two downloads of the same user share the limit.
+    let server = Server::start(d.path(), &[&format!("anon_max_rate={rate}"), "ftpd_rate_scope=user"]);
+    let t0 = Instant::now();
+    thread::scope(|s| {
+        let a = s.spawn(|| download_from(&server, "127.0.0.1", "half.bin", half));
+        let b = s.spawn(|| download_from(&server, "127.0.0.1", "half.bin", half));
+        a.join().unwrap();
+        b.join().unwrap();
+    });
+    check("scope=user, two downloads together", rate, 2.0 * half as f64 / t0.elapsed().as_secs_f64(), &mut failures);
+    drop(server);
+
+    // ip: two downloads from one address share it; another address has its own.
+    let server = Server::start(d.path(), &[&format!("anon_max_rate={rate}"), "ftpd_rate_scope=ip"]);
+    let server = &server;
+    run_all(
+        vec![
+            (
+                "scope=ip, 127.0.0.1 download 1 (half)".into(),
+                Box::new(move || 2.0 * download_from(server, "127.0.0.1", "half.bin", half)),
+            ),
+            (
+                "scope=ip, 127.0.0.1 download 2 (half)".into(),
+                Box::new(move || 2.0 * download_from(server, "127.0.0.1", "half.bin", half)),
+            ),
+            (
+                "scope=ip, 127.0.0.2 alone".into(),
+                Box::new(move || download_from(server, "127.0.0.2", "whole.bin", whole)),
+            ),
+        ],
+        rate,
+        &mut failures,
+    );
+    assert!(failures.is_empty(), "rates off by more than 5 %:\n{}", failures.join("\n"));
 }
 
 #[test]
