@@ -239,6 +239,29 @@ impl Root {
         Ok(rustix::fs::renameat(&fdir, fname.as_slice(), &tdir, tname.as_slice())?)
     }
 
+    /// Creates a temporary file beside `target` under a name nobody can
+    /// guess (`.ftpd-tmp.NAME.RANDOM`), exclusively: concurrent uploads of
+    /// one name each get their own.
+    pub fn create_temp(&self, target: &VPath, mode: u32) -> Result<(OwnedFd, VPath), FsError> {
+        let (dir, name) = target.split_last().ok_or(FsError::BadName)?;
+        let mut last = FsError::BadName;
+        for _ in 0..8 {
+            let mut rnd = [0u8; 8];
+            rustix::rand::getrandom(&mut rnd, rustix::rand::GetRandomFlags::empty())?;
+            let mut tmp_name = b".ftpd-tmp.".to_vec();
+            // Room for the prefix and suffix within NAME_MAX (255).
+            tmp_name.extend_from_slice(&name[..name.len().min(200)]);
+            tmp_name.extend_from_slice(format!(".{:016x}", u64::from_le_bytes(rnd)).as_bytes());
+            let tmp = dir.join(&tmp_name)?;
+            match self.open_write(&tmp, Create::Exclusive, mode) {
+                Ok(fd) => return Ok((fd, tmp)),
+                Err(FsError::Io(e)) if e.raw_os_error() == Some(libc::EEXIST) => last = FsError::Io(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
     /// Changes permission bits of what `path` names (following symlinks inside
     /// the root only: the fd comes from `openat2`).
     pub fn chmod(&self, path: &VPath, mode: u32) -> Result<(), FsError> {

@@ -99,6 +99,7 @@ const OP_RENAME: u8 = 10;
 const OP_CHMOD: u8 = 11;
 const OP_LIST_STREAM: u8 = 12;
 const OP_FORGET: u8 = 13;
+const OP_CREATE_TEMP: u8 = 14;
 
 /// Entries per listing chunk: small enough that the next chunk is stat'ed
 /// while the front formats and sends this one, large enough that messages
@@ -268,6 +269,21 @@ impl Fs {
             Self::Remote(..) => {
                 let req = Enc::tag(OP_OPEN_WRITE).bytes(path.as_bytes()).u8(create_code(how)).u32(mode);
                 self.simple(req)?.1.ok_or_else(broken)
+            }
+        }
+    }
+
+    /// A new temporary file beside `target` (see `Root::create_temp`).
+    pub fn create_temp(&self, target: &VPath, mode: u32) -> Result<(OwnedFd, VPath), FsError> {
+        match self {
+            Self::Local(r) => {
+                ListCache::clear();
+                r.create_temp(target, mode)
+            }
+            Self::Remote(..) => {
+                let (buf, fd) = self.simple(Enc::tag(OP_CREATE_TEMP).bytes(target.as_bytes()).u32(mode))?;
+                let tmp = Dec(&buf[1..]).bytes().and_then(|p| VPath::root().join(p).ok()).ok_or_else(broken)?;
+                Ok((fd.ok_or_else(broken)?, tmp))
             }
         }
     }
@@ -618,7 +634,10 @@ pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed request from the front"));
         };
         let mut fd_out: Option<OwnedFd> = None;
-        if matches!(op, OP_OPEN_WRITE | OP_MKDIR | OP_RMDIR | OP_UNLINK | OP_RENAME | OP_CHMOD | OP_FORGET) {
+        if matches!(
+            op,
+            OP_OPEN_WRITE | OP_MKDIR | OP_RMDIR | OP_UNLINK | OP_RENAME | OP_CHMOD | OP_FORGET | OP_CREATE_TEMP
+        ) {
             ListCache::clear();
         }
         let reply: Vec<u8> = match op {
@@ -666,6 +685,13 @@ pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
                 }
             }
             OP_FORGET => Enc::tag(ST_OK).0,
+            OP_CREATE_TEMP => match d.u32().map_or(Err(FsError::BadName), |m| root.create_temp(&path, m)) {
+                Ok((fd, tmp)) => {
+                    fd_out = Some(fd);
+                    Enc::tag(ST_OK).bytes(tmp.as_bytes()).0
+                }
+                Err(e) => err_reply(&e),
+            },
             OP_MKDIR => unit(d.u32().map_or(Err(FsError::BadName), |m| root.mkdir(&path, m))),
             OP_RMDIR => unit(root.rmdir(&path)),
             OP_UNLINK => unit(root.unlink(&path)),

@@ -516,12 +516,7 @@ fn plan_upload(
         (Some(old), _) => {
             // The in-place permission check: could this user open it for writing?
             drop(root.open_write(target, Create::Existing, mode)?);
-            let (dir, name) = target.split_last().ok_or(FsError::BadName)?;
-            let mut tmp_name = b".ftpd-tmp.".to_vec();
-            tmp_name.extend_from_slice(name);
-            tmp_name.extend_from_slice(format!(".{}", std::process::id() ^ (fs::now_secs() as u32)).as_bytes());
-            let tmp = dir.join(&tmp_name)?;
-            let fd = root.open_write(&tmp, Create::Exclusive, old.st_mode & 0o7777)?;
+            let (fd, tmp) = root.create_temp(target, old.st_mode & 0o7777)?;
             // Same mode as the old file; same owner where we are allowed to set it.
             let _ = rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(old.st_mode & 0o7777));
             let _ = rustix::fs::fchown(

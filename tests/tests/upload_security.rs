@@ -1,0 +1,150 @@
+//! Uploads under attack from other sessions (issue 10): concurrent replaces
+//! of one file each get their own temporary file.
+//!
+//! The races are made deterministic: session A sends part of its data and
+//! keeps its data connection open while the other party acts, then finishes.
+//! When the tests run as root (as CI does) each test runs twice: ftpd as root
+//! (master, front and a file worker acting as `nobody`) and ftpd started as
+//! `nobody` (single-process mode), which must behave the same.
+
+use std::{
+    io::Write,
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant, SystemTime},
+};
+
+use ftpd_tests::{Ftp, Server, assert_file, free_port, give_to_anon, is_root, make_writable, run_ok};
+
+/// How ftpd is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// As the test's user: as root, the privilege-separated server.
+    AsTester,
+    /// As `nobody` through setpriv: single-process mode.
+    Single,
+}
+
+/// The modes a test runs in: both when the tests run as root.
+fn modes() -> Vec<Mode> {
+    if is_root() { vec![Mode::AsTester, Mode::Single] } else { vec![Mode::AsTester] }
+}
+
+/// A served `root` inside a tempdir, with a world-writable `up` directory.
+fn served() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // `nobody` must reach the root in single-process mode.
+    run_ok(Command::new("chmod").arg("a+rx").arg(dir.path()));
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("up")).expect("mkdir");
+    make_writable(&root);
+    (dir, root)
+}
+
+fn start(mode: Mode, root: &Path, settings: &[&str]) -> Server {
+    match mode {
+        Mode::AsTester => Server::start(root, settings),
+        Mode::Single => {
+            let mut last = String::new();
+            for _ in 0..5 {
+                let port = free_port();
+                let mut all =
+                    vec!["ftpd_ebpf=off".to_string(), format!("listen_port={port}"), "ftpd_metrics_listen=".into()];
+                all.extend(settings.iter().map(|s| (*s).to_string()));
+                let prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"];
+                match Server::spawn(Some(&prefix), root, &all, SocketAddr::from(([127, 0, 0, 1], port))) {
+                    Ok(s) => return s,
+                    Err(e) => last = e,
+                }
+            }
+            panic!("ftpd ({mode:?}) did not start: {last}");
+        }
+    }
+}
+
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+/// Polls STAT during the running transfer until the server has written `bytes`.
+fn wait_progress(c: &mut Ftp, bytes: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = c.cmd_ok("STAT", 211);
+        let moved: usize = text
+            .split("Transfer in progress: ")
+            .nth(1)
+            .and_then(|t| t.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("STAT during a transfer: {text}"));
+        if moved >= bytes {
+            return;
+        }
+        assert!(Instant::now() < deadline, "upload stuck at {moved} of {bytes} bytes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts `STOR name` and sends `part`, waiting until the server has written it.
+fn start_upload(c: &mut Ftp, name: &str, part: &[u8]) -> TcpStream {
+    let mut data = c.pasv_connect();
+    c.cmd_ok(&format!("STOR {name}"), 150);
+    data.write_all(part).expect("send");
+    wait_progress(c, part.len());
+    data
+}
+
+/// Sends the rest of an upload started by [`start_upload`] and returns the final reply.
+fn finish(c: &mut Ftp, mut data: TcpStream, rest: &[u8]) -> (u16, String) {
+    data.write_all(rest).expect("send");
+    drop(data);
+    c.read_reply()
+}
+
+/// Names in a directory on disk, dot files included.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+fn login(server: &Server) -> Ftp {
+    let mut c = server.login();
+    c.cmd_ok("TYPE I", 200);
+    c
+}
+
+/// Sleeps until just after the start of the next second of wall-clock time,
+/// so that what follows happens within one second.
+fn align_to_second() {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap();
+    std::thread::sleep(Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos())) + Duration::from_millis(10));
+}
+
+/// Two sessions replacing one file at the same moment both succeed, and the
+/// later commit wins (the temporary names must not collide).
+#[test]
+fn two_replaces_of_one_file_at_once_both_succeed() {
+    let settings = ["write_enable=YES", "anon_upload_enable=YES", "anon_other_write_enable=YES"];
+    for mode in modes() {
+        let (_dir, root) = served();
+        let target = root.join("up/data.bin");
+        std::fs::write(&target, b"old\n").unwrap();
+        give_to_anon(&target);
+        let server = start(mode, &root, &settings);
+        let full = bytes(200_000, 3);
+        let mut a = login(&server);
+        let mut b = login(&server);
+        align_to_second();
+        let data = start_upload(&mut a, "up/data.bin", &full[..50_000]);
+        let (_, code, text) = b.upload("STOR up/data.bin", b"B's replacement");
+        assert_eq!(code, 226, "{mode:?}: the second replace: {text}");
+        assert_file(&target, b"B's replacement", &format!("{mode:?}: B's replace"));
+        let (code, text) = finish(&mut a, data, &full[50_000..]);
+        assert_eq!(code, 226, "{mode:?}: the first replace: {text}");
+        assert_file(&target, &full, &format!("{mode:?}: A's replace, committed last"));
+        assert_eq!(names(&root.join("up")), ["data.bin"], "{mode:?}: leftovers");
+    }
+}
