@@ -239,6 +239,58 @@ impl Root {
         Ok(rustix::fs::renameat(&fdir, fname.as_slice(), &tdir, tname.as_slice())?)
     }
 
+    /// Opens the part file of an atomic upload for this session, locked
+    /// (`flock`, exclusive) for as long as the returned fd (the same open
+    /// file, wherever it is passed to) stays open. Refused with `EBUSY` when
+    /// another session is uploading it, and with `EPERM` when another user's
+    /// upload left it: a part is resumed only by whoever wrote it. A fresh
+    /// upload (`resume` false) empties it once it is ours.
+    pub fn open_part(&self, part: &VPath, resume: bool, mode: u32) -> Result<OwnedFd, FsError> {
+        let (dir, name) = self.parent(part)?;
+        // Only retried when the part was renamed or removed between our
+        // open and our lock, which a finishing upload does once.
+        for _ in 0..4 {
+            // Never O_TRUNC: that would cut another session's part before
+            // the lock tells us it is in use.
+            let fd = self.open_write(part, Create::Keep, mode)?;
+            match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return Err(FsError::Io(io::Error::from_raw_os_error(libc::EBUSY)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let st = rustix::fs::fstat(&fd)?;
+            // The lock is on the inode we opened: it must still be the one
+            // under the part's name, not one just committed by its owner.
+            let now = rustix::fs::statat(&dir, name.as_slice(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
+            if !now.is_ok_and(|n| (n.st_dev, n.st_ino) == (st.st_dev, st.st_ino)) {
+                continue;
+            }
+            if st.st_uid != rustix::process::geteuid().as_raw() {
+                return Err(FsError::Io(io::Error::from_raw_os_error(libc::EPERM)));
+            }
+            if !resume {
+                rustix::fs::ftruncate(&fd, 0)?;
+            }
+            return Ok(fd);
+        }
+        Err(FsError::Io(io::Error::from_raw_os_error(libc::EBUSY)))
+    }
+
+    /// The part file a client may resume (SIZE): this user's, and not being
+    /// uploaded right now; anything else is "not found".
+    pub fn resumable_part(&self, part: &VPath) -> Result<(OwnedFd, Stat), FsError> {
+        let (fd, st) = self.open_file(part)?;
+        let not_found = || FsError::Io(io::Error::from_raw_os_error(libc::ENOENT));
+        if st.st_uid != rustix::process::geteuid().as_raw() {
+            return Err(not_found());
+        }
+        // A shared lock is refused while an upload holds its exclusive one.
+        rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockShared).map_err(|_| not_found())?;
+        Ok((fd, st))
+    }
+
     /// Creates a temporary file beside `target` under a name nobody can
     /// guess (`.ftpd-tmp.NAME.RANDOM`), exclusively: concurrent uploads of
     /// one name each get their own.

@@ -100,6 +100,8 @@ const OP_CHMOD: u8 = 11;
 const OP_LIST_STREAM: u8 = 12;
 const OP_FORGET: u8 = 13;
 const OP_CREATE_TEMP: u8 = 14;
+const OP_OPEN_PART: u8 = 15;
+const OP_RESUMABLE_PART: u8 = 16;
 
 /// Entries per listing chunk: small enough that the next chunk is stat'ed
 /// while the front formats and sends this one, large enough that messages
@@ -269,6 +271,32 @@ impl Fs {
             Self::Remote(..) => {
                 let req = Enc::tag(OP_OPEN_WRITE).bytes(path.as_bytes()).u8(create_code(how)).u32(mode);
                 self.simple(req)?.1.ok_or_else(broken)
+            }
+        }
+    }
+
+    /// Opens and locks an atomic upload's part file (see `Root::open_part`).
+    pub fn open_part(&self, part: &VPath, resume: bool, mode: u32) -> Result<OwnedFd, FsError> {
+        match self {
+            Self::Local(r) => {
+                ListCache::clear();
+                r.open_part(part, resume, mode)
+            }
+            Self::Remote(..) => {
+                let req = Enc::tag(OP_OPEN_PART).bytes(part.as_bytes()).u8(u8::from(resume)).u32(mode);
+                self.simple(req)?.1.ok_or_else(broken)
+            }
+        }
+    }
+
+    /// This user's part file, if no upload holds it (see `Root::resumable_part`).
+    pub fn resumable_part(&self, part: &VPath) -> Result<(OwnedFd, Stat), FsError> {
+        match self {
+            Self::Local(r) => r.resumable_part(part),
+            Self::Remote(..) => {
+                let (buf, fd) = self.simple(Enc::tag(OP_RESUMABLE_PART).bytes(part.as_bytes()))?;
+                let st = Dec(&buf[1..]).bytes().and_then(stat_from).ok_or_else(broken)?;
+                Ok((fd.ok_or_else(broken)?, st))
             }
         }
     }
@@ -636,7 +664,15 @@ pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
         let mut fd_out: Option<OwnedFd> = None;
         if matches!(
             op,
-            OP_OPEN_WRITE | OP_MKDIR | OP_RMDIR | OP_UNLINK | OP_RENAME | OP_CHMOD | OP_FORGET | OP_CREATE_TEMP
+            OP_OPEN_WRITE
+                | OP_MKDIR
+                | OP_RMDIR
+                | OP_UNLINK
+                | OP_RENAME
+                | OP_CHMOD
+                | OP_FORGET
+                | OP_OPEN_PART
+                | OP_CREATE_TEMP
         ) {
             ListCache::clear();
         }
@@ -685,6 +721,23 @@ pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
                 }
             }
             OP_FORGET => Enc::tag(ST_OK).0,
+            OP_OPEN_PART => match (d.u8(), d.u32()) {
+                (Some(resume), Some(mode)) => match root.open_part(&path, resume != 0, mode) {
+                    Ok(fd) => {
+                        fd_out = Some(fd);
+                        Enc::tag(ST_OK).0
+                    }
+                    Err(e) => err_reply(&e),
+                },
+                _ => err_reply(&FsError::BadName),
+            },
+            OP_RESUMABLE_PART => match root.resumable_part(&path) {
+                Ok((fd, st)) => {
+                    fd_out = Some(fd);
+                    Enc::tag(ST_OK).bytes(stat_bytes(&st)).0
+                }
+                Err(e) => err_reply(&e),
+            },
             OP_CREATE_TEMP => match d.u32().map_or(Err(FsError::BadName), |m| root.create_temp(&path, m)) {
                 Ok((fd, tmp)) => {
                     fd_out = Some(fd);

@@ -1,5 +1,5 @@
-//! Uploads under attack from other sessions (issue 10): concurrent replaces
-//! of one file each get their own temporary file.
+//! Uploads under attack from other sessions (issue 10): an atomic upload's
+//! part file belongs to one session and stays invisible to others.
 //!
 //! The races are made deterministic: session A sends part of its data and
 //! keeps its data connection open while the other party acts, then finishes.
@@ -16,6 +16,9 @@ use std::{
 };
 
 use ftpd_tests::{Ftp, Server, assert_file, free_port, give_to_anon, is_root, make_writable, run_ok};
+
+/// Anonymous uploads into new files only (vsftpd's `anon_other_write_enable=NO`).
+const UPLOAD: [&str; 3] = ["write_enable=YES", "anon_upload_enable=YES", "ftpd_atomic_uploads=YES"];
 
 /// How ftpd is started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +117,64 @@ fn login(server: &Server) -> Ftp {
     let mut c = server.login();
     c.cmd_ok("TYPE I", 200);
     c
+}
+
+const REFUSED: (u16, &str) = (553, "553 Could not create file.\r\n");
+
+/// Another session cannot write into, publish or resume an atomic upload in
+/// progress: its STOR, REST+STOR and SIZE of that name are refused, and A's
+/// upload completes with A's bytes only.
+#[test]
+fn an_atomic_upload_in_progress_belongs_to_its_session() {
+    for mode in modes() {
+        let (_dir, root) = served();
+        let server = start(mode, &root, &UPLOAD);
+        let full = bytes(300_000, 1);
+        let mut a = login(&server);
+        let data = start_upload(&mut a, "up/f.bin", &full[..100_000]);
+        let mut b = login(&server);
+        let (_, code, text) = b.upload("STOR up/f.bin", b"BBBB");
+        assert_eq!((code, text.as_str()), REFUSED, "{mode:?}: STOR of a name being uploaded");
+        b.cmd_ok("REST 10", 350);
+        let (_, code, text) = b.upload("STOR up/f.bin", b"BBBB");
+        assert_eq!((code, text.as_str()), REFUSED, "{mode:?}: REST+STOR into an upload in progress");
+        // Nothing to learn about another session's upload either.
+        b.cmd_ok("SIZE up/f.bin", 550);
+        b.cmd_ok("MDTM up/f.bin", 550);
+        let (got, code, _) = b.transfer("RETR up/f.bin");
+        assert_eq!((got.len(), code), (0, 550), "{mode:?}: RETR of an upload in progress");
+        let (nlst, code, _) = b.transfer("NLST -a up");
+        assert_eq!((String::from_utf8_lossy(&nlst).as_ref(), code), ("", 226), "{mode:?}: listing");
+        assert!(!root.join("up/f.bin").exists(), "{mode:?}: published while A is still uploading");
+        let (code, text) = finish(&mut a, data, &full[100_000..]);
+        assert_eq!(code, 226, "{mode:?}: A's upload: {text}");
+        assert_file(&root.join("up/f.bin"), &full, &format!("{mode:?}: A's upload"));
+        assert_eq!(names(&root.join("up")), ["f.bin"], "{mode:?}: leftovers");
+    }
+}
+
+/// A user who may overwrite gets a STOR of a name being uploaded, written
+/// aside: both uploads complete whole and the later commit wins; neither
+/// writes into the other's file.
+#[test]
+fn a_user_who_may_overwrite_uploads_beside_an_upload_in_progress() {
+    let mut settings = UPLOAD.to_vec();
+    settings.push("anon_other_write_enable=YES");
+    for mode in modes() {
+        let (_dir, root) = served();
+        let server = start(mode, &root, &settings);
+        let full = bytes(300_000, 2);
+        let mut a = login(&server);
+        let data = start_upload(&mut a, "up/f.bin", &full[..100_000]);
+        let mut b = login(&server);
+        let (_, code, text) = b.upload("STOR up/f.bin", b"BBBB");
+        assert_eq!(code, 226, "{mode:?}: B's STOR: {text}");
+        assert_file(&root.join("up/f.bin"), b"BBBB", &format!("{mode:?}: B's upload"));
+        let (code, text) = finish(&mut a, data, &full[100_000..]);
+        assert_eq!(code, 226, "{mode:?}: A's upload: {text}");
+        assert_file(&root.join("up/f.bin"), &full, &format!("{mode:?}: A's upload, committed last"));
+        assert_eq!(names(&root.join("up")), ["f.bin"], "{mode:?}: leftovers");
+    }
 }
 
 /// Sleeps until just after the start of the next second of wall-clock time,

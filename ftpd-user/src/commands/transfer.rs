@@ -329,8 +329,12 @@ impl Session {
         if (overwrite || append && existing.is_some()) && !self.may(Op::Other) {
             return self.reply(553, "Could not create file.").await;
         }
-        let mode = cfg.file_open_mode & !self.umask;
-        let plan = match plan_upload(root, &target, kind, offset, existing.as_ref(), cfg.ftpd_atomic_uploads, mode) {
+        let rules = Rules {
+            atomic: cfg.ftpd_atomic_uploads,
+            mode: cfg.file_open_mode & !self.umask,
+            may_overwrite: self.may(Op::Other),
+        };
+        let plan = match plan_upload(root, &target, kind, offset, existing.is_some(), rules) {
             Ok(mut p) => {
                 // A replace's temporary file is always removed on failure;
                 // with delete_failed_uploads, so is a new file or a part.
@@ -444,8 +448,21 @@ fn is_space_error(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG))
 }
 
+/// What decides how an upload is written.
+#[derive(Clone, Copy)]
+struct Rules {
+    /// `ftpd_atomic_uploads`.
+    atomic: bool,
+    /// Mode of a new file, umask applied.
+    mode: u32,
+    /// Whether the user may replace an existing file (vsftpd's "other write").
+    may_overwrite: bool,
+}
+
 /// Where an upload is written and what happens at the end.
 struct UploadPlan {
+    /// For an atomic upload's part, the fd holding its lock: kept open until
+    /// the upload is over (committed or failed).
     fd: OwnedFd,
     /// Where writing starts; `None` appends.
     write_offset: Option<u64>,
@@ -490,32 +507,33 @@ impl UploadPlan {
     }
 }
 
-/// Chooses how to write an upload so that an existing file is never damaged:
-/// replacing goes through a temporary file renamed over the old one, after
-/// checking that the user could have written the old file in place; with
-/// `atomic`, new files are written as `.NAME.ftpd-part` and renamed when
-/// complete. Resumes (REST, APPE) write in place, as they must.
+/// Chooses how to write an upload so that an existing file is never damaged
+/// and nobody else's upload is touched: replacing goes through a temporary
+/// file renamed over the old one, after checking that the user could have
+/// written the old file in place; with `atomic`, new files are written as
+/// `.NAME.ftpd-part`, locked by this session, and renamed when complete.
+/// Resumes (REST, APPE) write in place, as they must.
 fn plan_upload(
     root: &Fs,
     target: &VPath,
     kind: StoreKind,
     offset: u64,
-    existing: Option<&rustix::fs::Stat>,
-    atomic: bool,
-    mode: u32,
+    existing: bool,
+    rules: Rules,
 ) -> Result<UploadPlan, FsError> {
+    let mode = rules.mode;
     let in_place =
         |fd, write_offset| UploadPlan { fd, write_offset, temp: None, target: target.clone(), delete_on_fail: false };
     match (existing, kind) {
-        (Some(_), StoreKind::Appe) => {
+        (true, StoreKind::Appe) => {
             let fd = root.open_write(target, Create::Append, mode)?;
             let end = u64::try_from(rustix::fs::fstat(&fd)?.st_size).unwrap_or(0);
             Ok(in_place(fd, Some(end)))
         }
-        (Some(_), _) if offset > 0 => Ok(in_place(root.open_write(target, Create::Keep, mode)?, Some(offset))),
-        (Some(old), _) => {
+        (true, _) if offset > 0 => Ok(in_place(root.open_write(target, Create::Keep, mode)?, Some(offset))),
+        (true, _) => {
             // The in-place permission check: could this user open it for writing?
-            drop(root.open_write(target, Create::Existing, mode)?);
+            let old = rustix::fs::fstat(&root.open_write(target, Create::Existing, mode)?)?;
             let (fd, tmp) = root.create_temp(target, old.st_mode & 0o7777)?;
             // Same mode as the old file; same owner where we are allowed to set it.
             let _ = rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(old.st_mode & 0o7777));
@@ -526,10 +544,30 @@ fn plan_upload(
             );
             Ok(UploadPlan { fd, write_offset: Some(0), temp: Some(tmp), target: target.clone(), delete_on_fail: true })
         }
-        (None, _) if atomic => {
+        (false, _) if rules.atomic => {
             let part = fs::part_path(target).ok_or(FsError::BadName)?;
             let resume = offset > 0 || kind == StoreKind::Appe;
-            let fd = root.open_write(&part, if resume { Create::Keep } else { Create::Truncate }, mode)?;
+            let fd = match root.open_part(&part, resume, mode) {
+                Ok(fd) => fd,
+                // Another session's upload of this name (or another user's
+                // part): a user who may overwrite uploads beside it, and the
+                // later commit wins; anyone else is refused.
+                Err(FsError::Io(e))
+                    if !resume
+                        && rules.may_overwrite
+                        && matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EPERM | libc::EACCES)) =>
+                {
+                    let (fd, tmp) = root.create_temp(target, mode)?;
+                    return Ok(UploadPlan {
+                        fd,
+                        write_offset: Some(0),
+                        temp: Some(tmp),
+                        target: target.clone(),
+                        delete_on_fail: true,
+                    });
+                }
+                Err(e) => return Err(e),
+            };
             let write_offset = if kind == StoreKind::Appe {
                 Some(u64::try_from(rustix::fs::fstat(&fd)?.st_size).unwrap_or(0))
             } else {
@@ -537,7 +575,7 @@ fn plan_upload(
             };
             Ok(UploadPlan { fd, write_offset, temp: Some(part), target: target.clone(), delete_on_fail: false })
         }
-        (None, _) => {
+        (false, _) => {
             let how = if offset > 0 { Create::Keep } else { Create::Exclusive };
             Ok(in_place(root.open_write(target, how, mode)?, Some(offset)))
         }
