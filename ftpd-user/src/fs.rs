@@ -314,6 +314,41 @@ impl Root {
         Err(last)
     }
 
+    /// Publishes a complete upload written as `from` under the name `to`.
+    /// Without `replace` (a user who may not overwrite) it never replaces
+    /// anything: a file that appeared meanwhile stays, and `EEXIST` comes
+    /// back. With it, a file there is replaced only if this user may write
+    /// it now, whatever was there when the upload started.
+    pub fn commit(&self, from: &VPath, to: &VPath, replace: bool) -> Result<(), FsError> {
+        let (fdir, fname) = self.parent(from)?;
+        let (tdir, tname) = self.parent(to)?;
+        if !replace {
+            return match rustix::fs::renameat_with(
+                &fdir,
+                fname.as_slice(),
+                &tdir,
+                tname.as_slice(),
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                // A file system without RENAME_NOREPLACE: link(2) never replaces either.
+                Err(rustix::io::Errno::INVAL) => {
+                    rustix::fs::linkat(&fdir, fname.as_slice(), &tdir, tname.as_slice(), rustix::fs::AtFlags::empty())?;
+                    Ok(rustix::fs::unlinkat(&fdir, fname.as_slice(), rustix::fs::AtFlags::empty())?)
+                }
+                r => Ok(r?),
+            };
+        }
+        match rustix::fs::statat(&tdir, tname.as_slice(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile => {
+                return Err(FsError::Io(io::Error::from_raw_os_error(libc::EEXIST)));
+            }
+            Ok(_) => drop(self.open_write(to, Create::Existing, 0)?),
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(rustix::fs::renameat(&fdir, fname.as_slice(), &tdir, tname.as_slice())?)
+    }
+
     /// Changes permission bits of what `path` names (following symlinks inside
     /// the root only: the fd comes from `openat2`).
     pub fn chmod(&self, path: &VPath, mode: u32) -> Result<(), FsError> {

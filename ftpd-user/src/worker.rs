@@ -102,6 +102,7 @@ const OP_FORGET: u8 = 13;
 const OP_CREATE_TEMP: u8 = 14;
 const OP_OPEN_PART: u8 = 15;
 const OP_RESUMABLE_PART: u8 = 16;
+const OP_COMMIT: u8 = 17;
 
 /// Entries per listing chunk: small enough that the next chunk is stat'ed
 /// while the front formats and sends this one, large enough that messages
@@ -312,6 +313,21 @@ impl Fs {
                 let (buf, fd) = self.simple(Enc::tag(OP_CREATE_TEMP).bytes(target.as_bytes()).u32(mode))?;
                 let tmp = Dec(&buf[1..]).bytes().and_then(|p| VPath::root().join(p).ok()).ok_or_else(broken)?;
                 Ok((fd.ok_or_else(broken)?, tmp))
+            }
+        }
+    }
+
+    /// Publishes a complete upload (see `Root::commit`). Blocks: call it off
+    /// the runtime.
+    pub fn commit(&self, from: &VPath, to: &VPath, replace: bool) -> Result<(), FsError> {
+        match self {
+            Self::Local(r) => {
+                ListCache::clear();
+                r.commit(from, to, replace)
+            }
+            Self::Remote(..) => {
+                let req = Enc::tag(OP_COMMIT).bytes(from.as_bytes()).bytes(to.as_bytes()).u8(u8::from(replace));
+                self.simple(req).map(drop)
             }
         }
     }
@@ -673,6 +689,7 @@ pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
                 | OP_FORGET
                 | OP_OPEN_PART
                 | OP_CREATE_TEMP
+                | OP_COMMIT
         ) {
             ListCache::clear();
         }
@@ -745,6 +762,13 @@ pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
                 }
                 Err(e) => err_reply(&e),
             },
+            OP_COMMIT => {
+                let to = d.bytes().and_then(|p| VPath::root().join(p).ok());
+                match (to, d.u8()) {
+                    (Some(to), Some(replace)) => unit(root.commit(&path, &to, replace != 0)),
+                    _ => err_reply(&FsError::BadName),
+                }
+            }
             OP_MKDIR => unit(d.u32().map_or(Err(FsError::BadName), |m| root.mkdir(&path, m))),
             OP_RMDIR => unit(root.rmdir(&path)),
             OP_UNLINK => unit(root.unlink(&path)),

@@ -1,5 +1,6 @@
 //! Uploads under attack from other sessions (issue 10): an atomic upload's
-//! part file belongs to one session and stays invisible to others.
+//! part file belongs to one session, a commit never replaces a file the user
+//! could not have replaced, part files stay invisible.
 //!
 //! The races are made deterministic: session A sends part of its data and
 //! keeps its data connection open while the other party acts, then finishes.
@@ -15,7 +16,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use ftpd_tests::{Ftp, Server, assert_file, free_port, give_to_anon, is_root, make_writable, run_ok};
+use ftpd_tests::{Ftp, Server, assert_file, free_port, give_to_anon, is_root, make_writable, run_ok, uid_of};
 
 /// Anonymous uploads into new files only (vsftpd's `anon_other_write_enable=NO`).
 const UPLOAD: [&str; 3] = ["write_enable=YES", "anon_upload_enable=YES", "ftpd_atomic_uploads=YES"];
@@ -174,6 +175,64 @@ fn a_user_who_may_overwrite_uploads_beside_an_upload_in_progress() {
         assert_eq!(code, 226, "{mode:?}: A's upload: {text}");
         assert_file(&root.join("up/f.bin"), &full, &format!("{mode:?}: A's upload, committed last"));
         assert_eq!(names(&root.join("up")), ["f.bin"], "{mode:?}: leftovers");
+    }
+}
+
+/// A file published while an anonymous user (who may not overwrite) uploads
+/// the same name is not replaced by the commit: the upload gets 553, the
+/// published file stays, and nothing of the upload is left.
+#[test]
+fn the_commit_never_replaces_a_file_published_meanwhile() {
+    for mode in modes() {
+        let (_dir, root) = served();
+        let server = start(mode, &root, &UPLOAD);
+        let mut a = login(&server);
+        let data = start_upload(&mut a, "up/release.tar", b"evil bytes, part 1;");
+        // The admin publishes the real release meanwhile (write + rename, like rsync).
+        std::fs::write(root.join("up/.release.tmp"), b"the real release\n").unwrap();
+        std::fs::rename(root.join("up/.release.tmp"), root.join("up/release.tar")).unwrap();
+        let (code, text) = finish(&mut a, data, b" part 2");
+        assert_eq!((code, text.as_str()), REFUSED, "{mode:?}: the commit over a published file");
+        assert_file(&root.join("up/release.tar"), b"the real release\n", &format!("{mode:?}: published file"));
+        assert_eq!(names(&root.join("up")), ["release.tar"], "{mode:?}: leftovers");
+        a.cmd_ok("NOOP", 200);
+    }
+}
+
+/// A user who may overwrite replaces a file only if, at the commit, the file
+/// there is one they may write: one swapped for a read-only file meanwhile
+/// is kept. Needs the server's sessions to act as another account than the
+/// files' owner (root), so runs only as root.
+#[test]
+fn a_replace_rechecks_permission_at_the_commit() {
+    if !is_root() {
+        return;
+    }
+    let mut settings = UPLOAD.to_vec();
+    settings.push("anon_other_write_enable=YES");
+    for atomic in ["NO", "YES"] {
+        for mode in modes() {
+            let (_dir, root) = served();
+            let target = root.join("up/data.bin");
+            std::fs::write(&target, b"old, writable by anonymous\n").unwrap();
+            give_to_anon(&target);
+            let atomic_setting = format!("ftpd_atomic_uploads={atomic}");
+            let mut s = settings.clone();
+            s.push(&atomic_setting);
+            let server = start(mode, &root, &s);
+            let mut a = login(&server);
+            let data = start_upload(&mut a, "up/data.bin", b"new part 1;");
+            // Root swaps in a file anonymous may not write.
+            std::fs::write(root.join("up/.swap"), b"root's, read-only\n").unwrap();
+            std::fs::set_permissions(root.join("up/.swap"), std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .unwrap();
+            std::fs::rename(root.join("up/.swap"), &target).unwrap();
+            let (code, text) = finish(&mut a, data, b" part 2");
+            assert_eq!((code, text.as_str()), REFUSED, "atomic={atomic} {mode:?}: the commit over a read-only file");
+            assert_file(&target, b"root's, read-only\n", &format!("atomic={atomic} {mode:?}: swapped-in file"));
+            assert_eq!(uid_of(&target), 0);
+            assert_eq!(names(&root.join("up")), ["data.bin"], "atomic={atomic} {mode:?}: leftovers");
+        }
     }
 }
 

@@ -402,7 +402,15 @@ impl Session {
             Raced::Aborted => (Err(RecvError::Network(io::Error::from(io::ErrorKind::Interrupted))), true),
         };
         let root = &self.user().root;
-        let result = result.and_then(|n| plan.commit(root).map(|()| n).map_err(RecvError::File));
+        let result = match result {
+            Ok(n) => plan.commit(root).map(|()| n).map_err(Failure::Commit),
+            Err(e) => Err(Failure::Recv(e)),
+        };
+        match &result {
+            Err(Failure::Commit(e)) if is_refusal(e) => plan.drop_upload(root),
+            Err(_) => plan.fail(root),
+            Ok(_) => {}
+        }
         let (moved, complete) = match &result {
             Ok(n) => (*n, true),
             Err(_) => (self.progress.get(), false),
@@ -426,18 +434,21 @@ impl Session {
                 }
             }
             Err(e) => {
-                plan.fail(&self.user().root);
                 info!(session = self.id, peer = %self.peer, file = %shown, error = ?e, "upload failed");
                 if aborted {
                     return self.abort_replies().await;
                 }
                 match e {
-                    RecvError::File(e) if is_space_error(&e) => {
+                    // Someone else's file is there now, one this user may not replace.
+                    Failure::Commit(e) if is_refusal(&e) => self.reply(553, "Could not create file.").await,
+                    Failure::Recv(RecvError::File(e)) | Failure::Commit(e) if is_space_error(&e) => {
                         self.reply(552, "Requested file action aborted: out of disk space or over quota.").await
                     }
-                    RecvError::File(_) => self.reply(451, "Failure writing to local file.").await,
-                    RecvError::Stalled => self.reply(421, "Data timeout. Reconnect. Sorry.").await,
-                    RecvError::Network(_) => self.reply(426, "Failure reading network stream.").await,
+                    Failure::Recv(RecvError::File(_)) | Failure::Commit(_) => {
+                        self.reply(451, "Failure writing to local file.").await
+                    }
+                    Failure::Recv(RecvError::Stalled) => self.reply(421, "Data timeout. Reconnect. Sorry.").await,
+                    Failure::Recv(RecvError::Network(_)) => self.reply(426, "Failure reading network stream.").await,
                 }
             }
         }
@@ -446,6 +457,20 @@ impl Session {
 
 fn is_space_error(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG))
+}
+
+/// A commit refused because of what is at the target now, not an I/O error.
+fn is_refusal(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EEXIST | libc::EACCES | libc::EPERM | libc::EISDIR | libc::ENOTEMPTY))
+}
+
+/// Why an upload did not end with 226.
+#[derive(Debug)]
+enum Failure {
+    /// Receiving or writing the data.
+    Recv(RecvError),
+    /// Publishing the complete upload under its name.
+    Commit(io::Error),
 }
 
 /// What decides how an upload is written.
@@ -472,6 +497,9 @@ struct UploadPlan {
     /// On failure, delete what was written (a replace's temp file) or keep it
     /// for a resume (vsftpd's partial file, or an atomic upload's part).
     delete_on_fail: bool,
+    /// Whether the commit may replace a file found at `target` by then
+    /// (re-checked against that file); if not, it never replaces one.
+    replace: bool,
 }
 
 impl UploadPlan {
@@ -486,7 +514,7 @@ impl UploadPlan {
         // empty file where the old one was. A new file has nothing to lose,
         // and is not synced (as vsftpd).
         rustix::fs::fsync(&self.fd).ok();
-        root.rename(t, &self.target).map_err(|e| match e {
+        root.commit(t, &self.target, self.replace).map_err(|e| match e {
             FsError::Io(e) => e,
             FsError::BadName => io::Error::from(io::ErrorKind::InvalidInput),
         })
@@ -496,6 +524,14 @@ impl UploadPlan {
         if self.delete_on_fail {
             let victim = self.temp.as_ref().unwrap_or(&self.target);
             let _ = root.unlink(victim);
+        }
+    }
+
+    /// The commit was refused: what was uploaded can never be published
+    /// under its name, so it is not kept for a resume either.
+    fn drop_upload(&self, root: &Fs) {
+        if let Some(t) = &self.temp {
+            let _ = root.unlink(t);
         }
     }
 
@@ -522,8 +558,14 @@ fn plan_upload(
     rules: Rules,
 ) -> Result<UploadPlan, FsError> {
     let mode = rules.mode;
-    let in_place =
-        |fd, write_offset| UploadPlan { fd, write_offset, temp: None, target: target.clone(), delete_on_fail: false };
+    let in_place = |fd, write_offset| UploadPlan {
+        fd,
+        write_offset,
+        temp: None,
+        target: target.clone(),
+        delete_on_fail: false,
+        replace: false,
+    };
     match (existing, kind) {
         (true, StoreKind::Appe) => {
             let fd = root.open_write(target, Create::Append, mode)?;
@@ -542,7 +584,14 @@ fn plan_upload(
                 Some(rustix::fs::Uid::from_raw(old.st_uid)),
                 Some(rustix::fs::Gid::from_raw(old.st_gid)),
             );
-            Ok(UploadPlan { fd, write_offset: Some(0), temp: Some(tmp), target: target.clone(), delete_on_fail: true })
+            Ok(UploadPlan {
+                fd,
+                write_offset: Some(0),
+                temp: Some(tmp),
+                target: target.clone(),
+                delete_on_fail: true,
+                replace: true,
+            })
         }
         (false, _) if rules.atomic => {
             let part = fs::part_path(target).ok_or(FsError::BadName)?;
@@ -564,6 +613,7 @@ fn plan_upload(
                         temp: Some(tmp),
                         target: target.clone(),
                         delete_on_fail: true,
+                        replace: true,
                     });
                 }
                 Err(e) => return Err(e),
@@ -573,7 +623,14 @@ fn plan_upload(
             } else {
                 Some(offset)
             };
-            Ok(UploadPlan { fd, write_offset, temp: Some(part), target: target.clone(), delete_on_fail: false })
+            Ok(UploadPlan {
+                fd,
+                write_offset,
+                temp: Some(part),
+                target: target.clone(),
+                delete_on_fail: false,
+                replace: rules.may_overwrite,
+            })
         }
         (false, _) => {
             let how = if offset > 0 { Create::Keep } else { Create::Exclusive };
