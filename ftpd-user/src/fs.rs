@@ -314,6 +314,38 @@ impl Root {
         Err(last)
     }
 
+    /// Opens what replacing `target` is written to. Normally a temporary
+    /// file (returned with its path) with the old file's owner, group and
+    /// mode, renamed over it by [`Root::commit`]. When that cannot keep the
+    /// file as it was (the user may write the file but not give a new one
+    /// its owner, or the file has other hard links) the file itself, to be
+    /// truncated and written in place as vsftpd does: the owner and links
+    /// matter more than the atomicity. Fails unless the user may write the
+    /// existing file (the permission an in-place write would have needed).
+    pub fn open_replace(&self, target: &VPath) -> Result<(OwnedFd, Option<VPath>), FsError> {
+        let file = self.open_write(target, Create::Existing, 0)?;
+        let old = rustix::fs::fstat(&file)?;
+        if old.st_nlink > 1 {
+            return Ok((file, None));
+        }
+        let perm = old.st_mode & 0o7777;
+        let (fd, tmp) = self.create_temp(target, perm)?;
+        // chown first: it clears set-id bits, which the chmod restores.
+        let _ = rustix::fs::fchown(
+            &fd,
+            Some(rustix::fs::Uid::from_raw(old.st_uid)),
+            Some(rustix::fs::Gid::from_raw(old.st_gid)),
+        );
+        let _ = rustix::fs::fchmod(&fd, Mode::from_raw_mode(perm));
+        let new = rustix::fs::fstat(&fd)?;
+        if (new.st_uid, new.st_gid, new.st_mode & 0o7777) == (old.st_uid, old.st_gid, perm) {
+            return Ok((fd, Some(tmp)));
+        }
+        drop(fd);
+        let _ = self.unlink(&tmp);
+        Ok((file, None))
+    }
+
     /// Publishes a complete upload written as `from` under the name `to`.
     /// Without `replace` (a user who may not overwrite) it never replaces
     /// anything: a file that appeared meanwhile stays, and `EEXIST` comes

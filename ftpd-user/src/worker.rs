@@ -103,6 +103,7 @@ const OP_CREATE_TEMP: u8 = 14;
 const OP_OPEN_PART: u8 = 15;
 const OP_RESUMABLE_PART: u8 = 16;
 const OP_COMMIT: u8 = 17;
+const OP_OPEN_REPLACE: u8 = 18;
 
 /// Entries per listing chunk: small enough that the next chunk is stat'ed
 /// while the front formats and sends this one, large enough that messages
@@ -312,6 +313,25 @@ impl Fs {
             Self::Remote(..) => {
                 let (buf, fd) = self.simple(Enc::tag(OP_CREATE_TEMP).bytes(target.as_bytes()).u32(mode))?;
                 let tmp = Dec(&buf[1..]).bytes().and_then(|p| VPath::root().join(p).ok()).ok_or_else(broken)?;
+                Ok((fd.ok_or_else(broken)?, tmp))
+            }
+        }
+    }
+
+    /// Where a replace of `target` is written (see `Root::open_replace`).
+    pub fn open_replace(&self, target: &VPath) -> Result<(OwnedFd, Option<VPath>), FsError> {
+        match self {
+            Self::Local(r) => {
+                ListCache::clear();
+                r.open_replace(target)
+            }
+            Self::Remote(..) => {
+                let (buf, fd) = self.simple(Enc::tag(OP_OPEN_REPLACE).bytes(target.as_bytes()))?;
+                let mut d = Dec(&buf[1..]);
+                let tmp = match d.u8().ok_or_else(broken)? {
+                    0 => None,
+                    _ => Some(d.bytes().and_then(|p| VPath::root().join(p).ok()).ok_or_else(broken)?),
+                };
                 Ok((fd.ok_or_else(broken)?, tmp))
             }
         }
@@ -689,6 +709,7 @@ pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
                 | OP_FORGET
                 | OP_OPEN_PART
                 | OP_CREATE_TEMP
+                | OP_OPEN_REPLACE
                 | OP_COMMIT
         ) {
             ListCache::clear();
@@ -759,6 +780,16 @@ pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
                 Ok((fd, tmp)) => {
                     fd_out = Some(fd);
                     Enc::tag(ST_OK).bytes(tmp.as_bytes()).0
+                }
+                Err(e) => err_reply(&e),
+            },
+            OP_OPEN_REPLACE => match root.open_replace(&path) {
+                Ok((fd, tmp)) => {
+                    fd_out = Some(fd);
+                    match tmp {
+                        Some(t) => Enc::tag(ST_OK).u8(1).bytes(t.as_bytes()).0,
+                        None => Enc::tag(ST_OK).u8(0).0,
+                    }
                 }
                 Err(e) => err_reply(&e),
             },

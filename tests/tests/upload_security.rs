@@ -1,6 +1,7 @@
 //! Uploads under attack from other sessions (issue 10): an atomic upload's
 //! part file belongs to one session, a commit never replaces a file the user
-//! could not have replaced, part files stay invisible.
+//! could not have replaced, part files stay invisible,
+//! and replaces keep the file's owner and links.
 //!
 //! The races are made deterministic: session A sends part of its data and
 //! keeps its data connection open while the other party acts, then finishes.
@@ -11,6 +12,7 @@
 use std::{
     io::Write,
     net::{SocketAddr, TcpStream},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant, SystemTime},
@@ -266,5 +268,53 @@ fn two_replaces_of_one_file_at_once_both_succeed() {
         assert_eq!(code, 226, "{mode:?}: the first replace: {text}");
         assert_file(&target, &full, &format!("{mode:?}: A's replace, committed last"));
         assert_eq!(names(&root.join("up")), ["data.bin"], "{mode:?}: leftovers");
+    }
+}
+
+/// A replace keeps the file's owner, group and mode, and its hard links,
+/// also when the uploader may write the file but could not give a new file
+/// its owner (then it is written in place, as vsftpd does). Runs as root only:
+/// the sessions must act as another account than the file's owner.
+#[test]
+fn a_replace_keeps_owner_mode_and_hard_links() {
+    if !is_root() {
+        return;
+    }
+    let settings = ["write_enable=YES", "anon_upload_enable=YES", "anon_other_write_enable=YES"];
+    for atomic in ["NO", "YES"] {
+        for mode in modes() {
+            let (_dir, root) = served();
+            let atomic_setting = format!("ftpd_atomic_uploads={atomic}");
+            let mut s = settings.to_vec();
+            s.push(&atomic_setting);
+            let server = start(mode, &root, &s);
+            let what = format!("atomic={atomic} {mode:?}");
+            let mut c = login(&server);
+
+            // Root's file, writable by everyone: the uploader cannot chown a new one to root.
+            let shared = root.join("up/shared.txt");
+            std::fs::write(&shared, b"root's old content\n").unwrap();
+            std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+            let (_, code, text) = c.upload("STOR up/shared.txt", b"new content\n");
+            assert_eq!(code, 226, "{what}: {text}");
+            assert_file(&shared, b"new content\n", &what);
+            let md = std::fs::metadata(&shared).unwrap();
+            assert_eq!(
+                (md.uid(), md.gid(), md.mode() & 0o7777),
+                (0, 0, 0o666),
+                "{what}: owner and mode of root's file"
+            );
+
+            // The uploader's own file with a second hard link: both names see the new content.
+            let linked = root.join("up/linked.txt");
+            std::fs::write(&linked, b"old\n").unwrap();
+            give_to_anon(&linked);
+            std::fs::hard_link(&linked, root.join("link2.txt")).unwrap();
+            let (_, code, text) = c.upload("STOR up/linked.txt", b"new through a link\n");
+            assert_eq!(code, 226, "{what}: {text}");
+            assert_file(&root.join("link2.txt"), b"new through a link\n", &format!("{what}: the other link"));
+            assert_eq!(std::fs::metadata(&linked).unwrap().nlink(), 2, "{what}: links");
+            assert_eq!(names(&root.join("up")), ["linked.txt", "shared.txt"], "{what}: leftovers");
+        }
     }
 }

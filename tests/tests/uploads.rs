@@ -294,6 +294,9 @@ fn full_disk_gives_552_and_keeps_the_old_file() {
     let old = random_bytes(300_000);
     std::fs::write(mnt.join("f.bin"), &old).unwrap();
     make_writable(&mnt);
+    // The anonymous account's file: a replace keeps its owner, so it goes
+    // through a temporary file (one it could not keep is written in place).
+    give_to_anon(&mnt.join("f.bin"));
     // Declared after the mount guard, so stopped before the unmount.
     let server = Server::start(&mnt, &WRITE);
     let mut c = server.login();

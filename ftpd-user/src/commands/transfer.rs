@@ -350,6 +350,13 @@ impl Session {
             plan.discard(&self.user().root);
             return Ok(());
         };
+        if plan.truncate {
+            // An in-place replace: emptied only now that the data is coming.
+            if let Err(e) = rustix::fs::ftruncate(&plan.fd, 0) {
+                warn!(session = self.id, error = %e, "cannot truncate the upload target");
+                return self.reply(451, "Failure writing to local file.").await;
+            }
+        }
         let shown = String::from_utf8_lossy(target.file_name()).into_owned();
         if kind == StoreKind::Stou {
             self.reply(150, &format!("FILE: {shown}")).await?;
@@ -500,6 +507,8 @@ struct UploadPlan {
     /// Whether the commit may replace a file found at `target` by then
     /// (re-checked against that file); if not, it never replaces one.
     replace: bool,
+    /// An existing file written in place: truncated once the data connection is there.
+    truncate: bool,
 }
 
 impl UploadPlan {
@@ -545,8 +554,8 @@ impl UploadPlan {
 
 /// Chooses how to write an upload so that an existing file is never damaged
 /// and nobody else's upload is touched: replacing goes through a temporary
-/// file renamed over the old one, after checking that the user could have
-/// written the old file in place; with `atomic`, new files are written as
+/// file renamed over the old one (see `Root::open_replace` for when it is
+/// written in place instead); with `atomic`, new files are written as
 /// `.NAME.ftpd-part`, locked by this session, and renamed when complete.
 /// Resumes (REST, APPE) write in place, as they must.
 fn plan_upload(
@@ -565,6 +574,7 @@ fn plan_upload(
         target: target.clone(),
         delete_on_fail: false,
         replace: false,
+        truncate: false,
     };
     match (existing, kind) {
         (true, StoreKind::Appe) => {
@@ -573,26 +583,18 @@ fn plan_upload(
             Ok(in_place(fd, Some(end)))
         }
         (true, _) if offset > 0 => Ok(in_place(root.open_write(target, Create::Keep, mode)?, Some(offset))),
-        (true, _) => {
-            // The in-place permission check: could this user open it for writing?
-            let old = rustix::fs::fstat(&root.open_write(target, Create::Existing, mode)?)?;
-            let (fd, tmp) = root.create_temp(target, old.st_mode & 0o7777)?;
-            // Same mode as the old file; same owner where we are allowed to set it.
-            let _ = rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(old.st_mode & 0o7777));
-            let _ = rustix::fs::fchown(
-                &fd,
-                Some(rustix::fs::Uid::from_raw(old.st_uid)),
-                Some(rustix::fs::Gid::from_raw(old.st_gid)),
-            );
-            Ok(UploadPlan {
+        (true, _) => match root.open_replace(target)? {
+            (fd, Some(tmp)) => Ok(UploadPlan {
                 fd,
                 write_offset: Some(0),
                 temp: Some(tmp),
                 target: target.clone(),
                 delete_on_fail: true,
                 replace: true,
-            })
-        }
+                truncate: false,
+            }),
+            (fd, None) => Ok(UploadPlan { truncate: true, ..in_place(fd, Some(0)) }),
+        },
         (false, _) if rules.atomic => {
             let part = fs::part_path(target).ok_or(FsError::BadName)?;
             let resume = offset > 0 || kind == StoreKind::Appe;
@@ -614,6 +616,7 @@ fn plan_upload(
                         target: target.clone(),
                         delete_on_fail: true,
                         replace: true,
+                        truncate: false,
                     });
                 }
                 Err(e) => return Err(e),
@@ -630,6 +633,7 @@ fn plan_upload(
                 target: target.clone(),
                 delete_on_fail: false,
                 replace: rules.may_overwrite,
+                truncate: false,
             })
         }
         (false, _) => {
