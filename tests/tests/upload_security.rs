@@ -1,7 +1,8 @@
 //! Uploads under attack from other sessions (issue 10): an atomic upload's
 //! part file belongs to one session, a commit never replaces a file the user
 //! could not have replaced, part files stay invisible,
-//! and replaces keep the file's owner and links.
+//! replaces keep the file's owner and links, and a large replace does not
+//! stall other sessions.
 //!
 //! The races are made deterministic: session A sends part of its data and
 //! keeps its data connection open while the other party acts, then finishes.
@@ -30,6 +31,8 @@ enum Mode {
     AsTester,
     /// As `nobody` through setpriv: single-process mode.
     Single,
+    /// As the test's user, on one CPU (so with one runtime thread).
+    OneCpu,
 }
 
 /// The modes a test runs in: both when the tests run as root.
@@ -51,15 +54,19 @@ fn served() -> (tempfile::TempDir, PathBuf) {
 fn start(mode: Mode, root: &Path, settings: &[&str]) -> Server {
     match mode {
         Mode::AsTester => Server::start(root, settings),
-        Mode::Single => {
+        Mode::Single | Mode::OneCpu => {
             let mut last = String::new();
             for _ in 0..5 {
                 let port = free_port();
                 let mut all =
                     vec!["ftpd_ebpf=off".to_string(), format!("listen_port={port}"), "ftpd_metrics_listen=".into()];
                 all.extend(settings.iter().map(|s| (*s).to_string()));
-                let prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"];
-                match Server::spawn(Some(&prefix), root, &all, SocketAddr::from(([127, 0, 0, 1], port))) {
+                let prefix: &[&str] = if mode == Mode::Single {
+                    &["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+                } else {
+                    &["taskset", "-c", "0"]
+                };
+                match Server::spawn(Some(prefix), root, &all, SocketAddr::from(([127, 0, 0, 1], port))) {
                     Ok(s) => return s,
                     Err(e) => last = e,
                 }
@@ -317,4 +324,53 @@ fn a_replace_keeps_owner_mode_and_hard_links() {
             assert_eq!(names(&root.join("up")), ["linked.txt", "shared.txt"], "{what}: leftovers");
         }
     }
+}
+
+/// The fsync and the rename of a large replace do not stall other sessions:
+/// another session's NOOPs are answered quickly meanwhile.
+#[test]
+fn noop_is_answered_while_a_large_replace_commits() {
+    let settings = ["write_enable=YES", "anon_upload_enable=YES", "anon_other_write_enable=YES"];
+    let (_dir, root) = served();
+    let target = root.join("up/big.bin");
+    std::fs::write(&target, b"old\n").unwrap();
+    give_to_anon(&target);
+    // One CPU: one runtime thread, so anything that blocks it stalls every session.
+    let server = start(Mode::OneCpu, &root, &settings);
+    let mut a = login(&server);
+    let mut b = login(&server);
+    let chunk = bytes(1 << 20, 4);
+    let total = 600usize;
+    let mut data = a.pasv_connect();
+    a.cmd_ok("STOR up/big.bin", 150);
+    for _ in 0..total {
+        data.write_all(&chunk).unwrap();
+    }
+    wait_progress(&mut a, total << 20);
+    // Everything is written; closing the data connection starts the commit
+    // (fsync of 600 MiB, then the rename). B pings all along.
+    let pinger = std::thread::spawn(move || {
+        let mut worst = Duration::ZERO;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(3) {
+            let t = Instant::now();
+            b.cmd_ok("NOOP", 200);
+            worst = worst.max(t.elapsed());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        worst
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let committing = Instant::now();
+    drop(data);
+    let (code, text) = a.read_reply();
+    assert_eq!(code, 226, "{text}");
+    let commit = committing.elapsed();
+    let worst = pinger.join().unwrap();
+    eprintln!("commit took {commit:?}, worst NOOP {worst:?}");
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), (total as u64) << 20);
+    // Bounded, not exact: a NOOP never waits for the commit. On this one
+    // CPU a blocked runtime makes the worst NOOP as slow as the commit.
+    assert!(worst < Duration::from_millis(300), "a NOOP waited {worst:?} during a {commit:?} commit");
+    assert!(worst * 2 < commit.max(Duration::from_millis(100)), "a NOOP waited {worst:?} during a {commit:?} commit");
 }

@@ -352,7 +352,10 @@ impl Session {
         };
         if plan.truncate {
             // An in-place replace: emptied only now that the data is coming.
-            if let Err(e) = rustix::fs::ftruncate(&plan.fd, 0) {
+            let fd = plan.fd.try_clone()?;
+            let cut =
+                tokio::task::spawn_blocking(move || rustix::fs::ftruncate(&fd, 0)).await.map_err(io::Error::other)?;
+            if let Err(e) = cut {
                 warn!(session = self.id, error = %e, "cannot truncate the upload target");
                 return self.reply(451, "Failure writing to local file.").await;
             }
@@ -408,16 +411,24 @@ impl Session {
             }
             Raced::Aborted => (Err(RecvError::Network(io::Error::from(io::ErrorKind::Interrupted))), true),
         };
-        let root = &self.user().root;
-        let result = match result {
-            Ok(n) => plan.commit(root).map(|()| n).map_err(Failure::Commit),
-            Err(e) => Err(Failure::Recv(e)),
-        };
-        match &result {
-            Err(Failure::Commit(e)) if is_refusal(e) => plan.drop_upload(root),
-            Err(_) => plan.fail(root),
-            Ok(_) => {}
-        }
+        // The commit syncs and renames: blocking calls, kept off the runtime
+        // so that other sessions are answered meanwhile. So is the clean-up
+        // of a failure (a worker round trip).
+        let fs = Arc::clone(&self.user().root);
+        let result = tokio::task::spawn_blocking(move || {
+            let r = match result {
+                Ok(n) => plan.commit(&fs).map(|()| n).map_err(Failure::Commit),
+                Err(e) => Err(Failure::Recv(e)),
+            };
+            match &r {
+                Err(Failure::Commit(e)) if is_refusal(e) => plan.drop_upload(&fs),
+                Err(_) => plan.fail(&fs),
+                Ok(_) => {}
+            }
+            r
+        })
+        .await
+        .map_err(io::Error::other)?;
         let (moved, complete) = match &result {
             Ok(n) => (*n, true),
             Err(_) => (self.progress.get(), false),
