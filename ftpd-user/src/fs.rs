@@ -244,8 +244,10 @@ impl Root {
     /// file, wherever it is passed to) stays open. Refused with `EBUSY` when
     /// another session is uploading it, and with `EPERM` when another user's
     /// upload left it: a part is resumed only by whoever wrote it. A fresh
-    /// upload (`resume` false) empties it once it is ours.
+    /// upload (`resume` false) empties it once it is ours. Stale parts in
+    /// the directory are swept first (see [`PART_MAX_AGE`]).
     pub fn open_part(&self, part: &VPath, resume: bool, mode: u32) -> Result<OwnedFd, FsError> {
+        self.sweep_stale(part);
         let (dir, name) = self.parent(part)?;
         // Only retried when the part was renamed or removed between our
         // open and our lock, which a finishing upload does once.
@@ -295,6 +297,7 @@ impl Root {
     /// guess (`.ftpd-tmp.NAME.RANDOM`), exclusively: concurrent uploads of
     /// one name each get their own.
     pub fn create_temp(&self, target: &VPath, mode: u32) -> Result<(OwnedFd, VPath), FsError> {
+        self.sweep_stale(target);
         let (dir, name) = target.split_last().ok_or(FsError::BadName)?;
         let mut last = FsError::BadName;
         for _ in 0..8 {
@@ -379,6 +382,43 @@ impl Root {
             Err(e) => return Err(e.into()),
         }
         Ok(rustix::fs::renameat(&fdir, fname.as_slice(), &tdir, tname.as_slice())?)
+    }
+
+    /// Removes upload leftovers older than [`PART_MAX_AGE`] from the
+    /// directory of `path`, at most once an hour per directory and process:
+    /// part files of uploads nobody resumed, and temporary files a crash
+    /// left. No client can list or delete them, so nothing else would.
+    fn sweep_stale(&self, path: &VPath) {
+        use std::{collections::HashMap, sync::Mutex, time::Instant};
+        static SWEPT: Mutex<Option<HashMap<(u64, u64), Instant>>> = Mutex::new(None);
+        let Some((dir, _)) = path.split_last() else { return };
+        let Ok(fd) = self.open_dir(&dir) else { return };
+        let Ok(st) = rustix::fs::fstat(&fd) else { return };
+        {
+            let mut guard = SWEPT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let map = guard.get_or_insert_with(HashMap::new);
+            let key = (st.st_dev, st.st_ino);
+            if map.get(&key).is_some_and(|t| t.elapsed().as_secs() < 3600) {
+                return;
+            }
+            if map.len() >= 4096 {
+                map.clear();
+            }
+            map.insert(key, Instant::now());
+        }
+        let Ok(entries) = Dir::read_from(&fd) else { return };
+        let oldest = now_secs() - PART_MAX_AGE;
+        for ent in entries.flatten() {
+            let name = ent.file_name();
+            if !is_upload_temp(name.to_bytes()) {
+                continue;
+            }
+            let stale = rustix::fs::statat(&fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_mtime < oldest);
+            if stale {
+                let _ = rustix::fs::unlinkat(&fd, name, rustix::fs::AtFlags::empty());
+            }
+        }
     }
 
     /// Changes permission bits of what `path` names (following symlinks inside
@@ -725,6 +765,11 @@ fn glob(pat: &[u8], name: &[u8]) -> bool {
     }
     pat[p..].iter().all(|&c| c == b'*')
 }
+
+/// Seconds after its last write that an upload's part or temporary file
+/// counts as abandoned and is removed (see [`Root::open_part`]): a day, so
+/// that a client can still resume an upload interrupted overnight.
+pub const PART_MAX_AGE: i64 = 24 * 3600;
 
 /// Names ftpd uses for uploads in progress; never listed, never served.
 pub fn is_upload_temp(name: &[u8]) -> bool {

@@ -1,6 +1,6 @@
 //! Uploads under attack from other sessions (issue 10): an atomic upload's
 //! part file belongs to one session, a commit never replaces a file the user
-//! could not have replaced, part files stay invisible,
+//! could not have replaced, part files stay invisible and do not pile up,
 //! replaces keep the file's owner and links, and a large replace does not
 //! stall other sessions.
 //!
@@ -242,6 +242,35 @@ fn a_replace_rechecks_permission_at_the_commit() {
             assert_eq!(uid_of(&target), 0);
             assert_eq!(names(&root.join("up")), ["data.bin"], "atomic={atomic} {mode:?}: leftovers");
         }
+    }
+}
+
+/// Part files of aborted uploads older than a day are removed when their
+/// directory is next uploaded to; younger ones are kept for a resume.
+#[test]
+fn stale_part_files_are_removed() {
+    for mode in modes() {
+        let (_dir, root) = served();
+        let up = root.join("up");
+        for name in [".old.bin.ftpd-part", ".recent.bin.ftpd-part", ".ftpd-tmp.x.bin.1234"] {
+            std::fs::write(up.join(name), b"partial").unwrap();
+            give_to_anon(&up.join(name));
+        }
+        for name in [".old.bin.ftpd-part", ".ftpd-tmp.x.bin.1234"] {
+            run_ok(Command::new("touch").args(["-m", "-d", "3 days ago"]).arg(up.join(name)));
+        }
+        run_ok(Command::new("touch").args(["-m", "-d", "2 hours ago"]).arg(up.join(".recent.bin.ftpd-part")));
+        let server = start(mode, &root, &UPLOAD);
+        let mut c = login(&server);
+        let (_, code, text) = c.upload("STOR up/new.bin", b"new");
+        assert_eq!(code, 226, "{mode:?}: {text}");
+        assert_eq!(names(&up), [".recent.bin.ftpd-part", "new.bin"], "{mode:?}: stale parts");
+        // The recent part is this user's: SIZE reports it, so a client can resume.
+        assert_eq!(c.cmd_ok("SIZE up/recent.bin", 213), "213 7\r\n", "{mode:?}");
+        c.cmd_ok("REST 7", 350);
+        let (_, code, _) = c.upload("STOR up/recent.bin", b" and the rest");
+        assert_eq!(code, 226);
+        assert_file(&up.join("recent.bin"), b"partial and the rest", &format!("{mode:?}: resumed part"));
     }
 }
 
