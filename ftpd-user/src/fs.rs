@@ -289,7 +289,10 @@ impl Root {
             return Err(not_found());
         }
         // A shared lock is refused while an upload holds its exclusive one.
+        // Released at once: held while the front answers, it would refuse
+        // the resume that usually follows.
         rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockShared).map_err(|_| not_found())?;
+        rustix::fs::flock(&fd, rustix::fs::FlockOperation::Unlock)?;
         Ok((fd, st))
     }
 
