@@ -168,7 +168,7 @@ options! {
     ascii_download_enable: Bool = false, "Convert LF to CRLF on TYPE A downloads. NO: TYPE A downloads are byte-exact (and use sendfile).";
     async_abor_enable: Bool = false, "Kept for vsftpd.conf compatibility: ftpd reads the control connection during every transfer, so ABOR works either way.";
     use_sendfile: Bool = true, "Send files with sendfile(2). NO: read and write through a buffer.";
-    ftpd_atomic_uploads: Bool = false, "ftpd extension. YES: an upload appears under its name only when complete (no half file is ever served); an interrupted upload can still be resumed. NO: vsftpd's behaviour.";
+    ftpd_atomic_uploads: Bool = false, "ftpd extension. YES: a new file is written as a hidden part file (`.NAME.ftpd-part`, never listed or served) and appears under its name only when complete; it never replaces a file that appeared meanwhile unless the user may overwrite. An interrupted upload can be resumed (REST, APPE) by the same user; a part in use by another session is refused (553). Parts and temporary files not written for 24 hours are removed when their directory is next uploaded to. NO: vsftpd's behaviour. Either way a replace is written to a temporary file renamed over the old one, which keeps owner, group and mode; when those cannot be kept or the file has other hard links, it is truncated and written in place as vsftpd does.";
     xferlog_enable: Bool = false, "Log every upload and download (format: see `xferlog_std_format`).";
     xferlog_std_format: Bool = false, "Write transfers in the wu-ftpd xferlog format to `xferlog_file`. NO: vsftpd's own format to `vsftpd_log_file`.";
     xferlog_file: Str = "/var/log/xferlog", "The xferlog-format transfer log.";

@@ -239,6 +239,191 @@ impl Root {
         Ok(rustix::fs::renameat(&fdir, fname.as_slice(), &tdir, tname.as_slice())?)
     }
 
+    /// Opens the part file of an atomic upload for this session, locked
+    /// (`flock`, exclusive) for as long as the returned fd (the same open
+    /// file, wherever it is passed to) stays open. Refused with `EBUSY` when
+    /// another session is uploading it, and with `EPERM` when another user's
+    /// upload left it: a part is resumed only by whoever wrote it. A fresh
+    /// upload (`resume` false) empties it once it is ours. Stale parts in
+    /// the directory are swept first (see [`PART_MAX_AGE`]).
+    pub fn open_part(&self, part: &VPath, resume: bool, mode: u32) -> Result<OwnedFd, FsError> {
+        self.sweep_stale(part);
+        let (dir, name) = self.parent(part)?;
+        // Only retried when the part was renamed or removed between our
+        // open and our lock, which a finishing upload does once.
+        for _ in 0..4 {
+            // Never O_TRUNC: that would cut another session's part before
+            // the lock tells us it is in use.
+            let fd = self.open_write(part, Create::Keep, mode)?;
+            match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return Err(FsError::Io(io::Error::from_raw_os_error(libc::EBUSY)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let st = rustix::fs::fstat(&fd)?;
+            // The lock is on the inode we opened: it must still be the one
+            // under the part's name, not one just committed by its owner.
+            let now = rustix::fs::statat(&dir, name.as_slice(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
+            if !now.is_ok_and(|n| (n.st_dev, n.st_ino) == (st.st_dev, st.st_ino)) {
+                continue;
+            }
+            if st.st_uid != rustix::process::geteuid().as_raw() {
+                return Err(FsError::Io(io::Error::from_raw_os_error(libc::EPERM)));
+            }
+            if !resume {
+                rustix::fs::ftruncate(&fd, 0)?;
+            }
+            return Ok(fd);
+        }
+        Err(FsError::Io(io::Error::from_raw_os_error(libc::EBUSY)))
+    }
+
+    /// The part file a client may resume (SIZE): this user's, and not being
+    /// uploaded right now; anything else is "not found".
+    pub fn resumable_part(&self, part: &VPath) -> Result<(OwnedFd, Stat), FsError> {
+        let (fd, st) = self.open_file(part)?;
+        let not_found = || FsError::Io(io::Error::from_raw_os_error(libc::ENOENT));
+        if st.st_uid != rustix::process::geteuid().as_raw() {
+            return Err(not_found());
+        }
+        // A shared lock is refused while an upload holds its exclusive one.
+        // Released at once: held while the front answers, it would refuse
+        // the resume that usually follows.
+        rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockShared).map_err(|_| not_found())?;
+        rustix::fs::flock(&fd, rustix::fs::FlockOperation::Unlock)?;
+        Ok((fd, st))
+    }
+
+    /// Creates a temporary file beside `target` under a name nobody can
+    /// guess (`.ftpd-tmp.NAME.RANDOM`), exclusively: concurrent uploads of
+    /// one name each get their own.
+    pub fn create_temp(&self, target: &VPath, mode: u32) -> Result<(OwnedFd, VPath), FsError> {
+        self.sweep_stale(target);
+        let (dir, name) = target.split_last().ok_or(FsError::BadName)?;
+        let mut last = FsError::BadName;
+        for _ in 0..8 {
+            let mut rnd = [0u8; 8];
+            rustix::rand::getrandom(&mut rnd, rustix::rand::GetRandomFlags::empty())?;
+            let mut tmp_name = b".ftpd-tmp.".to_vec();
+            // Room for the prefix and suffix within NAME_MAX (255).
+            tmp_name.extend_from_slice(&name[..name.len().min(200)]);
+            tmp_name.extend_from_slice(format!(".{:016x}", u64::from_le_bytes(rnd)).as_bytes());
+            let tmp = dir.join(&tmp_name)?;
+            match self.open_write(&tmp, Create::Exclusive, mode) {
+                Ok(fd) => return Ok((fd, tmp)),
+                Err(FsError::Io(e)) if e.raw_os_error() == Some(libc::EEXIST) => last = FsError::Io(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// Opens what replacing `target` is written to. Normally a temporary
+    /// file (returned with its path) with the old file's owner, group and
+    /// mode, renamed over it by [`Root::commit`]. When that cannot keep the
+    /// file as it was (the user may write the file but not give a new one
+    /// its owner, or the file has other hard links) the file itself, to be
+    /// truncated and written in place as vsftpd does: the owner and links
+    /// matter more than the atomicity. Fails unless the user may write the
+    /// existing file (the permission an in-place write would have needed).
+    pub fn open_replace(&self, target: &VPath) -> Result<(OwnedFd, Option<VPath>), FsError> {
+        let file = self.open_write(target, Create::Existing, 0)?;
+        let old = rustix::fs::fstat(&file)?;
+        if old.st_nlink > 1 {
+            return Ok((file, None));
+        }
+        let perm = old.st_mode & 0o7777;
+        let (fd, tmp) = self.create_temp(target, perm)?;
+        // chown first: it clears set-id bits, which the chmod restores.
+        let _ = rustix::fs::fchown(
+            &fd,
+            Some(rustix::fs::Uid::from_raw(old.st_uid)),
+            Some(rustix::fs::Gid::from_raw(old.st_gid)),
+        );
+        let _ = rustix::fs::fchmod(&fd, Mode::from_raw_mode(perm));
+        let new = rustix::fs::fstat(&fd)?;
+        if (new.st_uid, new.st_gid, new.st_mode & 0o7777) == (old.st_uid, old.st_gid, perm) {
+            return Ok((fd, Some(tmp)));
+        }
+        drop(fd);
+        let _ = self.unlink(&tmp);
+        Ok((file, None))
+    }
+
+    /// Publishes a complete upload written as `from` under the name `to`.
+    /// Without `replace` (a user who may not overwrite) it never replaces
+    /// anything: a file that appeared meanwhile stays, and `EEXIST` comes
+    /// back. With it, a file there is replaced only if this user may write
+    /// it now, whatever was there when the upload started.
+    pub fn commit(&self, from: &VPath, to: &VPath, replace: bool) -> Result<(), FsError> {
+        let (fdir, fname) = self.parent(from)?;
+        let (tdir, tname) = self.parent(to)?;
+        if !replace {
+            return match rustix::fs::renameat_with(
+                &fdir,
+                fname.as_slice(),
+                &tdir,
+                tname.as_slice(),
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                // A file system without RENAME_NOREPLACE: link(2) never replaces either.
+                Err(rustix::io::Errno::INVAL) => {
+                    rustix::fs::linkat(&fdir, fname.as_slice(), &tdir, tname.as_slice(), rustix::fs::AtFlags::empty())?;
+                    Ok(rustix::fs::unlinkat(&fdir, fname.as_slice(), rustix::fs::AtFlags::empty())?)
+                }
+                r => Ok(r?),
+            };
+        }
+        match rustix::fs::statat(&tdir, tname.as_slice(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile => {
+                return Err(FsError::Io(io::Error::from_raw_os_error(libc::EEXIST)));
+            }
+            Ok(_) => drop(self.open_write(to, Create::Existing, 0)?),
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(rustix::fs::renameat(&fdir, fname.as_slice(), &tdir, tname.as_slice())?)
+    }
+
+    /// Removes upload leftovers older than [`PART_MAX_AGE`] from the
+    /// directory of `path`, at most once an hour per directory and process:
+    /// part files of uploads nobody resumed, and temporary files a crash
+    /// left. No client can list or delete them, so nothing else would.
+    fn sweep_stale(&self, path: &VPath) {
+        use std::{collections::HashMap, sync::Mutex, time::Instant};
+        static SWEPT: Mutex<Option<HashMap<(u64, u64), Instant>>> = Mutex::new(None);
+        let Some((dir, _)) = path.split_last() else { return };
+        let Ok(fd) = self.open_dir(&dir) else { return };
+        let Ok(st) = rustix::fs::fstat(&fd) else { return };
+        {
+            let mut guard = SWEPT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let map = guard.get_or_insert_with(HashMap::new);
+            let key = (st.st_dev, st.st_ino);
+            if map.get(&key).is_some_and(|t| t.elapsed().as_secs() < 3600) {
+                return;
+            }
+            if map.len() >= 4096 {
+                map.clear();
+            }
+            map.insert(key, Instant::now());
+        }
+        let Ok(entries) = Dir::read_from(&fd) else { return };
+        let oldest = now_secs() - PART_MAX_AGE;
+        for ent in entries.flatten() {
+            let name = ent.file_name();
+            if !is_upload_temp(name.to_bytes()) {
+                continue;
+            }
+            let stale = rustix::fs::statat(&fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_mtime < oldest);
+            if stale {
+                let _ = rustix::fs::unlinkat(&fd, name, rustix::fs::AtFlags::empty());
+            }
+        }
+    }
+
     /// Changes permission bits of what `path` names (following symlinks inside
     /// the root only: the fd comes from `openat2`).
     pub fn chmod(&self, path: &VPath, mode: u32) -> Result<(), FsError> {
@@ -583,6 +768,11 @@ fn glob(pat: &[u8], name: &[u8]) -> bool {
     }
     pat[p..].iter().all(|&c| c == b'*')
 }
+
+/// Seconds after its last write that an upload's part or temporary file
+/// counts as abandoned and is removed (see [`Root::open_part`]): a day, so
+/// that a client can still resume an upload interrupted overnight.
+pub const PART_MAX_AGE: i64 = 24 * 3600;
 
 /// Names ftpd uses for uploads in progress; never listed, never served.
 pub fn is_upload_temp(name: &[u8]) -> bool {

@@ -99,6 +99,11 @@ const OP_RENAME: u8 = 10;
 const OP_CHMOD: u8 = 11;
 const OP_LIST_STREAM: u8 = 12;
 const OP_FORGET: u8 = 13;
+const OP_CREATE_TEMP: u8 = 14;
+const OP_OPEN_PART: u8 = 15;
+const OP_RESUMABLE_PART: u8 = 16;
+const OP_COMMIT: u8 = 17;
+const OP_OPEN_REPLACE: u8 = 18;
 
 /// Entries per listing chunk: small enough that the next chunk is stat'ed
 /// while the front formats and sends this one, large enough that messages
@@ -268,6 +273,81 @@ impl Fs {
             Self::Remote(..) => {
                 let req = Enc::tag(OP_OPEN_WRITE).bytes(path.as_bytes()).u8(create_code(how)).u32(mode);
                 self.simple(req)?.1.ok_or_else(broken)
+            }
+        }
+    }
+
+    /// Opens and locks an atomic upload's part file (see `Root::open_part`).
+    pub fn open_part(&self, part: &VPath, resume: bool, mode: u32) -> Result<OwnedFd, FsError> {
+        match self {
+            Self::Local(r) => {
+                ListCache::clear();
+                r.open_part(part, resume, mode)
+            }
+            Self::Remote(..) => {
+                let req = Enc::tag(OP_OPEN_PART).bytes(part.as_bytes()).u8(u8::from(resume)).u32(mode);
+                self.simple(req)?.1.ok_or_else(broken)
+            }
+        }
+    }
+
+    /// This user's part file, if no upload holds it (see `Root::resumable_part`).
+    pub fn resumable_part(&self, part: &VPath) -> Result<(OwnedFd, Stat), FsError> {
+        match self {
+            Self::Local(r) => r.resumable_part(part),
+            Self::Remote(..) => {
+                let (buf, fd) = self.simple(Enc::tag(OP_RESUMABLE_PART).bytes(part.as_bytes()))?;
+                let st = Dec(&buf[1..]).bytes().and_then(stat_from).ok_or_else(broken)?;
+                Ok((fd.ok_or_else(broken)?, st))
+            }
+        }
+    }
+
+    /// A new temporary file beside `target` (see `Root::create_temp`).
+    pub fn create_temp(&self, target: &VPath, mode: u32) -> Result<(OwnedFd, VPath), FsError> {
+        match self {
+            Self::Local(r) => {
+                ListCache::clear();
+                r.create_temp(target, mode)
+            }
+            Self::Remote(..) => {
+                let (buf, fd) = self.simple(Enc::tag(OP_CREATE_TEMP).bytes(target.as_bytes()).u32(mode))?;
+                let tmp = Dec(&buf[1..]).bytes().and_then(|p| VPath::root().join(p).ok()).ok_or_else(broken)?;
+                Ok((fd.ok_or_else(broken)?, tmp))
+            }
+        }
+    }
+
+    /// Where a replace of `target` is written (see `Root::open_replace`).
+    pub fn open_replace(&self, target: &VPath) -> Result<(OwnedFd, Option<VPath>), FsError> {
+        match self {
+            Self::Local(r) => {
+                ListCache::clear();
+                r.open_replace(target)
+            }
+            Self::Remote(..) => {
+                let (buf, fd) = self.simple(Enc::tag(OP_OPEN_REPLACE).bytes(target.as_bytes()))?;
+                let mut d = Dec(&buf[1..]);
+                let tmp = match d.u8().ok_or_else(broken)? {
+                    0 => None,
+                    _ => Some(d.bytes().and_then(|p| VPath::root().join(p).ok()).ok_or_else(broken)?),
+                };
+                Ok((fd.ok_or_else(broken)?, tmp))
+            }
+        }
+    }
+
+    /// Publishes a complete upload (see `Root::commit`). Blocks: call it off
+    /// the runtime.
+    pub fn commit(&self, from: &VPath, to: &VPath, replace: bool) -> Result<(), FsError> {
+        match self {
+            Self::Local(r) => {
+                ListCache::clear();
+                r.commit(from, to, replace)
+            }
+            Self::Remote(..) => {
+                let req = Enc::tag(OP_COMMIT).bytes(from.as_bytes()).bytes(to.as_bytes()).u8(u8::from(replace));
+                self.simple(req).map(drop)
             }
         }
     }
@@ -618,7 +698,20 @@ pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed request from the front"));
         };
         let mut fd_out: Option<OwnedFd> = None;
-        if matches!(op, OP_OPEN_WRITE | OP_MKDIR | OP_RMDIR | OP_UNLINK | OP_RENAME | OP_CHMOD | OP_FORGET) {
+        if matches!(
+            op,
+            OP_OPEN_WRITE
+                | OP_MKDIR
+                | OP_RMDIR
+                | OP_UNLINK
+                | OP_RENAME
+                | OP_CHMOD
+                | OP_FORGET
+                | OP_OPEN_PART
+                | OP_CREATE_TEMP
+                | OP_OPEN_REPLACE
+                | OP_COMMIT
+        ) {
             ListCache::clear();
         }
         let reply: Vec<u8> = match op {
@@ -666,6 +759,47 @@ pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
                 }
             }
             OP_FORGET => Enc::tag(ST_OK).0,
+            OP_OPEN_PART => match (d.u8(), d.u32()) {
+                (Some(resume), Some(mode)) => match root.open_part(&path, resume != 0, mode) {
+                    Ok(fd) => {
+                        fd_out = Some(fd);
+                        Enc::tag(ST_OK).0
+                    }
+                    Err(e) => err_reply(&e),
+                },
+                _ => err_reply(&FsError::BadName),
+            },
+            OP_RESUMABLE_PART => match root.resumable_part(&path) {
+                Ok((fd, st)) => {
+                    fd_out = Some(fd);
+                    Enc::tag(ST_OK).bytes(stat_bytes(&st)).0
+                }
+                Err(e) => err_reply(&e),
+            },
+            OP_CREATE_TEMP => match d.u32().map_or(Err(FsError::BadName), |m| root.create_temp(&path, m)) {
+                Ok((fd, tmp)) => {
+                    fd_out = Some(fd);
+                    Enc::tag(ST_OK).bytes(tmp.as_bytes()).0
+                }
+                Err(e) => err_reply(&e),
+            },
+            OP_OPEN_REPLACE => match root.open_replace(&path) {
+                Ok((fd, tmp)) => {
+                    fd_out = Some(fd);
+                    match tmp {
+                        Some(t) => Enc::tag(ST_OK).u8(1).bytes(t.as_bytes()).0,
+                        None => Enc::tag(ST_OK).u8(0).0,
+                    }
+                }
+                Err(e) => err_reply(&e),
+            },
+            OP_COMMIT => {
+                let to = d.bytes().and_then(|p| VPath::root().join(p).ok());
+                match (to, d.u8()) {
+                    (Some(to), Some(replace)) => unit(root.commit(&path, &to, replace != 0)),
+                    _ => err_reply(&FsError::BadName),
+                }
+            }
             OP_MKDIR => unit(d.u32().map_or(Err(FsError::BadName), |m| root.mkdir(&path, m))),
             OP_RMDIR => unit(root.rmdir(&path)),
             OP_UNLINK => unit(root.unlink(&path)),

@@ -573,12 +573,14 @@ pub fn make_writable(path: &Path) {
     run_ok(Command::new("chmod").arg("-R").arg("a+rwX").arg(path));
 }
 
-/// Gives `path` to [`ANON_USER`] when the tests run as root, so that its owner
-/// permission bits are the ones an anonymous session gets. Without root the
-/// server acts as the test's own user, who owns the file already.
+/// Gives `path` to [`ANON_USER`] and its login group when the tests run as
+/// root, so that its owner permission bits are the ones an anonymous session
+/// gets, and a replace can keep owner and group (else it is written in
+/// place). Without root the server acts as the test's own user, who owns the
+/// file already.
 pub fn give_to_anon(path: &Path) {
     if is_root() {
-        run_ok(Command::new("chown").arg(ANON_USER).arg(path));
+        run_ok(Command::new("chown").arg(format!("{ANON_USER}:")).arg(path));
     }
 }
 

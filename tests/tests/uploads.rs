@@ -177,7 +177,8 @@ fn atomic_uploads_appear_only_when_complete() {
     assert!(!root.join("new.bin").exists(), "visible before it is complete");
     let (nlst, code, _) = other.transfer("NLST -a");
     assert_eq!((nlst.as_slice(), code), (&b""[..], 226), "nothing is listed during the upload");
-    other.cmd_ok("SIZE new.bin", 213); // the part, so that a client can resume
+    // Another session's upload in progress is nobody else's business.
+    other.cmd_ok("SIZE new.bin", 550);
     let (bytes, code, _) = other.transfer("RETR new.bin");
     assert_eq!((bytes.len(), code), (0, 550), "a part file is never served");
     data.write_all(&full[part..]).unwrap();
@@ -293,6 +294,9 @@ fn full_disk_gives_552_and_keeps_the_old_file() {
     let old = random_bytes(300_000);
     std::fs::write(mnt.join("f.bin"), &old).unwrap();
     make_writable(&mnt);
+    // The anonymous account's file: a replace keeps its owner, so it goes
+    // through a temporary file (one it could not keep is written in place).
+    give_to_anon(&mnt.join("f.bin"));
     // Declared after the mount guard, so stopped before the unmount.
     let server = Server::start(&mnt, &WRITE);
     let mut c = server.login();

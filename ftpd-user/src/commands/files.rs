@@ -251,8 +251,10 @@ impl Session {
         let root = &self.user().root;
         let found = match root.open_file(&p) {
             Ok(x) => Some(x),
-            // An atomic upload in progress reports its part, so clients can resume it.
-            Err(_) => fs::part_path(&p).and_then(|part| root.open_file(&part).ok()),
+            // An interrupted atomic upload reports its part, so that its
+            // user can resume it; another session's upload in progress, or
+            // another user's part, is nobody else's business.
+            Err(_) => fs::part_path(&p).and_then(|part| root.resumable_part(&part).ok()),
         };
         let Some((fd, st)) = found else {
             return self.reply(550, "Could not get file size.").await;

@@ -334,8 +334,12 @@ impl Session {
         if (overwrite || append && existing.is_some()) && !self.may(Op::Other) {
             return self.reply(553, "Could not create file.").await;
         }
-        let mode = cfg.file_open_mode & !self.umask;
-        let plan = match plan_upload(root, &target, kind, offset, existing.as_ref(), cfg.ftpd_atomic_uploads, mode) {
+        let rules = Rules {
+            atomic: cfg.ftpd_atomic_uploads,
+            mode: cfg.file_open_mode & !self.umask,
+            may_overwrite: self.may(Op::Other),
+        };
+        let plan = match plan_upload(root, &target, kind, offset, existing.is_some(), rules) {
             Ok(mut p) => {
                 // A replace's temporary file is always removed on failure;
                 // with delete_failed_uploads, so is a new file or a part.
@@ -351,6 +355,16 @@ impl Session {
             plan.discard(&self.user().root);
             return Ok(());
         };
+        if plan.truncate {
+            // An in-place replace: emptied only now that the data is coming.
+            let fd = plan.fd.try_clone()?;
+            let cut =
+                tokio::task::spawn_blocking(move || rustix::fs::ftruncate(&fd, 0)).await.map_err(io::Error::other)?;
+            if let Err(e) = cut {
+                warn!(session = self.id, error = %e, "cannot truncate the upload target");
+                return self.reply(451, "Failure writing to local file.").await;
+            }
+        }
         let shown = String::from_utf8_lossy(target.file_name()).into_owned();
         if kind == StoreKind::Stou {
             self.reply(150, &format!("FILE: {shown}")).await?;
@@ -404,8 +418,24 @@ impl Session {
             }
             Raced::Aborted => (Err(RecvError::Network(io::Error::from(io::ErrorKind::Interrupted))), true),
         };
-        let root = &self.user().root;
-        let result = result.and_then(|n| plan.commit(root).map(|()| n).map_err(RecvError::File));
+        // The commit syncs and renames: blocking calls, kept off the runtime
+        // so that other sessions are answered meanwhile. So is the clean-up
+        // of a failure (a worker round trip).
+        let fs = Arc::clone(&self.user().root);
+        let result = tokio::task::spawn_blocking(move || {
+            let r = match result {
+                Ok(n) => plan.commit(&fs).map(|()| n).map_err(Failure::Commit),
+                Err(e) => Err(Failure::Recv(e)),
+            };
+            match &r {
+                Err(Failure::Commit(e)) if is_refusal(e) => plan.drop_upload(&fs),
+                Err(_) => plan.fail(&fs),
+                Ok(_) => {}
+            }
+            r
+        })
+        .await
+        .map_err(io::Error::other)?;
         let (moved, complete) = match &result {
             Ok(n) => (*n, true),
             Err(_) => (self.progress.get(), false),
@@ -429,18 +459,21 @@ impl Session {
                 }
             }
             Err(e) => {
-                plan.fail(&self.user().root);
                 info!(session = self.id, peer = %self.peer, file = %shown, error = ?e, "upload failed");
                 if aborted {
                     return self.abort_replies().await;
                 }
                 match e {
-                    RecvError::File(e) if is_space_error(&e) => {
+                    // Someone else's file is there now, one this user may not replace.
+                    Failure::Commit(e) if is_refusal(&e) => self.reply(553, "Could not create file.").await,
+                    Failure::Recv(RecvError::File(e)) | Failure::Commit(e) if is_space_error(&e) => {
                         self.reply(552, "Requested file action aborted: out of disk space or over quota.").await
                     }
-                    RecvError::File(_) => self.reply(451, "Failure writing to local file.").await,
-                    RecvError::Stalled => self.reply(421, "Data timeout. Reconnect. Sorry.").await,
-                    RecvError::Network(_) => self.reply(426, "Failure reading network stream.").await,
+                    Failure::Recv(RecvError::File(_)) | Failure::Commit(_) => {
+                        self.reply(451, "Failure writing to local file.").await
+                    }
+                    Failure::Recv(RecvError::Stalled) => self.reply(421, "Data timeout. Reconnect. Sorry.").await,
+                    Failure::Recv(RecvError::Network(_)) => self.reply(426, "Failure reading network stream.").await,
                 }
             }
         }
@@ -451,8 +484,35 @@ fn is_space_error(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG))
 }
 
+/// A commit refused because of what is at the target now, not an I/O error.
+fn is_refusal(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EEXIST | libc::EACCES | libc::EPERM | libc::EISDIR | libc::ENOTEMPTY))
+}
+
+/// Why an upload did not end with 226.
+#[derive(Debug)]
+enum Failure {
+    /// Receiving or writing the data.
+    Recv(RecvError),
+    /// Publishing the complete upload under its name.
+    Commit(io::Error),
+}
+
+/// What decides how an upload is written.
+#[derive(Clone, Copy)]
+struct Rules {
+    /// `ftpd_atomic_uploads`.
+    atomic: bool,
+    /// Mode of a new file, umask applied.
+    mode: u32,
+    /// Whether the user may replace an existing file (vsftpd's "other write").
+    may_overwrite: bool,
+}
+
 /// Where an upload is written and what happens at the end.
 struct UploadPlan {
+    /// For an atomic upload's part, the fd holding its lock: kept open until
+    /// the upload is over (committed or failed).
     fd: OwnedFd,
     /// Where writing starts; `None` appends.
     write_offset: Option<u64>,
@@ -462,6 +522,11 @@ struct UploadPlan {
     /// On failure, delete what was written (a replace's temp file) or keep it
     /// for a resume (vsftpd's partial file, or an atomic upload's part).
     delete_on_fail: bool,
+    /// Whether the commit may replace a file found at `target` by then
+    /// (re-checked against that file); if not, it never replaces one.
+    replace: bool,
+    /// An existing file written in place: truncated once the data connection is there.
+    truncate: bool,
 }
 
 impl UploadPlan {
@@ -476,7 +541,7 @@ impl UploadPlan {
         // empty file where the old one was. A new file has nothing to lose,
         // and is not synced (as vsftpd).
         rustix::fs::fsync(&self.fd).ok();
-        root.rename(t, &self.target).map_err(|e| match e {
+        root.commit(t, &self.target, self.replace).map_err(|e| match e {
             FsError::Io(e) => e,
             FsError::BadName => io::Error::from(io::ErrorKind::InvalidInput),
         })
@@ -489,6 +554,14 @@ impl UploadPlan {
         }
     }
 
+    /// The commit was refused: what was uploaded can never be published
+    /// under its name, so it is not kept for a resume either.
+    fn drop_upload(&self, root: &Fs) {
+        if let Some(t) = &self.temp {
+            let _ = root.unlink(t);
+        }
+    }
+
     /// The data connection never came: undo whatever creating the file did.
     fn discard(&self, root: &Fs) {
         if let Some(t) = self.temp.as_ref().filter(|_| self.delete_on_fail) {
@@ -497,59 +570,91 @@ impl UploadPlan {
     }
 }
 
-/// Chooses how to write an upload so that an existing file is never damaged:
-/// replacing goes through a temporary file renamed over the old one, after
-/// checking that the user could have written the old file in place; with
-/// `atomic`, new files are written as `.NAME.ftpd-part` and renamed when
-/// complete. Resumes (REST, APPE) write in place, as they must.
+/// Chooses how to write an upload so that an existing file is never damaged
+/// and nobody else's upload is touched: replacing goes through a temporary
+/// file renamed over the old one (see `Root::open_replace` for when it is
+/// written in place instead); with `atomic`, new files are written as
+/// `.NAME.ftpd-part`, locked by this session, and renamed when complete.
+/// Resumes (REST, APPE) write in place, as they must.
 fn plan_upload(
     root: &Fs,
     target: &VPath,
     kind: StoreKind,
     offset: u64,
-    existing: Option<&rustix::fs::Stat>,
-    atomic: bool,
-    mode: u32,
+    existing: bool,
+    rules: Rules,
 ) -> Result<UploadPlan, FsError> {
-    let in_place =
-        |fd, write_offset| UploadPlan { fd, write_offset, temp: None, target: target.clone(), delete_on_fail: false };
+    let mode = rules.mode;
+    let in_place = |fd, write_offset| UploadPlan {
+        fd,
+        write_offset,
+        temp: None,
+        target: target.clone(),
+        delete_on_fail: false,
+        replace: false,
+        truncate: false,
+    };
     match (existing, kind) {
-        (Some(_), StoreKind::Appe) => {
+        (true, StoreKind::Appe) => {
             let fd = root.open_write(target, Create::Append, mode)?;
             let end = u64::try_from(rustix::fs::fstat(&fd)?.st_size).unwrap_or(0);
             Ok(in_place(fd, Some(end)))
         }
-        (Some(_), _) if offset > 0 => Ok(in_place(root.open_write(target, Create::Keep, mode)?, Some(offset))),
-        (Some(old), _) => {
-            // The in-place permission check: could this user open it for writing?
-            drop(root.open_write(target, Create::Existing, mode)?);
-            let (dir, name) = target.split_last().ok_or(FsError::BadName)?;
-            let mut tmp_name = b".ftpd-tmp.".to_vec();
-            tmp_name.extend_from_slice(name);
-            tmp_name.extend_from_slice(format!(".{}", std::process::id() ^ (fs::now_secs() as u32)).as_bytes());
-            let tmp = dir.join(&tmp_name)?;
-            let fd = root.open_write(&tmp, Create::Exclusive, old.st_mode & 0o7777)?;
-            // Same mode as the old file; same owner where we are allowed to set it.
-            let _ = rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(old.st_mode & 0o7777));
-            let _ = rustix::fs::fchown(
-                &fd,
-                Some(rustix::fs::Uid::from_raw(old.st_uid)),
-                Some(rustix::fs::Gid::from_raw(old.st_gid)),
-            );
-            Ok(UploadPlan { fd, write_offset: Some(0), temp: Some(tmp), target: target.clone(), delete_on_fail: true })
-        }
-        (None, _) if atomic => {
+        (true, _) if offset > 0 => Ok(in_place(root.open_write(target, Create::Keep, mode)?, Some(offset))),
+        (true, _) => match root.open_replace(target)? {
+            (fd, Some(tmp)) => Ok(UploadPlan {
+                fd,
+                write_offset: Some(0),
+                temp: Some(tmp),
+                target: target.clone(),
+                delete_on_fail: true,
+                replace: true,
+                truncate: false,
+            }),
+            (fd, None) => Ok(UploadPlan { truncate: true, ..in_place(fd, Some(0)) }),
+        },
+        (false, _) if rules.atomic => {
             let part = fs::part_path(target).ok_or(FsError::BadName)?;
             let resume = offset > 0 || kind == StoreKind::Appe;
-            let fd = root.open_write(&part, if resume { Create::Keep } else { Create::Truncate }, mode)?;
+            let fd = match root.open_part(&part, resume, mode) {
+                Ok(fd) => fd,
+                // Another session's upload of this name (or another user's
+                // part): a user who may overwrite uploads beside it, and the
+                // later commit wins; anyone else is refused.
+                Err(FsError::Io(e))
+                    if !resume
+                        && rules.may_overwrite
+                        && matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EPERM | libc::EACCES)) =>
+                {
+                    let (fd, tmp) = root.create_temp(target, mode)?;
+                    return Ok(UploadPlan {
+                        fd,
+                        write_offset: Some(0),
+                        temp: Some(tmp),
+                        target: target.clone(),
+                        delete_on_fail: true,
+                        replace: true,
+                        truncate: false,
+                    });
+                }
+                Err(e) => return Err(e),
+            };
             let write_offset = if kind == StoreKind::Appe {
                 Some(u64::try_from(rustix::fs::fstat(&fd)?.st_size).unwrap_or(0))
             } else {
                 Some(offset)
             };
-            Ok(UploadPlan { fd, write_offset, temp: Some(part), target: target.clone(), delete_on_fail: false })
+            Ok(UploadPlan {
+                fd,
+                write_offset,
+                temp: Some(part),
+                target: target.clone(),
+                delete_on_fail: false,
+                replace: rules.may_overwrite,
+                truncate: false,
+            })
         }
-        (None, _) => {
+        (false, _) => {
             let how = if offset > 0 { Create::Keep } else { Create::Exclusive };
             Ok(in_place(root.open_write(target, how, mode)?, Some(offset)))
         }

@@ -1,0 +1,405 @@
+//! Uploads under attack from other sessions (issue 10): an atomic upload's
+//! part file belongs to one session, a commit never replaces a file the user
+//! could not have replaced, part files stay invisible and do not pile up,
+//! replaces keep the file's owner and links, and a large replace does not
+//! stall other sessions.
+//!
+//! The races are made deterministic: session A sends part of its data and
+//! keeps its data connection open while the other party acts, then finishes.
+//! When the tests run as root (as CI does) each test runs twice: ftpd as root
+//! (master, front and a file worker acting as `nobody`) and ftpd started as
+//! `nobody` (single-process mode), which must behave the same.
+
+use std::{
+    io::Write,
+    net::{SocketAddr, TcpStream},
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant, SystemTime},
+};
+
+use ftpd_tests::{Ftp, Server, assert_file, free_port, give_to_anon, is_root, make_writable, run_ok, uid_of};
+
+/// Anonymous uploads into new files only (vsftpd's `anon_other_write_enable=NO`).
+const UPLOAD: [&str; 3] = ["write_enable=YES", "anon_upload_enable=YES", "ftpd_atomic_uploads=YES"];
+
+/// How ftpd is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// As the test's user: as root, the privilege-separated server.
+    AsTester,
+    /// As `nobody` through setpriv: single-process mode.
+    Single,
+    /// As the test's user, on one CPU (so with one runtime thread).
+    OneCpu,
+}
+
+/// The modes a test runs in: both when the tests run as root.
+fn modes() -> Vec<Mode> {
+    if is_root() { vec![Mode::AsTester, Mode::Single] } else { vec![Mode::AsTester] }
+}
+
+/// A served `root` inside a tempdir, with a world-writable `up` directory.
+fn served() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // `nobody` must reach the root in single-process mode.
+    run_ok(Command::new("chmod").arg("a+rx").arg(dir.path()));
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("up")).expect("mkdir");
+    make_writable(&root);
+    (dir, root)
+}
+
+fn start(mode: Mode, root: &Path, settings: &[&str]) -> Server {
+    match mode {
+        Mode::AsTester => Server::start(root, settings),
+        Mode::Single | Mode::OneCpu => {
+            let mut last = String::new();
+            for _ in 0..5 {
+                let port = free_port();
+                let mut all =
+                    vec!["ftpd_ebpf=off".to_string(), format!("listen_port={port}"), "ftpd_metrics_listen=".into()];
+                all.extend(settings.iter().map(|s| (*s).to_string()));
+                let prefix: &[&str] = if mode == Mode::Single {
+                    &["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+                } else {
+                    &["taskset", "-c", "0"]
+                };
+                match Server::spawn(Some(prefix), root, &all, SocketAddr::from(([127, 0, 0, 1], port))) {
+                    Ok(s) => return s,
+                    Err(e) => last = e,
+                }
+            }
+            panic!("ftpd ({mode:?}) did not start: {last}");
+        }
+    }
+}
+
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+/// Polls STAT during the running transfer until the server has written `bytes`.
+fn wait_progress(c: &mut Ftp, bytes: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = c.cmd_ok("STAT", 211);
+        let moved: usize = text
+            .split("Transfer in progress: ")
+            .nth(1)
+            .and_then(|t| t.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("STAT during a transfer: {text}"));
+        if moved >= bytes {
+            return;
+        }
+        assert!(Instant::now() < deadline, "upload stuck at {moved} of {bytes} bytes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts `STOR name` and sends `part`, waiting until the server has written it.
+fn start_upload(c: &mut Ftp, name: &str, part: &[u8]) -> TcpStream {
+    let mut data = c.pasv_connect();
+    c.cmd_ok(&format!("STOR {name}"), 150);
+    data.write_all(part).expect("send");
+    wait_progress(c, part.len());
+    data
+}
+
+/// Sends the rest of an upload started by [`start_upload`] and returns the final reply.
+fn finish(c: &mut Ftp, mut data: TcpStream, rest: &[u8]) -> (u16, String) {
+    data.write_all(rest).expect("send");
+    drop(data);
+    c.read_reply()
+}
+
+/// Names in a directory on disk, dot files included.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+fn login(server: &Server) -> Ftp {
+    let mut c = server.login();
+    c.cmd_ok("TYPE I", 200);
+    c
+}
+
+const REFUSED: (u16, &str) = (553, "553 Could not create file.\r\n");
+
+/// Another session cannot write into, publish or resume an atomic upload in
+/// progress: its STOR, REST+STOR and SIZE of that name are refused, and A's
+/// upload completes with A's bytes only.
+#[test]
+fn an_atomic_upload_in_progress_belongs_to_its_session() {
+    for mode in modes() {
+        let (_dir, root) = served();
+        let server = start(mode, &root, &UPLOAD);
+        let full = bytes(300_000, 1);
+        let mut a = login(&server);
+        let data = start_upload(&mut a, "up/f.bin", &full[..100_000]);
+        let mut b = login(&server);
+        let (_, code, text) = b.upload("STOR up/f.bin", b"BBBB");
+        assert_eq!((code, text.as_str()), REFUSED, "{mode:?}: STOR of a name being uploaded");
+        b.cmd_ok("REST 10", 350);
+        let (_, code, text) = b.upload("STOR up/f.bin", b"BBBB");
+        assert_eq!((code, text.as_str()), REFUSED, "{mode:?}: REST+STOR into an upload in progress");
+        // Nothing to learn about another session's upload either.
+        b.cmd_ok("SIZE up/f.bin", 550);
+        b.cmd_ok("MDTM up/f.bin", 550);
+        let (got, code, _) = b.transfer("RETR up/f.bin");
+        assert_eq!((got.len(), code), (0, 550), "{mode:?}: RETR of an upload in progress");
+        let (nlst, code, _) = b.transfer("NLST -a up");
+        assert_eq!((String::from_utf8_lossy(&nlst).as_ref(), code), ("", 226), "{mode:?}: listing");
+        assert!(!root.join("up/f.bin").exists(), "{mode:?}: published while A is still uploading");
+        let (code, text) = finish(&mut a, data, &full[100_000..]);
+        assert_eq!(code, 226, "{mode:?}: A's upload: {text}");
+        assert_file(&root.join("up/f.bin"), &full, &format!("{mode:?}: A's upload"));
+        assert_eq!(names(&root.join("up")), ["f.bin"], "{mode:?}: leftovers");
+    }
+}
+
+/// A user who may overwrite gets a STOR of a name being uploaded, written
+/// aside: both uploads complete whole and the later commit wins; neither
+/// writes into the other's file.
+#[test]
+fn a_user_who_may_overwrite_uploads_beside_an_upload_in_progress() {
+    let mut settings = UPLOAD.to_vec();
+    settings.push("anon_other_write_enable=YES");
+    for mode in modes() {
+        let (_dir, root) = served();
+        let server = start(mode, &root, &settings);
+        let full = bytes(300_000, 2);
+        let mut a = login(&server);
+        let data = start_upload(&mut a, "up/f.bin", &full[..100_000]);
+        let mut b = login(&server);
+        let (_, code, text) = b.upload("STOR up/f.bin", b"BBBB");
+        assert_eq!(code, 226, "{mode:?}: B's STOR: {text}");
+        assert_file(&root.join("up/f.bin"), b"BBBB", &format!("{mode:?}: B's upload"));
+        let (code, text) = finish(&mut a, data, &full[100_000..]);
+        assert_eq!(code, 226, "{mode:?}: A's upload: {text}");
+        assert_file(&root.join("up/f.bin"), &full, &format!("{mode:?}: A's upload, committed last"));
+        assert_eq!(names(&root.join("up")), ["f.bin"], "{mode:?}: leftovers");
+    }
+}
+
+/// A file published while an anonymous user (who may not overwrite) uploads
+/// the same name is not replaced by the commit: the upload gets 553, the
+/// published file stays, and nothing of the upload is left.
+#[test]
+fn the_commit_never_replaces_a_file_published_meanwhile() {
+    for mode in modes() {
+        let (_dir, root) = served();
+        let server = start(mode, &root, &UPLOAD);
+        let mut a = login(&server);
+        let data = start_upload(&mut a, "up/release.tar", b"evil bytes, part 1;");
+        // The admin publishes the real release meanwhile (write + rename, like rsync).
+        std::fs::write(root.join("up/.release.tmp"), b"the real release\n").unwrap();
+        std::fs::rename(root.join("up/.release.tmp"), root.join("up/release.tar")).unwrap();
+        let (code, text) = finish(&mut a, data, b" part 2");
+        assert_eq!((code, text.as_str()), REFUSED, "{mode:?}: the commit over a published file");
+        assert_file(&root.join("up/release.tar"), b"the real release\n", &format!("{mode:?}: published file"));
+        assert_eq!(names(&root.join("up")), ["release.tar"], "{mode:?}: leftovers");
+        a.cmd_ok("NOOP", 200);
+    }
+}
+
+/// A user who may overwrite replaces a file only if, at the commit, the file
+/// there is one they may write: one swapped for a read-only file meanwhile
+/// is kept. Needs the server's sessions to act as another account than the
+/// files' owner (root), so runs only as root.
+#[test]
+fn a_replace_rechecks_permission_at_the_commit() {
+    if !is_root() {
+        return;
+    }
+    let mut settings = UPLOAD.to_vec();
+    settings.push("anon_other_write_enable=YES");
+    for atomic in ["NO", "YES"] {
+        for mode in modes() {
+            let (_dir, root) = served();
+            let target = root.join("up/data.bin");
+            std::fs::write(&target, b"old, writable by anonymous\n").unwrap();
+            give_to_anon(&target);
+            let atomic_setting = format!("ftpd_atomic_uploads={atomic}");
+            let mut s = settings.clone();
+            s.push(&atomic_setting);
+            let server = start(mode, &root, &s);
+            let mut a = login(&server);
+            let data = start_upload(&mut a, "up/data.bin", b"new part 1;");
+            // Root swaps in a file anonymous may not write.
+            std::fs::write(root.join("up/.swap"), b"root's, read-only\n").unwrap();
+            std::fs::set_permissions(root.join("up/.swap"), std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .unwrap();
+            std::fs::rename(root.join("up/.swap"), &target).unwrap();
+            let (code, text) = finish(&mut a, data, b" part 2");
+            assert_eq!((code, text.as_str()), REFUSED, "atomic={atomic} {mode:?}: the commit over a read-only file");
+            assert_file(&target, b"root's, read-only\n", &format!("atomic={atomic} {mode:?}: swapped-in file"));
+            assert_eq!(uid_of(&target), 0);
+            assert_eq!(names(&root.join("up")), ["data.bin"], "atomic={atomic} {mode:?}: leftovers");
+        }
+    }
+}
+
+/// Part files of aborted uploads older than a day are removed when their
+/// directory is next uploaded to; younger ones are kept for a resume.
+#[test]
+fn stale_part_files_are_removed() {
+    for mode in modes() {
+        let (_dir, root) = served();
+        let up = root.join("up");
+        for name in [".old.bin.ftpd-part", ".recent.bin.ftpd-part", ".ftpd-tmp.x.bin.1234"] {
+            std::fs::write(up.join(name), b"partial").unwrap();
+            give_to_anon(&up.join(name));
+        }
+        for name in [".old.bin.ftpd-part", ".ftpd-tmp.x.bin.1234"] {
+            run_ok(Command::new("touch").args(["-m", "-d", "3 days ago"]).arg(up.join(name)));
+        }
+        run_ok(Command::new("touch").args(["-m", "-d", "2 hours ago"]).arg(up.join(".recent.bin.ftpd-part")));
+        let server = start(mode, &root, &UPLOAD);
+        let mut c = login(&server);
+        let (_, code, text) = c.upload("STOR up/new.bin", b"new");
+        assert_eq!(code, 226, "{mode:?}: {text}");
+        assert_eq!(names(&up), [".recent.bin.ftpd-part", "new.bin"], "{mode:?}: stale parts");
+        // The recent part is this user's: SIZE reports it, so a client can resume.
+        assert_eq!(c.cmd_ok("SIZE up/recent.bin", 213), "213 7\r\n", "{mode:?}");
+        c.cmd_ok("REST 7", 350);
+        let (_, code, _) = c.upload("STOR up/recent.bin", b" and the rest");
+        assert_eq!(code, 226);
+        assert_file(&up.join("recent.bin"), b"partial and the rest", &format!("{mode:?}: resumed part"));
+    }
+}
+
+/// Sleeps until just after the start of the next second of wall-clock time,
+/// so that what follows happens within one second.
+fn align_to_second() {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap();
+    std::thread::sleep(Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos())) + Duration::from_millis(10));
+}
+
+/// Two sessions replacing one file at the same moment both succeed, and the
+/// later commit wins (the temporary names must not collide).
+#[test]
+fn two_replaces_of_one_file_at_once_both_succeed() {
+    let settings = ["write_enable=YES", "anon_upload_enable=YES", "anon_other_write_enable=YES"];
+    for mode in modes() {
+        let (_dir, root) = served();
+        let target = root.join("up/data.bin");
+        std::fs::write(&target, b"old\n").unwrap();
+        give_to_anon(&target);
+        let server = start(mode, &root, &settings);
+        let full = bytes(200_000, 3);
+        let mut a = login(&server);
+        let mut b = login(&server);
+        align_to_second();
+        let data = start_upload(&mut a, "up/data.bin", &full[..50_000]);
+        let (_, code, text) = b.upload("STOR up/data.bin", b"B's replacement");
+        assert_eq!(code, 226, "{mode:?}: the second replace: {text}");
+        assert_file(&target, b"B's replacement", &format!("{mode:?}: B's replace"));
+        let (code, text) = finish(&mut a, data, &full[50_000..]);
+        assert_eq!(code, 226, "{mode:?}: the first replace: {text}");
+        assert_file(&target, &full, &format!("{mode:?}: A's replace, committed last"));
+        assert_eq!(names(&root.join("up")), ["data.bin"], "{mode:?}: leftovers");
+    }
+}
+
+/// A replace keeps the file's owner, group and mode, and its hard links,
+/// also when the uploader may write the file but could not give a new file
+/// its owner (then it is written in place, as vsftpd does). Runs as root only:
+/// the sessions must act as another account than the file's owner.
+#[test]
+fn a_replace_keeps_owner_mode_and_hard_links() {
+    if !is_root() {
+        return;
+    }
+    let settings = ["write_enable=YES", "anon_upload_enable=YES", "anon_other_write_enable=YES"];
+    for atomic in ["NO", "YES"] {
+        for mode in modes() {
+            let (_dir, root) = served();
+            let atomic_setting = format!("ftpd_atomic_uploads={atomic}");
+            let mut s = settings.to_vec();
+            s.push(&atomic_setting);
+            let server = start(mode, &root, &s);
+            let what = format!("atomic={atomic} {mode:?}");
+            let mut c = login(&server);
+
+            // Root's file, writable by everyone: the uploader cannot chown a new one to root.
+            let shared = root.join("up/shared.txt");
+            std::fs::write(&shared, b"root's old content\n").unwrap();
+            std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+            let (_, code, text) = c.upload("STOR up/shared.txt", b"new content\n");
+            assert_eq!(code, 226, "{what}: {text}");
+            assert_file(&shared, b"new content\n", &what);
+            let md = std::fs::metadata(&shared).unwrap();
+            assert_eq!(
+                (md.uid(), md.gid(), md.mode() & 0o7777),
+                (0, 0, 0o666),
+                "{what}: owner and mode of root's file"
+            );
+
+            // The uploader's own file with a second hard link: both names see the new content.
+            let linked = root.join("up/linked.txt");
+            std::fs::write(&linked, b"old\n").unwrap();
+            give_to_anon(&linked);
+            std::fs::hard_link(&linked, root.join("link2.txt")).unwrap();
+            let (_, code, text) = c.upload("STOR up/linked.txt", b"new through a link\n");
+            assert_eq!(code, 226, "{what}: {text}");
+            assert_file(&root.join("link2.txt"), b"new through a link\n", &format!("{what}: the other link"));
+            assert_eq!(std::fs::metadata(&linked).unwrap().nlink(), 2, "{what}: links");
+            assert_eq!(names(&root.join("up")), ["linked.txt", "shared.txt"], "{what}: leftovers");
+        }
+    }
+}
+
+/// The fsync and the rename of a large replace do not stall other sessions:
+/// another session's NOOPs are answered quickly meanwhile.
+#[test]
+fn noop_is_answered_while_a_large_replace_commits() {
+    let settings = ["write_enable=YES", "anon_upload_enable=YES", "anon_other_write_enable=YES"];
+    let (_dir, root) = served();
+    let target = root.join("up/big.bin");
+    std::fs::write(&target, b"old\n").unwrap();
+    give_to_anon(&target);
+    // One CPU: one runtime thread, so anything that blocks it stalls every session.
+    let server = start(Mode::OneCpu, &root, &settings);
+    let mut a = login(&server);
+    let mut b = login(&server);
+    let chunk = bytes(1 << 20, 4);
+    let total = 600usize;
+    let mut data = a.pasv_connect();
+    a.cmd_ok("STOR up/big.bin", 150);
+    for _ in 0..total {
+        data.write_all(&chunk).unwrap();
+    }
+    wait_progress(&mut a, total << 20);
+    // Everything is written; closing the data connection starts the commit
+    // (fsync of 600 MiB, then the rename). B pings all along.
+    let pinger = std::thread::spawn(move || {
+        let mut worst = Duration::ZERO;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(3) {
+            let t = Instant::now();
+            b.cmd_ok("NOOP", 200);
+            worst = worst.max(t.elapsed());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        worst
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let committing = Instant::now();
+    drop(data);
+    let (code, text) = a.read_reply();
+    assert_eq!(code, 226, "{text}");
+    let commit = committing.elapsed();
+    let worst = pinger.join().unwrap();
+    eprintln!("commit took {commit:?}, worst NOOP {worst:?}");
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), (total as u64) << 20);
+    // Bounded, not exact: a NOOP never waits for the commit. On this one
+    // CPU a blocked runtime makes the worst NOOP as slow as the commit.
+    assert!(worst < Duration::from_millis(300), "a NOOP waited {worst:?} during a {commit:?} commit");
+    assert!(worst * 2 < commit.max(Duration::from_millis(100)), "a NOOP waited {worst:?} during a {commit:?} commit");
+}
