@@ -89,12 +89,7 @@ impl Authority {
     fn remote(&self, cfg: &Config, grant: &Grant, link: Arc<WorkerLink>) -> Fs {
         let direct = match self {
             Self::Master { anon_root: Some(root), .. } if grant.anonymous && cfg.anon_world_readable_only => {
-                Some(Arc::new(Direct {
-                    root: Arc::clone(root),
-                    uid: grant.uid,
-                    gid: grant.gid,
-                    groups: grant.groups.clone(),
-                }))
+                Direct::for_identity(root, grant.uid, grant.gid, &grant.groups).map(Arc::new)
             }
             _ => None,
         };
@@ -267,8 +262,11 @@ fn encode_grant(g: &Grant, e: Enc) -> Enc {
         .u8(u8::from(g.anonymous))
         .u32(g.uid)
         .u32(g.gid)
-        .bytes(g.root_dir.as_os_str().as_bytes())
-        .bytes(&g.cwd);
+        .u32(u32::try_from(g.groups.len()).unwrap_or(0));
+    for group in &g.groups {
+        e = e.u32(*group);
+    }
+    e = e.bytes(g.root_dir.as_os_str().as_bytes()).bytes(&g.cwd);
     e = match &g.user_config {
         Some(t) => e.u8(1).bytes(t.as_bytes()),
         None => e.u8(0),
@@ -282,13 +280,15 @@ fn decode_grant(d: &mut Dec<'_>) -> Option<Grant> {
     let anonymous = d.u8()? != 0;
     let uid = d.u32()?;
     let gid = d.u32()?;
+    let n = d.u32()?;
+    let groups = (0..n.min(65_536)).map(|_| d.u32()).collect::<Option<Vec<u32>>>()?;
     let root_dir = PathBuf::from(std::ffi::OsStr::from_bytes(d.bytes()?));
     let cwd = d.bytes()?.to_vec();
     let user_config = match d.u8()? {
         0 => None,
         _ => Some(d.str()?.to_owned()),
     };
-    Some(Grant { name, anonymous, uid, gid, groups: Vec::new(), root_dir, cwd, user_config })
+    Some(Grant { name, anonymous, uid, gid, groups, root_dir, cwd, user_config })
 }
 
 /// Who a worker acts as: uid, gid, groups, root.

@@ -331,6 +331,14 @@ impl Ftp {
         Self { r: BufReader::new(s.try_clone().expect("clone")), w: s, peer: addr }
     }
 
+    /// Wraps a connected stream (e.g. one bound to a chosen source address);
+    /// no greeting read.
+    pub fn from_stream(s: TcpStream) -> Self {
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let peer = s.peer_addr().expect("peer addr");
+        Self { r: BufReader::new(s.try_clone().expect("clone")), w: s, peer }
+    }
+
     /// The local address of the control connection (what PORT/EPRT should name).
     pub fn local_addr(&self) -> SocketAddr {
         self.w.local_addr().expect("local addr")
