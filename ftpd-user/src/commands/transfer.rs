@@ -71,16 +71,28 @@ pub fn split_list_args(arg: &[u8]) -> (Vec<u8>, &[u8]) {
     (flags, rest)
 }
 
-/// Size of `file` after LF → CRLF conversion (what a TYPE A download sends).
-pub fn ascii_size(file: &OwnedFd) -> io::Result<u64> {
+/// Largest file whose TYPE A `SIZE` is computed. Reading the file is the
+/// only way to count its LFs; vsftpd never does it ("a potential I/O DoS")
+/// and answers the binary size. ftpd answers the converted size, which a
+/// client resuming a TYPE A download needs, for files up to this size, and
+/// `550 Could not get file size.` above it rather than a wrong number.
+pub const ASCII_SIZE_MAX: u64 = 16 << 20;
+
+/// Size of `file` after LF → CRLF conversion (what a TYPE A download sends),
+/// reading at most [`ASCII_SIZE_MAX`] bytes: `None` if it is longer (it may
+/// have grown since it was stat'ed). Blocking: call it off the async threads.
+pub fn ascii_size(file: &OwnedFd) -> io::Result<Option<u64>> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut off = 0u64;
     let mut size = 0u64;
     let mut prev = 0u8;
     loop {
+        if off > ASCII_SIZE_MAX {
+            return Ok(None);
+        }
         let n = rustix::io::pread(file, &mut buf, off)?;
         if n == 0 {
-            return Ok(size);
+            return Ok(Some(size));
         }
         for &b in &buf[..n] {
             size += if b == b'\n' && prev != b'\r' { 2 } else { 1 };
