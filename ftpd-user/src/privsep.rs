@@ -500,6 +500,7 @@ pub fn worker_main() -> i32 {
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     }
     rustix::process::umask(rustix::fs::Mode::empty());
+    crate::worker::return_freed_memory();
     // SAFETY: the master put these descriptors there for us; nothing else owns them.
     let (sock, root) = unsafe {
         (<OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3), <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(4))

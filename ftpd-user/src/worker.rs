@@ -417,12 +417,78 @@ fn start_listing(dir: OwnedFd, all: bool, cache_ms: u32, out: OwnedFd) -> Result
     }
     let spawned = std::thread::Builder::new().name("listing".into()).spawn(move || {
         stream_listing(&dir, all, cache_ms, &out);
-        LISTINGS.fetch_sub(1, Ordering::AcqRel);
+        drop((dir, out));
+        if LISTINGS.fetch_sub(1, Ordering::AcqRel) == 1 {
+            release_memory();
+        }
     });
     spawned.map(drop).map_err(|e| {
         LISTINGS.fetch_sub(1, Ordering::AcqRel);
         FsError::Io(e)
     })
+}
+
+/// Gives freed heap back to the system once no listing runs. Each listing
+/// thread allocates from its own malloc arena, which glibc keeps after the
+/// thread ends: 64 big listings left a worker at 182 MB (issue 10).
+fn release_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Makes glibc's malloc give memory back when it is freed, for processes
+/// whose peaks come from clients (listings here, password hashes in the
+/// master): blocks from 128 KiB are mapped and unmapped on their own, and a
+/// heap's free top is returned from 128 KiB. By default glibc raises both
+/// thresholds after the first big free, up to 32 MiB and 64 MiB, so a
+/// client's burst stayed resident after it ended.
+pub fn return_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes the allocator's tuning parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// Bytes of entries held by running listings for [`ListCache`] (a copy made
+/// while the listing is sent, kept only if it completes). Bounded in all, not
+/// per listing: clients that do not read would otherwise make every running
+/// listing hold its copy, a quarter of the cache's budget each.
+static KEEPING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A running listing's share of [`KEEPING`], returned when dropped.
+struct Kept {
+    entries: Vec<Entry>,
+    bytes: usize,
+}
+
+impl Kept {
+    /// Adds `more` (costing `bytes`), unless that takes the running
+    /// listings' copies past a quarter of the cache's budget.
+    fn add(&mut self, more: Vec<Entry>, bytes: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let before = KEEPING.fetch_add(bytes, Ordering::AcqRel);
+        self.bytes += bytes;
+        if before + bytes > ListCache::BUDGET / 4 {
+            return false;
+        }
+        self.entries.extend(more);
+        true
+    }
+
+    fn take(mut self) -> (Vec<Entry>, usize) {
+        (std::mem::take(&mut self.entries), self.bytes)
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        KEEPING.fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Sends the listing of `dir` in chunks. Blocks on `out` while the reader is
@@ -449,15 +515,13 @@ fn stream_listing(dir: &OwnedFd, all: bool, cache_ms: u32, out: &OwnedFd) {
         }
     };
     // Kept for the cache while it fits its budget.
-    let mut keep: Option<(Vec<Entry>, usize)> = key.as_ref().map(|_| (Vec::new(), 0));
+    let mut keep: Option<Kept> = key.as_ref().map(|_| Kept { entries: Vec::new(), bytes: 0 });
     let mut send = |entries: Vec<Entry>, last: bool| -> bool {
         let ok = send_chunk(out, &entries, last);
-        if let Some((kept, bytes)) = &mut keep {
-            *bytes += entries.iter().map(ListCache::cost).sum::<usize>();
-            if *bytes > ListCache::BUDGET / 4 {
+        if let Some(kept) = &mut keep {
+            let bytes = entries.iter().map(ListCache::cost).sum::<usize>();
+            if !kept.add(entries, bytes) {
                 keep = None;
-            } else {
-                kept.extend(entries);
             }
         }
         ok
@@ -494,10 +558,11 @@ fn stream_listing(dir: &OwnedFd, all: bool, cache_ms: u32, out: &OwnedFd) {
     });
     // Cached only if the directory did not change while it was read.
     if complete
-        && let (Some(key), Some((kept, bytes))) = (key, keep)
+        && let (Some(key), Some(kept)) = (key, keep)
         && ListKey::of(dir, all).as_ref() == Some(&key)
     {
-        ListCache::put(key, kept, bytes);
+        let (entries, bytes) = kept.take();
+        ListCache::put(key, entries, bytes);
     }
 }
 
