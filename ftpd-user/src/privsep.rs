@@ -399,6 +399,11 @@ impl Master {
         let users: Vec<String> = (0..n).filter_map(|_| d.str().map(str::to_owned)).collect();
         match self.source.load() {
             Ok(cfg) => {
+                // Re-read now so that a bad file is reported at reload
+                // (the users read before stay in use).
+                if !self.cfg.virtual_users_file.is_empty() {
+                    let _ = auth::virtual_users(Path::new(&self.cfg.virtual_users_file));
+                }
                 let mut e = Enc::tag(REP_OK).bytes(cfg.to_text().as_bytes());
                 for u in &users {
                     e = match login::read_user_config(&cfg, u).ok().flatten() {

@@ -411,3 +411,96 @@ fn ascii_size_of_a_huge_file_does_not_stall_other_sessions() {
     c.cmd_ok("TYPE I", 200);
     assert_eq!(c.cmd_ok("SIZE huge.txt", 213), format!("213 {}\r\n", 4u64 << 30));
 }
+
+/// Runs ftpd serving `root` with `settings`, expecting it to refuse to
+/// start; returns what it printed.
+fn refuses_to_start(root: &Path, settings: &[String]) -> String {
+    let mut child = Command::new(ftpd_tests::ftpd_bin())
+        .arg("--root")
+        .arg(root)
+        .args(["-oftpd_ebpf=off", "-oftpd_metrics_listen=", &format!("-olisten_port={}", ftpd_tests::free_port())])
+        .args(settings.iter().map(|s| format!("-o{s}")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ftpd");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wait");
+            panic!("ftpd started: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(!out.status.success(), "ftpd exited successfully");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Defect 7: a malformed line disabled every virtual login with an error at
+/// login time only; duplicates silently took the last; spaces became part of
+/// names; a name with `/` (which `ftpd passwd` refuses) was accepted and,
+/// with `user_sub_token`, moved the root outside `local_root`.
+#[test]
+fn a_bad_virtual_users_file_stops_startup_naming_file_line_and_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let users = dir.path().join("vusers");
+    ftpd_passwd(&users, "vera", "right");
+    let good = std::fs::read_to_string(&users).expect("read");
+    let hash = good.trim().split_once(':').expect("user:hash").1.to_string();
+    let base = dir.path().join("v");
+    let mut settings = virtual_settings(&users, &base.join("$USER"));
+    settings.push("user_sub_token=$USER".into());
+    for (line, reason) in [
+        ("garbage".to_string(), "expected user:hash"),
+        (format!("vera:{hash}"), "vera is already defined on line 1"),
+        (format!("ve ra:{hash}"), "user name with a space"),
+        (format!("../../etc:{hash}"), "user name with '/'"),
+        (format!("..:{hash}"), "user name . or .."),
+        ("vince:plain".to_string(), "unsupported hash for vince"),
+    ] {
+        std::fs::write(&users, format!("{good}{line}\n")).expect("write");
+        let err = refuses_to_start(dir.path(), &settings);
+        let at = format!("{}:2:", users.display());
+        assert!(err.contains(&at) && err.contains(reason), "{line:?}: want {at} and {reason:?} in: {err}");
+    }
+    // And `ftpd passwd` refuses the same names.
+    for name in ["ve ra", "a/b", ".."] {
+        let out = ftpd_tests::run(
+            Command::new(ftpd_tests::ftpd_bin()).arg("passwd").arg(&users).arg(name).stdin(Stdio::null()),
+        );
+        assert!(!out.status.success(), "ftpd passwd accepted {name:?}");
+    }
+}
+
+/// Defect 7, continued: a users file that turns bad while ftpd runs keeps
+/// the users read before (and the log says why), instead of refusing every
+/// virtual login; a good change is picked up.
+#[test]
+fn a_virtual_users_file_that_turns_bad_keeps_the_users_read_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let users = dir.path().join("vusers");
+    ftpd_passwd(&users, "vera", "right");
+    let settings = virtual_settings(&users, dir.path());
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let server = Server::start(dir.path(), &settings);
+    let login = |user: &str, password: &str| {
+        let mut c = server.connect();
+        c.cmd_ok(&format!("USER {user}"), 331);
+        c.cmd(&format!("PASS {password}")).0
+    };
+    assert_eq!(login("vera", "right"), 230);
+    ftpd_passwd(&users, "vince", "new");
+    assert_eq!(login("vince", "new"), 230, "a user added while ftpd runs");
+    let good = std::fs::read_to_string(&users).expect("read");
+    std::fs::write(&users, format!("{good}garbage\n")).expect("write");
+    assert_eq!(login("vera", "right"), 230, "{}", server.log());
+    assert_eq!(login("vince", "new"), 230);
+    assert_eq!(login("vera", "wrong"), 530);
+    let log = server.log();
+    let at = format!("{}:3: expected user:hash", users.display());
+    assert!(log.contains(&at) && log.contains("keeping the users read before"), "{log}");
+}
