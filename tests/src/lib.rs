@@ -228,8 +228,13 @@ impl Server {
         let mut todo = vec![self.pid()];
         while let Some(pid) = todo.pop() {
             out.push(pid);
-            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-            todo.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+            // Children are listed by the thread that forked them (the master
+            // starts workers from its login threads).
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+            for task in tasks {
+                let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+                todo.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+            }
         }
         out
     }

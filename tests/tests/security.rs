@@ -504,3 +504,186 @@ fn a_virtual_users_file_that_turns_bad_keeps_the_users_read_before() {
     let at = format!("{}:3: expected user:hash", users.display());
     assert!(log.contains(&at) && log.contains("keeping the users read before"), "{log}");
 }
+
+/// Defect 5: `SITE CHMOD 6755` set the setuid and setgid bits. vsftpd's
+/// chmod allows 0 to 0777 only.
+#[test]
+fn site_chmod_never_sets_setuid_setgid_or_sticky() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).expect("mkdir");
+    ftpd_tests::writable_by_all(&home);
+    let users = dir.path().join("vusers");
+    ftpd_passwd(&users, "vera", "right");
+    let mut settings = virtual_settings(&users, &home);
+    settings.extend(["write_enable=YES".into(), "virtual_use_local_privs=YES".into()]);
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let server = Server::start(dir.path(), &settings);
+    let mut c = server.connect();
+    c.cmd_ok("USER vera", 331);
+    c.cmd_ok("PASS right", 230);
+    let (_, code, text) = c.upload("STOR tool", b"#!/bin/sh\n");
+    assert_eq!(code, 226, "{text}");
+    for (mode, want) in [("6755", 0o755), ("4777", 0o777), ("1777", 0o777), ("2750", 0o750), ("0640", 0o640)] {
+        assert_eq!(c.cmd_ok(&format!("SITE CHMOD {mode} tool"), 200), "200 SITE CHMOD command ok.\r\n");
+        assert_eq!(ftpd_tests::mode_of(&home.join("tool")), want, "SITE CHMOD {mode}");
+    }
+    c.cmd_ok("SITE CHMOD 17777 tool", 501);
+}
+
+/// Defect 6: `vsftpd_log_file` lines carried raw CR and other control
+/// bytes from client names, so a client could forge log lines. vsftpd
+/// writes `?` for every unprintable byte.
+#[test]
+fn log_lines_carry_no_control_bytes_from_client_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).expect("mkdir");
+    ftpd_tests::writable_by_all(&root);
+    let log = dir.path().join("vsftpd.log");
+    let xfer = dir.path().join("xferlog");
+    let server = Server::start(
+        &root,
+        &[
+            "write_enable=YES",
+            "anon_upload_enable=YES",
+            "anon_mkdir_write_enable=YES",
+            "anon_other_write_enable=YES",
+            "xferlog_enable=YES",
+            "dual_log_enable=YES",
+            &format!("vsftpd_log_file={}", log.display()),
+            &format!("xferlog_file={}", xfer.display()),
+        ],
+    );
+    let mut c = server.login();
+    let forged = "Mon Jan  1 00:00:00 2024 [pid 1] [ftp] OK LOGIN: Client \"6.6.6.6\"";
+    c.send_raw(format!("MKD d\r{forged}\x1b[2J\r\n").as_bytes()).expect("send");
+    assert_eq!(c.read_reply().0, 257);
+    let (_, code, text) = c.upload("STOR f\rforged\x07.txt", b"x");
+    assert_eq!(code, 226, "{text}");
+    c.cmd_ok("RNFR f\rforged\x07.txt", 350);
+    c.cmd_ok("RNTO g\rforged\x7f.txt", 250);
+    c.cmd_ok("DELE g\rforged\x7f.txt", 250);
+    c.cmd_ok("QUIT", 221);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let t = std::fs::read(&log).unwrap_or_default();
+        if String::from_utf8_lossy(&t).contains("DELETE") || Instant::now() > deadline {
+            break t;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    for (name, bytes) in [("vsftpd_log_file", text), ("xferlog", std::fs::read(&xfer).expect("xferlog"))] {
+        let shown = String::from_utf8_lossy(&bytes).into_owned();
+        let bad: Vec<&str> = shown.lines().filter(|l| l.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f)).collect();
+        assert!(bad.is_empty(), "{name} has control bytes: {bad:?}");
+    }
+    let shown = String::from_utf8_lossy(&std::fs::read(&log).expect("log")).into_owned();
+    for (what, name) in [
+        ("OK MKDIR", "\"/d?Mon Jan  1"),
+        ("OK UPLOAD", "\"/f?forged?.txt\""),
+        ("OK RENAME", "\"/f?forged?.txt"),
+        ("OK DELETE", "\"/g?forged?.txt\""),
+    ] {
+        assert!(shown.lines().any(|l| l.contains(what) && l.contains(name)), "{what} {name} in {shown}");
+    }
+    assert!(!shown.lines().any(|l| l.starts_with("Mon Jan  1 00:00:00 2024")), "a forged line: {shown}");
+}
+
+/// The master: the process started, which is root and not a worker.
+fn master(server: &Server) -> u32 {
+    server.pid()
+}
+
+/// Defect 8: the root master ran each password check on a new thread with
+/// no cap: 300 concurrent wrong passwords took it to 3.9 GiB, 664 MiB stayed.
+#[test]
+fn concurrent_wrong_passwords_do_not_grow_the_master() {
+    if !is_root() {
+        eprintln!("skipped: needs root (a privileged master)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let users = dir.path().join("vusers");
+    ftpd_passwd(&users, "vera", "right");
+    let mut settings = virtual_settings(&users, dir.path());
+    settings.extend(["max_per_ip=0".into(), "max_clients=0".into(), "max_login_fails=0".into()]);
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let server = Server::start(dir.path(), &settings);
+    let pid = master(&server);
+    let baseline = status_field(pid, "VmRSS");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let addr = server.addr;
+    let attackers: Vec<_> = (0..120)
+        .map(|_| {
+            let stop = std::sync::Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut c = Ftp::connect(addr);
+                c.read_reply();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = c.send_raw(b"USER vera\r\nPASS wrong\r\n");
+                    let (Some(_), Some(_)) = (c.try_read_reply(), c.try_read_reply()) else { break };
+                }
+            })
+        })
+        .collect();
+    let (mut threads, mut rss) = (0, 0);
+    let started = Instant::now();
+    let mut good = None;
+    while started.elapsed() < Duration::from_secs(4) {
+        threads = threads.max(status_field(pid, "Threads"));
+        rss = rss.max(status_field(pid, "VmRSS"));
+        if good.is_none() && started.elapsed() > Duration::from_secs(1) {
+            // A good login from another address still gets in meanwhile.
+            let t = Instant::now();
+            let mut c = Ftp::from_stream(connect_from(Ipv4Addr::new(127, 0, 0, 2), addr, None));
+            assert_eq!(c.read_reply().0, 220);
+            c.cmd_ok("USER vera", 331);
+            c.cmd_ok("PASS right", 230);
+            good = Some(t.elapsed());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for a in attackers {
+        let _ = a.join();
+    }
+    thread::sleep(Duration::from_millis(500));
+    let after = status_field(pid, "VmRSS");
+    eprintln!(
+        "master: {threads} threads at most, RSS {baseline} KiB before, {rss} KiB at most, {after} KiB after; \
+         good login took {good:?}"
+    );
+    assert!(threads <= 16, "the master ran {threads} threads");
+    assert!(rss < baseline + 256 * 1024, "the master grew to {rss} KiB");
+    assert!(after < baseline + 32 * 1024, "the master kept {after} KiB");
+    assert!(good.is_some_and(|g| g < Duration::from_secs(3)), "the good login took {good:?}");
+}
+
+/// Defect 9: file workers kept a second copy of the channel and root
+/// descriptors they inherit.
+#[test]
+fn file_workers_hold_only_the_descriptors_they_use() {
+    if !is_root() {
+        eprintln!("skipped: needs root (file workers)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let server = Server::start(dir.path(), &[]);
+    let mut c = server.login();
+    c.cmd_ok("CWD /", 250);
+    let worker = *workers(&server).first().expect("a file worker");
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{worker}/fd"))
+        .expect("fd dir")
+        .flatten()
+        .map(|e| {
+            let target = std::fs::read_link(e.path()).map(|t| t.display().to_string()).unwrap_or_default();
+            format!("{} -> {target}", e.file_name().display())
+        })
+        .collect();
+    // stdin, stdout, stderr, the channel (3) and the root (4).
+    assert_eq!(fds.len(), 5, "worker descriptors: {fds:?}");
+}

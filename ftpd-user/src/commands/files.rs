@@ -448,7 +448,9 @@ impl Session {
                 let (Some(mode), Some(p)) = (mode, self.path(path).filter(|_| !path.is_empty())) else {
                     return self.reply(501, "SITE CHMOD needs <mode> <file>.").await;
                 };
-                match self.user().root.chmod(&p, mode) {
+                // vsftpd's chmod allows 0 to 0777 only: no setuid, setgid or
+                // sticky bit from a client.
+                match self.user().root.chmod(&p, mode & 0o777) {
                     Ok(()) => self.reply(200, "SITE CHMOD command ok.").await,
                     Err(_) => self.reply(550, "SITE CHMOD command failed.").await,
                 }
