@@ -480,8 +480,10 @@ fn spawn_worker(sock: &OwnedFd, root: std::os::fd::BorrowedFd<'_>, g: &Grant) ->
     // async-signal-safe system calls on values prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
-            let a = libc::fcntl(sock_fd, libc::F_DUPFD, 10);
-            let b = libc::fcntl(root_fd, libc::F_DUPFD, 10);
+            // Close-on-exec copies (dup2 clears the flag on 3 and 4): the
+            // worker gets each descriptor once.
+            let a = libc::fcntl(sock_fd, libc::F_DUPFD_CLOEXEC, 10);
+            let b = libc::fcntl(root_fd, libc::F_DUPFD_CLOEXEC, 10);
             if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -506,6 +508,12 @@ pub fn worker_main() -> i32 {
     }
     rustix::process::umask(rustix::fs::Mode::empty());
     crate::worker::return_freed_memory();
+    // Anything else inherited without close-on-exec (from whoever started
+    // ftpd) is not the worker's to hold.
+    // SAFETY: close_range on descriptors this process does not use.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32);
+    }
     // SAFETY: the master put these descriptors there for us; nothing else owns them.
     let (sock, root) = unsafe {
         (<OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3), <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(4))
