@@ -328,14 +328,36 @@ pub fn run_master(
         libc::signal(libc::SIGINT, forward_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGHUP, forward_signal as *const () as libc::sighandler_t);
     }
+    crate::worker::return_freed_memory();
     let master = Arc::new(Master { cfg, source, anon_root, workers: Mutex::default(), next_id: AtomicU64::new(1) });
+    let queue = Arc::new(LoginQueue::default());
+    for i in 0..login_threads() {
+        let (m, q) = (Arc::clone(&master), Arc::clone(&queue));
+        let started = std::thread::Builder::new().name(format!("login-{i}")).spawn(move || {
+            loop {
+                let (req, reply) = q.next();
+                m.handle_login(&req, &reply);
+            }
+        });
+        if let Err(e) = started {
+            warn!("master: cannot start a login thread: {e}");
+        }
+    }
     let mut buf = Vec::new();
     loop {
         match ipc::recv(chan.as_fd(), &mut buf) {
+            // Binds and reloads are quick: answered here, not queued behind
+            // password checks.
+            Ok(Some(Some(reply_fd))) if buf.first() != Some(&REQ_LOGIN) => master.handle_login(&buf, &reply_fd),
             Ok(Some(Some(reply_fd))) => {
-                let req = buf.clone();
-                let m = Arc::clone(&master);
-                std::thread::spawn(move || m.handle_login(&req, &reply_fd));
+                let host = {
+                    let mut d = Dec(&buf[1..]);
+                    let _ = (d.str(), d.bytes());
+                    d.str().unwrap_or_default().to_owned()
+                };
+                if let Err(reply_fd) = queue.push(host, buf.clone(), reply_fd) {
+                    let _ = ipc::send(reply_fd.as_fd(), &Enc::tag(REP_DENIED).bytes(b"Login incorrect.").0, None);
+                }
             }
             Ok(Some(None)) => {
                 warn!("master: request without a reply channel; the front is broken, stopping");
@@ -358,6 +380,91 @@ pub fn run_master(
     // SAFETY: waiting for our own child.
     unsafe { libc::waitpid(front_pid, &mut status, 0) };
     if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 1 }
+}
+
+/// Threads that check passwords in the master. A check is CPU and memory
+/// bound (argon2id: 19 MiB each): a thread per check let 300 concurrent
+/// wrong passwords take the master to 3.9 GiB.
+fn login_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from).clamp(2, 8)
+}
+
+/// Logins waiting for a thread, at most.
+const QUEUED_MAX: usize = 256;
+/// Logins from one address waiting for a thread, at most: one address
+/// cannot fill the queue, and the others' logins go first in turn.
+const QUEUED_PER_HOST_MAX: usize = 16;
+
+/// Login requests waiting for a login thread, served in turn by address
+/// (round robin), so a flood from one address delays the others by at most
+/// one check each.
+#[derive(Default)]
+struct LoginQueue {
+    state: Mutex<Pending>,
+    ready: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    by_host: HashMap<String, std::collections::VecDeque<(Vec<u8>, OwnedFd)>>,
+    /// Addresses with waiting logins, in serving order.
+    order: std::collections::VecDeque<String>,
+    total: usize,
+    /// Logins refused since the last warning, and when it was.
+    refused: u64,
+    warned: Option<std::time::Instant>,
+}
+
+impl LoginQueue {
+    /// Queues a login; gives the reply channel back if it must be refused.
+    fn push(&self, host: String, req: Vec<u8>, reply: OwnedFd) -> Result<(), OwnedFd> {
+        let mut p = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let waiting = p.by_host.get(&host).map_or(0, std::collections::VecDeque::len);
+        if p.total >= QUEUED_MAX || waiting >= QUEUED_PER_HOST_MAX {
+            p.refused += 1;
+            if p.warned.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10)) {
+                warn!(
+                    refused = p.refused,
+                    waiting = p.total,
+                    host = %host,
+                    "master: too many logins waiting for a password check; refusing ({QUEUED_PER_HOST_MAX} per address, {QUEUED_MAX} in all)"
+                );
+                p.refused = 0;
+                p.warned = Some(std::time::Instant::now());
+            }
+            return Err(reply);
+        }
+        if waiting == 0 {
+            p.order.push_back(host.clone());
+        }
+        p.by_host.entry(host).or_default().push_back((req, reply));
+        p.total += 1;
+        drop(p);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next login to check, waiting for one.
+    fn next(&self) -> (Vec<u8>, OwnedFd) {
+        let mut p = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            if let Some(host) = p.order.pop_front() {
+                if let Some(q) = p.by_host.get_mut(&host)
+                    && let Some(item) = q.pop_front()
+                {
+                    if q.is_empty() {
+                        p.by_host.remove(&host);
+                    } else {
+                        p.order.push_back(host);
+                    }
+                    p.total -= 1;
+                    return item;
+                }
+                continue;
+            }
+            p = self.ready.wait(p).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
 }
 
 impl Master {
@@ -499,7 +606,7 @@ fn spawn_worker(sock: &OwnedFd, root: std::os::fd::BorrowedFd<'_>, g: &Grant) ->
 /// Entry point of `ftpd --ftpd-worker` (fd 3: channel, fd 4: root).
 pub fn worker_main() -> i32 {
     // No parent-death signal here: it fires when the *thread* that forked us
-    // exits, and the master starts workers from short-lived login threads.
+    // exits, and the master starts workers from its login threads.
     // A worker ends when its channel does, i.e. when the front exits (and the
     // front dies with the master).
     // SAFETY: prctl with constant arguments.
