@@ -660,6 +660,8 @@ fn concurrent_wrong_passwords_do_not_grow_the_master() {
     assert!(rss < baseline + 256 * 1024, "the master grew to {rss} KiB");
     assert!(after < baseline + 32 * 1024, "the master kept {after} KiB");
     assert!(good.is_some_and(|g| g < Duration::from_secs(3)), "the good login took {good:?}");
+    // The refusals are reported.
+    assert!(server.log().contains("too many logins waiting for a password check"), "no warning in the log");
 }
 
 /// Defect 9: file workers kept a second copy of the channel and root
