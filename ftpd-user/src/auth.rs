@@ -90,47 +90,150 @@ pub fn read_list(path: &str) -> Vec<String> {
 }
 
 /// `virtual_users_file`: `user:hash` lines (ftpd extension).
-#[derive(Debug, Default)]
-pub struct VirtualUsers(HashMap<String, String>);
+#[derive(Debug)]
+pub struct VirtualUsers {
+    users: HashMap<String, String>,
+    /// Checked for unknown users: same algorithm and parameters as the
+    /// file's (first) entry, so that a wrong name costs what a wrong
+    /// password does and the timing does not tell which names exist.
+    dummy: String,
+}
+
+/// Why `name` cannot be a virtual user, if it cannot: `ftpd passwd` and
+/// the users file refuse the same names. A `/` or a `.`/`..` name would move
+/// a `user_sub_token` root elsewhere; spaces would be part of the name.
+pub fn bad_user_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("empty user name")
+    } else if name.len() > crate::commands::auth::MAX_CREDENTIAL {
+        Some("user name longer than 128 bytes")
+    } else if name == "." || name == ".." {
+        Some("user name . or ..")
+    } else if name.contains(['/', ':']) {
+        Some("user name with '/' or ':'")
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("user name with a space or a control character")
+    } else {
+        None
+    }
+}
 
 impl VirtualUsers {
-    /// Loads the file; a malformed line is an error naming the line.
+    /// Loads and checks the whole file: the first bad line (malformed, a
+    /// name `ftpd passwd` refuses, a duplicate, an unsupported hash) is an
+    /// error naming the file, the line and the reason.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        let mut map = HashMap::new();
+        let mut users: HashMap<String, String> = HashMap::new();
+        let mut lines: HashMap<String, usize> = HashMap::new();
+        let mut first: Option<String> = None;
         for (i, line) in text.lines().enumerate() {
+            let at = |why: String| format!("{}:{}: {why}", path.display(), i + 1);
             if line.trim().is_empty() || line.starts_with('#') {
                 continue;
             }
             let Some((user, hash)) = line.split_once(':') else {
-                return Err(format!(
-                    "{}:{}: expected user:hash (create entries with `ftpd passwd FILE USER`)",
-                    path.display(),
-                    i + 1
-                ));
+                return Err(at("expected user:hash (create entries with `ftpd passwd FILE USER`)".into()));
             };
-            if !is_supported_hash(hash) {
-                return Err(format!(
-                    "{}:{}: unsupported hash for {user} (use argon2 or $6$ SHA-512 crypt)",
-                    path.display(),
-                    i + 1
-                ));
+            if let Some(why) = bad_user_name(user) {
+                return Err(at(format!("{why}: {user:?}")));
             }
-            map.insert(user.to_owned(), hash.to_owned());
+            if let Some(other) = lines.get(user) {
+                return Err(at(format!("{user} is already defined on line {other}")));
+            }
+            if !is_supported_hash(hash) {
+                return Err(at(format!("unsupported hash for {user} (use argon2 or $6$ SHA-512 crypt)")));
+            }
+            first.get_or_insert_with(|| hash.to_owned());
+            lines.insert(user.to_owned(), i + 1);
+            users.insert(user.to_owned(), hash.to_owned());
         }
-        Ok(Self(map))
+        let dummy = match &first {
+            Some(h) => dummy_like(h).map_err(|e| format!("{}: {e}", path.display()))?,
+            None => hash_password(b"ftpd dummy")?,
+        };
+        Ok(Self { users, dummy })
     }
 
     /// Checks a password; unknown users and wrong passwords look the same.
     pub fn check(&self, user: &str, password: &[u8]) -> bool {
-        match self.0.get(user) {
+        match self.users.get(user) {
             Some(h) => verify(h, password),
             None => {
-                // Same work for unknown users, so timing does not tell them apart.
-                let _ = verify("$6$rounds=5000$ftpdftpdftpdftpd$", password);
+                let _ = verify(&self.dummy, password);
                 false
             }
         }
+    }
+}
+
+/// The users of `path`, read again only when the file changed. A file that
+/// became bad (or unreadable) keeps the users read before, and the reason is
+/// logged (once per change); without users read before, it is an error.
+pub fn virtual_users(path: &Path) -> Result<std::sync::Arc<VirtualUsers>, String> {
+    use std::os::unix::fs::MetadataExt;
+    type Stamp = (u64, u64, u64, i64, i64, i64, i64);
+    struct Cached {
+        path: PathBuf,
+        good: Option<(Stamp, std::sync::Arc<VirtualUsers>)>,
+        bad: Option<Stamp>,
+    }
+    static CACHE: std::sync::Mutex<Option<Cached>> = std::sync::Mutex::new(None);
+    let stamp = std::fs::metadata(path)
+        .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
+        .unwrap_or_default();
+    let mut guard = CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let cached = match guard.as_mut() {
+        Some(c) if c.path == path => c,
+        _ => guard.insert(Cached { path: path.to_path_buf(), good: None, bad: None }),
+    };
+    if let Some((at, users)) = &cached.good
+        && *at == stamp
+    {
+        return Ok(std::sync::Arc::clone(users));
+    }
+    match VirtualUsers::load(path) {
+        Ok(users) => {
+            let users = std::sync::Arc::new(users);
+            cached.good = Some((stamp, std::sync::Arc::clone(&users)));
+            cached.bad = None;
+            Ok(users)
+        }
+        Err(e) => match &cached.good {
+            Some((_, old)) => {
+                if cached.bad != Some(stamp) {
+                    tracing::warn!("virtual_users_file: {e}; keeping the users read before");
+                    cached.bad = Some(stamp);
+                }
+                Ok(std::sync::Arc::clone(old))
+            }
+            None => Err(e),
+        },
+    }
+}
+
+/// A hash of a fixed password with the algorithm and parameters of `hash`.
+fn dummy_like(hash: &str) -> Result<String, String> {
+    if hash.starts_with("$argon2") {
+        let h = PasswordHash::new(hash).map_err(|e| format!("malformed argon2 hash: {e}"))?;
+        let algorithm = argon2::Algorithm::try_from(h.algorithm).map_err(|e| format!("argon2 hash: {e}"))?;
+        let version = match h.version {
+            Some(v) => argon2::Version::try_from(v).map_err(|e| format!("argon2 hash: {e}"))?,
+            None => argon2::Version::default(),
+        };
+        let params = argon2::Params::try_from(&h).map_err(|e| format!("argon2 hash: {e}"))?;
+        let salt = SaltString::encode_b64(b"ftpd-dummy-salt!").map_err(|e| e.to_string())?;
+        Argon2::new(algorithm, version, params)
+            .hash_password(b"ftpd dummy", &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| e.to_string())
+    } else {
+        let rounds = hash
+            .strip_prefix("$6$rounds=")
+            .and_then(|r| r.split('$').next()?.parse().ok())
+            .unwrap_or(sha_crypt::ROUNDS_DEFAULT);
+        let params = sha_crypt::Sha512Params::new(rounds).map_err(|e| format!("$6$ hash: {e:?}"))?;
+        sha_crypt::sha512_simple("ftpd dummy", &params).map_err(|e| format!("$6$ hash: {e:?}"))
     }
 }
 
@@ -160,8 +263,8 @@ pub fn hash_password(password: &[u8]) -> Result<String, String> {
 
 /// `ftpd passwd FILE USER`: adds or replaces USER's line, keeping the others.
 pub fn set_virtual_password(file: &Path, user: &str, password: &[u8]) -> Result<(), String> {
-    if user.is_empty() || user.contains([':', '\n', '/']) || user.len() > crate::commands::auth::MAX_CREDENTIAL {
-        return Err(format!("invalid user name {user:?}"));
+    if let Some(why) = bad_user_name(user) {
+        return Err(format!("invalid user name {user:?}: {why}"));
     }
     let hash = hash_password(password)?;
     let old = match std::fs::read_to_string(file) {

@@ -4,10 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{
-    auth::{self, VirtualUsers},
-    config::Config,
-};
+use crate::{auth, config::Config};
 
 /// A successful login.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,7 +94,7 @@ pub fn decide(cfg: &Config, anon_root: &Path, user: &str, password: &[u8], rhost
     let authenticated = if cfg.virtual_users_file.is_empty() {
         auth::pam_login(&cfg.pam_service_name, user, password, rhost).map_err(|e| deny("Login incorrect.", e))
     } else {
-        let users = VirtualUsers::load(Path::new(&cfg.virtual_users_file)).map_err(|e| deny("Login incorrect.", e))?;
+        let users = auth::virtual_users(Path::new(&cfg.virtual_users_file)).map_err(|e| deny("Login incorrect.", e))?;
         if users.check(user, password) {
             Ok(())
         } else {

@@ -174,6 +174,12 @@ fn run(cli: Cli) -> Result<()> {
     let source = config_source(&cli)?;
     let cfg = source.load().map_err(anyhow::Error::msg)?;
     let root = anon_root(&cfg, cli.config.is_none())?;
+    // Checked whole now: a bad line found only at login time would refuse
+    // every virtual user with the reason in the log alone.
+    if !cfg.virtual_users_file.is_empty() {
+        ftpd::auth::virtual_users(std::path::Path::new(&cfg.virtual_users_file))
+            .map_err(|e| anyhow::anyhow!("virtual_users_file: {e}"))?;
+    }
     let listen_ip: IpAddr = if cfg.listen_ipv6 {
         if cfg.listen_address6.is_empty() { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { cfg.listen_address6.parse()? }
     } else if cfg.listen_address.is_empty() {

@@ -89,12 +89,7 @@ impl Authority {
     fn remote(&self, cfg: &Config, grant: &Grant, link: Arc<WorkerLink>) -> Fs {
         let direct = match self {
             Self::Master { anon_root: Some(root), .. } if grant.anonymous && cfg.anon_world_readable_only => {
-                Some(Arc::new(Direct {
-                    root: Arc::clone(root),
-                    uid: grant.uid,
-                    gid: grant.gid,
-                    groups: grant.groups.clone(),
-                }))
+                Direct::for_identity(root, grant.uid, grant.gid, &grant.groups).map(Arc::new)
             }
             _ => None,
         };
@@ -267,8 +262,11 @@ fn encode_grant(g: &Grant, e: Enc) -> Enc {
         .u8(u8::from(g.anonymous))
         .u32(g.uid)
         .u32(g.gid)
-        .bytes(g.root_dir.as_os_str().as_bytes())
-        .bytes(&g.cwd);
+        .u32(u32::try_from(g.groups.len()).unwrap_or(0));
+    for group in &g.groups {
+        e = e.u32(*group);
+    }
+    e = e.bytes(g.root_dir.as_os_str().as_bytes()).bytes(&g.cwd);
     e = match &g.user_config {
         Some(t) => e.u8(1).bytes(t.as_bytes()),
         None => e.u8(0),
@@ -282,13 +280,15 @@ fn decode_grant(d: &mut Dec<'_>) -> Option<Grant> {
     let anonymous = d.u8()? != 0;
     let uid = d.u32()?;
     let gid = d.u32()?;
+    let n = d.u32()?;
+    let groups = (0..n.min(65_536)).map(|_| d.u32()).collect::<Option<Vec<u32>>>()?;
     let root_dir = PathBuf::from(std::ffi::OsStr::from_bytes(d.bytes()?));
     let cwd = d.bytes()?.to_vec();
     let user_config = match d.u8()? {
         0 => None,
         _ => Some(d.str()?.to_owned()),
     };
-    Some(Grant { name, anonymous, uid, gid, groups: Vec::new(), root_dir, cwd, user_config })
+    Some(Grant { name, anonymous, uid, gid, groups, root_dir, cwd, user_config })
 }
 
 /// Who a worker acts as: uid, gid, groups, root.
@@ -329,6 +329,7 @@ pub fn run_master(
         libc::signal(libc::SIGINT, forward_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGHUP, forward_signal as *const () as libc::sighandler_t);
     }
+    crate::worker::return_freed_memory();
     let master = Arc::new(Master {
         cfg: std::sync::RwLock::new(Arc::new(cfg)),
         source,
@@ -336,13 +337,34 @@ pub fn run_master(
         workers: Mutex::default(),
         next_id: AtomicU64::new(1),
     });
+    let queue = Arc::new(LoginQueue::default());
+    for i in 0..login_threads() {
+        let (m, q) = (Arc::clone(&master), Arc::clone(&queue));
+        let started = std::thread::Builder::new().name(format!("login-{i}")).spawn(move || {
+            loop {
+                let (req, reply) = q.next();
+                m.handle_login(&req, &reply);
+            }
+        });
+        if let Err(e) = started {
+            warn!("master: cannot start a login thread: {e}");
+        }
+    }
     let mut buf = Vec::new();
     loop {
         match ipc::recv(chan.as_fd(), &mut buf) {
+            // Binds and reloads are quick: answered here, not queued behind
+            // password checks.
+            Ok(Some(Some(reply_fd))) if buf.first() != Some(&REQ_LOGIN) => master.handle_login(&buf, &reply_fd),
             Ok(Some(Some(reply_fd))) => {
-                let req = buf.clone();
-                let m = Arc::clone(&master);
-                std::thread::spawn(move || m.handle_login(&req, &reply_fd));
+                let host = {
+                    let mut d = Dec(&buf[1..]);
+                    let _ = (d.str(), d.bytes());
+                    d.str().unwrap_or_default().to_owned()
+                };
+                if let Err(reply_fd) = queue.push(host, buf.clone(), reply_fd) {
+                    let _ = ipc::send(reply_fd.as_fd(), &Enc::tag(REP_DENIED).bytes(b"Login incorrect.").0, None);
+                }
             }
             Ok(Some(None)) => {
                 warn!("master: request without a reply channel; the front is broken, stopping");
@@ -365,6 +387,91 @@ pub fn run_master(
     // SAFETY: waiting for our own child.
     unsafe { libc::waitpid(front_pid, &mut status, 0) };
     if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 1 }
+}
+
+/// Threads that check passwords in the master. A check is CPU and memory
+/// bound (argon2id: 19 MiB each): a thread per check let 300 concurrent
+/// wrong passwords take the master to 3.9 GiB.
+fn login_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from).clamp(2, 8)
+}
+
+/// Logins waiting for a thread, at most.
+const QUEUED_MAX: usize = 256;
+/// Logins from one address waiting for a thread, at most: one address
+/// cannot fill the queue, and the others' logins go first in turn.
+const QUEUED_PER_HOST_MAX: usize = 16;
+
+/// Login requests waiting for a login thread, served in turn by address
+/// (round robin), so a flood from one address delays the others by at most
+/// one check each.
+#[derive(Default)]
+struct LoginQueue {
+    state: Mutex<Pending>,
+    ready: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    by_host: HashMap<String, std::collections::VecDeque<(Vec<u8>, OwnedFd)>>,
+    /// Addresses with waiting logins, in serving order.
+    order: std::collections::VecDeque<String>,
+    total: usize,
+    /// Logins refused since the last warning, and when it was.
+    refused: u64,
+    warned: Option<std::time::Instant>,
+}
+
+impl LoginQueue {
+    /// Queues a login; gives the reply channel back if it must be refused.
+    fn push(&self, host: String, req: Vec<u8>, reply: OwnedFd) -> Result<(), OwnedFd> {
+        let mut p = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let waiting = p.by_host.get(&host).map_or(0, std::collections::VecDeque::len);
+        if p.total >= QUEUED_MAX || waiting >= QUEUED_PER_HOST_MAX {
+            p.refused += 1;
+            if p.warned.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10)) {
+                warn!(
+                    refused = p.refused,
+                    waiting = p.total,
+                    host = %host,
+                    "master: too many logins waiting for a password check; refusing ({QUEUED_PER_HOST_MAX} per address, {QUEUED_MAX} in all)"
+                );
+                p.refused = 0;
+                p.warned = Some(std::time::Instant::now());
+            }
+            return Err(reply);
+        }
+        if waiting == 0 {
+            p.order.push_back(host.clone());
+        }
+        p.by_host.entry(host).or_default().push_back((req, reply));
+        p.total += 1;
+        drop(p);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next login to check, waiting for one.
+    fn next(&self) -> (Vec<u8>, OwnedFd) {
+        let mut p = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            if let Some(host) = p.order.pop_front() {
+                if let Some(q) = p.by_host.get_mut(&host)
+                    && let Some(item) = q.pop_front()
+                {
+                    if q.is_empty() {
+                        p.by_host.remove(&host);
+                    } else {
+                        p.order.push_back(host);
+                    }
+                    p.total -= 1;
+                    return item;
+                }
+                continue;
+            }
+            p = self.ready.wait(p).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
 }
 
 impl Master {
@@ -411,6 +518,11 @@ impl Master {
         let users: Vec<String> = (0..n).filter_map(|_| d.str().map(str::to_owned)).collect();
         match self.source.load() {
             Ok(cfg) => {
+                // Re-read now so that a bad file is reported at reload
+                // (the users read before stay in use).
+                if !cfg.virtual_users_file.is_empty() {
+                    let _ = auth::virtual_users(Path::new(&cfg.virtual_users_file));
+                }
                 let mut e = Enc::tag(REP_OK).bytes(cfg.to_text().as_bytes());
                 for u in &users {
                     e = match login::read_user_config(&cfg, u).ok().flatten() {
@@ -489,8 +601,10 @@ fn spawn_worker(sock: &OwnedFd, root: std::os::fd::BorrowedFd<'_>, g: &Grant) ->
     // async-signal-safe system calls on values prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
-            let a = libc::fcntl(sock_fd, libc::F_DUPFD, 10);
-            let b = libc::fcntl(root_fd, libc::F_DUPFD, 10);
+            // Close-on-exec copies (dup2 clears the flag on 3 and 4): the
+            // worker gets each descriptor once.
+            let a = libc::fcntl(sock_fd, libc::F_DUPFD_CLOEXEC, 10);
+            let b = libc::fcntl(root_fd, libc::F_DUPFD_CLOEXEC, 10);
             if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -506,7 +620,7 @@ fn spawn_worker(sock: &OwnedFd, root: std::os::fd::BorrowedFd<'_>, g: &Grant) ->
 /// Entry point of `ftpd --ftpd-worker` (fd 3: channel, fd 4: root).
 pub fn worker_main() -> i32 {
     // No parent-death signal here: it fires when the *thread* that forked us
-    // exits, and the master starts workers from short-lived login threads.
+    // exits, and the master starts workers from its login threads.
     // A worker ends when its channel does, i.e. when the front exits (and the
     // front dies with the master).
     // SAFETY: prctl with constant arguments.
@@ -514,6 +628,13 @@ pub fn worker_main() -> i32 {
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     }
     rustix::process::umask(rustix::fs::Mode::empty());
+    crate::worker::return_freed_memory();
+    // Anything else inherited without close-on-exec (from whoever started
+    // ftpd) is not the worker's to hold.
+    // SAFETY: close_range on descriptors this process does not use.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32);
+    }
     // SAFETY: the master put these descriptors there for us; nothing else owns them.
     let (sock, root) = unsafe {
         (<OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3), <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(4))

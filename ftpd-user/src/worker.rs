@@ -27,39 +27,58 @@ pub enum Fs {
 }
 
 /// Anonymous downloads opened by the front itself, without the worker hop
-/// (two process wake-ups, half the latency of a small download). Used only
-/// with `anon_world_readable_only`, where a file is served only if everyone
-/// may read it anyway: the front (as `nopriv_user`) opens it in the
-/// anonymous root with the same `openat2(RESOLVE_IN_ROOT)` confinement, and
-/// the file must also be readable by `ftp_username` by the bits that apply
-/// to it. Anything else (not world-readable, a directory the front may not
-/// search) goes to the worker, which decides as `ftp_username`.
+/// (two process wake-ups, half the latency of a small download). Only when
+/// the front runs with exactly `ftp_username`'s credentials (same uid, gid
+/// and groups, as with the default `ftp_username=nopriv_user=nobody`): then
+/// the kernel's answer to the front's open is the worker's answer, for the
+/// search permission of every directory on the path, for ACLs and for
+/// anything else the kernel checks. Emulating those rules for another user
+/// in the front cannot be made exact, so with different credentials every
+/// open goes to the worker.
 #[derive(Debug)]
 pub struct Direct {
     /// The anonymous root, opened by the master as root before the split.
-    pub root: std::sync::Arc<Root>,
-    /// `ftp_username`'s ids.
-    pub uid: u32,
-    /// Its primary group.
-    pub gid: u32,
-    /// All its groups.
-    pub groups: Vec<u32>,
+    root: std::sync::Arc<Root>,
 }
 
 impl Direct {
-    fn open_file(&self, path: &VPath) -> Option<(OwnedFd, Stat)> {
-        let (fd, st) = self.root.open_file(path).ok()?;
-        let m = st.st_mode;
-        // POSIX looks at the owner's bits for the owner, the group's for a member.
-        let for_ftp = if st.st_uid == self.uid {
-            m & 0o400 != 0
-        } else if st.st_gid == self.gid || self.groups.contains(&st.st_gid) {
-            m & 0o040 != 0
-        } else {
-            true
-        };
-        (m & 0o004 != 0 && for_ftp).then_some((fd, st))
+    /// The front's own opens for a session acting as `uid`/`gid`/`groups`,
+    /// if this process has exactly those credentials.
+    pub fn for_identity(root: &std::sync::Arc<Root>, uid: u32, gid: u32, groups: &[u32]) -> Option<Self> {
+        let (my_uid, my_gid, my_groups) = own_credentials();
+        let mut theirs: Vec<u32> = groups.iter().copied().chain([gid]).collect();
+        theirs.sort_unstable();
+        theirs.dedup();
+        (uid == *my_uid && gid == *my_gid && theirs == *my_groups).then(|| Self { root: std::sync::Arc::clone(root) })
     }
+
+    fn open_file(&self, path: &VPath) -> Option<(OwnedFd, Stat)> {
+        // Served only if everyone may read it (`anon_world_readable_only`);
+        // anything else is the worker's decision.
+        self.root.open_file(path).ok().filter(|(_, st)| st.st_mode & 0o004 != 0)
+    }
+}
+
+/// This process's uid, gid, and groups with the gid (sorted), as the kernel
+/// checks permissions with them. Read once: the front's never change.
+fn own_credentials() -> &'static (u32, u32, Vec<u32>) {
+    static CREDS: std::sync::OnceLock<(u32, u32, Vec<u32>)> = std::sync::OnceLock::new();
+    CREDS.get_or_init(|| {
+        // SAFETY: getgroups with a buffer of the size it is told; a first
+        // call with 0 asks for the count.
+        let mut groups = unsafe {
+            let n = libc::getgroups(0, std::ptr::null_mut());
+            let mut v = vec![0 as libc::gid_t; usize::try_from(n).unwrap_or(0)];
+            let got = libc::getgroups(n.max(0), v.as_mut_ptr());
+            v.truncate(usize::try_from(got).unwrap_or(0));
+            v
+        };
+        let gid = rustix::process::getegid().as_raw();
+        groups.push(gid);
+        groups.sort_unstable();
+        groups.dedup();
+        (rustix::process::geteuid().as_raw(), gid, groups)
+    })
 }
 
 /// The front's end of a worker's channel. One request at a time.
@@ -478,12 +497,78 @@ fn start_listing(dir: OwnedFd, all: bool, cache_ms: u32, out: OwnedFd) -> Result
     }
     let spawned = std::thread::Builder::new().name("listing".into()).spawn(move || {
         stream_listing(&dir, all, cache_ms, &out);
-        LISTINGS.fetch_sub(1, Ordering::AcqRel);
+        drop((dir, out));
+        if LISTINGS.fetch_sub(1, Ordering::AcqRel) == 1 {
+            release_memory();
+        }
     });
     spawned.map(drop).map_err(|e| {
         LISTINGS.fetch_sub(1, Ordering::AcqRel);
         FsError::Io(e)
     })
+}
+
+/// Gives freed heap back to the system once no listing runs. Each listing
+/// thread allocates from its own malloc arena, which glibc keeps after the
+/// thread ends: 64 big listings left a worker at 182 MB (issue 10).
+fn release_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Makes glibc's malloc give memory back when it is freed, for processes
+/// whose peaks come from clients (listings here, password hashes in the
+/// master): blocks from 128 KiB are mapped and unmapped on their own, and a
+/// heap's free top is returned from 128 KiB. By default glibc raises both
+/// thresholds after the first big free, up to 32 MiB and 64 MiB, so a
+/// client's burst stayed resident after it ended.
+pub fn return_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes the allocator's tuning parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// Bytes of entries held by running listings for [`ListCache`] (a copy made
+/// while the listing is sent, kept only if it completes). Bounded in all, not
+/// per listing: clients that do not read would otherwise make every running
+/// listing hold its copy, a quarter of the cache's budget each.
+static KEEPING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A running listing's share of [`KEEPING`], returned when dropped.
+struct Kept {
+    entries: Vec<Entry>,
+    bytes: usize,
+}
+
+impl Kept {
+    /// Adds `more` (costing `bytes`), unless that takes the running
+    /// listings' copies past a quarter of the cache's budget.
+    fn add(&mut self, more: Vec<Entry>, bytes: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let before = KEEPING.fetch_add(bytes, Ordering::AcqRel);
+        self.bytes += bytes;
+        if before + bytes > ListCache::BUDGET / 4 {
+            return false;
+        }
+        self.entries.extend(more);
+        true
+    }
+
+    fn take(mut self) -> (Vec<Entry>, usize) {
+        (std::mem::take(&mut self.entries), self.bytes)
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        KEEPING.fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Sends the listing of `dir` in chunks. Blocks on `out` while the reader is
@@ -510,15 +595,13 @@ fn stream_listing(dir: &OwnedFd, all: bool, cache_ms: u32, out: &OwnedFd) {
         }
     };
     // Kept for the cache while it fits its budget.
-    let mut keep: Option<(Vec<Entry>, usize)> = key.as_ref().map(|_| (Vec::new(), 0));
+    let mut keep: Option<Kept> = key.as_ref().map(|_| Kept { entries: Vec::new(), bytes: 0 });
     let mut send = |entries: Vec<Entry>, last: bool| -> bool {
         let ok = send_chunk(out, &entries, last);
-        if let Some((kept, bytes)) = &mut keep {
-            *bytes += entries.iter().map(ListCache::cost).sum::<usize>();
-            if *bytes > ListCache::BUDGET / 4 {
+        if let Some(kept) = &mut keep {
+            let bytes = entries.iter().map(ListCache::cost).sum::<usize>();
+            if !kept.add(entries, bytes) {
                 keep = None;
-            } else {
-                kept.extend(entries);
             }
         }
         ok
@@ -555,10 +638,11 @@ fn stream_listing(dir: &OwnedFd, all: bool, cache_ms: u32, out: &OwnedFd) {
     });
     // Cached only if the directory did not change while it was read.
     if complete
-        && let (Some(key), Some((kept, bytes))) = (key, keep)
+        && let (Some(key), Some(kept)) = (key, keep)
         && ListKey::of(dir, all).as_ref() == Some(&key)
     {
-        ListCache::put(key, kept, bytes);
+        let (entries, bytes) = kept.take();
+        ListCache::put(key, entries, bytes);
     }
 }
 

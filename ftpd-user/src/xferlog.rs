@@ -86,7 +86,7 @@ impl Logs {
 
     /// One finished (or failed) transfer, in each enabled format.
     pub fn transfer(&self, who: &Who<'_>, dir: Direction, path: &[u8], bytes: u64, secs: f64, complete: bool) {
-        let path = String::from_utf8_lossy(path);
+        let path = printable(path);
         if let Some(f) = &self.xferlog {
             // Fields are space-separated, so a space in a name would shift them.
             let name: String = path.chars().map(|c| if c.is_whitespace() { '_' } else { c }).collect();
@@ -126,7 +126,7 @@ impl Logs {
     /// A vsftpd log event: `OK LOGIN`, `FAIL LOGIN`, `OK MKDIR`, `CONNECT` …
     pub fn event(&self, user: &str, what: &str, client: &str, detail: Option<&[u8]>) {
         if let Some(f) = &self.vsftpd {
-            let detail = detail.map(|d| format!(", \"{}\"", String::from_utf8_lossy(d))).unwrap_or_default();
+            let detail = detail.map(|d| format!(", \"{}\"", printable(d))).unwrap_or_default();
             let line =
                 format!("{} [pid {}] [{user}] {what}: Client \"{client}\"{detail}\n", self.now(), std::process::id());
             Self::write(f, &line);
@@ -140,8 +140,7 @@ impl Logs {
         }
         if let Some(f) = &self.vsftpd {
             let kind = if response { "FTP response" } else { "FTP command" };
-            let text: String =
-                String::from_utf8_lossy(text).chars().map(|c| if c.is_control() { '?' } else { c }).collect();
+            let text = printable(text);
             let line = format!(
                 "{} [pid {}] [{user}] {kind}: Client \"{client}\", \"{text}\"\n",
                 self.now(),
@@ -150,6 +149,14 @@ impl Logs {
             Self::write(f, &line);
         }
     }
+}
+
+/// A client's bytes as they may appear in a log line: every control
+/// character (CR, LF, ESC, DEL, C1) becomes `?`, as vsftpd's
+/// `str_replace_unprintable` does, so that a name cannot end a line and
+/// forge the next one or drive a terminal. Non-ASCII UTF-8 stays readable.
+fn printable(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];

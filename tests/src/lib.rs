@@ -241,8 +241,13 @@ impl Server {
         let mut todo = vec![self.pid()];
         while let Some(pid) = todo.pop() {
             out.push(pid);
-            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-            todo.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+            // Children are listed by the thread that forked them (the master
+            // starts workers from its login threads).
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+            for task in tasks {
+                let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+                todo.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+            }
         }
         out
     }
@@ -397,6 +402,14 @@ impl Ftp {
         let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to ftpd");
         s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
         Self { r: BufReader::new(s.try_clone().expect("clone")), w: s, peer: addr }
+    }
+
+    /// Wraps a connected stream (e.g. one bound to a chosen source address);
+    /// no greeting read.
+    pub fn from_stream(s: TcpStream) -> Self {
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let peer = s.peer_addr().expect("peer addr");
+        Self { r: BufReader::new(s.try_clone().expect("clone")), w: s, peer }
     }
 
     /// The local address of the control connection (what PORT/EPRT should name).

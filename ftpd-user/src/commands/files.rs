@@ -261,9 +261,17 @@ impl Session {
         };
         let cfg = self.cfg();
         let size = if !self.binary && cfg.ascii_download_enable {
-            match crate::commands::transfer::ascii_size(&fd) {
-                Ok(n) => n,
-                Err(_) => return self.reply(550, "Could not get file size.").await,
+            use crate::commands::transfer::{ASCII_SIZE_MAX, ascii_size};
+            // Reading a file is never done on the async threads: a big one
+            // would stall every session of this process meanwhile.
+            let counted = if u64::try_from(st.st_size).unwrap_or(u64::MAX) > ASCII_SIZE_MAX {
+                None
+            } else {
+                tokio::task::spawn_blocking(move || ascii_size(&fd)).await.ok().and_then(Result::ok).flatten()
+            };
+            match counted {
+                Some(n) => n,
+                None => return self.reply(550, "Could not get file size.").await,
             }
         } else {
             u64::try_from(st.st_size).unwrap_or(0)
@@ -435,7 +443,9 @@ impl Session {
                 let (Some(mode), Some(p)) = (mode, self.path(path).filter(|_| !path.is_empty())) else {
                     return self.reply(501, "SITE CHMOD needs <mode> <file>.").await;
                 };
-                match self.user().root.chmod(&p, mode) {
+                // vsftpd's chmod allows 0 to 0777 only: no setuid, setgid or
+                // sticky bit from a client.
+                match self.user().root.chmod(&p, mode & 0o777) {
                     Ok(()) => self.reply(200, "SITE CHMOD command ok.").await,
                     Err(_) => self.reply(550, "SITE CHMOD command failed.").await,
                 }

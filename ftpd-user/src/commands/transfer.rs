@@ -71,16 +71,28 @@ pub fn split_list_args(arg: &[u8]) -> (Vec<u8>, &[u8]) {
     (flags, rest)
 }
 
-/// Size of `file` after LF → CRLF conversion (what a TYPE A download sends).
-pub fn ascii_size(file: &OwnedFd) -> io::Result<u64> {
+/// Largest file whose TYPE A `SIZE` is computed. Reading the file is the
+/// only way to count its LFs; vsftpd never does it ("a potential I/O DoS")
+/// and answers the binary size. ftpd answers the converted size, which a
+/// client resuming a TYPE A download needs, for files up to this size, and
+/// `550 Could not get file size.` above it rather than a wrong number.
+pub const ASCII_SIZE_MAX: u64 = 16 << 20;
+
+/// Size of `file` after LF → CRLF conversion (what a TYPE A download sends),
+/// reading at most [`ASCII_SIZE_MAX`] bytes: `None` if it is longer (it may
+/// have grown since it was stat'ed). Blocking: call it off the async threads.
+pub fn ascii_size(file: &OwnedFd) -> io::Result<Option<u64>> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut off = 0u64;
     let mut size = 0u64;
     let mut prev = 0u8;
     loop {
+        if off > ASCII_SIZE_MAX {
+            return Ok(None);
+        }
         let n = rustix::io::pread(file, &mut buf, off)?;
         if n == 0 {
-            return Ok(size);
+            return Ok(Some(size));
         }
         for &b in &buf[..n] {
             size += if b == b'\n' && prev != b'\r' { 2 } else { 1 };
@@ -137,12 +149,23 @@ impl Session {
                 return self.reply(550, "Failed to open directory.").await;
             }
         }
+        // One address may not hold all of a worker's listing slots (a session
+        // runs one command at a time, so it holds at most one).
+        let Some(_slot) = ListingSlot::take(self.peer_ip(), self.cfg().ftpd_max_listings_per_ip) else {
+            info!(session = self.id, peer = %self.peer, "listing refused: ftpd_max_listings_per_ip reached");
+            return self.reply(451, "Too many directory listings from your address; try again later.").await;
+        };
         let Some(mut data) = self.open_data().await? else { return Ok(()) };
         self.reply(150, "Here comes the directory listing.").await?;
         // Streamed: each chunk of entries is formatted and written before the
         // next is read, so a listing costs one chunk of memory whatever its size.
         let lister = self.lister(kind, all, recurse);
-        let stall = self.stall();
+        // A listing whose client does not read holds a worker thread and its
+        // memory: it gets less time than a file download.
+        let stall = match self.cfg().ftpd_list_stall_timeout {
+            0 => self.stall(),
+            s => self.stall().min(Duration::from_secs(u64::from(s))),
+        };
         let given = path_arg.to_vec();
         let send = async move {
             let failed = match path {
@@ -674,6 +697,40 @@ fn unique_name(root: &Fs, wanted: &VPath) -> Option<VPath> {
         let p = dir.join(&n).ok()?;
         root.lstat(&p).is_err().then_some(p)
     })
+}
+
+/// Listings running per client address (`ftpd_max_listings_per_ip`).
+static LISTINGS_BY_IP: std::sync::Mutex<Option<std::collections::HashMap<std::net::IpAddr, u32>>> =
+    std::sync::Mutex::new(None);
+
+/// One running listing of a client address; dropping it frees the slot.
+struct ListingSlot(std::net::IpAddr);
+
+impl ListingSlot {
+    /// A slot for `ip`, unless it already has `max` (0: no limit).
+    fn take(ip: std::net::IpAddr, max: u32) -> Option<Self> {
+        let mut guard = LISTINGS_BY_IP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = guard.get_or_insert_with(Default::default).entry(ip).or_insert(0);
+        if max != 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Self(ip))
+    }
+}
+
+impl Drop for ListingSlot {
+    fn drop(&mut self) {
+        let mut guard = LISTINGS_BY_IP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(map) = guard.as_mut()
+            && let Some(n) = map.get_mut(&self.0)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.0);
+            }
+        }
+    }
 }
 
 /// What a streamed listing needs from its session, owned, so the transfer

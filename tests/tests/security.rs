@@ -1,0 +1,691 @@
+//! Defects found by attacking a running server (issue 10): each test replays
+//! the attack and checks that it no longer works.
+
+use std::{
+    io::Read,
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use ftpd_tests::{Ftp, Server, is_root, run_ok, served_by_nobody};
+
+/// A TCP connection from `src` (any port) to `dst`, with a receive buffer
+/// of `rcvbuf` bytes if given (set before the handshake, so the window the
+/// server sees stays small).
+fn connect_from(src: Ipv4Addr, dst: SocketAddr, rcvbuf: Option<i32>) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(dst) = dst else { panic!("IPv4 only: {dst}") };
+    let sa = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor owned here, with valid
+    // pointers and lengths; the fd is handed to TcpStream, which owns it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        if let Some(n) = rcvbuf {
+            let p = (&raw const n).cast::<libc::c_void>();
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, p, 4);
+        }
+        let from = sa(src, 0);
+        let rc = libc::bind(fd, (&raw const from).cast(), len);
+        assert_eq!(rc, 0, "bind {src}: {}", std::io::Error::last_os_error());
+        let to = sa(*dst.ip(), dst.port());
+        let rc = libc::connect(fd, (&raw const to).cast(), len);
+        assert_eq!(rc, 0, "connect {dst} from {src}: {}", std::io::Error::last_os_error());
+        stream
+    }
+}
+
+/// An anonymous session whose control connection comes from `src`.
+fn login_from(server: &Server, src: Ipv4Addr) -> Ftp {
+    let mut c = Ftp::from_stream(connect_from(src, server.addr, None));
+    assert_eq!(c.read_reply().0, 220, "greeting");
+    c.cmd_ok("USER anonymous", 230);
+    c
+}
+
+/// PASV, then a data connection from `src` (the control connection's
+/// address: ftpd refuses data connections from elsewhere).
+fn pasv_from(c: &mut Ftp, src: Ipv4Addr, rcvbuf: Option<i32>) -> TcpStream {
+    let text = c.cmd_ok("PASV", 227);
+    let inner = &text[text.find('(').expect("(") + 1..text.find(')').expect(")")];
+    let n: Vec<u16> = inner.split(',').map(|x| x.trim().parse().expect("number")).collect();
+    let ip = Ipv4Addr::new(n[0] as u8, n[1] as u8, n[2] as u8, n[3] as u8);
+    connect_from(src, SocketAddr::from((ip, n[4] * 256 + n[5])), rcvbuf)
+}
+
+/// A whole data command over a connection from `src`.
+fn transfer_from(c: &mut Ftp, src: Ipv4Addr, line: &str) -> (Vec<u8>, u16, String) {
+    let mut data = pasv_from(c, src, None);
+    let (code, text) = c.cmd(line);
+    if code != 150 {
+        return (Vec::new(), code, text);
+    }
+    let mut buf = Vec::new();
+    data.read_to_end(&mut buf).expect("read data");
+    let (code, text) = c.read_reply();
+    (buf, code, text)
+}
+
+/// The server's processes started with `--ftpd-worker`.
+fn workers(server: &Server) -> Vec<u32> {
+    server
+        .pids()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.windows(13).any(|w| w == b"--ftpd-worker"))
+        })
+        .collect()
+}
+
+/// A field of /proc/PID/status as a number (`VmRSS` in KiB, `Threads`).
+fn status_field(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn put(path: &Path, mode: u32, owner: &str) {
+    std::fs::write(path, path.file_name().expect("name").as_encoded_bytes()).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    run_ok(Command::new("chown").arg(owner).arg(path));
+}
+
+fn mkdir(path: &Path, mode: u32, owner: &str) {
+    std::fs::create_dir(path).expect("mkdir");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    run_ok(Command::new("chown").arg(owner).arg(path));
+}
+
+/// `setfacl` (Debian's `acl` package), or `None` when it is not installed.
+fn setfacl(args: &[&str], path: &Path) -> Option<()> {
+    let out = Command::new("setfacl").args(args).arg(path).output().ok()?;
+    assert!(out.status.success(), "setfacl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Some(())
+}
+
+/// Defect 1: the front opened anonymous downloads itself and checked only the
+/// file's mode bits for `ftp_username`, so a file in a directory that
+/// `ftp_username` may not search (mode bits or an ACL), or with an ACL entry
+/// that denies it, was served while CWD into it was refused.
+#[test]
+fn anonymous_downloads_obey_directory_search_permission_and_acls() {
+    if !is_root() {
+        eprintln!("skipped: needs root (files of other owners, privilege separation)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let root = dir.path();
+    put(&root.join("open.txt"), 0o644, "root:root");
+    // daemon's group may not search it; everyone else (the front's nobody) may.
+    mkdir(&root.join("nosearch"), 0o705, "root:daemon");
+    put(&root.join("nosearch/f.txt"), 0o644, "root:root");
+    // Open to all by its bits, closed to daemon by an ACL entry.
+    mkdir(&root.join("acl"), 0o755, "root:root");
+    put(&root.join("acl/f.txt"), 0o644, "root:root");
+    put(&root.join("acl-file.txt"), 0o644, "root:root");
+    let acls = setfacl(&["-m", "u:daemon:---"], &root.join("acl"))
+        .and_then(|()| setfacl(&["-m", "u:daemon:---"], &root.join("acl-file.txt")));
+    if acls.is_none() {
+        eprintln!("setfacl not installed (Debian: apt-get install acl): ACL cases skipped");
+    }
+    // What the kernel says daemon may do: the reference the server must match.
+    let as_daemon = |p: &str| {
+        Command::new("setpriv")
+            .args(["--reuid=daemon", "--regid=daemon", "--init-groups", "cat"])
+            .arg(root.join(p))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let server = Server::start(root, &["ftp_username=daemon"]);
+    let mut c = server.login();
+    c.cmd_ok("TYPE I", 200);
+    let mut cases = vec![("open.txt", true), ("nosearch/f.txt", false)];
+    if acls.is_some() {
+        cases.extend([("acl/f.txt", false), ("acl-file.txt", false)]);
+    }
+    for (path, readable) in cases {
+        assert_eq!(as_daemon(path), readable, "daemon reading {path} directly");
+        // Twice: the second time the worker exists and any fast path is warm.
+        for _ in 0..2 {
+            let (bytes, code, text) = c.transfer(&format!("RETR {path}"));
+            if readable {
+                assert_eq!(code, 226, "RETR {path}: {text}");
+                assert_eq!(bytes, Path::new(path).file_name().unwrap().as_encoded_bytes());
+            } else {
+                assert_eq!(code, 550, "RETR {path} must be refused as for ftp_username: {text}");
+            }
+            let (code, text) = c.cmd(&format!("SIZE {path}"));
+            assert_eq!(code, if readable { 213 } else { 550 }, "SIZE {path}: {text}");
+        }
+    }
+    c.cmd_ok("CWD nosearch", 550);
+    if acls.is_some() {
+        c.cmd_ok("CWD acl", 550);
+    }
+    // With ftp_username = nopriv_user (the default nobody), an ACL that
+    // denies nobody is obeyed too.
+    if acls.is_some() {
+        put(&root.join("no-nobody.txt"), 0o644, "root:root");
+        setfacl(&["-m", "u:nobody:---"], &root.join("no-nobody.txt"));
+        let server = Server::start(root, &[]);
+        let mut c = server.login();
+        for _ in 0..2 {
+            c.cmd_ok("TYPE I", 200);
+            let (bytes, code, _) = c.transfer("RETR open.txt");
+            assert_eq!((bytes.as_slice(), code), (&b"open.txt"[..], 226));
+            let (_, code, text) = c.transfer("RETR no-nobody.txt");
+            assert_eq!(code, 550, "{text}");
+        }
+    }
+}
+
+/// Median of a few durations.
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Writes USER's entry to a virtual users file with `ftpd passwd`.
+fn ftpd_passwd(file: &Path, user: &str, password: &str) {
+    let mut p = Command::new(ftpd_tests::ftpd_bin())
+        .arg("passwd")
+        .arg(file)
+        .arg(user)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ftpd passwd");
+    std::io::Write::write_all(p.stdin.as_mut().expect("stdin"), format!("{password}\n").as_bytes()).expect("password");
+    let out = p.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Settings for virtual users from `users`, confined to `root`.
+fn virtual_settings(users: &Path, root: &Path) -> Vec<String> {
+    vec![
+        "local_enable=YES".into(),
+        "guest_enable=YES".into(),
+        "guest_username=nobody".into(),
+        format!("virtual_users_file={}", users.display()),
+        format!("local_root={}", root.display()),
+        "allow_writeable_chroot=YES".into(),
+        "delay_failed_login=0".into(),
+    ]
+}
+
+/// Defect 2: PASS for an unknown virtual user was answered in 2.9 ms, for a
+/// known one with a wrong password in 18.5 ms: the names could be listed.
+#[test]
+fn unknown_virtual_users_cost_as_much_as_known_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let users = dir.path().join("vusers");
+    ftpd_passwd(&users, "vera", "right");
+    ftpd_passwd(&users, "vince", "other");
+    let settings = virtual_settings(&users, dir.path());
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let server = Server::start(dir.path(), &settings);
+    let pass = |user: &str| {
+        let mut c = server.connect();
+        c.cmd_ok(&format!("USER {user}"), 331);
+        let t = Instant::now();
+        c.cmd_ok("PASS wrong", 530);
+        t.elapsed()
+    };
+    // Warm up (the first login starts the worker machinery, caches the file).
+    pass("vera");
+    pass("nobody-here");
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for i in 0..20 {
+        known.push(pass("vera"));
+        unknown.push(pass(&format!("ghost{i}")));
+    }
+    let (k, u) = (median(known), median(unknown));
+    let ratio = k.as_secs_f64() / u.as_secs_f64();
+    eprintln!("PASS medians: known user {k:?}, unknown user {u:?} (ratio {ratio:.2})");
+    assert!((0.7..=1.3).contains(&ratio), "known {k:?} vs unknown {u:?}: a user name shows in the timing");
+    // And the right password still works.
+    let mut c = server.connect();
+    c.cmd_ok("USER vera", 331);
+    c.cmd_ok("PASS right", 230);
+}
+
+/// `n` empty files with long names in `root/big`, so that their listing is
+/// megabytes: more than the socket buffers of a client that does not read.
+fn big_dir(root: &Path, n: u32) {
+    let dir = root.join("big");
+    std::fs::create_dir(&dir).expect("mkdir big");
+    served_by_nobody(&dir);
+    let pad = "x".repeat(120);
+    for i in 0..n {
+        std::fs::write(dir.join(format!("f{i:06}{pad}")), b"").expect("create");
+    }
+}
+
+/// Threads named `listing` (the producers of streamed listings) in the server.
+fn listing_threads(server: &Server) -> usize {
+    server
+        .pids()
+        .iter()
+        .flat_map(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten())
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "listing"))
+        .count()
+}
+
+/// Defect 3: 64 sessions that start a big LIST and never read took every
+/// listing slot of the anonymous worker: every other user got 451 until
+/// `data_connection_timeout` (300 s), and the worker kept the memory.
+#[test]
+fn stalled_listings_from_one_address_do_not_deny_another() {
+    if !is_root() {
+        eprintln!("skipped: needs root (a file worker to measure)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    big_dir(dir.path(), 20_000);
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).expect("mkdir");
+    served_by_nobody(&small);
+    std::fs::write(small.join("one.txt"), b"1").expect("write");
+    let server = Server::start(dir.path(), &["max_per_ip=0", "max_clients=0", "ftpd_list_stall_timeout=3"]);
+    let (a, b) = (Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2));
+    let mut other = login_from(&server, b);
+    let (bytes, code, _) = transfer_from(&mut other, b, "NLST small");
+    assert_eq!((String::from_utf8_lossy(&bytes).contains("one.txt"), code), (true, 226));
+    let worker = *workers(&server).first().expect("the anonymous file worker");
+    let baseline = status_field(worker, "VmRSS");
+    // The attack: 64 listings from one address, never read.
+    let mut stalled = Vec::new();
+    let mut refused = 0;
+    for _ in 0..64 {
+        let mut c = login_from(&server, a);
+        let data = pasv_from(&mut c, a, Some(2048));
+        let (code, text) = c.cmd("LIST big");
+        match code {
+            150 => stalled.push((c, data)),
+            451 => refused += 1,
+            _ => panic!("LIST big: {text}"),
+        }
+    }
+    thread::sleep(Duration::from_millis(500));
+    let peak = status_field(worker, "VmRSS");
+    // Another address lists as usual meanwhile.
+    for cmd in ["LIST small", "NLST small", "MLSD small"] {
+        let (_, code, text) = transfer_from(&mut other, b, cmd);
+        assert_eq!(code, 226, "{cmd} from another address while {} listings stall: {text}", stalled.len());
+    }
+    assert!(stalled.len() <= 16, "{} listings from one address at once", stalled.len());
+    assert_eq!(stalled.len() + refused, 64);
+    // Stalled listings end after ftpd_list_stall_timeout, not data_connection_timeout.
+    let started = Instant::now();
+    for (c, _data) in &mut stalled {
+        let (code, text) = c.read_reply();
+        assert!(matches!(code, 421 | 426), "a stalled listing ends with an error: {text}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(8), "stalled listings lasted {:?}", started.elapsed());
+    drop(stalled);
+    wait_for("the listing threads to end", Duration::from_secs(10), || listing_threads(&server) == 0);
+    let after = status_field(worker, "VmRSS");
+    eprintln!("worker RSS: {baseline} KiB before, {peak} KiB with the stalled listings, {after} KiB after");
+    assert!(after < baseline + 16 * 1024, "the worker kept {} KiB", after.saturating_sub(baseline));
+    // And the address that stalled may list again.
+    let mut c = login_from(&server, a);
+    let (_, code, text) = transfer_from(&mut c, a, "NLST small");
+    assert_eq!(code, 226, "{text}");
+}
+
+/// Defect 4: with `ascii_download_enable`, `TYPE A` + `SIZE` of a 4 GiB file
+/// read the whole file on the async threads: every other session stalled.
+#[test]
+fn ascii_size_of_a_huge_file_does_not_stall_other_sessions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let huge = dir.path().join("huge.txt");
+    // Sparse: no disk used, but reading it is 4 GiB of work.
+    std::fs::File::create(&huge).expect("create").set_len(4 << 30).expect("set_len");
+    std::fs::set_permissions(&huge, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::write(dir.path().join("small.txt"), b"a\nb\n").expect("write");
+    std::fs::set_permissions(dir.path().join("small.txt"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let server = Server::start(dir.path(), &["ascii_download_enable=YES"]);
+    let mut others: Vec<Ftp> = (0..4).map(|_| server.login()).collect();
+    let mut c = server.login();
+    c.cmd_ok("TYPE A", 200);
+    // Small files still get their converted size.
+    assert_eq!(c.cmd_ok("SIZE small.txt", 213), "213 6\r\n");
+    // One per runtime thread and more: were any of them read on the async
+    // threads, every thread would be busy.
+    let cpus = thread::available_parallelism().map_or(2, usize::from);
+    let mut sizers: Vec<Ftp> = (0..cpus * 2)
+        .map(|_| {
+            let mut s = server.login();
+            s.cmd_ok("TYPE A", 200);
+            s
+        })
+        .collect();
+    for s in &mut sizers {
+        s.send_raw(b"SIZE huge.txt\r\n").expect("send");
+    }
+    c.send_raw(b"SIZE huge.txt\r\n").expect("send");
+    let started = Instant::now();
+    let mut worst = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(2) {
+        for o in &mut others {
+            let t = Instant::now();
+            o.cmd_ok("NOOP", 200);
+            worst = worst.max(t.elapsed());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    for s in &mut sizers {
+        assert_eq!(s.read_reply().0, 550);
+    }
+    let (code, text) = c.read_reply();
+    eprintln!("SIZE huge.txt in TYPE A: {text:?}; slowest NOOP meanwhile {worst:?}");
+    assert!(worst < Duration::from_millis(300), "other sessions stalled for {worst:?}");
+    assert_eq!((code, text.as_str()), (550, "550 Could not get file size.\r\n"));
+    c.cmd_ok("TYPE I", 200);
+    assert_eq!(c.cmd_ok("SIZE huge.txt", 213), format!("213 {}\r\n", 4u64 << 30));
+}
+
+/// Runs ftpd serving `root` with `settings`, expecting it to refuse to
+/// start; returns what it printed.
+fn refuses_to_start(root: &Path, settings: &[String]) -> String {
+    let mut child = Command::new(ftpd_tests::ftpd_bin())
+        .arg("--root")
+        .arg(root)
+        .args(["-oftpd_ebpf=off", "-oftpd_metrics_listen=", &format!("-olisten_port={}", ftpd_tests::free_port())])
+        .args(settings.iter().map(|s| format!("-o{s}")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ftpd");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wait");
+            panic!("ftpd started: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(!out.status.success(), "ftpd exited successfully");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Defect 7: a malformed line disabled every virtual login with an error at
+/// login time only; duplicates silently took the last; spaces became part of
+/// names; a name with `/` (which `ftpd passwd` refuses) was accepted and,
+/// with `user_sub_token`, moved the root outside `local_root`.
+#[test]
+fn a_bad_virtual_users_file_stops_startup_naming_file_line_and_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let users = dir.path().join("vusers");
+    ftpd_passwd(&users, "vera", "right");
+    let good = std::fs::read_to_string(&users).expect("read");
+    let hash = good.trim().split_once(':').expect("user:hash").1.to_string();
+    let base = dir.path().join("v");
+    let mut settings = virtual_settings(&users, &base.join("$USER"));
+    settings.push("user_sub_token=$USER".into());
+    for (line, reason) in [
+        ("garbage".to_string(), "expected user:hash"),
+        (format!("vera:{hash}"), "vera is already defined on line 1"),
+        (format!("ve ra:{hash}"), "user name with a space"),
+        (format!("../../etc:{hash}"), "user name with '/'"),
+        (format!("..:{hash}"), "user name . or .."),
+        ("vince:plain".to_string(), "unsupported hash for vince"),
+    ] {
+        std::fs::write(&users, format!("{good}{line}\n")).expect("write");
+        let err = refuses_to_start(dir.path(), &settings);
+        let at = format!("{}:2:", users.display());
+        assert!(err.contains(&at) && err.contains(reason), "{line:?}: want {at} and {reason:?} in: {err}");
+    }
+    // And `ftpd passwd` refuses the same names.
+    for name in ["ve ra", "a/b", ".."] {
+        let out = ftpd_tests::run(
+            Command::new(ftpd_tests::ftpd_bin()).arg("passwd").arg(&users).arg(name).stdin(Stdio::null()),
+        );
+        assert!(!out.status.success(), "ftpd passwd accepted {name:?}");
+    }
+}
+
+/// Defect 7, continued: a users file that turns bad while ftpd runs keeps
+/// the users read before (and the log says why), instead of refusing every
+/// virtual login; a good change is picked up.
+#[test]
+fn a_virtual_users_file_that_turns_bad_keeps_the_users_read_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let users = dir.path().join("vusers");
+    ftpd_passwd(&users, "vera", "right");
+    let settings = virtual_settings(&users, dir.path());
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let server = Server::start(dir.path(), &settings);
+    let login = |user: &str, password: &str| {
+        let mut c = server.connect();
+        c.cmd_ok(&format!("USER {user}"), 331);
+        c.cmd(&format!("PASS {password}")).0
+    };
+    assert_eq!(login("vera", "right"), 230);
+    ftpd_passwd(&users, "vince", "new");
+    assert_eq!(login("vince", "new"), 230, "a user added while ftpd runs");
+    let good = std::fs::read_to_string(&users).expect("read");
+    std::fs::write(&users, format!("{good}garbage\n")).expect("write");
+    assert_eq!(login("vera", "right"), 230, "{}", server.log());
+    assert_eq!(login("vince", "new"), 230);
+    assert_eq!(login("vera", "wrong"), 530);
+    let log = server.log();
+    let at = format!("{}:3: expected user:hash", users.display());
+    assert!(log.contains(&at) && log.contains("keeping the users read before"), "{log}");
+}
+
+/// Defect 5: `SITE CHMOD 6755` set the setuid and setgid bits. vsftpd's
+/// chmod allows 0 to 0777 only.
+#[test]
+fn site_chmod_never_sets_setuid_setgid_or_sticky() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).expect("mkdir");
+    ftpd_tests::writable_by_all(&home);
+    let users = dir.path().join("vusers");
+    ftpd_passwd(&users, "vera", "right");
+    let mut settings = virtual_settings(&users, &home);
+    settings.extend(["write_enable=YES".into(), "virtual_use_local_privs=YES".into()]);
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let server = Server::start(dir.path(), &settings);
+    let mut c = server.connect();
+    c.cmd_ok("USER vera", 331);
+    c.cmd_ok("PASS right", 230);
+    let (_, code, text) = c.upload("STOR tool", b"#!/bin/sh\n");
+    assert_eq!(code, 226, "{text}");
+    for (mode, want) in [("6755", 0o755), ("4777", 0o777), ("1777", 0o777), ("2750", 0o750), ("0640", 0o640)] {
+        assert_eq!(c.cmd_ok(&format!("SITE CHMOD {mode} tool"), 200), "200 SITE CHMOD command ok.\r\n");
+        assert_eq!(ftpd_tests::mode_of(&home.join("tool")), want, "SITE CHMOD {mode}");
+    }
+    c.cmd_ok("SITE CHMOD 17777 tool", 501);
+}
+
+/// Defect 6: `vsftpd_log_file` lines carried raw CR and other control
+/// bytes from client names, so a client could forge log lines. vsftpd
+/// writes `?` for every unprintable byte.
+#[test]
+fn log_lines_carry_no_control_bytes_from_client_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).expect("mkdir");
+    ftpd_tests::writable_by_all(&root);
+    let log = dir.path().join("vsftpd.log");
+    let xfer = dir.path().join("xferlog");
+    let server = Server::start(
+        &root,
+        &[
+            "write_enable=YES",
+            "anon_upload_enable=YES",
+            "anon_mkdir_write_enable=YES",
+            "anon_other_write_enable=YES",
+            "xferlog_enable=YES",
+            "dual_log_enable=YES",
+            &format!("vsftpd_log_file={}", log.display()),
+            &format!("xferlog_file={}", xfer.display()),
+        ],
+    );
+    let mut c = server.login();
+    let forged = "Mon Jan  1 00:00:00 2024 [pid 1] [ftp] OK LOGIN: Client \"6.6.6.6\"";
+    c.send_raw(format!("MKD d\r{forged}\x1b[2J\r\n").as_bytes()).expect("send");
+    assert_eq!(c.read_reply().0, 257);
+    let (_, code, text) = c.upload("STOR f\rforged\x07.txt", b"x");
+    assert_eq!(code, 226, "{text}");
+    c.cmd_ok("RNFR f\rforged\x07.txt", 350);
+    c.cmd_ok("RNTO g\rforged\x7f.txt", 250);
+    c.cmd_ok("DELE g\rforged\x7f.txt", 250);
+    c.cmd_ok("QUIT", 221);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let t = std::fs::read(&log).unwrap_or_default();
+        if String::from_utf8_lossy(&t).contains("DELETE") || Instant::now() > deadline {
+            break t;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    for (name, bytes) in [("vsftpd_log_file", text), ("xferlog", std::fs::read(&xfer).expect("xferlog"))] {
+        let shown = String::from_utf8_lossy(&bytes).into_owned();
+        let bad: Vec<&str> = shown.lines().filter(|l| l.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f)).collect();
+        assert!(bad.is_empty(), "{name} has control bytes: {bad:?}");
+    }
+    let shown = String::from_utf8_lossy(&std::fs::read(&log).expect("log")).into_owned();
+    for (what, name) in [
+        ("OK MKDIR", "\"/d?Mon Jan  1"),
+        ("OK UPLOAD", "\"/f?forged?.txt\""),
+        ("OK RENAME", "\"/f?forged?.txt"),
+        ("OK DELETE", "\"/g?forged?.txt\""),
+    ] {
+        assert!(shown.lines().any(|l| l.contains(what) && l.contains(name)), "{what} {name} in {shown}");
+    }
+    assert!(!shown.lines().any(|l| l.starts_with("Mon Jan  1 00:00:00 2024")), "a forged line: {shown}");
+}
+
+/// The master: the process started, which is root and not a worker.
+fn master(server: &Server) -> u32 {
+    server.pid()
+}
+
+/// Defect 8: the root master ran each password check on a new thread with
+/// no cap: 300 concurrent wrong passwords took it to 3.9 GiB, 664 MiB stayed.
+#[test]
+fn concurrent_wrong_passwords_do_not_grow_the_master() {
+    if !is_root() {
+        eprintln!("skipped: needs root (a privileged master)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let users = dir.path().join("vusers");
+    ftpd_passwd(&users, "vera", "right");
+    let mut settings = virtual_settings(&users, dir.path());
+    settings.extend(["max_per_ip=0".into(), "max_clients=0".into(), "max_login_fails=0".into()]);
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let server = Server::start(dir.path(), &settings);
+    let pid = master(&server);
+    let baseline = status_field(pid, "VmRSS");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let addr = server.addr;
+    let attackers: Vec<_> = (0..120)
+        .map(|_| {
+            let stop = std::sync::Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut c = Ftp::connect(addr);
+                c.read_reply();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = c.send_raw(b"USER vera\r\nPASS wrong\r\n");
+                    let (Some(_), Some(_)) = (c.try_read_reply(), c.try_read_reply()) else { break };
+                }
+            })
+        })
+        .collect();
+    let (mut threads, mut rss) = (0, 0);
+    let started = Instant::now();
+    let mut good = None;
+    while started.elapsed() < Duration::from_secs(4) {
+        threads = threads.max(status_field(pid, "Threads"));
+        rss = rss.max(status_field(pid, "VmRSS"));
+        if good.is_none() && started.elapsed() > Duration::from_secs(1) {
+            // A good login from another address still gets in meanwhile.
+            let t = Instant::now();
+            let mut c = Ftp::from_stream(connect_from(Ipv4Addr::new(127, 0, 0, 2), addr, None));
+            assert_eq!(c.read_reply().0, 220);
+            c.cmd_ok("USER vera", 331);
+            c.cmd_ok("PASS right", 230);
+            good = Some(t.elapsed());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for a in attackers {
+        let _ = a.join();
+    }
+    thread::sleep(Duration::from_millis(500));
+    let after = status_field(pid, "VmRSS");
+    eprintln!(
+        "master: {threads} threads at most, RSS {baseline} KiB before, {rss} KiB at most, {after} KiB after; \
+         good login took {good:?}"
+    );
+    assert!(threads <= 16, "the master ran {threads} threads");
+    assert!(rss < baseline + 256 * 1024, "the master grew to {rss} KiB");
+    assert!(after < baseline + 32 * 1024, "the master kept {after} KiB");
+    assert!(good.is_some_and(|g| g < Duration::from_secs(3)), "the good login took {good:?}");
+    // The refusals are reported.
+    assert!(server.log().contains("too many logins waiting for a password check"), "no warning in the log");
+}
+
+/// Defect 9: file workers kept a second copy of the channel and root
+/// descriptors they inherit.
+#[test]
+fn file_workers_hold_only_the_descriptors_they_use() {
+    if !is_root() {
+        eprintln!("skipped: needs root (file workers)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let server = Server::start(dir.path(), &[]);
+    let mut c = server.login();
+    c.cmd_ok("CWD /", 250);
+    let worker = *workers(&server).first().expect("a file worker");
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{worker}/fd"))
+        .expect("fd dir")
+        .flatten()
+        .map(|e| {
+            let target = std::fs::read_link(e.path()).map(|t| t.display().to_string()).unwrap_or_default();
+            format!("{} -> {target}", e.file_name().display())
+        })
+        .collect();
+    // stdin, stdout, stderr, the channel (3) and the root (4).
+    assert_eq!(fds.len(), 5, "worker descriptors: {fds:?}");
+}
