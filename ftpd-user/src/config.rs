@@ -193,29 +193,31 @@ options! {
     reverse_lookup_enable: Bool = true, "Accepted for compatibility; no effect (ftpd never resolves client addresses).";
     no_log_lock: Bool = false, "Accepted for compatibility; ftpd writes each log line with one append-mode write, which needs no lock.";
     trans_chunk_size: UInt = 0, "Accepted for compatibility; no effect (rate limits use TCP pacing, not chunked writes).";
-    ssl_enable: Bool = false, "TLS. ftpd does not implement FTPS: YES stops startup rather than serving in clear text what you asked to encrypt.";
-    implicit_ssl: Bool = false, "TLS; YES is refused like `ssl_enable`.";
-    rsa_cert_file: Str = "/usr/share/ssl/certs/vsftpd.pem", "Accepted for compatibility; only used with `ssl_enable`, which ftpd refuses.";
-    rsa_private_key_file: Str = "", "Accepted for compatibility; only used with `ssl_enable`.";
-    dsa_cert_file: Str = "", "Accepted for compatibility; only used with `ssl_enable`.";
-    dsa_private_key_file: Str = "", "Accepted for compatibility; only used with `ssl_enable`.";
-    ca_certs_file: Str = "", "Accepted for compatibility; only used with `ssl_enable`.";
-    ssl_ciphers: Str = "DES-CBC3-SHA", "Accepted for compatibility; only used with `ssl_enable`.";
-    allow_anon_ssl: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
-    force_local_data_ssl: Bool = true, "Accepted for compatibility; only used with `ssl_enable`.";
-    force_local_logins_ssl: Bool = true, "Accepted for compatibility; only used with `ssl_enable`.";
-    force_anon_data_ssl: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
-    force_anon_logins_ssl: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
-    ssl_tlsv1: Bool = true, "Accepted for compatibility; only used with `ssl_enable`.";
-    ssl_sslv2: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
-    ssl_sslv3: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
-    require_ssl_reuse: Bool = true, "Accepted for compatibility; only used with `ssl_enable`.";
-    ssl_request_cert: Bool = true, "Accepted for compatibility; only used with `ssl_enable`.";
-    require_cert: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
-    validate_cert: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
-    debug_ssl: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
-    strict_ssl_read_eof: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
-    strict_ssl_write_shutdown: Bool = false, "Accepted for compatibility; only used with `ssl_enable`.";
+    ssl_enable: Bool = false, "FTPS (RFC 4217): `AUTH TLS`/`AUTH SSL`, `PBSZ`, `PROT`, `CCC`, with rustls. Needs `rsa_cert_file`.";
+    implicit_ssl: Bool = false, "Implicit FTPS: TLS from the first byte of every control connection (needs `ssl_enable`; usually with `listen_port=990`).";
+    rsa_cert_file: Str = "/usr/share/ssl/certs/vsftpd.pem", "PEM certificate chain (server certificate first). Read as root at startup; a missing or unreadable file stops startup.";
+    rsa_private_key_file: Str = "", "PEM private key (PKCS#8, PKCS#1 or SEC1); empty: read from `rsa_cert_file`, as vsftpd. Read as root before the privilege split: the unprivileged process never opens it.";
+    dsa_cert_file: Str = "", "Accepted for compatibility; no effect (rustls serves one certificate: `rsa_cert_file`, which may hold an ECDSA key).";
+    dsa_private_key_file: Str = "", "Accepted for compatibility; no effect (see `dsa_cert_file`).";
+    ca_certs_file: Str = "", "PEM CA certificates that client certificates are checked against, with `require_cert` and `validate_cert`.";
+    ssl_ciphers: Str = "HIGH", "OpenSSL-style cipher list for TLS 1.2 (`HIGH`, `DEFAULT`, or suite names such as `ECDHE-RSA-AES128-GCM-SHA256`); TLS 1.3 suites stay unless named. rustls has no 3DES/RC4/CBC suites, so vsftpd 3.0's default `DES-CBC3-SHA` is refused at startup; ftpd's default is `HIGH`.";
+    allow_anon_ssl: Bool = false, "Let anonymous users use TLS; NO answers `530 Anonymous sessions may not use encryption.` to an anonymous USER over TLS.";
+    force_local_data_ssl: Bool = true, "Non-anonymous users' data connections must be `PROT P` (`522 Data connections must be encrypted.`).";
+    force_local_logins_ssl: Bool = true, "Non-anonymous users must log in over TLS (`530 Non-anonymous sessions must use encryption.`).";
+    force_anon_data_ssl: Bool = false, "Anonymous users' data connections must be `PROT P`.";
+    force_anon_logins_ssl: Bool = false, "Anonymous users must log in over TLS (implies `allow_anon_ssl`).";
+    ssl_tlsv1: Bool = true, "Accepted for compatibility; no effect: TLS 1.0 and 1.1 are never offered (see `ssl_tlsv1_2`, `ssl_tlsv1_3`).";
+    ssl_tlsv1_2: Bool = true, "Offer TLS 1.2.";
+    ssl_tlsv1_3: Bool = true, "Offer TLS 1.3.";
+    ssl_sslv2: Bool = false, "SSLv2 does not exist in rustls: YES with `ssl_enable` stops startup.";
+    ssl_sslv3: Bool = false, "SSLv3 does not exist in rustls: YES with `ssl_enable` stops startup.";
+    require_ssl_reuse: Bool = true, "A TLS data connection must resume this control connection's TLS session (not any session the server issued); others get `522 SSL connection failed; session reuse required`.";
+    ssl_request_cert: Bool = true, "Accepted for compatibility; a client certificate is asked for only with `require_cert`.";
+    require_cert: Bool = false, "Clients must present a certificate (checked against `ca_certs_file` with `validate_cert`).";
+    validate_cert: Bool = false, "With `require_cert`: the client certificate must chain to `ca_certs_file`.";
+    debug_ssl: Bool = false, "Accepted for compatibility; TLS failures are always logged (at debug level) and counted in the metrics.";
+    strict_ssl_read_eof: Bool = true, "A TLS upload must end with close_notify; one that ends with a bare TCP close failed (`426`) and is not kept as complete. ftpd's default YES differs from vsftpd's NO: a truncated upload is never stored as complete.";
+    strict_ssl_write_shutdown: Bool = false, "After a TLS download, wait for the client's close_notify; without it the transfer failed (`426`).";
     session_support: Bool = false, "utmp/wtmp session records: not implemented, so YES stops startup.";
     tcp_wrappers: Bool = false, "TCP wrappers (hosts.allow): not implemented, so YES stops startup; use the firewall or `max_per_ip`.";
     syslog_enable: Bool = false, "vsftpd log to syslog: not implemented, so YES stops startup; ftpd's own log already reaches journald through stderr.";
@@ -414,9 +416,21 @@ impl Config {
         {
             return Err(format!("pasv_address={:?} is not an IPv4 address", self.pasv_address));
         }
+        if self.implicit_ssl && !self.ssl_enable {
+            return Err("implicit_ssl=YES needs ssl_enable=YES".into());
+        }
+        if self.ssl_enable {
+            for (name, on) in [("ssl_sslv2", self.ssl_sslv2), ("ssl_sslv3", self.ssl_sslv3)] {
+                if on {
+                    return Err(format!("{name}=YES: SSLv2/SSLv3 are broken and not implemented; set it to NO"));
+                }
+            }
+            if !self.ssl_tlsv1_2 && !self.ssl_tlsv1_3 {
+                return Err("ssl_tlsv1_2=NO and ssl_tlsv1_3=NO leave no TLS version to offer".into());
+            }
+            crate::tls::provider(&self.ssl_ciphers)?;
+        }
         for (name, on) in [
-            ("ssl_enable", self.ssl_enable),
-            ("implicit_ssl", self.implicit_ssl),
             ("session_support", self.session_support),
             ("tcp_wrappers", self.tcp_wrappers),
             ("syslog_enable", self.syslog_enable),
@@ -679,8 +693,9 @@ mod tests {
         let c = load(debian).unwrap();
         c.validate().unwrap();
         assert!(c.listen_ipv6 && c.local_enable && c.xferlog_enable && c.pam_service_name == "vsftpd");
-        let e = load("ssl_enable=YES\n").unwrap().validate().unwrap_err();
-        assert!(e.contains("ssl_enable=YES is not supported"), "{e}");
+        let e = load("ssl_enable=YES\nssl_ciphers=DES-CBC3-SHA\n").unwrap().validate().unwrap_err();
+        assert!(e.contains("ssl_ciphers"), "{e}");
+        assert!(load("implicit_ssl=YES\n").unwrap().validate().is_err());
     }
 
     #[test]

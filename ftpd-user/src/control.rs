@@ -144,7 +144,9 @@ pub async fn reply<W: AsyncWrite + Unpin>(w: &mut W, code: u16, text: &str) -> i
     out.extend_from_slice(format!("{code} ").as_bytes());
     push_text(&mut out, text.as_bytes());
     out.extend_from_slice(b"\r\n");
-    w.write_all(&out).await
+    w.write_all(&out).await?;
+    // Under TLS the record may still sit in rustls's buffer.
+    w.flush().await
 }
 
 /// Writes a multi-line reply: `CODE-first`, the middle lines indented by one
@@ -168,7 +170,9 @@ pub async fn reply_multi<W: AsyncWrite + Unpin>(
     out.extend_from_slice(format!("{code} ").as_bytes());
     push_text(&mut out, last.as_bytes());
     out.extend_from_slice(b"\r\n");
-    w.write_all(&out).await
+    w.write_all(&out).await?;
+    // Under TLS the record may still sit in rustls's buffer.
+    w.flush().await
 }
 
 /// Copies reply text, turning CR and LF into spaces so that text echoed from a

@@ -190,7 +190,11 @@ fn is_network_error(e: &io::Error) -> bool {
 }
 
 /// Writes a buffer to the data connection with the same stall timeout.
-pub async fn send_bytes(stream: &mut TcpStream, bytes: &[u8], stall: Duration) -> Result<(), DataError> {
+pub async fn send_bytes<S: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    stall: Duration,
+) -> Result<(), DataError> {
     match timeout(stall, stream.write_all(bytes)).await {
         Err(_) => Err(DataError::Stalled),
         Ok(r) => r.map_err(DataError::Network),
@@ -198,8 +202,8 @@ pub async fn send_bytes(stream: &mut TcpStream, bytes: &[u8], stall: Duration) -
 }
 
 /// [`send_bytes`] in the steps `pacer` allows.
-pub async fn send_paced(
-    stream: &mut TcpStream,
+pub async fn send_paced<S: tokio::io::AsyncWrite + AsFd + Unpin>(
+    stream: &mut S,
     mut bytes: &[u8],
     stall: Duration,
     pacer: &mut Pacer,

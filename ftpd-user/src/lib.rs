@@ -7,6 +7,7 @@
 //! - `commands`: the command handlers, by topic.
 //! - `control`: line framing and reply encoding for the control connection.
 //! - `data`: passive listeners and zero-copy sends.
+//! - `tls`: FTPS: rustls configuration, per-session resumption, TLS streams.
 //! - `fs`: confinement to the user's root (`openat2`) and listings.
 //! - `dataplane`: the eBPF programs (the only module that uses aya).
 
@@ -25,5 +26,6 @@ pub mod rates;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod tls;
 pub mod worker;
 pub mod xferlog;

@@ -216,6 +216,16 @@ fn run(cli: Cli) -> Result<()> {
     // The data plane and the log files need privilege: before the split.
     let plane = start_plane(&cfg, listen_ip)?;
     let logs = ftpd::xferlog::Logs::open(&cfg).map_err(anyhow::Error::msg)?;
+    // Read as root, before the split: the unprivileged front gets the key in
+    // memory (inherited across fork) and could not open the file itself.
+    let tls = ftpd::tls::Tls::load(&cfg).map_err(anyhow::Error::msg)?;
+    if let Some(t) = &tls {
+        if t.ktls {
+            info!("FTPS on; the kernel offers TLS offload (kTLS), not used yet: rustls encrypts in userspace");
+        } else {
+            info!("FTPS on; no kernel TLS offload (kTLS) in this kernel: rustls encrypts in userspace");
+        }
+    }
 
     let authority = if rustix::process::geteuid().is_root() {
         // Privilege separation (docs/ARCHITECTURE.md): this process stays root
@@ -239,6 +249,7 @@ fn run(cli: Cli) -> Result<()> {
                 drop(listener);
                 drop(metrics_listener);
                 drop(anon_root_fd);
+                drop(tls);
                 let code = ftpd::privsep::run_master(cfg, source, root, master_end, front);
                 drop(plane);
                 std::process::exit(code);
@@ -253,7 +264,7 @@ fn run(cli: Cli) -> Result<()> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let shared =
-            Arc::new(Shared::new(cfg, root.clone(), plane, authority, logs, source).map_err(anyhow::Error::msg)?);
+            Arc::new(Shared::new(cfg, root.clone(), plane, authority, logs, source, tls).map_err(anyhow::Error::msg)?);
         if let Some(l) = metrics_listener {
             let l = tokio::net::TcpListener::from_std(l)?;
             info!(addr = %l.local_addr()?, "metrics: GET /metrics");

@@ -60,6 +60,14 @@ pub struct Metrics {
     pub pasv_range: Gauge,
     /// 1 when the eBPF data plane is loaded.
     pub ebpf_enabled: Gauge,
+    /// Logins by whether the control connection was encrypted (tls=yes|no).
+    pub tls_sessions: Family<Labels, Counter>,
+    /// Finished transfers by direction and whether the data was encrypted.
+    pub tls_transfers: Family<Labels, Counter>,
+    /// Failed TLS handshakes (control and data) by reason.
+    pub tls_handshake_failures: Family<Labels, Counter>,
+    /// 1 when the kernel offers TLS offload (kTLS); 0 also when FTPS is off.
+    pub ktls_available: Gauge,
     rss: Gauge,
     fds: Gauge,
     cpu: Counter<f64, std::sync::atomic::AtomicU64>,
@@ -100,6 +108,10 @@ impl Metrics {
             pasv_in_use: Gauge::default(),
             pasv_range: Gauge::default(),
             ebpf_enabled: Gauge::default(),
+            tls_sessions: Family::default(),
+            tls_transfers: Family::default(),
+            tls_handshake_failures: Family::default(),
+            ktls_available: Gauge::default(),
             rss: Gauge::default(),
             fds: Gauge::default(),
             cpu: Counter::default(),
@@ -126,6 +138,19 @@ impl Metrics {
         r.register("pasv_ports_in_use", "Passive ports bound now", m.pasv_in_use.clone());
         r.register("pasv_ports_range", "Size of the passive port range (0: any port)", m.pasv_range.clone());
         r.register("ebpf_enabled", "1 when the eBPF data plane is loaded", m.ebpf_enabled.clone());
+        r.register("tls_sessions", "Logins by whether the control connection was encrypted", m.tls_sessions.clone());
+        r.register(
+            "tls_transfers",
+            "Finished transfers by direction and whether the data connection was encrypted",
+            m.tls_transfers.clone(),
+        );
+        r.register(
+            "tls_handshake_failures",
+            "Failed TLS handshakes (control and data connections) by reason; no_session_reuse: a data \
+             connection that did not resume its control connection's session (require_ssl_reuse)",
+            m.tls_handshake_failures.clone(),
+        );
+        r.register("ktls_available", "1 when the kernel offers TLS offload (kTLS)", m.ktls_available.clone());
         r.register("process_resident_memory_bytes", "Resident memory of all ftpd processes", m.rss.clone());
         r.register("process_open_fds", "Open file descriptors of the network process", m.fds.clone());
         r.register("process_cpu_seconds", "CPU time of all ftpd processes", m.cpu.clone());
@@ -174,6 +199,12 @@ impl Metrics {
         if let Some(u) = user {
             self.user_bytes.get_or_create(&l(&[("user", u), ("direction", direction)])).inc_by(bytes);
         }
+    }
+
+    /// Counts a finished transfer by whether its data connection was encrypted.
+    pub fn tls_transfer(&self, direction: &str, tls: bool) {
+        let t = if tls { "yes" } else { "no" };
+        self.tls_transfers.get_or_create(&l(&[("direction", direction), ("tls", t)])).inc();
     }
 
     /// Counts a rate-limited transfer (see [`crate::rates::Pacer::how`]).

@@ -61,6 +61,8 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Users whose transfers get a `user` label (`ftpd_metrics_users`).
     pub metrics_users: Vec<String>,
+    /// FTPS, with the certificate and key loaded before the privilege split.
+    pub tls: Option<crate::tls::Tls>,
     next_id: AtomicU64,
     conns: Mutex<Conns>,
 }
@@ -80,6 +82,7 @@ impl Shared {
         authority: Authority,
         logs: Logs,
         source: crate::config::ConfigSource,
+        tls: Option<crate::tls::Tls>,
     ) -> Result<Self, String> {
         let banner = if cfg.banner_file.is_empty() {
             None
@@ -104,12 +107,14 @@ impl Shared {
         let userlist = if cfg.userlist_enable { crate::auth::read_list(&cfg.userlist_file) } else { Vec::new() };
         let metrics = crate::metrics::Metrics::new();
         metrics.ebpf_enabled.set(i64::from(matches!(plane, Plane::Kernel(_))));
+        metrics.ktls_available.set(i64::from(tls.as_ref().is_some_and(|t| t.ktls)));
         metrics.pasv_range.set(cfg.pasv_range().map_or(0, |(lo, hi)| i64::from(hi - lo) + 1));
         let metrics_users =
             cfg.ftpd_metrics_users.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
         Ok(Self {
             metrics,
             metrics_users,
+            tls,
             source,
             rates: crate::rates::Rates::default(),
             logs,

@@ -16,10 +16,7 @@ use std::{
 
 use tokio::{
     io::AsyncWriteExt,
-    net::{
-        TcpListener, TcpStream,
-        tcp::{OwnedReadHalf, OwnedWriteHalf},
-    },
+    net::{TcpListener, TcpStream},
     time::timeout,
 };
 use tracing::{debug, info, warn};
@@ -30,8 +27,12 @@ use crate::{
     data::{self, DataError},
     fs::VPath,
     server::Shared,
+    tls::{CtlRead, CtlWrite, SessionTls},
     worker::Fs,
 };
+
+/// Longest a TLS handshake may take, control or data.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Who is logged in.
 pub struct User {
@@ -83,9 +84,9 @@ pub struct Session {
     pub(crate) id: u64,
     pub(crate) peer: SocketAddr,
     pub(crate) local: SocketAddr,
-    r: OwnedReadHalf,
-    pub(crate) w: OwnedWriteHalf,
-    reader: LineReader,
+    pub(crate) r: CtlRead,
+    pub(crate) w: CtlWrite,
+    pub(crate) reader: LineReader,
     pub(crate) phase: Phase,
     pub(crate) cwd: VPath,
     pub(crate) binary: bool,
@@ -121,13 +122,21 @@ pub struct Session {
     /// A 421 was sent: the session ends after the current command, as the
     /// reply tells the client (RFC 959: the service is closing the
     /// control connection).
-    closing: bool,
+    pub(crate) closing: bool,
+    /// The control connection's TLS (after AUTH, or implicit): the
+    /// configuration whose session store its data connections resume from.
+    pub(crate) tls: Option<SessionTls>,
+    /// `PROT P`: data connections are encrypted.
+    pub(crate) prot_private: bool,
+    /// Whether the running transfer's data connection is encrypted (metrics).
+    pub(crate) data_tls: bool,
 }
 
 impl Session {
     /// A session for a freshly accepted control connection.
     pub fn new(shared: Arc<Shared>, id: u64, stream: TcpStream, peer: SocketAddr, local: SocketAddr) -> Self {
         let (r, w) = stream.into_split();
+        let (r, w) = (CtlRead::Plain(r), CtlWrite::Plain(w));
         Self {
             shared,
             id,
@@ -157,6 +166,9 @@ impl Session {
             pasv_slot: None,
             pinhole: None,
             closing: false,
+            tls: None,
+            prot_private: false,
+            data_tls: false,
         }
     }
 
@@ -179,6 +191,13 @@ impl Session {
     }
 
     async fn serve(&mut self) {
+        if self.shared.tls.is_some() && self.shared.cfg().implicit_ssl {
+            // Implicit FTPS: TLS before the greeting, data encrypted by default.
+            if !self.start_tls().await {
+                return;
+            }
+            self.prot_private = true;
+        }
         if self.greet().await.is_err() {
             return;
         }
@@ -288,7 +307,8 @@ impl Session {
                     out.extend_from_slice(format!("{code}-{}\r\n", clean(l)).as_bytes());
                 }
                 out.extend_from_slice(format!("{code} {}\r\n", clean(last)).as_bytes());
-                self.w.write_all(&out).await
+                self.w.write_all(&out).await?;
+                self.w.flush().await
             }
         }
     }
@@ -328,6 +348,12 @@ impl Session {
                 self.reply(225, "No transfer to ABOR.").await?;
                 return Ok(Next::Continue);
             }
+            "AUTH" if self.shared.tls.is_some() && self.tls.is_none() => {
+                return self.cmd_auth(arg).await;
+            }
+            "PBSZ" if self.shared.tls.is_some() => return self.cmd_pbsz(arg).await.map(|()| Next::Continue),
+            "PROT" if self.shared.tls.is_some() => return self.cmd_prot(arg).await.map(|()| Next::Continue),
+            "CCC" if self.shared.tls.is_some() => return self.cmd_ccc().await,
             _ => {}
         }
         let Phase::Ready(_) = self.phase else {
@@ -444,11 +470,18 @@ impl Session {
     pub(crate) async fn open_data(&mut self) -> io::Result<Option<TcpStream>> {
         let setup = std::mem::replace(&mut self.data, DataSetup::None);
         let cfg = self.cfg();
+        if matches!(setup, DataSetup::None) {
+            self.reply(425, "Use PORT or PASV first.").await?;
+            return Ok(None);
+        }
+        let forced = if self.user().anonymous { cfg.force_anon_data_ssl } else { cfg.force_local_data_ssl };
+        if self.shared.tls.is_some() && forced && !self.prot_private {
+            self.data = setup;
+            self.reply(522, "Data connections must be encrypted.").await?;
+            return Ok(None);
+        }
         let result = match setup {
-            DataSetup::None => {
-                self.reply(425, "Use PORT or PASV first.").await?;
-                return Ok(None);
-            }
+            DataSetup::None => return Ok(None),
             DataSetup::Passive(listener) => {
                 let wait = Duration::from_secs(u64::from(cfg.accept_timeout));
                 let client = data::canonical(self.peer.ip());

@@ -22,6 +22,9 @@ impl Session {
         let Some(user) = std::str::from_utf8(arg).ok().filter(|u| !u.is_empty() && u.len() <= MAX_CREDENTIAL) else {
             return self.reply(530, "Login incorrect.").await;
         };
+        if self.shared.tls.is_some() && !self.tls_login_allowed(user).await? {
+            return Ok(());
+        }
         if let Err(d) = login::check_user(&self.shared.cfg(), &self.shared.userlist, user) {
             info!(session = self.id, peer = %self.peer, user, reason = %d.reason, "USER refused");
             return self.reply(530, &d.reply).await;
@@ -33,6 +36,32 @@ impl Session {
         }
         self.phase = Phase::NeedPass(user.to_owned());
         self.reply(331, "Please specify the password.").await
+    }
+
+    /// vsftpd's TLS rules for USER, in its order and with its replies.
+    /// `false`: refused (and, for a forced-encryption login in the clear,
+    /// the connection closes after the reply, as in vsftpd).
+    async fn tls_login_allowed(&mut self, user: &str) -> io::Result<bool> {
+        let cfg = self.shared.cfg();
+        let anonymous = login::is_anonymous(user);
+        let secure = self.control_secure();
+        if !cfg.local_enable && !anonymous {
+            // check_user gives vsftpd's "anonymous only" reply.
+            return Ok(true);
+        }
+        if anonymous && secure && !cfg.allow_anon_ssl && !cfg.force_anon_logins_ssl {
+            self.reply(530, "Anonymous sessions may not use encryption.").await?;
+            return Ok(false);
+        }
+        let text = match (anonymous, secure) {
+            (false, false) if cfg.force_local_logins_ssl => "Non-anonymous sessions must use encryption.",
+            (true, false) if cfg.force_anon_logins_ssl => "Anonymous sessions must use encryption.",
+            _ => return Ok(true),
+        };
+        info!(session = self.id, peer = %self.peer, user, "login in clear text refused (force_*_logins_ssl)");
+        self.reply(530, text).await?;
+        self.closing = true;
+        Ok(false)
     }
 
     pub(crate) async fn cmd_pass(&mut self, arg: &[u8]) -> io::Result<()> {
@@ -104,6 +133,10 @@ impl Session {
         self.log_user = if g.anonymous { cfg.ftp_username.clone() } else { g.name.clone() };
         self.shared.logs.event(&self.log_user, "OK LOGIN", &self.client, None);
         crate::metrics::Metrics::inc(&self.shared.metrics.logins, "result", "ok");
+        if self.shared.tls.is_some() {
+            let tls = if self.control_secure() { "yes" } else { "no" };
+            crate::metrics::Metrics::inc(&self.shared.metrics.tls_sessions, "tls", tls);
+        }
         let class = if g.anonymous {
             "anonymous"
         } else if cfg.guest_enable {
@@ -127,23 +160,18 @@ impl Session {
 
     pub(crate) async fn cmd_feat(&mut self) -> io::Result<()> {
         let mut feats: Vec<String> = Vec::new();
+        let tls = self.shared.tls.is_some();
+        if tls {
+            feats.extend(["AUTH TLS", "AUTH SSL"].map(String::from));
+        }
         if self.shared.cfg().port_enable {
             feats.push("EPRT".into());
         }
-        feats.extend(
-            [
-                "EPSV",
-                "HOST",
-                "MDTM",
-                "MLST type*;size*;modify*;perm*;unique*;",
-                "PASV",
-                "REST STREAM",
-                "SIZE",
-                "TVFS",
-                "UTF8",
-            ]
-            .map(String::from),
-        );
+        feats.extend(["EPSV", "HOST", "MDTM", "MLST type*;size*;modify*;perm*;unique*;", "PASV"].map(String::from));
+        if tls {
+            feats.extend(["CCC", "PBSZ", "PROT"].map(String::from));
+        }
+        feats.extend(["REST STREAM", "SIZE", "TVFS", "UTF8"].map(String::from));
         self.reply_multi(211, "Features:", &feats, "End").await
     }
 

@@ -3,4 +3,5 @@
 
 pub mod auth;
 pub mod files;
+pub mod tls;
 pub mod transfer;

@@ -13,7 +13,6 @@ use std::{
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
     time::timeout,
 };
 use tracing::{debug, info, warn};
@@ -23,6 +22,7 @@ use crate::{
     data::{self, DataError, RecvError},
     fs::{self, Create, Entry, FsError, ListStyle, VPath},
     session::{Raced, Session},
+    tls::DataStream,
     worker::Fs,
     xferlog::{Direction, Who},
 };
@@ -155,8 +155,10 @@ impl Session {
             info!(session = self.id, peer = %self.peer, "listing refused: ftpd_max_listings_per_ip reached");
             return self.reply(451, "Too many directory listings from your address; try again later.").await;
         };
-        let Some(mut data) = self.open_data().await? else { return Ok(()) };
+        let Some(data) = self.open_data().await? else { return Ok(()) };
         self.reply(150, "Here comes the directory listing.").await?;
+        let Some(mut data) = self.secure_data(data).await? else { return Ok(()) };
+        let strict_shutdown = self.cfg().strict_ssl_write_shutdown;
         // Streamed: each chunk of entries is formatted and written before the
         // next is read, so a listing costs one chunk of memory whatever its size.
         let lister = self.lister(kind, all, recurse);
@@ -172,7 +174,7 @@ impl Session {
                 None => true,
                 Some(p) => lister.walk(p, given, Sink::Data(&mut data, stall)).await?,
             };
-            data.shutdown().await.map_err(DataError::Network)?;
+            finish_send(&mut data, stall, strict_shutdown).await?;
             Ok::<bool, DataError>(failed)
         };
         match self.race(send).await? {
@@ -209,6 +211,9 @@ impl Session {
         let name = &self.user().name;
         let user = self.shared.metrics_users.iter().any(|u| u == name).then_some(name.as_str());
         self.shared.metrics.transfer(direction, result, bytes, secs, user);
+        if self.shared.tls.is_some() {
+            self.shared.metrics.tls_transfer(direction, self.data_tls);
+        }
     }
 
     /// Writes the transfer to the xferlog / vsftpd log, as configured.
@@ -263,13 +268,15 @@ impl Session {
             return self.reply(550, "Failed to open file.").await;
         }
         let size = u64::try_from(st.st_size).unwrap_or(0);
-        let Some(mut data) = self.open_data().await? else { return Ok(()) };
+        let Some(data) = self.open_data().await? else { return Ok(()) };
         let flow = self.start_flow();
         let name = String::from_utf8_lossy(arg).into_owned();
         let ascii = !self.binary && cfg.ascii_download_enable;
         // vsftpd names the mode the bytes actually travel in.
         let mode = if ascii { "ASCII" } else { "BINARY" };
         self.reply(150, &format!("Opening {mode} mode data connection for {name} ({size} bytes).")).await?;
+        let Some(mut data) = self.secure_data(data).await? else { return Ok(()) };
+        let strict_shutdown = cfg.strict_ssl_write_shutdown;
         // The socket's own TCP pacing, applied before the first byte, plus a
         // schedule for what TCP does not pace (see `rates::Pacer`): the same
         // on both planes, passive or active, with or without a port range.
@@ -281,10 +288,15 @@ impl Session {
         let started = Instant::now();
         let use_sendfile = cfg.use_sendfile;
         let send = async move {
-            let r = if use_sendfile && !ascii {
-                data::send_file(&mut data, &file, offset, len, stall, &progress, &mut pacer).await
-            } else {
-                send_buffered(&mut data, &file, offset, stall, &progress, ascii, &mut pacer).await
+            // Over TLS the bytes must pass through rustls: the buffered path,
+            // paced the same way. In the clear, sendfile as before.
+            let r = match &mut data {
+                DataStream::Plain(tcp) if use_sendfile && !ascii => {
+                    data::send_file(tcp, &file, offset, len, stall, &progress, &mut pacer).await
+                }
+                _ => {
+                    send_buffered(&mut data, &file, offset, stall, &progress, ascii, &mut pacer, strict_shutdown).await
+                }
             };
             drop(data);
             (r, pacer)
@@ -374,7 +386,7 @@ impl Session {
                 return self.reply(553, "Could not create file.").await;
             }
         };
-        let Some(mut data) = self.open_data().await? else {
+        let Some(data) = self.open_data().await? else {
             plan.discard(&self.user().root);
             return Ok(());
         };
@@ -394,6 +406,11 @@ impl Session {
         } else {
             self.reply(150, "Ok to send data.").await?;
         }
+        let Some(mut data) = self.secure_data(data).await? else {
+            plan.discard(&self.user().root);
+            return Ok(());
+        };
+        let strict_eof = cfg.strict_ssl_read_eof;
         let pipe = match self.pipe.take() {
             Some(p) => p,
             None => match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
@@ -421,11 +438,17 @@ impl Session {
         let write_off = plan.write_offset;
         let fd = plan.fd.try_clone()?;
         let recv = async move {
-            let r = if ascii {
-                recv_copy(&mut data, &fd, write_off, stall, &progress, &mut pacer, ascii).await
-            } else {
-                data::receive_file(&mut data, &fd, &pipe, write_off, stall, &progress, &mut pacer).await
+            let r = match &mut data {
+                DataStream::Plain(tcp) if !ascii => {
+                    data::receive_file(tcp, &fd, &pipe, write_off, stall, &progress, &mut pacer).await
+                }
+                _ => recv_copy(&mut data, &fd, write_off, stall, &progress, &mut pacer, ascii, strict_eof).await,
             };
+            if r.is_ok() && matches!(data, DataStream::Tls(_)) {
+                // The client's close_notify is answered with ours: clients
+                // that shut TLS down both ways (Python's unwrap) wait for it.
+                let _ = timeout(stall, data.shutdown()).await;
+            }
             (r, pipe, pacer)
         };
         let raced = self.race(recv).await?;
@@ -754,7 +777,7 @@ struct Lister {
 
 /// Where a listing goes: the data connection, or memory (STAT PATH).
 enum Sink<'a> {
-    Data(&'a mut TcpStream, Duration),
+    Data(&'a mut DataStream, Duration),
     Memory(&'a mut Vec<u8>),
 }
 
@@ -885,14 +908,16 @@ impl Lister {
 /// Download through a buffer: for `use_sendfile=NO`, and for TYPE A with
 /// `ascii_download_enable`, where LF becomes CRLF. `off` counts file bytes
 /// (REST in ASCII mode is a file offset, as in vsftpd).
+#[allow(clippy::too_many_arguments)]
 async fn send_buffered(
-    data: &mut TcpStream,
+    data: &mut DataStream,
     file: &OwnedFd,
     mut off: u64,
     stall: Duration,
     progress: &data::Progress,
     ascii: bool,
     pacer: &mut crate::rates::Pacer,
+    strict_shutdown: bool,
 ) -> Result<u64, DataError> {
     let mut buf = vec![0u8; 32 * 1024];
     let mut out = Vec::with_capacity(64 * 1024);
@@ -921,20 +946,44 @@ async fn send_buffered(
         sent += chunk.len() as u64;
         progress.add(chunk.len() as u64);
     }
-    data.shutdown().await.map_err(DataError::Network)?;
+    finish_send(data, stall, strict_shutdown).await?;
     Ok(sent)
 }
 
-/// Upload through a buffer, for TYPE A conversion (CRLF → LF), paced like
-/// `data::receive_file`.
+/// Ends a download's data connection: under TLS with close_notify (so the
+/// client can tell a complete file from a cut one), then the TCP FIN. With
+/// `strict_ssl_write_shutdown`, the client's close_notify must come back.
+async fn finish_send(data: &mut DataStream, stall: Duration, strict_shutdown: bool) -> Result<(), DataError> {
+    data.shutdown().await.map_err(DataError::Network)?;
+    if strict_shutdown && matches!(data, DataStream::Tls(_)) {
+        let mut buf = [0u8; 4096];
+        loop {
+            match timeout(stall, data.read(&mut buf)).await {
+                Err(_) => return Err(DataError::Stalled),
+                Ok(Ok(0)) => return Ok(()),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(DataError::Network(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Upload through a buffer, for TYPE A conversion (CRLF → LF) and for TLS,
+/// paced like `data::receive_file`. Under TLS the end must be a
+/// close_notify unless `strict_ssl_read_eof=NO`: a bare TCP close may be a
+/// cut connection, and the upload then fails instead of being kept as
+/// complete.
+#[allow(clippy::too_many_arguments)]
 async fn recv_copy(
-    data: &mut TcpStream,
+    data: &mut DataStream,
     file: &OwnedFd,
     mut off: Option<u64>,
     stall: Duration,
     progress: &data::Progress,
     pacer: &mut crate::rates::Pacer,
     ascii: bool,
+    strict_eof: bool,
 ) -> Result<u64, RecvError> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut out = Vec::new();
@@ -944,6 +993,7 @@ async fn recv_copy(
         let want = pacer.budget(data.as_fd(), buf.len()).await;
         let n = match timeout(stall, data.read(&mut buf[..want])).await {
             Err(_) => return Err(RecvError::Stalled),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof && !strict_eof => 0,
             Ok(Err(e)) => return Err(RecvError::Network(e)),
             Ok(Ok(n)) => n,
         };

@@ -1,0 +1,191 @@
+//! FTPS commands (RFC 4217): AUTH, PBSZ, PROT, CCC, and the TLS handshakes
+//! of the control connection and of each `PROT P` data connection.
+
+use std::{io, sync::Arc};
+
+use rustls::HandshakeKind;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::timeout,
+};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info};
+
+use crate::{
+    control::LineReader,
+    metrics::Metrics,
+    session::{HANDSHAKE_TIMEOUT, Next, Raced, Session},
+    tls::{self, CtlRead, CtlWrite, DataStream},
+};
+
+/// vsftpd's reply to a data connection whose TLS handshake failed, or that
+/// did not resume the control connection's session, with `require_ssl_reuse`.
+pub const REUSE_REQUIRED: &str =
+    "SSL connection failed; session reuse required: see require_ssl_reuse option in vsftpd.conf man page";
+
+impl Session {
+    /// Whether the control connection is encrypted now.
+    pub(crate) fn control_secure(&self) -> bool {
+        matches!(self.w, CtlWrite::Tls(_))
+    }
+
+    pub(crate) async fn cmd_auth(&mut self, arg: &[u8]) -> io::Result<Next> {
+        let kind = arg.to_ascii_uppercase();
+        if !matches!(kind.as_slice(), b"TLS" | b"TLS-C" | b"SSL" | b"TLS-P") {
+            self.reply(504, "Unknown AUTH type.").await?;
+            return Ok(Next::Continue);
+        }
+        self.reply(234, "Proceed with negotiation.").await?;
+        if !self.start_tls().await {
+            return Ok(Next::Quit);
+        }
+        // vsftpd: the old `AUTH SSL` (and `TLS-P`) also protects data.
+        if matches!(kind.as_slice(), b"SSL" | b"TLS-P") {
+            self.prot_private = true;
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Runs the server side of the control connection's handshake. `false`:
+    /// it failed and the session must end (nothing readable can be sent).
+    pub(crate) async fn start_tls(&mut self) -> bool {
+        let Some(server) = &self.shared.tls else { return false };
+        let st = server.for_session();
+        let r = std::mem::replace(&mut self.r, CtlRead::Gone);
+        let w = std::mem::replace(&mut self.w, CtlWrite::Gone);
+        let (CtlRead::Plain(r), CtlWrite::Plain(w)) = (r, w) else { return false };
+        let Ok(tcp) = r.reunite(w) else { return false };
+        // Anything the client sent after AUTH in the clear is dropped, never
+        // run as if it had come over TLS (the STARTTLS injection attack).
+        self.reader = LineReader::default();
+        let acceptor = TlsAcceptor::from(Arc::clone(&st.config));
+        let err = match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => {
+                // The control handshake's tickets stay resumable for as long
+                // as the session lasts, however many transfers follow.
+                st.store.pin();
+                let version = stream.get_ref().1.protocol_version();
+                let suite = stream.get_ref().1.negotiated_cipher_suite().map(|s| s.suite());
+                info!(session = self.id, peer = %self.peer, ?version, ?suite, "control connection encrypted");
+                let (r, w) = tokio::io::split(stream);
+                self.r = CtlRead::tls(r);
+                self.w = CtlWrite::Tls(w);
+                self.tls = Some(st);
+                return true;
+            }
+            Ok(Err(e)) => e,
+            Err(_) => io::Error::from(io::ErrorKind::TimedOut),
+        };
+        let reason = tls::failure_reason(&err);
+        Metrics::inc(&self.shared.metrics.tls_handshake_failures, "reason", reason);
+        info!(session = self.id, peer = %self.peer, error = %err, reason, "control TLS handshake failed");
+        false
+    }
+
+    pub(crate) async fn cmd_pbsz(&mut self, _arg: &[u8]) -> io::Result<()> {
+        if !self.control_secure() {
+            return self.reply(503, "PBSZ needs a secure connection.").await;
+        }
+        self.reply(200, "PBSZ set to 0.").await
+    }
+
+    pub(crate) async fn cmd_prot(&mut self, arg: &[u8]) -> io::Result<()> {
+        if !self.control_secure() {
+            return self.reply(503, "PROT needs a secure connection.").await;
+        }
+        match arg.to_ascii_uppercase().as_slice() {
+            b"C" => {
+                self.prot_private = false;
+                self.reply(200, "PROT now Clear.").await
+            }
+            b"P" => {
+                self.prot_private = true;
+                self.reply(200, "PROT now Private.").await
+            }
+            b"S" | b"E" => self.reply(536, "PROT not supported.").await,
+            _ => self.reply(504, "PROT not recognized.").await,
+        }
+    }
+
+    /// RFC 4217 CCC: the control connection goes back to clear text after
+    /// login (so forced-encryption logins stay encrypted); data keeps its PROT.
+    pub(crate) async fn cmd_ccc(&mut self) -> io::Result<Next> {
+        if !self.control_secure() {
+            self.reply(533, "CCC needs a secure connection.").await?;
+            return Ok(Next::Continue);
+        }
+        if !matches!(self.phase, crate::session::Phase::Ready(_)) {
+            self.reply(533, "CCC is only allowed after login.").await?;
+            return Ok(Next::Continue);
+        }
+        self.reply(200, "Control connection now in clear text.").await?;
+        let r = std::mem::replace(&mut self.r, CtlRead::Gone);
+        let w = std::mem::replace(&mut self.w, CtlWrite::Gone);
+        let (CtlRead::Tls { half, .. }, CtlWrite::Tls(w)) = (r, w) else { return Ok(Next::Quit) };
+        let mut stream = half.unsplit(w);
+        stream.get_mut().1.send_close_notify();
+        let closed = async {
+            stream.flush().await?;
+            // The client answers with its own close_notify; then the TCP
+            // connection carries clear text again.
+            let mut buf = [0u8; 512];
+            while stream.read(&mut buf).await? != 0 {}
+            Ok::<(), io::Error>(())
+        };
+        if let Err(e) = timeout(HANDSHAKE_TIMEOUT, closed)
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))
+            .and_then(|r| r)
+        {
+            debug!(session = self.id, error = %e, "CCC: no close_notify from the client");
+            return Ok(Next::Quit);
+        }
+        let (tcp, _) = stream.into_inner();
+        let (r, w) = tcp.into_split();
+        self.r = CtlRead::Plain(r);
+        self.w = CtlWrite::Plain(w);
+        self.reader = LineReader::default();
+        info!(session = self.id, peer = %self.peer, "control connection back in clear text (CCC)");
+        Ok(Next::Continue)
+    }
+
+    /// Puts a data connection under TLS when `PROT P` is in force, after the
+    /// 150 reply (clients start the handshake once they see it). With
+    /// `require_ssl_reuse`, the handshake must resume this control
+    /// connection's session. Replies and returns `None` on failure.
+    pub(crate) async fn secure_data(&mut self, tcp: TcpStream) -> io::Result<Option<DataStream>> {
+        self.data_tls = false;
+        let Some(st) = self.tls.clone().filter(|_| self.prot_private) else {
+            return Ok(Some(DataStream::Plain(tcp)));
+        };
+        let reuse = self.cfg().require_ssl_reuse;
+        let acceptor = TlsAcceptor::from(Arc::clone(&st.config));
+        let handshake = async move { timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await };
+        let reason = match self.race(handshake).await? {
+            Raced::Aborted => {
+                self.reply(426, "Failure reading network stream.").await?;
+                self.reply(226, "ABOR successful.").await?;
+                return Ok(None);
+            }
+            Raced::Done(Err(_)) => "timeout",
+            Raced::Done(Ok(Err(e))) => {
+                debug!(session = self.id, error = %e, "data TLS handshake failed");
+                tls::failure_reason(&e)
+            }
+            Raced::Done(Ok(Ok(s))) => {
+                let resumed = s.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+                if resumed || !reuse {
+                    self.data_tls = true;
+                    return Ok(Some(DataStream::Tls(Box::new(s))));
+                }
+                info!(session = self.id, peer = %self.peer, "data connection did not resume this session's TLS session; refused");
+                "no_session_reuse"
+            }
+        };
+        Metrics::inc(&self.shared.metrics.tls_handshake_failures, "reason", reason);
+        let text = if reuse { REUSE_REQUIRED } else { "SSL connection failed" };
+        self.reply(522, text).await?;
+        Ok(None)
+    }
+}
