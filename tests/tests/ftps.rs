@@ -538,3 +538,147 @@ fn certificate_and_key_in_one_file() {
     let got = run_ok(curl(&server).arg("--ssl-reqd").arg(server.url("a.txt")));
     assert_eq!(got, "alpha\n");
 }
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics");
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("read");
+    body
+}
+
+#[test]
+fn metrics_count_tls_sessions_transfers_and_handshake_failures() {
+    let dir = tree();
+    let cert = Cert::new();
+    let maddr = format!("127.0.0.1:{}", free_port());
+    let server = start(dir.path(), &cert, &[&format!("ftpd_metrics_listen={maddr}")]);
+    let out = python(&format!(
+        r#"{}f = login()
+retr(f, 'a.txt')
+f.storbinary('STOR m.txt', io.BytesIO(b'm'))
+f.prot_c()
+retr(f, 'a.txt')
+b = login()
+b.reuse_from = f
+try:
+    retr(b, 'a.txt')
+except ftplib.error_perm as e:
+    print(e)
+except (OSError, EOFError) as e:
+    print(e, b.getline())
+# A client that speaks no TLS at all after AUTH.
+s = socket.create_connection((HOST, PORT))
+s.recv(100)
+s.sendall(b'AUTH TLS\r\n')
+s.recv(100)
+s.sendall(b'GET / HTTP/1.0\r\n\r\n')
+s.recv(100)
+"#,
+        py_prelude(&server)
+    ));
+    assert!(out.contains("522"), "{out}");
+    let m = scrape(&maddr);
+    for want in [
+        "ftpd_tls_sessions_total{tls=\"yes\"} 2",
+        "ftpd_tls_transfers_total{direction=\"download\",tls=\"yes\"} 1",
+        "ftpd_tls_transfers_total{direction=\"download\",tls=\"no\"} 1",
+        "ftpd_tls_transfers_total{direction=\"upload\",tls=\"yes\"} 1",
+        "ftpd_tls_handshake_failures_total{reason=\"no_session_reuse\"} 1",
+        "ftpd_tls_handshake_failures_total{reason=\"protocol\"} 1",
+        // This kernel has no CONFIG_TLS.
+        "ftpd_ktls_available 0",
+    ] {
+        assert!(m.contains(want), "metrics lack {want}:\n{m}");
+    }
+}
+
+#[test]
+fn abor_during_a_tls_download() {
+    let dir = tree();
+    let cert = Cert::new();
+    random_file(&dir.path().join("huge.bin"), 64 << 20);
+    let server = start(dir.path(), &cert, &["anon_max_rate=2000000"]);
+    let out = python(&format!(
+        r#"{}f = login()
+conn = f.transfercmd('RETR huge.bin')
+assert len(conn.recv(65536)) > 0
+f.sock.sendall(b'ABOR\r\n')
+print(f.getline())
+print(f.getline())
+conn.close()
+print(f.pwd())
+"#,
+        py_prelude(&server)
+    ));
+    assert!(out.contains("426 Failure writing network stream."), "{out}");
+    assert!(out.contains("226 ABOR successful."), "{out}");
+    assert!(out.trim_end().ends_with('/'), "the session goes on: {out}");
+}
+
+#[test]
+fn rate_limit_holds_over_tls() {
+    let dir = tree();
+    let cert = Cert::new();
+    random_file(&dir.path().join("four.bin"), 4_000_000);
+    let server = start(dir.path(), &cert, &["anon_max_rate=2000000"]);
+    let out = python(&format!(
+        r#"{}import time
+f = login()
+t = time.monotonic()
+d = retr(f, 'four.bin')
+print('down', len(d), round(time.monotonic() - t, 2))
+t = time.monotonic()
+f.storbinary('STOR four-up.bin', io.BytesIO(d))
+print('up', round(time.monotonic() - t, 2))
+"#,
+        py_prelude(&server)
+    ));
+    let secs = |tag: &str| -> f64 {
+        out.lines()
+            .find(|l| l.starts_with(tag))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{tag} in {out}"))
+    };
+    assert!(out.contains("down 4000000"), "{out}");
+    // 4 MB at 2 MB/s: about 2 s (the first burst is free), far from the
+    // milliseconds loopback takes unlimited.
+    assert!(secs("down") > 1.2, "download over TLS is paced: {out}");
+    assert!(secs("up") > 1.2, "upload over TLS is paced: {out}");
+    assert_eq!(std::fs::metadata(dir.path().join("four-up.bin")).expect("up").len(), 4_000_000);
+}
+
+#[test]
+fn ccc_returns_the_control_connection_to_clear_text() {
+    let dir = tree();
+    let cert = Cert::new();
+    // curl drops its TLS session when the control connection leaves TLS, so
+    // its data connections after CCC cannot resume it.
+    let server = start(dir.path(), &cert, &["require_ssl_reuse=NO"]);
+    let out = tempfile::tempdir().expect("tempdir");
+    let got = out.path().join("big");
+    let o =
+        run(curl(&server).args(["-v", "--ssl-reqd", "--ftp-ssl-ccc"]).arg(server.url("big.bin")).arg("-o").arg(&got));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("200 Control connection now in clear text."), "{err}");
+    assert_eq!(sha256_file(&got), sha256_file(&dir.path().join("big.bin")));
+    let log = server.stop();
+    assert!(log.contains("CCC"), "{log}");
+    // Before login CCC is refused, so forced-TLS logins stay encrypted.
+    let server = start(dir.path(), &cert, &[]);
+    let o = python(&format!(
+        r#"{}f = FTPS(context=ctx)
+f.connect(HOST, PORT, timeout=30)
+f.auth()
+try:
+    f.sendcmd('CCC')
+except ftplib.error_perm as e:
+    print(e)
+"#,
+        py_prelude(&server)
+    ));
+    assert!(o.contains("533 CCC is only allowed after login."), "{o}");
+}

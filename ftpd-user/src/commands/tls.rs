@@ -127,10 +127,18 @@ impl Session {
         stream.get_mut().1.send_close_notify();
         let closed = async {
             stream.flush().await?;
-            // The client answers with its own close_notify; then the TCP
-            // connection carries clear text again.
-            let mut buf = [0u8; 512];
-            while stream.read(&mut buf).await? != 0 {}
+            // RFC 4217 has the client answer with its own close_notify, but
+            // some (curl) go straight on in clear text. The first byte tells
+            // which: 0x15 starts a TLS alert record, a command starts with a
+            // letter. Only the alert is handed to rustls.
+            let mut first = [0u8; 1];
+            if stream.get_ref().0.peek(&mut first).await? == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            if first[0] == 0x15 {
+                let mut buf = [0u8; 512];
+                while stream.read(&mut buf).await? != 0 {}
+            }
             Ok::<(), io::Error>(())
         };
         if let Err(e) = timeout(HANDSHAKE_TIMEOUT, closed)
