@@ -33,7 +33,7 @@ use crate::{build, setup};
 /// Which benchmarks, and how long.
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// Workloads to run; none means all (the seven comparisons, then flood).
+    /// Workloads to run; none means all (the nine comparisons, then flood).
     #[arg(value_enum)]
     workloads: Vec<Workload>,
     /// Repetitions of each sample; servers are interleaved within each repetition.
@@ -68,6 +68,11 @@ enum Workload {
     Retr,
     /// Login/logout cycles from 16 clients.
     Login,
+    /// One 1 GiB download with curl over explicit FTPS (`--ssl-reqd`,
+    /// PROT P), ftpd against vsftpd with `ssl_enable=YES` and the same certificate.
+    FtpsDownload,
+    /// One 1 GiB upload with curl over explicit FTPS.
+    FtpsUpload,
     /// SYN and connection floods, ftpd eBPF on against off (network namespaces).
     Flood,
     /// All of the above.
@@ -75,8 +80,17 @@ enum Workload {
 }
 
 impl Workload {
-    const COMPARISONS: [Self; 7] =
-        [Self::Download, Self::Upload, Self::Concurrent, Self::Sessions, Self::List, Self::Retr, Self::Login];
+    const COMPARISONS: [Self; 9] = [
+        Self::Download,
+        Self::Upload,
+        Self::Concurrent,
+        Self::Sessions,
+        Self::List,
+        Self::Retr,
+        Self::Login,
+        Self::FtpsDownload,
+        Self::FtpsUpload,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -87,6 +101,8 @@ impl Workload {
             Self::List => "list",
             Self::Retr => "retr",
             Self::Login => "login",
+            Self::FtpsDownload => "ftps-download",
+            Self::FtpsUpload => "ftps-upload",
             Self::Flood => "flood",
             Self::All => "all",
         }
@@ -105,6 +121,11 @@ impl Workload {
     /// The ceiling speaks only enough HTTP to move files.
     fn runs_on(self, kind: Kind) -> bool {
         kind != Kind::Ceiling || matches!(self, Self::Download | Self::Upload | Self::Concurrent)
+    }
+
+    /// Whether the workload runs against the FTPS-enabled servers.
+    fn tls(self) -> bool {
+        matches!(self, Self::FtpsDownload | Self::FtpsUpload)
     }
 
     /// Samples per repetition, for the progress counter.
@@ -189,22 +210,32 @@ fn compare_all(
 ) -> Result<()> {
     let mut servers =
         Kind::ALL.into_iter().map(|kind| Server::start(kind, fx, bin)).collect::<Result<Vec<Server>>>()?;
+    // FTPS rows run against a second pair started with `ssl_enable=YES`, so
+    // the plaintext rows measure servers configured exactly as before.
+    let mut tls_servers: Vec<Server> = Vec::new();
+    if compare.iter().any(|w| w.tls()) {
+        fx.ensure_cert()?;
+        for kind in [Kind::Ftpd, Kind::Vsftpd] {
+            tls_servers.push(Server::start_as(kind, fx, bin, true)?);
+        }
+    }
     let total: usize = compare.iter().map(|w| w.samples_per_rep() * args.reps).sum();
     let mut done = 0;
     for &w in compare {
         println!("[bench] {}: {} sample(s) per repetition", w.name(), w.samples_per_rep());
-        if w == Workload::Download {
+        let pool = if w.tls() { &mut tls_servers } else { &mut servers };
+        if matches!(w, Workload::Download | Workload::FtpsDownload) {
             // One unmeasured download from each server: the first transfer
             // after a start ran at half speed, and ftpd always came first.
-            println!("[bench] download: one warm-up transfer per server, not counted");
-            for server in servers.iter().filter(|s| w.runs_on(s.kind)) {
+            println!("[bench] {}: one warm-up transfer per server, not counted", w.name());
+            for server in pool.iter().filter(|s| w.runs_on(s.kind)) {
                 workloads::download(server).with_context(|| format!("warm-up download from {}", server.kind.name()))?;
             }
         }
         for rep in 1..=args.reps {
             for &n in w.sizes() {
                 let label = if n == 0 { w.name().to_owned() } else { format!("{} {n}", w.name()) };
-                for server in servers.iter_mut().filter(|s| w.runs_on(s.kind)) {
+                for server in pool.iter_mut().filter(|s| w.runs_on(s.kind)) {
                     if w == Workload::Sessions {
                         // Memory a server freed after an earlier sample stays
                         // with its allocator and would be reused by the next
@@ -215,8 +246,8 @@ fn compare_all(
                     let server = &*server;
                     server.check_alive()?;
                     let (metrics, text) = match w {
-                        Workload::Download => workloads::download(server),
-                        Workload::Upload => workloads::upload(server, fx, rep),
+                        Workload::Download | Workload::FtpsDownload => workloads::download(server),
+                        Workload::Upload | Workload::FtpsUpload => workloads::upload(server, fx, rep),
                         Workload::Concurrent => workloads::concurrent(server, n),
                         Workload::Sessions => workloads::sessions(server, n),
                         Workload::List => workloads::list(server),

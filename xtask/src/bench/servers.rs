@@ -92,10 +92,49 @@ impl Fixture {
         Ok(Self { work, root })
     }
 
+    /// The certificate both FTPS servers use (made once, self-signed).
+    fn cert(&self) -> (PathBuf, PathBuf) {
+        (self.work.join("ftps-cert.pem"), self.work.join("ftps-key.pem"))
+    }
+
+    /// Makes the FTPS certificate unless an earlier run left one.
+    pub(super) fn ensure_cert(&self) -> Result<()> {
+        let (cert, key) = self.cert();
+        if cert.exists() && key.exists() {
+            return Ok(());
+        }
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=localhost"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .context("running openssl to make the FTPS certificate")?;
+        if !out.status.success() {
+            bail!("openssl req failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600))?;
+        Ok(())
+    }
+
     /// The config both FTP servers run with. `listen_address` keeps a server
-    /// with anonymous uploads off every interface but loopback.
-    fn conf(&self, port: u16) -> String {
-        format!(
+    /// with anonymous uploads off every interface but loopback. With `tls`,
+    /// explicit FTPS with the same certificate for both (vsftpd 3.0's
+    /// default cipher list is 3DES, which curl's OpenSSL no longer offers:
+    /// both get `HIGH`).
+    fn conf(&self, port: u16, tls: bool) -> String {
+        let tls = if tls {
+            let (cert, key) = self.cert();
+            format!(
+                "ssl_enable=YES\nallow_anon_ssl=YES\nssl_ciphers=HIGH\nrsa_cert_file={}\nrsa_private_key_file={}\n",
+                cert.display(),
+                key.display()
+            )
+        } else {
+            String::new()
+        };
+        tls + &format!(
             "listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\nlisten_port={port}\nanonymous_enable=YES\n\
              no_anon_password=NO\nanon_root={}\nftp_username=daemon\nnopriv_user=nobody\nlocal_enable=NO\n\
              write_enable=YES\nanon_upload_enable=YES\nanon_umask=022\nmax_clients=0\nmax_per_ip=0\n\
@@ -177,13 +216,21 @@ pub(super) struct Server {
     log: PathBuf,
     /// Where its CPU time is counted; `None` without cgroup2.
     cgroup: Option<Cgroup>,
+    /// Started with `ssl_enable=YES`; clients use explicit FTPS.
+    pub(super) tls: bool,
 }
 
 impl Server {
     /// Starts `kind` on a free port and waits until it answers.
     pub(super) fn start(kind: Kind, fx: &Fixture, ftpd: &Path) -> Result<Self> {
+        Self::start_as(kind, fx, ftpd, false)
+    }
+
+    /// Starts `kind`, with FTPS (`ssl_enable=YES`) when `tls`.
+    pub(super) fn start_as(kind: Kind, fx: &Fixture, ftpd: &Path, tls: bool) -> Result<Self> {
         let port = free_port()?;
-        let log = fx.work.join(format!("{}.log", kind.name()));
+        let suffix = if tls { "-tls" } else { "" };
+        let log = fx.work.join(format!("{}{suffix}.log", kind.name()));
         // Appended to, so a restarted server keeps its predecessor's output.
         let mut out = fs::File::options()
             .create(true)
@@ -195,8 +242,8 @@ impl Server {
         cmd.arg(nofile_arg());
         match kind {
             Kind::Ftpd | Kind::Vsftpd => {
-                let conf = fx.work.join(format!("{}.conf", kind.name()));
-                fs::write(&conf, fx.conf(port)).with_context(|| format!("writing {}", conf.display()))?;
+                let conf = fx.work.join(format!("{}{suffix}.conf", kind.name()));
+                fs::write(&conf, fx.conf(port, tls)).with_context(|| format!("writing {}", conf.display()))?;
                 if kind == Kind::Ftpd {
                     // An empty listen address turns the metrics endpoint off.
                     cmd.arg(ftpd).arg(&conf).arg("-oftpd_metrics_listen=");
@@ -243,7 +290,7 @@ impl Server {
             .spawn()
             .with_context(|| format!("starting {}: {cmd:?}", kind.name()))?;
         drop(procs_file);
-        let server = Self { kind, port, child, log, cgroup };
+        let server = Self { kind, port, child, log, cgroup, tls };
         server
             .wait_ready()
             .with_context(|| format!("{} did not start; its output: {}", kind.name(), server.log_tail()))?;
@@ -253,9 +300,9 @@ impl Server {
 
     /// Replaces this server with a fresh one of the same kind (on a new port).
     pub(super) fn restart(&mut self, fx: &Fixture, ftpd: &Path) -> Result<()> {
-        let kind = self.kind;
+        let (kind, tls) = (self.kind, self.tls);
         procs::kill_tree(self.pid());
-        *self = Self::start(kind, fx, ftpd)?;
+        *self = Self::start_as(kind, fx, ftpd, tls)?;
         Ok(())
     }
 

@@ -61,10 +61,14 @@ fn url(server: &Server, path: &str) -> String {
     format!("{scheme}://127.0.0.1:{}/{path}", server.port)
 }
 
-/// Runs curl and returns the two numbers of its `-w` output.
-fn curl(args: &[&str]) -> Result<(f64, f64)> {
+/// Runs curl and returns the two numbers of its `-w` output. Against an
+/// FTPS server: explicit TLS on control and data (`-k`: the benchmark's
+/// certificate is self-signed).
+fn curl(server: &Server, args: &[&str]) -> Result<(f64, f64)> {
+    let tls: &[&str] = if server.tls { &["--ssl-reqd", "-k"] } else { &[] };
     let out = Command::new("curl")
         .args(["-sS", "--max-time", CURL_MAX_SECS])
+        .args(tls)
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -84,7 +88,7 @@ fn curl(args: &[&str]) -> Result<(f64, f64)> {
 pub(super) fn download(server: &Server) -> Result<(Metrics, String)> {
     let target = url(server, "1g.bin");
     let ((size, speed), cpu) =
-        with_cpu(server, || curl(&["-o", "/dev/null", "-w", "%{size_download} %{speed_download}", &target]))?;
+        with_cpu(server, || curl(server, &["-o", "/dev/null", "-w", "%{size_download} %{speed_download}", &target]))?;
     if size != GIB as f64 {
         bail!("downloaded {size} bytes of {GIB}");
     }
@@ -106,7 +110,8 @@ impl Drop for Upload {
 
 /// One 1 GiB upload with curl, checked on disk.
 pub(super) fn upload(server: &Server, fx: &Fixture, rep: usize) -> Result<(Metrics, String)> {
-    let name = format!("up/u-{}-{rep}.bin", server.kind.name());
+    let tls = if server.tls { "-tls" } else { "" };
+    let name = format!("up/u-{}{tls}-{rep}.bin", server.kind.name());
     let file = Upload(fx.root.join(&name));
     let source = fx.root.join("1g.bin");
     let source = source.to_string_lossy();
@@ -117,7 +122,7 @@ pub(super) fn upload(server: &Server, fx: &Fixture, rep: usize) -> Result<(Metri
         args.extend(["-H", "Expect:", "--fail"]);
     }
     args.push(&target);
-    let ((size, speed), cpu) = with_cpu(server, || curl(&args))?;
+    let ((size, speed), cpu) = with_cpu(server, || curl(server, &args))?;
     let on_disk = std::fs::metadata(&file.0).map_or(0, |m| m.len());
     if size != GIB as f64 || on_disk != GIB {
         bail!("uploaded {size} bytes of {GIB}; {} has {on_disk} bytes", file.0.display());
