@@ -682,3 +682,56 @@ except ftplib.error_perm as e:
     ));
     assert!(o.contains("533 CCC is only allowed after login."), "{o}");
 }
+
+/// A CA and a client certificate it signed, for `require_cert`/`validate_cert`.
+fn client_certs(dir: &Path) {
+    let sh = format!(
+        "set -e; cd {}; \
+         openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca.key -out ca.pem \
+           -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null; \
+         openssl req -newkey rsa:2048 -nodes -subj /CN=client -keyout client.key -out client.csr 2>/dev/null; \
+         printf 'extendedKeyUsage=clientAuth\\n' > ext; \
+         openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out client.pem \
+           -extfile ext 2>/dev/null; \
+         openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=stranger -keyout stranger.key \
+           -out stranger.pem 2>/dev/null",
+        dir.display()
+    );
+    run_ok(Command::new("sh").arg("-c").arg(sh));
+}
+
+#[test]
+fn client_certificates_required_and_validated() {
+    let dir = tree();
+    let cert = Cert::new();
+    let certs = tempfile::tempdir().expect("tempdir");
+    client_certs(certs.path());
+    let c = |name: &str| certs.path().join(name).display().to_string();
+    let get = |server: &Server, who: Option<&str>| {
+        let mut cmd = curl(server);
+        cmd.arg("--ssl-reqd");
+        if let Some(w) = who {
+            cmd.args(["--cert", &c(&format!("{w}.pem")), "--key", &c(&format!("{w}.key"))]);
+        }
+        // Two files: the second data connection resumes with the certificate.
+        let out = run(cmd.arg(server.url("a.txt")).arg(server.url("dir/two.txt")));
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // require_cert without validate_cert: any certificate, but one is needed.
+    let any = start(dir.path(), &cert, &["require_cert=YES"]);
+    assert_eq!(get(&any, None), None, "no certificate: refused");
+    assert_eq!(get(&any, Some("stranger")).as_deref(), Some("alpha\ntwo\n"));
+    // validate_cert: only certificates from ca_certs_file's CA.
+    let ca = format!("ca_certs_file={}", c("ca.pem"));
+    let strict = start(dir.path(), &cert, &["require_cert=YES", "validate_cert=YES", &ca]);
+    assert_eq!(get(&strict, Some("stranger")), None, "a certificate from another CA: refused");
+    assert_eq!(get(&strict, Some("client")).as_deref(), Some("alpha\ntwo\n"));
+    let e = start_err(&[
+        "ssl_enable=YES".into(),
+        format!("rsa_cert_file={}", cert.cert().display()),
+        format!("rsa_private_key_file={}", cert.key().display()),
+        "require_cert=YES".into(),
+        "validate_cert=YES".into(),
+    ]);
+    assert!(e.contains("ca_certs_file"), "{e}");
+}

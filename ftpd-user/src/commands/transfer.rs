@@ -919,7 +919,10 @@ async fn send_buffered(
     pacer: &mut crate::rates::Pacer,
     strict_shutdown: bool,
 ) -> Result<u64, DataError> {
-    let mut buf = vec![0u8; 32 * 1024];
+    // Under TLS, bigger reads hand rustls many records per write: with 32 KiB
+    // (two records) a 1 GiB download ran at 440 MB/s against vsftpd's 577.
+    let size = if matches!(data, DataStream::Tls(_)) { 256 * 1024 } else { 32 * 1024 };
+    let mut buf = vec![0u8; size];
     let mut out = Vec::with_capacity(64 * 1024);
     let mut prev = 0u8;
     let mut sent = 0;
