@@ -146,7 +146,8 @@ pub fn reload(shared: &Arc<Shared>) -> Result<usize, String> {
         }
     }
     let names: Vec<String> = owners.iter().map(|(n, _)| n.clone()).collect();
-    let (cfg, texts) = shared.authority.reload(&shared.source, &names)?;
+    let (mut cfg, texts) = shared.authority.reload(&shared.source, &names)?;
+    crate::tls::keep_startup_settings(&shared.cfg(), &mut cfg);
     let mut limits = HashMap::new();
     for (owner, text) in owners.into_iter().zip(texts) {
         let mut eff = cfg.clone();

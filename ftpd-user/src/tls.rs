@@ -118,6 +118,39 @@ impl Tls {
     }
 }
 
+/// SIGHUP cannot change what was read before the privilege split: the
+/// unprivileged front could not read a new key. The TLS settings that shape
+/// the loaded configuration keep their startup values (with a warning);
+/// the per-session ones (`force_*`, `require_ssl_reuse`, …) do change.
+pub fn keep_startup_settings(old: &Config, new: &mut Config) {
+    let mut kept = Vec::new();
+    macro_rules! keep {
+        ($($f:ident),*) => {$(
+            if old.$f != new.$f {
+                new.$f = old.$f.clone();
+                kept.push(stringify!($f));
+            }
+        )*};
+    }
+    keep!(
+        ssl_enable,
+        rsa_cert_file,
+        rsa_private_key_file,
+        ssl_ciphers,
+        ssl_tlsv1_2,
+        ssl_tlsv1_3,
+        require_cert,
+        validate_cert,
+        ca_certs_file
+    );
+    if !kept.is_empty() {
+        tracing::warn!(
+            options = kept.join(","),
+            "SIGHUP: TLS certificate and protocol settings change only at restart"
+        );
+    }
+}
+
 fn read(option: &str, path: &str) -> Result<Vec<u8>, String> {
     if path.is_empty() {
         return Err(format!("{option} is empty; ssl_enable=YES needs a certificate"));
@@ -562,6 +595,17 @@ mod tests {
         let tls12: Vec<_> = p.cipher_suites.iter().filter(|s| matches!(s, SupportedCipherSuite::Tls12(_))).collect();
         assert_eq!(tls12.len(), 1);
         assert!(p.cipher_suites.iter().any(|s| matches!(s, SupportedCipherSuite::Tls13(_))));
+    }
+
+    #[test]
+    fn reload_keeps_the_startup_tls_settings() {
+        let old = Config { ssl_enable: true, rsa_cert_file: "/a".into(), ..Config::default() };
+        let mut new =
+            Config { ssl_enable: false, rsa_cert_file: "/b".into(), force_local_data_ssl: false, ..old.clone() };
+        keep_startup_settings(&old, &mut new);
+        assert!(new.ssl_enable);
+        assert_eq!(new.rsa_cert_file, "/a");
+        assert!(!new.force_local_data_ssl, "per-session settings still reload");
     }
 
     #[test]
