@@ -316,6 +316,7 @@ fn forced_encryption_refuses_clear_logins_and_data() {
     assert_eq!(c.cmd("PBSZ 0").1.trim_end(), "503 PBSZ needs a secure connection.");
     assert_eq!(c.cmd("PROT P").1.trim_end(), "503 PROT needs a secure connection.");
     assert_eq!(c.cmd("AUTH KERBEROS").1.trim_end(), "504 Unknown AUTH type.");
+    assert!(c.cmd("HELP").1.contains("AUTH CCC  PBSZ PROT"));
     // allow_anon_ssl=NO: anonymous users may not use TLS at all.
     let noanon = {
         let mut all = cert.settings();
@@ -362,7 +363,10 @@ fn upload_cut_without_close_notify_is_not_complete() {
     // Owned by the anonymous account, so a replace goes through a temporary
     // file (else vsftpd's in-place overwrite applies).
     give_to_anon(&dir.path().join("keep.bin"));
-    let server = start(dir.path(), &cert, &["ftpd_atomic_uploads=YES"]);
+    let xfer = cert.dir.path().join("xferlog");
+    let x = format!("xferlog_file={}", xfer.display());
+    let server =
+        start(dir.path(), &cert, &["ftpd_atomic_uploads=YES", "xferlog_enable=YES", "xferlog_std_format=YES", &x]);
     let script = |server: &Server, name: &str| {
         format!(
             r#"{}# TLS 1.2: no post-handshake tickets left unread, so the close is a
@@ -390,6 +394,12 @@ except ftplib.all_errors as e:
     let log = server.stop();
     assert!(!log.contains("upload complete"), "no upload was complete: {log}");
     assert!(log.contains("without sending TLS close_notify"), "failed for the missing close_notify: {log}");
+    // xferlog marks both as incomplete (the last field: c complete, i incomplete).
+    let xl = std::fs::read_to_string(&xfer).expect("xferlog");
+    let lines: Vec<&str> = xl.lines().collect();
+    assert_eq!(lines.len(), 2, "{xl}");
+    assert!(lines[0].contains("/keep.bin") && lines[0].ends_with(" i"), "{xl}");
+    assert!(lines[1].contains("/new.bin") && lines[1].ends_with(" i"), "{xl}");
     // strict_ssl_read_eof=NO (vsftpd's default) accepts the bare close.
     let lax = start(dir.path(), &cert, &["strict_ssl_read_eof=NO"]);
     let out = python(&script(&lax, "lax.bin"));

@@ -206,6 +206,10 @@ impl Session {
             "RNTO SITE SIZE STAT STOR STOU STRU SYST TYPE USER XCUP XCWD XMKD XPWD XRMD",
         ]
         .map(String::from);
+        let mut lines = lines.to_vec();
+        if self.shared.tls.is_some() {
+            lines.push("AUTH CCC  PBSZ PROT".into());
+        }
         self.reply_multi(214, "The following commands are recognized.", &lines, "Help OK.").await
     }
 }
