@@ -274,7 +274,10 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
                     warn!(peer = %peer, reason = text, "connection refused");
                     let reason = if text.contains("internet address") { "max_per_ip" } else { "max_clients" };
                     crate::metrics::Metrics::inc(&shared2.metrics.refused, "reason", reason);
-                    session::refuse(&mut stream, text, shared2.kernel().is_some()).await;
+                    match shared2.tls.as_ref().filter(|_| shared2.cfg().implicit_ssl) {
+                        Some(tls) => session::refuse_tls(stream, tls, text).await,
+                        None => session::refuse(&mut stream, text, shared2.kernel().is_some()).await,
+                    }
                     return;
                 }
             };

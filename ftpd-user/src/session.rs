@@ -590,6 +590,17 @@ fn clean(s: &str) -> String {
     s.replace(['\r', '\n'], " ")
 }
 
+/// [`refuse`] for implicit FTPS, whose clients expect TLS from the first
+/// byte: the 421 goes over a (bounded) handshake, as vsftpd sends it, so the
+/// client shows the reply instead of a TLS error.
+pub async fn refuse_tls(stream: TcpStream, tls: &crate::tls::Tls, text: &str) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.for_session().config);
+    if let Ok(Ok(mut s)) = timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+        let _ = control::reply(&mut s, 421, text).await;
+        let _ = s.shutdown().await;
+    }
+}
+
 /// Refuses a connection before any session exists (the connection limits).
 ///
 /// With `hold` (the kernel plane is on), our side stays open until the client

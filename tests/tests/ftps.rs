@@ -745,3 +745,23 @@ fn client_certificates_required_and_validated() {
     ]);
     assert!(e.contains("ca_certs_file"), "{e}");
 }
+
+#[test]
+fn implicit_ftps_refusal_is_readable() {
+    let dir = tree();
+    let cert = Cert::new();
+    let server = start(dir.path(), &cert, &["implicit_ssl=YES", "max_per_ip=1"]);
+    let out = python(&format!(
+        r#"{}def open_one():
+    s = ctx.wrap_socket(socket.create_connection((HOST, PORT), timeout=10), server_hostname=HOST)
+    return s, s.recv(200).decode()
+a, first = open_one()
+print('first', first.strip())
+b, second = open_one()
+print('second', second.strip())
+"#,
+        py_prelude(&server)
+    ));
+    assert!(out.contains("first 220"), "{out}");
+    assert!(out.contains("second 421"), "the refusal is sent over TLS: {out}");
+}
