@@ -224,11 +224,6 @@ impl Pacer {
         Self::new(flow, false)
     }
 
-    /// A pacer that never waits (transfers outside any rate group).
-    pub fn unlimited() -> Self {
-        Self::new(Arc::new(Flow::default()), false)
-    }
-
     fn new(flow: Arc<Flow>, sending: bool) -> Self {
         Self { flow, rate: None, since: Instant::now(), due: 0.0, sending, kernel: false, warm: false, limited: false }
     }

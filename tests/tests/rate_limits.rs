@@ -267,6 +267,27 @@ fn rate_scopes_share_one_limit_by_user_and_by_ip() {
 }
 
 #[test]
+fn limits_hold_for_active_mode_from_the_data_port() {
+    // connect_from_port_20: the master binds the source port, the front
+    // connects from it; the limit must hold all the same.
+    let rate = 1_000_000;
+    let (d, size) = tree(rate);
+    let data_port = ftpd_tests::free_port();
+    let server = Server::start(
+        d.path(),
+        &[&format!("anon_max_rate={rate}"), "connect_from_port_20=YES", &format!("ftp_data_port={data_port}")],
+    );
+    let mut failures = Vec::new();
+    check(
+        "active download from ftp_data_port",
+        rate,
+        download_rate(&server, Mode::Active, "f.bin", size),
+        &mut failures,
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
 fn limits_hold_within_five_percent_at_100k_1m_10m() {
     let mut failures = Vec::new();
     for rate in [100_000, 1_000_000, 10_000_000] {

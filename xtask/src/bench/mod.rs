@@ -68,6 +68,9 @@ enum Workload {
     Retr,
     /// Login/logout cycles from 16 clients.
     Login,
+    /// 1 000 concurrent anonymous downloads, each limited by
+    /// `anon_max_rate=100000` (what a mirror with limits sees).
+    Limited,
     /// SYN and connection floods, ftpd eBPF on against off (network namespaces).
     Flood,
     /// All of the above.
@@ -75,8 +78,16 @@ enum Workload {
 }
 
 impl Workload {
-    const COMPARISONS: [Self; 7] =
-        [Self::Download, Self::Upload, Self::Concurrent, Self::Sessions, Self::List, Self::Retr, Self::Login];
+    const COMPARISONS: [Self; 8] = [
+        Self::Download,
+        Self::Upload,
+        Self::Concurrent,
+        Self::Sessions,
+        Self::List,
+        Self::Retr,
+        Self::Login,
+        Self::Limited,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -87,6 +98,7 @@ impl Workload {
             Self::List => "list",
             Self::Retr => "retr",
             Self::Login => "login",
+            Self::Limited => "limited",
             Self::Flood => "flood",
             Self::All => "all",
         }
@@ -98,11 +110,12 @@ impl Workload {
         match self {
             Self::Concurrent => &[8, 64, 256],
             Self::Sessions => &[1000, 10_000],
+            Self::Limited => &[workloads::LIMITED_CLIENTS],
             _ => &[0],
         }
     }
 
-    /// The ceiling speaks only enough HTTP to move files.
+    /// The ceiling speaks only enough HTTP to move files (and has no limits).
     fn runs_on(self, kind: Kind) -> bool {
         kind != Kind::Ceiling || matches!(self, Self::Download | Self::Upload | Self::Concurrent)
     }
@@ -204,7 +217,16 @@ fn compare_all(
         for rep in 1..=args.reps {
             for &n in w.sizes() {
                 let label = if n == 0 { w.name().to_owned() } else { format!("{} {n}", w.name()) };
-                for server in servers.iter_mut().filter(|s| w.runs_on(s.kind)) {
+                // The limited workload needs servers with a rate limit: the
+                // same config plus `anon_max_rate`, for both FTP servers.
+                let mut limited = Vec::new();
+                if w == Workload::Limited {
+                    for kind in [Kind::Ftpd, Kind::Vsftpd] {
+                        limited.push(Server::start_with(kind, fx, bin, workloads::LIMITED_CONF)?);
+                    }
+                }
+                let pool = if w == Workload::Limited { &mut limited } else { &mut servers };
+                for server in pool.iter_mut().filter(|s| w.runs_on(s.kind)) {
                     if w == Workload::Sessions {
                         // Memory a server freed after an earlier sample stays
                         // with its allocator and would be reused by the next
@@ -222,6 +244,7 @@ fn compare_all(
                         Workload::List => workloads::list(server),
                         Workload::Retr => workloads::retr(server),
                         Workload::Login => workloads::login(server, args.login_secs),
+                        Workload::Limited => workloads::limited(server, n),
                         Workload::Flood | Workload::All => continue,
                     }
                     .map_err(|e| match server.check_alive() {
