@@ -202,7 +202,9 @@ impl Session {
     async fn greet(&mut self) -> io::Result<()> {
         let cfg = &self.shared.cfg;
         if let Some(text) = &self.shared.banner {
-            let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            // vsftpd's form: every line of the file as `220-`, then a bare `220 `.
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            lines.push(String::new());
             return self.reply_lines(220, &lines).await;
         }
         let banner = if cfg.ftpd_banner.is_empty() {
@@ -264,6 +266,19 @@ impl Session {
         control::reply_multi(&mut self.w, code, first, lines, last).await
     }
 
+    /// Writes a listing as a multi-line reply, its lines unindented (`STAT PATH`).
+    pub(crate) async fn reply_listing(
+        &mut self,
+        code: u16,
+        first: &str,
+        lines: &[String],
+        last: &str,
+    ) -> io::Result<()> {
+        self.log_reply(code, first);
+        self.shared.metrics.reply(code);
+        control::reply_listing(&mut self.w, code, first, lines, last).await
+    }
+
     /// Writes lines as one reply, `CODE-` on all but the last (vsftpd's banner style).
     pub(crate) async fn reply_lines(&mut self, code: u16, lines: &[String]) -> io::Result<()> {
         match lines {
@@ -294,7 +309,7 @@ impl Session {
             self.reply(501, "NUL byte in command.").await?;
             return Ok(Next::Continue);
         }
-        // Commands allowed before login (vsftpd's prelogin.c, plus HOST and HELP).
+        // Commands allowed before login (vsftpd's prelogin.c, plus HOST).
         match verb.as_str() {
             "QUIT" => {
                 self.reply(221, "Goodbye.").await?;
@@ -313,11 +328,6 @@ impl Session {
             "FEAT" => return self.cmd_feat().await.map(|()| Next::Continue),
             "OPTS" => return self.cmd_opts(arg).await.map(|()| Next::Continue),
             "HOST" => return self.cmd_host(arg).await.map(|()| Next::Continue),
-            "HELP" => return self.cmd_help().await.map(|()| Next::Continue),
-            "ABOR" => {
-                self.reply(225, "No transfer to ABOR.").await?;
-                return Ok(Next::Continue);
-            }
             _ => {}
         }
         let Phase::Ready(_) = self.phase else {
@@ -328,12 +338,16 @@ impl Session {
             self.reply(550, "Permission denied.").await?;
             return Ok(Next::Continue);
         }
-        // RNTO must follow RNFR directly.
-        let rnfr = if verb == "RNTO" { self.rnfr.take() } else { None };
-        if verb != "RNFR" {
-            self.rnfr = None;
-        }
+        // RNFR's name stays until RNTO uses it, also across other commands
+        // (vsftpd does not enforce RFC 959's "immediately").
+        let rnfr = if verb == "RNTO" && self.may(crate::commands::files::Op::Other) { self.rnfr.take() } else { None };
         match verb.as_str() {
+            "HELP" => self.cmd_help().await?,
+            "ABOR" => self.reply(225, "No transfer to ABOR.").await?,
+            "REIN" => self.reply(502, "REIN not implemented.").await?,
+            "SMNT" => self.reply(502, "SMNT not implemented.").await?,
+            // TLS commands without TLS: known to vsftpd, refused like a denied command.
+            "PBSZ" | "PROT" => self.reply(550, "Permission denied.").await?,
             "SYST" => self.reply(215, "UNIX Type: L8").await?,
             "NOOP" => self.reply(200, "NOOP ok.").await?,
             "ACCT" => self.reply(502, "ACCT not implemented.").await?,

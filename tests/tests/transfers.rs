@@ -287,10 +287,12 @@ fn port_bounce_defence_and_malformed_arguments() {
     }
     assert_eq!(c.cmd_ok(&format!("EPRT |1|127.0.0.2|{port}|"), 500), "500 Illegal EPRT command.\r\n");
     assert_eq!(c.cmd_ok("EPRT |1|127.0.0.1|21|", 500), "500 Illegal EPRT command.\r\n");
-    c.cmd_ok(&format!("EPRT |2|::1|{port}|"), 500); // IPv6 target from an IPv4 client
-    for bad in ["|1|127.0.0.1|", "|1|127.0.0.1|x|", "|3|127.0.0.1|5000|", "|1|300.0.0.1|5000|", "1|127.0.0.1|5000|"] {
+    // An IPv6 target from an IPv4 client: RFC 2428's 522 (was 500).
+    assert_eq!(c.cmd_ok(&format!("EPRT |2|::1|{port}|"), 522), "522 Network protocol not supported, use (1)\r\n");
+    for bad in ["|1|127.0.0.1|", "|1|127.0.0.1|x|", "|1|300.0.0.1|5000|", "1|127.0.0.1|5000|"] {
         c.cmd_ok(&format!("EPRT {bad}"), 500);
     }
+    c.cmd_ok("EPRT |3|127.0.0.1|5000|", 522); // an unknown network protocol (was 500)
     // After all that, no data connection is set up.
     assert_eq!(c.cmd_ok("RETR pub/a.txt", 425), "425 Use PORT or PASV first.\r\n");
     // A refused PORT also cancels an earlier good one.
