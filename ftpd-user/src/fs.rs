@@ -568,7 +568,7 @@ impl Patterns {
 }
 
 /// `*` matches any run of bytes, `?` one byte; iterative, no recursion.
-fn glob(pat: &[u8], name: &[u8]) -> bool {
+pub fn glob(pat: &[u8], name: &[u8]) -> bool {
     let (mut p, mut n) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while n < name.len() {

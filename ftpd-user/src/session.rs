@@ -114,6 +114,9 @@ pub struct Session {
     pub(crate) login_fails: u32,
     /// Set while this session holds a passive port (the pool-use gauge).
     pub(crate) pasv_slot: Option<prometheus_client::metrics::gauge::Gauge>,
+    /// Control connections open when this one was accepted (itself included),
+    /// for STAT as vsftpd reports it.
+    pub(crate) clients_at_start: u32,
     /// The active-sessions gauge this session counts in, once logged in.
     pub(crate) active: Option<prometheus_client::metrics::gauge::Gauge>,
     /// The passive port whose kernel pinhole this session opened.
@@ -126,6 +129,7 @@ impl Session {
     /// A session for a freshly accepted control connection.
     pub fn new(shared: Arc<Shared>, id: u64, stream: TcpStream, peer: SocketAddr, local: SocketAddr) -> Self {
         let (r, w) = stream.into_split();
+        let clients_at_start = shared.clients();
         Self {
             shared,
             id,
@@ -151,6 +155,7 @@ impl Session {
             xfer_user: String::new(),
             client: data::canonical(peer.ip()).to_string(),
             login_fails: 0,
+            clients_at_start,
             active: None,
             pasv_slot: None,
             pinhole: None,

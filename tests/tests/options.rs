@@ -36,7 +36,7 @@ fn deny_file_makes_names_unreachable() {
         assert_eq!((bytes.len(), code), (0, 550), "RETR {path}");
     }
     let (nlst, _, _) = c.transfer("NLST pub");
-    assert_eq!(names(&nlst), ["ok.txt"]);
+    assert_eq!(names(&nlst), ["pub/ok.txt"]);
     let (list, _, _) = c.transfer("LIST -a pub");
     let list = String::from_utf8(list).unwrap();
     assert!(!list.contains("secret") && list.contains(" ok.txt"), "{list}");
@@ -57,7 +57,7 @@ fn deny_file_makes_names_unreachable() {
     c.cmd_ok("SIZE pub/x.secret", 213);
     c.cmd_ok("CWD pub/dir.secret", 250);
     let (nlst, _, _) = c.transfer("NLST /pub");
-    assert_eq!(names(&nlst), ["dir.secret", "ok.txt", "x.secret"]);
+    assert_eq!(names(&nlst), ["/pub/dir.secret", "/pub/ok.txt", "/pub/x.secret"]);
 }
 
 #[test]
@@ -70,7 +70,7 @@ fn hide_file_hides_from_listings_only() {
     let server = Server::start(root, &["hide_file={*.hid}"]);
     let mut c = server.login();
     let (nlst, _, _) = c.transfer("NLST pub");
-    assert_eq!(names(&nlst), ["b.txt"]);
+    assert_eq!(names(&nlst), ["pub/b.txt"]);
     let (list, _, _) = c.transfer("LIST -a pub");
     assert!(!String::from_utf8_lossy(&list).contains(".hid"));
     let (mlsd, _, _) = c.transfer("MLSD pub");
@@ -84,7 +84,7 @@ fn hide_file_hides_from_listings_only() {
     let server = Server::start(root, &["hide_file="]);
     let mut c = server.login();
     let (nlst, _, _) = c.transfer("NLST pub");
-    assert_eq!(names(&nlst), ["a.hid", "b.txt", "sub.hid"]);
+    assert_eq!(names(&nlst), ["pub/a.hid", "pub/b.txt", "pub/sub.hid"]);
 }
 
 #[test]
@@ -247,7 +247,8 @@ fn anon_world_readable_only_covers_listings() {
     let server = Server::start(root, &["anon_world_readable_only=NO"]);
     let mut c = server.login();
     let (list, code, _) = c.transfer("NLST private");
-    assert_eq!((names(&list), code), (vec!["inside.txt".to_string()], 226));
+    // NLST names carry the directory given, as in vsftpd (was: inside.txt).
+    assert_eq!((names(&list), code), (vec!["private/inside.txt".to_string()], 226));
 }
 
 #[test]

@@ -414,6 +414,8 @@ const BROWSE: Session = Session {
         "RNTO x",
         "HOST x",
         "XYZZY",
+        "NOOP\0x",
+        "CWD pub\0x",
         "REIN",
         "SMNT x",
         "AUTH TLS",
@@ -609,9 +611,8 @@ struct Exchange {
 /// Replies that depend on the server identity or the moment, made comparable
 /// here and only here:
 /// - PASV/EPSV port numbers (each server picks its own free port);
-/// - the line of `STAT` that names the server (vsftpd's version line, ftpd's
-///   data plane);
-/// - ftpd's STAT reports the data plane where vsftpd names its version;
+/// - the last line of `STAT`, which names the server and its version (ftpd's
+///   also its data plane);
 /// - the `unique` fact of ftpd's MLST/MLSD (device and inode numbers).
 ///
 /// The banner is not normalised: both configs set `ftpd_banner`. MDTM is only
@@ -625,7 +626,7 @@ fn normalise(reply: &str) -> String {
             format!("227 Entering Passive Mode ({},*,*).\r\n", addr.join(","))
         } else if line.starts_with("229 Entering Extended Passive Mode (|||") {
             "229 Entering Extended Passive Mode (|||*|)\r\n".to_string()
-        } else if line.starts_with("     vsFTPd ") || line.starts_with(" Data plane: ") {
+        } else if line.starts_with("     vsFTPd ") || line.starts_with("     ftpd ") {
             "     SERVER VERSION\r\n".to_string()
         } else if let Some(at) = line.find("unique=") {
             let end = line[at..].find(';').map_or(line.len(), |e| at + e);
@@ -710,12 +711,13 @@ fn run_session(port: u16, session: &Session, user: &LocalUser) -> Vec<Exchange> 
     out
 }
 
-/// PASS arguments are not shown (they can be a real password).
+/// PASS arguments are not shown (they can be a real password); a NUL byte
+/// is shown as `\0`.
 fn shown_cmd(line: &str) -> String {
     if line.starts_with("PASS ") && !line.contains('@') && line != "PASS wrong" && line != "PASS again" {
         "PASS (password)".into()
     } else {
-        line.to_string()
+        line.replace('\0', "\\0")
     }
 }
 

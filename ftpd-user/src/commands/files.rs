@@ -330,29 +330,37 @@ impl Session {
 
     pub(crate) async fn cmd_stat(&mut self, arg: &[u8]) -> io::Result<()> {
         if arg.is_empty() {
+            // vsftpd's lines, indented as it does; ftpd's version line also
+            // names the data plane.
             let cfg = self.cfg();
-            let mut lines = vec![
+            let who = if self.user().anonymous { cfg.ftp_username.clone() } else { self.user().name.clone() };
+            let rate = if self.anon_rules() { cfg.anon_max_rate } else { cfg.local_max_rate };
+            let lines = [
                 format!("Connected to {}", self.peer_ip()),
-                format!("Logged in as {}", self.user().name),
+                format!("Logged in as {who}"),
                 format!("TYPE: {}", if self.binary { "BINARY" } else { "ASCII" }),
-            ];
-            if cfg.anon_max_rate != 0 && self.user().anonymous || cfg.local_max_rate != 0 && !self.user().anonymous {
-                let rate = if self.user().anonymous { cfg.anon_max_rate } else { cfg.local_max_rate };
-                lines.push(format!("Session bandwidth limit in byte/s is {rate}"));
-            }
-            lines.push(format!("Session timeout in seconds is {}", cfg.idle_session_timeout));
-            lines.push("Control connection is plain text".into());
-            lines.push("Data connections will be plain text".into());
-            lines.push(self.shared.plane_status());
-            return self.reply_multi(211, "FTP server status:", &lines, "End of status").await;
+                if rate == 0 {
+                    "No session bandwidth limit".into()
+                } else {
+                    format!("Session bandwidth limit in byte/s is {rate}")
+                },
+                format!("Session timeout in seconds is {}", cfg.idle_session_timeout),
+                "Control connection is plain text".into(),
+                "Data connections will be plain text".into(),
+                format!("At session startup, client count was {}", self.clients_at_start),
+                format!("ftpd {} - {}", env!("CARGO_PKG_VERSION"), self.shared.plane_status()),
+            ]
+            .map(|l| format!("     {l}"));
+            return self.reply_listing(211, "FTP server status:", &lines, "End of status").await;
         }
         // STAT PATH: a listing over the control connection.
         if !self.cfg().dirlist_enable {
             return self.reply(550, "Permission denied.").await;
         }
-        let (_, path_arg) = crate::commands::transfer::split_list_args(arg);
+        let (flags, path_arg) = crate::commands::transfer::split_list_args(arg);
+        let recurse = flags.contains(&b'R') && self.cfg().ls_recurse_enable;
         let listing = match self.path(path_arg) {
-            Some(p) => self.listing_bytes(p, path_arg).await,
+            Some(p) => self.listing_bytes(p, path_arg, recurse).await,
             None => Vec::new(),
         };
         let lines: Vec<String> = String::from_utf8_lossy(&listing).lines().map(str::to_owned).collect();
