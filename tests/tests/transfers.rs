@@ -355,7 +355,10 @@ fn ipv6_epsv_and_eprt() {
     let mut c = server.login();
     c.cmd_ok("TYPE I", 200);
     assert!(c.cmd_ok("STAT", 211).contains("Connected to ::1\r\n"));
-    assert_eq!(c.cmd_ok("EPSV 1", 522).get(..4), Some("522 "));
+    // RFC 2428's 522 names what this connection can use: passive data on the
+    // control connection's own address, active data to either protocol.
+    assert_eq!(c.cmd_ok("EPSV 1", 522), "522 Network protocol not supported, use (2)\r\n");
+    assert_eq!(c.cmd_ok("EPRT |3|x|5000|", 522), "522 Network protocol not supported, use (1,2)\r\n");
     c.cmd_ok("EPSV 2", 229);
     // EPSV and a download.
     let mut data = c.epsv_connect();

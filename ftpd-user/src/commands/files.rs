@@ -196,7 +196,7 @@ impl Session {
             b"1" if !v6 => self.cmd_pasv(true).await,
             b"2" if v6 => self.cmd_pasv(true).await,
             // RFC 2428: any protocol this connection cannot use, named or not.
-            _ => self.reply(522, &unsupported_protocol(v6)).await,
+            _ => self.reply(522, &unsupported_protocol(if v6 { "2" } else { "1" })).await,
         }
     }
 
@@ -235,7 +235,10 @@ impl Session {
         let to = match parse_eprt(arg) {
             // As vsftpd: an IPv6 connection may name either protocol.
             Eprt::Addr(to) if v6 || to.is_ipv4() => to,
-            Eprt::Addr(_) | Eprt::Unsupported => return self.reply(522, &unsupported_protocol(v6)).await,
+            // An IPv6 connection can reach either protocol, an IPv4 one only IPv4.
+            Eprt::Addr(_) | Eprt::Unsupported => {
+                return self.reply(522, &unsupported_protocol(if v6 { "1,2" } else { "1" })).await;
+            }
             Eprt::BadProtocol => return self.reply(500, "Bad EPRT protocol.").await,
             Eprt::Bad => return self.reply(500, "Bad EPRT command.").await,
         };
@@ -489,9 +492,9 @@ impl Session {
     }
 }
 
-/// RFC 2428's 522 text: the protocol this connection's data can use.
-fn unsupported_protocol(v6: bool) -> String {
-    format!("Network protocol not supported, use ({})", if v6 { 2 } else { 1 })
+/// RFC 2428's 522 text, naming the protocols this connection's data can use.
+fn unsupported_protocol(usable: &str) -> String {
+    format!("Network protocol not supported, use ({usable})")
 }
 
 /// What an EPRT argument says.
