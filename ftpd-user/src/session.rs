@@ -343,6 +343,17 @@ impl Session {
             self.reply(550, "Permission denied.").await?;
             return Ok(Next::Continue);
         }
+        // vsftpd refuses a deny_file path with one reply, whatever the command.
+        let path_arg = match verb.as_str() {
+            "RETR" | "SIZE" | "MDTM" | "CWD" | "XCWD" | "MKD" | "XMKD" | "RMD" | "XRMD" | "DELE" | "RNFR" | "STOR"
+            | "APPE" | "MLST" | "MLSD" => Some(arg),
+            "LIST" | "NLST" | "STAT" if !arg.is_empty() => Some(crate::commands::transfer::split_list_args(arg).1),
+            _ => None,
+        };
+        if path_arg.is_some_and(|a| self.cwd.join(a).is_ok_and(|p| self.shared.deny.matches_path(&p))) {
+            self.reply(550, "Permission denied.").await?;
+            return Ok(Next::Continue);
+        }
         // RNFR's name stays until RNTO uses it, also across other commands
         // (vsftpd does not enforce RFC 959's "immediately").
         let rnfr = if verb == "RNTO" && self.may(crate::commands::files::Op::Other) { self.rnfr.take() } else { None };

@@ -606,6 +606,35 @@ const LOCAL_WRITES: Session = Session {
     ],
 };
 
+const HIDDEN: Session = Session {
+    name: "hide-deny",
+    steps: &[
+        "USER anonymous",
+        "PASS guest@example.org",
+        "<LIST",
+        "<LIST -a",
+        "<NLST",
+        "<LIST run.sh",
+        "<RETR run.sh",
+        "SIZE run.sh",
+        "<RETR private.txt",
+        "SIZE private.txt",
+        "MDTM private.txt",
+        "<LIST private.txt",
+        "CWD empty",
+        "CWD /",
+        "STAT .",
+        "QUIT",
+    ],
+};
+
+/// Only root's files: vsftpd, chrooted, may not resolve a user made during
+/// the run (it showed the test user's number), which is no behaviour to copy.
+const USERDB: Session = Session {
+    name: "userdb",
+    steps: &["USER anonymous", "PASS guest@example.org", "<LIST y2k.txt", "<LIST -la pub", "STAT pub/sub", "QUIT"],
+};
+
 const GREETING: Session = Session { name: "greeting", steps: &["QUIT"] };
 
 const NO_LIST: Session = Session {
@@ -930,6 +959,12 @@ fn ftpd_answers_like_vsftpd() {
             lines: anon(&["hide_ids=YES", "ls_recurse_enable=YES", "force_dot_files=YES"]),
             sessions: vec![&LISTINGS],
         },
+        Conf {
+            name: "hide_file, deny_file",
+            lines: anon(&["hide_file={*.sh}", "deny_file={private*,empty}", "anon_world_readable_only=NO"]),
+            sessions: vec![&HIDDEN],
+        },
+        Conf { name: "text_userdb_names", lines: anon(&["text_userdb_names=YES"]), sessions: vec![&USERDB] },
         Conf { name: "dirlist_enable=NO", lines: anon(&["dirlist_enable=NO"]), sessions: vec![&NO_LIST] },
         Conf {
             name: "cmds_allowed",

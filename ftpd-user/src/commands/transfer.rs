@@ -731,10 +731,9 @@ impl Lister {
                     Err(FsError::BadName) => return Err(DataError::File(io::Error::from(io::ErrorKind::InvalidData))),
                 };
                 for e in &chunk {
-                    if !passes(&e.name)
-                        || self.shared.hide.matches_name(&e.name)
-                        || self.shared.deny.matches_name(&e.name)
-                    {
+                    // deny_file names stay listed, as vsftpd's manual says
+                    // ("not hidden"); only using them is refused.
+                    if !passes(&e.name) || self.shared.hide.matches_name(&e.name) {
                         continue;
                     }
                     while dots.last().is_some_and(|d| d.name < e.name) {
