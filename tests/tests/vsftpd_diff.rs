@@ -16,7 +16,7 @@ use std::{
     ffi::CString,
     fmt::Write as _,
     io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::{SocketAddr, TcpListener, TcpStream},
     os::unix::{
         ffi::OsStrExt,
         fs::{PermissionsExt, symlink},
@@ -260,7 +260,8 @@ fn common(port: u16) -> String {
 
 /// A scripted session. Each step is a command line, except:
 /// `<CMD`: PASV, then CMD with its data connection read to the end;
-/// `>CMD`: PASV, then CMD sending [`UPLOAD`] on the data connection.
+/// `>CMD`: PASV, then CMD sending [`UPLOAD`] on the data connection;
+/// `^CMD`: PORT to a listener of the test (active mode), then as `<CMD`.
 struct Session {
     name: &'static str,
     steps: &'static [&'static str],
@@ -418,6 +419,13 @@ const BROWSE: Session = Session {
         "<RETR name with spaces.txt",
         "<RETR link",
         "<RETR dangling",
+        "^RETR README",
+        "^LIST pub",
+        "^NLST",
+        "^RETR nowhere",
+        // A refused PORT clears any data connection setup: MLSD's reply
+        // does not depend on the steps before.
+        "PORT x",
         "MLSD",
         "MLST",
         "MLST README",
@@ -563,6 +571,16 @@ const WRITES: Session = Session {
         "SITE UMASK 8",
         "DELE up/renamed.txt",
         "DELE README",
+        "DELE up",
+        "MKD up/old.txt",
+        ">STOU up/old.txt",
+        ">STOU",
+        "MDTM 20200101000000 up/old.txt",
+        "MDTM up/old.txt",
+        "MDTM 2020 up/old.txt",
+        "REST 4",
+        ">STOR up/rest.txt",
+        "SIZE up/rest.txt",
         "QUIT",
     ],
 };
@@ -713,10 +731,11 @@ fn run_session(port: u16, session: &Session, user: &LocalUser) -> Vec<Exchange> 
     };
     out.push(Exchange { cmd: "(connect)".into(), reply: normalise(&greeting) });
     for step in session.steps {
-        let (data_cmd, upload) = match step.as_bytes().first() {
-            Some(b'<') => (Some(substitute(&step[1..], user)), false),
-            Some(b'>') => (Some(substitute(&step[1..], user)), true),
-            _ => (None, false),
+        let (data_cmd, upload, active) = match step.as_bytes().first() {
+            Some(b'<') => (Some(substitute(&step[1..], user)), false, false),
+            Some(b'>') => (Some(substitute(&step[1..], user)), true, false),
+            Some(b'^') => (Some(substitute(&step[1..], user)), false, true),
+            _ => (None, false, false),
         };
         let Some(line) = data_cmd else {
             let line = substitute(step, user);
@@ -728,13 +747,22 @@ fn run_session(port: u16, session: &Session, user: &LocalUser) -> Vec<Exchange> 
             }
             continue;
         };
-        let raw_pasv = c.send_raw(b"PASV\r\n").ok().and_then(|()| c.try_read_reply()).map(|(_, t)| t);
-        let Some(raw_pasv) = raw_pasv else {
-            out.push(Exchange { cmd: "PASV".into(), reply: "(closed)".into() });
+        let (setup, listener) = if active {
+            let l = TcpListener::bind("127.0.0.1:0").expect("bind a data listener");
+            let p = l.local_addr().expect("local addr").port();
+            (format!("PORT 127,0,0,1,{},{}", p >> 8, p & 0xff), Some(l))
+        } else {
+            ("PASV".to_string(), None)
+        };
+        let shown_setup = if active { "PORT 127,0,0,1,*,*" } else { "PASV" };
+        let raw = c.send_raw(format!("{setup}\r\n").as_bytes()).ok().and_then(|()| c.try_read_reply());
+        let Some((_, raw_setup)) = raw else {
+            out.push(Exchange { cmd: shown_setup.into(), reply: "(closed)".into() });
             break;
         };
-        out.push(Exchange { cmd: "PASV".into(), reply: normalise(&raw_pasv) });
-        let mut data = pasv_port(&raw_pasv).and_then(|p| TcpStream::connect(("127.0.0.1", p)).ok());
+        out.push(Exchange { cmd: shown_setup.into(), reply: normalise(&raw_setup) });
+        let mut data =
+            if active { None } else { pasv_port(&raw_setup).and_then(|p| TcpStream::connect(("127.0.0.1", p)).ok()) };
         let first = c.send_raw(format!("{line}\r\n").as_bytes()).ok().and_then(|()| c.try_read_reply());
         let Some((_, first)) = first else {
             out.push(Exchange { cmd: line, reply: "(closed)".into() });
@@ -744,6 +772,9 @@ fn run_session(port: u16, session: &Session, user: &LocalUser) -> Vec<Exchange> 
         let mut reply = first.clone();
         let mut bytes = Vec::new();
         if first.starts_with('1') {
+            if let Some(l) = &listener {
+                data = accept_within(l, Duration::from_secs(10));
+            }
             if let Some(mut d) = data.take() {
                 d.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
                 if upload {
@@ -785,6 +816,20 @@ fn send(c: &mut Ftp, line: &str) -> Option<String> {
         text.push_str(&c.try_read_reply().map_or_else(|| "(closed)".into(), |(_, t)| t));
     }
     Some(normalise(&text))
+}
+
+/// The server's active-mode connection to `l`, if it comes in time.
+fn accept_within(l: &TcpListener, wait: Duration) -> Option<TcpStream> {
+    l.set_nonblocking(true).ok()?;
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if let Ok((s, _)) = l.accept() {
+            s.set_nonblocking(false).ok()?;
+            return Some(s);
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    None
 }
 
 /// The port a 227 reply announces.
