@@ -7,6 +7,9 @@
 //! sent, vsftpd's reply, ftpd's reply, why); an unlisted difference fails the
 //! test, and so does a listed one that no longer occurs.
 //!
+//! Out of scope here: what happens after a 421 (closing the connection),
+//! which another change settles; no session provokes one.
+//!
 //! Needs root (vsftpd runs as root; the local-user configuration creates a
 //! system user). If vsftpd is missing the test installs it from Debian, without
 //! starting its service; only when that is impossible is it skipped, saying why.
@@ -1044,7 +1047,7 @@ fn ftpd_answers_like_vsftpd() {
     let mut rows = read_table();
     let mut unlisted = String::new();
     let (mut exchanges, mut sessions_run) = (0usize, 0usize);
-    let mut verbs = std::collections::BTreeSet::new();
+    let (mut verbs, mut cases) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
     // For debugging: VSFTPD_DIFF_ONLY=WORD runs only the configurations whose
     // name contains WORD (the stale-row check is then off).
     let only = std::env::var("VSFTPD_DIFF_ONLY").ok();
@@ -1095,7 +1098,10 @@ fn ftpd_answers_like_vsftpd() {
                 let none = Exchange { cmd: "(nothing)".into(), reply: "(nothing)".into() };
                 let (ve, fe) = (v.get(i).unwrap_or(&none), f.get(i).unwrap_or(&none));
                 exchanges += 1;
-                verbs.insert(ve.cmd.split(' ').next().unwrap_or_default().to_ascii_uppercase());
+                if !ve.cmd.starts_with('(') && !ve.cmd.ends_with(" (data)") {
+                    verbs.insert(ve.cmd.split(' ').next().unwrap_or_default().to_ascii_uppercase());
+                    cases.insert(ve.cmd.clone());
+                }
                 if ve.cmd == fe.cmd && ve.reply == fe.reply {
                     continue;
                 }
@@ -1130,9 +1136,11 @@ fn ftpd_answers_like_vsftpd() {
         .collect();
     let _ = writeln!(
         std::io::stderr(),
-        "vsftpd_diff: {} configurations, {sessions_run} sessions, {exchanges} exchanges, {} distinct commands, {:.1} s",
+        "vsftpd_diff: {} configurations, {sessions_run} sessions, {exchanges} exchanges, {} commands in {} \
+         distinct command lines, {:.1} s",
         confs.len(),
         verbs.len(),
+        cases.len(),
         started.elapsed().as_secs_f64()
     );
     assert!(
