@@ -142,17 +142,29 @@ fn config_source(cli: &Cli) -> Result<ftpd::config::ConfigSource> {
     Ok(ftpd::config::ConfigSource { path: cli.config.clone(), settings: cli.settings.clone(), root })
 }
 
-/// The anonymous root: `anon_root`, else (as vsftpd) the home of user `ftp`,
-/// else, for the embedded default only, the current directory.
+/// The anonymous root: `anon_root`, else (as vsftpd) the home of
+/// `ftp_username` from the user database, else, for the embedded default
+/// only, the current directory.
+///
+/// With `anonymous_enable=NO` nobody is ever served from it, so, as vsftpd,
+/// it is neither looked up nor required to exist: a local-users-only config
+/// starts on a machine without `/srv/ftp` or without user `ftp`. The empty
+/// path returned then is never opened (anonymous logins are refused).
 fn anon_root(cfg: &Config, embedded: bool) -> Result<PathBuf> {
+    if !cfg.anonymous_enable {
+        return Ok(PathBuf::new());
+    }
     let dir = if !cfg.anon_root.is_empty() {
         PathBuf::from(&cfg.anon_root)
     } else if embedded {
         std::env::current_dir().context("reading the current directory")?
     } else {
-        match home_of("ftp") {
-            Some(h) => h,
-            None => bail!("anonymous_enable=YES needs anon_root=DIR (there is no user `ftp` whose home could be used)"),
+        match ftpd::auth::account(&cfg.ftp_username) {
+            Some(a) => a.home,
+            None => bail!(
+                "anonymous_enable=YES needs anon_root=DIR (there is no user `{}` (ftp_username) whose home could be used)",
+                cfg.ftp_username
+            ),
         }
     };
     let abs = dir.canonicalize().with_context(|| format!("anonymous root {}", dir.display()))?;
@@ -160,14 +172,6 @@ fn anon_root(cfg: &Config, embedded: bool) -> Result<PathBuf> {
         bail!("anonymous root {} is not a directory", abs.display());
     }
     Ok(abs)
-}
-
-fn home_of(user: &str) -> Option<PathBuf> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 7 && f[0] == user).then(|| PathBuf::from(f[5]))
-    })
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -201,7 +205,8 @@ fn run(cli: Cli) -> Result<()> {
         SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
         v4 => v4.to_string(),
     };
-    println!("ftpd {} serving {} on {addr}; try: curl ftp://{shown}/", env!("CARGO_PKG_VERSION"), root.display());
+    let served = if cfg.anonymous_enable { root.display().to_string() } else { "local users".into() };
+    println!("ftpd {} serving {served} on {addr}; try: curl ftp://{shown}/", env!("CARGO_PKG_VERSION"));
     if cfg.background {
         daemonize()?;
     }

@@ -160,6 +160,11 @@ impl Shared {
         }
     }
 
+    /// Control connections open now.
+    pub fn clients(&self) -> u32 {
+        self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).total
+    }
+
     /// Counts a new control connection, or says which vsftpd refusal applies.
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
         let mut c = self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

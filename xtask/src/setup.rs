@@ -20,6 +20,12 @@ const EBPF_PACKAGES: &[&str] =
     &["rustc-web", "libstd-rust-web-dev-bpf", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
 /// Debian packages the integration tests run.
 const TEST_PACKAGES: &[&str] = &["curl", "iproute2", "lftp", "bpftool", "python3", "prometheus"];
+/// The reference server of `tests/tests/vsftpd_diff.rs`, installed when
+/// possible (its service is never started, see `install_packages`); without
+/// it that test is skipped and says so, the rest runs.
+const VSFTPD_PACKAGE: &str = "vsftpd";
+/// Debian's hook that decides whether a package may start its service.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 /// The compiler `ftpd-user/build.rs` uses for the kernel programs.
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 /// The `bpf-linker` release known to work with Debian's LLVM 22.
@@ -89,6 +95,16 @@ pub(crate) fn run(verbosity: Verbosity) -> Result<()> {
     }
 
     ensure_components(ok)?;
+    match installed_version(VSFTPD_PACKAGE)? {
+        Some(version) => ok(&format!("{VSFTPD_PACKAGE} ({version})")),
+        None => {
+            if let Err(e) = install_packages(&[VSFTPD_PACKAGE], false) {
+                println!(
+                    "[setup] warning: {VSFTPD_PACKAGE} not installed, so the vsftpd differential test will be skipped: {e:#}"
+                );
+            }
+        }
+    }
     if verbosity == Verbosity::Summary {
         println!("[setup] ok: {} Debian packages, bpf-linker, rustfmt, clippy", packages.len());
     }
@@ -137,12 +153,25 @@ fn install_packages(missing: &[&str], linker_missing: bool) -> Result<()> {
     }
     println!("[setup] installing: {}", missing.join(" "));
     exec(Command::new("apt-get").arg("update"))?;
-    exec(
+    // A policy-rc.d that exits 101 keeps packages (vsftpd) from starting
+    // their services; an existing one is left as it is.
+    let ours = !Path::new(POLICY_RC_D).exists();
+    if ours {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(POLICY_RC_D, "#!/bin/sh\n# written by cargo xtask setup while installing\nexit 101\n")
+            .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        std::fs::set_permissions(POLICY_RC_D, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let result = exec(
         Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "--no-install-recommends"])
             .args(missing),
-    )
+    );
+    if ours {
+        let _ = std::fs::remove_file(POLICY_RC_D);
+    }
+    result
 }
 
 /// `bpf-linker` on `PATH`, else in `$CARGO_HOME/bin` (where `ftpd-user/build.rs`

@@ -15,8 +15,10 @@ pub const MAX_CREDENTIAL: usize = 128;
 
 impl Session {
     pub(crate) async fn cmd_user(&mut self, arg: &[u8]) -> io::Result<()> {
-        if matches!(self.phase, Phase::Ready(_)) {
-            return self.reply(530, "Can't change to another user.").await;
+        if let Phase::Ready(u) = &self.phase {
+            // vsftpd's two texts: anonymous sessions are its "guest" ones.
+            let text = if u.anonymous { "Can't change from guest user." } else { "Can't change to another user." };
+            return self.reply(530, text).await;
         }
         self.phase = Phase::Greeted;
         let Some(user) = std::str::from_utf8(arg).ok().filter(|u| !u.is_empty() && u.len() <= MAX_CREDENTIAL) else {
@@ -149,7 +151,7 @@ impl Session {
 
     pub(crate) async fn cmd_opts(&mut self, arg: &[u8]) -> io::Result<()> {
         let upper = arg.to_ascii_uppercase();
-        if upper == b"UTF8 ON" || upper == b"UTF8" {
+        if upper == b"UTF8 ON" {
             self.reply(200, "Always in UTF8 mode.").await
         } else if upper.starts_with(b"MLST ") || upper == b"MLST" {
             // All facts are always sent; the selection is acknowledged as RFC 3659 asks.
