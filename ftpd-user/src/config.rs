@@ -160,6 +160,7 @@ options! {
     deny_file: Str = "", "Patterns (`{*.iso,private}`) of names that cannot be accessed at all.";
     hide_file: Str = "", "Patterns of names left out of listings (still reachable by name).";
     use_localtime: Bool = false, "Show listing and MDTM times in local time instead of UTC.";
+    mdtm_write: Bool = true, "Let `MDTM YYYYMMDDHHMMSS FILE` set a file's modification time (UTC, or local time with `use_localtime`), for users who may change existing files (`write_enable`, and `anon_other_write_enable` for anonymous users).";
     ftpd_banner: Str = "", "Text of the 220 greeting; empty means `(ftpd VERSION)`.";
     banner_file: Str = "", "File whose contents are the 220 greeting (wins over `ftpd_banner`).";
     dirmessage_enable: Bool = false, "Show `message_file` of a directory when a client enters it.";

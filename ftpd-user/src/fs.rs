@@ -424,6 +424,22 @@ impl Root {
         }
     }
 
+    /// Sets the access and modification times of the regular file `path`
+    /// names (vsftpd's `MDTM` with a time), to `secs` since the epoch.
+    pub fn set_mtime(&self, path: &VPath, secs: i64) -> Result<(), FsError> {
+        let fd = self.open_at(path, OFlags::PATH)?;
+        if !is_file(&rustix::fs::fstat(&fd)?) {
+            return Err(FsError::Io(io::Error::from(io::ErrorKind::InvalidInput)));
+        }
+        let t = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec { tv_sec: secs, tv_nsec: 0 },
+            last_modification: rustix::fs::Timespec { tv_sec: secs, tv_nsec: 0 },
+        };
+        // As for chmod: the /proc link names exactly the inode openat2 resolved.
+        let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        Ok(rustix::fs::utimensat(rustix::fs::CWD, proc_path.as_str(), &t, rustix::fs::AtFlags::empty())?)
+    }
+
     /// Changes permission bits of what `path` names (following symlinks inside
     /// the root only: the fd comes from `openat2`).
     pub fn chmod(&self, path: &VPath, mode: u32) -> Result<(), FsError> {

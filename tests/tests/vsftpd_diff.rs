@@ -584,6 +584,12 @@ const WRITES: Session = Session {
         "REST 4",
         ">STOR up/rest.txt",
         "SIZE up/rest.txt",
+        "MDTM 20200101000000 up/rest.txt",
+        "MDTM up/rest.txt",
+        "MDTM 19991231235959.5 up/rest.txt",
+        "MDTM up/rest.txt",
+        "MDTM 20200101 up/rest.txt",
+        "MDTM up/rest.txt",
         "QUIT",
     ],
 };

@@ -21,7 +21,13 @@ impl Session {
             return self.reply(530, text).await;
         }
         self.phase = Phase::Greeted;
-        let Some(user) = std::str::from_utf8(arg).ok().filter(|u| !u.is_empty() && u.len() <= MAX_CREDENTIAL) else {
+        if arg.is_empty() {
+            // vsftpd asks for a password and refuses at PASS, so an empty
+            // name looks like any other failed login.
+            self.phase = Phase::NeedPass(String::new());
+            return self.reply(331, "Please specify the password.").await;
+        }
+        let Some(user) = std::str::from_utf8(arg).ok().filter(|u| u.len() <= MAX_CREDENTIAL) else {
             return self.reply(530, "Login incorrect.").await;
         };
         if let Err(d) = login::check_user(&self.shared.cfg(), &self.shared.userlist, user) {
@@ -58,6 +64,9 @@ impl Session {
             .collect::<String>();
         let name = user.clone();
         let outcome = match shared.authority.login_cached(&shared.cfg(), &name) {
+            _ if name.is_empty() => {
+                Ok(Err(login::Denial { reply: "Login incorrect.".into(), reason: "empty user name".into() }))
+            }
             Some(l) => Ok(Ok(l)),
             // PAM can block for seconds (failure delays): keep it off the async threads.
             None => {

@@ -288,6 +288,32 @@ impl Session {
     }
 
     pub(crate) async fn cmd_mdtm(&mut self, arg: &[u8]) -> io::Result<()> {
+        // vsftpd's `mdtm_write`: `MDTM TIME FILE` sets the time when the whole
+        // argument is not itself a file and starts with a time of 8 or 14
+        // digits (or 14 and a fraction). Without the right to change files
+        // that form is answered as a failed read, as vsftpd does.
+        let cfg = self.cfg();
+        let mut arg = arg;
+        let mut set = None;
+        if cfg.mdtm_write
+            && self.path(arg).and_then(|p| self.user().root.stat(&p).ok()).is_none()
+            && let Some((time, name)) = split_mdtm_time(arg)
+        {
+            arg = name;
+            set = Some(time);
+        }
+        if set.is_some() && !self.may(Op::Other) {
+            return self.reply(550, "Could not get file modification time.").await;
+        }
+        if let Some(time) = set {
+            let secs = if cfg.use_localtime { time - fs::local_offset(time) } else { time };
+            let done = self.path(arg).is_some_and(|p| self.user().root.set_mtime(&p, secs).is_ok());
+            return if done {
+                self.reply(213, "File modification time set.").await
+            } else {
+                self.reply(550, "Could not set file modification time.").await
+            };
+        }
         let st = self.path(arg).and_then(|p| self.user().root.open_file(&p).ok()).map(|(_, st)| st);
         match st {
             Some(st) => {
@@ -553,5 +579,57 @@ mod tests {
         for bad in [&b"|1|::1|20|"[..], b"|1|10.0.0.1|70000|", b"1|10.0.0.1|20|", b"|1|10.0.0.1|", b"x"] {
             assert_eq!(parse_eprt(bad), Eprt::Bad, "{}", String::from_utf8_lossy(bad));
         }
+    }
+}
+
+/// Splits vsftpd's `MDTM TIME FILE`: `TIME` is `YYYYMMDD`, `YYYYMMDDHHMMSS`
+/// or that with a fraction (ignored); returns the time as seconds since the
+/// epoch read as UTC, and the file name. `None`: not that form.
+fn split_mdtm_time(arg: &[u8]) -> Option<(i64, &[u8])> {
+    let space = arg.iter().position(|&b| b == b' ')?;
+    let (time, name) = (&arg[..space], &arg[space + 1..]);
+    let digits = match time.len() {
+        8 | 14 => time,
+        n if n > 15 && time[14] == b'.' => &time[..14],
+        _ => return None,
+    };
+    if name.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| std::str::from_utf8(digits.get(r)?).ok()?.parse::<u32>().ok();
+    let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (h, mi, s) = if digits.len() == 14 { (num(8..10)?, num(10..12)?, num(12..14)?) } else { (0, 0, 0) };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    Some((days_from_civil(i64::from(y), mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + s), name))
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod mdtm_tests {
+    use super::*;
+
+    #[test]
+    fn mdtm_times_parse_as_vsftpd_reads_them() {
+        assert_eq!(split_mdtm_time(b"20200101000000 a b"), Some((1_577_836_800, &b"a b"[..])));
+        assert_eq!(split_mdtm_time(b"20210203040506.123 f"), Some((1_612_325_106, &b"f"[..])));
+        assert_eq!(split_mdtm_time(b"19700102 f"), Some((86_400, &b"f"[..])));
+        assert_eq!(split_mdtm_time(b"2020010100000 f"), None, "13 digits");
+        assert_eq!(split_mdtm_time(b"20201301000000 f"), None, "month 13");
+        assert_eq!(split_mdtm_time(b"2020010100000x f"), None);
+        assert_eq!(split_mdtm_time(b"20200101000000 "), None, "no file");
+        assert_eq!(split_mdtm_time(b"file.txt"), None);
     }
 }

@@ -338,8 +338,14 @@ impl Session {
     }
 
     pub(crate) async fn cmd_store(&mut self, arg: &[u8], kind: StoreKind) -> io::Result<()> {
-        let offset = std::mem::take(&mut self.rest);
+        let mut offset = std::mem::take(&mut self.rest);
         let cfg = self.cfg();
+        // vsftpd: a user who may not change existing files cannot resume
+        // either, and its REST is ignored (the file is written from 0).
+        // ftpd's atomic uploads keep their own resume of a part file.
+        if !cfg.ftpd_atomic_uploads && self.anon_rules() && !self.may(Op::Other) {
+            offset = 0;
+        }
         let Some(mut target) = self.path(arg).filter(|_| self.may(Op::Upload)) else {
             return self.reply(550, "Permission denied.").await;
         };
@@ -348,9 +354,21 @@ impl Session {
             return self.reply(550, "Permission denied.").await;
         }
         let root = &self.user().root;
+        // STOU names the file as the client gave it, plus the suffix that
+        // made it unique (vsftpd's `150 FILE: up/old.txt.1`).
+        let mut shown = String::from_utf8_lossy(arg).into_owned();
         if kind == StoreKind::Stou {
             match unique_name(root, &target) {
-                Some(t) => target = t,
+                Some(t) => {
+                    let base = if target.file_name().is_empty() { &b"ftpd.upload"[..] } else { target.file_name() };
+                    let suffix = t.file_name().get(base.len()..).unwrap_or_default();
+                    if arg.is_empty() {
+                        shown = String::from_utf8_lossy(t.file_name()).into_owned();
+                    } else {
+                        shown.push_str(&String::from_utf8_lossy(suffix));
+                    }
+                    target = t;
+                }
                 None => return self.reply(553, "Could not create file.").await,
             }
         }
@@ -395,7 +413,6 @@ impl Session {
                 return self.reply(451, "Failure writing to local file.").await;
             }
         }
-        let shown = String::from_utf8_lossy(target.file_name()).into_owned();
         if kind == StoreKind::Stou {
             self.reply(150, &format!("FILE: {shown}")).await?;
         } else {
@@ -482,11 +499,7 @@ impl Session {
         match result {
             Ok(n) => {
                 info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %shown, bytes = n, secs = started.elapsed().as_secs_f64(), paced, "upload complete");
-                if kind == StoreKind::Stou {
-                    self.reply(226, &format!("Transfer complete. FILE: {shown}")).await
-                } else {
-                    self.reply(226, "Transfer complete.").await
-                }
+                self.reply(226, "Transfer complete.").await
             }
             Err(e) => {
                 info!(session = self.id, peer = %self.peer, file = %shown, error = ?e, "upload failed");
