@@ -261,6 +261,44 @@ impl fmt::Display for SettingError {
     }
 }
 
+/// The real options an unknown name most likely meant, best first. Tutorials
+/// invent names by recombining real words (`listen_data_port`), so options
+/// sharing most words rank first, those sharing the name's ending ahead;
+/// plain typos are caught by the edit distance.
+pub fn closest_options(name: &str) -> Vec<&'static str> {
+    let words: Vec<&str> = name.split('_').filter(|w| !w.is_empty()).collect();
+    let score = |opt: &str| {
+        let theirs: Vec<&str> = opt.split('_').collect();
+        let shared =
+            words.iter().filter(|w| theirs.iter().any(|t| t == *w || (w.len() >= 3 && t.starts_with(*w)))).count();
+        let suffix = words.iter().rev().zip(theirs.iter().rev()).take_while(|(a, b)| a == b).count();
+        (shared, suffix, strsim::levenshtein(name, opt))
+    };
+    let mut by_words: Vec<(usize, usize, usize, &'static str)> = Config::TABLE
+        .iter()
+        .map(|o| {
+            let (shared, suffix, dist) = score(o.name);
+            (shared, suffix, dist, o.name)
+        })
+        .collect();
+    by_words.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+    let most = by_words.first().map_or(0, |c| c.0);
+    let mut out: Vec<&'static str> =
+        by_words.iter().filter(|c| most >= 2 && c.0 == most).take(2).map(|c| c.3).collect();
+    let typo = Config::TABLE
+        .iter()
+        .map(|o| (strsim::levenshtein(&name.to_ascii_lowercase(), o.name), o.name))
+        .min()
+        .filter(|(d, _)| *d <= name.len() / 3 + 1);
+    if let Some((_, t)) = typo
+        && !out.contains(&t)
+    {
+        out.insert(0, t);
+    }
+    out.truncate(3);
+    out
+}
+
 /// Shows an octal default as vsftpd writes it. Octal defaults in the table are
 /// written `0o0NNN`, so dropping the `0o` leaves `0NNN`, which `parse_uint`
 /// reads back as octal (`every_default_passes_set` checks the round trip).
@@ -349,7 +387,13 @@ impl Config {
                 "value of {name} ends with white space; vsftpd would refuse it too, remove the trailing spaces"
             ));
         }
-        self.set(name, value).map_err(|e| format!("{name}: {e}"))
+        self.set(name, value).map_err(|e| match e {
+            SettingError::Unknown => match closest_options(name).as_slice() {
+                [] => format!("{name}: {e}"),
+                near => format!("{name}: {e}; did you mean {}?", near.join(" or ")),
+            },
+            e => format!("{name}: {e}"),
+        })
     }
 
     /// Reads a config file. Unreadable, oversized or non-UTF-8 files are errors.
@@ -649,6 +693,16 @@ mod tests {
             assert!(e.to_string().contains(want), "{text:?}: {e}");
             assert!(e.to_string().starts_with("test.conf:1:"), "{e}");
         }
+    }
+
+    #[test]
+    fn unknown_names_get_the_closest_real_ones() {
+        assert_eq!(closest_options("listen_data_port").first(), Some(&"ftp_data_port"));
+        assert_eq!(closest_options("Listen_port"), vec!["listen_port"]);
+        assert!(closest_options("anon_enable").contains(&"anonymous_enable"), "{:?}", closest_options("anon_enable"));
+        assert!(closest_options("zzzz").is_empty());
+        let e = load("listen_data_port=5020\n").unwrap_err();
+        assert!(e.to_string().contains("did you mean ftp_data_port"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - `dataplane`: the eBPF programs (the only module that uses aya).
 
 pub mod auth;
+pub mod check;
 pub mod commands;
 pub mod config;
 pub mod control;
@@ -19,6 +20,7 @@ pub mod dataplane;
 pub mod fs;
 pub mod ipc;
 pub mod login;
+pub mod manual;
 pub mod metrics;
 pub mod privsep;
 pub mod rates;
