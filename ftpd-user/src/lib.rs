@@ -10,6 +10,7 @@
 //! - `fs`: confinement to the user's root (`openat2`) and listings.
 //! - `dataplane`: the eBPF programs (the only module that uses aya).
 
+pub mod access;
 pub mod auth;
 pub mod check;
 pub mod commands;

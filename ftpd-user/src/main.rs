@@ -310,6 +310,10 @@ fn run(cli: Cli) -> Result<()> {
     let source = config_source(&cli)?;
     let cfg = source.load().map_err(anyhow::Error::msg)?;
     let root = anon_root(&cfg, cli.config.is_none())?;
+    // Before the "serving" line, where an operator looks first.
+    for problem in ftpd::access::unservable_roots(&cfg, &root) {
+        warn!("{problem}");
+    }
     // Checked whole now: a bad line found only at login time would refuse
     // every virtual user with the reason in the log alone.
     if !cfg.virtual_users_file.is_empty() {

@@ -1,0 +1,51 @@
+//! A root its sessions cannot enter is reported at startup and on reload,
+//! with the path, mode, owner, the identity and the fix: otherwise clients
+//! see an empty listing and 550 for every file, and nothing is logged.
+
+use std::{os::unix::fs::PermissionsExt, time::Duration};
+
+use ftpd_tests::{Server, is_root};
+
+fn wait_for(server: &Server, what: &str) -> String {
+    for _ in 0..250 {
+        let log = server.log();
+        if log.contains(what) {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("log never said {what:?}:\n{}", server.log());
+}
+
+#[test]
+fn closed_anonymous_root_is_reported_at_startup_and_on_reload() {
+    if !is_root() {
+        eprintln!("skipped: needs root (as another user the served directory is the server's own)");
+        return;
+    }
+    // What `mktemp -d` makes: mode 0700, owned by root.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(dir.path().join("f.txt"), b"x").unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let log = wait_for(&server, "anonymous root");
+    let line = log.lines().find(|l| l.contains("anonymous root")).unwrap();
+    let path = dir.path().display().to_string();
+    for want in [path.as_str(), "mode 0700", "root", "nobody", &format!("chmod o+rx {path}"), "ftp_username"] {
+        assert!(line.contains(want), "{want:?} missing: {line}");
+    }
+    // The symptom it explains.
+    let mut c = server.login();
+    let (code, _) = c.cmd("SIZE f.txt");
+    assert_eq!(code, 550);
+    drop(server);
+
+    // Fixed, then closed again while running: the reload says so.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = Server::start(dir.path(), &[]);
+    assert!(!server.log().contains("anonymous root"), "{}", server.log());
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let _ = std::process::Command::new("kill").args(["-HUP", &server.pid().to_string()]).status();
+    let log = wait_for(&server, "reload: anonymous root");
+    assert!(log.contains("mode 0700"), "{log}");
+}
