@@ -204,6 +204,14 @@ pub fn check_text(source: &str, text: &str) -> Report {
                 .into(),
         );
     }
+    if cfg.anonymous_enable && cfg.ftpd_metrics_dirs.is_empty() {
+        whole(
+            &mut findings,
+            "ftpd_metrics_dirs",
+            Kind::Suggest,
+            "ftpd_metrics_dirs=DIR,DIR...: bytes and transfers per top-level directory (project), as mirror operators publish them".into(),
+        );
+    }
     Report { source: source.to_owned(), findings }
 }
 
