@@ -94,7 +94,16 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    if cli.log_json {
+    let journal = if stderr_is_journal() && !cli.log_json { tracing_journald::layer().ok() } else { None };
+    if let Some(journal) = journal {
+        // Under systemd: structured entries (SESSION=, PEER=, USER= ...) that
+        // `journalctl -u ftpd SESSION=42` can select, instead of text lines.
+        use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(journal.with_syslog_identifier("ftpd".into()).with_field_prefix(None))
+            .init();
+    } else if cli.log_json {
         tracing_subscriber::fmt().json().with_writer(std::io::stderr).with_env_filter(filter).init();
     } else {
         tracing_subscriber::fmt()
@@ -135,6 +144,25 @@ fn passwd(file: &std::path::Path, user: &str) -> ExitCode {
             eprintln!("ftpd passwd: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Whether stderr is connected to the journal: systemd then sets
+/// `JOURNAL_STREAM` to that stream's `DEVICE:INODE`.
+fn stderr_is_journal() -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else { return false };
+    let Some((dev, ino)) = v.to_str().and_then(|v| v.split_once(':')) else { return false };
+    let Ok(st) = rustix::fs::fstat(std::io::stderr()) else { return false };
+    dev.parse::<u64>().is_ok_and(|d| d == st.st_dev) && ino.parse::<u64>().is_ok_and(|i| i == st.st_ino)
+}
+
+/// Tells systemd (`Type=notify`) that the listeners are bound: connections
+/// are queued from now on. Without `NOTIFY_SOCKET` this does nothing.
+fn notify_ready(addr: SocketAddr) {
+    let status = format!("serving on {addr}");
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)])
+    {
+        warn!("cannot notify systemd: {e}");
     }
 }
 
@@ -375,6 +403,8 @@ fn run(cli: Cli) -> Result<()> {
                 Authority::master(front_end, anon_root_fd)
             }
             front => {
+                // The master is the service's main process: it says ready.
+                notify_ready(addr);
                 drop(front_end);
                 drop(listener);
                 drop(metrics_listener);
@@ -386,6 +416,7 @@ fn run(cli: Cli) -> Result<()> {
         }
     } else {
         warn!("not started as root: no privilege separation; every session acts as this process's user");
+        notify_ready(addr);
         Authority::InProcess
     };
 

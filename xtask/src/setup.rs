@@ -19,7 +19,10 @@ use crate::exec;
 const EBPF_PACKAGES: &[&str] =
     &["rustc-web", "libstd-rust-web-dev-bpf", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
 /// Debian packages the integration tests run.
-const TEST_PACKAGES: &[&str] = &["curl", "iproute2", "lftp", "bpftool", "python3", "prometheus"];
+const TEST_PACKAGES: &[&str] =
+    &["curl", "iproute2", "lftp", "bpftool", "python3", "prometheus", "man-db", "systemd", "adduser", "logrotate"];
+/// The cargo-deb release `cargo xtask deb` is tested with.
+const CARGO_DEB_VERSION: &str = "3.8.0";
 /// The compiler `ftpd-user/build.rs` uses for the kernel programs.
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 /// The `bpf-linker` release known to work with Debian's LLVM 22.
@@ -88,9 +91,10 @@ pub(crate) fn run(verbosity: Verbosity) -> Result<()> {
         );
     }
 
-    ensure_components(ok)?;
+    ensure_components(&ok)?;
+    ensure_cargo_deb(&ok)?;
     if verbosity == Verbosity::Summary {
-        println!("[setup] ok: {} Debian packages, bpf-linker, rustfmt, clippy", packages.len());
+        println!("[setup] ok: {} Debian packages, bpf-linker, rustfmt, clippy, cargo-deb", packages.len());
     }
     Ok(())
 }
@@ -176,7 +180,7 @@ fn bpf_linker_install_line() -> String {
 
 /// rustfmt and clippy, which `cargo xtask test` runs. A rustup `minimal`
 /// profile leaves them out.
-fn ensure_components(ok: impl Fn(&str)) -> Result<()> {
+fn ensure_components(ok: &impl Fn(&str)) -> Result<()> {
     let missing: Vec<&str> = [("rustfmt", "fmt"), ("clippy", "clippy")]
         .into_iter()
         .filter_map(|(component, sub)| {
@@ -199,6 +203,19 @@ fn ensure_components(ok: impl Fn(&str)) -> Result<()> {
     }
     println!("[setup] installing: rustup components {}", missing.join(" "));
     exec(Command::new("rustup").args(["component", "add"]).args(&missing))
+}
+
+/// cargo-deb, which `cargo xtask deb` (and the package test) runs.
+fn ensure_cargo_deb(ok: &impl Fn(&str)) -> Result<()> {
+    let out = Command::new("cargo").args(["deb", "--version"]).output();
+    if let Ok(o) = out.as_ref()
+        && o.status.success()
+    {
+        ok(String::from_utf8_lossy(&o.stdout).trim());
+        return Ok(());
+    }
+    println!("[setup] installing: cargo-deb {CARGO_DEB_VERSION} (cargo install, a few minutes)");
+    exec(Command::new("cargo").args(["install", "cargo-deb", "--version", CARGO_DEB_VERSION, "--locked"]))
 }
 
 /// `<name> --version`, trimmed, if it runs.
