@@ -24,6 +24,17 @@ const FILES: &[&str] = &[
     "/usr/share/man/man5/ftpd.conf.5.gz",
 ];
 
+/// The link that enabling the service makes.
+const WANTS: &str = "/etc/systemd/system/multi-user.target.wants/ftpd.service";
+
+/// Processes running the installed binary.
+fn installed_binary_processes() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"/usr/sbin/ftpd\0")))
+        .collect()
+}
+
 /// Purges the package and stops the server however the test ends.
 struct Installed {
     server: Option<Child>,
@@ -107,6 +118,7 @@ fn debian_package_installs_serves_and_purges() {
     }
     assert!(user_exists("ftp"), "postinst did not create the ftp user");
     assert!(Path::new("/var/log/ftpd").is_dir());
+    assert!(Path::new(WANTS).is_symlink(), "postinst did not enable ftpd.service");
     let version = run_ok(Command::new("/usr/sbin/ftpd").arg("--version"));
     assert!(version.starts_with("ftpd "), "{version}");
     let check = run(Command::new("/usr/sbin/ftpd").args(["check-config", "/etc/ftpd/ftpd.conf"]));
@@ -189,11 +201,19 @@ fn debian_package_installs_serves_and_purges() {
     let lines = log.join().unwrap();
     assert!(status.success(), "ftpd exited {status}:\n{}", lines.join("\n"));
 
+    // Its workers (acting as `ftp`) end with it; userdel refuses a user
+    // that still has processes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !installed_binary_processes().is_empty() {
+        assert!(Instant::now() < deadline, "ftpd processes left: {:?}", installed_binary_processes());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     let out = run_ok(Command::new("dpkg").args(["--purge", "ftpd"]));
     eprintln!("{out}");
     assert!(!package_installed());
-    for f in FILES.iter().chain(&["/etc/ftpd", "/var/log/ftpd", "/var/lib/ftpd"]) {
-        assert!(!Path::new(f).exists(), "{f} left after purge");
+    for f in FILES.iter().chain(&["/etc/ftpd", "/var/log/ftpd", "/var/lib/ftpd", WANTS]) {
+        assert!(Path::new(f).symlink_metadata().is_err(), "{f} left after purge");
     }
     assert_eq!(user_exists("ftp"), ftp_before, "purge must remove the ftp user only if it created it");
     assert_eq!(Path::new("/srv/ftp").exists(), srv_before, "purge must remove /srv/ftp only if it created it");

@@ -49,3 +49,47 @@ fn closed_anonymous_root_is_reported_at_startup_and_on_reload() {
     let log = wait_for(&server, "reload: anonymous root");
     assert!(log.contains("mode 0700"), "{log}");
 }
+
+/// `cargo xtask run --root DIR` on what `mktemp -d` makes prints the advice
+/// before the line that says where it serves.
+#[test]
+fn xtask_run_prints_the_advice_before_serving() {
+    use std::{
+        io::{BufRead, BufReader},
+        os::unix::process::CommandExt,
+        process::{Command, Stdio},
+    };
+    if !is_root() {
+        eprintln!("skipped: needs root (as another user the served directory is the server's own)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let port = ftpd_tests::free_port();
+    // One pipe for both streams, so their order is kept.
+    let script = format!(
+        "exec cargo xtask run --root '{}' -- -oftpd_ebpf=off -olisten_port={port} -oftpd_metrics_listen= 2>&1",
+        dir.path().display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(ftpd_tests::workspace())
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = child.id();
+    let mut seen = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
+        let done = line.contains("try: curl ftp://");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).status();
+    let _ = child.wait();
+    assert!(seen.last().is_some_and(|l| l.contains("try: curl")), "never served:\n{}", seen.join("\n"));
+    let advice = format!("chmod o+rx {}", dir.path().display());
+    assert!(seen.iter().any(|l| l.contains(&advice)), "no advice before serving:\n{}", seen.join("\n"));
+}
