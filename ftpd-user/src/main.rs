@@ -55,6 +55,7 @@ enum Sub {
         args: Vec<String>,
     },
     /// Set a user's password in a `virtual_users_file` (read from standard input).
+    #[command(override_usage = "ftpd passwd FILE USER   (the password is read from standard input)")]
     Passwd {
         /// The `virtual_users_file`; created if missing.
         file: PathBuf,
