@@ -163,6 +163,14 @@ pub fn check_text(source: &str, text: &str) -> Report {
             "listen=NO and listen_ipv6=NO: vsftpd expects to be started by inetd; ftpd always listens itself (on IPv4); set listen=YES".into(),
         );
     }
+    if cfg.ftpd_banner.is_empty() && cfg.banner_file.is_empty() {
+        whole(
+            &mut findings,
+            "ftpd_banner",
+            Kind::Note,
+            "not set: the 220 greeting names ftpd and its version where vsftpd names itself; set ftpd_banner if a monitor expects a text".into(),
+        );
+    }
     if let Err(e) = cfg.validate()
         && !REFUSED.iter().any(|r| e.starts_with(&format!("{r}=YES")))
     {
@@ -232,7 +240,7 @@ mod tests {
     fn explicit_settings_that_match_are_silent() {
         let r = check_text(
             "t",
-            "listen=YES\nanonymous_enable=NO\npasv_min_port=1\npasv_max_port=2\nftpd_metrics_listen=127.0.0.1:1\n",
+            "listen=YES\nanonymous_enable=NO\npasv_min_port=1\npasv_max_port=2\nftpd_metrics_listen=127.0.0.1:1\nftpd_banner=hi\n",
         );
         assert!(r.same() && r.findings.is_empty(), "{}", r.text());
     }

@@ -63,7 +63,9 @@ fn main() -> ExitCode {
         Task::Build => setup::run(setup::Verbosity::Summary).and_then(|()| build::run().map(drop)),
         Task::Run(args) => run::run(args),
         Task::Test => test::run(),
-        Task::Deb => setup::run(setup::Verbosity::Summary).and_then(|()| deb::run().map(drop)),
+        Task::Deb => setup::run(setup::Verbosity::Summary)
+            .and_then(|()| setup::ensure_cargo_deb(setup::Verbosity::Summary))
+            .and_then(|()| deb::run().map(drop)),
         Task::Docs => setup::run(setup::Verbosity::Summary).and_then(|()| docs::run()),
         Task::Bench(args) => bench::run(&args),
         Task::BenchCeiling(args) => bench::ceiling(&args),

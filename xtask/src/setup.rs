@@ -92,9 +92,11 @@ pub(crate) fn run(verbosity: Verbosity) -> Result<()> {
     }
 
     ensure_components(&ok)?;
-    ensure_cargo_deb(&ok)?;
+    if verbosity == Verbosity::EachCheck {
+        ensure_cargo_deb(verbosity)?;
+    }
     if verbosity == Verbosity::Summary {
-        println!("[setup] ok: {} Debian packages, bpf-linker, rustfmt, clippy, cargo-deb", packages.len());
+        println!("[setup] ok: {} Debian packages, bpf-linker, rustfmt, clippy", packages.len());
     }
     Ok(())
 }
@@ -205,13 +207,17 @@ fn ensure_components(ok: &impl Fn(&str)) -> Result<()> {
     exec(Command::new("rustup").args(["component", "add"]).args(&missing))
 }
 
-/// cargo-deb, which `cargo xtask deb` (and the package test) runs.
-fn ensure_cargo_deb(ok: &impl Fn(&str)) -> Result<()> {
+/// cargo-deb, which `cargo xtask deb` (and so the package test) runs. Only
+/// `setup`, `deb` and `test` install it: `cargo xtask run` on a fresh
+/// machine should not wait for a packaging tool.
+pub(crate) fn ensure_cargo_deb(verbosity: Verbosity) -> Result<()> {
     let out = Command::new("cargo").args(["deb", "--version"]).output();
     if let Ok(o) = out.as_ref()
         && o.status.success()
     {
-        ok(String::from_utf8_lossy(&o.stdout).trim());
+        if verbosity == Verbosity::EachCheck {
+            println!("[setup] ok: {}", String::from_utf8_lossy(&o.stdout).trim());
+        }
         return Ok(());
     }
     println!("[setup] installing: cargo-deb {CARGO_DEB_VERSION} (cargo install, a few minutes)");
