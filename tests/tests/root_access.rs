@@ -93,3 +93,25 @@ fn xtask_run_prints_the_advice_before_serving() {
     let advice = format!("chmod o+rx {}", dir.path().display());
     assert!(seen.iter().any(|l| l.contains(&advice)), "no advice before serving:\n{}", seen.join("\n"));
 }
+
+/// A `local_root` set in a `user_config_dir` file is checked as that user.
+#[test]
+fn closed_local_root_of_a_user_config_is_reported() {
+    if !is_root() {
+        eprintln!("skipped: needs root (as another user the directory is the server's own)");
+        return;
+    }
+    let anon = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(anon.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let closed = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(closed.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let users = tempfile::tempdir().unwrap();
+    std::fs::write(users.path().join("nobody"), format!("local_root={}\n", closed.path().display())).unwrap();
+    let server =
+        Server::start(anon.path(), &["local_enable=YES", &format!("user_config_dir={}", users.path().display())]);
+    let log = wait_for(&server, "local_root");
+    let line = log.lines().find(|l| l.contains("local_root")).unwrap();
+    let want = format!("user nobody (uid 65534) cannot list and enter {}", closed.path().display());
+    assert!(line.contains(&want) && line.contains("mode 0700"), "{line}");
+    assert!(!log.contains("anonymous root"), "{log}");
+}
