@@ -49,6 +49,9 @@ struct Cli {
 #[derive(clap::Subcommand, Debug)]
 enum Sub {
     /// Show a running ftpd's metrics as a table with per-second rates: `ftpd stats [--watch SECS] [ADDR]`.
+    #[command(
+        override_usage = "ftpd stats [--watch SECS] [ADDR]   (ADDR: ftpd_metrics_listen, default 127.0.0.1:9121)"
+    )]
     Stats {
         /// `--watch SECS` to refresh, and the `ftpd_metrics_listen` address (default 127.0.0.1:9121).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
