@@ -19,8 +19,19 @@ use crate::exec;
 const EBPF_PACKAGES: &[&str] =
     &["rustc-web", "libstd-rust-web-dev-bpf", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
 /// Debian packages the integration tests run.
-const TEST_PACKAGES: &[&str] =
-    &["curl", "iproute2", "lftp", "bpftool", "python3", "prometheus", "man-db", "systemd", "adduser", "logrotate"];
+const TEST_PACKAGES: &[&str] = &[
+    "curl",
+    "iproute2",
+    "lftp",
+    "bpftool",
+    "python3",
+    "prometheus",
+    "man-db",
+    "systemd",
+    "adduser",
+    "logrotate",
+    "python3-seccomp",
+];
 /// The cargo-deb release `cargo xtask deb` is tested with.
 const CARGO_DEB_VERSION: &str = "3.8.0";
 /// The compiler `ftpd-user/build.rs` uses for the kernel programs.
