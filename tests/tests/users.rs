@@ -240,7 +240,7 @@ fn passwd_refuses_bad_input() {
     assert_eq!(out.status.code(), Some(2));
     let out = run(Command::new(ftpd_tests::ftpd_bin()).arg("passwd").arg(f));
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: ftpd passwd FILE USER"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage: ftpd passwd FILE USER"));
 }
 
 #[test]

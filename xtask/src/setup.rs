@@ -19,7 +19,21 @@ use crate::exec;
 const EBPF_PACKAGES: &[&str] =
     &["rustc-web", "libstd-rust-web-dev-bpf", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
 /// Debian packages the integration tests run.
-const TEST_PACKAGES: &[&str] = &["curl", "iproute2", "lftp", "bpftool", "python3", "prometheus"];
+const TEST_PACKAGES: &[&str] = &[
+    "curl",
+    "iproute2",
+    "lftp",
+    "bpftool",
+    "python3",
+    "prometheus",
+    "man-db",
+    "systemd",
+    "adduser",
+    "logrotate",
+    "python3-seccomp",
+];
+/// The cargo-deb release `cargo xtask deb` is tested with.
+const CARGO_DEB_VERSION: &str = "3.8.0";
 /// The reference server of `tests/tests/vsftpd_diff.rs`, installed when
 /// possible (its service is never started, see `install_packages`); without
 /// it that test is skipped and says so, the rest runs.
@@ -94,7 +108,7 @@ pub(crate) fn run(verbosity: Verbosity) -> Result<()> {
         );
     }
 
-    ensure_components(ok)?;
+    ensure_components(&ok)?;
     match installed_version(VSFTPD_PACKAGE)? {
         Some(version) => ok(&format!("{VSFTPD_PACKAGE} ({version})")),
         None => {
@@ -104,6 +118,9 @@ pub(crate) fn run(verbosity: Verbosity) -> Result<()> {
                 );
             }
         }
+    }
+    if verbosity == Verbosity::EachCheck {
+        ensure_cargo_deb(verbosity)?;
     }
     if verbosity == Verbosity::Summary {
         println!("[setup] ok: {} Debian packages, bpf-linker, rustfmt, clippy", packages.len());
@@ -205,7 +222,7 @@ fn bpf_linker_install_line() -> String {
 
 /// rustfmt and clippy, which `cargo xtask test` runs. A rustup `minimal`
 /// profile leaves them out.
-fn ensure_components(ok: impl Fn(&str)) -> Result<()> {
+fn ensure_components(ok: &impl Fn(&str)) -> Result<()> {
     let missing: Vec<&str> = [("rustfmt", "fmt"), ("clippy", "clippy")]
         .into_iter()
         .filter_map(|(component, sub)| {
@@ -228,6 +245,23 @@ fn ensure_components(ok: impl Fn(&str)) -> Result<()> {
     }
     println!("[setup] installing: rustup components {}", missing.join(" "));
     exec(Command::new("rustup").args(["component", "add"]).args(&missing))
+}
+
+/// cargo-deb, which `cargo xtask deb` (and so the package test) runs. Only
+/// `setup`, `deb` and `test` install it: `cargo xtask run` on a fresh
+/// machine should not wait for a packaging tool.
+pub(crate) fn ensure_cargo_deb(verbosity: Verbosity) -> Result<()> {
+    let out = Command::new("cargo").args(["deb", "--version"]).output();
+    if let Ok(o) = out.as_ref()
+        && o.status.success()
+    {
+        if verbosity == Verbosity::EachCheck {
+            println!("[setup] ok: {}", String::from_utf8_lossy(&o.stdout).trim());
+        }
+        return Ok(());
+    }
+    println!("[setup] installing: cargo-deb {CARGO_DEB_VERSION} (cargo install, a few minutes)");
+    exec(Command::new("cargo").args(["install", "cargo-deb", "--version", CARGO_DEB_VERSION, "--locked"]))
 }
 
 /// `<name> --version`, trimmed, if it runs.

@@ -212,10 +212,11 @@ impl Session {
     }
 
     /// Records a transfer in the metrics.
-    fn count_transfer(&self, direction: &str, result: &str, bytes: u64, secs: f64) {
+    fn count_transfer(&self, direction: &str, result: &str, bytes: u64, secs: f64, path: &[u8]) {
         let name = &self.user().name;
         let user = self.shared.metrics_users.iter().any(|u| u == name).then_some(name.as_str());
         self.shared.metrics.transfer(direction, result, bytes, secs, user);
+        self.shared.metrics.dir_transfer(&self.cfg().ftpd_metrics_dirs, path, direction, bytes);
     }
 
     /// Writes the transfer to the xferlog / vsftpd log, as configured.
@@ -315,7 +316,7 @@ impl Session {
             Raced::Aborted => "aborted",
             Raced::Done(Err(_)) => "failed",
         };
-        self.count_transfer("download", result, moved, started.elapsed().as_secs_f64());
+        self.count_transfer("download", result, moved, started.elapsed().as_secs_f64(), &shown_path);
         match raced {
             Raced::Done(Ok(sent)) => {
                 info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %name, bytes = sent, secs = started.elapsed().as_secs_f64(), paced, "download complete");
@@ -495,7 +496,7 @@ impl Session {
         } else {
             "failed"
         };
-        self.count_transfer("upload", outcome, moved, started.elapsed().as_secs_f64());
+        self.count_transfer("upload", outcome, moved, started.elapsed().as_secs_f64(), target.as_bytes());
         match result {
             Ok(n) => {
                 info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %shown, bytes = n, secs = started.elapsed().as_secs_f64(), paced, "upload complete");
