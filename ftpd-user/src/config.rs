@@ -160,6 +160,7 @@ options! {
     deny_file: Str = "", "Patterns (`{*.iso,private}`) of names that cannot be accessed at all.";
     hide_file: Str = "", "Patterns of names left out of listings (still reachable by name).";
     use_localtime: Bool = false, "Show listing and MDTM times in local time instead of UTC.";
+    mdtm_write: Bool = true, "Let `MDTM YYYYMMDDHHMMSS FILE` set a file's modification time (UTC, or local time with `use_localtime`), for users who may change existing files (`write_enable`, and `anon_other_write_enable` for anonymous users).";
     ftpd_banner: Str = "", "Text of the 220 greeting; empty means `(ftpd VERSION)`.";
     banner_file: Str = "", "File whose contents are the 220 greeting (wins over `ftpd_banner`).";
     dirmessage_enable: Bool = false, "Show `message_file` of a directory when a client enters it.";
@@ -238,6 +239,7 @@ options! {
     ftpd_list_stall_timeout: UInt = 30, "ftpd extension. Seconds a listing's data connection may make no progress before the listing is ended (`426`), when shorter than `data_connection_timeout`: a listing holds a file worker's thread and memory while its client does not read. 0: `data_connection_timeout` alone.";
     ftpd_metrics_listen: Str = "", "ftpd extension. `ADDR:PORT` of the Prometheus /metrics endpoint (e.g. `127.0.0.1:9121`); empty: off.";
     ftpd_metrics_users: Str = "", "ftpd extension. Comma-separated users whose transfers get a per-user `user` label in the metrics (others are not labelled, to bound cardinality).";
+    ftpd_metrics_dirs: Str = "", "ftpd extension. Comma-separated top-level directories (projects, e.g. `debian,ubuntu`) whose downloads and uploads are counted apart in the metrics (`dir` label) and in `ftpd stats`; transfers elsewhere count as `other`. Empty: no per-directory metrics.";
     ftpd_ebpf: Str = "auto", "ftpd extension. `auto`: load the kernel data plane when possible, else enforce limits in userspace; `on`: refuse to start without it; `off`: never load it.";
     ftpd_xdp_interfaces: Str = "", "ftpd extension. Comma-separated interfaces to attach XDP to; empty means those carrying `listen_address` (`lo` for loopback, every interface for the wildcard).";
 }
@@ -261,6 +263,44 @@ impl fmt::Display for SettingError {
             Self::BadUInt(v) => write!(f, "bad number {v:?} (use a decimal number, or octal with a leading 0)"),
         }
     }
+}
+
+/// The real options an unknown name most likely meant, best first. Tutorials
+/// invent names by recombining real words (`listen_data_port`), so options
+/// sharing most words rank first, those sharing the name's ending ahead;
+/// plain typos are caught by the edit distance.
+pub fn closest_options(name: &str) -> Vec<&'static str> {
+    let words: Vec<&str> = name.split('_').filter(|w| !w.is_empty()).collect();
+    let score = |opt: &str| {
+        let theirs: Vec<&str> = opt.split('_').collect();
+        let shared =
+            words.iter().filter(|w| theirs.iter().any(|t| t == *w || (w.len() >= 3 && t.starts_with(*w)))).count();
+        let suffix = words.iter().rev().zip(theirs.iter().rev()).take_while(|(a, b)| a == b).count();
+        (shared, suffix, strsim::levenshtein(name, opt))
+    };
+    let mut by_words: Vec<(usize, usize, usize, &'static str)> = Config::TABLE
+        .iter()
+        .map(|o| {
+            let (shared, suffix, dist) = score(o.name);
+            (shared, suffix, dist, o.name)
+        })
+        .collect();
+    by_words.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+    let most = by_words.first().map_or(0, |c| c.0);
+    let mut out: Vec<&'static str> =
+        by_words.iter().filter(|c| most >= 2 && c.0 == most).take(2).map(|c| c.3).collect();
+    let typo = Config::TABLE
+        .iter()
+        .map(|o| (strsim::levenshtein(&name.to_ascii_lowercase(), o.name), o.name))
+        .min()
+        .filter(|(d, _)| *d <= name.len() / 3 + 1);
+    if let Some((_, t)) = typo
+        && !out.contains(&t)
+    {
+        out.insert(0, t);
+    }
+    out.truncate(3);
+    out
 }
 
 /// Shows an octal default as vsftpd writes it. Octal defaults in the table are
@@ -351,7 +391,13 @@ impl Config {
                 "value of {name} ends with white space; vsftpd would refuse it too, remove the trailing spaces"
             ));
         }
-        self.set(name, value).map_err(|e| format!("{name}: {e}"))
+        self.set(name, value).map_err(|e| match e {
+            SettingError::Unknown => match closest_options(name).as_slice() {
+                [] => format!("{name}: {e}"),
+                near => format!("{name}: {e}; did you mean {}?", near.join(" or ")),
+            },
+            e => format!("{name}: {e}"),
+        })
     }
 
     /// Reads a config file. Unreadable, oversized or non-UTF-8 files are errors.
@@ -663,6 +709,16 @@ mod tests {
             assert!(e.to_string().contains(want), "{text:?}: {e}");
             assert!(e.to_string().starts_with("test.conf:1:"), "{e}");
         }
+    }
+
+    #[test]
+    fn unknown_names_get_the_closest_real_ones() {
+        assert_eq!(closest_options("listen_data_port").first(), Some(&"ftp_data_port"));
+        assert_eq!(closest_options("Listen_port"), vec!["listen_port"]);
+        assert!(closest_options("anon_enable").contains(&"anonymous_enable"), "{:?}", closest_options("anon_enable"));
+        assert!(closest_options("zzzz").is_empty());
+        let e = load("listen_data_port=5020\n").unwrap_err();
+        assert!(e.to_string().contains("did you mean ftp_data_port"), "{e}");
     }
 
     #[test]

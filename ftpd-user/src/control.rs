@@ -175,6 +175,29 @@ pub async fn reply_multi<W: AsyncWrite + Unpin>(
     w.flush().await
 }
 
+/// A multi-line reply whose middle lines are sent as they are, without the
+/// leading space: vsftpd's `STAT PATH`, whose lines start with the permissions.
+pub async fn reply_listing<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    code: u16,
+    first: &str,
+    lines: &[String],
+    last: &str,
+) -> io::Result<()> {
+    let mut out = Vec::new();
+    out.extend_from_slice(format!("{code}-").as_bytes());
+    push_text(&mut out, first.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for l in lines {
+        push_text(&mut out, l.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("{code} ").as_bytes());
+    push_text(&mut out, last.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    w.write_all(&out).await
+}
+
 /// Copies reply text, turning CR and LF into spaces so that text echoed from a
 /// client (a file name) can never end the reply line early or forge another one.
 fn push_text(out: &mut Vec<u8>, text: &[u8]) {

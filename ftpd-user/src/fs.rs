@@ -424,6 +424,22 @@ impl Root {
         }
     }
 
+    /// Sets the access and modification times of the regular file `path`
+    /// names (vsftpd's `MDTM` with a time), to `secs` since the epoch.
+    pub fn set_mtime(&self, path: &VPath, secs: i64) -> Result<(), FsError> {
+        let fd = self.open_at(path, OFlags::PATH)?;
+        if !is_file(&rustix::fs::fstat(&fd)?) {
+            return Err(FsError::Io(io::Error::from(io::ErrorKind::InvalidInput)));
+        }
+        let t = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec { tv_sec: secs, tv_nsec: 0 },
+            last_modification: rustix::fs::Timespec { tv_sec: secs, tv_nsec: 0 },
+        };
+        // As for chmod: the /proc link names exactly the inode openat2 resolved.
+        let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        Ok(rustix::fs::utimensat(rustix::fs::CWD, proc_path.as_str(), &t, rustix::fs::AtFlags::empty())?)
+    }
+
     /// Changes permission bits of what `path` names (following symlinks inside
     /// the root only: the fd comes from `openat2`).
     pub fn chmod(&self, path: &VPath, mode: u32) -> Result<(), FsError> {
@@ -580,7 +596,7 @@ pub fn list_line(e: &Entry, now: i64, style: ListStyle, out: &mut Vec<u8>) {
         write!(out, "{:<8} {:<8} ", e.stat.st_uid, e.stat.st_gid)
     };
     let shift = if style.localtime { local_offset(e.stat.st_mtime) } else { 0 };
-    let _ = write!(out, "{:>12} ", e.stat.st_size);
+    let _ = write!(out, "{:>8} ", e.stat.st_size);
     write_ls_date(out, e.stat.st_mtime + shift, now + shift);
     out.push(b' ');
     out.extend_from_slice(&e.name);
@@ -628,15 +644,16 @@ pub fn now_secs() -> i64 {
 
 const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
-/// `ls` dates, in UTC: `Nov 24 04:52` within six months of now, else `Nov 24  2025`.
+/// vsftpd's listing dates (`%b %d %H:%M`, else `%b %d  %Y`), in UTC: the
+/// time for the last 182 days, the year for older and for future times.
 fn write_ls_date(out: &mut Vec<u8>, t: i64, now: i64) {
     use std::io::Write as _;
     let c = Civil::from_unix(t);
     let half_year = 182 * 86_400;
-    let _ = if (now - t).abs() < half_year {
-        write!(out, "{} {:>2} {:02}:{:02}", MONTHS[c.month - 1], c.day, c.hour, c.min)
+    let _ = if t <= now && now - t <= half_year {
+        write!(out, "{} {:02} {:02}:{:02}", MONTHS[c.month - 1], c.day, c.hour, c.min)
     } else {
-        write!(out, "{} {:>2}  {}", MONTHS[c.month - 1], c.day, c.year)
+        write!(out, "{} {:02}  {}", MONTHS[c.month - 1], c.day, c.year)
     };
 }
 
@@ -717,6 +734,10 @@ mod tests {
         };
         assert_eq!(date(t + 60), "Nov 24 04:52");
         assert_eq!(date(t + 400 * 86_400), "Nov 24  2026");
+        assert_eq!(date(t - 60), "Nov 24  2026", "a future time shows the year");
+        let mut feb = Vec::new();
+        write_ls_date(&mut feb, 1_612_325_106, 1_612_325_166);
+        assert_eq!(feb, b"Feb 03 04:05", "days are zero-padded");
         assert_eq!(mdtm(0), "19700101000000");
         assert_eq!(mdtm(951_782_400), "20000229000000");
     }
@@ -748,7 +769,7 @@ impl Patterns {
 }
 
 /// `*` matches any run of bytes, `?` one byte; iterative, no recursion.
-fn glob(pat: &[u8], name: &[u8]) -> bool {
+pub fn glob(pat: &[u8], name: &[u8]) -> bool {
     let (mut p, mut n) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while n < name.len() {

@@ -11,7 +11,9 @@
 //! - `fs`: confinement to the user's root (`openat2`) and listings.
 //! - `dataplane`: the eBPF programs (the only module that uses aya).
 
+pub mod access;
 pub mod auth;
+pub mod check;
 pub mod commands;
 pub mod config;
 pub mod control;
@@ -20,6 +22,7 @@ pub mod dataplane;
 pub mod fs;
 pub mod ipc;
 pub mod login;
+pub mod manual;
 pub mod metrics;
 pub mod privsep;
 pub mod rates;

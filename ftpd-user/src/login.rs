@@ -105,8 +105,11 @@ pub fn decide(cfg: &Config, anon_root: &Path, user: &str, password: &[u8], rhost
     let user_config = read_user_config(cfg, user)?;
     let mut eff = cfg.clone();
     if let Some(text) = &user_config {
-        eff.apply_text(&format!("{}/{user}", cfg.user_config_dir), text)
-            .map_err(|e| deny("Login incorrect.", e.to_string()))?;
+        let source = format!("{}/{user}", cfg.user_config_dir);
+        eff.apply_text(&source, text).map_err(|e| deny("Login incorrect.", format!("bad per-user config: {e}")))?;
+        // Validated like the main file: a per-user file must not make a
+        // setting the main file could not (a passive range upside down...).
+        eff.validate().map_err(|e| deny("Login incorrect.", format!("bad per-user config: {source}: {e}")))?;
     }
     let (acct, virtual_user) = if eff.guest_enable {
         let a = auth::account(&eff.guest_username)

@@ -21,8 +21,10 @@ use tracing::{info, warn};
 
 /// An FTP server for mirror hosts: vsftpd.conf compatible, zero-copy, with an eBPF/XDP data plane.
 #[derive(Parser, Debug)]
-#[command(name = "ftpd", version)]
+#[command(name = "ftpd", version, args_conflicts_with_subcommands = true, disable_help_subcommand = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// vsftpd.conf-style config file. Without one, ftpd serves the current
     /// directory (or --root) anonymously and read-only on 127.0.0.1:2121.
     config: Option<PathBuf>,
@@ -38,6 +40,36 @@ struct Cli {
     /// Log as JSON lines (one object per event, with session id and peer) instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Write the man pages ftpd.8 and ftpd.conf.5 into DIR, then exit (used to build the package).
+    #[arg(long, value_name = "DIR", hide = true)]
+    man: Option<PathBuf>,
+}
+
+/// The subcommands; without one, ftpd serves.
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// Show a running ftpd's metrics as a table with per-second rates: `ftpd stats [--watch SECS] [ADDR]`.
+    #[command(
+        override_usage = "ftpd stats [--watch SECS] [ADDR]   (ADDR: ftpd_metrics_listen, default 127.0.0.1:9121)"
+    )]
+    Stats {
+        /// `--watch SECS` to refresh, and the `ftpd_metrics_listen` address (default 127.0.0.1:9121).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+    /// Set a user's password in a `virtual_users_file` (read from standard input).
+    #[command(override_usage = "ftpd passwd FILE USER   (the password is read from standard input)")]
+    Passwd {
+        /// The `virtual_users_file`; created if missing.
+        file: PathBuf,
+        /// The user name.
+        user: String,
+    },
+    /// Tell what ftpd would do differently from vsftpd with a vsftpd.conf; exit 1 if anything differs.
+    CheckConfig {
+        /// The vsftpd.conf (or ftpd.conf) to check.
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,20 +77,37 @@ fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == "--ftpd-worker") {
         return ExitCode::from(u8::try_from(ftpd::privsep::worker_main()).unwrap_or(1));
     }
-    if args.get(1).is_some_and(|a| a == "passwd") {
-        return passwd(&args[2..]);
-    }
-    if args.get(1).is_some_and(|a| a == "stats") {
-        let rest: Vec<String> = args[2..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        return ExitCode::from(u8::try_from(ftpd::stats::main(&rest)).unwrap_or(1));
-    }
     let cli = Cli::parse();
+    match &cli.command {
+        Some(Sub::Passwd { file, user }) => return passwd(file, user),
+        Some(Sub::Stats { args }) => return ExitCode::from(u8::try_from(ftpd::stats::main(args)).unwrap_or(1)),
+        Some(Sub::CheckConfig { file }) => return check_config(file),
+        None => {}
+    }
+    if let Some(dir) = &cli.man {
+        return match write_man_pages(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ftpd --man: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if cli.help_config {
         print!("{}", Config::describe());
         return ExitCode::SUCCESS;
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    if cli.log_json {
+    let journal = if stderr_is_journal() && !cli.log_json { tracing_journald::layer().ok() } else { None };
+    if let Some(journal) = journal {
+        // Under systemd: structured entries (SESSION=, PEER=, USER= ...) that
+        // `journalctl -u ftpd SESSION=42` can select, instead of text lines.
+        use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(journal.with_syslog_identifier("ftpd".into()).with_field_prefix(None))
+            .init();
+    } else if cli.log_json {
         tracing_subscriber::fmt().json().with_writer(std::io::stderr).with_env_filter(filter).init();
     } else {
         tracing_subscriber::fmt()
@@ -78,15 +127,7 @@ fn main() -> ExitCode {
 
 /// `ftpd passwd FILE USER`: sets USER's password in a `virtual_users_file`,
 /// read from standard input (without echo on a terminal).
-fn passwd(args: &[std::ffi::OsString]) -> ExitCode {
-    let [file, user] = args else {
-        eprintln!("usage: ftpd passwd FILE USER   (the password is read from standard input)");
-        return ExitCode::from(2);
-    };
-    let Some(user) = user.to_str() else {
-        eprintln!("ftpd passwd: the user name must be UTF-8");
-        return ExitCode::from(2);
-    };
+fn passwd(file: &std::path::Path, user: &str) -> ExitCode {
     let password = match read_password() {
         Ok(p) if !p.is_empty() => p,
         Ok(_) => {
@@ -98,9 +139,9 @@ fn passwd(args: &[std::ffi::OsString]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match ftpd::auth::set_virtual_password(std::path::Path::new(file), user, password.as_bytes()) {
+    match ftpd::auth::set_virtual_password(file, user, password.as_bytes()) {
         Ok(()) => {
-            eprintln!("ftpd passwd: password for {user} set in {}", std::path::Path::new(file).display());
+            eprintln!("ftpd passwd: password for {user} set in {}", file.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -108,6 +149,133 @@ fn passwd(args: &[std::ffi::OsString]) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Whether stderr is connected to the journal: systemd then sets
+/// `JOURNAL_STREAM` to that stream's `DEVICE:INODE`.
+fn stderr_is_journal() -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else { return false };
+    let Some((dev, ino)) = v.to_str().and_then(|v| v.split_once(':')) else { return false };
+    let Ok(st) = rustix::fs::fstat(std::io::stderr()) else { return false };
+    dev.parse::<u64>().is_ok_and(|d| d == st.st_dev) && ino.parse::<u64>().is_ok_and(|i| i == st.st_ino)
+}
+
+/// Tells systemd (`Type=notify`) that the listeners are bound: connections
+/// are queued from now on. Without `NOTIFY_SOCKET` this does nothing.
+fn notify_ready(addr: SocketAddr) {
+    let status = format!("serving on {addr}");
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)])
+    {
+        warn!("cannot notify systemd: {e}");
+    }
+}
+
+/// `ftpd check-config FILE`.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match ftpd::check::check_file(file) {
+        Ok(report) => {
+            print!("{}", report.text());
+            ExitCode::from(u8::from(!report.same()))
+        }
+        Err(e) => {
+            eprintln!("ftpd check-config: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Writes `ftpd.8` (from the parser above plus the sections an operator
+/// needs: signals, files, exit status) and `ftpd.conf.5`.
+fn write_man_pages(dir: &std::path::Path) -> Result<()> {
+    use clap::CommandFactory;
+    use roff::{Roff, bold, roman};
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let man = clap_mangen::Man::new(Cli::command())
+        .section("8")
+        .date(ftpd::manual::DATE)
+        .manual("System Administration")
+        .source(concat!("ftpd ", env!("CARGO_PKG_VERSION")));
+    let mut page = Vec::new();
+    man.render_title(&mut page)?;
+    man.render_name_section(&mut page)?;
+    man.render_synopsis_section(&mut page)?;
+    man.render_description_section(&mut page)?;
+    man.render_options_section(&mut page)?;
+    let mut r = Roff::new();
+    r.control("SH", ["COMMANDS"]);
+    for (name, what) in [
+        (
+            "ftpd [CONFIG] [-o NAME=VALUE]...",
+            "Serve, with CONFIG (vsftpd.conf syntax, see ftpd.conf(5)) and the -o settings after it. Without CONFIG: anonymous read-only on 127.0.0.1:2121 from the current directory or --root.",
+        ),
+        (
+            "ftpd check-config FILE",
+            "Read a vsftpd.conf and print, line by line, what ftpd does differently: options accepted without effect, options ftpd refuses and why, defaults that differ, unknown names with the closest real ones, and ftpd options that would serve better. Exit 0 when ftpd behaves as vsftpd would, 1 otherwise.",
+        ),
+        (
+            "ftpd stats [--watch SECS] [ADDR]",
+            "Print a running server's metrics (from ftpd_metrics_listen, default 127.0.0.1:9121) as a table, with per-second rates.",
+        ),
+        (
+            "ftpd passwd FILE USER",
+            "Set USER's password in the virtual_users_file FILE, read from standard input without echo.",
+        ),
+        ("ftpd --help-config", "Print every option of ftpd.conf(5) with its type, default and meaning."),
+    ] {
+        r.control("TP", []).text([bold(name)]);
+        r.text([roman(what)]);
+    }
+    r.control("SH", ["SIGNALS"]);
+    for (sig, what) in [
+        (
+            "SIGHUP",
+            "Re-read the configuration. Later logins use the new file; new rate limits apply to running transfers too. A file with an error is refused, logged with file, line and reason, and the old configuration stays.",
+        ),
+        ("SIGTERM, SIGINT", "Stop: close the listeners and end the sessions."),
+    ] {
+        r.control("TP", []).text([bold(sig)]);
+        r.text([roman(what)]);
+    }
+    r.control("SH", ["FILES"]);
+    for (file, what) in [
+        ("/etc/ftpd/ftpd.conf", "The configuration the packaged service reads (ftpd.conf(5))."),
+        (
+            "/lib/systemd/system/ftpd.service",
+            "The systemd unit. Local users' homes are hidden by ProtectHome=; with local_enable=YES add a drop-in (systemctl edit ftpd) with ProtectHome=no, and ReadWritePaths= for trees users upload to.",
+        ),
+        (
+            "/var/log/ftpd/xferlog, /var/log/ftpd/vsftpd.log",
+            "Transfer logs (xferlog_file, vsftpd_log_file), rotated by /etc/logrotate.d/ftpd. ftpd's own log goes to the journal.",
+        ),
+        ("/srv/ftp", "The anonymous root of the packaged configuration."),
+    ] {
+        r.control("TP", []).text([bold(file)]);
+        r.text([roman(what)]);
+    }
+    r.control("SH", ["EXIT STATUS"]);
+    for (code, what) in [
+        (
+            "0",
+            "Stopped by a signal; or a subcommand succeeded; or check-config found nothing that differs from vsftpd.",
+        ),
+        ("1", "check-config found a difference; ftpd stats could not reach the server."),
+        (
+            "2",
+            "The configuration was refused (the message names file, line and reason), a port could not be bound, or the command line is wrong.",
+        ),
+    ] {
+        r.control("TP", []).text([bold(code)]);
+        r.text([roman(what)]);
+    }
+    r.control("SH", ["SEE ALSO"]).text([roman("ftpd.conf(5), vsftpd(8), systemd.service(5)")]);
+    page.extend_from_slice(r.to_roff().as_bytes());
+    man.render_version_section(&mut page)?;
+    let w = |name: &str, text: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    w("ftpd.8", &page)?;
+    w("ftpd.conf.5", ftpd::manual::conf_page().as_bytes())
 }
 
 fn read_password() -> std::io::Result<String> {
@@ -142,17 +310,29 @@ fn config_source(cli: &Cli) -> Result<ftpd::config::ConfigSource> {
     Ok(ftpd::config::ConfigSource { path: cli.config.clone(), settings: cli.settings.clone(), root })
 }
 
-/// The anonymous root: `anon_root`, else (as vsftpd) the home of user `ftp`,
-/// else, for the embedded default only, the current directory.
+/// The anonymous root: `anon_root`, else (as vsftpd) the home of
+/// `ftp_username` from the user database, else, for the embedded default
+/// only, the current directory.
+///
+/// With `anonymous_enable=NO` nobody is ever served from it, so, as vsftpd,
+/// it is neither looked up nor required to exist: a local-users-only config
+/// starts on a machine without `/srv/ftp` or without user `ftp`. The empty
+/// path returned then is never opened (anonymous logins are refused).
 fn anon_root(cfg: &Config, embedded: bool) -> Result<PathBuf> {
+    if !cfg.anonymous_enable {
+        return Ok(PathBuf::new());
+    }
     let dir = if !cfg.anon_root.is_empty() {
         PathBuf::from(&cfg.anon_root)
     } else if embedded {
         std::env::current_dir().context("reading the current directory")?
     } else {
-        match home_of("ftp") {
-            Some(h) => h,
-            None => bail!("anonymous_enable=YES needs anon_root=DIR (there is no user `ftp` whose home could be used)"),
+        match ftpd::auth::account(&cfg.ftp_username) {
+            Some(a) => a.home,
+            None => bail!(
+                "anonymous_enable=YES needs anon_root=DIR (there is no user `{}` (ftp_username) whose home could be used)",
+                cfg.ftp_username
+            ),
         }
     };
     let abs = dir.canonicalize().with_context(|| format!("anonymous root {}", dir.display()))?;
@@ -162,18 +342,14 @@ fn anon_root(cfg: &Config, embedded: bool) -> Result<PathBuf> {
     Ok(abs)
 }
 
-fn home_of(user: &str) -> Option<PathBuf> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 7 && f[0] == user).then(|| PathBuf::from(f[5]))
-    })
-}
-
 fn run(cli: Cli) -> Result<()> {
     let source = config_source(&cli)?;
     let cfg = source.load().map_err(anyhow::Error::msg)?;
     let root = anon_root(&cfg, cli.config.is_none())?;
+    // Before the "serving" line, where an operator looks first.
+    for problem in ftpd::access::unservable_roots(&cfg, &root) {
+        warn!("{problem}");
+    }
     // Checked whole now: a bad line found only at login time would refuse
     // every virtual user with the reason in the log alone.
     if !cfg.virtual_users_file.is_empty() {
@@ -201,7 +377,8 @@ fn run(cli: Cli) -> Result<()> {
         SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
         v4 => v4.to_string(),
     };
-    println!("ftpd {} serving {} on {addr}; try: curl ftp://{shown}/", env!("CARGO_PKG_VERSION"), root.display());
+    let served = if cfg.anonymous_enable { root.display().to_string() } else { "local users".into() };
+    println!("ftpd {} serving {served} on {addr}; try: curl ftp://{shown}/", env!("CARGO_PKG_VERSION"));
     if cfg.background {
         daemonize()?;
     }
@@ -245,6 +422,8 @@ fn run(cli: Cli) -> Result<()> {
                 Authority::master(front_end, anon_root_fd)
             }
             front => {
+                // The master is the service's main process: it says ready.
+                notify_ready(addr);
                 drop(front_end);
                 drop(listener);
                 drop(metrics_listener);
@@ -257,6 +436,7 @@ fn run(cli: Cli) -> Result<()> {
         }
     } else {
         warn!("not started as root: no privilege separation; every session acts as this process's user");
+        notify_ready(addr);
         Authority::InProcess
     };
 

@@ -40,6 +40,10 @@ pub struct Metrics {
     pub bytes: Family<Labels, Counter>,
     /// Bytes moved by user and direction, for `ftpd_metrics_users` only.
     pub user_bytes: Family<Labels, Counter>,
+    /// Bytes moved by top-level directory (`ftpd_metrics_dirs`) and direction.
+    pub dir_bytes: Family<Labels, Counter>,
+    /// Transfers by top-level directory and direction.
+    pub dir_transfers: Family<Labels, Counter>,
     /// Transfer durations by direction.
     pub durations: Family<Labels, Histogram>,
     /// Commands by verb (unknown verbs count as OTHER).
@@ -73,6 +77,19 @@ pub struct Metrics {
     cpu: Counter<f64, std::sync::atomic::AtomicU64>,
 }
 
+/// The entry of `dirs` (comma-separated, leading `/` optional) that is the
+/// first component of `path`, or `other`. A file directly in the root has no
+/// directory, so it is `other` too.
+pub fn project_of<'a>(dirs: &'a str, path: &[u8]) -> &'a str {
+    let path = path.strip_prefix(b"/").unwrap_or(path);
+    let Some(end) = path.iter().position(|&b| b == b'/') else { return "other" };
+    let top = &path[..end];
+    dirs.split(',')
+        .map(|d| d.trim().trim_matches('/'))
+        .find(|d| !d.is_empty() && d.as_bytes() == top)
+        .unwrap_or("other")
+}
+
 fn l(pairs: &[(&str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
@@ -96,6 +113,8 @@ impl Metrics {
             transfers: Family::default(),
             bytes: Family::default(),
             user_bytes: Family::default(),
+            dir_bytes: Family::default(),
+            dir_transfers: Family::default(),
             durations: Family::new_with_constructor(|| {
                 Histogram::new([0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0, 7200.0])
             }),
@@ -123,6 +142,16 @@ impl Metrics {
         r.register("transfers", "Transfers by direction and result", m.transfers.clone());
         r.register("transfer_bytes", "Bytes transferred by direction", m.bytes.clone());
         r.register("user_transfer_bytes", "Bytes transferred by user (ftpd_metrics_users only)", m.user_bytes.clone());
+        r.register(
+            "dir_transfer_bytes",
+            "Bytes transferred by top-level directory (ftpd_metrics_dirs; others: other)",
+            m.dir_bytes.clone(),
+        );
+        r.register(
+            "dir_transfers",
+            "Transfers by top-level directory (ftpd_metrics_dirs; others: other)",
+            m.dir_transfers.clone(),
+        );
         r.register("transfer_duration_seconds", "Transfer durations", m.durations.clone());
         r.register("commands", "Commands received by verb", m.commands.clone());
         r.register("replies", "Replies sent by class", m.replies.clone());
@@ -205,6 +234,20 @@ impl Metrics {
     pub fn tls_transfer(&self, direction: &str, tls: bool) {
         let t = if tls { "yes" } else { "no" };
         self.tls_transfers.get_or_create(&l(&[("direction", direction), ("tls", t)])).inc();
+    }
+
+    /// Counts a finished transfer of `path` (as the client named it, from the
+    /// user's root) under its top-level directory when that is listed in
+    /// `dirs` (`ftpd_metrics_dirs`), else under `other`: the label's values
+    /// are the operator's list, never a client's choice.
+    pub fn dir_transfer(&self, dirs: &str, path: &[u8], direction: &str, bytes: u64) {
+        if dirs.trim().is_empty() {
+            return;
+        }
+        let dir = project_of(dirs, path);
+        let labels = l(&[("dir", dir), ("direction", direction)]);
+        self.dir_bytes.get_or_create(&labels).inc_by(bytes);
+        self.dir_transfers.get_or_create(&labels).inc();
     }
 
     /// Counts a rate-limited transfer (see [`crate::rates::Pacer::how`]).
@@ -359,5 +402,21 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             let _ = sock.write_all(resp.as_bytes()).await;
             let _ = sock.shutdown().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_is_a_listed_top_level_directory_or_other() {
+        let dirs = "debian, /ubuntu/ ,";
+        assert_eq!(project_of(dirs, b"/debian/pool/a.deb"), "debian");
+        assert_eq!(project_of(dirs, b"/ubuntu/x"), "ubuntu");
+        assert_eq!(project_of(dirs, b"/debian"), "other");
+        assert_eq!(project_of(dirs, b"/debian-backports/x"), "other");
+        assert_eq!(project_of(dirs, b"/top.bin"), "other");
+        assert_eq!(project_of(dirs, b"//x"), "other");
     }
 }

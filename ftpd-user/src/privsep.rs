@@ -523,6 +523,9 @@ impl Master {
                 if !cfg.virtual_users_file.is_empty() {
                     let _ = auth::virtual_users(Path::new(&cfg.virtual_users_file));
                 }
+                for problem in crate::access::unservable_roots(&cfg, &self.anon_root) {
+                    warn!("reload: {problem}");
+                }
                 let mut e = Enc::tag(REP_OK).bytes(cfg.to_text().as_bytes());
                 for u in &users {
                     e = match login::read_user_config(&cfg, u).ok().flatten() {

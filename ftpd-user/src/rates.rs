@@ -183,6 +183,8 @@ const LEAD: f64 = 1.0;
 const SLICE: f64 = 0.05;
 /// The smallest step, for very low rates.
 const MIN_SLICE: f64 = 1024.0;
+/// The longest the schedule sleeps before it looks at the share again.
+const MAX_NAP: f64 = 0.25;
 /// TCP paces nothing until a connection has sent this many data segments
 /// (`tcp_update_skb_after_send`); on loopback one segment is 64 KiB, so a
 /// whole small file could leave unpaced. The schedule covers that start.
@@ -225,11 +227,6 @@ impl Pacer {
         Self::new(flow, false)
     }
 
-    /// A pacer that never waits (transfers outside any rate group).
-    pub fn unlimited() -> Self {
-        Self::new(Arc::new(Flow::default()), false)
-    }
-
     fn new(flow: Arc<Flow>, sending: bool) -> Self {
         Self { flow, rate: None, since: Instant::now(), due: 0.0, sending, kernel: false, warm: false, limited: false }
     }
@@ -237,57 +234,67 @@ impl Pacer {
     /// Waits until the schedule lets more bytes through `sock`, and returns
     /// how many may be moved now (at most `max`, at least 1).
     pub async fn budget(&mut self, sock: BorrowedFd<'_>, max: usize) -> usize {
-        let r = self.flow.rate.load(Ordering::Relaxed);
-        if self.rate != Some(r) {
-            // Bytes already handed over ahead of the old schedule are still
-            // ahead: they count against the new one (a re-split share would
-            // otherwise overshoot by up to `LEAD` of the old rate).
-            let ahead = match self.rate {
-                Some(old) if old != 0 => (self.due - self.since.elapsed().as_secs_f64()).max(0.0) * old as f64,
-                _ => 0.0,
-            };
-            self.rate = Some(r);
-            self.since = Instant::now();
-            self.due = if r == 0 { 0.0 } else { ahead / r as f64 };
-            self.warm = false;
-            self.limited |= r != 0;
-            if self.sending {
-                self.kernel = match set_max_pacing_rate(sock, r) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "SO_MAX_PACING_RATE refused; the download is paced in userspace");
-                        false
-                    }
-                };
+        loop {
+            let r = self.flow.rate.load(Ordering::Relaxed);
+            if self.rate != Some(r) {
+                self.restart(sock, r);
             }
+            if r == 0 {
+                return max;
+            }
+            let rf = r as f64;
+            let slice = (rf * SLICE).max(MIN_SLICE);
+            if self.kernel && !self.warm {
+                self.warm = data_segments_out(sock).is_some_and(|n| n >= UNPACED_SEGMENTS);
+            }
+            // `lead`: bytes that may be ahead of the schedule; `step`: the
+            // least worth waking up for. The last second goes in steps too:
+            // TCP sends what is queued in segments of up to two MSS (128 KiB
+            // on loopback) and paces the gap *after* each, so a big last
+            // segment would arrive early by its own length.
+            let (lead, step) = if self.kernel && self.warm && max as f64 > rf * LEAD {
+                (rf * LEAD, rf * LEAD / 2.0)
+            } else {
+                (slice, slice)
+            };
+            let ready = self.due + (step - lead) / rf;
+            let now = self.since.elapsed().as_secs_f64();
+            if ready > now {
+                // In naps, so that a new share (a reload, a re-split) is
+                // seen within one: after a big cut the wait can be long.
+                tokio::time::sleep(Duration::from_secs_f64((ready - now).min(MAX_NAP))).await;
+                continue;
+            }
+            let allowed = (now - self.due) * rf + lead;
+            // Truncation is the intent: whole bytes, at least one.
+            return (allowed.max(1.0) as usize).min(max).max(1);
         }
-        if r == 0 {
-            return max;
-        }
-        let rf = r as f64;
-        let slice = (rf * SLICE).max(MIN_SLICE);
-        if self.kernel && !self.warm {
-            self.warm = data_segments_out(sock).is_some_and(|n| n >= UNPACED_SEGMENTS);
-        }
-        // `lead`: bytes that may be ahead of the schedule; `step`: the least
-        // worth waking up for. The last second goes in steps too: TCP sends
-        // what is queued in segments of up to two MSS (128 KiB on loopback)
-        // and paces the gap *after* each, so a big last segment would arrive
-        // early by its own length.
-        let (lead, step) = if self.kernel && self.warm && max as f64 > rf * LEAD {
-            (rf * LEAD, rf * LEAD / 2.0)
-        } else {
-            (slice, slice)
+    }
+
+    /// Starts the schedule again at share `r` (0: none), applying it to the
+    /// socket's pacing rate when this end sends.
+    fn restart(&mut self, sock: BorrowedFd<'_>, r: u64) {
+        // Bytes already handed over ahead of the old schedule are still
+        // ahead: they count against the new one (a re-split share would
+        // otherwise overshoot by up to `LEAD` of the old rate).
+        let ahead = match self.rate {
+            Some(old) if old != 0 => (self.due - self.since.elapsed().as_secs_f64()).max(0.0) * old as f64,
+            _ => 0.0,
         };
-        let ready = self.due + (step - lead) / rf;
-        let now = self.since.elapsed().as_secs_f64();
-        if ready > now {
-            tokio::time::sleep(Duration::from_secs_f64(ready - now)).await;
+        self.rate = Some(r);
+        self.since = Instant::now();
+        self.due = if r == 0 { 0.0 } else { ahead / r as f64 };
+        self.warm = false;
+        self.limited |= r != 0;
+        if self.sending {
+            self.kernel = match set_max_pacing_rate(sock, r) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SO_MAX_PACING_RATE refused; the download is paced in userspace");
+                    false
+                }
+            };
         }
-        let now = self.since.elapsed().as_secs_f64();
-        let allowed = (now - self.due) * rf + lead;
-        // Truncation is the intent: whole bytes, at least one.
-        (allowed.max(1.0) as usize).min(max).max(1)
     }
 
     /// Records `n` bytes moved.

@@ -165,6 +165,11 @@ impl Shared {
         }
     }
 
+    /// Control connections open now.
+    pub fn clients(&self) -> u32 {
+        self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).total
+    }
+
     /// Counts a new control connection, or says which vsftpd refusal applies.
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
         let mut c = self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -226,7 +231,15 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             while hup.recv().await.is_some() {
                 let s2 = Arc::clone(&s);
                 match tokio::task::spawn_blocking(move || crate::rates::reload(&s2)).await {
-                    Ok(Ok(n)) => info!(groups = n, "SIGHUP: configuration re-read, rate limits applied"),
+                    Ok(Ok(n)) => {
+                        info!(groups = n, "SIGHUP: configuration re-read, rate limits applied");
+                        // With privilege separation the master checks, as root.
+                        if matches!(s.authority, crate::privsep::Authority::InProcess) {
+                            for problem in crate::access::unservable_roots(&s.cfg(), &s.anon_root) {
+                                warn!("reload: {problem}");
+                            }
+                        }
+                    }
                     Ok(Err(e)) => warn!("SIGHUP: configuration not reloaded: {e}"),
                     Err(e) => warn!("SIGHUP: reload task failed: {e}"),
                 }

@@ -115,6 +115,9 @@ pub struct Session {
     pub(crate) login_fails: u32,
     /// Set while this session holds a passive port (the pool-use gauge).
     pub(crate) pasv_slot: Option<prometheus_client::metrics::gauge::Gauge>,
+    /// Control connections open when this one was accepted (itself included),
+    /// for STAT as vsftpd reports it.
+    pub(crate) clients_at_start: u32,
     /// The active-sessions gauge this session counts in, once logged in.
     pub(crate) active: Option<prometheus_client::metrics::gauge::Gauge>,
     /// The passive port whose kernel pinhole this session opened.
@@ -137,6 +140,7 @@ impl Session {
     pub fn new(shared: Arc<Shared>, id: u64, stream: TcpStream, peer: SocketAddr, local: SocketAddr) -> Self {
         let (r, w) = stream.into_split();
         let (r, w) = (CtlRead::Plain(r), CtlWrite::Plain(w));
+        let clients_at_start = shared.clients();
         Self {
             shared,
             id,
@@ -162,6 +166,7 @@ impl Session {
             xfer_user: String::new(),
             client: data::canonical(peer.ip()).to_string(),
             login_fails: 0,
+            clients_at_start,
             active: None,
             pasv_slot: None,
             pinhole: None,
@@ -229,7 +234,9 @@ impl Session {
     async fn greet(&mut self) -> io::Result<()> {
         let cfg = self.shared.cfg();
         if let Some(text) = &self.shared.banner {
-            let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            // vsftpd's form: every line of the file as `220-`, then a bare `220 `.
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            lines.push(String::new());
             return self.reply_lines(220, &lines).await;
         }
         let banner = if cfg.ftpd_banner.is_empty() {
@@ -293,6 +300,19 @@ impl Session {
         control::reply_multi(&mut self.w, code, first, lines, last).await
     }
 
+    /// Writes a listing as a multi-line reply, its lines unindented (`STAT PATH`).
+    pub(crate) async fn reply_listing(
+        &mut self,
+        code: u16,
+        first: &str,
+        lines: &[String],
+        last: &str,
+    ) -> io::Result<()> {
+        self.log_reply(code, first);
+        self.shared.metrics.reply(code);
+        control::reply_listing(&mut self.w, code, first, lines, last).await
+    }
+
     /// Writes lines as one reply, `CODE-` on all but the last (vsftpd's banner style).
     pub(crate) async fn reply_lines(&mut self, code: u16, lines: &[String]) -> io::Result<()> {
         match lines {
@@ -324,7 +344,7 @@ impl Session {
             self.reply(501, "NUL byte in command.").await?;
             return Ok(Next::Continue);
         }
-        // Commands allowed before login (vsftpd's prelogin.c, plus HOST and HELP).
+        // Commands allowed before login (vsftpd's prelogin.c, plus HOST).
         match verb.as_str() {
             "QUIT" => {
                 self.reply(221, "Goodbye.").await?;
@@ -343,11 +363,6 @@ impl Session {
             "FEAT" => return self.cmd_feat().await.map(|()| Next::Continue),
             "OPTS" => return self.cmd_opts(arg).await.map(|()| Next::Continue),
             "HOST" => return self.cmd_host(arg).await.map(|()| Next::Continue),
-            "HELP" => return self.cmd_help().await.map(|()| Next::Continue),
-            "ABOR" => {
-                self.reply(225, "No transfer to ABOR.").await?;
-                return Ok(Next::Continue);
-            }
             "AUTH" if self.shared.tls.is_some() && self.tls.is_none() => {
                 return self.cmd_auth(arg).await;
             }
@@ -364,12 +379,27 @@ impl Session {
             self.reply(550, "Permission denied.").await?;
             return Ok(Next::Continue);
         }
-        // RNTO must follow RNFR directly.
-        let rnfr = if verb == "RNTO" { self.rnfr.take() } else { None };
-        if verb != "RNFR" {
-            self.rnfr = None;
+        // vsftpd refuses a deny_file path with one reply, whatever the command.
+        let path_arg = match verb.as_str() {
+            "RETR" | "SIZE" | "MDTM" | "CWD" | "XCWD" | "MKD" | "XMKD" | "RMD" | "XRMD" | "DELE" | "RNFR" | "STOR"
+            | "APPE" | "MLST" | "MLSD" => Some(arg),
+            "LIST" | "NLST" | "STAT" if !arg.is_empty() => Some(crate::commands::transfer::split_list_args(arg).1),
+            _ => None,
+        };
+        if path_arg.is_some_and(|a| self.cwd.join(a).is_ok_and(|p| self.shared.deny.matches_path(&p))) {
+            self.reply(550, "Permission denied.").await?;
+            return Ok(Next::Continue);
         }
+        // RNFR's name stays until RNTO uses it, also across other commands
+        // (vsftpd does not enforce RFC 959's "immediately").
+        let rnfr = if verb == "RNTO" && self.may(crate::commands::files::Op::Other) { self.rnfr.take() } else { None };
         match verb.as_str() {
+            "HELP" => self.cmd_help().await?,
+            "ABOR" => self.reply(225, "No transfer to ABOR.").await?,
+            "REIN" => self.reply(502, "REIN not implemented.").await?,
+            "SMNT" => self.reply(502, "SMNT not implemented.").await?,
+            // TLS commands without TLS: known to vsftpd, refused like a denied command.
+            "PBSZ" | "PROT" => self.reply(550, "Permission denied.").await?,
             "SYST" => self.reply(215, "UNIX Type: L8").await?,
             "NOOP" => self.reply(200, "NOOP ok.").await?,
             "ACCT" => self.reply(502, "ACCT not implemented.").await?,

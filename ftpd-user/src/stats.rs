@@ -79,6 +79,25 @@ pub fn table(addr: &str, before: &Samples, now: &Samples, secs: f64) -> String {
         rate("ftpd_transfer_bytes_total", &["upload"]) / mb,
         sum(now, "ftpd_transfer_bytes_total", &["upload"]) / mb
     ));
+    // Per-project rows (`ftpd_metrics_dirs`), busiest first.
+    let mut dirs: Vec<&str> = now
+        .keys()
+        .filter(|k| k.starts_with("ftpd_dir_transfer_bytes_total{"))
+        .filter_map(|k| k.split("dir=\"").nth(1)?.split('"').next())
+        .collect();
+    dirs.sort_unstable();
+    dirs.dedup();
+    let dir_total = |d: &str| sum(now, "ftpd_dir_transfer_bytes_total", &[&format!("dir=\"{d}\"")]);
+    dirs.sort_by(|a, b| dir_total(b).total_cmp(&dir_total(a)));
+    for d in dirs {
+        let with = format!("dir=\"{d}\"");
+        out.push_str(&format!(
+            "  {d:<15} {:>8.2} MB/s  (total {:.1} MB, {} transfers)\n",
+            rate("ftpd_dir_transfer_bytes_total", &[&with]) / mb,
+            dir_total(d) / mb,
+            sum(now, "ftpd_dir_transfers_total", &[&with]),
+        ));
+    }
     out.push_str(&format!(
         "refused           {:>8.2} /s    (max_clients {}, max_per_ip {})\n",
         rate("ftpd_connections_refused_total", &[]),

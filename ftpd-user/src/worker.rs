@@ -123,6 +123,7 @@ const OP_OPEN_PART: u8 = 15;
 const OP_RESUMABLE_PART: u8 = 16;
 const OP_COMMIT: u8 = 17;
 const OP_OPEN_REPLACE: u8 = 18;
+const OP_SET_MTIME: u8 = 19;
 
 /// Entries per listing chunk: small enough that the next chunk is stat'ed
 /// while the front formats and sends this one, large enough that messages
@@ -422,6 +423,20 @@ impl Fs {
             Self::Local(_) => ListCache::clear(),
             Self::Remote(..) => {
                 let _ = self.simple(Enc::tag(OP_FORGET).bytes(b"/"));
+            }
+        }
+    }
+
+    /// Sets a file's modification time (`MDTM` with a time).
+    pub fn set_mtime(&self, path: &VPath, secs: i64) -> Result<(), FsError> {
+        match self {
+            Self::Local(r) => {
+                ListCache::clear();
+                r.set_mtime(path, secs)
+            }
+            Self::Remote(..) => {
+                // Two's complement round trip: times before 1970 stay negative.
+                self.simple(Enc::tag(OP_SET_MTIME).bytes(path.as_bytes()).u64(secs.cast_unsigned())).map(drop)
             }
         }
     }
@@ -790,6 +805,7 @@ pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
                 | OP_UNLINK
                 | OP_RENAME
                 | OP_CHMOD
+                | OP_SET_MTIME
                 | OP_FORGET
                 | OP_OPEN_PART
                 | OP_CREATE_TEMP
@@ -892,6 +908,7 @@ pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
                 unit(to.map_or(Err(FsError::BadName), |to| root.rename(&path, &to)))
             }
             OP_CHMOD => unit(d.u32().map_or(Err(FsError::BadName), |m| root.chmod(&path, m))),
+            OP_SET_MTIME => unit(d.u64().map_or(Err(FsError::BadName), |t| root.set_mtime(&path, t.cast_signed()))),
             _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "unknown request from the front")),
         };
         ipc::send(sock.as_fd(), &reply, fd_out.as_ref().map(AsFd::as_fd))?;

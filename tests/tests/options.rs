@@ -29,20 +29,20 @@ fn deny_file_makes_names_unreachable() {
     );
     let mut c = server.login();
     for cmd in ["SIZE pub/x.secret", "MDTM pub/x.secret", "CWD pub/dir.secret", "SIZE pub/dir.secret/inner.txt"] {
-        c.cmd_ok(cmd, 550);
+        assert_eq!(c.cmd_ok(cmd, 550), "550 Permission denied.\r\n", "{cmd}");
     }
     for path in ["pub/x.secret", "/pub/x.secret", "pub/dir.secret/inner.txt", "pub/../pub/x.secret"] {
         let (bytes, code, _) = c.transfer(&format!("RETR {path}"));
         assert_eq!((bytes.len(), code), (0, 550), "RETR {path}");
     }
+    // Denied names are not hidden (vsftpd's manual: "The affected items are
+    // not hidden"; was: left out of listings); hide_file hides.
     let (nlst, _, _) = c.transfer("NLST pub");
-    assert_eq!(names(&nlst), ["ok.txt"]);
-    let (list, _, _) = c.transfer("LIST -a pub");
-    let list = String::from_utf8(list).unwrap();
-    assert!(!list.contains("secret") && list.contains(" ok.txt"), "{list}");
-    let (mlsd, _, _) = c.transfer("MLSD pub");
-    assert!(!String::from_utf8_lossy(&mlsd).contains("secret"));
-    assert!(!c.cmd_ok("STAT pub", 213).contains("secret"));
+    assert_eq!(names(&nlst), ["pub/dir.secret", "pub/ok.txt", "pub/x.secret"]);
+    assert!(c.cmd_ok("STAT pub", 213).contains(" x.secret\r\n"));
+    assert_eq!(c.cmd_ok("STAT pub/x.secret", 550), "550 Permission denied.\r\n");
+    let (list, code, text) = c.transfer("LIST pub/dir.secret");
+    assert_eq!((list.len(), code, text.as_str()), (0, 550, "550 Permission denied.\r\n"));
     // Nor can denied names be created, deleted or renamed to.
     let (_, code, _) = c.upload("STOR pub/new.secret", b"x");
     assert_eq!(code, 550);
@@ -57,7 +57,7 @@ fn deny_file_makes_names_unreachable() {
     c.cmd_ok("SIZE pub/x.secret", 213);
     c.cmd_ok("CWD pub/dir.secret", 250);
     let (nlst, _, _) = c.transfer("NLST /pub");
-    assert_eq!(names(&nlst), ["dir.secret", "ok.txt", "x.secret"]);
+    assert_eq!(names(&nlst), ["/pub/dir.secret", "/pub/ok.txt", "/pub/x.secret"]);
 }
 
 #[test]
@@ -70,7 +70,7 @@ fn hide_file_hides_from_listings_only() {
     let server = Server::start(root, &["hide_file={*.hid}"]);
     let mut c = server.login();
     let (nlst, _, _) = c.transfer("NLST pub");
-    assert_eq!(names(&nlst), ["b.txt"]);
+    assert_eq!(names(&nlst), ["pub/b.txt"]);
     let (list, _, _) = c.transfer("LIST -a pub");
     assert!(!String::from_utf8_lossy(&list).contains(".hid"));
     let (mlsd, _, _) = c.transfer("MLSD pub");
@@ -84,7 +84,7 @@ fn hide_file_hides_from_listings_only() {
     let server = Server::start(root, &["hide_file="]);
     let mut c = server.login();
     let (nlst, _, _) = c.transfer("NLST pub");
-    assert_eq!(names(&nlst), ["a.hid", "b.txt", "sub.hid"]);
+    assert_eq!(names(&nlst), ["pub/a.hid", "pub/b.txt", "pub/sub.hid"]);
 }
 
 #[test]
@@ -247,7 +247,8 @@ fn anon_world_readable_only_covers_listings() {
     let server = Server::start(root, &["anon_world_readable_only=NO"]);
     let mut c = server.login();
     let (list, code, _) = c.transfer("NLST private");
-    assert_eq!((names(&list), code), (vec!["inside.txt".to_string()], 226));
+    // NLST names carry the directory given, as in vsftpd (was: inside.txt).
+    assert_eq!((names(&list), code), (vec!["private/inside.txt".to_string()], 226));
 }
 
 #[test]

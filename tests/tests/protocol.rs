@@ -73,7 +73,8 @@ fn listings() {
     let (one, code, _) = c.transfer("LIST pub/a.txt");
     assert_eq!(code, 226);
     let one = String::from_utf8(one).unwrap();
-    assert!(one.starts_with("-rw") && one.ends_with(" pub/a.txt\r\n"), "{one}");
+    // vsftpd lists a file as an entry of its directory (was: " pub/a.txt").
+    assert!(one.starts_with("-rw") && one.ends_with(" a.txt\r\n"), "{one}");
     let (none, code, text) = c.transfer("LIST /no/such/dir");
     assert_eq!((none.len(), code), (0, 226), "{text}");
     let (got, code, _) = c.transfer("RETR inside-link");

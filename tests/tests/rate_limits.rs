@@ -267,6 +267,27 @@ fn rate_scopes_share_one_limit_by_user_and_by_ip() {
 }
 
 #[test]
+fn limits_hold_for_active_mode_from_the_data_port() {
+    // connect_from_port_20: the master binds the source port, the front
+    // connects from it; the limit must hold all the same.
+    let rate = 1_000_000;
+    let (d, size) = tree(rate);
+    let data_port = ftpd_tests::free_port();
+    let server = Server::start(
+        d.path(),
+        &[&format!("anon_max_rate={rate}"), "connect_from_port_20=YES", &format!("ftp_data_port={data_port}")],
+    );
+    let mut failures = Vec::new();
+    check(
+        "active download from ftp_data_port",
+        rate,
+        download_rate(&server, Mode::Active, "f.bin", size),
+        &mut failures,
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
 fn limits_hold_within_five_percent_at_100k_1m_10m() {
     let mut failures = Vec::new();
     for rate in [100_000, 1_000_000, 10_000_000] {
@@ -305,6 +326,29 @@ fn set_rcvbuf(s: &impl std::os::fd::AsRawFd, bytes: libc::c_int) {
     assert_eq!(r, 0);
 }
 
+/// A TCP connection whose segments are at most `mss` bytes and whose
+/// receive buffer is `rcvbuf`, both set before the handshake.
+fn connect_with_mss(to: SocketAddr, mss: libc::c_int, rcvbuf: libc::c_int) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = to else { panic!("IPv4 only") };
+    // SAFETY: plain socket/setsockopt/connect on a fresh fd that becomes the
+    // TcpStream's; every pointer names a local of the size passed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        assert_eq!(libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, (&raw const mss).cast(), size), 0);
+        assert_eq!(libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, (&raw const rcvbuf).cast(), size), 0);
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_port = v4.port().to_be();
+        sa.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(libc::connect(fd, (&raw const sa).cast(), len), 0, "{}", std::io::Error::last_os_error());
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
 fn write_conf(path: &Path, root: &Path, extra: &str) {
     let text = format!(
         "listen=YES\nlisten_address=127.0.0.1\nanonymous_enable=YES\nno_anon_password=YES\nanon_root={}\nftp_username=nobody\n{extra}",
@@ -339,10 +383,15 @@ fn sighup_moves_a_running_download_between_no_limit_and_limits() {
     let server = Server::launch(&root, &[], &ftpd_tests::Launch { config: Some(&conf), ..Default::default() });
     let mut c = server.login();
     c.cmd_ok("TYPE I", 200);
-    let (mut data, _) = start_transfer(&mut c, Mode::Passive, "RETR big");
-    // A small receive window, so that what the server queued before a
-    // change drains within the settling time below.
-    set_rcvbuf(&data, 64 * 1024);
+    // The segment size of a real network (loopback's is 64 KiB: at 20 kB/s
+    // TCP would pace one 128 KiB segment every 6 s, and a new rate only
+    // applies from the next one), and a small receive window, so that what
+    // the server queued before a change drains within the settling time.
+    let text = c.cmd_ok("PASV", 227);
+    let inner = &text[text.find('(').unwrap() + 1..text.find(')').unwrap()];
+    let n: Vec<u16> = inner.split(',').map(|x| x.trim().parse().unwrap()).collect();
+    let mut data = connect_with_mss(SocketAddr::from(([127, 0, 0, 1], n[4] * 256 + n[5])), 1448, 64 * 1024);
+    assert_eq!(c.cmd("RETR big").0, 150);
     data.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
 
     // No limit yet: far faster than any limit set below.
@@ -375,10 +424,23 @@ fn sighup_moves_a_running_download_between_no_limit_and_limits() {
     let r = read_for(&mut data, 2.0);
     assert!((r / 1e6 - 1.0).abs() < 0.10, "after SIGHUP to 1 MB/s: {r:.0} B/s");
 
-    // 1 MB/s -> no limit again: the rest (most of the file) comes at once.
-    write_conf(&conf, &root, "");
+    // A deep cut and a raise: the cut leaves about a second of the old rate
+    // queued, worth a minute at the new one; the raise must not wait for it.
+    write_conf(&conf, &root, "anon_max_rate=20000\n");
     sighup(&server);
     wait_log(&server, "SIGHUP: configuration re-read", 3);
+    read_for(&mut data, 1.0);
+    write_conf(&conf, &root, "anon_max_rate=2000000\n");
+    sighup(&server);
+    wait_log(&server, "SIGHUP: configuration re-read", 4);
+    read_for(&mut data, 2.0);
+    let r = read_for(&mut data, 2.0);
+    assert!((r / 2e6 - 1.0).abs() < 0.10, "after a cut to 20 kB/s and a raise to 2 MB/s: {r:.0} B/s");
+
+    // 2 MB/s -> no limit again: the rest (most of the file) comes at once.
+    write_conf(&conf, &root, "");
+    sighup(&server);
+    wait_log(&server, "SIGHUP: configuration re-read", 5);
     let t0 = Instant::now();
     let mut rest = Vec::new();
     data.read_to_end(&mut rest).unwrap();

@@ -254,7 +254,8 @@ fn real_clients_in_active_mode() {
         "import hashlib\n{}f.set_pasv(False)\nh = hashlib.sha256()\nprint(f.retrbinary('RETR big.bin', h.update))\nprint(h.hexdigest())\nprint(f.nlst('pub'))\n",
         server.py_login()
     ));
-    assert_eq!(out, format!("226 Transfer complete.\n{want}\n['a.txt']\n"));
+    // NLST of a directory names its entries with the directory, as vsftpd (was: a.txt).
+    assert_eq!(out, format!("226 Transfer complete.\n{want}\n['pub/a.txt']\n"));
 }
 
 #[test]
@@ -287,10 +288,12 @@ fn port_bounce_defence_and_malformed_arguments() {
     }
     assert_eq!(c.cmd_ok(&format!("EPRT |1|127.0.0.2|{port}|"), 500), "500 Illegal EPRT command.\r\n");
     assert_eq!(c.cmd_ok("EPRT |1|127.0.0.1|21|", 500), "500 Illegal EPRT command.\r\n");
-    c.cmd_ok(&format!("EPRT |2|::1|{port}|"), 500); // IPv6 target from an IPv4 client
-    for bad in ["|1|127.0.0.1|", "|1|127.0.0.1|x|", "|3|127.0.0.1|5000|", "|1|300.0.0.1|5000|", "1|127.0.0.1|5000|"] {
+    // An IPv6 target from an IPv4 client: RFC 2428's 522 (was 500).
+    assert_eq!(c.cmd_ok(&format!("EPRT |2|::1|{port}|"), 522), "522 Network protocol not supported, use (1)\r\n");
+    for bad in ["|1|127.0.0.1|", "|1|127.0.0.1|x|", "|1|300.0.0.1|5000|", "1|127.0.0.1|5000|"] {
         c.cmd_ok(&format!("EPRT {bad}"), 500);
     }
+    c.cmd_ok("EPRT |3|127.0.0.1|5000|", 522); // an unknown network protocol (was 500)
     // After all that, no data connection is set up.
     assert_eq!(c.cmd_ok("RETR pub/a.txt", 425), "425 Use PORT or PASV first.\r\n");
     // A refused PORT also cancels an earlier good one.
@@ -352,7 +355,10 @@ fn ipv6_epsv_and_eprt() {
     let mut c = server.login();
     c.cmd_ok("TYPE I", 200);
     assert!(c.cmd_ok("STAT", 211).contains("Connected to ::1\r\n"));
-    assert_eq!(c.cmd_ok("EPSV 1", 522).get(..4), Some("522 "));
+    // RFC 2428's 522 names what this connection can use: passive data on the
+    // control connection's own address, active data to either protocol.
+    assert_eq!(c.cmd_ok("EPSV 1", 522), "522 Network protocol not supported, use (2)\r\n");
+    assert_eq!(c.cmd_ok("EPRT |3|x|5000|", 522), "522 Network protocol not supported, use (1,2)\r\n");
     c.cmd_ok("EPSV 2", 229);
     // EPSV and a download.
     let mut data = c.epsv_connect();

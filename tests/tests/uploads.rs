@@ -176,7 +176,8 @@ fn atomic_uploads_appear_only_when_complete() {
     let mut data = start_upload(&mut c, "new.bin", &full[..part]);
     assert!(!root.join("new.bin").exists(), "visible before it is complete");
     let (nlst, code, _) = other.transfer("NLST -a");
-    assert_eq!((nlst.as_slice(), code), (&b""[..], 226), "nothing is listed during the upload");
+    // `.` and `..` only, as vsftpd lists them with -a (was: nothing at all).
+    assert_eq!((nlst.as_slice(), code), (&b".\r\n..\r\n"[..], 226), "nothing is listed during the upload");
     // Another session's upload in progress is nobody else's business.
     other.cmd_ok("SIZE new.bin", 550);
     let (bytes, code, _) = other.transfer("RETR new.bin");
@@ -199,7 +200,7 @@ fn atomic_uploads_appear_only_when_complete() {
     assert_file(&root.join("resumed.bin"), &full, "resumed atomic upload");
     assert_eq!(names(&root), ["new.bin", "resumed.bin"], "leftovers on disk");
     let (nlst, _, _) = other.transfer("NLST -a");
-    assert_eq!(String::from_utf8(nlst).unwrap(), "new.bin\r\nresumed.bin\r\n");
+    assert_eq!(String::from_utf8(nlst).unwrap(), ".\r\n..\r\nnew.bin\r\nresumed.bin\r\n");
 }
 
 /// Replacing a file goes through a temporary file: the old content stays

@@ -240,7 +240,7 @@ fn passwd_refuses_bad_input() {
     assert_eq!(out.status.code(), Some(2));
     let out = run(Command::new(ftpd_tests::ftpd_bin()).arg("passwd").arg(f));
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: ftpd passwd FILE USER"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage: ftpd passwd FILE USER"));
 }
 
 #[test]
@@ -370,4 +370,67 @@ fn started_without_root_ftpd_serves_in_one_process_on_the_userspace_plane() {
     // The one process runs as nobody: no root anywhere.
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
     assert!(status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("65534")), "{status}");
+}
+
+#[test]
+#[ignore = "privileged: creates system users (cargo xtask test as root)"]
+fn a_local_users_rate_from_user_config_dir_holds_and_bad_files_refuse_the_login() {
+    use std::io::{Read, Write};
+    assert!(privileged());
+    let u = LocalUser::new("/bin/sh");
+    let size = 420_000usize; // 4.2 s at 100 kB/s
+    let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    let file = u.home.join("f.bin");
+    std::fs::write(&file, &data).unwrap();
+    std::os::unix::fs::chown(&file, Some(u.uid), None).unwrap();
+    let anon = served();
+    let confdir = anon.path().join("users.d");
+    std::fs::create_dir(&confdir).unwrap();
+    std::fs::write(confdir.join(&u.name), "local_max_rate=100000\n").unwrap();
+    let c = format!("user_config_dir={}", confdir.display());
+    // The global rate is far higher: the per-user file must win.
+    let server = Server::start(anon.path(), &settings(&[&c, "local_max_rate=5000000"]));
+    let login = |server: &Server| {
+        let mut f = server.connect();
+        f.cmd_ok(&format!("USER {}", u.name), 331);
+        f
+    };
+    let mut f = login(&server);
+    f.cmd_ok(&format!("PASS {}", u.password), 230);
+    assert!(f.cmd_ok("STAT", 211).contains("100000"));
+    f.cmd_ok("TYPE I", 200);
+    let mut d = f.pasv_connect();
+    assert_eq!(f.cmd("RETR f.bin").0, 150);
+    let t0 = std::time::Instant::now();
+    let mut got = Vec::new();
+    d.read_to_end(&mut got).unwrap();
+    let down = size as f64 / t0.elapsed().as_secs_f64();
+    assert_eq!(got, data);
+    assert_eq!(f.read_reply().0, 226);
+    let mut d = f.pasv_connect();
+    assert_eq!(f.cmd("STOR up.bin").0, 150);
+    let t0 = std::time::Instant::now();
+    d.write_all(&data).unwrap();
+    drop(d);
+    assert_eq!(f.read_reply().0, 226);
+    let up = size as f64 / t0.elapsed().as_secs_f64();
+    eprintln!("measured: local user, user_config_dir local_max_rate=100000: down {down:.0} B/s, up {up:.0} B/s");
+    assert!((down / 100e3 - 1.0).abs() <= 0.05, "download at {down:.0} B/s");
+    assert!((up / 100e3 - 1.0).abs() <= 0.05, "upload at {up:.0} B/s");
+    drop(server);
+
+    // A bad value, or a setting the main file could not make, refuses the
+    // login with a log line naming the file; never a silent default.
+    for (text, needle) in [
+        ("local_max_rate=fast\n", "local_max_rate"),
+        ("pasv_min_port=60000\npasv_max_port=50000\n", "pasv_min_port=60000"),
+    ] {
+        std::fs::write(confdir.join(&u.name), text).unwrap();
+        let server = Server::start(anon.path(), &settings(&[&c]));
+        let mut f = login(&server);
+        assert_eq!(f.cmd(&format!("PASS {}", u.password)).0, 530, "{text}");
+        let log = server.log();
+        let line = log.lines().find(|l| l.contains("login refused")).unwrap_or_else(|| panic!("{log}"));
+        assert!(line.contains(&u.name) && line.contains(needle) && line.contains("users.d"), "{line}");
+    }
 }

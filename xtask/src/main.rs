@@ -5,6 +5,7 @@
 
 mod bench;
 mod build;
+mod deb;
 mod docs;
 mod run;
 mod setup;
@@ -44,6 +45,8 @@ enum Task {
     Test,
     /// Regenerate the README's option reference from the option table.
     Docs,
+    /// Build the Debian package target/debian/ftpd_*.deb (with cargo-deb, from the release binary).
+    Deb,
     /// (root) Benchmarks: ftpd against vsftpd and a raw sendfile/splice ceiling, workload by workload
     /// (download, upload, concurrent, sessions, list, retr, login), then the SYN and connection floods
     /// (eBPF against ftpd_ebpf=off). Writes bench-results/latest.{md,json}.
@@ -60,6 +63,9 @@ fn main() -> ExitCode {
         Task::Build => setup::run(setup::Verbosity::Summary).and_then(|()| build::run().map(drop)),
         Task::Run(args) => run::run(args),
         Task::Test => test::run(),
+        Task::Deb => setup::run(setup::Verbosity::Summary)
+            .and_then(|()| setup::ensure_cargo_deb(setup::Verbosity::Summary))
+            .and_then(|()| deb::run().map(drop)),
         Task::Docs => setup::run(setup::Verbosity::Summary).and_then(|()| docs::run()),
         Task::Bench(args) => bench::run(&args),
         Task::BenchCeiling(args) => bench::ceiling(&args),

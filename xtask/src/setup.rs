@@ -19,7 +19,27 @@ use crate::exec;
 const EBPF_PACKAGES: &[&str] =
     &["rustc-web", "libstd-rust-web-dev-bpf", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
 /// Debian packages the integration tests run.
-const TEST_PACKAGES: &[&str] = &["curl", "iproute2", "lftp", "bpftool", "python3", "prometheus"];
+const TEST_PACKAGES: &[&str] = &[
+    "curl",
+    "iproute2",
+    "lftp",
+    "bpftool",
+    "python3",
+    "prometheus",
+    "man-db",
+    "systemd",
+    "adduser",
+    "logrotate",
+    "python3-seccomp",
+];
+/// The cargo-deb release `cargo xtask deb` is tested with.
+const CARGO_DEB_VERSION: &str = "3.8.0";
+/// The reference server of `tests/tests/vsftpd_diff.rs`, installed when
+/// possible (its service is never started, see `install_packages`); without
+/// it that test is skipped and says so, the rest runs.
+const VSFTPD_PACKAGE: &str = "vsftpd";
+/// Debian's hook that decides whether a package may start its service.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 /// The compiler `ftpd-user/build.rs` uses for the kernel programs.
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 /// The `bpf-linker` release known to work with Debian's LLVM 22.
@@ -88,7 +108,20 @@ pub(crate) fn run(verbosity: Verbosity) -> Result<()> {
         );
     }
 
-    ensure_components(ok)?;
+    ensure_components(&ok)?;
+    match installed_version(VSFTPD_PACKAGE)? {
+        Some(version) => ok(&format!("{VSFTPD_PACKAGE} ({version})")),
+        None => {
+            if let Err(e) = install_packages(&[VSFTPD_PACKAGE], false) {
+                println!(
+                    "[setup] warning: {VSFTPD_PACKAGE} not installed, so the vsftpd differential test will be skipped: {e:#}"
+                );
+            }
+        }
+    }
+    if verbosity == Verbosity::EachCheck {
+        ensure_cargo_deb(verbosity)?;
+    }
     if verbosity == Verbosity::Summary {
         println!("[setup] ok: {} Debian packages, bpf-linker, rustfmt, clippy", packages.len());
     }
@@ -137,12 +170,25 @@ fn install_packages(missing: &[&str], linker_missing: bool) -> Result<()> {
     }
     println!("[setup] installing: {}", missing.join(" "));
     exec(Command::new("apt-get").arg("update"))?;
-    exec(
+    // A policy-rc.d that exits 101 keeps packages (vsftpd) from starting
+    // their services; an existing one is left as it is.
+    let ours = !Path::new(POLICY_RC_D).exists();
+    if ours {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(POLICY_RC_D, "#!/bin/sh\n# written by cargo xtask setup while installing\nexit 101\n")
+            .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        std::fs::set_permissions(POLICY_RC_D, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let result = exec(
         Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "--no-install-recommends"])
             .args(missing),
-    )
+    );
+    if ours {
+        let _ = std::fs::remove_file(POLICY_RC_D);
+    }
+    result
 }
 
 /// `bpf-linker` on `PATH`, else in `$CARGO_HOME/bin` (where `ftpd-user/build.rs`
@@ -176,7 +222,7 @@ fn bpf_linker_install_line() -> String {
 
 /// rustfmt and clippy, which `cargo xtask test` runs. A rustup `minimal`
 /// profile leaves them out.
-fn ensure_components(ok: impl Fn(&str)) -> Result<()> {
+fn ensure_components(ok: &impl Fn(&str)) -> Result<()> {
     let missing: Vec<&str> = [("rustfmt", "fmt"), ("clippy", "clippy")]
         .into_iter()
         .filter_map(|(component, sub)| {
@@ -199,6 +245,23 @@ fn ensure_components(ok: impl Fn(&str)) -> Result<()> {
     }
     println!("[setup] installing: rustup components {}", missing.join(" "));
     exec(Command::new("rustup").args(["component", "add"]).args(&missing))
+}
+
+/// cargo-deb, which `cargo xtask deb` (and so the package test) runs. Only
+/// `setup`, `deb` and `test` install it: `cargo xtask run` on a fresh
+/// machine should not wait for a packaging tool.
+pub(crate) fn ensure_cargo_deb(verbosity: Verbosity) -> Result<()> {
+    let out = Command::new("cargo").args(["deb", "--version"]).output();
+    if let Ok(o) = out.as_ref()
+        && o.status.success()
+    {
+        if verbosity == Verbosity::EachCheck {
+            println!("[setup] ok: {}", String::from_utf8_lossy(&o.stdout).trim());
+        }
+        return Ok(());
+    }
+    println!("[setup] installing: cargo-deb {CARGO_DEB_VERSION} (cargo install, a few minutes)");
+    exec(Command::new("cargo").args(["install", "cargo-deb", "--version", CARGO_DEB_VERSION, "--locked"]))
 }
 
 /// `<name> --version`, trimmed, if it runs.

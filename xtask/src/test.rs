@@ -31,6 +31,8 @@ struct Stage {
 /// Runs all stages and fails if any of them failed.
 pub(crate) fn run() -> Result<()> {
     setup::run(setup::Verbosity::Summary)?;
+    // The package test (`tests/tests/package.rs`) builds the .deb with it.
+    setup::ensure_cargo_deb(setup::Verbosity::Summary)?;
     let mut stages = Vec::new();
 
     stage(&mut stages, "fmt", || exec(&mut cargo(["fmt", "--all", "--", "--check"])));

@@ -15,11 +15,19 @@ pub const MAX_CREDENTIAL: usize = 128;
 
 impl Session {
     pub(crate) async fn cmd_user(&mut self, arg: &[u8]) -> io::Result<()> {
-        if matches!(self.phase, Phase::Ready(_)) {
-            return self.reply(530, "Can't change to another user.").await;
+        if let Phase::Ready(u) = &self.phase {
+            // vsftpd's two texts: anonymous sessions are its "guest" ones.
+            let text = if u.anonymous { "Can't change from guest user." } else { "Can't change to another user." };
+            return self.reply(530, text).await;
         }
         self.phase = Phase::Greeted;
-        let Some(user) = std::str::from_utf8(arg).ok().filter(|u| !u.is_empty() && u.len() <= MAX_CREDENTIAL) else {
+        if arg.is_empty() {
+            // vsftpd asks for a password and refuses at PASS, so an empty
+            // name looks like any other failed login.
+            self.phase = Phase::NeedPass(String::new());
+            return self.reply(331, "Please specify the password.").await;
+        }
+        let Some(user) = std::str::from_utf8(arg).ok().filter(|u| u.len() <= MAX_CREDENTIAL) else {
             return self.reply(530, "Login incorrect.").await;
         };
         if self.shared.tls.is_some() && !self.tls_login_allowed(user).await? {
@@ -85,6 +93,9 @@ impl Session {
             .collect::<String>();
         let name = user.clone();
         let outcome = match shared.authority.login_cached(&shared.cfg(), &name) {
+            _ if name.is_empty() => {
+                Ok(Err(login::Denial { reply: "Login incorrect.".into(), reason: "empty user name".into() }))
+            }
             Some(l) => Ok(Ok(l)),
             // PAM can block for seconds (failure delays): keep it off the async threads.
             None => {
@@ -177,7 +188,7 @@ impl Session {
 
     pub(crate) async fn cmd_opts(&mut self, arg: &[u8]) -> io::Result<()> {
         let upper = arg.to_ascii_uppercase();
-        if upper == b"UTF8 ON" || upper == b"UTF8" {
+        if upper == b"UTF8 ON" {
             self.reply(200, "Always in UTF8 mode.").await
         } else if upper.starts_with(b"MLST ") || upper == b"MLST" {
             // All facts are always sent; the selection is acknowledged as RFC 3659 asks.

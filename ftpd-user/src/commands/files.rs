@@ -68,7 +68,8 @@ impl Session {
     }
 
     pub(crate) async fn cmd_cwd(&mut self, arg: &[u8]) -> io::Result<()> {
-        let ok = self.path(arg).filter(|p| self.user().root.is_dir(p));
+        // An empty CWD names no directory (vsftpd: chdir("") fails).
+        let ok = self.path(arg).filter(|p| !arg.is_empty() && self.user().root.is_dir(p));
         let Some(p) = ok else {
             return self.reply(550, "Failed to change directory.").await;
         };
@@ -122,7 +123,7 @@ impl Session {
             return self.reply(550, "Permission denied.").await;
         }
         if self.epsv_all && !extended {
-            return self.reply(550, "PASV not allowed after EPSV ALL.").await;
+            return self.reply(550, "Permission denied.").await;
         }
         let local_ip = data::canonical(self.local.ip());
         if !extended && !local_ip.is_ipv4() {
@@ -187,8 +188,8 @@ impl Session {
             b"" => self.cmd_pasv(true).await,
             b"1" if !v6 => self.cmd_pasv(true).await,
             b"2" if v6 => self.cmd_pasv(true).await,
-            b"1" | b"2" => self.reply(522, &format!("Bad network protocol, use ({})", if v6 { 2 } else { 1 })).await,
-            _ => self.reply(501, "Bad EPSV command.").await,
+            // RFC 2428: any protocol this connection cannot use, named or not.
+            _ => self.reply(522, &unsupported_protocol(if v6 { "2" } else { "1" })).await,
         }
     }
 
@@ -223,8 +224,16 @@ impl Session {
         if !self.cfg().port_enable || self.epsv_all {
             return self.reply(550, "Permission denied.").await;
         }
-        let Some(to) = parse_eprt(arg) else {
-            return self.reply(500, "Bad EPRT command.").await;
+        let v6 = !data::canonical(self.local.ip()).is_ipv4();
+        let to = match parse_eprt(arg) {
+            // As vsftpd: an IPv6 connection may name either protocol.
+            Eprt::Addr(to) if v6 || to.is_ipv4() => to,
+            // An IPv6 connection can reach either protocol, an IPv4 one only IPv4.
+            Eprt::Addr(_) | Eprt::Unsupported => {
+                return self.reply(522, &unsupported_protocol(if v6 { "1,2" } else { "1" })).await;
+            }
+            Eprt::BadProtocol => return self.reply(500, "Bad EPRT protocol.").await,
+            Eprt::Bad => return self.reply(500, "Bad EPRT command.").await,
         };
         if !self.active_allowed(to) {
             info!(session = self.id, peer = %self.peer, target = %to, "EPRT refused (bounce defence)");
@@ -235,13 +244,12 @@ impl Session {
     }
 
     pub(crate) async fn cmd_rest(&mut self, arg: &[u8]) -> io::Result<()> {
-        match std::str::from_utf8(arg).ok().and_then(|s| s.parse::<u64>().ok()) {
-            Some(n) => {
-                self.rest = n;
-                self.reply(350, &format!("Restart position accepted ({n}).")).await
-            }
-            None => self.reply(501, "REST needs a byte offset.").await,
-        }
+        // vsftpd's reading: the leading digits, anything else (a sign, letters,
+        // nothing) counts as 0; so every REST is accepted.
+        let digits = arg.iter().take_while(|b| b.is_ascii_digit()).count();
+        let n = std::str::from_utf8(&arg[..digits]).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        self.rest = n;
+        self.reply(350, &format!("Restart position accepted ({n}).")).await
     }
 
     pub(crate) async fn cmd_size(&mut self, arg: &[u8]) -> io::Result<()> {
@@ -280,6 +288,32 @@ impl Session {
     }
 
     pub(crate) async fn cmd_mdtm(&mut self, arg: &[u8]) -> io::Result<()> {
+        // vsftpd's `mdtm_write`: `MDTM TIME FILE` sets the time when the whole
+        // argument is not itself a file and starts with a time of 8 or 14
+        // digits (or 14 and a fraction). Without the right to change files
+        // that form is answered as a failed read, as vsftpd does.
+        let cfg = self.cfg();
+        let mut arg = arg;
+        let mut set = None;
+        if cfg.mdtm_write
+            && self.path(arg).and_then(|p| self.user().root.stat(&p).ok()).is_none()
+            && let Some((time, name)) = split_mdtm_time(arg)
+        {
+            arg = name;
+            set = Some(time);
+        }
+        if set.is_some() && !self.may(Op::Other) {
+            return self.reply(550, "Could not get file modification time.").await;
+        }
+        if let Some(time) = set {
+            let secs = if cfg.use_localtime { time - fs::local_offset(time) } else { time };
+            let done = self.path(arg).is_some_and(|p| self.user().root.set_mtime(&p, secs).is_ok());
+            return if done {
+                self.reply(213, "File modification time set.").await
+            } else {
+                self.reply(550, "Could not set file modification time.").await
+            };
+        }
         let st = self.path(arg).and_then(|p| self.user().root.open_file(&p).ok()).map(|(_, st)| st);
         match st {
             Some(st) => {
@@ -328,33 +362,41 @@ impl Session {
 
     pub(crate) async fn cmd_stat(&mut self, arg: &[u8]) -> io::Result<()> {
         if arg.is_empty() {
+            // vsftpd's lines, indented as it does; ftpd's version line also
+            // names the data plane.
             let cfg = self.cfg();
-            let mut lines = vec![
-                format!("Connected to {}", self.peer_ip()),
-                format!("Logged in as {}", self.user().name),
-                format!("TYPE: {}", if self.binary { "BINARY" } else { "ASCII" }),
-            ];
+            let who = if self.user().anonymous { cfg.ftp_username.clone() } else { self.user().name.clone() };
             let rate = self.rate();
-            if rate != 0 {
-                lines.push(format!("Session bandwidth limit in byte/s is {rate}"));
-            }
-            lines.push(format!("Session timeout in seconds is {}", cfg.idle_session_timeout));
-            lines.push("Control connection is plain text".into());
-            lines.push("Data connections will be plain text".into());
-            lines.push(self.shared.plane_status());
-            return self.reply_multi(211, "FTP server status:", &lines, "End of status").await;
+            let lines = [
+                format!("Connected to {}", self.peer_ip()),
+                format!("Logged in as {who}"),
+                format!("TYPE: {}", if self.binary { "BINARY" } else { "ASCII" }),
+                if rate == 0 {
+                    "No session bandwidth limit".into()
+                } else {
+                    format!("Session bandwidth limit in byte/s is {rate}")
+                },
+                format!("Session timeout in seconds is {}", cfg.idle_session_timeout),
+                "Control connection is plain text".into(),
+                "Data connections will be plain text".into(),
+                format!("At session startup, client count was {}", self.clients_at_start),
+                format!("ftpd {} - {}", env!("CARGO_PKG_VERSION"), self.shared.plane_status()),
+            ]
+            .map(|l| format!("     {l}"));
+            return self.reply_listing(211, "FTP server status:", &lines, "End of status").await;
         }
         // STAT PATH: a listing over the control connection.
         if !self.cfg().dirlist_enable {
             return self.reply(550, "Permission denied.").await;
         }
-        let (_, path_arg) = crate::commands::transfer::split_list_args(arg);
+        let (flags, path_arg) = crate::commands::transfer::split_list_args(arg);
+        let recurse = flags.contains(&b'R') && self.cfg().ls_recurse_enable;
         let listing = match self.path(path_arg) {
-            Some(p) => self.listing_bytes(p, path_arg).await,
+            Some(p) => self.listing_bytes(p, path_arg, recurse).await,
             None => Vec::new(),
         };
         let lines: Vec<String> = String::from_utf8_lossy(&listing).lines().map(str::to_owned).collect();
-        self.reply_multi(213, "Status follows:", &lines, "End of status").await
+        self.reply_listing(213, "Status follows:", &lines, "End of status").await
     }
 
     pub(crate) async fn cmd_mkd(&mut self, arg: &[u8]) -> io::Result<()> {
@@ -411,10 +453,15 @@ impl Session {
     }
 
     pub(crate) async fn cmd_rnto(&mut self, arg: &[u8], from: Option<VPath>) -> io::Result<()> {
+        // Permission before sequence, as vsftpd: a client without write rights
+        // learns nothing about RNFR state.
+        if !self.may(Op::Other) {
+            return self.reply(550, "Permission denied.").await;
+        }
         let Some(from) = from else {
             return self.reply(503, "RNFR required first.").await;
         };
-        let Some(to) = self.path(arg).filter(|_| self.may(Op::Other)) else {
+        let Some(to) = self.path(arg) else {
             return self.reply(550, "Permission denied.").await;
         };
         let r = self.user().root.rename(&from, &to);
@@ -426,6 +473,10 @@ impl Session {
     }
 
     pub(crate) async fn cmd_site(&mut self, arg: &[u8]) -> io::Result<()> {
+        // vsftpd has no SITE commands for anonymous users at all.
+        if self.user().anonymous {
+            return self.reply(550, "Permission denied.").await;
+        }
         let (sub, rest) = crate::control::split_command(arg);
         match sub.as_str() {
             "CHMOD" => {
@@ -472,21 +523,46 @@ impl Session {
     }
 }
 
+/// RFC 2428's 522 text, naming the protocols this connection's data can use.
+fn unsupported_protocol(usable: &str) -> String {
+    format!("Network protocol not supported, use ({usable})")
+}
+
+/// What an EPRT argument says.
+#[derive(Debug, PartialEq, Eq)]
+enum Eprt {
+    Addr(SocketAddr),
+    /// A protocol number other than 1 and 2 (RFC 2428 answers 522).
+    Unsupported,
+    /// No protocol number at all (vsftpd: `500 Bad EPRT protocol.`).
+    BadProtocol,
+    /// Anything else malformed (vsftpd: `500 Bad EPRT command.`).
+    Bad,
+}
+
 /// Parses `|1|132.235.1.2|6275|` / `|2|::1|6275|` (RFC 2428); any delimiter.
-fn parse_eprt(arg: &[u8]) -> Option<SocketAddr> {
-    let s = std::str::from_utf8(arg).ok()?;
-    let d = s.chars().next()?;
-    let parts: Vec<&str> = s.split(d).collect();
-    if parts.len() != 5 || !parts[0].is_empty() || !parts[4].is_empty() {
-        return None;
+/// The checks come in vsftpd's order, so a bad argument gets its reply.
+fn parse_eprt(arg: &[u8]) -> Eprt {
+    let Ok(s) = std::str::from_utf8(arg) else { return Eprt::Bad };
+    let Some(d) = s.chars().next() else { return Eprt::BadProtocol };
+    if d.is_ascii_alphanumeric() {
+        return Eprt::Bad;
     }
-    let port: u16 = parts[3].parse().ok().filter(|p| *p != 0)?;
-    let ip: IpAddr = match parts[1] {
-        "1" => IpAddr::V4(parts[2].parse().ok()?),
-        "2" => IpAddr::V6(parts[2].parse().ok()?),
-        _ => return None,
+    let parts: Vec<&str> = s.split(d).collect();
+    match parts.get(1).map(|p| p.parse::<u32>()) {
+        Some(Ok(1 | 2)) => {}
+        Some(Ok(_)) => return Eprt::Unsupported,
+        _ => return Eprt::BadProtocol,
+    }
+    if parts.len() != 5 || !parts[4].is_empty() {
+        return Eprt::Bad;
+    }
+    let Ok(port) = parts[3].parse::<u16>() else { return Eprt::Bad };
+    let ip: Option<IpAddr> = match parts[1] {
+        "1" => parts[2].parse().ok().map(IpAddr::V4),
+        _ => parts[2].parse().ok().map(IpAddr::V6),
     };
-    Some(SocketAddr::new(ip, port))
+    ip.map_or(Eprt::Bad, |ip| Eprt::Addr(SocketAddr::new(ip, port)))
 }
 
 #[cfg(test)]
@@ -495,10 +571,65 @@ mod tests {
 
     #[test]
     fn eprt_forms() {
-        assert_eq!(parse_eprt(b"|1|10.0.0.1|6275|"), Some("10.0.0.1:6275".parse().unwrap()));
-        assert_eq!(parse_eprt(b"!2!::1!2000!"), Some("[::1]:2000".parse().unwrap()));
-        for bad in [&b"|1|::1|20|"[..], b"|3|x|1|", b"|1|10.0.0.1|0|", b"|1|10.0.0.1|70000|", b"1|10.0.0.1|20|", b""] {
-            assert_eq!(parse_eprt(bad), None, "{}", String::from_utf8_lossy(bad));
+        assert_eq!(parse_eprt(b"|1|10.0.0.1|6275|"), Eprt::Addr("10.0.0.1:6275".parse().unwrap()));
+        assert_eq!(parse_eprt(b"!2!::1!2000!"), Eprt::Addr("[::1]:2000".parse().unwrap()));
+        assert_eq!(parse_eprt(b"|3|x|5000|"), Eprt::Unsupported);
+        assert_eq!(parse_eprt(b""), Eprt::BadProtocol);
+        assert_eq!(parse_eprt(b"||x|5000|"), Eprt::BadProtocol);
+        for bad in [&b"|1|::1|20|"[..], b"|1|10.0.0.1|70000|", b"1|10.0.0.1|20|", b"|1|10.0.0.1|", b"x"] {
+            assert_eq!(parse_eprt(bad), Eprt::Bad, "{}", String::from_utf8_lossy(bad));
         }
+    }
+}
+
+/// Splits vsftpd's `MDTM TIME FILE`: `TIME` is `YYYYMMDD`, `YYYYMMDDHHMMSS`
+/// or that with a fraction (ignored); returns the time as seconds since the
+/// epoch read as UTC, and the file name. `None`: not that form.
+fn split_mdtm_time(arg: &[u8]) -> Option<(i64, &[u8])> {
+    let space = arg.iter().position(|&b| b == b' ')?;
+    let (time, name) = (&arg[..space], &arg[space + 1..]);
+    let digits = match time.len() {
+        8 | 14 => time,
+        n if n > 15 && time[14] == b'.' => &time[..14],
+        _ => return None,
+    };
+    if name.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| std::str::from_utf8(digits.get(r)?).ok()?.parse::<u32>().ok();
+    let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (h, mi, s) = if digits.len() == 14 { (num(8..10)?, num(10..12)?, num(12..14)?) } else { (0, 0, 0) };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    Some((days_from_civil(i64::from(y), mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + s), name))
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod mdtm_tests {
+    use super::*;
+
+    #[test]
+    fn mdtm_times_parse_as_vsftpd_reads_them() {
+        assert_eq!(split_mdtm_time(b"20200101000000 a b"), Some((1_577_836_800, &b"a b"[..])));
+        assert_eq!(split_mdtm_time(b"20210203040506.123 f"), Some((1_612_325_106, &b"f"[..])));
+        assert_eq!(split_mdtm_time(b"19700102 f"), Some((86_400, &b"f"[..])));
+        assert_eq!(split_mdtm_time(b"2020010100000 f"), None, "13 digits");
+        assert_eq!(split_mdtm_time(b"20201301000000 f"), None, "month 13");
+        assert_eq!(split_mdtm_time(b"2020010100000x f"), None);
+        assert_eq!(split_mdtm_time(b"20200101000000 "), None, "no file");
+        assert_eq!(split_mdtm_time(b"file.txt"), None);
     }
 }

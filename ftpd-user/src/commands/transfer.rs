@@ -109,7 +109,9 @@ impl Session {
     }
 
     /// What a listing of this session needs, owned (see [`Lister`]).
-    fn lister(&self, kind: ListKind, all: bool, recurse: bool) -> Lister {
+    /// `all`: dot files; `dots`: also `.` and `..` (an explicit `-a`, not
+    /// `force_dot_files`, as in vsftpd).
+    fn lister(&self, kind: ListKind, all: bool, dots: bool, recurse: bool) -> Lister {
         Lister {
             fs: Arc::clone(&self.user().root),
             shared: Arc::clone(&self.shared),
@@ -118,6 +120,7 @@ impl Session {
             now: fs::now_secs(),
             perms: [self.perm_fact(false), self.perm_fact(true)],
             all,
+            dots,
             recurse,
             anon_check: self.anon_rules() && self.cfg().anon_world_readable_only,
             cache_ms: self.cfg().ftpd_list_cache_ms,
@@ -127,9 +130,11 @@ impl Session {
 
     /// A whole `LIST` in memory, for STAT PATH, which answers on the control
     /// connection; empty when the path cannot be listed.
-    pub(crate) async fn listing_bytes(&self, path: VPath, given: &[u8]) -> Vec<u8> {
+    /// As vsftpd, STAT always lists as `-a` (and `-R` with `ls_recurse_enable`).
+    pub(crate) async fn listing_bytes(&self, path: VPath, given: &[u8], recurse: bool) -> Vec<u8> {
         let mut out = Vec::new();
-        match self.lister(ListKind::Long, false, false).walk(path, given.to_vec(), Sink::Memory(&mut out)).await {
+        match self.lister(ListKind::Long, true, true, recurse).walk(path, given.to_vec(), Sink::Memory(&mut out)).await
+        {
             Ok(false) => out,
             Ok(true) | Err(_) => Vec::new(),
         }
@@ -140,6 +145,8 @@ impl Session {
             return self.reply(550, "Permission denied.").await;
         }
         let (flags, path_arg) = if kind == ListKind::Machine { (Vec::new(), arg) } else { split_list_args(arg) };
+        // vsftpd: `NLST -l` is a long listing.
+        let kind = if kind == ListKind::Names && flags.contains(&b'l') { ListKind::Long } else { kind };
         let all = flags.contains(&b'a') || self.cfg().force_dot_files;
         let recurse = flags.contains(&b'R') && self.cfg().ls_recurse_enable && kind != ListKind::Machine;
         let path = self.path(path_arg);
@@ -161,7 +168,7 @@ impl Session {
         let strict_shutdown = self.cfg().strict_ssl_write_shutdown;
         // Streamed: each chunk of entries is formatted and written before the
         // next is read, so a listing costs one chunk of memory whatever its size.
-        let lister = self.lister(kind, all, recurse);
+        let lister = self.lister(kind, all, flags.contains(&b'a'), recurse);
         // A listing whose client does not read holds a worker thread and its
         // memory: it gets less time than a file download.
         let stall = match self.cfg().ftpd_list_stall_timeout {
@@ -178,7 +185,7 @@ impl Session {
             Ok::<bool, DataError>(failed)
         };
         match self.race(send).await? {
-            Raced::Done(Ok(true)) if kind == ListKind::Long => {
+            Raced::Done(Ok(true)) if kind != ListKind::Machine => {
                 // vsftpd reports an unreadable directory as a successful, empty listing.
                 self.reply(226, "Transfer done (but failed to open directory).").await
             }
@@ -207,13 +214,14 @@ impl Session {
     }
 
     /// Records a transfer in the metrics.
-    fn count_transfer(&self, direction: &str, result: &str, bytes: u64, secs: f64) {
+    fn count_transfer(&self, direction: &str, result: &str, bytes: u64, secs: f64, path: &[u8]) {
         let name = &self.user().name;
         let user = self.shared.metrics_users.iter().any(|u| u == name).then_some(name.as_str());
         self.shared.metrics.transfer(direction, result, bytes, secs, user);
         if self.shared.tls.is_some() {
             self.shared.metrics.tls_transfer(direction, self.data_tls);
         }
+        self.shared.metrics.dir_transfer(&self.cfg().ftpd_metrics_dirs, path, direction, bytes);
     }
 
     /// Writes the transfer to the xferlog / vsftpd log, as configured.
@@ -320,7 +328,7 @@ impl Session {
             Raced::Aborted => "aborted",
             Raced::Done(Err(_)) => "failed",
         };
-        self.count_transfer("download", result, moved, started.elapsed().as_secs_f64());
+        self.count_transfer("download", result, moved, started.elapsed().as_secs_f64(), &shown_path);
         match raced {
             Raced::Done(Ok(sent)) => {
                 info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %name, bytes = sent, secs = started.elapsed().as_secs_f64(), paced, "download complete");
@@ -343,8 +351,14 @@ impl Session {
     }
 
     pub(crate) async fn cmd_store(&mut self, arg: &[u8], kind: StoreKind) -> io::Result<()> {
-        let offset = std::mem::take(&mut self.rest);
+        let mut offset = std::mem::take(&mut self.rest);
         let cfg = self.cfg();
+        // vsftpd: a user who may not change existing files cannot resume
+        // either, and its REST is ignored (the file is written from 0).
+        // ftpd's atomic uploads keep their own resume of a part file.
+        if !cfg.ftpd_atomic_uploads && self.anon_rules() && !self.may(Op::Other) {
+            offset = 0;
+        }
         let Some(mut target) = self.path(arg).filter(|_| self.may(Op::Upload)) else {
             return self.reply(550, "Permission denied.").await;
         };
@@ -353,9 +367,21 @@ impl Session {
             return self.reply(550, "Permission denied.").await;
         }
         let root = &self.user().root;
+        // STOU names the file as the client gave it, plus the suffix that
+        // made it unique (vsftpd's `150 FILE: up/old.txt.1`).
+        let mut shown = String::from_utf8_lossy(arg).into_owned();
         if kind == StoreKind::Stou {
             match unique_name(root, &target) {
-                Some(t) => target = t,
+                Some(t) => {
+                    let base = if target.file_name().is_empty() { &b"ftpd.upload"[..] } else { target.file_name() };
+                    let suffix = t.file_name().get(base.len()..).unwrap_or_default();
+                    if arg.is_empty() {
+                        shown = String::from_utf8_lossy(t.file_name()).into_owned();
+                    } else {
+                        shown.push_str(&String::from_utf8_lossy(suffix));
+                    }
+                    target = t;
+                }
                 None => return self.reply(553, "Could not create file.").await,
             }
         }
@@ -400,7 +426,6 @@ impl Session {
                 return self.reply(451, "Failure writing to local file.").await;
             }
         }
-        let shown = String::from_utf8_lossy(target.file_name()).into_owned();
         if kind == StoreKind::Stou {
             self.reply(150, &format!("FILE: {shown}")).await?;
         } else {
@@ -494,15 +519,11 @@ impl Session {
         } else {
             "failed"
         };
-        self.count_transfer("upload", outcome, moved, started.elapsed().as_secs_f64());
+        self.count_transfer("upload", outcome, moved, started.elapsed().as_secs_f64(), target.as_bytes());
         match result {
             Ok(n) => {
                 info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %shown, bytes = n, secs = started.elapsed().as_secs_f64(), paced, "upload complete");
-                if kind == StoreKind::Stou {
-                    self.reply(226, &format!("Transfer complete. FILE: {shown}")).await
-                } else {
-                    self.reply(226, "Transfer complete.").await
-                }
+                self.reply(226, "Transfer complete.").await
             }
             Err(e) => {
                 info!(session = self.id, peer = %self.peer, file = %shown, error = ?e, "upload failed");
@@ -767,6 +788,8 @@ struct Lister {
     /// MLSD `perm` facts for a file and for a directory.
     perms: [String; 2],
     all: bool,
+    /// List `.` and `..` too.
+    dots: bool,
     recurse: bool,
     /// `anon_world_readable_only` for an anonymous session.
     anon_check: bool,
@@ -801,9 +824,10 @@ enum Opened {
 }
 
 impl Lister {
-    fn format(&self, e: &Entry, out: &mut Vec<u8>) {
+    fn format(&self, e: &Entry, prefix: &[u8], out: &mut Vec<u8>) {
         match self.kind {
             ListKind::Names => {
+                out.extend_from_slice(prefix);
                 out.extend_from_slice(&e.name);
                 out.extend_from_slice(b"\r\n");
             }
@@ -836,17 +860,37 @@ impl Lister {
     /// Formats the listing of `top` (recursively with `-R`) and hands it to
     /// `sink` a bufferful at a time. `Ok(true)`: the top directory could
     /// not be listed at all.
+    ///
+    /// As vsftpd: an argument that is not a directory is a filter (`*`, `?`)
+    /// on the names of its parent directory (`LIST README`, `LIST *.txt`);
+    /// NLST names carry the directory as given (`NLST pub` → `pub/a.txt`).
     async fn walk(&self, top: VPath, given: Vec<u8>, mut sink: Sink<'_>) -> Result<bool, DataError> {
         let mut out = Vec::with_capacity(LIST_CHUNK + 4096);
+        let mut filter: Option<Vec<u8>> = None;
+        let (top, given) = match top.split_last() {
+            Some((parent, name)) if self.kind != ListKind::Machine && !self.fs.is_dir(&top) => {
+                filter = Some(name.to_vec());
+                let dir_part = match given.iter().rposition(|&b| b == b'/') {
+                    Some(0) => b"/".to_vec(),
+                    Some(i) => given[..i].to_vec(),
+                    None => b".".to_vec(),
+                };
+                (parent, dir_part)
+            }
+            _ if given.is_empty() => (top, b".".to_vec()),
+            _ => (top, given),
+        };
         let mut stack: Vec<(VPath, Vec<u8>, usize)> = vec![(top, given, 0)];
         let mut first = true;
         let mut failed = false;
         while let Some((dir, shown, depth)) = stack.pop() {
+            let filter = filter.as_deref().filter(|_| depth == 0);
+            let passes = |name: &[u8]| filter.is_none_or(|f| fs::glob(f, name));
             let mut listing = match self.open(&dir, &shown) {
                 Ok(Opened::Dir(l)) => l,
                 Ok(Opened::One(e)) => {
                     first = false;
-                    self.format(&e, &mut out);
+                    self.format(&e, &[], &mut out);
                     continue;
                 }
                 // Too many listings in progress: an error, not an empty listing.
@@ -862,10 +906,28 @@ impl Lister {
                 if !first {
                     out.extend_from_slice(b"\r\n");
                 }
-                out.extend_from_slice(if shown.is_empty() { b"." } else { &shown });
+                out.extend_from_slice(&shown);
                 out.extend_from_slice(b":\r\n");
             }
             first = false;
+            // NLST names carry their directory, unless it is the current one.
+            let prefix: Vec<u8> = match shown.as_slice() {
+                b"." => Vec::new(),
+                s if s.ends_with(b"/") => s.to_vec(),
+                s => [s, b"/"].concat(),
+            };
+            // `-a` shows `.` and `..` as readdir gives them, in name order.
+            let mut dots: Vec<Entry> = if self.dots && self.kind != ListKind::Machine {
+                let parent = dir.split_last().map_or_else(VPath::root, |(p, _)| p);
+                [(&b"."[..], &dir), (&b".."[..], &parent)]
+                    .into_iter()
+                    .filter(|(n, _)| passes(n))
+                    .filter_map(|(n, p)| Some(Entry { name: n.to_vec(), stat: self.fs.stat(p).ok()?, link: None }))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            dots.reverse();
             let mut subdirs = Vec::new();
             loop {
                 let chunk = match listing.next().await {
@@ -875,10 +937,16 @@ impl Lister {
                     Err(FsError::BadName) => return Err(DataError::File(io::Error::from(io::ErrorKind::InvalidData))),
                 };
                 for e in &chunk {
-                    if self.shared.hide.matches_name(&e.name) || self.shared.deny.matches_name(&e.name) {
+                    // deny_file names stay listed, as vsftpd's manual says
+                    // ("not hidden"); only using them is refused.
+                    if !passes(&e.name) || self.shared.hide.matches_name(&e.name) {
                         continue;
                     }
-                    self.format(e, &mut out);
+                    while dots.last().is_some_and(|d| d.name < e.name) {
+                        let d = dots.pop().expect("checked");
+                        self.format(&d, &prefix, &mut out);
+                    }
+                    self.format(e, &prefix, &mut out);
                     if self.recurse && depth < MAX_RECURSION && fs::is_dir(&e.stat) && e.link.is_none() {
                         subdirs.push(e.name.clone());
                     }
@@ -887,6 +955,9 @@ impl Lister {
                     sink.put(&out).await?;
                     out.clear();
                 }
+            }
+            while let Some(d) = dots.pop() {
+                self.format(&d, &prefix, &mut out);
             }
             for name in subdirs.into_iter().rev() {
                 let Ok(child) = dir.join(&name) else { continue };

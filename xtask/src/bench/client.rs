@@ -9,6 +9,7 @@ use std::{
     io::{BufRead, BufReader, ErrorKind, Read, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
     os::fd::AsRawFd,
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
@@ -32,13 +33,19 @@ fn connect(addr: SocketAddr) -> Result<TcpStream> {
     Ok(s)
 }
 
-/// Reads `s` to EOF into a reused buffer and returns the byte count.
-fn drain(s: &mut TcpStream, buf: &mut [u8]) -> Result<u64> {
+/// Reads `s` to EOF into a reused buffer and returns the byte count,
+/// adding each read to `live` too (bytes of many clients, sampled meanwhile).
+fn drain(s: &mut TcpStream, buf: &mut [u8], live: Option<&AtomicU64>) -> Result<u64> {
     let mut total = 0u64;
     loop {
         match s.read(buf) {
             Ok(0) => return Ok(total),
-            Ok(n) => total += n as u64,
+            Ok(n) => {
+                total += n as u64;
+                if let Some(l) = live {
+                    l.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e).context("reading the data connection"),
         }
@@ -166,7 +173,7 @@ impl Ftp {
     /// `PASV` + `command`: the whole data connection read to EOF and the
     /// final 226. Returns the bytes (or only their count when `keep` is
     /// false) and when the data reached EOF.
-    fn transfer(&mut self, command: &str, keep: bool) -> Result<(u64, Vec<u8>, Instant)> {
+    fn transfer(&mut self, command: &str, keep: bool, live: Option<&AtomicU64>) -> Result<(u64, Vec<u8>, Instant)> {
         let mut data = self.pasv()?;
         let (code, text) = self.cmd(command)?;
         if code != 150 && code != 125 {
@@ -179,7 +186,7 @@ impl Ftp {
             if self.buf.len() < DATA_BUF {
                 self.buf.resize(DATA_BUF, 0);
             }
-            drain(&mut data, &mut self.buf)?
+            drain(&mut data, &mut self.buf, live)?
         };
         let eof = Instant::now();
         drop(data);
@@ -189,13 +196,19 @@ impl Ftp {
 
     /// Downloads `path`; returns its size and when the data ended.
     pub(super) fn retr(&mut self, path: &str) -> Result<(u64, Instant)> {
-        let (n, _, eof) = self.transfer(&format!("RETR {path}"), false)?;
+        let (n, _, eof) = self.transfer(&format!("RETR {path}"), false, None)?;
+        Ok((n, eof))
+    }
+
+    /// [`Ftp::retr`], adding the bytes to `live` as they arrive.
+    pub(super) fn retr_counted(&mut self, path: &str, live: &AtomicU64) -> Result<(u64, Instant)> {
+        let (n, _, eof) = self.transfer(&format!("RETR {path}"), false, Some(live))?;
         Ok((n, eof))
     }
 
     /// Lists `path` and returns the listing.
     pub(super) fn list(&mut self, path: &str) -> Result<Vec<u8>> {
-        Ok(self.transfer(&format!("LIST {path}"), true)?.1)
+        Ok(self.transfer(&format!("LIST {path}"), true, None)?.1)
     }
 
     /// `QUIT`, expecting 221.
@@ -266,7 +279,7 @@ pub(super) fn http_get(port: u16, path: &str, buf: &mut [u8]) -> Result<u64> {
         .find_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("content-length")))
         .and_then(|(_, v)| v.trim().parse().ok())
         .context("no Content-Length")?;
-    let got = drain(&mut s, buf)?;
+    let got = drain(&mut s, buf, None)?;
     if got != length {
         bail!("GET /{path}: {got} bytes of {length}");
     }

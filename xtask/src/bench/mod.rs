@@ -73,6 +73,9 @@ enum Workload {
     FtpsDownload,
     /// One 1 GiB upload with curl over explicit FTPS.
     FtpsUpload,
+    /// 1 000 concurrent anonymous downloads, each limited by
+    /// `anon_max_rate=100000` (what a mirror with limits sees).
+    Limited,
     /// SYN and connection floods, ftpd eBPF on against off (network namespaces).
     Flood,
     /// All of the above.
@@ -80,7 +83,7 @@ enum Workload {
 }
 
 impl Workload {
-    const COMPARISONS: [Self; 9] = [
+    const COMPARISONS: [Self; 10] = [
         Self::Download,
         Self::Upload,
         Self::Concurrent,
@@ -90,6 +93,7 @@ impl Workload {
         Self::Login,
         Self::FtpsDownload,
         Self::FtpsUpload,
+        Self::Limited,
     ];
 
     fn name(self) -> &'static str {
@@ -103,6 +107,7 @@ impl Workload {
             Self::Login => "login",
             Self::FtpsDownload => "ftps-download",
             Self::FtpsUpload => "ftps-upload",
+            Self::Limited => "limited",
             Self::Flood => "flood",
             Self::All => "all",
         }
@@ -114,11 +119,12 @@ impl Workload {
         match self {
             Self::Concurrent => &[8, 64, 256],
             Self::Sessions => &[1000, 10_000],
+            Self::Limited => &[workloads::LIMITED_CLIENTS],
             _ => &[0],
         }
     }
 
-    /// The ceiling speaks only enough HTTP to move files.
+    /// The ceiling speaks only enough HTTP to move files (and has no limits).
     fn runs_on(self, kind: Kind) -> bool {
         kind != Kind::Ceiling || matches!(self, Self::Download | Self::Upload | Self::Concurrent)
     }
@@ -216,7 +222,7 @@ fn compare_all(
     if compare.iter().any(|w| w.tls()) {
         fx.ensure_cert()?;
         for kind in [Kind::Ftpd, Kind::Vsftpd] {
-            tls_servers.push(Server::start_as(kind, fx, bin, true)?);
+            tls_servers.push(Server::start_as(kind, fx, bin, true, "")?);
         }
     }
     let total: usize = compare.iter().map(|w| w.samples_per_rep() * args.reps).sum();
@@ -235,6 +241,15 @@ fn compare_all(
         for rep in 1..=args.reps {
             for &n in w.sizes() {
                 let label = if n == 0 { w.name().to_owned() } else { format!("{} {n}", w.name()) };
+                // The limited workload needs servers with a rate limit: the
+                // same config plus `anon_max_rate`, for both FTP servers.
+                let mut limited = Vec::new();
+                if w == Workload::Limited {
+                    for kind in [Kind::Ftpd, Kind::Vsftpd] {
+                        limited.push(Server::start_as(kind, fx, bin, false, workloads::LIMITED_CONF)?);
+                    }
+                }
+                let pool = if w == Workload::Limited { &mut limited } else { &mut *pool };
                 for server in pool.iter_mut().filter(|s| w.runs_on(s.kind)) {
                     if w == Workload::Sessions {
                         // Memory a server freed after an earlier sample stays
@@ -253,6 +268,7 @@ fn compare_all(
                         Workload::List => workloads::list(server),
                         Workload::Retr => workloads::retr(server),
                         Workload::Login => workloads::login(server, args.login_secs),
+                        Workload::Limited => workloads::limited(server, n),
                         Workload::Flood | Workload::All => continue,
                     }
                     .map_err(|e| match server.check_alive() {

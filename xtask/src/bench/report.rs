@@ -166,6 +166,21 @@ const TARGETS: &[Target] = &[
         conds: &[at_least("RETR/s", Side::Ratio(Ftpd, Vsftpd), 2.0)],
     },
     Target {
+        workload: "limited 1000",
+        metric: "aggregate / (N × limit)",
+        text: "ftpd within ±5 %",
+        conds: &[
+            at_least("aggregate / (N × limit)", Side::Median(Ftpd), 0.95),
+            at_most("aggregate / (N × limit)", Side::Median(Ftpd), 1.05),
+        ],
+    },
+    Target {
+        workload: "limited 1000",
+        metric: "server CPU-s per GB",
+        text: "ftpd/vsftpd ≤ 0.3",
+        conds: &[at_most("server CPU-s per GB", Side::Ratio(Ftpd, Vsftpd), 0.3)],
+    },
+    Target {
         workload: "login",
         metric: "server CPU µs per login",
         text: "ftpd ≤ 100",

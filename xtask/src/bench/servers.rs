@@ -38,6 +38,8 @@ pub(super) const BIG_FILES: usize = 10_000;
 pub(super) const SMALL_FILES: usize = 1_000;
 /// Size of each file in `small/`.
 pub(super) const SMALL_SIZE: u64 = 4096;
+/// The file of the limited workload: 15 s at 100 kB/s.
+pub(super) const LIMITED_SIZE: u64 = 1_500_000;
 const VSFTPD: &str = "/usr/sbin/vsftpd";
 /// vsftpd refuses to start without its chroot directory for the unprivileged side.
 const SECURE_CHROOT: &str = "/var/run/vsftpd/empty";
@@ -79,6 +81,7 @@ impl Fixture {
         }
         random_file(&big, GIB)?;
         random_file(&root.join("16m.bin"), MID)?;
+        random_file(&root.join("limited.bin"), LIMITED_SIZE)?;
         fill_dir(&root.join("big"), BIG_FILES, |i| format!("f{i:05}"), 0)?;
         fill_dir(&root.join("small"), SMALL_FILES, |i| format!("s{i:04}"), SMALL_SIZE)?;
         fs::create_dir_all(SECURE_CHROOT).with_context(|| format!("creating {SECURE_CHROOT}"))?;
@@ -223,11 +226,12 @@ pub(super) struct Server {
 impl Server {
     /// Starts `kind` on a free port and waits until it answers.
     pub(super) fn start(kind: Kind, fx: &Fixture, ftpd: &Path) -> Result<Self> {
-        Self::start_as(kind, fx, ftpd, false)
+        Self::start_as(kind, fx, ftpd, false, "")
     }
 
-    /// Starts `kind`, with FTPS (`ssl_enable=YES`) when `tls`.
-    pub(super) fn start_as(kind: Kind, fx: &Fixture, ftpd: &Path, tls: bool) -> Result<Self> {
+    /// Starts `kind`, with FTPS (`ssl_enable=YES`) when `tls`, and `extra`
+    /// lines added to the shared config.
+    pub(super) fn start_as(kind: Kind, fx: &Fixture, ftpd: &Path, tls: bool, extra: &str) -> Result<Self> {
         let port = free_port()?;
         let suffix = if tls { "-tls" } else { "" };
         let log = fx.work.join(format!("{}{suffix}.log", kind.name()));
@@ -243,7 +247,7 @@ impl Server {
         match kind {
             Kind::Ftpd | Kind::Vsftpd => {
                 let conf = fx.work.join(format!("{}{suffix}.conf", kind.name()));
-                fs::write(&conf, fx.conf(port, tls)).with_context(|| format!("writing {}", conf.display()))?;
+                fs::write(&conf, fx.conf(port, tls) + extra).with_context(|| format!("writing {}", conf.display()))?;
                 if kind == Kind::Ftpd {
                     // An empty listen address turns the metrics endpoint off.
                     cmd.arg(ftpd).arg(&conf).arg("-oftpd_metrics_listen=");
@@ -302,7 +306,7 @@ impl Server {
     pub(super) fn restart(&mut self, fx: &Fixture, ftpd: &Path) -> Result<()> {
         let (kind, tls) = (self.kind, self.tls);
         procs::kill_tree(self.pid());
-        *self = Self::start_as(kind, fx, ftpd, tls)?;
+        *self = Self::start_as(kind, fx, ftpd, tls, "")?;
         Ok(())
     }
 

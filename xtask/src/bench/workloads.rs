@@ -21,7 +21,7 @@ use super::{
     Kind,
     client::{self, Ftp},
     nofile_arg, procs,
-    servers::{BIG_FILES, Fixture, GIB, MID, SMALL_FILES, SMALL_SIZE, Server},
+    servers::{BIG_FILES, Fixture, GIB, LIMITED_SIZE, MID, SMALL_FILES, SMALL_SIZE, Server},
 };
 
 /// Metric names and values of one sample.
@@ -159,43 +159,11 @@ type Finish = (u64, Duration, Instant, u32);
 
 /// `n` clients download 16m.bin at once.
 pub(super) fn concurrent(server: &Server, n: usize) -> Result<(Metrics, String)> {
-    // Every client blocks on the read side until the write lock is dropped:
-    // a start gate like a Barrier, but one that still opens (with `abort`
-    // set) if spawning a thread fails halfway.
-    let gate = RwLock::new(());
-    let abort = AtomicBool::new(false);
-    let (released, results) = thread::scope(|scope| -> Result<(Instant, Vec<Result<Finish>>)> {
-        let hold = gate.write().map_err(|_| anyhow::anyhow!("start gate poisoned"))?;
-        let mut handles = Vec::with_capacity(n);
-        for _ in 0..n {
-            let spawned = thread::Builder::new().stack_size(256 << 10).spawn_scoped(scope, || {
-                drop(gate.read());
-                if abort.load(Ordering::Relaxed) {
-                    bail!("aborted");
-                }
-                let mut buf = vec![0u8; 256 << 10];
-                let start = Instant::now();
-                let (bytes, eof, stalls) = fetch_mid(server, &mut buf)?;
-                Ok((bytes, eof - start, eof, stalls))
-            });
-            match spawned {
-                Ok(h) => handles.push(h),
-                Err(e) => {
-                    abort.store(true, Ordering::Relaxed);
-                    drop(hold);
-                    return Err(e).context("starting a client thread");
-                }
-            }
-        }
-        let released = Instant::now();
-        drop(hold);
-        let out = handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("client thread panicked"))))
-            .collect();
-        Ok((released, out))
+    let (released, results) = all_at_once(n, |buf| {
+        let start = Instant::now();
+        let (bytes, eof, stalls) = fetch_mid(server, buf)?;
+        Ok((bytes, eof - start, eof, stalls))
     })?;
-    let results: Vec<Finish> = results.into_iter().collect::<Result<_>>()?;
     if let Some(bad) = results.iter().find(|r| r.0 != MID) {
         bail!("a client got {} bytes of {MID}", bad.0);
     }
@@ -216,6 +184,130 @@ pub(super) fn concurrent(server: &Server, n: usize) -> Result<(Metrics, String)>
         ],
         format!("{mb_s:.0} MB/s, p50 {p50:.0} ms, p99 {p99:.0} ms, {stalls} stalled connects"),
     ))
+}
+
+/// Clients of the limited workload.
+pub(super) const LIMITED_CLIENTS: usize = 1000;
+/// The limit each of them has.
+const LIMITED_RATE: f64 = 100_000.0;
+/// What the limited workload adds to the shared config.
+pub(super) const LIMITED_CONF: &str = "anon_max_rate=100000\n";
+
+/// How long the limited workload's clients take to arrive (evenly spread):
+/// a mirror's clients come and go, they do not all connect in the same
+/// millisecond (which vsftpd's backlog of 32 cannot take at 1 000).
+const LIMITED_RAMP: Duration = Duration::from_secs(2);
+/// The window, after the ramp, in which every client is transferring and
+/// the aggregate is measured.
+const LIMITED_WINDOW: (Duration, Duration) = (Duration::from_secs(4), Duration::from_secs(12));
+
+/// `n` clients download limited.bin (15 s at 100 kB/s), arriving over
+/// [`LIMITED_RAMP`], each limited to 100 kB/s: the aggregate while all are
+/// transferring against n × 100 kB/s, each client's own rate (from its RETR
+/// to its last byte), and the server's CPU per GB moved.
+pub(super) fn limited(server: &Server, n: usize) -> Result<(Metrics, String)> {
+    let live = AtomicU64::new(0);
+    let window = std::sync::Mutex::new(None);
+    let ((_, results), cpu) = with_cpu(server, || {
+        thread::scope(|s| {
+            // Samples the bytes all clients have received at both ends of
+            // the window.
+            let sampler = s.spawn(|| {
+                let t0 = Instant::now();
+                thread::sleep(LIMITED_WINDOW.0);
+                let (a, ta) = (live.load(Ordering::Relaxed), Instant::now());
+                thread::sleep(LIMITED_WINDOW.1 - LIMITED_WINDOW.0);
+                let (b, tb) = (live.load(Ordering::Relaxed), Instant::now());
+                *window.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(((b - a) as f64 / (tb - ta).as_secs_f64(), t0));
+            });
+            let next = AtomicU64::new(0);
+            let out = all_at_once(n, |_| {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                thread::sleep(LIMITED_RAMP.mul_f64(i as f64 / n as f64));
+                let (mut ftp, stalls) = Ftp::connect_patient(server.port, STALL)?;
+                ftp.user()?;
+                ftp.cmd_expect("TYPE I", 200)?;
+                let asked = Instant::now();
+                let (bytes, eof) = ftp.retr_counted("limited.bin", &live)?;
+                ftp.quit()?;
+                Ok((bytes, eof - asked, eof, stalls))
+            });
+            let _ = sampler.join();
+            out
+        })
+    })?;
+    if let Some(bad) = results.iter().find(|r| r.0 != LIMITED_SIZE) {
+        bail!("a client got {} bytes of {LIMITED_SIZE}", bad.0);
+    }
+    let Some((aggregate, _)) = *window.lock().unwrap_or_else(std::sync::PoisonError::into_inner) else {
+        bail!("the rate window was not sampled");
+    };
+    let total = (LIMITED_SIZE * n as u64) as f64;
+    let of_target = aggregate / (LIMITED_RATE * n as f64);
+    let mut rates: Vec<f64> = results.iter().map(|r| LIMITED_SIZE as f64 / r.1.as_secs_f64() / 1e3).collect();
+    rates.sort_by(f64::total_cmp);
+    let (p1, p50, p99) = (percentile(&rates, 0.01), percentile(&rates, 0.50), percentile(&rates, 0.99));
+    let cpu_per_gb = cpu / (total / 1e9);
+    let stalls: u32 = results.iter().map(|r| r.3).sum();
+    Ok((
+        vec![
+            ("aggregate MB/s", aggregate / 1e6),
+            ("aggregate / (N × limit)", of_target),
+            ("client kB/s p1", p1),
+            ("client kB/s p50", p50),
+            ("client kB/s p99", p99),
+            ("server CPU-s per GB", cpu_per_gb),
+            ("stalled connects", f64::from(stalls)),
+        ],
+        format!(
+            "{:.1} MB/s ({:.3} of {n} × 100 kB/s), clients p1/p50/p99 {p1:.1}/{p50:.1}/{p99:.1} kB/s, \
+             {cpu_per_gb:.2} CPU-s/GB, {stalls} stalled connects",
+            aggregate / 1e6,
+            of_target
+        ),
+    ))
+}
+
+/// Runs `client` on `n` threads released together; returns when they were
+/// released and what each reported.
+fn all_at_once(n: usize, client: impl Fn(&mut [u8]) -> Result<Finish> + Sync) -> Result<(Instant, Vec<Finish>)> {
+    // Every client blocks on the read side until the write lock is dropped:
+    // a start gate like a Barrier, but one that still opens (with `abort`
+    // set) if spawning a thread fails halfway.
+    let gate = RwLock::new(());
+    let abort = AtomicBool::new(false);
+    let (released, results) = thread::scope(|scope| -> Result<(Instant, Vec<Result<Finish>>)> {
+        let hold = gate.write().map_err(|_| anyhow::anyhow!("start gate poisoned"))?;
+        let mut handles = Vec::with_capacity(n);
+        for _ in 0..n {
+            let spawned = thread::Builder::new().stack_size(256 << 10).spawn_scoped(scope, || {
+                drop(gate.read());
+                if abort.load(Ordering::Relaxed) {
+                    bail!("aborted");
+                }
+                let mut buf = vec![0u8; 256 << 10];
+                client(&mut buf)
+            });
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    abort.store(true, Ordering::Relaxed);
+                    drop(hold);
+                    return Err(e).context("starting a client thread");
+                }
+            }
+        }
+        let released = Instant::now();
+        drop(hold);
+        let out = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("client thread panicked"))))
+            .collect();
+        Ok((released, out))
+    })?;
+    let results: Vec<Finish> = results.into_iter().collect::<Result<_>>()?;
+    Ok((released, results))
 }
 
 /// Nearest-rank percentile of sorted values.
