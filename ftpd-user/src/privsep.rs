@@ -302,6 +302,8 @@ struct Master {
     anon_root: PathBuf,
     workers: Mutex<HashMap<Identity, (u64, Child)>>,
     next_id: AtomicU64,
+    /// Held by the reload running, so that two SIGHUPs apply in order.
+    reloading: Mutex<()>,
 }
 
 static FRONT_PID: AtomicI32 = AtomicI32::new(0);
@@ -336,6 +338,7 @@ pub fn run_master(
         anon_root,
         workers: Mutex::default(),
         next_id: AtomicU64::new(1),
+        reloading: Mutex::new(()),
     });
     let queue = Arc::new(LoginQueue::default());
     for i in 0..login_threads() {
@@ -353,8 +356,20 @@ pub fn run_master(
     let mut buf = Vec::new();
     loop {
         match ipc::recv(chan.as_fd(), &mut buf) {
-            // Binds and reloads are quick: answered here, not queued behind
-            // password checks.
+            // A reload reads files (the config, the users file, roots on
+            // network file systems): on a thread of its own, so that this
+            // loop keeps queueing logins meanwhile. One at a time.
+            Ok(Some(Some(reply_fd))) if buf.first() == Some(&REQ_RELOAD) => {
+                let (m, req) = (Arc::clone(&master), buf.clone());
+                let started = std::thread::Builder::new().name("reload".into()).spawn(move || {
+                    let _one = m.reloading.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    m.handle_reload(&req, &reply_fd);
+                });
+                if let Err(e) = started {
+                    warn!("master: cannot start the reload thread: {e}");
+                }
+            }
+            // Binds are quick: answered here, not queued behind password checks.
             Ok(Some(Some(reply_fd))) if buf.first() != Some(&REQ_LOGIN) => master.handle_login(&buf, &reply_fd),
             Ok(Some(Some(reply_fd))) => {
                 let host = {

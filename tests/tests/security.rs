@@ -505,6 +505,72 @@ fn a_virtual_users_file_that_turns_bad_keeps_the_users_read_before() {
     assert!(log.contains(&at) && log.contains("keeping the users read before"), "{log}");
 }
 
+/// Sends SIGHUP to the server (the master forwards it to the front).
+fn hangup(server: &Server) {
+    run_ok(Command::new("kill").arg("-HUP").arg(server.pid().to_string()));
+}
+
+/// F1: one argon2 entry with `t=4000000` in the users file made the master
+/// compute a dummy hash with that cost on its main loop at startup or on
+/// SIGHUP: every login hung at 331, SIGTERM was ignored. Hash costs are now
+/// bounded and checked when the file is read, without hashing.
+#[test]
+fn a_costly_or_unusable_hash_in_the_users_file_is_refused_without_blocking_the_master() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let users = dir.path().join("vusers");
+    ftpd_passwd(&users, "vera", "right");
+    let good = std::fs::read_to_string(&users).expect("read");
+    let hash = good.trim().split_once(':').expect("user:hash").1.to_string();
+    assert!(hash.contains("m=19456,t=2,p=1"), "{hash}");
+    let costly = hash.replace("t=2,", "t=4000000,");
+    let settings = virtual_settings(&users, dir.path());
+    let sha_out = "a".repeat(86);
+    for (line, reason) in [
+        (format!("vince:{costly}"), "t=4000000"),
+        (format!("vince:{}", hash.replace("m=19456", "m=4194304")), "m=4194304"),
+        (format!("vince:{}", hash.replace("p=1", "p=64")), "p=64"),
+        ("vince:$argon2id$v=19$m=19456,t=2,p=1$garbage".to_string(), "without its output"),
+        (format!("vince:$6$rounds=900000000$saltsalt${sha_out}"), "rounds=900000000"),
+        ("vince:$6$saltsalt$short".to_string(), "86 crypt characters"),
+    ] {
+        std::fs::write(&users, format!("{good}{line}\n")).expect("write");
+        let err = refuses_to_start(dir.path(), &settings);
+        let at = format!("{}:2:", users.display());
+        assert!(err.contains(&at) && err.contains(reason), "{line:?}: want {at} and {reason:?} in: {err}");
+    }
+    // While running: the costly line first (it used to set the dummy's cost).
+    std::fs::write(&users, &good).expect("write");
+    let s: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let server = Server::start(dir.path(), &s);
+    let login = |user: &str, password: &str| {
+        let mut c = server.connect();
+        c.cmd_ok(&format!("USER {user}"), 331);
+        let t = Instant::now();
+        let code = c.cmd(&format!("PASS {password}")).0;
+        (code, t.elapsed())
+    };
+    assert_eq!(login("vera", "right").0, 230);
+    std::fs::write(&users, format!("vince:{costly}\n{good}")).expect("write");
+    hangup(&server);
+    let at = format!("{}:1: hash of vince: argon2 cost", users.display());
+    wait_for("the reload to report the costly line", Duration::from_secs(3), || server.log().contains(&at));
+    assert!(server.log().contains("keeping the users read before"), "{}", server.log());
+    for (user, password, want) in [("vera", "right", 230), ("vince", "x", 530), ("ghost", "x", 530)] {
+        let (code, took) = login(user, password);
+        assert_eq!(code, want, "{user}: {}", server.log());
+        assert!(took < Duration::from_secs(2), "{user}: PASS took {took:?}");
+    }
+    // A file left without users is reported.
+    std::fs::write(&users, "# nobody\n").expect("write");
+    hangup(&server);
+    wait_for("the warning about no users", Duration::from_secs(3), || server.log().contains("has no users"));
+    // SIGTERM is obeyed at once.
+    let t = Instant::now();
+    server.stop();
+    assert!(t.elapsed() < Duration::from_secs(3), "SIGTERM took {:?}", t.elapsed());
+}
+
 /// Defect 5: `SITE CHMOD 6755` set the setuid and setgid bits. vsftpd's
 /// chmod allows 0 to 0777 only.
 #[test]
