@@ -730,6 +730,68 @@ fn concurrent_wrong_passwords_do_not_grow_the_master() {
     assert!(server.log().contains("too many logins waiting for a password check"), "no warning in the log");
 }
 
+/// F3: wrong passwords from 20 addresses, 16 at a time each, filled the
+/// master's login queue (256): a right password from another address was
+/// refused with 530 about one time in four. A full queue now drops a
+/// waiting login of the address with the most queued instead.
+#[test]
+fn a_login_from_a_quiet_address_gets_in_while_many_addresses_flood() {
+    if !is_root() {
+        eprintln!("skipped: needs root (a privileged master)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let users = dir.path().join("vusers");
+    ftpd_passwd(&users, "vera", "right");
+    let mut settings = virtual_settings(&users, dir.path());
+    settings.extend(["max_per_ip=0".into(), "max_clients=0".into(), "max_login_fails=0".into()]);
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let server = Server::start(dir.path(), &settings);
+    let addr = server.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attackers: Vec<_> = (0..20u8)
+        .flat_map(|a| (0..16).map(move |_| a))
+        .map(|a| {
+            let stop = std::sync::Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut c = Ftp::from_stream(connect_from(Ipv4Addr::new(127, 0, 2, 10 + a), addr, None));
+                c.read_reply();
+                let started = Instant::now();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && started.elapsed() < Duration::from_secs(15) {
+                    let _ = c.send_raw(b"USER vera\r\nPASS wrong\r\n");
+                    let (Some(_), Some(_)) = (c.try_read_reply(), c.try_read_reply()) else { break };
+                }
+            })
+        })
+        .collect();
+    // The queue is full once the master says so.
+    wait_for("the login queue to fill", Duration::from_secs(5), || {
+        server.log().contains("too many logins waiting for a password check")
+    });
+    let mut took = Vec::new();
+    let mut refused = 0;
+    for i in 0..5u8 {
+        let t = Instant::now();
+        let mut c = Ftp::from_stream(connect_from(Ipv4Addr::new(127, 0, 3, 10 + i), addr, None));
+        assert_eq!(c.read_reply().0, 220);
+        c.cmd_ok("USER vera", 331);
+        if c.cmd("PASS right").0 != 230 {
+            refused += 1;
+        }
+        took.push(t.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for a in attackers {
+        let _ = a.join();
+    }
+    eprintln!("good logins during the flood: {refused} of 5 refused; took {took:?}");
+    assert_eq!(refused, 0, "good logins refused during the flood");
+    assert!(took.iter().all(|t| *t < Duration::from_secs(5)), "{took:?}");
+    // Logins refused for load are told apart in the log.
+    assert!(server.log().contains("server busy"), "no refusal for load in the log");
+}
+
 /// Defect 9: file workers kept a second copy of the channel and root
 /// descriptors they inherit.
 #[test]
