@@ -359,6 +359,54 @@ fn stalled_listings_from_one_address_do_not_deny_another() {
     assert_eq!(code, 226, "{text}");
 }
 
+/// F4: 8 stalled listings from each of 9 addresses (72, more than a
+/// worker's 64 listing slots) refused every listing from anyone else with
+/// 451 until `ftpd_list_stall_timeout` (30 s). A full worker now ends the
+/// oldest listing of the address with the most running instead.
+#[test]
+fn stalled_listings_from_many_addresses_do_not_deny_another() {
+    if !is_root() {
+        eprintln!("skipped: needs root (a file worker)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    big_dir(dir.path(), 20_000);
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).expect("mkdir");
+    served_by_nobody(&small);
+    std::fs::write(small.join("one.txt"), b"1").expect("write");
+    let server = Server::start(dir.path(), &["max_per_ip=0", "max_clients=0"]);
+    let mut stalled = Vec::new();
+    let (mut started, mut refused) = (0, 0);
+    for a in 2..=10u8 {
+        let src = Ipv4Addr::new(127, 0, 0, a);
+        for _ in 0..8 {
+            let mut c = login_from(&server, src);
+            let data = pasv_from(&mut c, src, Some(2048));
+            let (code, text) = c.cmd("LIST big");
+            match code {
+                150 => started += 1,
+                451 => refused += 1,
+                _ => panic!("LIST big: {text}"),
+            }
+            stalled.push((c, data));
+        }
+    }
+    thread::sleep(Duration::from_millis(300));
+    eprintln!("attack: {started} listings started, {refused} refused");
+    let t = Instant::now();
+    for (i, cmd) in ["LIST small", "NLST small", "MLSD small"].into_iter().enumerate() {
+        let src = Ipv4Addr::new(127, 0, 0, 200 + i as u8);
+        let mut c = login_from(&server, src);
+        let (bytes, code, text) = transfer_from(&mut c, src, cmd);
+        assert_eq!(code, 226, "{cmd} from a fresh address while 72 listings stall: {text}");
+        assert!(String::from_utf8_lossy(&bytes).contains("one.txt"), "{cmd}: {bytes:?}");
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "the fresh address waited {:?}", t.elapsed());
+    assert!(server.log().contains("listing preempted"), "no preemption in the log");
+}
+
 /// Defect 4: with `ascii_download_enable`, `TYPE A` + `SIZE` of a 4 GiB file
 /// read the whole file on the async threads: every other session stalled.
 #[test]
