@@ -274,6 +274,47 @@ fn unknown_virtual_users_cost_as_much_as_known_ones() {
     c.cmd_ok("PASS right", 230);
 }
 
+/// F2: unknown names were checked against a dummy of the file's first
+/// entry only, so in a file that mixes hashes a user whose entry is of
+/// another kind (`openssl passwd -6`) answered faster than unknown names.
+#[test]
+fn unknown_virtual_users_cost_as_much_as_known_ones_in_a_mixed_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let users = dir.path().join("vusers");
+    ftpd_passwd(&users, "vera", "right");
+    // `openssl passwd -6 -salt saltsalt right`
+    let sha = "$6$saltsalt$gzY3OAolfMFSB9Ld7iMdOQlViFqO3IOPeU0zkHsD.58tcMxRAFD0Qjfi2sjus3i.8aqWarEvFPREqzp18Jm291";
+    let text = std::fs::read_to_string(&users).expect("read");
+    std::fs::write(&users, format!("{text}sam:{sha}\n")).expect("write");
+    let settings = virtual_settings(&users, dir.path());
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let server = Server::start(dir.path(), &settings);
+    let pass = |user: &str, password: &str| {
+        let mut c = server.connect();
+        c.cmd_ok(&format!("USER {user}"), 331);
+        let t = Instant::now();
+        let code = c.cmd(&format!("PASS {password}")).0;
+        (code, t.elapsed())
+    };
+    assert_eq!(pass("sam", "right").0, 230, "the SHA-512-crypt user logs in");
+    assert_eq!(pass("vera", "right").0, 230, "the argon2 user logs in");
+    pass("nobody-here", "wrong");
+    let (mut argon, mut crypt, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..15 {
+        argon.push(pass("vera", "wrong").1);
+        crypt.push(pass("sam", "wrong").1);
+        unknown.push(pass(&format!("ghost{i}"), "wrong").1);
+    }
+    let (a, c, u) = (median(argon), median(crypt), median(unknown));
+    eprintln!("PASS medians: argon2 user {a:?}, SHA-512-crypt user {c:?}, unknown user {u:?}");
+    for (what, k) in [("argon2", a), ("SHA-512-crypt", c)] {
+        let ratio = k.as_secs_f64() / u.as_secs_f64();
+        assert!((0.7..=1.3).contains(&ratio), "{what} user {k:?} vs unknown {u:?}: a user name shows in the timing");
+    }
+    assert!(server.log().contains("mixes 2 hash algorithms or parameters"), "no warning about the mix");
+}
+
 /// `n` empty files with long names in `root/big`, so that their listing is
 /// megabytes: more than the socket buffers of a client that does not read.
 fn big_dir(root: &Path, n: u32) {
