@@ -70,7 +70,11 @@ const REP_OK: u8 = 1;
 const REP_BUSY: u8 = 2;
 
 fn broken(what: &str) -> Denial {
-    Denial { reply: "Login incorrect.".into(), reason: format!("privilege separation failure: {what}") }
+    Denial {
+        reply: "Login incorrect.".into(),
+        reason: format!("privilege separation failure: {what}"),
+        config_error: false,
+    }
 }
 
 impl Authority {
@@ -131,6 +135,7 @@ impl Authority {
                 let root = Root::open(&grant.root_dir).map_err(|e| Denial {
                     reply: "OOPS: cannot change directory.".into(),
                     reason: format!("{}: {e}", grant.root_dir.display()),
+                    config_error: false,
                 })?;
                 Ok(LoggedIn { grant, fs: Fs::Local(root) })
             }
@@ -153,12 +158,14 @@ impl Authority {
                     Some(REP_DENIED) => Err(Denial {
                         reply: d.str().unwrap_or("Login incorrect.").to_owned(),
                         reason: "refused by the master".into(),
+                        config_error: false,
                     }),
                     // Told apart in the log; the client gets vsftpd's 530, as for
                     // any refused login (it may simply try again).
                     Some(REP_BUSY) => Err(Denial {
                         reply: "Login incorrect.".into(),
                         reason: "server busy: too many logins waiting for a password check".into(),
+                        config_error: false,
                     }),
                     Some(REP_OK) => {
                         let grant = decode_grant(&mut d).ok_or_else(|| broken("malformed grant"))?;
@@ -553,7 +560,11 @@ impl Master {
                 let _ = ipc::send(reply.as_fd(), &msg, link.as_ref().map(AsFd::as_fd));
             }
             Err(denial) => {
-                info!(user, rhost, reason = %denial.reason, "login refused");
+                if denial.config_error {
+                    warn!(user, rhost, reason = %denial.reason, "login refused");
+                } else {
+                    info!(user, rhost, reason = %denial.reason, "login refused");
+                }
                 let _ = ipc::send(reply.as_fd(), &Enc::tag(REP_DENIED).bytes(denial.reply.as_bytes()).0, None);
             }
         }
@@ -629,7 +640,8 @@ impl Master {
             }
             workers.remove(&key);
         }
-        let oops = |e: String| Denial { reply: "OOPS: cannot change directory.".into(), reason: e };
+        let oops =
+            |e: String| Denial { reply: "OOPS: cannot change directory.".into(), reason: e, config_error: false };
         // The root is opened here, as root, as vsftpd's chroot() is done as root.
         let root = Root::open(&g.root_dir).map_err(|e| oops(format!("{}: {e}", g.root_dir.display())))?;
         let (front_end, worker_end) = ipc::pair().map_err(|e| oops(e.to_string()))?;

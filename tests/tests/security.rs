@@ -881,6 +881,54 @@ fn a_login_from_a_quiet_address_gets_in_while_many_addresses_flood() {
     assert!(server.log().contains("server busy"), "no refusal for load in the log");
 }
 
+/// Minor: a bad value in a per-user config file refused the login with a
+/// log line at INFO level; it is the operator's error, logged as WARN.
+#[test]
+fn a_bad_per_user_file_is_logged_as_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let users = dir.path().join("vusers");
+    ftpd_passwd(&users, "vera", "right");
+    let confdir = dir.path().join("users.d");
+    std::fs::create_dir(&confdir).expect("mkdir");
+    std::fs::write(confdir.join("vera"), "local_max_rate=lots\n").expect("write");
+    let mut settings = virtual_settings(&users, dir.path());
+    settings.push(format!("user_config_dir={}", confdir.display()));
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let server = Server::start(dir.path(), &settings);
+    let mut c = server.connect();
+    c.cmd_ok("USER vera", 331);
+    c.cmd_ok("PASS right", 530);
+    let log = server.log();
+    let line = log.lines().find(|l| l.contains("bad per-user config")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("WARN"), "{line}");
+}
+
+/// Minor: MLST showed `perm=elc` for a directory anonymous cannot enter.
+#[test]
+fn mlst_does_not_offer_to_enter_a_directory_the_session_cannot_open() {
+    if !is_root() {
+        eprintln!("skipped: needs root (a directory of another owner)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    mkdir(&dir.path().join("secret"), 0o700, "root");
+    mkdir(&dir.path().join("open"), 0o755, "root");
+    let server = Server::start(dir.path(), &[]);
+    let mut c = server.login();
+    let fact = |c: &mut Ftp, name: &str| {
+        let text = c.cmd_ok(&format!("MLST {name}"), 250);
+        let perm = text.split(';').find_map(|f| f.trim().strip_prefix("perm=")).map(str::to_owned);
+        perm.unwrap_or_else(|| panic!("no perm fact: {text}"))
+    };
+    let open = fact(&mut c, "open");
+    assert!(open.contains('e') && open.contains('l'), "open: perm={open}");
+    c.cmd_ok("CWD secret", 550);
+    let secret = fact(&mut c, "secret");
+    assert!(!secret.contains('e') && !secret.contains('l'), "secret: perm={secret}");
+}
+
 /// Defect 9: file workers kept a second copy of the channel and root
 /// descriptors they inherit.
 #[test]
