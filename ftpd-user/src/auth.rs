@@ -92,12 +92,28 @@ pub fn read_list(path: &str) -> Vec<String> {
 /// `virtual_users_file`: `user:hash` lines (ftpd extension).
 #[derive(Debug)]
 pub struct VirtualUsers {
-    users: HashMap<String, String>,
-    /// Checked for unknown users: same algorithm and parameters as the
-    /// file's (first) entry, so that a wrong name costs what a wrong
-    /// password does and the timing does not tell which names exist.
-    dummy: String,
+    /// Each user's hash and the index of its cost class in `classes`.
+    users: HashMap<String, (String, usize)>,
+    /// One hash of each cost class (algorithm and parameters) in the file.
+    /// A failed check costs one verification of every class, so that the
+    /// time of a `530` is the same for an unknown name and for any user,
+    /// whatever hashes the file mixes (see [`VirtualUsers::check`]).
+    classes: Vec<String>,
 }
+
+/// Bounds on the cost of one hash in the users file. Checking a password is
+/// done by the root master for every `PASS`, so a line may not make that
+/// unbounded: one `t=4000000` entry used to freeze the master. Generous for
+/// real use: `ftpd passwd` writes m=19456 KiB, t=2, p=1 (the argon2 crate's
+/// default, OWASP's first choice); RFC 9106's second recommendation is
+/// m=64 MiB, t=3, p=4; `openssl passwd -6` writes 5 000 rounds.
+pub const ARGON2_MAX_M_KIB: u32 = 1024 * 1024;
+/// Argon2 passes at most.
+pub const ARGON2_MAX_T: u32 = 16;
+/// Argon2 lanes at most.
+pub const ARGON2_MAX_P: u32 = 16;
+/// SHA-512-crypt `rounds=` at most (about 2 s of one core).
+pub const SHA_CRYPT_MAX_ROUNDS: usize = 5_000_000;
 
 /// Why `name` cannot be a virtual user, if it cannot: `ftpd passwd` and
 /// the users file refuse the same names. A `/` or a `.`/`..` name would move
@@ -120,13 +136,16 @@ pub fn bad_user_name(name: &str) -> Option<&'static str> {
 
 impl VirtualUsers {
     /// Loads and checks the whole file: the first bad line (malformed, a
-    /// name `ftpd passwd` refuses, a duplicate, an unsupported hash) is an
-    /// error naming the file, the line and the reason.
+    /// name `ftpd passwd` refuses, a duplicate, an unsupported, unusable or
+    /// too costly hash) is an error naming the file, the line and the reason.
+    /// Parses only: no password hash is computed, so loading is quick
+    /// whatever the file holds.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        let mut users: HashMap<String, String> = HashMap::new();
+        let mut users: HashMap<String, (String, usize)> = HashMap::new();
         let mut lines: HashMap<String, usize> = HashMap::new();
-        let mut first: Option<String> = None;
+        let mut kinds: Vec<HashClass> = Vec::new();
+        let mut classes: Vec<String> = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let at = |why: String| format!("{}:{}: {why}", path.display(), i + 1);
             if line.trim().is_empty() || line.starts_with('#') {
@@ -144,26 +163,59 @@ impl VirtualUsers {
             if !is_supported_hash(hash) {
                 return Err(at(format!("unsupported hash for {user} (use argon2 or $6$ SHA-512 crypt)")));
             }
-            first.get_or_insert_with(|| hash.to_owned());
+            let kind = hash_class(hash).map_err(|why| at(format!("hash of {user}: {why}")))?;
+            let class = match kinds.iter().position(|k| *k == kind) {
+                Some(c) => c,
+                None => {
+                    kinds.push(kind);
+                    classes.push(hash.to_owned());
+                    classes.len() - 1
+                }
+            };
             lines.insert(user.to_owned(), i + 1);
-            users.insert(user.to_owned(), hash.to_owned());
+            users.insert(user.to_owned(), (hash.to_owned(), class));
         }
-        let dummy = match &first {
-            Some(h) => dummy_like(h).map_err(|e| format!("{}: {e}", path.display()))?,
-            None => hash_password(b"ftpd dummy")?,
-        };
-        Ok(Self { users, dummy })
+        Ok(Self { users, classes })
+    }
+
+    /// Users in the file.
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Whether the file has no users.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// Different hash algorithms or parameters in the file: each makes a
+    /// failed login cost one more hash.
+    pub fn classes(&self) -> usize {
+        self.classes.len()
     }
 
     /// Checks a password; unknown users and wrong passwords look the same.
+    /// A failed check verifies the password against one hash of every cost
+    /// class of the file (the user's own for its class): the same work for
+    /// an unknown name as for any user, so the time of the answer does not
+    /// tell which names exist, even when the file mixes algorithms.
     pub fn check(&self, user: &str, password: &[u8]) -> bool {
-        match self.users.get(user) {
-            Some(h) => verify(h, password),
-            None => {
-                let _ = verify(&self.dummy, password);
-                false
+        let own = match self.users.get(user) {
+            Some((h, class)) => {
+                if verify(h, password) {
+                    return true;
+                }
+                Some(*class)
+            }
+            None => None,
+        };
+        for (i, h) in self.classes.iter().enumerate() {
+            if Some(i) != own {
+                // Only the time matters: the result is not used.
+                let _ = std::hint::black_box(verify(h, password));
             }
         }
+        false
     }
 }
 
@@ -194,6 +246,18 @@ pub fn virtual_users(path: &Path) -> Result<std::sync::Arc<VirtualUsers>, String
     }
     match VirtualUsers::load(path) {
         Ok(users) => {
+            if users.is_empty() {
+                tracing::warn!("virtual_users_file: {} has no users: no virtual user can log in", path.display());
+            }
+            if users.classes() > 1 {
+                tracing::warn!(
+                    "virtual_users_file: {} mixes {} hash algorithms or parameters: a failed login costs one hash \
+                     of each (so that its time does not tell which names exist); re-hash the passwords with \
+                     `ftpd passwd` to make them alike",
+                    path.display(),
+                    users.classes()
+                );
+            }
             let users = std::sync::Arc::new(users);
             cached.good = Some((stamp, std::sync::Arc::clone(&users)));
             cached.bad = None;
@@ -212,8 +276,20 @@ pub fn virtual_users(path: &Path) -> Result<std::sync::Arc<VirtualUsers>, String
     }
 }
 
-/// A hash of a fixed password with the algorithm and parameters of `hash`.
-fn dummy_like(hash: &str) -> Result<String, String> {
+/// What a check of `hash` costs: its algorithm and parameters. Entries of
+/// one class cost the same to verify.
+#[derive(Debug, PartialEq, Eq)]
+enum HashClass {
+    /// Algorithm, version, m, t, p, output length.
+    Argon2(String, u32, u32, u32, u32, usize),
+    /// Rounds.
+    ShaCrypt(usize),
+}
+
+/// Parses `hash` completely and checks its cost against the bounds above:
+/// an entry that can never match (no output) or that would make each
+/// check unbounded is refused when the file is read, not found at login.
+fn hash_class(hash: &str) -> Result<HashClass, String> {
     if hash.starts_with("$argon2") {
         let h = PasswordHash::new(hash).map_err(|e| format!("malformed argon2 hash: {e}"))?;
         let algorithm = argon2::Algorithm::try_from(h.algorithm).map_err(|e| format!("argon2 hash: {e}"))?;
@@ -222,18 +298,42 @@ fn dummy_like(hash: &str) -> Result<String, String> {
             None => argon2::Version::default(),
         };
         let params = argon2::Params::try_from(&h).map_err(|e| format!("argon2 hash: {e}"))?;
-        let salt = SaltString::encode_b64(b"ftpd-dummy-salt!").map_err(|e| e.to_string())?;
-        Argon2::new(algorithm, version, params)
-            .hash_password(b"ftpd dummy", &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| e.to_string())
+        let (m, t, p) = (params.m_cost(), params.t_cost(), params.p_cost());
+        if m > ARGON2_MAX_M_KIB || t > ARGON2_MAX_T || p > ARGON2_MAX_P {
+            return Err(format!(
+                "argon2 cost m={m},t={t},p={p} too high (at most m={ARGON2_MAX_M_KIB},t={ARGON2_MAX_T},p={ARGON2_MAX_P})"
+            ));
+        }
+        if h.salt.is_none() {
+            return Err("argon2 hash without a salt".into());
+        }
+        let Some(output) = h.hash else { return Err("argon2 hash without its output (after the salt)".into()) };
+        Ok(HashClass::Argon2(algorithm.as_str().to_owned(), u32::from(version), m, t, p, output.len()))
+    } else if let Some(rest) = hash.strip_prefix("$6$") {
+        let (rounds, rest) = match rest.strip_prefix("rounds=") {
+            Some(r) => {
+                let (n, rest) = r.split_once('$').ok_or("$6$ hash: rounds= without a salt")?;
+                (n.parse::<usize>().map_err(|_| format!("$6$ hash: bad rounds={n}"))?, rest)
+            }
+            None => (sha_crypt::ROUNDS_DEFAULT, rest),
+        };
+        if !(sha_crypt::ROUNDS_MIN..=SHA_CRYPT_MAX_ROUNDS).contains(&rounds) {
+            return Err(format!(
+                "$6$ hash: rounds={rounds} out of range ({} to {SHA_CRYPT_MAX_ROUNDS})",
+                sha_crypt::ROUNDS_MIN
+            ));
+        }
+        let (salt, out) = rest.split_once('$').ok_or("$6$ hash without its output (after the salt)")?;
+        let crypt64 = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '/';
+        if salt.is_empty() || salt.contains('$') {
+            return Err("$6$ hash with a bad salt".into());
+        }
+        if out.len() != 86 || !out.chars().all(crypt64) {
+            return Err("$6$ hash output is not 86 crypt characters".into());
+        }
+        Ok(HashClass::ShaCrypt(rounds))
     } else {
-        let rounds = hash
-            .strip_prefix("$6$rounds=")
-            .and_then(|r| r.split('$').next()?.parse().ok())
-            .unwrap_or(sha_crypt::ROUNDS_DEFAULT);
-        let params = sha_crypt::Sha512Params::new(rounds).map_err(|e| format!("$6$ hash: {e:?}"))?;
-        sha_crypt::sha512_simple("ftpd dummy", &params).map_err(|e| format!("$6$ hash: {e:?}"))
+        Err("unsupported hash".into())
     }
 }
 

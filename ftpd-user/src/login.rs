@@ -34,10 +34,18 @@ pub struct Denial {
     pub reply: String,
     /// What the log says.
     pub reason: String,
+    /// The operator's configuration is wrong (a bad per-user file): logged
+    /// as a warning, since only the operator can fix it.
+    pub config_error: bool,
 }
 
 fn deny(reply: &str, reason: impl Into<String>) -> Denial {
-    Denial { reply: reply.into(), reason: reason.into() }
+    Denial { reply: reply.into(), reason: reason.into(), config_error: false }
+}
+
+/// A login refused because of a configuration error.
+fn misconfigured(reason: impl Into<String>) -> Denial {
+    Denial { config_error: true, ..deny("Login incorrect.", reason) }
 }
 
 /// Whether `user` is an anonymous login name.
@@ -106,10 +114,10 @@ pub fn decide(cfg: &Config, anon_root: &Path, user: &str, password: &[u8], rhost
     let mut eff = cfg.clone();
     if let Some(text) = &user_config {
         let source = format!("{}/{user}", cfg.user_config_dir);
-        eff.apply_text(&source, text).map_err(|e| deny("Login incorrect.", format!("bad per-user config: {e}")))?;
+        eff.apply_text(&source, text).map_err(|e| misconfigured(format!("bad per-user config: {e}")))?;
         // Validated like the main file: a per-user file must not make a
         // setting the main file could not (a passive range upside down...).
-        eff.validate().map_err(|e| deny("Login incorrect.", format!("bad per-user config: {source}: {e}")))?;
+        eff.validate().map_err(|e| misconfigured(format!("bad per-user config: {source}: {e}")))?;
     }
     let (acct, virtual_user) = if eff.guest_enable {
         let a = auth::account(&eff.guest_username)

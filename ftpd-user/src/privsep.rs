@@ -66,9 +66,15 @@ const REQ_BIND: u8 = 2;
 const REQ_RELOAD: u8 = 3;
 const REP_DENIED: u8 = 0;
 const REP_OK: u8 = 1;
+/// Refused unchecked: too many logins were waiting for a password check.
+const REP_BUSY: u8 = 2;
 
 fn broken(what: &str) -> Denial {
-    Denial { reply: "Login incorrect.".into(), reason: format!("privilege separation failure: {what}") }
+    Denial {
+        reply: "Login incorrect.".into(),
+        reason: format!("privilege separation failure: {what}"),
+        config_error: false,
+    }
 }
 
 impl Authority {
@@ -129,6 +135,7 @@ impl Authority {
                 let root = Root::open(&grant.root_dir).map_err(|e| Denial {
                     reply: "OOPS: cannot change directory.".into(),
                     reason: format!("{}: {e}", grant.root_dir.display()),
+                    config_error: false,
                 })?;
                 Ok(LoggedIn { grant, fs: Fs::Local(root) })
             }
@@ -151,6 +158,14 @@ impl Authority {
                     Some(REP_DENIED) => Err(Denial {
                         reply: d.str().unwrap_or("Login incorrect.").to_owned(),
                         reason: "refused by the master".into(),
+                        config_error: false,
+                    }),
+                    // Told apart in the log; the client gets vsftpd's 530, as for
+                    // any refused login (it may simply try again).
+                    Some(REP_BUSY) => Err(Denial {
+                        reply: "Login incorrect.".into(),
+                        reason: "server busy: too many logins waiting for a password check".into(),
+                        config_error: false,
                     }),
                     Some(REP_OK) => {
                         let grant = decode_grant(&mut d).ok_or_else(|| broken("malformed grant"))?;
@@ -302,6 +317,8 @@ struct Master {
     anon_root: PathBuf,
     workers: Mutex<HashMap<Identity, (u64, Child)>>,
     next_id: AtomicU64,
+    /// Held by the reload running, so that two SIGHUPs apply in order.
+    reloading: Mutex<()>,
 }
 
 static FRONT_PID: AtomicI32 = AtomicI32::new(0);
@@ -336,6 +353,7 @@ pub fn run_master(
         anon_root,
         workers: Mutex::default(),
         next_id: AtomicU64::new(1),
+        reloading: Mutex::new(()),
     });
     let queue = Arc::new(LoginQueue::default());
     for i in 0..login_threads() {
@@ -353,8 +371,20 @@ pub fn run_master(
     let mut buf = Vec::new();
     loop {
         match ipc::recv(chan.as_fd(), &mut buf) {
-            // Binds and reloads are quick: answered here, not queued behind
-            // password checks.
+            // A reload reads files (the config, the users file, roots on
+            // network file systems): on a thread of its own, so that this
+            // loop keeps queueing logins meanwhile. One at a time.
+            Ok(Some(Some(reply_fd))) if buf.first() == Some(&REQ_RELOAD) => {
+                let (m, req) = (Arc::clone(&master), buf.clone());
+                let started = std::thread::Builder::new().name("reload".into()).spawn(move || {
+                    let _one = m.reloading.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    m.handle_reload(&req, &reply_fd);
+                });
+                if let Err(e) = started {
+                    warn!("master: cannot start the reload thread: {e}");
+                }
+            }
+            // Binds are quick: answered here, not queued behind password checks.
             Ok(Some(Some(reply_fd))) if buf.first() != Some(&REQ_LOGIN) => master.handle_login(&buf, &reply_fd),
             Ok(Some(Some(reply_fd))) => {
                 let host = {
@@ -362,8 +392,8 @@ pub fn run_master(
                     let _ = (d.str(), d.bytes());
                     d.str().unwrap_or_default().to_owned()
                 };
-                if let Err(reply_fd) = queue.push(host, buf.clone(), reply_fd) {
-                    let _ = ipc::send(reply_fd.as_fd(), &Enc::tag(REP_DENIED).bytes(b"Login incorrect.").0, None);
+                if let Some(reply_fd) = queue.push(host, buf.clone(), reply_fd) {
+                    let _ = ipc::send(reply_fd.as_fd(), &Enc::tag(REP_BUSY).0, None);
                 }
             }
             Ok(Some(None)) => {
@@ -402,6 +432,17 @@ const QUEUED_MAX: usize = 256;
 /// cannot fill the queue, and the others' logins go first in turn.
 const QUEUED_PER_HOST_MAX: usize = 16;
 
+impl Pending {
+    fn push_back(&mut self, host: String, req: Vec<u8>, reply: OwnedFd) {
+        let q = self.by_host.entry(host.clone()).or_default();
+        if q.is_empty() {
+            self.order.push_back(host);
+        }
+        q.push_back((req, reply));
+        self.total += 1;
+    }
+}
+
 /// Login requests waiting for a login thread, served in turn by address
 /// (round robin), so a flood from one address delays the others by at most
 /// one check each.
@@ -423,32 +464,49 @@ struct Pending {
 }
 
 impl LoginQueue {
-    /// Queues a login; gives the reply channel back if it must be refused.
-    fn push(&self, host: String, req: Vec<u8>, reply: OwnedFd) -> Result<(), OwnedFd> {
+    /// Queues a login. Gives back the reply channel of a login to refuse,
+    /// if one must be: when the queue is full, a waiting login of the
+    /// address with the most queued (its newest) makes room for an address
+    /// with fewer, so addresses that flood cannot lock others out: the
+    /// newcomer is served within one round. The newcomer itself is refused
+    /// when its address has as many waiting as any (or its own cap).
+    fn push(&self, host: String, req: Vec<u8>, reply: OwnedFd) -> Option<OwnedFd> {
         let mut p = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let waiting = p.by_host.get(&host).map_or(0, std::collections::VecDeque::len);
-        if p.total >= QUEUED_MAX || waiting >= QUEUED_PER_HOST_MAX {
+        let mut refused = None;
+        if waiting >= QUEUED_PER_HOST_MAX {
+            refused = Some(reply);
+        } else if p.total >= QUEUED_MAX {
+            let busiest = p.by_host.iter().max_by_key(|(_, q)| q.len()).map(|(h, q)| (h.clone(), q.len()));
+            match busiest {
+                Some((busy, n)) if n > waiting + 1 => {
+                    let q = p.by_host.get_mut(&busy).expect("the busiest address's queue");
+                    let (_, evicted) = q.pop_back().expect("a waiting login");
+                    // Not empty: it had more than one waiting.
+                    p.total -= 1;
+                    refused = Some(evicted);
+                    p.push_back(host, req, reply);
+                }
+                _ => refused = Some(reply),
+            }
+        } else {
+            p.push_back(host, req, reply);
+        }
+        if refused.is_some() {
             p.refused += 1;
             if p.warned.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10)) {
                 warn!(
                     refused = p.refused,
                     waiting = p.total,
-                    host = %host,
-                    "master: too many logins waiting for a password check; refusing ({QUEUED_PER_HOST_MAX} per address, {QUEUED_MAX} in all)"
+                    "master: too many logins waiting for a password check; refusing those of the busiest addresses ({QUEUED_PER_HOST_MAX} per address, {QUEUED_MAX} in all)"
                 );
                 p.refused = 0;
                 p.warned = Some(std::time::Instant::now());
             }
-            return Err(reply);
         }
-        if waiting == 0 {
-            p.order.push_back(host.clone());
-        }
-        p.by_host.entry(host).or_default().push_back((req, reply));
-        p.total += 1;
         drop(p);
         self.ready.notify_one();
-        Ok(())
+        refused
     }
 
     /// The next login to check, waiting for one.
@@ -502,7 +560,11 @@ impl Master {
                 let _ = ipc::send(reply.as_fd(), &msg, link.as_ref().map(AsFd::as_fd));
             }
             Err(denial) => {
-                info!(user, rhost, reason = %denial.reason, "login refused");
+                if denial.config_error {
+                    warn!(user, rhost, reason = %denial.reason, "login refused");
+                } else {
+                    info!(user, rhost, reason = %denial.reason, "login refused");
+                }
                 let _ = ipc::send(reply.as_fd(), &Enc::tag(REP_DENIED).bytes(denial.reply.as_bytes()).0, None);
             }
         }
@@ -578,7 +640,8 @@ impl Master {
             }
             workers.remove(&key);
         }
-        let oops = |e: String| Denial { reply: "OOPS: cannot change directory.".into(), reason: e };
+        let oops =
+            |e: String| Denial { reply: "OOPS: cannot change directory.".into(), reason: e, config_error: false };
         // The root is opened here, as root, as vsftpd's chroot() is done as root.
         let root = Root::open(&g.root_dir).map_err(|e| oops(format!("{}: {e}", g.root_dir.display())))?;
         let (front_end, worker_end) = ipc::pair().map_err(|e| oops(e.to_string()))?;

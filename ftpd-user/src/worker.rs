@@ -180,6 +180,15 @@ fn broken() -> FsError {
 }
 
 impl Fs {
+    /// Which process runs this session's listings (each has its own
+    /// listing slots): the worker's channel, or 0 for this process.
+    pub fn worker_key(&self) -> usize {
+        match self {
+            Self::Local(_) => 0,
+            Self::Remote(link, _) => std::sync::Arc::as_ptr(link) as usize,
+        }
+    }
+
     fn call(link: &WorkerLink, req: &[u8]) -> Result<(Vec<u8>, Option<OwnedFd>), FsError> {
         let sock = link.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut buf = Vec::new();

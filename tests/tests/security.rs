@@ -274,6 +274,47 @@ fn unknown_virtual_users_cost_as_much_as_known_ones() {
     c.cmd_ok("PASS right", 230);
 }
 
+/// F2: unknown names were checked against a dummy of the file's first
+/// entry only, so in a file that mixes hashes a user whose entry is of
+/// another kind (`openssl passwd -6`) answered faster than unknown names.
+#[test]
+fn unknown_virtual_users_cost_as_much_as_known_ones_in_a_mixed_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let users = dir.path().join("vusers");
+    ftpd_passwd(&users, "vera", "right");
+    // `openssl passwd -6 -salt saltsalt right`
+    let sha = "$6$saltsalt$gzY3OAolfMFSB9Ld7iMdOQlViFqO3IOPeU0zkHsD.58tcMxRAFD0Qjfi2sjus3i.8aqWarEvFPREqzp18Jm291";
+    let text = std::fs::read_to_string(&users).expect("read");
+    std::fs::write(&users, format!("{text}sam:{sha}\n")).expect("write");
+    let settings = virtual_settings(&users, dir.path());
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let server = Server::start(dir.path(), &settings);
+    let pass = |user: &str, password: &str| {
+        let mut c = server.connect();
+        c.cmd_ok(&format!("USER {user}"), 331);
+        let t = Instant::now();
+        let code = c.cmd(&format!("PASS {password}")).0;
+        (code, t.elapsed())
+    };
+    assert_eq!(pass("sam", "right").0, 230, "the SHA-512-crypt user logs in");
+    assert_eq!(pass("vera", "right").0, 230, "the argon2 user logs in");
+    pass("nobody-here", "wrong");
+    let (mut argon, mut crypt, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..15 {
+        argon.push(pass("vera", "wrong").1);
+        crypt.push(pass("sam", "wrong").1);
+        unknown.push(pass(&format!("ghost{i}"), "wrong").1);
+    }
+    let (a, c, u) = (median(argon), median(crypt), median(unknown));
+    eprintln!("PASS medians: argon2 user {a:?}, SHA-512-crypt user {c:?}, unknown user {u:?}");
+    for (what, k) in [("argon2", a), ("SHA-512-crypt", c)] {
+        let ratio = k.as_secs_f64() / u.as_secs_f64();
+        assert!((0.7..=1.3).contains(&ratio), "{what} user {k:?} vs unknown {u:?}: a user name shows in the timing");
+    }
+    assert!(server.log().contains("mixes 2 hash algorithms or parameters"), "no warning about the mix");
+}
+
 /// `n` empty files with long names in `root/big`, so that their listing is
 /// megabytes: more than the socket buffers of a client that does not read.
 fn big_dir(root: &Path, n: u32) {
@@ -357,6 +398,54 @@ fn stalled_listings_from_one_address_do_not_deny_another() {
     let mut c = login_from(&server, a);
     let (_, code, text) = transfer_from(&mut c, a, "NLST small");
     assert_eq!(code, 226, "{text}");
+}
+
+/// F4: 8 stalled listings from each of 9 addresses (72, more than a
+/// worker's 64 listing slots) refused every listing from anyone else with
+/// 451 until `ftpd_list_stall_timeout` (30 s). A full worker now ends the
+/// oldest listing of the address with the most running instead.
+#[test]
+fn stalled_listings_from_many_addresses_do_not_deny_another() {
+    if !is_root() {
+        eprintln!("skipped: needs root (a file worker)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    big_dir(dir.path(), 20_000);
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).expect("mkdir");
+    served_by_nobody(&small);
+    std::fs::write(small.join("one.txt"), b"1").expect("write");
+    let server = Server::start(dir.path(), &["max_per_ip=0", "max_clients=0"]);
+    let mut stalled = Vec::new();
+    let (mut started, mut refused) = (0, 0);
+    for a in 2..=10u8 {
+        let src = Ipv4Addr::new(127, 0, 0, a);
+        for _ in 0..8 {
+            let mut c = login_from(&server, src);
+            let data = pasv_from(&mut c, src, Some(2048));
+            let (code, text) = c.cmd("LIST big");
+            match code {
+                150 => started += 1,
+                451 => refused += 1,
+                _ => panic!("LIST big: {text}"),
+            }
+            stalled.push((c, data));
+        }
+    }
+    thread::sleep(Duration::from_millis(300));
+    eprintln!("attack: {started} listings started, {refused} refused");
+    let t = Instant::now();
+    for (i, cmd) in ["LIST small", "NLST small", "MLSD small"].into_iter().enumerate() {
+        let src = Ipv4Addr::new(127, 0, 0, 200 + i as u8);
+        let mut c = login_from(&server, src);
+        let (bytes, code, text) = transfer_from(&mut c, src, cmd);
+        assert_eq!(code, 226, "{cmd} from a fresh address while 72 listings stall: {text}");
+        assert!(String::from_utf8_lossy(&bytes).contains("one.txt"), "{cmd}: {bytes:?}");
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "the fresh address waited {:?}", t.elapsed());
+    assert!(server.log().contains("listing preempted"), "no preemption in the log");
 }
 
 /// Defect 4: with `ascii_download_enable`, `TYPE A` + `SIZE` of a 4 GiB file
@@ -503,6 +592,72 @@ fn a_virtual_users_file_that_turns_bad_keeps_the_users_read_before() {
     let log = server.log();
     let at = format!("{}:3: expected user:hash", users.display());
     assert!(log.contains(&at) && log.contains("keeping the users read before"), "{log}");
+}
+
+/// Sends SIGHUP to the server (the master forwards it to the front).
+fn hangup(server: &Server) {
+    run_ok(Command::new("kill").arg("-HUP").arg(server.pid().to_string()));
+}
+
+/// F1: one argon2 entry with `t=4000000` in the users file made the master
+/// compute a dummy hash with that cost on its main loop at startup or on
+/// SIGHUP: every login hung at 331, SIGTERM was ignored. Hash costs are now
+/// bounded and checked when the file is read, without hashing.
+#[test]
+fn a_costly_or_unusable_hash_in_the_users_file_is_refused_without_blocking_the_master() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let users = dir.path().join("vusers");
+    ftpd_passwd(&users, "vera", "right");
+    let good = std::fs::read_to_string(&users).expect("read");
+    let hash = good.trim().split_once(':').expect("user:hash").1.to_string();
+    assert!(hash.contains("m=19456,t=2,p=1"), "{hash}");
+    let costly = hash.replace("t=2,", "t=4000000,");
+    let settings = virtual_settings(&users, dir.path());
+    let sha_out = "a".repeat(86);
+    for (line, reason) in [
+        (format!("vince:{costly}"), "t=4000000"),
+        (format!("vince:{}", hash.replace("m=19456", "m=4194304")), "m=4194304"),
+        (format!("vince:{}", hash.replace("p=1", "p=64")), "p=64"),
+        ("vince:$argon2id$v=19$m=19456,t=2,p=1$garbage".to_string(), "without its output"),
+        (format!("vince:$6$rounds=900000000$saltsalt${sha_out}"), "rounds=900000000"),
+        ("vince:$6$saltsalt$short".to_string(), "86 crypt characters"),
+    ] {
+        std::fs::write(&users, format!("{good}{line}\n")).expect("write");
+        let err = refuses_to_start(dir.path(), &settings);
+        let at = format!("{}:2:", users.display());
+        assert!(err.contains(&at) && err.contains(reason), "{line:?}: want {at} and {reason:?} in: {err}");
+    }
+    // While running: the costly line first (it used to set the dummy's cost).
+    std::fs::write(&users, &good).expect("write");
+    let s: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let server = Server::start(dir.path(), &s);
+    let login = |user: &str, password: &str| {
+        let mut c = server.connect();
+        c.cmd_ok(&format!("USER {user}"), 331);
+        let t = Instant::now();
+        let code = c.cmd(&format!("PASS {password}")).0;
+        (code, t.elapsed())
+    };
+    assert_eq!(login("vera", "right").0, 230);
+    std::fs::write(&users, format!("vince:{costly}\n{good}")).expect("write");
+    hangup(&server);
+    let at = format!("{}:1: hash of vince: argon2 cost", users.display());
+    wait_for("the reload to report the costly line", Duration::from_secs(3), || server.log().contains(&at));
+    assert!(server.log().contains("keeping the users read before"), "{}", server.log());
+    for (user, password, want) in [("vera", "right", 230), ("vince", "x", 530), ("ghost", "x", 530)] {
+        let (code, took) = login(user, password);
+        assert_eq!(code, want, "{user}: {}", server.log());
+        assert!(took < Duration::from_secs(2), "{user}: PASS took {took:?}");
+    }
+    // A file left without users is reported.
+    std::fs::write(&users, "# nobody\n").expect("write");
+    hangup(&server);
+    wait_for("the warning about no users", Duration::from_secs(3), || server.log().contains("has no users"));
+    // SIGTERM is obeyed at once.
+    let t = Instant::now();
+    server.stop();
+    assert!(t.elapsed() < Duration::from_secs(3), "SIGTERM took {:?}", t.elapsed());
 }
 
 /// Defect 5: `SITE CHMOD 6755` set the setuid and setgid bits. vsftpd's
@@ -662,6 +817,116 @@ fn concurrent_wrong_passwords_do_not_grow_the_master() {
     assert!(good.is_some_and(|g| g < Duration::from_secs(3)), "the good login took {good:?}");
     // The refusals are reported.
     assert!(server.log().contains("too many logins waiting for a password check"), "no warning in the log");
+}
+
+/// F3: wrong passwords from 20 addresses, 16 at a time each, filled the
+/// master's login queue (256): a right password from another address was
+/// refused with 530 about one time in four. A full queue now drops a
+/// waiting login of the address with the most queued instead.
+#[test]
+fn a_login_from_a_quiet_address_gets_in_while_many_addresses_flood() {
+    if !is_root() {
+        eprintln!("skipped: needs root (a privileged master)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let users = dir.path().join("vusers");
+    ftpd_passwd(&users, "vera", "right");
+    let mut settings = virtual_settings(&users, dir.path());
+    settings.extend(["max_per_ip=0".into(), "max_clients=0".into(), "max_login_fails=0".into()]);
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let server = Server::start(dir.path(), &settings);
+    let addr = server.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attackers: Vec<_> = (0..20u8)
+        .flat_map(|a| (0..16).map(move |_| a))
+        .map(|a| {
+            let stop = std::sync::Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut c = Ftp::from_stream(connect_from(Ipv4Addr::new(127, 0, 2, 10 + a), addr, None));
+                c.read_reply();
+                let started = Instant::now();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && started.elapsed() < Duration::from_secs(15) {
+                    let _ = c.send_raw(b"USER vera\r\nPASS wrong\r\n");
+                    let (Some(_), Some(_)) = (c.try_read_reply(), c.try_read_reply()) else { break };
+                }
+            })
+        })
+        .collect();
+    // The queue is full once the master says so.
+    wait_for("the login queue to fill", Duration::from_secs(5), || {
+        server.log().contains("too many logins waiting for a password check")
+    });
+    let mut took = Vec::new();
+    let mut refused = 0;
+    for i in 0..5u8 {
+        let t = Instant::now();
+        let mut c = Ftp::from_stream(connect_from(Ipv4Addr::new(127, 0, 3, 10 + i), addr, None));
+        assert_eq!(c.read_reply().0, 220);
+        c.cmd_ok("USER vera", 331);
+        if c.cmd("PASS right").0 != 230 {
+            refused += 1;
+        }
+        took.push(t.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for a in attackers {
+        let _ = a.join();
+    }
+    eprintln!("good logins during the flood: {refused} of 5 refused; took {took:?}");
+    assert_eq!(refused, 0, "good logins refused during the flood");
+    assert!(took.iter().all(|t| *t < Duration::from_secs(5)), "{took:?}");
+    // Logins refused for load are told apart in the log.
+    assert!(server.log().contains("server busy"), "no refusal for load in the log");
+}
+
+/// Minor: a bad value in a per-user config file refused the login with a
+/// log line at INFO level; it is the operator's error, logged as WARN.
+#[test]
+fn a_bad_per_user_file_is_logged_as_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let users = dir.path().join("vusers");
+    ftpd_passwd(&users, "vera", "right");
+    let confdir = dir.path().join("users.d");
+    std::fs::create_dir(&confdir).expect("mkdir");
+    std::fs::write(confdir.join("vera"), "local_max_rate=lots\n").expect("write");
+    let mut settings = virtual_settings(&users, dir.path());
+    settings.push(format!("user_config_dir={}", confdir.display()));
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let server = Server::start(dir.path(), &settings);
+    let mut c = server.connect();
+    c.cmd_ok("USER vera", 331);
+    c.cmd_ok("PASS right", 530);
+    let log = server.log();
+    let line = log.lines().find(|l| l.contains("bad per-user config")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("WARN"), "{line}");
+}
+
+/// Minor: MLST showed `perm=elc` for a directory anonymous cannot enter.
+#[test]
+fn mlst_does_not_offer_to_enter_a_directory_the_session_cannot_open() {
+    if !is_root() {
+        eprintln!("skipped: needs root (a directory of another owner)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    mkdir(&dir.path().join("secret"), 0o700, "root");
+    mkdir(&dir.path().join("open"), 0o755, "root");
+    let server = Server::start(dir.path(), &[]);
+    let mut c = server.login();
+    let fact = |c: &mut Ftp, name: &str| {
+        let text = c.cmd_ok(&format!("MLST {name}"), 250);
+        let perm = text.split(';').find_map(|f| f.trim().strip_prefix("perm=")).map(str::to_owned);
+        perm.unwrap_or_else(|| panic!("no perm fact: {text}"))
+    };
+    let open = fact(&mut c, "open");
+    assert!(open.contains('e') && open.contains('l'), "open: perm={open}");
+    c.cmd_ok("CWD secret", 550);
+    let secret = fact(&mut c, "secret");
+    assert!(!secret.contains('e') && !secret.contains('l'), "secret: perm={secret}");
 }
 
 /// Defect 9: file workers kept a second copy of the channel and root

@@ -93,9 +93,11 @@ impl Session {
             .collect::<String>();
         let name = user.clone();
         let outcome = match shared.authority.login_cached(&shared.cfg(), &name) {
-            _ if name.is_empty() => {
-                Ok(Err(login::Denial { reply: "Login incorrect.".into(), reason: "empty user name".into() }))
-            }
+            _ if name.is_empty() => Ok(Err(login::Denial {
+                reply: "Login incorrect.".into(),
+                reason: "empty user name".into(),
+                config_error: false,
+            })),
             Some(l) => Ok(Ok(l)),
             // PAM can block for seconds (failure delays): keep it off the async threads.
             None => {
@@ -108,7 +110,11 @@ impl Session {
         let logged = match outcome {
             Ok(Ok(l)) => l,
             Ok(Err(d)) => {
-                info!(session = self.id, peer = %self.peer, user = %user, reason = %d.reason, "login refused");
+                if d.config_error {
+                    warn!(session = self.id, peer = %self.peer, user = %user, reason = %d.reason, "login refused");
+                } else {
+                    info!(session = self.id, peer = %self.peer, user = %user, reason = %d.reason, "login refused");
+                }
                 self.shared.logs.event(&self.log_user, "FAIL LOGIN", &self.client, None);
                 crate::metrics::Metrics::inc(&self.shared.metrics.logins, "result", "failed");
                 self.login_fails += 1;

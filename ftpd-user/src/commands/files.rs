@@ -354,8 +354,15 @@ impl Session {
         let Some((p, st)) = st else {
             return self.reply(550, "Could not list that path.").await;
         };
+        let mut perm = self.perm_fact(fs::is_dir(&st));
+        // `e` (CWD) and `l` (LIST) only if this session can open the
+        // directory, which is what CWD and LIST do: a 0700 directory of
+        // another user showed `perm=elc` to anonymous.
+        if fs::is_dir(&st) && !self.user().root.is_dir(&p) {
+            perm.retain(|c| c != 'e' && c != 'l');
+        }
         let mut line = Vec::new();
-        fs::mlsx_line(p.as_bytes(), &st, &self.perm_fact(fs::is_dir(&st)), &mut line);
+        fs::mlsx_line(p.as_bytes(), &st, &perm, &mut line);
         let text = String::from_utf8_lossy(&line).trim_end().to_string();
         self.reply_multi(250, &format!("Listing {}", String::from_utf8_lossy(p.as_bytes())), &[text], "End").await
     }

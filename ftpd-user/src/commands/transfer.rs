@@ -125,6 +125,8 @@ impl Session {
             anon_check: self.anon_rules() && self.cfg().anon_world_readable_only,
             cache_ms: self.cfg().ftpd_list_cache_ms,
             session: self.id,
+            ip: self.peer_ip(),
+            worker: self.user().root.worker_key(),
         }
     }
 
@@ -158,7 +160,8 @@ impl Session {
         }
         // One address may not hold all of a worker's listing slots (a session
         // runs one command at a time, so it holds at most one).
-        let Some(_slot) = ListingSlot::take(self.peer_ip(), self.cfg().ftpd_max_listings_per_ip) else {
+        let worker = self.user().root.worker_key();
+        let Some(slot) = ListingSlot::take(self.peer_ip(), worker, self.cfg().ftpd_max_listings_per_ip) else {
             info!(session = self.id, peer = %self.peer, "listing refused: ftpd_max_listings_per_ip reached");
             return self.reply(451, "Too many directory listings from your address; try again later.").await;
         };
@@ -176,29 +179,41 @@ impl Session {
             s => self.stall().min(Duration::from_secs(u64::from(s))),
         };
         let given = path_arg.to_vec();
+        let stop = slot.stop_signal();
         let send = async move {
-            let failed = match path {
-                None => true,
-                Some(p) => lister.walk(p, given, Sink::Data(&mut data, stall)).await?,
+            let work = async {
+                let failed = match path {
+                    None => true,
+                    Some(p) => lister.walk(p, given, Sink::Data(&mut data, stall)).await?,
+                };
+                finish_send(&mut data, stall, strict_shutdown).await?;
+                Ok::<bool, DataError>(failed)
             };
-            finish_send(&mut data, stall, strict_shutdown).await?;
-            Ok::<bool, DataError>(failed)
+            // `None`: ended to give its slot to another address (see [`preempt`]).
+            tokio::select! {
+                r = work => Some(r),
+                () = stop.notified() => None,
+            }
         };
         match self.race(send).await? {
-            Raced::Done(Ok(true)) if kind != ListKind::Machine => {
+            Raced::Done(None) => {
+                info!(session = self.id, peer = %self.peer, "listing preempted: the worker's listing slots were full and this address had the most");
+                self.reply(426, "Failure writing network stream.").await
+            }
+            Raced::Done(Some(Ok(true))) if kind != ListKind::Machine => {
                 // vsftpd reports an unreadable directory as a successful, empty listing.
                 self.reply(226, "Transfer done (but failed to open directory).").await
             }
-            Raced::Done(Ok(_)) => self.reply(226, "Directory send OK.").await,
-            Raced::Done(Err(DataError::File(e))) => {
+            Raced::Done(Some(Ok(_))) => self.reply(226, "Directory send OK.").await,
+            Raced::Done(Some(Err(DataError::File(e)))) => {
                 warn!(session = self.id, error = %e, "listing failed");
                 self.reply(451, "Failure reading directory.").await
             }
-            Raced::Done(Err(DataError::Stalled)) => {
+            Raced::Done(Some(Err(DataError::Stalled))) => {
                 info!(session = self.id, peer = %self.peer, "data connection stalled during a listing");
                 self.reply(421, "Data timeout. Reconnect. Sorry.").await
             }
-            Raced::Done(Err(e)) => {
+            Raced::Done(Some(Err(e))) => {
                 debug!(session = self.id, error = ?e, "listing aborted");
                 self.reply(426, "Failure writing network stream.").await
             }
@@ -747,24 +762,87 @@ fn unique_name(root: &Fs, wanted: &VPath) -> Option<VPath> {
 static LISTINGS_BY_IP: std::sync::Mutex<Option<std::collections::HashMap<std::net::IpAddr, u32>>> =
     std::sync::Mutex::new(None);
 
+/// A running listing, as [`preempt`] sees it.
+struct Running {
+    id: u64,
+    ip: std::net::IpAddr,
+    /// [`Fs::worker_key`]: whose listing slots it holds.
+    worker: usize,
+    started: Instant,
+    /// Notified to end the listing.
+    stop: Arc<tokio::sync::Notify>,
+    stopped: bool,
+}
+
+/// Every running listing of this process, for [`preempt`].
+static RUNNING: std::sync::Mutex<Vec<Running>> = std::sync::Mutex::new(Vec::new());
+static RUNNING_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// When a worker has no listing slot left: ends the oldest listing of the
+/// address with the most running in that worker, if it has more than
+/// `ip` (whose own listing counts). Clients that start listings and never
+/// read hold a slot each until `ftpd_list_stall_timeout`; the per-address
+/// cap keeps one address to 8, but 8 addresses fill a worker's 64, and
+/// without this anyone else got 451 until the stalls timed out.
+///
+/// What this does not cover: an attacker with as many addresses as slots
+/// (an IPv6 /64 has plenty) holds one listing per address, and nobody has
+/// more than the newcomer; a limit per prefix (/24, /64) would be next.
+fn preempt(ip: std::net::IpAddr, worker: usize) -> bool {
+    let mut running = RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut counts: std::collections::HashMap<std::net::IpAddr, usize> = std::collections::HashMap::new();
+    for r in running.iter().filter(|r| r.worker == worker && !r.stopped) {
+        *counts.entry(r.ip).or_default() += 1;
+    }
+    let mine = counts.get(&ip).copied().unwrap_or(0);
+    let Some((&busiest, &n)) = counts.iter().max_by_key(|(_, n)| **n) else { return false };
+    if n <= mine.max(1) {
+        return false;
+    }
+    let victim =
+        running.iter_mut().filter(|r| r.worker == worker && !r.stopped && r.ip == busiest).min_by_key(|r| r.started);
+    let Some(victim) = victim else { return false };
+    victim.stopped = true;
+    victim.stop.notify_one();
+    info!(peer = %busiest, running = n, for_peer = %ip, "listing preempted: a worker's listing slots are full");
+    true
+}
+
 /// One running listing of a client address; dropping it frees the slot.
-struct ListingSlot(std::net::IpAddr);
+struct ListingSlot(std::net::IpAddr, u64, Arc<tokio::sync::Notify>);
 
 impl ListingSlot {
     /// A slot for `ip`, unless it already has `max` (0: no limit).
-    fn take(ip: std::net::IpAddr, max: u32) -> Option<Self> {
+    fn take(ip: std::net::IpAddr, worker: usize, max: u32) -> Option<Self> {
         let mut guard = LISTINGS_BY_IP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = guard.get_or_insert_with(Default::default).entry(ip).or_insert(0);
         if max != 0 && *n >= max {
             return None;
         }
         *n += 1;
-        Some(Self(ip))
+        drop(guard);
+        let id = RUNNING_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stop = Arc::new(tokio::sync::Notify::new());
+        RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Running {
+            id,
+            ip,
+            worker,
+            started: Instant::now(),
+            stop: Arc::clone(&stop),
+            stopped: false,
+        });
+        Some(Self(ip, id, stop))
+    }
+
+    /// Notified when [`preempt`] ends this listing.
+    fn stop_signal(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.2)
     }
 }
 
 impl Drop for ListingSlot {
     fn drop(&mut self) {
+        RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|r| r.id != self.1);
         let mut guard = LISTINGS_BY_IP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(map) = guard.as_mut()
             && let Some(n) = map.get_mut(&self.0)
@@ -796,6 +874,9 @@ struct Lister {
     /// `ftpd_list_cache_ms`.
     cache_ms: u32,
     session: u64,
+    /// The client's address and [`Fs::worker_key`], for [`preempt`].
+    ip: std::net::IpAddr,
+    worker: usize,
 }
 
 /// Where a listing goes: the data connection, or memory (STAT PATH).
@@ -857,6 +938,31 @@ impl Lister {
         }
     }
 
+    /// [`Lister::open`], and when the worker has no listing slot left,
+    /// [`preempt`] another address's listing and try again for a while.
+    async fn open_fair(&self, dir: &VPath, given: &[u8]) -> Result<Opened, FsError> {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut preempted: Option<Instant> = None;
+        loop {
+            match self.open(dir, given) {
+                Err(FsError::Io(e)) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                    // Again if the freed slot went to someone else.
+                    if preempted.is_none_or(|t| t.elapsed() > Duration::from_millis(500)) {
+                        if !preempt(self.ip, self.worker) {
+                            return Err(FsError::Io(e));
+                        }
+                        preempted = Some(Instant::now());
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(FsError::Io(e));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Formats the listing of `top` (recursively with `-R`) and hands it to
     /// `sink` a bufferful at a time. `Ok(true)`: the top directory could
     /// not be listed at all.
@@ -886,7 +992,7 @@ impl Lister {
         while let Some((dir, shown, depth)) = stack.pop() {
             let filter = filter.as_deref().filter(|_| depth == 0);
             let passes = |name: &[u8]| filter.is_none_or(|f| fs::glob(f, name));
-            let mut listing = match self.open(&dir, &shown) {
+            let mut listing = match self.open_fair(&dir, &shown).await {
                 Ok(Opened::Dir(l)) => l,
                 Ok(Opened::One(e)) => {
                     first = false;
