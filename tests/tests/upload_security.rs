@@ -404,3 +404,27 @@ fn noop_is_answered_while_a_large_replace_commits() {
     assert!(worst < Duration::from_millis(300), "a NOOP waited {worst:?} during a {commit:?} commit");
     assert!(worst * 2 < commit.max(Duration::from_millis(100)), "a NOOP waited {worst:?} during a {commit:?} commit");
 }
+
+/// STOU without a name creates a unique name inside the current directory
+/// (not beside it), and its 150 reply names it.
+#[test]
+fn stou_without_a_name_stays_in_the_current_directory() {
+    for atomic in ["NO", "YES"] {
+        for mode in modes() {
+            let (_dir, root) = served();
+            std::fs::create_dir(root.join("up/sub")).unwrap();
+            make_writable(&root.join("up/sub"));
+            let a = format!("ftpd_atomic_uploads={atomic}");
+            let server = start(mode, &root, &["write_enable=YES", "anon_upload_enable=YES", &a]);
+            let mut c = login(&server);
+            c.cmd_ok("CWD up/sub", 250);
+            let (first, code, _) = c.upload("STOU", b"one");
+            assert_eq!((first.as_str(), code), ("150 FILE: ftpd.upload\r\n", 226), "{atomic} {mode:?}");
+            let (first, code, _) = c.upload("STOU", b"two");
+            assert_eq!((first.as_str(), code), ("150 FILE: ftpd.upload.1\r\n", 226), "{atomic} {mode:?}");
+            assert_file(&root.join("up/sub/ftpd.upload"), b"one", &format!("{atomic} {mode:?}"));
+            assert_file(&root.join("up/sub/ftpd.upload.1"), b"two", &format!("{atomic} {mode:?}"));
+            assert_eq!(names(&root.join("up")), ["sub"], "{atomic} {mode:?}: nothing beside the directory");
+        }
+    }
+}

@@ -347,7 +347,9 @@ impl Session {
         if !cfg.ftpd_atomic_uploads && self.anon_rules() && !self.may(Op::Other) {
             offset = 0;
         }
-        let Some(mut target) = self.path(arg).filter(|_| self.may(Op::Upload)) else {
+        // STOU without a name: a unique name in the current directory.
+        let given = if kind == StoreKind::Stou && arg.is_empty() { STOU_BASE } else { arg };
+        let Some(mut target) = self.path(given).filter(|_| self.may(Op::Upload)) else {
             return self.reply(550, "Permission denied.").await;
         };
         // vsftpd: APPE is an "other write", even when the file is new.
@@ -357,17 +359,12 @@ impl Session {
         let root = &self.user().root;
         // STOU names the file as the client gave it, plus the suffix that
         // made it unique (vsftpd's `150 FILE: up/old.txt.1`).
-        let mut shown = String::from_utf8_lossy(arg).into_owned();
+        let mut shown = String::from_utf8_lossy(given).into_owned();
         if kind == StoreKind::Stou {
             match unique_name(root, &target) {
                 Some(t) => {
-                    let base = if target.file_name().is_empty() { &b"ftpd.upload"[..] } else { target.file_name() };
-                    let suffix = t.file_name().get(base.len()..).unwrap_or_default();
-                    if arg.is_empty() {
-                        shown = String::from_utf8_lossy(t.file_name()).into_owned();
-                    } else {
-                        shown.push_str(&String::from_utf8_lossy(suffix));
-                    }
+                    let suffix = t.file_name().get(target.file_name().len()..).unwrap_or_default();
+                    shown.push_str(&String::from_utf8_lossy(suffix));
                     target = t;
                 }
                 None => return self.reply(553, "Could not create file.").await,
@@ -705,13 +702,15 @@ fn plan_upload(
     }
 }
 
-/// `NAME`, else `NAME.1`, `NAME.2`, … (or `ftpd.upload` when STOU has no argument).
+/// The name STOU without an argument starts from, in the current directory.
+const STOU_BASE: &[u8] = b"ftpd.upload";
+
+/// `NAME`, else `NAME.1`, `NAME.2`, … beside it.
 fn unique_name(root: &Fs, wanted: &VPath) -> Option<VPath> {
-    let base = if wanted.file_name().is_empty() { wanted.join(b"ftpd.upload").ok()? } else { wanted.clone() };
-    if root.lstat(&base).is_err() {
-        return Some(base);
+    if root.lstat(wanted).is_err() {
+        return Some(wanted.clone());
     }
-    let (dir, name) = base.split_last()?;
+    let (dir, name) = wanted.split_last()?;
     (1..1000).find_map(|i| {
         let mut n = name.to_vec();
         n.extend_from_slice(format!(".{i}").as_bytes());
