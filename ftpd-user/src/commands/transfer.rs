@@ -385,12 +385,18 @@ impl Session {
             mode: cfg.file_open_mode & !self.umask,
             may_overwrite: self.may(Op::Other),
         };
-        let plan = match plan_upload(root, &target, kind, offset, existing.is_some(), rules) {
+        let plan = match plan_upload(root, &target, kind, offset, existing.is_some(), rules, &self.user().name) {
             Ok(mut p) => {
                 // A replace's temporary file is always removed on failure;
                 // with delete_failed_uploads, so is a new file or a part.
                 p.delete_on_fail |= cfg.delete_failed_uploads && existing.is_none();
                 p
+            }
+            // A refusal of ftpd's own says why in the log; the rest is what
+            // the file system said (no permission, no such directory).
+            Err(FsError::Io(e)) if e.get_ref().is_some() => {
+                info!(session = self.id, peer = %self.peer, file = %shown, reason = %e, "upload refused");
+                return self.reply(553, "Could not create file.").await;
             }
             Err(e) => {
                 debug!(session = self.id, error = ?e, "cannot open upload target");
@@ -616,7 +622,9 @@ impl UploadPlan {
 /// file renamed over the old one (see `Root::open_replace` for when it is
 /// written in place instead); with `atomic`, new files are written as
 /// `.NAME.ftpd-part`, locked by this session, and renamed when complete.
-/// Resumes (REST, APPE) write in place, as they must.
+/// Resumes (REST, APPE) write in place, as they must; an atomic resume
+/// only from within its part (see below). The part is `user`'s
+/// ([`fs::part_path`]).
 fn plan_upload(
     root: &Fs,
     target: &VPath,
@@ -624,6 +632,7 @@ fn plan_upload(
     offset: u64,
     existing: bool,
     rules: Rules,
+    user: &str,
 ) -> Result<UploadPlan, FsError> {
     let mode = rules.mode;
     let in_place = |fd, write_offset| UploadPlan {
@@ -655,7 +664,7 @@ fn plan_upload(
             (fd, None) => Ok(UploadPlan { truncate: true, ..in_place(fd, Some(0)) }),
         },
         (false, _) if rules.atomic => {
-            let part = fs::part_path(target).ok_or(FsError::BadName)?;
+            let part = fs::part_path(target, user).ok_or(FsError::BadName)?;
             let resume = offset > 0 || kind == StoreKind::Appe;
             let fd = match root.open_part(&part, resume, mode) {
                 Ok(fd) => fd,
@@ -680,11 +689,22 @@ fn plan_upload(
                 }
                 Err(e) => return Err(e),
             };
-            let write_offset = if kind == StoreKind::Appe {
-                Some(u64::try_from(rustix::fs::fstat(&fd)?.st_size).unwrap_or(0))
-            } else {
-                Some(offset)
-            };
+            let size = u64::try_from(rustix::fs::fstat(&fd)?.st_size).unwrap_or(0);
+            // A REST beyond the part (none left to resume, or a client's
+            // wrong offset) would publish a hole of zeros as the start of
+            // the file. vsftpd writes past the end of a file in place; a
+            // file that appears only complete must not.
+            if kind != StoreKind::Appe && offset > size {
+                if size == 0 {
+                    // Made just now by this open, or empty anyway: nothing to keep.
+                    let _ = root.unlink(&part);
+                }
+                return Err(FsError::Io(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("REST {offset} is beyond the {size} bytes of the part to resume"),
+                )));
+            }
+            let write_offset = Some(if kind == StoreKind::Appe { size } else { offset });
             Ok(UploadPlan {
                 fd,
                 write_offset,
