@@ -465,6 +465,44 @@ fn a_resume_never_writes_past_the_end_of_its_part() {
     }
 }
 
+/// The sweep of stale leftovers removes only files ftpd could have made:
+/// owned by the uid the session acts as, and named exactly as ftpd names
+/// them. Old look-alikes of other owners, or of other names, stay.
+#[test]
+fn the_sweep_removes_only_leftovers_ftpd_made() {
+    for mode in modes() {
+        let (_dir, root) = served();
+        let up = root.join("up");
+        make_writable(&up);
+        let ours = [part_name("gone.bin", "anonymous"), ".ftpd-tmp.gone.txt.0123456789abcdef".to_string()];
+        let lookalikes = [".opfile.ftpd-part", ".ftpd-tmp.opnotes", ".ftpd-tmp.x.bin.1234", ".x.1234.ftpd-part"];
+        // ftpd's own names, but another owner's files (root's): made by no session.
+        let foreign = [part_name("root.bin", "anonymous"), ".ftpd-tmp.root.txt.fedcba9876543210".to_string()];
+        for name in ours.iter().map(String::as_str).chain(lookalikes) {
+            std::fs::write(up.join(name), b"x").unwrap();
+            give_to_anon(&up.join(name));
+            age(&up.join(name), "2 days ago");
+        }
+        if is_root() {
+            for name in &foreign {
+                std::fs::write(up.join(name), b"root's").unwrap();
+                age(&up.join(name), "2 days ago");
+            }
+        }
+        let server = start(mode, &root, &UPLOAD);
+        let mut c = login(&server);
+        let (_, code, text) = c.upload("STOR up/new.bin", b"new");
+        assert_eq!(code, 226, "{mode:?}: {text}");
+        let mut want: Vec<String> = lookalikes.iter().map(|s| (*s).to_string()).collect();
+        if is_root() {
+            want.extend(foreign.iter().cloned());
+        }
+        want.push("new.bin".into());
+        want.sort();
+        assert_eq!(names(&up), want, "{mode:?}: after the sweep");
+    }
+}
+
 /// Ends an upload started by [`start_upload`] with ABOR (426, then 226),
 /// before its data connection closes: a close first would complete it.
 fn abort(c: &mut Ftp, data: TcpStream) {
