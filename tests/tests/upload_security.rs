@@ -592,6 +592,52 @@ fn a_part_belongs_to_its_login_name_not_its_uid() {
     assert_eq!(names(&root.join("up")), ["doc.bin"], "leftovers");
 }
 
+/// Two logins of one uid uploading one name at once each write their own
+/// part; for users who may not overwrite, the later commit is refused
+/// (`RENAME_NOREPLACE`) and the first upload stays whole. Virtual users
+/// without `virtual_use_local_privs` get the anonymous rights; as root only.
+#[test]
+fn two_logins_uploading_one_name_write_their_own_parts() {
+    if !is_root() {
+        return;
+    }
+    let (dir, root) = served();
+    let users = dir.path().join("vusers");
+    virtual_users(&users, &[("alice", "alicepw"), ("bob", "bobpw")]);
+    let vu = format!("virtual_users_file={}", users.display());
+    let lr = format!("local_root={}", root.display());
+    let settings = [
+        "anonymous_enable=NO",
+        "local_enable=YES",
+        "write_enable=YES",
+        "anon_upload_enable=YES",
+        "guest_enable=YES",
+        "guest_username=nobody",
+        "allow_writeable_chroot=YES",
+        "ftpd_atomic_uploads=YES",
+        &vu,
+        &lr,
+    ];
+    let server = Server::start(&root, &settings);
+    let log_in = |user: &str, pw: &str| {
+        let mut c = server.connect();
+        c.cmd_ok(&format!("USER {user}"), 331);
+        c.cmd_ok(&format!("PASS {pw}"), 230);
+        c.cmd_ok("TYPE I", 200);
+        c
+    };
+    let full = bytes(100_000, 8);
+    let mut alice = log_in("alice", "alicepw");
+    let data = start_upload(&mut alice, "/up/same.bin", &full[..30_000]);
+    let mut bob = log_in("bob", "bobpw");
+    let (_, code, text) = bob.upload("STOR /up/same.bin", b"bob's");
+    assert_eq!(code, 226, "bob's upload beside alice's: {text}");
+    let (code, text) = finish(&mut alice, data, &full[30_000..]);
+    assert_eq!((code, text.as_str()), REFUSED, "alice's commit over bob's file");
+    assert_file(&root.join("up/same.bin"), b"bob's", "the first commit stays");
+    assert_eq!(names(&root.join("up")), ["same.bin"], "leftovers");
+}
+
 /// STOU without a name creates a unique name inside the current directory
 /// (not beside it), and its 150 reply names it.
 #[test]
