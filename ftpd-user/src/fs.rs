@@ -245,10 +245,11 @@ impl Root {
     /// another session is uploading it, and with `EPERM` when another user's
     /// upload left it: a part is resumed only by whoever wrote it. A fresh
     /// upload (`resume` false) empties it once it is ours. Stale parts in
-    /// the directory are swept first (see [`PART_MAX_AGE`]).
+    /// the directory are swept first (see [`PART_MAX_AGE`]), except this
+    /// one: however old, the part a client resumes is what it resumes.
     pub fn open_part(&self, part: &VPath, resume: bool, mode: u32) -> Result<OwnedFd, FsError> {
-        self.sweep_stale(part);
         let (dir, name) = self.parent(part)?;
+        self.sweep_stale(part, Some(&name));
         // Only retried when the part was renamed or removed between our
         // open and our lock, which a finishing upload does once.
         for _ in 0..4 {
@@ -300,7 +301,7 @@ impl Root {
     /// guess (`.ftpd-tmp.NAME.RANDOM`), exclusively: concurrent uploads of
     /// one name each get their own.
     pub fn create_temp(&self, target: &VPath, mode: u32) -> Result<(OwnedFd, VPath), FsError> {
-        self.sweep_stale(target);
+        self.sweep_stale(target, None);
         let (dir, name) = target.split_last().ok_or(FsError::BadName)?;
         let mut last = FsError::BadName;
         for _ in 0..8 {
@@ -391,7 +392,13 @@ impl Root {
     /// directory of `path`, at most once an hour per directory and process:
     /// part files of uploads nobody resumed, and temporary files a crash
     /// left. No client can list or delete them, so nothing else would.
-    fn sweep_stale(&self, path: &VPath) {
+    ///
+    /// Only files this process could have made: owned by its uid and named
+    /// exactly as ftpd names them ([`is_own_leftover_name`]). A file of
+    /// another owner that looks like one (an admin's `.notes.ftpd-part` in a
+    /// world-writable directory) is not an upload's leftover. `spare` is the
+    /// part being opened, which is kept whatever its age.
+    fn sweep_stale(&self, path: &VPath, spare: Option<&[u8]>) {
         use std::{collections::HashMap, sync::Mutex, time::Instant};
         static SWEPT: Mutex<Option<HashMap<(u64, u64), Instant>>> = Mutex::new(None);
         let Some((dir, _)) = path.split_last() else { return };
@@ -411,13 +418,15 @@ impl Root {
         }
         let Ok(entries) = Dir::read_from(&fd) else { return };
         let oldest = now_secs() - PART_MAX_AGE;
+        let me = rustix::process::geteuid().as_raw();
         for ent in entries.flatten() {
             let name = ent.file_name();
-            if !is_upload_temp(name.to_bytes()) {
+            if !is_own_leftover_name(name.to_bytes()) || spare == Some(name.to_bytes()) {
                 continue;
             }
-            let stale = rustix::fs::statat(&fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_mtime < oldest);
+            let stale = rustix::fs::statat(&fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+                FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_uid == me && st.st_mtime < oldest
+            });
             if stale {
                 let _ = rustix::fs::unlinkat(&fd, name, rustix::fs::AtFlags::empty());
             }
@@ -796,16 +805,70 @@ pub fn glob(pat: &[u8], name: &[u8]) -> bool {
 pub const PART_MAX_AGE: i64 = 24 * 3600;
 
 /// Names ftpd uses for uploads in progress; never listed, never served.
+/// Deliberately wider than what ftpd makes (see [`is_own_leftover_name`]):
+/// hiding a name too many costs nothing.
 pub fn is_upload_temp(name: &[u8]) -> bool {
     name.starts_with(b".ftpd-tmp.") || (name.starts_with(b".") && name.ends_with(b".ftpd-part"))
 }
 
-/// The part file of an atomic upload to `path`: `.NAME.ftpd-part` beside it.
-pub fn part_path(path: &VPath) -> Option<VPath> {
+/// Hex digits of the random suffix of a temporary file and of the hashes in
+/// a part file's name.
+const TAG_HEX: usize = 16;
+
+/// Whether `s` ends with `.` and [`TAG_HEX`] lowercase hex digits, after at
+/// least one other byte; returns what comes before the `.`.
+fn strip_tag(s: &[u8]) -> Option<&[u8]> {
+    let cut = s.len().checked_sub(TAG_HEX + 1).filter(|&c| c > 0)?;
+    let (head, tag) = s.split_at(cut);
+    (tag[0] == b'.' && tag[1..].iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))).then_some(head)
+}
+
+/// Whether `name` is exactly of a form ftpd itself creates: a part file
+/// (`.NAME.<16 hex>.ftpd-part`) or a replace's temporary file
+/// (`.ftpd-tmp.NAME.<16 hex>`). Only these are ever swept: a file that
+/// merely looks like one (`.notes.ftpd-part`, `.ftpd-tmp.notes`) is someone
+/// else's and stays.
+pub fn is_own_leftover_name(name: &[u8]) -> bool {
+    if let Some(rest) = name.strip_prefix(b".ftpd-tmp.") {
+        return strip_tag(rest).is_some();
+    }
+    name.strip_prefix(b".").and_then(|n| n.strip_suffix(b".ftpd-part")).and_then(strip_tag).is_some()
+}
+
+/// 16 hex digits of SHA-256 of `bytes`: stable across restarts and
+/// versions, so a part keeps its name until it is resumed.
+fn short_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(bytes);
+    d[..TAG_HEX / 2].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Longest file name (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+
+/// The part file of an atomic upload to `path` by the login `user`:
+/// `.NAME.<hash of user>.ftpd-part` beside it.
+///
+/// A part belongs to a login name, not to a uid: every virtual user acts
+/// as `guest_username` and every anonymous user as `ftp_username`, so the
+/// uid alone would let one of them see (SIZE) and continue (REST) another's
+/// interrupted upload. With the name in the part's name, each user resumes
+/// only their own; anonymous users all log in as `anonymous` and share
+/// theirs, as vsftpd's anonymous users share a partial file.
+///
+/// A name too long for that (over 227 bytes) is shortened to its first 200
+/// bytes and a hash of the whole name, so it still fits `NAME_MAX`.
+pub fn part_path(path: &VPath, user: &str) -> Option<VPath> {
     let (dir, name) = path.split_last()?;
+    let suffix = format!(".{}.ftpd-part", short_hash(user.as_bytes()));
     let mut part = b".".to_vec();
-    part.extend_from_slice(name);
-    part.extend_from_slice(b".ftpd-part");
+    if 1 + name.len() + suffix.len() <= NAME_MAX {
+        part.extend_from_slice(name);
+    } else {
+        part.extend_from_slice(&name[..200]);
+        part.extend_from_slice(format!("~{}", short_hash(name)).as_bytes());
+    }
+    part.extend_from_slice(suffix.as_bytes());
     dir.join(&part).ok()
 }
 
@@ -829,8 +892,36 @@ mod pattern_tests {
 
     #[test]
     fn part_names() {
-        let p = part_path(&VPath::root().join(b"/d/file.iso").unwrap()).unwrap();
-        assert_eq!(p.as_bytes(), b"/d/.file.iso.ftpd-part");
-        assert!(is_upload_temp(p.file_name()));
+        let p = part_path(&VPath::root().join(b"/d/file.iso").unwrap(), "alice").unwrap();
+        // SHA-256("alice") starts 2bd806c97f0e00af.
+        assert_eq!(p.as_bytes(), b"/d/.file.iso.2bd806c97f0e00af.ftpd-part");
+        assert!(is_upload_temp(p.file_name()) && is_own_leftover_name(p.file_name()));
+        let bob = part_path(&VPath::root().join(b"/d/file.iso").unwrap(), "bob").unwrap();
+        assert_ne!(p, bob, "each login name has its own part");
+        let long = VPath::root().join(&[b'x'; 255]).unwrap();
+        let lp = part_path(&long, "alice").unwrap();
+        assert!(lp.file_name().len() <= NAME_MAX && is_own_leftover_name(lp.file_name()));
+        let other = VPath::root().join(&[&[b'x'; 254][..], b"y"].concat()).unwrap();
+        assert_ne!(part_path(&other, "alice").unwrap(), lp, "long names differing after 200 bytes");
+        let fits = VPath::root().join(&[b'x'; 227]).unwrap();
+        assert_eq!(part_path(&fits, "a").unwrap().file_name().len(), NAME_MAX);
+    }
+
+    #[test]
+    fn only_names_ftpd_makes_are_leftovers() {
+        for own in [&b".ftpd-tmp.x.bin.0123456789abcdef"[..], b".a.0123456789abcdef.ftpd-part"] {
+            assert!(is_own_leftover_name(own), "{}", String::from_utf8_lossy(own));
+        }
+        for other in [
+            &b".opfile.ftpd-part"[..],
+            b".ftpd-tmp.opnotes",
+            b".ftpd-tmp.x.bin.1234",
+            b"..0123456789abcdef.ftpd-part",
+            b".ftpd-tmp..0123456789abcdef",
+            b".a.0123456789ABCDEF.ftpd-part",
+            b"a.0123456789abcdef.ftpd-part",
+        ] {
+            assert!(!is_own_leftover_name(other), "{}", String::from_utf8_lossy(other));
+        }
     }
 }

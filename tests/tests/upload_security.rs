@@ -246,6 +246,19 @@ fn a_replace_rechecks_permission_at_the_commit() {
     }
 }
 
+/// The name of `user`'s part file of an atomic upload of `name`
+/// (`.NAME.<first 8 bytes of SHA-256 of the login name, in hex>.ftpd-part`).
+fn part_name(name: &str, user: &str) -> String {
+    use sha2::Digest;
+    let h: String = sha2::Sha256::digest(user.as_bytes())[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!(".{name}.{h}.ftpd-part")
+}
+
+/// Sets a file's mtime to `ago` (`touch -d`).
+fn age(path: &Path, ago: &str) {
+    run_ok(Command::new("touch").args(["-m", "-d", ago]).arg(path));
+}
+
 /// Part files of aborted uploads older than a day are removed when their
 /// directory is next uploaded to; younger ones are kept for a resume.
 #[test]
@@ -253,19 +266,21 @@ fn stale_part_files_are_removed() {
     for mode in modes() {
         let (_dir, root) = served();
         let up = root.join("up");
-        for name in [".old.bin.ftpd-part", ".recent.bin.ftpd-part", ".ftpd-tmp.x.bin.1234"] {
+        let (old, recent) = (part_name("old.bin", "anonymous"), part_name("recent.bin", "anonymous"));
+        let tmp = ".ftpd-tmp.x.bin.0123456789abcdef";
+        for name in [&old, &recent, tmp] {
             std::fs::write(up.join(name), b"partial").unwrap();
             give_to_anon(&up.join(name));
         }
-        for name in [".old.bin.ftpd-part", ".ftpd-tmp.x.bin.1234"] {
-            run_ok(Command::new("touch").args(["-m", "-d", "3 days ago"]).arg(up.join(name)));
+        for name in [&old, tmp] {
+            age(&up.join(name), "3 days ago");
         }
-        run_ok(Command::new("touch").args(["-m", "-d", "2 hours ago"]).arg(up.join(".recent.bin.ftpd-part")));
+        age(&up.join(&recent), "2 hours ago");
         let server = start(mode, &root, &UPLOAD);
         let mut c = login(&server);
         let (_, code, text) = c.upload("STOR up/new.bin", b"new");
         assert_eq!(code, 226, "{mode:?}: {text}");
-        assert_eq!(names(&up), [".recent.bin.ftpd-part", "new.bin"], "{mode:?}: stale parts");
+        assert_eq!(names(&up), [recent.as_str(), "new.bin"], "{mode:?}: stale parts");
         // The recent part is this user's: SIZE reports it, so a client can resume.
         assert_eq!(c.cmd_ok("SIZE up/recent.bin", 213), "213 7\r\n", "{mode:?}");
         c.cmd_ok("REST 7", 350);
@@ -403,4 +418,273 @@ fn noop_is_answered_while_a_large_replace_commits() {
     // CPU a blocked runtime makes the worst NOOP as slow as the commit.
     assert!(worst < Duration::from_millis(300), "a NOOP waited {worst:?} during a {commit:?} commit");
     assert!(worst * 2 < commit.max(Duration::from_millis(100)), "a NOOP waited {worst:?} during a {commit:?} commit");
+}
+
+/// A part older than a day that a client resumes is resumed, not swept away
+/// under it (which would publish the new bytes after a hole of zeros); a
+/// REST beyond the part, or with no part at all, is refused and publishes
+/// nothing.
+#[test]
+fn a_resume_never_writes_past_the_end_of_its_part() {
+    for mode in modes() {
+        let (_dir, root) = served();
+        let up = root.join("up");
+        let old = bytes(20_000, 5);
+        let part = up.join(part_name("big.iso", "anonymous"));
+        std::fs::write(&part, &old).unwrap();
+        give_to_anon(&part);
+        age(&part, "2 days ago");
+        let server = start(mode, &root, &UPLOAD);
+        let mut c = login(&server);
+        assert_eq!(c.cmd_ok("SIZE up/big.iso", 213), "213 20000\r\n", "{mode:?}");
+        c.cmd_ok("REST 20000", 350);
+        let (_, code, text) = c.upload("STOR up/big.iso", b"the rest");
+        assert_eq!(code, 226, "{mode:?}: resuming a 2-day-old part: {text}");
+        assert_file(&up.join("big.iso"), &[&old[..], b"the rest"].concat(), &format!("{mode:?}: resumed old part"));
+
+        // Beyond the part's end: refused, the part kept as it was.
+        let part = up.join(part_name("short.bin", "anonymous"));
+        std::fs::write(&part, b"12345").unwrap();
+        give_to_anon(&part);
+        c.cmd_ok("REST 6", 350);
+        let (_, code, text) = c.upload("STOR up/short.bin", b"X");
+        assert_eq!((code, text.as_str()), REFUSED, "{mode:?}: REST beyond the part");
+        assert_file(&part, b"12345", &format!("{mode:?}: the part after a refused resume"));
+        // At its end exactly: fine.
+        c.cmd_ok("REST 5", 350);
+        let (_, code, _) = c.upload("STOR up/short.bin", b"678");
+        assert_eq!(code, 226, "{mode:?}");
+        assert_file(&up.join("short.bin"), b"12345678", &format!("{mode:?}: resumed at the end"));
+
+        // No part at all: refused, and no empty part left behind.
+        c.cmd_ok("REST 500", 350);
+        let (_, code, text) = c.upload("STOR up/none.bin", b"X");
+        assert_eq!((code, text.as_str()), REFUSED, "{mode:?}: REST with no part");
+        assert_eq!(names(&up), ["big.iso", "short.bin"], "{mode:?}: leftovers");
+        assert!(server.log().contains("REST 500 is beyond the 0 bytes of the part"), "{mode:?}: the log says why");
+    }
+}
+
+/// The sweep of stale leftovers removes only files ftpd could have made:
+/// owned by the uid the session acts as, and named exactly as ftpd names
+/// them. Old look-alikes of other owners, or of other names, stay.
+#[test]
+fn the_sweep_removes_only_leftovers_ftpd_made() {
+    for mode in modes() {
+        let (_dir, root) = served();
+        let up = root.join("up");
+        make_writable(&up);
+        let ours = [part_name("gone.bin", "anonymous"), ".ftpd-tmp.gone.txt.0123456789abcdef".to_string()];
+        let lookalikes = [".opfile.ftpd-part", ".ftpd-tmp.opnotes", ".ftpd-tmp.x.bin.1234", ".x.1234.ftpd-part"];
+        // ftpd's own names, but another owner's files (root's): made by no session.
+        let foreign = [part_name("root.bin", "anonymous"), ".ftpd-tmp.root.txt.fedcba9876543210".to_string()];
+        for name in ours.iter().map(String::as_str).chain(lookalikes) {
+            std::fs::write(up.join(name), b"x").unwrap();
+            give_to_anon(&up.join(name));
+            age(&up.join(name), "2 days ago");
+        }
+        if is_root() {
+            for name in &foreign {
+                std::fs::write(up.join(name), b"root's").unwrap();
+                age(&up.join(name), "2 days ago");
+            }
+        }
+        let server = start(mode, &root, &UPLOAD);
+        let mut c = login(&server);
+        let (_, code, text) = c.upload("STOR up/new.bin", b"new");
+        assert_eq!(code, 226, "{mode:?}: {text}");
+        let mut want: Vec<String> = lookalikes.iter().map(|s| (*s).to_string()).collect();
+        if is_root() {
+            want.extend(foreign.iter().cloned());
+        }
+        want.push("new.bin".into());
+        want.sort();
+        assert_eq!(names(&up), want, "{mode:?}: after the sweep");
+    }
+}
+
+/// Ends an upload started by [`start_upload`] with ABOR (426, then 226),
+/// before its data connection closes: a close first would complete it.
+fn abort(c: &mut Ftp, data: TcpStream) {
+    c.send_raw(b"ABOR\r\n").unwrap();
+    assert_eq!(c.read_reply().0, 426);
+    assert_eq!(c.read_reply().0, 226);
+    drop(data);
+}
+
+/// Creates a virtual users file with `users` (name, password).
+fn virtual_users(path: &Path, users: &[(&str, &str)]) {
+    for (user, pw) in users {
+        let mut p = Command::new(ftpd_tests::ftpd_bin())
+            .arg("passwd")
+            .arg(path)
+            .arg(user)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(p.stdin.as_mut().unwrap(), "{pw}").unwrap();
+        let out = p.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// A part belongs to the login name, not the uid: virtual users all act as
+/// `guest_username`, yet one neither sees (SIZE) nor continues (REST+STOR)
+/// another's interrupted upload. Each writes their own part; the first
+/// user still resumes theirs intact. Virtual users need the root-started
+/// server, so runs as root only.
+#[test]
+fn a_part_belongs_to_its_login_name_not_its_uid() {
+    if !is_root() {
+        return;
+    }
+    let (dir, root) = served();
+    let users = dir.path().join("vusers");
+    virtual_users(&users, &[("alice", "alicepw"), ("bob", "bobpw")]);
+    let vu = format!("virtual_users_file={}", users.display());
+    let lr = format!("local_root={}", root.display());
+    let settings = [
+        "anonymous_enable=NO",
+        "local_enable=YES",
+        "write_enable=YES",
+        "guest_enable=YES",
+        "guest_username=nobody",
+        "virtual_use_local_privs=YES",
+        "allow_writeable_chroot=YES",
+        "ftpd_atomic_uploads=YES",
+        &vu,
+        &lr,
+    ];
+    let server = Server::start(&root, &settings);
+    let log_in = |user: &str, pw: &str| {
+        let mut c = server.connect();
+        c.cmd_ok(&format!("USER {user}"), 331);
+        c.cmd_ok(&format!("PASS {pw}"), 230);
+        c.cmd_ok("TYPE I", 200);
+        c
+    };
+    let full = bytes(40_000, 6);
+    let mut alice = log_in("alice", "alicepw");
+    let data = start_upload(&mut alice, "/up/doc.bin", &full[..13_000]);
+    abort(&mut alice, data);
+    assert_eq!(alice.cmd_ok("SIZE /up/doc.bin", 213), "213 13000\r\n", "alice sees her part");
+
+    let mut bob = log_in("bob", "bobpw");
+    bob.cmd_ok("SIZE /up/doc.bin", 550);
+    bob.cmd_ok("REST 13000", 350);
+    let (_, code, text) = bob.upload("STOR /up/doc.bin", b"BOB");
+    assert_eq!((code, text.as_str()), REFUSED, "bob resuming alice's part");
+    assert!(!root.join("up/doc.bin").exists(), "nothing published by bob's resume");
+    // Bob's own upload of the name is his alone.
+    let (_, code, text) = bob.upload("STOR /up/doc.bin", b"bob's own");
+    assert_eq!(code, 226, "{text}");
+    assert_file(&root.join("up/doc.bin"), b"bob's own", "bob's upload");
+
+    // Alice's part is intact, and hers to finish (she may overwrite).
+    assert_eq!(alice.cmd_ok("SIZE /up/doc.bin", 213), "213 9\r\n", "the published file now");
+    alice.cmd_ok("DELE /up/doc.bin", 250);
+    assert_eq!(alice.cmd_ok("SIZE /up/doc.bin", 213), "213 13000\r\n", "alice's part");
+    alice.cmd_ok("REST 13000", 350);
+    let (_, code, text) = alice.upload("STOR /up/doc.bin", &full[13_000..]);
+    assert_eq!(code, 226, "{text}");
+    assert_file(&root.join("up/doc.bin"), &full, "alice's resumed upload");
+    assert_eq!(names(&root.join("up")), ["doc.bin"], "leftovers");
+}
+
+/// Two logins of one uid uploading one name at once each write their own
+/// part; for users who may not overwrite, the later commit is refused
+/// (`RENAME_NOREPLACE`) and the first upload stays whole. Virtual users
+/// without `virtual_use_local_privs` get the anonymous rights; as root only.
+#[test]
+fn two_logins_uploading_one_name_write_their_own_parts() {
+    if !is_root() {
+        return;
+    }
+    let (dir, root) = served();
+    let users = dir.path().join("vusers");
+    virtual_users(&users, &[("alice", "alicepw"), ("bob", "bobpw")]);
+    let vu = format!("virtual_users_file={}", users.display());
+    let lr = format!("local_root={}", root.display());
+    let settings = [
+        "anonymous_enable=NO",
+        "local_enable=YES",
+        "write_enable=YES",
+        "anon_upload_enable=YES",
+        "guest_enable=YES",
+        "guest_username=nobody",
+        "allow_writeable_chroot=YES",
+        "ftpd_atomic_uploads=YES",
+        &vu,
+        &lr,
+    ];
+    let server = Server::start(&root, &settings);
+    let log_in = |user: &str, pw: &str| {
+        let mut c = server.connect();
+        c.cmd_ok(&format!("USER {user}"), 331);
+        c.cmd_ok(&format!("PASS {pw}"), 230);
+        c.cmd_ok("TYPE I", 200);
+        c
+    };
+    let full = bytes(100_000, 8);
+    let mut alice = log_in("alice", "alicepw");
+    let data = start_upload(&mut alice, "/up/same.bin", &full[..30_000]);
+    let mut bob = log_in("bob", "bobpw");
+    let (_, code, text) = bob.upload("STOR /up/same.bin", b"bob's");
+    assert_eq!(code, 226, "bob's upload beside alice's: {text}");
+    let (code, text) = finish(&mut alice, data, &full[30_000..]);
+    assert_eq!((code, text.as_str()), REFUSED, "alice's commit over bob's file");
+    assert_file(&root.join("up/same.bin"), b"bob's", "the first commit stays");
+    assert_eq!(names(&root.join("up")), ["same.bin"], "leftovers");
+}
+
+/// STOU without a name creates a unique name inside the current directory
+/// (not beside it), and its 150 reply names it.
+#[test]
+fn stou_without_a_name_stays_in_the_current_directory() {
+    for atomic in ["NO", "YES"] {
+        for mode in modes() {
+            let (_dir, root) = served();
+            std::fs::create_dir(root.join("up/sub")).unwrap();
+            make_writable(&root.join("up/sub"));
+            let a = format!("ftpd_atomic_uploads={atomic}");
+            let server = start(mode, &root, &["write_enable=YES", "anon_upload_enable=YES", &a]);
+            let mut c = login(&server);
+            c.cmd_ok("CWD up/sub", 250);
+            let (first, code, _) = c.upload("STOU", b"one");
+            assert_eq!((first.as_str(), code), ("150 FILE: ftpd.upload\r\n", 226), "{atomic} {mode:?}");
+            let (first, code, _) = c.upload("STOU", b"two");
+            assert_eq!((first.as_str(), code), ("150 FILE: ftpd.upload.1\r\n", 226), "{atomic} {mode:?}");
+            assert_file(&root.join("up/sub/ftpd.upload"), b"one", &format!("{atomic} {mode:?}"));
+            assert_file(&root.join("up/sub/ftpd.upload.1"), b"two", &format!("{atomic} {mode:?}"));
+            assert_eq!(names(&root.join("up")), ["sub"], "{atomic} {mode:?}: nothing beside the directory");
+        }
+    }
+}
+
+/// Names up to `NAME_MAX` (255 bytes) upload atomically and resume: the part
+/// file's name is shortened with a hash when the name is too long for it.
+#[test]
+fn names_up_to_255_bytes_upload_and_resume() {
+    for mode in modes() {
+        let (_dir, root) = served();
+        let server = start(mode, &root, &UPLOAD);
+        let mut c = login(&server);
+        for len in [200, 228, 245, 255] {
+            let name: String = std::iter::repeat_n('n', len - 4).chain(".bin".chars()).collect();
+            let (_, code, text) = c.upload(&format!("STOR up/{name}"), b"whole");
+            assert_eq!(code, 226, "{mode:?}: STOR of a {len}-byte name: {text}");
+            assert_file(&root.join("up").join(&name), b"whole", &format!("{mode:?}: {len}"));
+        }
+        let name: String = std::iter::repeat_n('r', 255).collect();
+        let full = bytes(50_000, 7);
+        let data = start_upload(&mut c, &format!("up/{name}"), &full[..20_000]);
+        abort(&mut c, data);
+        assert_eq!(c.cmd_ok(&format!("SIZE up/{name}"), 213), "213 20000\r\n", "{mode:?}");
+        c.cmd_ok("REST 20000", 350);
+        let (_, code, text) = c.upload(&format!("STOR up/{name}"), &full[20_000..]);
+        assert_eq!(code, 226, "{mode:?}: {text}");
+        assert_file(&root.join("up").join(&name), &full, &format!("{mode:?}: resumed 255-byte name"));
+        assert_eq!(names(&root.join("up")).len(), 5, "{mode:?}: leftovers");
+    }
 }

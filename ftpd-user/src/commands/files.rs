@@ -262,7 +262,7 @@ impl Session {
             // An interrupted atomic upload reports its part, so that its
             // user can resume it; another session's upload in progress, or
             // another user's part, is nobody else's business.
-            Err(_) => fs::part_path(&p).and_then(|part| root.resumable_part(&part).ok()),
+            Err(_) => fs::part_path(&p, &self.user().name).and_then(|part| root.resumable_part(&part).ok()),
         };
         let Some((fd, st)) = found else {
             return self.reply(550, "Could not get file size.").await;

@@ -374,7 +374,9 @@ impl Session {
         if !cfg.ftpd_atomic_uploads && self.anon_rules() && !self.may(Op::Other) {
             offset = 0;
         }
-        let Some(mut target) = self.path(arg).filter(|_| self.may(Op::Upload)) else {
+        // STOU without a name: a unique name in the current directory.
+        let given = if kind == StoreKind::Stou && arg.is_empty() { STOU_BASE } else { arg };
+        let Some(mut target) = self.path(given).filter(|_| self.may(Op::Upload)) else {
             return self.reply(550, "Permission denied.").await;
         };
         // vsftpd: APPE is an "other write", even when the file is new.
@@ -384,17 +386,12 @@ impl Session {
         let root = &self.user().root;
         // STOU names the file as the client gave it, plus the suffix that
         // made it unique (vsftpd's `150 FILE: up/old.txt.1`).
-        let mut shown = String::from_utf8_lossy(arg).into_owned();
+        let mut shown = String::from_utf8_lossy(given).into_owned();
         if kind == StoreKind::Stou {
             match unique_name(root, &target) {
                 Some(t) => {
-                    let base = if target.file_name().is_empty() { &b"ftpd.upload"[..] } else { target.file_name() };
-                    let suffix = t.file_name().get(base.len()..).unwrap_or_default();
-                    if arg.is_empty() {
-                        shown = String::from_utf8_lossy(t.file_name()).into_owned();
-                    } else {
-                        shown.push_str(&String::from_utf8_lossy(suffix));
-                    }
+                    let suffix = t.file_name().get(target.file_name().len()..).unwrap_or_default();
+                    shown.push_str(&String::from_utf8_lossy(suffix));
                     target = t;
                 }
                 None => return self.reply(553, "Could not create file.").await,
@@ -415,12 +412,18 @@ impl Session {
             mode: cfg.file_open_mode & !self.umask,
             may_overwrite: self.may(Op::Other),
         };
-        let plan = match plan_upload(root, &target, kind, offset, existing.is_some(), rules) {
+        let plan = match plan_upload(root, &target, kind, offset, existing.is_some(), rules, &self.user().name) {
             Ok(mut p) => {
                 // A replace's temporary file is always removed on failure;
                 // with delete_failed_uploads, so is a new file or a part.
                 p.delete_on_fail |= cfg.delete_failed_uploads && existing.is_none();
                 p
+            }
+            // A refusal of ftpd's own says why in the log; the rest is what
+            // the file system said (no permission, no such directory).
+            Err(FsError::Io(e)) if e.get_ref().is_some() => {
+                info!(session = self.id, peer = %self.peer, file = %shown, reason = %e, "upload refused");
+                return self.reply(553, "Could not create file.").await;
             }
             Err(e) => {
                 debug!(session = self.id, error = ?e, "cannot open upload target");
@@ -657,7 +660,9 @@ impl UploadPlan {
 /// file renamed over the old one (see `Root::open_replace` for when it is
 /// written in place instead); with `atomic`, new files are written as
 /// `.NAME.ftpd-part`, locked by this session, and renamed when complete.
-/// Resumes (REST, APPE) write in place, as they must.
+/// Resumes (REST, APPE) write in place, as they must; an atomic resume
+/// only from within its part (see below). The part is `user`'s
+/// ([`fs::part_path`]).
 fn plan_upload(
     root: &Fs,
     target: &VPath,
@@ -665,6 +670,7 @@ fn plan_upload(
     offset: u64,
     existing: bool,
     rules: Rules,
+    user: &str,
 ) -> Result<UploadPlan, FsError> {
     let mode = rules.mode;
     let in_place = |fd, write_offset| UploadPlan {
@@ -696,7 +702,7 @@ fn plan_upload(
             (fd, None) => Ok(UploadPlan { truncate: true, ..in_place(fd, Some(0)) }),
         },
         (false, _) if rules.atomic => {
-            let part = fs::part_path(target).ok_or(FsError::BadName)?;
+            let part = fs::part_path(target, user).ok_or(FsError::BadName)?;
             let resume = offset > 0 || kind == StoreKind::Appe;
             let fd = match root.open_part(&part, resume, mode) {
                 Ok(fd) => fd,
@@ -721,11 +727,22 @@ fn plan_upload(
                 }
                 Err(e) => return Err(e),
             };
-            let write_offset = if kind == StoreKind::Appe {
-                Some(u64::try_from(rustix::fs::fstat(&fd)?.st_size).unwrap_or(0))
-            } else {
-                Some(offset)
-            };
+            let size = u64::try_from(rustix::fs::fstat(&fd)?.st_size).unwrap_or(0);
+            // A REST beyond the part (none left to resume, or a client's
+            // wrong offset) would publish a hole of zeros as the start of
+            // the file. vsftpd writes past the end of a file in place; a
+            // file that appears only complete must not.
+            if kind != StoreKind::Appe && offset > size {
+                if size == 0 {
+                    // Made just now by this open, or empty anyway: nothing to keep.
+                    let _ = root.unlink(&part);
+                }
+                return Err(FsError::Io(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("REST {offset} is beyond the {size} bytes of the part to resume"),
+                )));
+            }
+            let write_offset = Some(if kind == StoreKind::Appe { size } else { offset });
             Ok(UploadPlan {
                 fd,
                 write_offset,
@@ -743,13 +760,15 @@ fn plan_upload(
     }
 }
 
-/// `NAME`, else `NAME.1`, `NAME.2`, … (or `ftpd.upload` when STOU has no argument).
+/// The name STOU without an argument starts from, in the current directory.
+const STOU_BASE: &[u8] = b"ftpd.upload";
+
+/// `NAME`, else `NAME.1`, `NAME.2`, … beside it.
 fn unique_name(root: &Fs, wanted: &VPath) -> Option<VPath> {
-    let base = if wanted.file_name().is_empty() { wanted.join(b"ftpd.upload").ok()? } else { wanted.clone() };
-    if root.lstat(&base).is_err() {
-        return Some(base);
+    if root.lstat(wanted).is_err() {
+        return Some(wanted.clone());
     }
-    let (dir, name) = base.split_last()?;
+    let (dir, name) = wanted.split_last()?;
     (1..1000).find_map(|i| {
         let mut n = name.to_vec();
         n.extend_from_slice(format!(".{i}").as_bytes());
