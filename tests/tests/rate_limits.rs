@@ -181,9 +181,16 @@ fn limits_hold_on_ipv6_and_dual_stack_listeners() {
     let mut failures = Vec::new();
     for listen in [ftpd_tests::Listen::V6Loopback, ftpd_tests::Listen::DualStack] {
         let (d, size) = tree(rate);
+        // vsftpd's default of no passive port range, whatever the plane.
         let server = Server::launch(
             d.path(),
-            &[&format!("anon_max_rate={rate}"), "write_enable=YES", "anon_upload_enable=YES"],
+            &[
+                &format!("anon_max_rate={rate}"),
+                "write_enable=YES",
+                "anon_upload_enable=YES",
+                "pasv_min_port=0",
+                "pasv_max_port=0",
+            ],
             &ftpd_tests::Launch { listen, ..Default::default() },
         );
         let server = &server;
