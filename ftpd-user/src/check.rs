@@ -83,8 +83,7 @@ pub fn check_file(path: &Path) -> Result<Report, String> {
 }
 
 /// Options that start no feature in ftpd when YES (`validate` refuses them).
-const REFUSED: &[&str] =
-    &["ssl_enable", "implicit_ssl", "session_support", "tcp_wrappers", "syslog_enable", "chown_uploads"];
+const REFUSED: &[&str] = &["session_support", "tcp_wrappers", "syslog_enable", "chown_uploads"];
 
 /// Checks `text`, reading on past bad lines (unlike the server) so that one
 /// run lists every problem.
@@ -163,6 +162,22 @@ pub fn check_text(source: &str, text: &str) -> Report {
             "listen=NO and listen_ipv6=NO: vsftpd expects to be started by inetd; ftpd always listens itself (on IPv4); set listen=YES".into(),
         );
     }
+    if cfg.ssl_enable && !seen.contains(&"strict_ssl_read_eof") {
+        whole(
+            &mut findings,
+            "strict_ssl_read_eof",
+            Kind::Differs,
+            "ftpd's default is YES, vsftpd's NO: an FTPS upload that ends without the client's close_notify fails (426) instead of being kept; set strict_ssl_read_eof=NO for vsftpd's behaviour".into(),
+        );
+    }
+    if cfg.ssl_enable && !seen.contains(&"ssl_ciphers") {
+        whole(
+            &mut findings,
+            "ssl_ciphers",
+            Kind::Note,
+            "not set: vsftpd's default DES-CBC3-SHA does not exist in ftpd's TLS library; ftpd offers the HIGH suites (TLS 1.2 and 1.3 AEAD)".into(),
+        );
+    }
     if cfg.ftpd_banner.is_empty() && cfg.banner_file.is_empty() {
         whole(
             &mut findings,
@@ -237,6 +252,15 @@ mod tests {
     }
 
     #[test]
+    fn ftps_configs_name_the_defaults_that_differ() {
+        let r = check_text("t", "listen=YES\nssl_enable=YES\n");
+        assert!(!r.same(), "{}", r.text());
+        assert!(r.text().contains("strict_ssl_read_eof"), "{}", r.text());
+        let r = check_text("t", "listen=YES\nssl_enable=YES\nstrict_ssl_read_eof=NO\nssl_ciphers=HIGH\n");
+        assert!(!r.text().contains("strict_ssl_read_eof: "), "{}", r.text());
+    }
+
+    #[test]
     fn explicit_settings_that_match_are_silent() {
         let r = check_text(
             "t",
@@ -247,7 +271,7 @@ mod tests {
 
     #[test]
     fn bad_lines_do_not_hide_later_ones() {
-        let r = check_text("t", "listen=YES\nanonymous_enable=NO\nbogus=1\nssl_enable=YES\n");
+        let r = check_text("t", "listen=YES\nanonymous_enable=NO\nbogus=1\ntcp_wrappers=YES\n");
         let lines: Vec<usize> = r.findings.iter().filter(|f| f.kind == Kind::Differs).map(|f| f.line).collect();
         assert_eq!(lines, vec![3, 4], "{}", r.text());
     }

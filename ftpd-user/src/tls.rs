@@ -109,11 +109,20 @@ impl Tls {
         Ok(Some(Self { base, ktls: ktls_available() }))
     }
 
-    /// A configuration for a new control connection, with an empty store of its own.
+    /// A configuration for a new control connection, with an empty store of
+    /// its own (TLS 1.2 session ids) and a ticket key of its own (TLS 1.2 and
+    /// 1.3 tickets): a data connection can resume this control connection's
+    /// session by either means, and no other's, since no other connection
+    /// can read these tickets.
     pub fn for_session(&self) -> SessionTls {
         let store = Arc::new(SessionStore::default());
         let mut config = self.base.clone();
         config.session_storage = Arc::clone(&store) as Arc<dyn StoresServerSessions>;
+        match rustls::crypto::ring::Ticketer::new() {
+            Ok(t) => config.ticketer = t,
+            // Session ids still work; only ticket resumption is lost.
+            Err(e) => tracing::warn!(error = %e, "TLS: no ticket key for this session; resumption by session id only"),
+        }
         SessionTls { config: Arc::new(config), store }
     }
 }

@@ -50,10 +50,13 @@ fn tutorial_config_names_the_real_option() {
 fn refused_and_default_differences() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("vsftpd.conf");
-    std::fs::write(&file, "listen=YES\nssl_enable=YES\nsetproctitle_enable=YES\n").unwrap();
+    std::fs::write(&file, "listen=YES\ntcp_wrappers=YES\nsetproctitle_enable=YES\nssl_enable=YES\n").unwrap();
     let (code, text) = check(&file);
     assert_eq!(code, 1, "{text}");
-    assert!(text.lines().any(|l| l.contains(":2: ssl_enable=YES") && l.contains("refuses")), "{text}");
+    assert!(text.lines().any(|l| l.contains(":2: tcp_wrappers=YES") && l.contains("refuses")), "{text}");
+    // FTPS works, with one default that differs from vsftpd's.
+    assert!(!text.lines().any(|l| l.contains(":4: ssl_enable=YES")), "{text}");
+    assert!(text.lines().any(|l| l.contains("strict_ssl_read_eof") && l.contains("differs")), "{text}");
     assert!(text.lines().any(|l| l.contains(":3: setproctitle_enable=YES") && l.contains("no effect")), "{text}");
     // vsftpd's default anonymous_enable is YES, ftpd's NO.
     assert!(text.lines().any(|l| l.contains("anonymous_enable") && l.contains("default")), "{text}");

@@ -766,3 +766,35 @@ print('second', second.strip())
     assert!(out.contains("first 220"), "{out}");
     assert!(out.contains("second 421"), "the refusal is sent over TLS: {out}");
 }
+
+#[test]
+fn tls12_resumes_by_session_id_and_by_ticket_with_extended_master_secret() {
+    // RFC 4217 clients on TLS 1.2 resume either way: with a ticket, or (a
+    // client that refuses tickets) with the session id. Both must work under
+    // require_ssl_reuse=YES, and report that they resumed.
+    let dir = tree();
+    let cert = Cert::new();
+    let server = start(dir.path(), &cert, &[]);
+    let out = python(&format!(
+        r#"{}for tickets in (True, False):
+    c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    c.check_hostname = False
+    c.verify_mode = ssl.CERT_NONE
+    c.minimum_version = c.maximum_version = ssl.TLSVersion.TLSv1_2
+    if not tickets:
+        c.options |= ssl.OP_NO_TICKET
+    f = login(c)
+    for i in range(3):
+        assert retr(f, 'a.txt') == b'alpha\n'
+    s = f.sock.session
+    print('tickets' if tickets else 'session-id', f.sock.version(), 'ticket' if s.has_ticket else 'no-ticket', 'ok')
+"#,
+        py_prelude(&server)
+    ));
+    assert!(out.contains("tickets TLSv1.2 ticket ok"), "{out}");
+    assert!(out.contains("session-id TLSv1.2 no-ticket ok"), "{out}");
+    // rustls negotiates the extended master secret (RFC 7627) on every TLS
+    // 1.2 handshake and refuses to resume a session without it.
+    let log = server.stop();
+    assert!(!log.contains("session reuse required"), "{log}");
+}
