@@ -204,6 +204,14 @@ fn anonymous_downloads_obey_directory_search_permission_and_acls() {
 }
 
 /// Median of a few durations.
+/// Serialises the tests that flood the machine with those that time it:
+/// the test harness runs a file's tests in parallel, and a password flood
+/// beside a timing comparison makes the comparison measure the flood.
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -241,6 +249,7 @@ fn virtual_settings(users: &Path, root: &Path) -> Vec<String> {
 /// known one with a wrong password in 18.5 ms: the names could be listed.
 #[test]
 fn unknown_virtual_users_cost_as_much_as_known_ones() {
+    let _alone = alone();
     let dir = tempfile::tempdir().expect("tempdir");
     served_by_nobody(dir.path());
     let users = dir.path().join("vusers");
@@ -279,6 +288,7 @@ fn unknown_virtual_users_cost_as_much_as_known_ones() {
 /// another kind (`openssl passwd -6`) answered faster than unknown names.
 #[test]
 fn unknown_virtual_users_cost_as_much_as_known_ones_in_a_mixed_file() {
+    let _alone = alone();
     let dir = tempfile::tempdir().expect("tempdir");
     served_by_nobody(dir.path());
     let users = dir.path().join("vusers");
@@ -342,6 +352,7 @@ fn listing_threads(server: &Server) -> usize {
 /// `data_connection_timeout` (300 s), and the worker kept the memory.
 #[test]
 fn stalled_listings_from_one_address_do_not_deny_another() {
+    let _alone = alone();
     if !is_root() {
         eprintln!("skipped: needs root (a file worker to measure)");
         return;
@@ -406,6 +417,7 @@ fn stalled_listings_from_one_address_do_not_deny_another() {
 /// oldest listing of the address with the most running instead.
 #[test]
 fn stalled_listings_from_many_addresses_do_not_deny_another() {
+    let _alone = alone();
     if !is_root() {
         eprintln!("skipped: needs root (a file worker)");
         return;
@@ -452,6 +464,7 @@ fn stalled_listings_from_many_addresses_do_not_deny_another() {
 /// read the whole file on the async threads: every other session stalled.
 #[test]
 fn ascii_size_of_a_huge_file_does_not_stall_other_sessions() {
+    let _alone = alone();
     let dir = tempfile::tempdir().expect("tempdir");
     served_by_nobody(dir.path());
     let huge = dir.path().join("huge.txt");
@@ -605,6 +618,7 @@ fn hangup(server: &Server) {
 /// bounded and checked when the file is read, without hashing.
 #[test]
 fn a_costly_or_unusable_hash_in_the_users_file_is_refused_without_blocking_the_master() {
+    let _alone = alone();
     let dir = tempfile::tempdir().expect("tempdir");
     served_by_nobody(dir.path());
     let users = dir.path().join("vusers");
@@ -755,6 +769,7 @@ fn master(server: &Server) -> u32 {
 /// no cap: 300 concurrent wrong passwords took it to 3.9 GiB, 664 MiB stayed.
 #[test]
 fn concurrent_wrong_passwords_do_not_grow_the_master() {
+    let _alone = alone();
     if !is_root() {
         eprintln!("skipped: needs root (a privileged master)");
         return;
@@ -825,6 +840,7 @@ fn concurrent_wrong_passwords_do_not_grow_the_master() {
 /// waiting login of the address with the most queued instead.
 #[test]
 fn a_login_from_a_quiet_address_gets_in_while_many_addresses_flood() {
+    let _alone = alone();
     if !is_root() {
         eprintln!("skipped: needs root (a privileged master)");
         return;
