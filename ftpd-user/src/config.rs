@@ -201,7 +201,7 @@ options! {
     dsa_cert_file: Str = "", "Accepted for compatibility; no effect (rustls serves one certificate: `rsa_cert_file`, which may hold an ECDSA key).";
     dsa_private_key_file: Str = "", "Accepted for compatibility; no effect (see `dsa_cert_file`).";
     ca_certs_file: Str = "", "PEM CA certificates that client certificates are checked against, with `require_cert` and `validate_cert`.";
-    ssl_ciphers: Str = "HIGH", "OpenSSL-style cipher list for TLS 1.2 (`HIGH`, `DEFAULT`, or suite names such as `ECDHE-RSA-AES128-GCM-SHA256`); TLS 1.3 suites stay unless named. rustls has no 3DES/RC4/CBC suites, so vsftpd 3.0's default `DES-CBC3-SHA` is refused at startup; ftpd's default is `HIGH`.";
+    ssl_ciphers: Str = "HIGH", "OpenSSL-style cipher list for TLS 1.2 (`HIGH`, `DEFAULT`, or suite names such as `ECDHE-RSA-AES128-GCM-SHA256`); TLS 1.3 suites stay unless named. `!NAME` removes a suite or a family (`!CHACHA20`, `!AES128`, `!ECDSA`); exclusions of what rustls never offers (`!aNULL`, `!RC4`, `!3DES`) remove nothing, and an unknown word stops startup. rustls has no 3DES/RC4/CBC suites, so vsftpd 3.0's default `DES-CBC3-SHA` is refused at startup; ftpd's default is `HIGH`.";
     allow_anon_ssl: Bool = false, "Let anonymous users use TLS; NO answers `530 Anonymous sessions may not use encryption.` to an anonymous USER over TLS.";
     force_local_data_ssl: Bool = true, "Non-anonymous users' data connections must be `PROT P` (`522 Data connections must be encrypted.`).";
     force_local_logins_ssl: Bool = true, "Non-anonymous users must log in over TLS (`530 Non-anonymous sessions must use encryption.`).";

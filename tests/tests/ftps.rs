@@ -798,3 +798,154 @@ fn tls12_resumes_by_session_id_and_by_ticket_with_extended_master_secret() {
     let log = server.stop();
     assert!(!log.contains("session reuse required"), "{log}");
 }
+
+#[test]
+fn a_refused_data_handshake_leaves_a_file_replaced_in_place_untouched() {
+    // A file the anonymous account may write but does not own is replaced
+    // in place (its owner is kept, as in vsftpd). The truncation must wait
+    // for the data connection's TLS handshake: a refused one changes nothing.
+    let dir = tree();
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, b"published before").expect("write");
+    std::os::unix::fs::chown(&victim, Some(0), Some(0)).expect("chown");
+    std::fs::set_permissions(&victim, std::os::unix::fs::PermissionsExt::from_mode(0o666)).expect("chmod");
+    let cert = Cert::new();
+    let server = start(dir.path(), &cert, &[]);
+    let out = python(&format!(
+        r#"{}class Fresh(FTPS):
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        return self.context.wrap_socket(conn, server_hostname=self.host), size
+n = Fresh(context=ctx)
+n.connect(HOST, PORT, timeout=30)
+n.login()
+n.prot_p()
+try:
+    n.storbinary('STOR victim.txt', io.BytesIO(b'replaced'))
+    print('stored')
+except ftplib.error_perm as e:
+    print('refused', e)
+except (OSError, EOFError) as e:
+    print('refused', e, n.getline())
+"#,
+        py_prelude(&server)
+    ));
+    assert!(out.contains("refused") && out.contains("522"), "{out}");
+    assert_eq!(std::fs::read(&victim).expect("read"), b"published before", "{out}");
+}
+
+#[test]
+fn a_data_connection_must_present_the_control_connections_certificate() {
+    // With require_ssl_reuse=NO a data connection may make a full handshake,
+    // but under require_cert it must be the same client: the certificate of
+    // the control connection, not another one (vsftpd refuses it too).
+    let dir = tree();
+    let cert = Cert::new();
+    let certs = tempfile::tempdir().expect("tempdir");
+    client_certs(certs.path());
+    let c = |name: &str| certs.path().join(name).display().to_string();
+    let server = start(dir.path(), &cert, &["require_cert=YES", "require_ssl_reuse=NO"]);
+    let out = python(&format!(
+        r#"{}def ctx_with(name):
+    c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    c.check_hostname = False
+    c.verify_mode = ssl.CERT_NONE
+    c.load_cert_chain({dir:?} + '/' + name + '.pem', {dir:?} + '/' + name + '.key')
+    return c
+class Full(FTPS):
+    data_ctx = None
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        return self.data_ctx.wrap_socket(conn, server_hostname=self.host), size
+for data_name in ('client', 'stranger'):
+    f = Full(context=ctx_with('client'))
+    f.data_ctx = ctx_with(data_name)
+    f.connect(HOST, PORT, timeout=30)
+    f.login()
+    f.prot_p()
+    try:
+        print(data_name, retr(f, 'a.txt'))
+    except ftplib.error_perm as e:
+        print(data_name, 'refused', e)
+    except (OSError, EOFError) as e:
+        print(data_name, 'refused', e, f.getline())
+"#,
+        py_prelude(&server),
+        dir = c("").trim_end_matches('/').to_string()
+    ));
+    assert!(out.contains("client b'alpha\\n'"), "the same certificate: {out}");
+    assert!(out.contains("stranger refused") && out.contains("522"), "another certificate: {out}");
+}
+
+#[test]
+fn accounts_named_ftp_are_forced_to_tls_when_anonymous_logins_are_off() {
+    // With anonymous_enable=NO, `ftp` and `anonymous` are ordinary accounts
+    // (here virtual users): their passwords must not cross in clear text
+    // under force_local_logins_ssl, whether or not local_enable is on.
+    let dir = tree();
+    let cert = Cert::new();
+    let users = tempfile::tempdir().expect("tempdir");
+    let file = users.path().join("users");
+    for name in ["ftp", "anonymous", "alice"] {
+        let mut child = Command::new(ftpd_tests::ftpd_bin())
+            .arg("passwd")
+            .arg(&file)
+            .arg(name)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ftpd passwd");
+        std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), b"secret1\n").expect("password");
+        assert!(child.wait().expect("wait").success());
+    }
+    let vfile = format!("virtual_users_file={}", file.display());
+    let root = format!("local_root={}", dir.path().display());
+    for local in ["local_enable=YES", "local_enable=NO"] {
+        let server = start(
+            dir.path(),
+            &cert,
+            &[
+                "anonymous_enable=NO",
+                local,
+                "guest_enable=YES",
+                "guest_username=nobody",
+                &vfile,
+                &root,
+                "allow_writeable_chroot=YES",
+            ],
+        );
+        for name in ["ftp", "anonymous", "alice"] {
+            let mut c = server.connect();
+            let (code, text) = c.cmd(&format!("USER {name}"));
+            assert_eq!(
+                (code, text.trim_end()),
+                (530, "530 Non-anonymous sessions must use encryption."),
+                "{local}, USER {name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_data_handshake_that_never_starts_is_a_data_timeout() {
+    let dir = tree();
+    let cert = Cert::new();
+    let server = start(dir.path(), &cert, &["data_connection_timeout=2"]);
+    let out = python(&format!(
+        r#"{}import time, re
+f = login()
+host, port = ftplib.parse227(f.sendcmd('PASV'))
+raw = socket.create_connection((host, port), timeout=30)
+f.putcmd('RETR a.txt')
+print('first', f.getresp() if False else f.getline())
+t0 = time.time()
+line = f.getline()
+print('then', line, round(time.time() - t0, 1))
+"#,
+        py_prelude(&server)
+    ));
+    let secs: f64 = out.split_whitespace().last().and_then(|s| s.parse().ok()).unwrap_or(99.0);
+    assert!(out.contains("first 150") && out.contains("then 522"), "{out}");
+    assert!(secs < 10.0, "the handshake waited {secs} s, data_connection_timeout is 2: {out}");
+}

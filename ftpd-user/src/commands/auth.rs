@@ -51,9 +51,12 @@ impl Session {
     /// the connection closes after the reply, as in vsftpd).
     async fn tls_login_allowed(&mut self, user: &str) -> io::Result<bool> {
         let cfg = self.shared.cfg();
-        let anonymous = login::is_anonymous(user);
+        // `ftp` and `anonymous` are anonymous logins only where those exist:
+        // with anonymous_enable=NO they are accounts like any other, and
+        // force_local_logins_ssl applies to them.
+        let anonymous = login::is_anonymous(user) && cfg.anonymous_enable;
         let secure = self.control_secure();
-        if !cfg.local_enable && !anonymous {
+        if !cfg.local_enable && !cfg.guest_enable && !anonymous {
             // check_user gives vsftpd's "anonymous only" reply.
             return Ok(true);
         }

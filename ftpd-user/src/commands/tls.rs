@@ -1,7 +1,7 @@
 //! FTPS commands (RFC 4217): AUTH, PBSZ, PROT, CCC, and the TLS handshakes
 //! of the control connection and of each `PROT P` data connection.
 
-use std::{io, sync::Arc};
+use std::{io, sync::Arc, time::Duration};
 
 use rustls::HandshakeKind;
 use tokio::{
@@ -65,6 +65,9 @@ impl Session {
                 // The control handshake's tickets stay resumable for as long
                 // as the session lasts, however many transfers follow.
                 st.store.pin();
+                if let Some(cert) = stream.get_ref().1.peer_certificates().and_then(<[_]>::first) {
+                    let _ = st.peer_cert.set(cert.as_ref().to_vec());
+                }
                 let version = stream.get_ref().1.protocol_version();
                 let suite = stream.get_ref().1.negotiated_cipher_suite().map(|s| s.suite());
                 info!(session = self.id, peer = %self.peer, ?version, ?suite, "control connection encrypted");
@@ -169,7 +172,13 @@ impl Session {
         };
         let reuse = self.cfg().require_ssl_reuse;
         let acceptor = TlsAcceptor::from(Arc::clone(&st.config));
-        let handshake = async move { timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await };
+        // A data connection that never finishes its handshake is a stalled
+        // transfer: data_connection_timeout applies, if it is shorter.
+        let wait = match self.shared.cfg().data_connection_timeout {
+            0 => HANDSHAKE_TIMEOUT,
+            s => HANDSHAKE_TIMEOUT.min(Duration::from_secs(u64::from(s))),
+        };
+        let handshake = async move { timeout(wait, acceptor.accept(tcp)).await };
         let reason = match self.race(handshake).await? {
             Raced::Aborted => {
                 self.reply(426, "Failure reading network stream.").await?;
@@ -182,7 +191,20 @@ impl Session {
                 tls::failure_reason(&e)
             }
             Raced::Done(Ok(Ok(s))) => {
-                let resumed = s.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+                let conn = s.get_ref().1;
+                let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
+                // A full handshake (require_ssl_reuse=NO) must come from the
+                // holder of the control connection's client certificate.
+                let same_cert = match st.peer_cert.get() {
+                    None => true,
+                    Some(want) => conn.peer_certificates().and_then(<[_]>::first).is_some_and(|c| c.as_ref() == want),
+                };
+                if !resumed && !same_cert {
+                    info!(session = self.id, peer = %self.peer, "data connection presented another client certificate; refused");
+                    Metrics::inc(&self.shared.metrics.tls_handshake_failures, "reason", "different_certificate");
+                    self.reply(522, "SSL connection failed").await?;
+                    return Ok(None);
+                }
                 if resumed || !reuse {
                     self.data_tls = true;
                     return Ok(Some(DataStream::Tls(Box::new(s))));

@@ -434,16 +434,6 @@ impl Session {
             plan.discard(&self.user().root);
             return Ok(());
         };
-        if plan.truncate {
-            // An in-place replace: emptied only now that the data is coming.
-            let fd = plan.fd.try_clone()?;
-            let cut =
-                tokio::task::spawn_blocking(move || rustix::fs::ftruncate(&fd, 0)).await.map_err(io::Error::other)?;
-            if let Err(e) = cut {
-                warn!(session = self.id, error = %e, "cannot truncate the upload target");
-                return self.reply(451, "Failure writing to local file.").await;
-            }
-        }
         if kind == StoreKind::Stou {
             self.reply(150, &format!("FILE: {shown}")).await?;
         } else {
@@ -453,6 +443,18 @@ impl Session {
             plan.discard(&self.user().root);
             return Ok(());
         };
+        if plan.truncate {
+            // An in-place replace: emptied only now that the data is coming,
+            // after the data connection's TLS handshake (a refused or
+            // aborted handshake leaves the file as it was).
+            let fd = plan.fd.try_clone()?;
+            let cut =
+                tokio::task::spawn_blocking(move || rustix::fs::ftruncate(&fd, 0)).await.map_err(io::Error::other)?;
+            if let Err(e) = cut {
+                warn!(session = self.id, error = %e, "cannot truncate the upload target");
+                return self.reply(451, "Failure writing to local file.").await;
+            }
+        }
         let strict_eof = cfg.strict_ssl_read_eof;
         let pipe = match self.pipe.take() {
             Some(p) => p,
