@@ -949,3 +949,34 @@ print('then', line, round(time.time() - t0, 1))
     assert!(out.contains("first 150") && out.contains("then 522"), "{out}");
     assert!(secs < 10.0, "the handshake waited {secs} s, data_connection_timeout is 2: {out}");
 }
+
+#[test]
+fn ccc_with_the_clients_close_notify_on_tls12_and_tls13() {
+    // A client that answers CCC with its own close_notify, as RFC 4217 asks
+    // (Python's unwrap()): on TLS 1.3 the alert is wrapped in a record that
+    // looks like application data. The next clear-text command must work.
+    let dir = tree();
+    let cert = Cert::new();
+    let server = start(dir.path(), &cert, &[]);
+    let out = python(&format!(
+        r#"{}for v in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+    c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    c.check_hostname = False
+    c.verify_mode = ssl.CERT_NONE
+    c.minimum_version = c.maximum_version = v
+    f = FTPS(context=c)
+    f.connect(HOST, PORT, timeout=10)
+    f.login()
+    print(v.name, f.sendcmd('CCC'))
+    f.sock = f.sock.unwrap()
+    f.file = f.sock.makefile('r', encoding='latin-1')
+    print(v.name, f.sendcmd('NOOP'))
+    print(v.name, f.sendcmd('PWD'))
+"#,
+        py_prelude(&server)
+    ));
+    for v in ["TLSv1_2", "TLSv1_3"] {
+        assert!(out.contains(&format!("{v} 200 NOOP ok.")), "{out}");
+        assert!(out.contains(&format!("{v} 257 \"/\"")), "{out}");
+    }
+}

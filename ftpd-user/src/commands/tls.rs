@@ -132,17 +132,31 @@ impl Session {
             stream.flush().await?;
             // RFC 4217 has the client answer with its own close_notify, but
             // some (curl) go straight on in clear text. The first byte tells
-            // which: 0x15 starts a TLS alert record, a command starts with a
-            // letter. Only the alert is handed to rustls.
-            let mut first = [0u8; 1];
-            if stream.get_ref().0.peek(&mut first).await? == 0 {
-                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            // which: a TLS record starts with 0x15 (an alert; TLS 1.2) or
+            // 0x17 (TLS 1.3 wraps its alerts), a command with a letter. The
+            // records are handed to rustls one at a time, read exactly, so
+            // clear text that follows in the same segment stays in the socket
+            // for the command reader.
+            loop {
+                let mut first = [0u8; 1];
+                if stream.get_ref().0.peek(&mut first).await? == 0 {
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+                }
+                if !matches!(first[0], 0x15 | 0x17) {
+                    return Ok(());
+                }
+                let mut header = [0u8; 5];
+                stream.get_mut().0.read_exact(&mut header).await?;
+                let mut record = vec![0u8; 5 + usize::from(u16::from_be_bytes([header[3], header[4]]))];
+                record[..5].copy_from_slice(&header);
+                stream.get_mut().0.read_exact(&mut record[5..]).await?;
+                let conn = stream.get_mut().1;
+                conn.read_tls(&mut &record[..])?;
+                let state = conn.process_new_packets().map_err(io::Error::other)?;
+                if state.peer_has_closed() {
+                    return Ok::<(), io::Error>(());
+                }
             }
-            if first[0] == 0x15 {
-                let mut buf = [0u8; 512];
-                while stream.read(&mut buf).await? != 0 {}
-            }
-            Ok::<(), io::Error>(())
         };
         if let Err(e) = timeout(HANDSHAKE_TIMEOUT, closed)
             .await
