@@ -474,7 +474,7 @@ impl Config {
             if !self.ssl_tlsv1_2 && !self.ssl_tlsv1_3 {
                 return Err("ssl_tlsv1_2=NO and ssl_tlsv1_3=NO leave no TLS version to offer".into());
             }
-            crate::tls::provider(&self.ssl_ciphers)?;
+            crate::ciphers::provider(&self.ssl_ciphers)?;
         }
         for (name, on) in [
             ("session_support", self.session_support),

@@ -8,12 +8,14 @@
 //! - `control`: line framing and reply encoding for the control connection.
 //! - `data`: passive listeners and zero-copy sends.
 //! - `tls`: FTPS: rustls configuration, per-session resumption, TLS streams.
+//! - `ciphers`: `ssl_ciphers` read into rustls's suites (below `config` and `tls`).
 //! - `fs`: confinement to the user's root (`openat2`) and listings.
 //! - `dataplane`: the eBPF programs (the only module that uses aya).
 
 pub mod access;
 pub mod auth;
 pub mod check;
+pub mod ciphers;
 pub mod commands;
 pub mod config;
 pub mod control;
