@@ -132,6 +132,11 @@ impl Server {
                 let base = 20_000 + u32::from(port) % 1_900 * 10;
                 all.extend([format!("pasv_min_port={base}"), format!("pasv_max_port={}", base + 9)]);
             }
+            if plane.starts_with("kernel") {
+                // Only ever `lo`: a wildcard listener (dual stack) would
+                // otherwise attach XDP to every interface of the machine.
+                all.push("ftpd_xdp_interfaces=lo".into());
+            }
             all.extend(listen.iter().map(|s| (*s).to_string()));
             all.extend(settings.iter().map(|s| (*s).to_string()));
             match Self::spawn_full(None, how, root, &all, SocketAddr::new(connect_ip, port)) {

@@ -10,7 +10,7 @@ use std::{
     time::Instant,
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::{REQUIRE_EBPF, build, cargo, exec, setup};
 
@@ -94,6 +94,9 @@ pub(crate) fn run() -> Result<()> {
         }),
         Some(ref why) => skip(&mut stages, "limits, kernel plane, vsftpd defaults", why.clone()),
     }
+    if privileged_skip_reason()?.is_none() {
+        stage(&mut stages, "no XDP left outside lo", no_xdp_outside_lo);
+    }
     match privileged_skip_reason()? {
         None => stage(&mut stages, "privileged eBPF tests", || {
             exec(&mut test_cmd(
@@ -163,6 +166,29 @@ fn test_cmd<const N: usize>(bin: &Path, args: [&str; N]) -> Command {
     let mut cmd = cargo(args);
     cmd.env(REQUIRE_EBPF.0, REQUIRE_EBPF.1).env("FTPD_BIN", bin);
     cmd
+}
+
+/// The kernel-plane suites run on `lo` only: after them, no interface of
+/// this (the root) network namespace but `lo` may carry an XDP program. A
+/// test that attached one to the machine's real interface would disturb the
+/// host's traffic (generic XDP on a NIC even turns off its GRO offload).
+fn no_xdp_outside_lo() -> Result<()> {
+    let out = Command::new("ip").args(["-o", "link", "show"]).output().context("running ip -o link show")?;
+    if !out.status.success() {
+        bail!("ip -o link show failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let attached: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" xdp") || l.contains("prog/xdp"))
+        .filter_map(|l| l.split(':').nth(1).map(str::trim))
+        .filter(|name| *name != "lo")
+        .collect();
+    if !attached.is_empty() {
+        bail!("XDP programs left attached outside lo: {}", attached.join(", "));
+    }
+    println!("no XDP program on any interface but lo");
+    Ok(())
 }
 
 /// Why the privileged tests (network namespaces, loading eBPF) can't run
