@@ -158,21 +158,7 @@ pub async fn reply_multi<W: AsyncWrite + Unpin>(
     lines: &[String],
     last: &str,
 ) -> io::Result<()> {
-    let mut out = Vec::new();
-    out.extend_from_slice(format!("{code}-").as_bytes());
-    push_text(&mut out, first.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for l in lines {
-        out.push(b' ');
-        push_text(&mut out, l.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(format!("{code} ").as_bytes());
-    push_text(&mut out, last.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    w.write_all(&out).await?;
-    // Under TLS the record may still sit in rustls's buffer.
-    w.flush().await
+    write_multi(w, code, first, lines, last, b" ").await
 }
 
 /// A multi-line reply whose middle lines are sent as they are, without the
@@ -184,18 +170,33 @@ pub async fn reply_listing<W: AsyncWrite + Unpin>(
     lines: &[String],
     last: &str,
 ) -> io::Result<()> {
+    write_multi(w, code, first, lines, last, b"").await
+}
+
+/// `CODE-first`, each middle line after `indent`, then `CODE last`, in one write.
+async fn write_multi<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    code: u16,
+    first: &str,
+    lines: &[String],
+    last: &str,
+    indent: &[u8],
+) -> io::Result<()> {
     let mut out = Vec::new();
     out.extend_from_slice(format!("{code}-").as_bytes());
     push_text(&mut out, first.as_bytes());
     out.extend_from_slice(b"\r\n");
     for l in lines {
+        out.extend_from_slice(indent);
         push_text(&mut out, l.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(format!("{code} ").as_bytes());
     push_text(&mut out, last.as_bytes());
     out.extend_from_slice(b"\r\n");
-    w.write_all(&out).await
+    w.write_all(&out).await?;
+    // Under TLS the record may still sit in rustls's buffer.
+    w.flush().await
 }
 
 /// Copies reply text, turning CR and LF into spaces so that text echoed from a

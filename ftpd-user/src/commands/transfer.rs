@@ -675,6 +675,17 @@ fn plan_upload(
     user: &str,
 ) -> Result<UploadPlan, FsError> {
     let mode = rules.mode;
+    // Written to a temporary file renamed over the target when complete
+    // (deleted if the upload fails).
+    let via_temp = |fd, tmp| UploadPlan {
+        fd,
+        write_offset: Some(0),
+        temp: Some(tmp),
+        target: target.clone(),
+        delete_on_fail: true,
+        replace: true,
+        truncate: false,
+    };
     let in_place = |fd, write_offset| UploadPlan {
         fd,
         write_offset,
@@ -692,15 +703,7 @@ fn plan_upload(
         }
         (true, _) if offset > 0 => Ok(in_place(root.open_write(target, Create::Keep, mode)?, Some(offset))),
         (true, _) => match root.open_replace(target)? {
-            (fd, Some(tmp)) => Ok(UploadPlan {
-                fd,
-                write_offset: Some(0),
-                temp: Some(tmp),
-                target: target.clone(),
-                delete_on_fail: true,
-                replace: true,
-                truncate: false,
-            }),
+            (fd, Some(tmp)) => Ok(via_temp(fd, tmp)),
             (fd, None) => Ok(UploadPlan { truncate: true, ..in_place(fd, Some(0)) }),
         },
         (false, _) if rules.atomic => {
@@ -717,15 +720,7 @@ fn plan_upload(
                         && matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EPERM | libc::EACCES)) =>
                 {
                     let (fd, tmp) = root.create_temp(target, mode)?;
-                    return Ok(UploadPlan {
-                        fd,
-                        write_offset: Some(0),
-                        temp: Some(tmp),
-                        target: target.clone(),
-                        delete_on_fail: true,
-                        replace: true,
-                        truncate: false,
-                    });
+                    return Ok(via_temp(fd, tmp));
                 }
                 Err(e) => return Err(e),
             };
