@@ -338,9 +338,21 @@ pub fn writable_by_all(dir: &Path) {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("chmod 0777");
 }
 
-/// A TCP socket bound to `source` and connected to `to` (std cannot bind
-/// before connecting); returns the raw fd.
-fn connect_bound(source: IpAddr, to: SocketAddr) -> std::io::Result<i32> {
+/// What [`tcp_connect`] sets on a socket before its handshake, which std's
+/// `TcpStream::connect` cannot.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SocketSetup {
+    /// Local address to bind (another loopback address is another client).
+    pub source: Option<IpAddr>,
+    /// `SO_RCVBUF`: a small window, for a client that reads slowly or not at all.
+    pub rcvbuf: Option<i32>,
+    /// `TCP_MAXSEG`: a real network's segment size instead of loopback's 64 KiB.
+    pub mss: Option<i32>,
+}
+
+/// A TCP connection to `to`, set up as `how` says before the handshake.
+pub fn tcp_connect(to: SocketAddr, how: SocketSetup) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
     fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         // SAFETY: all-zero is a valid sockaddr_storage.
         let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -365,20 +377,30 @@ fn connect_bound(source: IpAddr, to: SocketAddr) -> std::io::Result<i32> {
         (ss, libc::socklen_t::try_from(len).expect("small"))
     }
     let family = if to.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
-    // SAFETY: plain socket/bind/connect on a fresh fd, closed on failure.
+    let int = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a fresh fd, which the TcpStream owns from
+    // its creation on (so it is closed on every failure); every pointer names
+    // a local of the length passed.
     unsafe {
         let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let (src, slen) = sockaddr(SocketAddr::new(source, 0));
-        let (dst, dlen) = sockaddr(to);
-        if libc::bind(fd, (&raw const src).cast(), slen) != 0 || libc::connect(fd, (&raw const dst).cast(), dlen) != 0 {
-            let e = std::io::Error::last_os_error();
-            libc::close(fd);
-            return Err(e);
+        let stream = TcpStream::from_raw_fd(fd);
+        let check = |rc: libc::c_int| if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+        if let Some(n) = how.rcvbuf {
+            check(libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, (&raw const n).cast(), int))?;
         }
-        Ok(fd)
+        if let Some(n) = how.mss {
+            check(libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, (&raw const n).cast(), int))?;
+        }
+        if let Some(ip) = how.source {
+            let (src, slen) = sockaddr(SocketAddr::new(ip, 0));
+            check(libc::bind(fd, (&raw const src).cast(), slen))?;
+        }
+        let (dst, dlen) = sockaddr(to);
+        check(libc::connect(fd, (&raw const dst).cast(), dlen))?;
+        Ok(stream)
     }
 }
 
@@ -394,10 +416,8 @@ impl Ftp {
     /// Connects from `source` (another local address, such as 127.0.0.2,
     /// is another client as far as the server is concerned); no greeting read.
     pub fn connect_from(addr: SocketAddr, source: IpAddr) -> Self {
-        use std::os::fd::FromRawFd;
-        let s = connect_bound(source, addr).unwrap_or_else(|e| panic!("connect from {source} to {addr}: {e}"));
-        // SAFETY: `connect_bound` returns a connected socket that nothing else owns.
-        let s = unsafe { TcpStream::from_raw_fd(s) };
+        let s = tcp_connect(addr, SocketSetup { source: Some(source), ..SocketSetup::default() })
+            .unwrap_or_else(|e| panic!("connect from {source} to {addr}: {e}"));
         s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
         Self { r: BufReader::new(s.try_clone().expect("clone")), w: s, peer: addr }
     }

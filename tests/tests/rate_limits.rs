@@ -336,24 +336,8 @@ fn set_rcvbuf(s: &impl std::os::fd::AsRawFd, bytes: libc::c_int) {
 /// A TCP connection whose segments are at most `mss` bytes and whose
 /// receive buffer is `rcvbuf`, both set before the handshake.
 fn connect_with_mss(to: SocketAddr, mss: libc::c_int, rcvbuf: libc::c_int) -> TcpStream {
-    use std::os::fd::FromRawFd;
-    let SocketAddr::V4(v4) = to else { panic!("IPv4 only") };
-    // SAFETY: plain socket/setsockopt/connect on a fresh fd that becomes the
-    // TcpStream's; every pointer names a local of the size passed.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0);
-        let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        assert_eq!(libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, (&raw const mss).cast(), size), 0);
-        assert_eq!(libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, (&raw const rcvbuf).cast(), size), 0);
-        let mut sa: libc::sockaddr_in = std::mem::zeroed();
-        sa.sin_family = libc::AF_INET as libc::sa_family_t;
-        sa.sin_port = v4.port().to_be();
-        sa.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        assert_eq!(libc::connect(fd, (&raw const sa).cast(), len), 0, "{}", std::io::Error::last_os_error());
-        TcpStream::from_raw_fd(fd)
-    }
+    let how = ftpd_tests::SocketSetup { source: None, rcvbuf: Some(rcvbuf), mss: Some(mss) };
+    ftpd_tests::tcp_connect(to, how).unwrap_or_else(|e| panic!("connect to {to}: {e}"))
 }
 
 fn write_conf(path: &Path, root: &Path, extra: &str) {

@@ -17,33 +17,8 @@ use ftpd_tests::{Ftp, Server, is_root, run_ok, served_by_nobody};
 /// of `rcvbuf` bytes if given (set before the handshake, so the window the
 /// server sees stays small).
 fn connect_from(src: Ipv4Addr, dst: SocketAddr, rcvbuf: Option<i32>) -> TcpStream {
-    use std::os::fd::FromRawFd;
-    let SocketAddr::V4(dst) = dst else { panic!("IPv4 only: {dst}") };
-    let sa = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: plain socket calls on a descriptor owned here, with valid
-    // pointers and lengths; the fd is handed to TcpStream, which owns it.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let stream = TcpStream::from_raw_fd(fd);
-        if let Some(n) = rcvbuf {
-            let p = (&raw const n).cast::<libc::c_void>();
-            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, p, 4);
-        }
-        let from = sa(src, 0);
-        let rc = libc::bind(fd, (&raw const from).cast(), len);
-        assert_eq!(rc, 0, "bind {src}: {}", std::io::Error::last_os_error());
-        let to = sa(*dst.ip(), dst.port());
-        let rc = libc::connect(fd, (&raw const to).cast(), len);
-        assert_eq!(rc, 0, "connect {dst} from {src}: {}", std::io::Error::last_os_error());
-        stream
-    }
+    let how = ftpd_tests::SocketSetup { source: Some(src.into()), rcvbuf, mss: None };
+    ftpd_tests::tcp_connect(dst, how).unwrap_or_else(|e| panic!("connect {dst} from {src}: {e}"))
 }
 
 /// An anonymous session whose control connection comes from `src`.
