@@ -22,6 +22,16 @@ fn get(addr: &str, accept: Option<&str>) -> String {
     text.to_owned()
 }
 
+/// One HTTP/1.0 GET with timeouts; the whole response body.
+fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().expect("address"), Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body.split_once("\r\n\r\n").map_or(body.clone(), |(_, b)| b.to_owned()))
+}
+
 fn samples(text: &str) -> HashMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -147,26 +157,46 @@ fn a_real_prometheus_scrapes_ftpd() {
     let prom_dir = tempfile::tempdir().unwrap();
     let conf = prom_dir.path().join("prometheus.yml");
     std::fs::write(&conf, format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ftpd\n    static_configs:\n      - targets: ['{addr}']\n")).unwrap();
-    let web = format!("127.0.0.1:{}", free_port());
-    let mut prom = Command::new("prometheus")
-        .arg(format!("--config.file={}", conf.display()))
-        .arg(format!("--storage.tsdb.path={}", prom_dir.path().join("data").display()))
-        .arg(format!("--web.listen-address={web}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus (Debian package prometheus)");
+    // Prometheus listens on a port picked here; should that port be taken in
+    // the meantime, it exits, and a fresh one is tried (its log says why).
+    let log_path = prom_dir.path().join("prometheus.log");
+    let start = |web: &str| {
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", conf.display()))
+            .arg(format!("--storage.tsdb.path={}", prom_dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={web}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("prometheus (Debian package prometheus)")
+    };
+    let mut web = format!("127.0.0.1:{}", free_port());
+    let mut prom = start(&web);
+    let mut restarts = 0;
     let query = "ftpd_transfer_bytes_total%7Bdirection%3D%22download%22%7D";
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(90);
     let mut last = String::new();
     let value = loop {
         if Instant::now() > deadline {
             let _ = prom.kill();
-            panic!("Prometheus never returned the metric: {last}");
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            panic!("Prometheus never returned the metric: {last}\nits log:\n{log}");
         }
         std::thread::sleep(Duration::from_millis(500));
-        let out = run(Command::new("curl").args(["-s", &format!("http://{web}/api/v1/query?query={query}")]));
-        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Ok(Some(status)) = prom.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            restarts += 1;
+            assert!(restarts < 3, "Prometheus exited ({status}) three times; its log:\n{log}");
+            eprintln!("Prometheus exited ({status}); again on a fresh port. Its log:\n{log}");
+            web = format!("127.0.0.1:{}", free_port());
+            prom = start(&web);
+            continue;
+        }
+        // A plain HTTP request: no client configuration (proxies) in between.
+        last = match http_get(&web, &format!("/api/v1/query?query={query}")) {
+            Ok(body) => body,
+            Err(e) => format!("GET http://{web}: {e}"),
+        };
         // {"status":"success","data":{"resultType":"vector","result":[{"metric":{...},"value":[ts,"777777"]}]}}
         if let Some(v) = last.split("\"value\":[").nth(1).and_then(|r| r.split('"').nth(1)) {
             break v.to_owned();
