@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod deb;
 mod docs;
+mod modules;
 mod run;
 mod setup;
 mod test;
@@ -45,6 +46,12 @@ enum Task {
     Test,
     /// Regenerate the README's option reference from the option table.
     Docs,
+    /// Print ftpd-user's modules bottom-up with the modules each one uses; fail on an import cycle.
+    Modules {
+        /// Only check for cycles (the `cargo xtask test` stage).
+        #[arg(long)]
+        check: bool,
+    },
     /// Build the Debian package target/debian/ftpd_*.deb (with cargo-deb, from the release binary).
     Deb,
     /// (root) Benchmarks: ftpd against vsftpd and a raw sendfile/splice ceiling, workload by workload
@@ -66,6 +73,7 @@ fn main() -> ExitCode {
         Task::Deb => setup::run(setup::Verbosity::Summary)
             .and_then(|()| setup::ensure_cargo_deb(setup::Verbosity::Summary))
             .and_then(|()| deb::run().map(drop)),
+        Task::Modules { check } => modules::run(check),
         Task::Docs => setup::run(setup::Verbosity::Summary).and_then(|()| docs::run()),
         Task::Bench(args) => bench::run(&args),
         Task::BenchCeiling(args) => bench::ceiling(&args),

@@ -1,0 +1,395 @@
+//! `cargo xtask modules`: the import graph of `ftpd-user`'s modules, and the
+//! check (a stage of `cargo xtask test`) that it has no cycle.
+//!
+//! Why not `cargo-modules`: it embeds rust-analyzer, a few hundred crates and
+//! about a quarter of an hour of building on a two-core CI machine, to answer a
+//! question that `syn` answers in a fraction of a second. What counts as an
+//! import is any path that names another module of the crate: `use` items and
+//! paths written in code (`crate::rates::Rates::new()`, `super::files::x`),
+//! in tests too, since a test module that reaches up a layer ties the layers
+//! together just the same. A module may always name its ancestors (the
+//! `mod` tree is not an import).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+use syn::visit::Visit;
+
+use crate::workspace_root;
+
+/// One module of the crate: its path (`commands::files`) and its file.
+type Graph = BTreeMap<String, BTreeMap<String, Vec<Site>>>;
+
+/// Where one module names another, for the error message.
+#[derive(Clone)]
+struct Site {
+    file: PathBuf,
+    line: usize,
+}
+
+/// Prints the module map bottom-up, or fails naming the cycles.
+pub(crate) fn run(check_only: bool) -> Result<()> {
+    let src = workspace_root().join("ftpd-user").join("src");
+    let graph = graph(&src)?;
+    let cycles = cycles(&graph);
+    if !cycles.is_empty() {
+        let mut msg = String::new();
+        for c in &cycles {
+            let _ = writeln!(msg, "import cycle among {} modules: {}", c.len(), c.join(", "));
+            for from in c {
+                for (to, sites) in &graph[from] {
+                    if c.contains(to) {
+                        let s = &sites[0];
+                        let rel = s.file.strip_prefix(workspace_root()).unwrap_or(&s.file);
+                        let _ = writeln!(msg, "  {from} -> {to}  ({}:{})", rel.display(), s.line);
+                    }
+                }
+            }
+        }
+        bail!("{msg}each module may import only modules below it (docs/ARCHITECTURE.md, module map)");
+    }
+    let levels = levels(&graph);
+    if check_only {
+        println!("no import cycle among the {} modules of ftpd-user ({} layers)", graph.len(), levels.len());
+        return Ok(());
+    }
+    for (n, layer) in levels.iter().enumerate() {
+        for m in layer {
+            let deps: Vec<&str> = graph[m].keys().map(String::as_str).collect();
+            println!("{n:>2}  {m:<22} uses: {}", if deps.is_empty() { "-".into() } else { deps.join(", ") });
+        }
+    }
+    Ok(())
+}
+
+/// Reads every module file under `src` and collects the modules it names.
+fn graph(src: &Path) -> Result<Graph> {
+    let mut files = Vec::new();
+    walk(src, &mut files)?;
+    let mut modules = BTreeMap::new();
+    for f in &files {
+        let rel = f.strip_prefix(src).expect("walked below src").with_extension("");
+        let mut parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        if parts.last().is_some_and(|p| p == "mod") {
+            parts.pop();
+        }
+        // The crate roots declare modules; they are not layers of their own.
+        if parts == ["lib"] || parts == ["main"] || parts.first().is_some_and(|p| p == "bin") {
+            continue;
+        }
+        modules.insert(parts.join("::"), f.clone());
+    }
+    let names: BTreeSet<String> = modules.keys().cloned().collect();
+    let mut graph = Graph::new();
+    for (module, file) in &modules {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let ast = syn::parse_file(&text).with_context(|| format!("parsing {}", file.display()))?;
+        let mut v = Names { here: module.split("::").map(str::to_owned).collect(), inline: 0, found: Vec::new() };
+        v.visit_file(&ast);
+        let edges = graph.entry(module.clone()).or_default();
+        for (path, line) in v.found {
+            let Some(target) = resolve(&names, &path) else { continue };
+            let is_ancestor = module == &target || module.starts_with(&format!("{target}::"));
+            if !is_ancestor {
+                edges.entry(target).or_default().push(Site { file: file.clone(), line });
+            }
+        }
+    }
+    Ok(graph)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// The longest prefix of an absolute path that is a module of the crate.
+fn resolve(names: &BTreeSet<String>, path: &[String]) -> Option<String> {
+    (1..=path.len()).rev().map(|k| path[..k].join("::")).find(|m| names.contains(m))
+}
+
+/// Collects the absolute module paths named in one file.
+struct Names {
+    /// The file's module path, then any inline modules (`mod tests`) entered.
+    here: Vec<String>,
+    inline: usize,
+    found: Vec<(Vec<String>, usize)>,
+}
+
+impl Names {
+    /// Makes `segments` absolute (`crate::`, `super::`, `self::`); paths
+    /// that start anywhere else name an external crate, a local item or a
+    /// prelude name and are no import of a sibling module.
+    fn absolute(&self, segments: &[String]) -> Option<Vec<String>> {
+        let mut base = self.here.clone();
+        let mut rest = segments;
+        match rest.first().map(String::as_str) {
+            Some("crate") => {
+                base.clear();
+                rest = &rest[1..];
+            }
+            Some("self") => rest = &rest[1..],
+            Some("super") => {
+                while rest.first().is_some_and(|s| s == "super") {
+                    base.pop()?;
+                    rest = &rest[1..];
+                }
+            }
+            _ => return None,
+        }
+        // Inline modules are part of their file's module for layering.
+        base.truncate(base.len().min(self.here.len() - self.inline));
+        base.extend(rest.iter().cloned());
+        Some(base)
+    }
+
+    fn record(&mut self, segments: &[String], line: usize) {
+        if let Some(p) = self.absolute(segments) {
+            self.found.push((p, line));
+        }
+    }
+
+    fn use_tree(&mut self, prefix: &mut Vec<String>, tree: &syn::UseTree) {
+        match tree {
+            syn::UseTree::Path(p) => {
+                prefix.push(p.ident.to_string());
+                self.use_tree(prefix, &p.tree);
+                prefix.pop();
+            }
+            // `use crate::fs::{self, VPath}`: `self` is the prefix itself.
+            syn::UseTree::Name(n) if n.ident == "self" => {
+                self.record(&prefix.clone(), n.ident.span().start().line);
+            }
+            syn::UseTree::Name(n) => {
+                prefix.push(n.ident.to_string());
+                self.record(&prefix.clone(), n.ident.span().start().line);
+                prefix.pop();
+            }
+            syn::UseTree::Rename(r) => {
+                prefix.push(r.ident.to_string());
+                self.record(&prefix.clone(), r.ident.span().start().line);
+                prefix.pop();
+            }
+            syn::UseTree::Glob(g) => {
+                self.record(&prefix.clone(), g.star_token.spans[0].start().line);
+            }
+            syn::UseTree::Group(g) => {
+                for t in &g.items {
+                    self.use_tree(prefix, t);
+                }
+            }
+        }
+    }
+}
+
+impl<'ast> Visit<'ast> for Names {
+    fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
+        self.use_tree(&mut Vec::new(), &u.tree);
+    }
+
+    fn visit_path(&mut self, p: &'ast syn::Path) {
+        let segments: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
+        if let Some(first) = p.segments.first() {
+            self.record(&segments, first.ident.span().start().line);
+        }
+        syn::visit::visit_path(self, p);
+    }
+
+    fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
+        self.here.push(m.ident.to_string());
+        self.inline += 1;
+        syn::visit::visit_item_mod(self, m);
+        self.inline -= 1;
+        self.here.pop();
+    }
+
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        // Paths inside macro calls (`tracing::info!(... crate::x::y ...)`,
+        // `matches!`) are tokens, not a syntax tree: look for `crate::a::b`
+        // and `super::a` sequences among them.
+        let tokens: Vec<proc_macro2::TokenTree> = flatten(m.tokens.clone());
+        let mut i = 0;
+        while i < tokens.len() {
+            if let proc_macro2::TokenTree::Ident(id) = &tokens[i] {
+                let name = id.to_string();
+                if name == "crate" || name == "super" || name == "self" {
+                    let line = id.span().start().line;
+                    let mut segs = vec![name];
+                    let mut j = i + 1;
+                    while is_colons(&tokens, j) {
+                        match tokens.get(j + 2) {
+                            Some(proc_macro2::TokenTree::Ident(next)) => segs.push(next.to_string()),
+                            _ => break,
+                        }
+                        j += 3;
+                    }
+                    if segs.len() > 1 {
+                        self.record(&segs, line);
+                    }
+                    i = j;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        syn::visit::visit_macro(self, m);
+    }
+}
+
+/// Token trees with groups opened, in order.
+fn flatten(ts: proc_macro2::TokenStream) -> Vec<proc_macro2::TokenTree> {
+    let mut out = Vec::new();
+    for t in ts {
+        match t {
+            proc_macro2::TokenTree::Group(g) => out.extend(flatten(g.stream())),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn is_colons(t: &[proc_macro2::TokenTree], j: usize) -> bool {
+    matches!((t.get(j), t.get(j + 1)), (Some(proc_macro2::TokenTree::Punct(a)), Some(proc_macro2::TokenTree::Punct(b)))
+        if a.as_char() == ':' && b.as_char() == ':')
+}
+
+/// Strongly connected components with more than one module (Tarjan).
+fn cycles(g: &Graph) -> Vec<Vec<String>> {
+    struct T<'a> {
+        g: &'a Graph,
+        index: BTreeMap<&'a str, usize>,
+        low: BTreeMap<&'a str, usize>,
+        stack: Vec<&'a str>,
+        on: BTreeSet<&'a str>,
+        out: Vec<Vec<String>>,
+    }
+    fn strong<'a>(t: &mut T<'a>, v: &'a str) {
+        let i = t.index.len();
+        t.index.insert(v, i);
+        t.low.insert(v, i);
+        t.stack.push(v);
+        t.on.insert(v);
+        for w in t.g[v].keys() {
+            let w = w.as_str();
+            if !t.index.contains_key(w) {
+                strong(t, w);
+                let lw = t.low[w];
+                let lv = t.low.get_mut(v).expect("visited");
+                *lv = (*lv).min(lw);
+            } else if t.on.contains(w) {
+                let iw = t.index[w];
+                let lv = t.low.get_mut(v).expect("visited");
+                *lv = (*lv).min(iw);
+            }
+        }
+        if t.low[v] == t.index[v] {
+            let mut c = Vec::new();
+            while let Some(w) = t.stack.pop() {
+                t.on.remove(w);
+                c.push(w.to_owned());
+                if w == v {
+                    break;
+                }
+            }
+            if c.len() > 1 {
+                c.sort();
+                t.out.push(c);
+            }
+        }
+    }
+    let mut t =
+        T { g, index: BTreeMap::new(), low: BTreeMap::new(), stack: Vec::new(), on: BTreeSet::new(), out: Vec::new() };
+    for v in g.keys() {
+        if !t.index.contains_key(v.as_str()) {
+            strong(&mut t, v);
+        }
+    }
+    t.out
+}
+
+/// Layers of an acyclic graph: a module's layer is one above the highest
+/// module it uses, so layer 0 uses nothing of the crate.
+fn levels(g: &Graph) -> Vec<Vec<String>> {
+    fn level(g: &Graph, m: &str, memo: &mut BTreeMap<String, usize>) -> usize {
+        if let Some(&l) = memo.get(m) {
+            return l;
+        }
+        let l = g[m].keys().map(|d| level(g, d, memo) + 1).max().unwrap_or(0);
+        memo.insert(m.to_owned(), l);
+        l
+    }
+    let mut memo = BTreeMap::new();
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for m in g.keys() {
+        let l = level(g, m, &mut memo);
+        if out.len() <= l {
+            out.resize(l + 1, Vec::new());
+        }
+        out[l].push(m.clone());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(edges: &[(&str, &str)]) -> Graph {
+        let mut g = Graph::new();
+        for (a, b) in edges {
+            g.entry((*a).into()).or_default().entry((*b).into()).or_default();
+            g.entry((*b).into()).or_default();
+        }
+        g
+    }
+
+    #[test]
+    fn finds_a_cycle_and_only_the_cycle() {
+        let c = cycles(&g(&[("a", "b"), ("b", "c"), ("c", "a"), ("c", "d"), ("e", "d")]));
+        assert_eq!(c, vec![vec!["a".to_string(), "b".into(), "c".into()]]);
+        assert!(cycles(&g(&[("a", "b"), ("b", "c"), ("a", "c")])).is_empty());
+    }
+
+    #[test]
+    fn layers_go_bottom_up() {
+        let l = levels(&g(&[("server", "session"), ("session", "config"), ("server", "config")]));
+        assert_eq!(l, vec![vec!["config".to_string()], vec!["session".into()], vec!["server".into()]]);
+    }
+
+    #[test]
+    fn names_in_use_items_code_macros_and_inline_modules() {
+        let src = r#"
+            use crate::{config::Config, fs::{self, VPath}};
+            use super::files::helper;
+            fn f() { crate::rates::Rates::new(); tracing::info!("{}", crate::metrics::X); }
+            mod tests { use super::*; use super::super::data::y; }
+        "#;
+        let ast = syn::parse_file(src).unwrap();
+        let mut v = Names { here: vec!["commands".into(), "transfer".into()], inline: 0, found: Vec::new() };
+        v.visit_file(&ast);
+        let found: BTreeSet<String> = v.found.iter().map(|(p, _)| p.join("::")).collect();
+        for want in [
+            "config::Config",
+            "fs",
+            "fs::VPath",
+            "commands::files::helper",
+            "rates::Rates::new",
+            "metrics::X",
+            "commands::transfer",
+            "commands::data::y",
+        ] {
+            assert!(found.contains(want), "{want} missing from {found:?}");
+        }
+    }
+}
