@@ -98,16 +98,22 @@ impl Dataplane {
             .try_into()?;
         prog.load().context("the verifier rejected the XDP program")?;
         for iface in &interfaces {
-            // Native mode where the driver has it; `lo` and some drivers only do generic.
-            let first = if iface == "lo" { XdpMode::Skb } else { XdpMode::Default };
-            if let Err(e) = prog.attach(iface, first) {
-                if first == XdpMode::Skb {
-                    return Err(e).with_context(|| format!("attaching XDP to {iface}"));
+            // Native mode where the driver has it; `lo` and some drivers only
+            // do generic, which runs after the socket buffer is built (slower,
+            // but the same verdicts).
+            let first = if iface == "lo" { XdpMode::Skb } else { XdpMode::Driver };
+            let mode = match prog.attach(iface, first) {
+                Ok(_) if first == XdpMode::Skb => "generic",
+                Ok(_) => "native",
+                Err(e) if first == XdpMode::Skb => return Err(e).with_context(|| format!("attaching XDP to {iface}")),
+                Err(e) => {
+                    prog.attach(iface, XdpMode::Skb).with_context(|| {
+                        format!("attaching XDP to {iface} (native mode failed: {e}; generic mode failed too)")
+                    })?;
+                    "generic"
                 }
-                prog.attach(iface, XdpMode::Skb).with_context(|| {
-                    format!("attaching XDP to {iface} (native mode failed: {e}; generic mode failed too)")
-                })?;
-            }
+            };
+            info!(interface = %iface, mode = %mode, "XDP attached");
         }
         let take = |ebpf: &mut Ebpf, name: &str| {
             ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))
@@ -252,16 +258,18 @@ pub fn interfaces_for(cfg: &Config, listen: IpAddr) -> Result<Vec<String>> {
         return Ok(vec!["lo".into()]);
     }
     let mut out: Vec<String> = Vec::new();
-    for (name, addr) in interface_addresses()? {
-        if (listen.is_unspecified() || addr == listen) && !out.contains(&name) {
+    // An interface that is down carries no traffic to guard; attaching
+    // generic XDP to it would only disturb its driver's offloads.
+    for (name, addr, up) in interface_addresses()? {
+        if up && (listen.is_unspecified() || addr == listen) && !out.contains(&name) {
             out.push(name);
         }
     }
     Ok(out)
 }
 
-/// `(interface, address)` for every address configured on this host.
-fn interface_addresses() -> Result<Vec<(String, IpAddr)>> {
+/// `(interface, address, is up)` for every address configured on this host.
+fn interface_addresses() -> Result<Vec<(String, IpAddr, bool)>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we free below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
@@ -294,7 +302,8 @@ fn interface_addresses() -> Result<Vec<(String, IpAddr)>> {
             }
             _ => continue,
         };
-        out.push((name, ip));
+        let up = ifa.ifa_flags & libc::IFF_UP as libc::c_uint != 0;
+        out.push((name, ip, up));
     }
     // SAFETY: `head` came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(head) };

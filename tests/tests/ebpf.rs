@@ -113,3 +113,40 @@ fn namespaces_are_removed_when_a_test_fails() {
     let (s, c) = names.lock().unwrap().take().unwrap();
     assert!(!NetPair::exists(&s) && !NetPair::exists(&c), "namespaces survived a failing test");
 }
+
+#[test]
+#[ignore = "privileged: cargo xtask test as root"]
+fn a_wildcard_listener_attaches_to_every_interface_that_is_up_and_says_how() {
+    assert!(privileged(), "{PRIV}");
+    let dir = tempfile::tempdir().unwrap();
+    let pair = NetPair::new();
+    // An interface with an address that is down: nothing to guard there.
+    for step in [
+        vec!["link", "add", "ftpddown0", "type", "veth", "peer", "name", "ftpddown1"],
+        vec!["addr", "add", "10.99.77.1/24", "dev", "ftpddown0"],
+    ] {
+        run_ok(Command::new("ip").args(["-n", &pair.server_ns]).args(&step));
+    }
+    let server = start_in(&pair, dir.path(), &["listen_address=0.0.0.0"]);
+    let log = server.log();
+    // veth has native XDP; lo only generic.
+    assert!(
+        log.lines().any(|l| l.contains("XDP attached") && l.contains(&pair.server_if) && l.contains("mode=native")),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("XDP attached") && l.contains("interface=lo") && l.contains("mode=generic")),
+        "{log}"
+    );
+    assert!(!log.lines().any(|l| l.contains("XDP attached") && l.contains("ftpddown0")), "{log}");
+    assert!(xdp_attached(&pair), "no XDP program on {}", pair.server_if);
+    let down = run_ok(Command::new("ip").args(["-n", &pair.server_ns, "link", "show", "dev", "ftpddown0"]));
+    assert!(!down.contains("xdp"), "XDP on an interface that is down: {down}");
+    // The wildcard still serves through the veth.
+    let code = format!(
+        "import ftplib\nf=ftplib.FTP()\nf.connect('{}',2121,timeout=10)\nf.login()\nprint(f.sendcmd('NOOP'))",
+        pair.server_ip
+    );
+    assert!(run_ok(pair.client_cmd("python3").arg("-c").arg(&code)).starts_with("200"));
+    drop(server);
+}
