@@ -241,7 +241,7 @@ options! {
     ftpd_metrics_users: Str = "", "ftpd extension. Comma-separated users whose transfers get a per-user `user` label in the metrics (others are not labelled, to bound cardinality).";
     ftpd_metrics_dirs: Str = "", "ftpd extension. Comma-separated top-level directories (projects, e.g. `debian,ubuntu`) whose downloads and uploads are counted apart in the metrics (`dir` label) and in `ftpd stats`; transfers elsewhere count as `other`. Empty: no per-directory metrics.";
     ftpd_ebpf: Str = "auto", "ftpd extension. `auto`: load the kernel data plane when possible, else enforce limits in userspace; `on`: refuse to start without it; `off`: never load it.";
-    ftpd_xdp_interfaces: Str = "", "ftpd extension. Comma-separated interfaces to attach XDP to; empty means those carrying `listen_address` (`lo` for loopback, every interface for the wildcard).";
+    ftpd_xdp_interfaces: Str = "", "ftpd extension. Comma-separated interfaces to attach XDP to; empty means those carrying `listen_address` (`lo` for loopback, every interface that is up for the wildcard), native mode where the driver has it, generic otherwise; the log says which per interface.";
 }
 
 /// Why a single setting was refused. `Display` says how to fix it.

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{REQUIRE_EBPF, build, cargo, exec, setup};
+use crate::{REQUIRE_EBPF, build, cargo, exec, modules, setup};
 
 /// How a stage ended.
 enum Outcome {
@@ -36,6 +36,7 @@ pub(crate) fn run() -> Result<()> {
     let mut stages = Vec::new();
 
     stage(&mut stages, "fmt", || exec(&mut cargo(["fmt", "--all", "--", "--check"])));
+    stage(&mut stages, "module cycles", || modules::run(true));
     stage(&mut stages, "clippy", || {
         exec(
             cargo(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])
