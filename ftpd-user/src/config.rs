@@ -40,8 +40,10 @@ pub struct OptionDoc {
 
 macro_rules! options {
     ($( $name:ident : $kind:ident = $default:expr, $doc:literal; )*) => {
-        /// Every setting of the server, with vsftpd's defaults.
-        #[derive(Clone, Debug, PartialEq, Eq)]
+        /// Every setting of the server, with vsftpd's defaults. Serializable:
+        /// the master sends the front a reloaded config, and a user's effective
+        /// one, as values rather than text to parse again.
+        #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
         pub struct Config {
             $( #[doc = $doc] pub $name: options!(@ty $kind), )*
         }
@@ -57,14 +59,6 @@ macro_rules! options {
             pub const TABLE: &'static [OptionDoc] = &[
                 $( OptionDoc { name: stringify!($name), kind: Kind::$kind, default: options!(@show $kind, $default), doc: $doc }, )*
             ];
-
-            /// Every option as `name=value` lines that `apply_text` reads back to
-            /// an equal `Config` (how the master hands a reloaded config to the front).
-            pub fn to_text(&self) -> String {
-                let mut out = String::new();
-                $( out.push_str(&format!("{}={}\n", stringify!($name), options!(@text $kind, &self.$name))); )*
-                out
-            }
 
             /// Applies one `name=value` setting; an empty value restores the default.
             pub fn set(&mut self, name: &str, value: &str) -> Result<(), SettingError> {
@@ -92,9 +86,6 @@ macro_rules! options {
     (@show UInt, $d:expr) => { options!(@uint_text stringify!($d)) };
     (@uint_text $t:expr) => { if matches!($t.as_bytes(), [b'0', b'o', ..]) { const_octal($t) } else { $t } };
     (@show Str, $d:expr) => { $d };
-    (@text Bool, $v:expr) => { if *$v { "YES".to_string() } else { "NO".to_string() } };
-    (@text UInt, $v:expr) => { $v.to_string() };
-    (@text Str, $v:expr) => { $v.clone() };
     (@parse Bool, $v:expr) => { parse_bool($v) };
     (@parse UInt, $v:expr) => { parse_uint($v) };
     (@parse Str, $v:expr) => { Ok::<String, SettingError>($v.to_owned()) };
@@ -499,22 +490,6 @@ impl Config {
         Ok(())
     }
 
-    /// The bandwidth limit of a session in bytes per second (0: none): the
-    /// one rule for which rate applies. Anonymous users' rights
-    /// (`anon_max_rate`) go to anonymous sessions and to virtual users
-    /// without `virtual_use_local_privs`; everyone else gets `local_max_rate`.
-    /// `self` is the session's effective config (global plus
-    /// `user_config_dir`), so per-user overrides are already in it.
-    pub fn max_rate(&self, anonymous: bool) -> u64 {
-        u64::from(if self.anon_rules(anonymous) { self.anon_max_rate } else { self.local_max_rate })
-    }
-
-    /// Whether anonymous users' rights apply to a session: anonymous users,
-    /// and virtual users unless `virtual_use_local_privs` (vsftpd's rule).
-    pub fn anon_rules(&self, anonymous: bool) -> bool {
-        anonymous || (self.guest_enable && !self.virtual_use_local_privs)
-    }
-
     /// The passive port range, `None` when any port will do.
     pub fn pasv_range(&self) -> Option<(u16, u16)> {
         // validate() has checked both fit in a u16.
@@ -752,15 +727,6 @@ mod tests {
         let e = load("ssl_enable=YES\nssl_ciphers=DES-CBC3-SHA\n").unwrap().validate().unwrap_err();
         assert!(e.contains("ssl_ciphers"), "{e}");
         assert!(load("implicit_ssl=YES\n").unwrap().validate().is_err());
-    }
-
-    #[test]
-    fn to_text_round_trips() {
-        let mut c = load("anonymous_enable=YES\nanon_umask=022\nftpd_banner=hi there\nmax_clients=7\n").unwrap();
-        c.anon_root = "/srv/x".into();
-        let mut back = Config::default();
-        back.apply_text("t", &c.to_text()).unwrap();
-        assert_eq!(back, c);
     }
 
     #[test]

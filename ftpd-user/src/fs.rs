@@ -461,7 +461,7 @@ impl Root {
 }
 
 /// How `open_write` treats an existing file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Create {
     /// Fail if it exists (anonymous uploads without `anon_other_write_enable`).
     Exclusive,
@@ -477,12 +477,16 @@ pub enum Create {
 }
 
 /// One entry of a listing.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     /// File name (no directory part).
+    #[serde(with = "serde_bytes")]
     pub name: Vec<u8>,
     /// `lstat` of the entry, so symlinks list as symlinks.
+    #[serde(with = "crate::ipc::wire_stat")]
     pub stat: Stat,
     /// Target of a symlink, shown as `name -> target`.
+    #[serde(with = "serde_bytes")]
     pub link: Option<Vec<u8>>,
 }
 

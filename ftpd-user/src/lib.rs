@@ -9,6 +9,8 @@
 //! - `data`: passive listeners and zero-copy sends.
 //! - `tls`: FTPS: rustls configuration, per-session resumption, TLS streams.
 //! - `ciphers`: `ssl_ciphers` read into rustls's suites (below `config` and `tls`).
+//! - `policy`: which limit and which permission rules a session gets.
+//! - `ipc`: the typed messages between the master, the front and the file workers.
 //! - `fs`: confinement to the user's root (`openat2`) and listings.
 //! - `dataplane`: the eBPF programs (the only module that uses aya).
 
@@ -26,6 +28,7 @@ pub mod ipc;
 pub mod login;
 pub mod manual;
 pub mod metrics;
+pub mod policy;
 pub mod privsep;
 pub mod rates;
 pub mod server;

@@ -4,10 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{auth, config::Config};
+use serde::{Deserialize, Serialize};
 
-/// A successful login.
-#[derive(Clone, Debug, PartialEq, Eq)]
+use crate::{auth, config::Config, policy::Policy};
+
+/// A successful login: what the master sends the front.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
     /// Name for logs and STAT (`anonymous` for anonymous users).
     pub name: String,
@@ -20,11 +22,34 @@ pub struct Grant {
     /// All groups.
     pub groups: Vec<u32>,
     /// The directory that is `/` for this session.
+    #[serde(with = "os_path")]
     pub root_dir: PathBuf,
     /// Where the session starts, inside the root.
+    #[serde(with = "serde_bytes")]
     pub cwd: Vec<u8>,
-    /// Text of `user_config_dir/USER`, applied on top of the global config.
-    pub user_config: Option<String>,
+    /// The session's effective config when `user_config_dir/USER` changes
+    /// it: the global config with the file applied, validated by the
+    /// master. `None`: the global config applies (sessions share it).
+    pub config: Option<Box<Config>>,
+    /// The limit and permission rules of the session, decided from its
+    /// effective config.
+    pub policy: Policy,
+}
+
+/// A path as its bytes: home directories need not be UTF-8.
+mod os_path {
+    use std::{ffi::OsStr, os::unix::ffi::OsStrExt, path::PathBuf};
+
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(p: &std::path::Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(p.as_os_str().as_bytes())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        let bytes: &[u8] = serde_bytes::deserialize(d)?;
+        Ok(PathBuf::from(OsStr::from_bytes(bytes)))
+    }
 }
 
 /// A refused login: the reply text, and the reason for the log.
@@ -95,7 +120,8 @@ pub fn decide(cfg: &Config, anon_root: &Path, user: &str, password: &[u8], rhost
             groups: vec![acct.gid],
             root_dir: anon_root.to_path_buf(),
             cwd: b"/".to_vec(),
-            user_config: None,
+            config: None,
+            policy: Policy::decide(cfg, true),
         });
     }
     // Authenticate first; every failure below looks the same to the client.
@@ -110,15 +136,8 @@ pub fn decide(cfg: &Config, anon_root: &Path, user: &str, password: &[u8], rhost
         }
     };
     authenticated?;
-    let user_config = read_user_config(cfg, user)?;
-    let mut eff = cfg.clone();
-    if let Some(text) = &user_config {
-        let source = format!("{}/{user}", cfg.user_config_dir);
-        eff.apply_text(&source, text).map_err(|e| misconfigured(format!("bad per-user config: {e}")))?;
-        // Validated like the main file: a per-user file must not make a
-        // setting the main file could not (a passive range upside down...).
-        eff.validate().map_err(|e| misconfigured(format!("bad per-user config: {source}: {e}")))?;
-    }
+    let (config, policy) = user_settings(cfg, user, false)?;
+    let eff = config.as_deref().unwrap_or(cfg);
     let (acct, virtual_user) = if eff.guest_enable {
         let a = auth::account(&eff.guest_username)
             .ok_or_else(|| deny("Login incorrect.", format!("guest_username={} does not exist", eff.guest_username)))?;
@@ -164,8 +183,29 @@ pub fn decide(cfg: &Config, anon_root: &Path, user: &str, password: &[u8], rhost
         groups,
         root_dir,
         cwd,
-        user_config,
+        config,
+        policy,
     })
+}
+
+/// A user's effective settings: `cfg` with `user_config_dir/USER` applied
+/// and validated (`None` without such a file), and the policy decided from
+/// them. The only reader of per-user files for sessions: the master calls it
+/// at login and at reload (and the single process when not started as root).
+/// Anonymous sessions have no per-user file, as at login.
+pub fn user_settings(cfg: &Config, user: &str, anonymous: bool) -> Result<(Option<Box<Config>>, Policy), Denial> {
+    let text = if anonymous { None } else { read_user_config(cfg, user)? };
+    let Some(text) = text else {
+        return Ok((None, Policy::decide(cfg, anonymous)));
+    };
+    let mut eff = cfg.clone();
+    let source = format!("{}/{user}", cfg.user_config_dir);
+    eff.apply_text(&source, &text).map_err(|e| misconfigured(format!("bad per-user config: {e}")))?;
+    // Validated like the main file: a per-user file must not make a
+    // setting the main file could not (a passive range upside down...).
+    eff.validate().map_err(|e| misconfigured(format!("bad per-user config: {source}: {e}")))?;
+    let policy = Policy::decide(&eff, anonymous);
+    Ok((Some(Box::new(eff)), policy))
 }
 
 /// The text of `user_config_dir/USER`, if there is one.

@@ -19,8 +19,9 @@ use crate::{
     auth,
     config::Config,
     fs::Root,
-    ipc::{self, Dec, Enc},
+    ipc::{self, LoginRequest, MasterReply, MasterRequest, Secret},
     login::{self, Denial, Grant},
+    rates::Owner,
     worker::{Direct, Fs, WorkerLink},
 };
 
@@ -60,14 +61,6 @@ pub enum Authority {
 
 /// A granted anonymous login and the worker it uses.
 type AnonGrant = (Grant, Arc<WorkerLink>);
-
-const REQ_LOGIN: u8 = 1;
-const REQ_BIND: u8 = 2;
-const REQ_RELOAD: u8 = 3;
-const REP_DENIED: u8 = 0;
-const REP_OK: u8 = 1;
-/// Refused unchecked: too many logins were waiting for a password check.
-const REP_BUSY: u8 = 2;
 
 fn broken(what: &str) -> Denial {
     Denial {
@@ -141,7 +134,11 @@ impl Authority {
             }
             Self::Master { chan, links, added, anon, .. } => {
                 let (mine, theirs) = ipc::pair().map_err(|e| broken(&e.to_string()))?;
-                let req = Enc::tag(REQ_LOGIN).bytes(user.as_bytes()).bytes(password).bytes(rhost.as_bytes()).0;
+                let req = MasterRequest::Login(LoginRequest {
+                    user: user.to_owned(),
+                    password: Secret(password.to_vec()),
+                    rhost: rhost.to_owned(),
+                });
                 {
                     let chan = chan.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     ipc::send(chan.as_fd(), &req, Some(theirs.as_fd())).map_err(|e| broken(&e.to_string()))?;
@@ -153,23 +150,18 @@ impl Authority {
                     Ok(None) => return Err(broken("master closed the login channel")),
                     Err(e) => return Err(broken(&e.to_string())),
                 };
-                let mut d = Dec(&buf);
-                match d.u8() {
-                    Some(REP_DENIED) => Err(Denial {
-                        reply: d.str().unwrap_or("Login incorrect.").to_owned(),
-                        reason: "refused by the master".into(),
-                        config_error: false,
-                    }),
+                match ipc::decode::<MasterReply>(&buf) {
+                    Ok(MasterReply::Denied { reply }) => {
+                        Err(Denial { reply, reason: "refused by the master".into(), config_error: false })
+                    }
                     // Told apart in the log; the client gets vsftpd's 530, as for
                     // any refused login (it may simply try again).
-                    Some(REP_BUSY) => Err(Denial {
+                    Ok(MasterReply::Busy) => Err(Denial {
                         reply: "Login incorrect.".into(),
                         reason: "server busy: too many logins waiting for a password check".into(),
                         config_error: false,
                     }),
-                    Some(REP_OK) => {
-                        let grant = decode_grant(&mut d).ok_or_else(|| broken("malformed grant"))?;
-                        let id = d.u64().ok_or_else(|| broken("malformed grant"))?;
+                    Ok(MasterReply::Granted { grant, worker: id }) => {
                         let mut links = links.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                         if let Some(fd) = fd {
                             links.insert(id, Arc::new(WorkerLink::new(fd)));
@@ -193,7 +185,8 @@ impl Authority {
                                 added.wait_timeout(links, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
                         }
                     }
-                    _ => Err(broken("malformed reply")),
+                    Ok(_) => Err(broken("unexpected reply to a login")),
+                    Err(e) => Err(broken(&format!("login reply: {e}"))),
                 }
             }
         }
@@ -202,47 +195,32 @@ impl Authority {
 
 impl Authority {
     /// Re-reads the configuration (the master does it: the file may be
-    /// readable by root only) and the per-user config of `users`.
-    pub fn reload(
-        &self,
-        source: &crate::config::ConfigSource,
-        users: &[String],
-    ) -> Result<(Config, Vec<Option<String>>), String> {
+    /// readable by root only), and the rate limit of each of `owners` under
+    /// it, decided by the master as at their login.
+    pub fn reload(&self, source: &crate::config::ConfigSource, owners: &[Owner]) -> Result<(Config, Vec<u64>), String> {
         let Self::Master { chan, anon, .. } = self else {
             let cfg = source.load()?;
-            let texts = users.iter().map(|u| login::read_user_config(&cfg, u).ok().flatten()).collect();
-            return Ok((cfg, texts));
+            let limits = reload_limits(&cfg, owners)?;
+            return Ok((cfg, limits));
         };
         let (mine, theirs) = ipc::pair().map_err(|e| e.to_string())?;
-        let mut req = Enc::tag(REQ_RELOAD).u32(u32::try_from(users.len()).unwrap_or(0));
-        for u in users {
-            req = req.bytes(u.as_bytes());
-        }
+        let req = MasterRequest::Reload { owners: owners.to_vec() };
         {
             let chan = chan.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            ipc::send(chan.as_fd(), &req.0, Some(theirs.as_fd())).map_err(|e| e.to_string())?;
+            ipc::send(chan.as_fd(), &req, Some(theirs.as_fd())).map_err(|e| e.to_string())?;
         }
         drop(theirs);
         let mut buf = Vec::new();
         ipc::recv(mine.as_fd(), &mut buf).map_err(|e| e.to_string())?.ok_or("master closed the channel")?;
-        let mut d = Dec(&buf);
-        match d.u8() {
-            Some(REP_OK) => {
-                let text = d.str().ok_or("malformed reload reply")?;
-                let mut cfg = Config::default();
-                cfg.apply_text("<reloaded>", text).map_err(|e| e.to_string())?;
-                let mut texts = Vec::new();
-                for _ in users {
-                    texts.push(match d.u8().ok_or("malformed reload reply")? {
-                        0 => None,
-                        _ => Some(d.str().ok_or("malformed reload reply")?.to_owned()),
-                    });
-                }
+        match ipc::decode::<MasterReply>(&buf) {
+            Ok(MasterReply::Reloaded { config, limits }) if limits.len() == owners.len() => {
                 // The next anonymous login is decided under the new config.
                 *anon.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-                Ok((cfg, texts))
+                Ok((*config, limits))
             }
-            _ => Err(d.str().unwrap_or("the master refused to reload").to_owned()),
+            Ok(MasterReply::ReloadFailed { reason }) => Err(reason),
+            Ok(_) => Err("unexpected reply to a reload from the master".into()),
+            Err(e) => Err(format!("reload reply from the master: {e}")),
         }
     }
 
@@ -253,57 +231,33 @@ impl Authority {
             return crate::data::bind_source(ip, port);
         };
         let (mine, theirs) = ipc::pair()?;
-        let req = Enc::tag(REQ_BIND).bytes(ip.to_string().as_bytes()).u32(u32::from(port)).0;
+        let req = MasterRequest::BindDataPort { ip, port };
         {
             let chan = chan.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             ipc::send(chan.as_fd(), &req, Some(theirs.as_fd()))?;
         }
         drop(theirs);
         let mut buf = Vec::new();
-        match ipc::recv(mine.as_fd(), &mut buf)? {
-            Some(Some(fd)) => Ok(fd),
-            _ => {
-                let why = Dec(&buf).str().unwrap_or("refused").to_owned();
-                Err(io::Error::other(format!("master could not bind the data port: {why}")))
+        let fd = ipc::recv(mine.as_fd(), &mut buf)?.ok_or_else(|| io::Error::other("master closed the channel"))?;
+        match (ipc::decode::<MasterReply>(&buf), fd) {
+            (Ok(MasterReply::Bound), Some(fd)) => Ok(fd),
+            (Ok(MasterReply::BindFailed { reason }), _) => {
+                Err(io::Error::other(format!("master could not bind the data port: {reason}")))
             }
+            (Ok(_), _) => Err(io::Error::other("unexpected reply to a bind from the master")),
+            (Err(e), _) => Err(io::Error::other(format!("bind reply from the master: {e}"))),
         }
     }
 }
 
-fn encode_grant(g: &Grant, e: Enc) -> Enc {
-    use std::os::unix::ffi::OsStrExt;
-    let mut e = e
-        .bytes(g.name.as_bytes())
-        .u8(u8::from(g.anonymous))
-        .u32(g.uid)
-        .u32(g.gid)
-        .u32(u32::try_from(g.groups.len()).unwrap_or(0));
-    for group in &g.groups {
-        e = e.u32(*group);
-    }
-    e = e.bytes(g.root_dir.as_os_str().as_bytes()).bytes(&g.cwd);
-    e = match &g.user_config {
-        Some(t) => e.u8(1).bytes(t.as_bytes()),
-        None => e.u8(0),
-    };
-    e
-}
-
-fn decode_grant(d: &mut Dec<'_>) -> Option<Grant> {
-    use std::os::unix::ffi::OsStrExt;
-    let name = d.str()?.to_owned();
-    let anonymous = d.u8()? != 0;
-    let uid = d.u32()?;
-    let gid = d.u32()?;
-    let n = d.u32()?;
-    let groups = (0..n.min(65_536)).map(|_| d.u32()).collect::<Option<Vec<u32>>>()?;
-    let root_dir = PathBuf::from(std::ffi::OsStr::from_bytes(d.bytes()?));
-    let cwd = d.bytes()?.to_vec();
-    let user_config = match d.u8()? {
-        0 => None,
-        _ => Some(d.str()?.to_owned()),
-    };
-    Some(Grant { name, anonymous, uid, gid, groups, root_dir, cwd, user_config })
+/// The rate limit of each of `owners` under `cfg`: the rule of their login,
+/// with their per-user files read again. A bad file refuses the reload.
+fn reload_limits(cfg: &Config, owners: &[Owner]) -> Result<Vec<u64>, String> {
+    owners
+        .iter()
+        .map(|(name, anonymous)| login::user_settings(cfg, name, *anonymous).map(|(_, p)| p.max_rate))
+        .collect::<Result<_, _>>()
+        .map_err(|d| d.reason)
 }
 
 /// Who a worker acts as: uid, gid, groups, root.
@@ -361,7 +315,7 @@ pub fn run_master(
         let started = std::thread::Builder::new().name(format!("login-{i}")).spawn(move || {
             loop {
                 let (req, reply) = q.next();
-                m.handle_login(&req, &reply);
+                m.handle_login(req, &reply);
             }
         });
         if let Err(e) = started {
@@ -371,31 +325,34 @@ pub fn run_master(
     let mut buf = Vec::new();
     loop {
         match ipc::recv(chan.as_fd(), &mut buf) {
-            // A reload reads files (the config, the users file, roots on
-            // network file systems): on a thread of its own, so that this
-            // loop keeps queueing logins meanwhile. One at a time.
-            Ok(Some(Some(reply_fd))) if buf.first() == Some(&REQ_RELOAD) => {
-                let (m, req) = (Arc::clone(&master), buf.clone());
-                let started = std::thread::Builder::new().name("reload".into()).spawn(move || {
-                    let _one = m.reloading.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    m.handle_reload(&req, &reply_fd);
-                });
-                if let Err(e) = started {
-                    warn!("master: cannot start the reload thread: {e}");
+            Ok(Some(Some(reply_fd))) => match ipc::decode::<MasterRequest>(&buf) {
+                // A reload reads files (the config, the users file, roots on
+                // network file systems): on a thread of its own, so that this
+                // loop keeps queueing logins meanwhile. One at a time.
+                Ok(MasterRequest::Reload { owners }) => {
+                    let m = Arc::clone(&master);
+                    let started = std::thread::Builder::new().name("reload".into()).spawn(move || {
+                        let _one = m.reloading.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        m.handle_reload(&owners, &reply_fd);
+                    });
+                    if let Err(e) = started {
+                        warn!("master: cannot start the reload thread: {e}");
+                    }
                 }
-            }
-            // Binds are quick: answered here, not queued behind password checks.
-            Ok(Some(Some(reply_fd))) if buf.first() != Some(&REQ_LOGIN) => master.handle_login(&buf, &reply_fd),
-            Ok(Some(Some(reply_fd))) => {
-                let host = {
-                    let mut d = Dec(&buf[1..]);
-                    let _ = (d.str(), d.bytes());
-                    d.str().unwrap_or_default().to_owned()
-                };
-                if let Some(reply_fd) = queue.push(host, buf.clone(), reply_fd) {
-                    let _ = ipc::send(reply_fd.as_fd(), &Enc::tag(REP_BUSY).0, None);
+                // Binds are quick: answered here, not queued behind password checks.
+                Ok(MasterRequest::BindDataPort { ip, port }) => master.handle_bind(ip, port, &reply_fd),
+                Ok(MasterRequest::Login(req)) => {
+                    if let Some(reply_fd) = queue.push(req.rhost.clone(), req, reply_fd) {
+                        let _ = ipc::send(reply_fd.as_fd(), &MasterReply::Busy, None);
+                    }
                 }
-            }
+                // Refused as a bad login was, and left for the front to notice.
+                Err(e) => {
+                    warn!("master: malformed request from the front ({e}); refused");
+                    let _ =
+                        ipc::send(reply_fd.as_fd(), &MasterReply::Denied { reply: "Login incorrect.".into() }, None);
+                }
+            },
             Ok(Some(None)) => {
                 warn!("master: request without a reply channel; the front is broken, stopping");
                 break;
@@ -433,7 +390,7 @@ const QUEUED_MAX: usize = 256;
 const QUEUED_PER_HOST_MAX: usize = 16;
 
 impl Pending {
-    fn push_back(&mut self, host: String, req: Vec<u8>, reply: OwnedFd) {
+    fn push_back(&mut self, host: String, req: LoginRequest, reply: OwnedFd) {
         let q = self.by_host.entry(host.clone()).or_default();
         if q.is_empty() {
             self.order.push_back(host);
@@ -454,7 +411,7 @@ struct LoginQueue {
 
 #[derive(Default)]
 struct Pending {
-    by_host: HashMap<String, std::collections::VecDeque<(Vec<u8>, OwnedFd)>>,
+    by_host: HashMap<String, std::collections::VecDeque<(LoginRequest, OwnedFd)>>,
     /// Addresses with waiting logins, in serving order.
     order: std::collections::VecDeque<String>,
     total: usize,
@@ -470,7 +427,7 @@ impl LoginQueue {
     /// with fewer, so addresses that flood cannot lock others out: the
     /// newcomer is served within one round. The newcomer itself is refused
     /// when its address has as many waiting as any (or its own cap).
-    fn push(&self, host: String, req: Vec<u8>, reply: OwnedFd) -> Option<OwnedFd> {
+    fn push(&self, host: String, req: LoginRequest, reply: OwnedFd) -> Option<OwnedFd> {
         let mut p = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let waiting = p.by_host.get(&host).map_or(0, std::collections::VecDeque::len);
         let mut refused = None;
@@ -510,7 +467,7 @@ impl LoginQueue {
     }
 
     /// The next login to check, waiting for one.
-    fn next(&self) -> (Vec<u8>, OwnedFd) {
+    fn next(&self) -> (LoginRequest, OwnedFd) {
         let mut p = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         loop {
             if let Some(host) = p.order.pop_front() {
@@ -537,27 +494,16 @@ impl Master {
         Arc::clone(&self.cfg.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
-    fn handle_login(&self, req: &[u8], reply: &OwnedFd) {
-        if req.first() == Some(&REQ_BIND) {
-            self.handle_bind(req, reply);
-            return;
-        }
-        if req.first() == Some(&REQ_RELOAD) {
-            self.handle_reload(req, reply);
-            return;
-        }
-        let mut d = Dec(req);
-        let parsed = (d.u8(), d.str(), d.bytes(), d.str());
-        let (Some(REQ_LOGIN), Some(user), Some(password), Some(rhost)) = parsed else {
-            let _ = ipc::send(reply.as_fd(), &Enc::tag(REP_DENIED).bytes(b"Login incorrect.").0, None);
-            return;
-        };
-        let outcome = login::decide(&self.cfg(), &self.anon_root, user, password, rhost)
+    fn handle_login(&self, req: LoginRequest, reply: &OwnedFd) {
+        let LoginRequest { user, password, rhost } = req;
+        let outcome = login::decide(&self.cfg(), &self.anon_root, &user, &password.0, &rhost)
             .and_then(|g| self.worker_for(&g).map(|w| (g, w)));
         match outcome {
-            Ok((grant, (id, link))) => {
-                let msg = encode_grant(&grant, Enc::tag(REP_OK)).u64(id).0;
-                let _ = ipc::send(reply.as_fd(), &msg, link.as_ref().map(AsFd::as_fd));
+            Ok((grant, (worker, link))) => {
+                let msg = MasterReply::Granted { grant, worker };
+                if let Err(e) = ipc::send(reply.as_fd(), &msg, link.as_ref().map(AsFd::as_fd)) {
+                    warn!(user, rhost, "master: cannot send a grant: {e}");
+                }
             }
             Err(denial) => {
                 if denial.config_error {
@@ -565,7 +511,7 @@ impl Master {
                 } else {
                     info!(user, rhost, reason = %denial.reason, "login refused");
                 }
-                let _ = ipc::send(reply.as_fd(), &Enc::tag(REP_DENIED).bytes(denial.reply.as_bytes()).0, None);
+                let _ = ipc::send(reply.as_fd(), &MasterReply::Denied { reply: denial.reply }, None);
             }
         }
     }
@@ -573,13 +519,14 @@ impl Master {
     /// Re-reads the configuration for the front, and decides later logins
     /// with it. The front already runs with the startup settings that need
     /// privilege (listeners, logs); a reload changes what sessions do (rate
-    /// limits, for running transfers too) and how logins are decided.
-    fn handle_reload(&self, req: &[u8], reply: &OwnedFd) {
-        let mut d = Dec(&req[1..]);
-        let n = d.u32().unwrap_or(0).min(10_000);
-        let users: Vec<String> = (0..n).filter_map(|_| d.str().map(str::to_owned)).collect();
-        match self.source.load() {
-            Ok(cfg) => {
+    /// limits, for running transfers too) and how logins are decided. The
+    /// limits of logged-in `owners` are decided here, as at their login; a
+    /// bad per-user file of one refuses the whole reload, so the master and
+    /// the front never use different configurations.
+    fn handle_reload(&self, owners: &[Owner], reply: &OwnedFd) {
+        let loaded = self.source.load().and_then(|cfg| reload_limits(&cfg, owners).map(|limits| (cfg, limits)));
+        match loaded {
+            Ok((cfg, limits)) => {
                 // Re-read now so that a bad file is reported at reload
                 // (the users read before stay in use).
                 if !cfg.virtual_users_file.is_empty() {
@@ -588,43 +535,35 @@ impl Master {
                 for problem in crate::access::unservable_roots(&cfg, &self.anon_root) {
                     warn!("reload: {problem}");
                 }
-                let mut e = Enc::tag(REP_OK).bytes(cfg.to_text().as_bytes());
-                for u in &users {
-                    e = match login::read_user_config(&cfg, u).ok().flatten() {
-                        Some(t) => e.u8(1).bytes(t.as_bytes()),
-                        None => e.u8(0),
-                    };
+                let msg = MasterReply::Reloaded { config: Box::new(cfg.clone()), limits };
+                if let Err(e) = ipc::send(reply.as_fd(), &msg, None) {
+                    warn!("master: cannot send the reloaded configuration: {e}");
                 }
-                let _ = ipc::send(reply.as_fd(), &e.0, None);
                 *self.cfg.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(cfg);
             }
             Err(err) => {
                 warn!("master: reload refused: {err}");
-                let _ = ipc::send(reply.as_fd(), &Enc::tag(REP_DENIED).bytes(err.as_bytes()).0, None);
+                let _ = ipc::send(reply.as_fd(), &MasterReply::ReloadFailed { reason: err }, None);
             }
         }
     }
 
     /// Binds `ftp_data_port` for the front; any other port is refused, so the
     /// front can never use the master to bind a privileged port of its choice.
-    fn handle_bind(&self, req: &[u8], reply: &OwnedFd) {
-        let mut d = Dec(&req[1..]);
-        let ip = d.str().and_then(|s| s.parse::<std::net::IpAddr>().ok());
-        let port = d.u32();
+    fn handle_bind(&self, ip: std::net::IpAddr, port: u16, reply: &OwnedFd) {
         let cfg = self.cfg();
-        let result = match (ip, port) {
-            (Some(ip), Some(port)) if port == cfg.ftp_data_port && cfg.connect_from_port_20 => {
-                crate::data::bind_source(ip, u16::try_from(port).unwrap_or(20)).map_err(|e| e.to_string())
-            }
-            _ => Err("bad bind request".to_string()),
+        let result = if u32::from(port) == cfg.ftp_data_port && cfg.connect_from_port_20 {
+            crate::data::bind_source(ip, port).map_err(|e| e.to_string())
+        } else {
+            Err("bad bind request".to_string())
         };
         match result {
             Ok(fd) => {
-                let _ = ipc::send(reply.as_fd(), b"\x01", Some(fd.as_fd()));
+                let _ = ipc::send(reply.as_fd(), &MasterReply::Bound, Some(fd.as_fd()));
             }
             Err(e) => {
                 warn!("master: {e}");
-                let _ = ipc::send(reply.as_fd(), &Enc::default().bytes(e.as_bytes()).0, None);
+                let _ = ipc::send(reply.as_fd(), &MasterReply::BindFailed { reason: e }, None);
             }
         }
     }

@@ -35,7 +35,7 @@ pub struct Flow {
 type Group = (u64, Vec<Arc<Flow>>);
 
 /// Whose limit a rate group is: the user name, and whether the session is
-/// anonymous (the rule for which limit applies is [`crate::config::Config::max_rate`]).
+/// anonymous (the rule for which limit applies is [`crate::policy::Policy::decide`]).
 pub type Owner = (String, bool);
 
 /// The transfers sharing each limit, by group key.
@@ -145,19 +145,11 @@ pub fn reload(shared: &Arc<Shared>) -> Result<usize, String> {
             owners.push(o.clone());
         }
     }
-    let names: Vec<String> = owners.iter().map(|(n, _)| n.clone()).collect();
-    let (mut cfg, texts) = shared.authority.reload(&shared.source, &names)?;
+    // The master decides each owner's limit, as at login: the front never
+    // reads per-user files.
+    let (mut cfg, limits) = shared.authority.reload(&shared.source, &owners)?;
     crate::tls::keep_startup_settings(&shared.cfg(), &mut cfg);
-    let mut limits = HashMap::new();
-    for (owner, text) in owners.into_iter().zip(texts) {
-        let mut eff = cfg.clone();
-        if let Some(t) = text {
-            eff.apply_text(&format!("{}/{}", eff.user_config_dir, owner.0), &t).map_err(|e| e.to_string())?;
-            eff.validate().map_err(|e| format!("{}/{}: {e}", eff.user_config_dir, owner.0))?;
-        }
-        let limit = eff.max_rate(owner.1);
-        limits.insert(owner, limit);
-    }
+    let limits: HashMap<Owner, u64> = owners.into_iter().zip(limits).collect();
     shared.set_cfg(cfg);
     let mut changed = 0;
     let owners = lock(&shared.rates.owners);

@@ -44,6 +44,8 @@ pub struct User {
     pub root: Arc<Fs>,
     /// Effective settings (the global config, plus `user_config_dir` overrides).
     pub cfg: Arc<Config>,
+    /// Its limit and permission rules, decided at login.
+    pub policy: crate::policy::Policy,
 }
 
 /// Where the session is in the login sequence.
@@ -453,10 +455,9 @@ impl Session {
     }
 
     /// Whether anonymous users' rights apply: anonymous users, and virtual
-    /// users unless `virtual_use_local_privs` (vsftpd's rule).
+    /// users unless `virtual_use_local_privs` (see [`crate::policy::Policy`]).
     pub(crate) fn anon_rules(&self) -> bool {
-        let u = self.user();
-        u.cfg.anon_rules(u.anonymous)
+        self.user().policy.anon_rules
     }
 
     /// The logged-in user's effective settings.
@@ -589,8 +590,7 @@ impl Session {
     /// This session's bandwidth limit in bytes per second (0: none): its
     /// effective config's, unless a reload since its login changed it.
     pub(crate) fn rate(&self) -> u64 {
-        let u = self.user();
-        self.shared.rates.limit(&self.owner(), u.cfg.max_rate(u.anonymous))
+        self.shared.rates.limit(&self.owner(), self.user().policy.max_rate)
     }
 
     /// How long a transfer may make no progress.

@@ -13,7 +13,7 @@ use rustix::fs::Stat;
 
 use crate::{
     fs::{Create, Entry, FsError, Root, VPath},
-    ipc::{self, Dec, Enc},
+    ipc::{self, WorkerReply, WorkerRequest},
 };
 
 /// Where a session's file operations run.
@@ -106,25 +106,6 @@ impl WorkerLink {
     }
 }
 
-const OP_OPEN_FILE: u8 = 1;
-const OP_IS_DIR: u8 = 2;
-const OP_STAT: u8 = 4;
-const OP_LSTAT: u8 = 5;
-const OP_OPEN_WRITE: u8 = 6;
-const OP_MKDIR: u8 = 7;
-const OP_RMDIR: u8 = 8;
-const OP_UNLINK: u8 = 9;
-const OP_RENAME: u8 = 10;
-const OP_CHMOD: u8 = 11;
-const OP_LIST_STREAM: u8 = 12;
-const OP_FORGET: u8 = 13;
-const OP_CREATE_TEMP: u8 = 14;
-const OP_OPEN_PART: u8 = 15;
-const OP_RESUMABLE_PART: u8 = 16;
-const OP_COMMIT: u8 = 17;
-const OP_OPEN_REPLACE: u8 = 18;
-const OP_SET_MTIME: u8 = 19;
-
 /// Entries per listing chunk: small enough that the next chunk is stat'ed
 /// while the front formats and sends this one, large enough that messages
 /// are few (10 000 entries: 20 messages).
@@ -133,47 +114,6 @@ const CHUNK_ENTRIES: u32 = 512;
 /// more are refused with EAGAIN rather than queued without bound.
 const MAX_LISTINGS: usize = 64;
 static LISTINGS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-const ST_OK: u8 = 0;
-const ST_ERRNO: u8 = 1;
-const ST_BADNAME: u8 = 2;
-/// A listing reply that more chunks follow.
-const ST_MORE: u8 = 3;
-
-fn create_code(c: Create) -> u8 {
-    match c {
-        Create::Exclusive => 0,
-        Create::Truncate => 1,
-        Create::Keep => 2,
-        Create::Append => 3,
-        Create::Existing => 4,
-    }
-}
-
-fn create_from(c: u8) -> Option<Create> {
-    Some(match c {
-        0 => Create::Exclusive,
-        1 => Create::Truncate,
-        2 => Create::Keep,
-        3 => Create::Append,
-        4 => Create::Existing,
-        _ => return None,
-    })
-}
-
-fn stat_bytes(st: &Stat) -> &[u8] {
-    // SAFETY: `Stat` is a plain C struct of integers; viewing it as bytes is sound.
-    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(st).cast::<u8>(), std::mem::size_of::<Stat>()) }
-}
-
-fn stat_from(b: &[u8]) -> Option<Stat> {
-    if b.len() != std::mem::size_of::<Stat>() {
-        return None;
-    }
-    // SAFETY: the length matches and every bit pattern is a valid `Stat`
-    // (integers only); the bytes came from `stat_bytes` in the same binary.
-    Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<Stat>()) })
-}
 
 fn broken() -> FsError {
     FsError::Io(io::Error::new(io::ErrorKind::BrokenPipe, "file worker sent a malformed reply"))
@@ -189,19 +129,21 @@ impl Fs {
         }
     }
 
-    fn call(link: &WorkerLink, req: &[u8]) -> Result<(Vec<u8>, Option<OwnedFd>), FsError> {
-        let sock = link.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut buf = Vec::new();
-        let fd = ipc::call(&*sock, req, None, &mut buf).map_err(FsError::Io)?;
-        Self::status(&buf)?;
-        Ok((buf, fd))
-    }
-
-    fn call_with(link: &WorkerLink, req: &[u8], fd: std::os::fd::BorrowedFd<'_>) -> Result<(), FsError> {
-        let sock = link.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut buf = Vec::new();
-        ipc::call(&*sock, req, Some(fd), &mut buf).map_err(FsError::Io)?;
-        Self::status(&buf)
+    /// Sends `req` to the worker and decodes its reply (into `buf`): an
+    /// error reply as its [`FsError`], anything else for the caller to check.
+    fn ask<'b>(
+        &self,
+        req: &WorkerRequest<'_>,
+        fd: Option<std::os::fd::BorrowedFd<'_>>,
+        buf: &'b mut Vec<u8>,
+    ) -> Result<(WorkerReply<'b>, Option<OwnedFd>), FsError> {
+        let Self::Remote(link, _) = self else { unreachable!("local Fs handled by the caller") };
+        let got = {
+            let sock = link.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            ipc::call(&*sock, req, fd, buf).map_err(FsError::Io)?
+        };
+        let buf: &'b [u8] = buf;
+        Ok((reply_status(ipc::decode(buf).map_err(|_| broken())?)?, got))
     }
 
     /// Starts a streamed listing of the directory `path`: a thread (in the
@@ -216,9 +158,9 @@ impl Fs {
         let (mine, theirs) = ipc::pair().map_err(FsError::Io)?;
         match self {
             Self::Local(r) => start_listing(r.open_dir(path)?, all, cache_ms, theirs)?,
-            Self::Remote(l, _) => {
-                let req = Enc::tag(OP_LIST_STREAM).bytes(path.as_bytes()).u8(u8::from(all)).u32(cache_ms);
-                Self::call_with(l, &req.0, theirs.as_fd())?;
+            Self::Remote(..) => {
+                let req = WorkerRequest::ListStream { path: path.as_bytes(), all, cache_ms };
+                expect_done(self.ask(&req, Some(theirs.as_fd()), &mut Vec::new())?)?;
                 drop(theirs);
             }
         }
@@ -230,21 +172,33 @@ impl Fs {
         Ok(Listing { sock, buf: Vec::new(), done: false })
     }
 
-    fn status(buf: &[u8]) -> Result<(), FsError> {
-        let mut d = Dec(buf);
-        match d.u8() {
-            Some(ST_OK | ST_MORE) => Ok(()),
-            Some(ST_ERRNO) => Err(FsError::Io(io::Error::from_raw_os_error(d.u32().map_or(libc::EIO, |e| e as i32)))),
-            Some(ST_BADNAME) => Err(FsError::BadName),
+    /// A request answered with a file's status and the file itself.
+    fn ask_file(&self, req: &WorkerRequest<'_>) -> Result<(OwnedFd, Stat), FsError> {
+        match self.ask(req, None, &mut Vec::new())? {
+            (WorkerReply::Stat(st), Some(fd)) => Ok((fd, st)),
             _ => Err(broken()),
         }
     }
 
-    fn simple(&self, req: Enc) -> Result<(Vec<u8>, Option<OwnedFd>), FsError> {
-        match self {
-            Self::Remote(l, _) => Self::call(l, &req.0),
-            Self::Local(_) => unreachable!("local Fs handled by the caller"),
+    /// A request answered with a file's status.
+    fn ask_stat(&self, req: &WorkerRequest<'_>) -> Result<Stat, FsError> {
+        match self.ask(req, None, &mut Vec::new())? {
+            (WorkerReply::Stat(st), None) => Ok(st),
+            _ => Err(broken()),
         }
+    }
+
+    /// A request answered with an opened file.
+    fn ask_fd(&self, req: &WorkerRequest<'_>) -> Result<OwnedFd, FsError> {
+        match self.ask(req, None, &mut Vec::new())? {
+            (WorkerReply::Done, Some(fd)) => Ok(fd),
+            _ => Err(broken()),
+        }
+    }
+
+    /// A request answered with done or an error.
+    fn ask_done(&self, req: &WorkerRequest<'_>) -> Result<(), FsError> {
+        expect_done(self.ask(req, None, &mut Vec::new())?)
     }
 
     /// Opens a regular file for reading.
@@ -255,9 +209,7 @@ impl Fs {
                 if let Some(opened) = direct.as_ref().and_then(|d| d.open_file(path)) {
                     return Ok(opened);
                 }
-                let (buf, fd) = self.simple(Enc::tag(OP_OPEN_FILE).bytes(path.as_bytes()))?;
-                let st = Dec(&buf[1..]).bytes().and_then(stat_from).ok_or_else(broken)?;
-                Ok((fd.ok_or_else(broken)?, st))
+                self.ask_file(&WorkerRequest::OpenFile { path: path.as_bytes() })
             }
         }
     }
@@ -266,7 +218,7 @@ impl Fs {
     pub fn is_dir(&self, path: &VPath) -> bool {
         match self {
             Self::Local(r) => r.is_dir(path),
-            Self::Remote(..) => self.simple(Enc::tag(OP_IS_DIR).bytes(path.as_bytes())).is_ok(),
+            Self::Remote(..) => self.ask_done(&WorkerRequest::IsDir { path: path.as_bytes() }).is_ok(),
         }
     }
 
@@ -274,10 +226,7 @@ impl Fs {
     pub fn stat(&self, path: &VPath) -> Result<Stat, FsError> {
         match self {
             Self::Local(r) => r.stat(path),
-            Self::Remote(..) => {
-                let (buf, _) = self.simple(Enc::tag(OP_STAT).bytes(path.as_bytes()))?;
-                Dec(&buf[1..]).bytes().and_then(stat_from).ok_or_else(broken)
-            }
+            Self::Remote(..) => self.ask_stat(&WorkerRequest::Stat { path: path.as_bytes() }),
         }
     }
 
@@ -285,10 +234,7 @@ impl Fs {
     pub fn lstat(&self, path: &VPath) -> Result<Stat, FsError> {
         match self {
             Self::Local(r) => r.lstat(path),
-            Self::Remote(..) => {
-                let (buf, _) = self.simple(Enc::tag(OP_LSTAT).bytes(path.as_bytes()))?;
-                Dec(&buf[1..]).bytes().and_then(stat_from).ok_or_else(broken)
-            }
+            Self::Remote(..) => self.ask_stat(&WorkerRequest::Lstat { path: path.as_bytes() }),
         }
     }
 
@@ -299,10 +245,7 @@ impl Fs {
                 ListCache::clear();
                 r.open_write(path, how, mode)
             }
-            Self::Remote(..) => {
-                let req = Enc::tag(OP_OPEN_WRITE).bytes(path.as_bytes()).u8(create_code(how)).u32(mode);
-                self.simple(req)?.1.ok_or_else(broken)
-            }
+            Self::Remote(..) => self.ask_fd(&WorkerRequest::OpenWrite { path: path.as_bytes(), how, mode }),
         }
     }
 
@@ -313,10 +256,7 @@ impl Fs {
                 ListCache::clear();
                 r.open_part(part, resume, mode)
             }
-            Self::Remote(..) => {
-                let req = Enc::tag(OP_OPEN_PART).bytes(part.as_bytes()).u8(u8::from(resume)).u32(mode);
-                self.simple(req)?.1.ok_or_else(broken)
-            }
+            Self::Remote(..) => self.ask_fd(&WorkerRequest::OpenPart { part: part.as_bytes(), resume, mode }),
         }
     }
 
@@ -324,11 +264,7 @@ impl Fs {
     pub fn resumable_part(&self, part: &VPath) -> Result<(OwnedFd, Stat), FsError> {
         match self {
             Self::Local(r) => r.resumable_part(part),
-            Self::Remote(..) => {
-                let (buf, fd) = self.simple(Enc::tag(OP_RESUMABLE_PART).bytes(part.as_bytes()))?;
-                let st = Dec(&buf[1..]).bytes().and_then(stat_from).ok_or_else(broken)?;
-                Ok((fd.ok_or_else(broken)?, st))
-            }
+            Self::Remote(..) => self.ask_file(&WorkerRequest::ResumablePart { part: part.as_bytes() }),
         }
     }
 
@@ -340,9 +276,13 @@ impl Fs {
                 r.create_temp(target, mode)
             }
             Self::Remote(..) => {
-                let (buf, fd) = self.simple(Enc::tag(OP_CREATE_TEMP).bytes(target.as_bytes()).u32(mode))?;
-                let tmp = Dec(&buf[1..]).bytes().and_then(|p| VPath::root().join(p).ok()).ok_or_else(broken)?;
-                Ok((fd.ok_or_else(broken)?, tmp))
+                let req = WorkerRequest::CreateTemp { target: target.as_bytes(), mode };
+                match self.ask(&req, None, &mut Vec::new())? {
+                    (WorkerReply::Temp { path }, Some(fd)) => {
+                        Ok((fd, VPath::root().join(&path).map_err(|_| broken())?))
+                    }
+                    _ => Err(broken()),
+                }
             }
         }
     }
@@ -355,13 +295,13 @@ impl Fs {
                 r.open_replace(target)
             }
             Self::Remote(..) => {
-                let (buf, fd) = self.simple(Enc::tag(OP_OPEN_REPLACE).bytes(target.as_bytes()))?;
-                let mut d = Dec(&buf[1..]);
-                let tmp = match d.u8().ok_or_else(broken)? {
-                    0 => None,
-                    _ => Some(d.bytes().and_then(|p| VPath::root().join(p).ok()).ok_or_else(broken)?),
-                };
-                Ok((fd.ok_or_else(broken)?, tmp))
+                match self.ask(&WorkerRequest::OpenReplace { target: target.as_bytes() }, None, &mut Vec::new())? {
+                    (WorkerReply::Replace { temp }, Some(fd)) => {
+                        let temp = temp.map(|p| VPath::root().join(&p).map_err(|_| broken())).transpose()?;
+                        Ok((fd, temp))
+                    }
+                    _ => Err(broken()),
+                }
             }
         }
     }
@@ -375,8 +315,7 @@ impl Fs {
                 r.commit(from, to, replace)
             }
             Self::Remote(..) => {
-                let req = Enc::tag(OP_COMMIT).bytes(from.as_bytes()).bytes(to.as_bytes()).u8(u8::from(replace));
-                self.simple(req).map(drop)
+                self.ask_done(&WorkerRequest::Commit { from: from.as_bytes(), to: to.as_bytes(), replace })
             }
         }
     }
@@ -388,7 +327,7 @@ impl Fs {
                 ListCache::clear();
                 r.mkdir(path, mode)
             }
-            Self::Remote(..) => self.simple(Enc::tag(OP_MKDIR).bytes(path.as_bytes()).u32(mode)).map(drop),
+            Self::Remote(..) => self.ask_done(&WorkerRequest::Mkdir { path: path.as_bytes(), mode }),
         }
     }
 
@@ -399,7 +338,7 @@ impl Fs {
                 ListCache::clear();
                 r.rmdir(path)
             }
-            Self::Remote(..) => self.simple(Enc::tag(OP_RMDIR).bytes(path.as_bytes())).map(drop),
+            Self::Remote(..) => self.ask_done(&WorkerRequest::Rmdir { path: path.as_bytes() }),
         }
     }
 
@@ -410,7 +349,7 @@ impl Fs {
                 ListCache::clear();
                 r.unlink(path)
             }
-            Self::Remote(..) => self.simple(Enc::tag(OP_UNLINK).bytes(path.as_bytes())).map(drop),
+            Self::Remote(..) => self.ask_done(&WorkerRequest::Unlink { path: path.as_bytes() }),
         }
     }
 
@@ -421,7 +360,7 @@ impl Fs {
                 ListCache::clear();
                 r.rename(from, to)
             }
-            Self::Remote(..) => self.simple(Enc::tag(OP_RENAME).bytes(from.as_bytes()).bytes(to.as_bytes())).map(drop),
+            Self::Remote(..) => self.ask_done(&WorkerRequest::Rename { from: from.as_bytes(), to: to.as_bytes() }),
         }
     }
 
@@ -431,7 +370,7 @@ impl Fs {
         match self {
             Self::Local(_) => ListCache::clear(),
             Self::Remote(..) => {
-                let _ = self.simple(Enc::tag(OP_FORGET).bytes(b"/"));
+                let _ = self.ask_done(&WorkerRequest::Forget);
             }
         }
     }
@@ -443,10 +382,7 @@ impl Fs {
                 ListCache::clear();
                 r.set_mtime(path, secs)
             }
-            Self::Remote(..) => {
-                // Two's complement round trip: times before 1970 stay negative.
-                self.simple(Enc::tag(OP_SET_MTIME).bytes(path.as_bytes()).u64(secs.cast_unsigned())).map(drop)
-            }
+            Self::Remote(..) => self.ask_done(&WorkerRequest::SetMtime { path: path.as_bytes(), secs }),
         }
     }
 
@@ -457,25 +393,26 @@ impl Fs {
                 ListCache::clear();
                 r.chmod(path, mode)
             }
-            Self::Remote(..) => self.simple(Enc::tag(OP_CHMOD).bytes(path.as_bytes()).u32(mode)).map(drop),
+            Self::Remote(..) => self.ask_done(&WorkerRequest::Chmod { path: path.as_bytes(), mode }),
         }
     }
 }
 
-/// Appends the entries of one listing chunk (after its status byte) to `out`.
-fn decode_entries(chunk: &[u8], out: &mut Vec<Entry>) -> Result<(), FsError> {
-    let mut d = Dec(chunk);
-    let n = d.u32().ok_or_else(broken)?;
-    for _ in 0..n {
-        let name = d.bytes().ok_or_else(broken)?.to_vec();
-        let stat = d.bytes().and_then(stat_from).ok_or_else(broken)?;
-        let link = match d.u8().ok_or_else(broken)? {
-            0 => None,
-            _ => Some(d.bytes().ok_or_else(broken)?.to_vec()),
-        };
-        out.push(Entry { name, stat, link });
+/// A worker's error reply as its [`FsError`]; any other reply passes.
+fn reply_status(reply: WorkerReply<'_>) -> Result<WorkerReply<'_>, FsError> {
+    match reply {
+        WorkerReply::Errno(e) => Err(FsError::Io(io::Error::from_raw_os_error(e))),
+        WorkerReply::BadName => Err(FsError::BadName),
+        other => Ok(other),
     }
-    Ok(())
+}
+
+/// A reply that must be [`WorkerReply::Done`] without a file.
+fn expect_done((reply, fd): (WorkerReply<'_>, Option<OwnedFd>)) -> Result<(), FsError> {
+    match (reply, fd) {
+        (WorkerReply::Done, None) => Ok(()),
+        _ => Err(broken()),
+    }
 }
 
 /// The front's end of a streamed listing (see [`Fs::list_stream`]).
@@ -500,14 +437,18 @@ impl Listing {
                 Ok(Err(e)) => return Err(FsError::Io(e)),
                 // The producer went away before its last chunk.
                 Ok(Ok(None)) => return Err(broken()),
-                Ok(Ok(Some(_))) => break,
+                // No descriptor belongs to a listing's messages.
+                Ok(Ok(Some(Some(_)))) => return Err(broken()),
+                Ok(Ok(Some(None))) => break,
             }
         }
-        Fs::status(&self.buf)?;
-        self.done = self.buf[0] != ST_MORE;
-        let mut out = Vec::new();
-        decode_entries(&self.buf[1..], &mut out)?;
-        Ok(Some(out))
+        match reply_status(ipc::decode(&self.buf).map_err(|_| broken())?)? {
+            WorkerReply::Entries { last, entries } => {
+                self.done = last;
+                Ok(Some(entries.into_owned()))
+            }
+            _ => Err(broken()),
+        }
     }
 }
 
@@ -753,27 +694,24 @@ const PARALLEL_CHUNKS: usize = 8;
 /// Sends `entries` as one or more messages (each within [`ipc::MAX_MSG`]);
 /// the last one of the listing says so. False when the reader is gone.
 fn send_chunk(out: &OwnedFd, entries: &[Entry], last: bool) -> bool {
+    // What an entry takes encoded, at most: its bytes, and length prefixes
+    // and tags (a few bytes each).
+    let size = |e: &Entry| e.name.len() + std::mem::size_of::<Stat>() + e.link.as_ref().map_or(0, Vec::len) + 32;
     let mut rest = entries;
     loop {
-        let mut body = Enc::default();
-        let mut n = 0u32;
-        // An entry is at most a name (255), a Stat and a link target
-        // (PATH_MAX): the 8 KiB margin always fits one more.
-        while let Some((e, tail)) = rest.split_first() {
-            if body.0.len() >= ipc::MAX_MSG - 8 * 1024 {
+        // The message's own tag, flag and count, then whole entries.
+        let mut bytes = 32;
+        let mut n = 0;
+        while let Some(e) = rest.get(n) {
+            bytes += size(e);
+            if n > 0 && bytes > ipc::MAX_MSG {
                 break;
             }
-            body = body.bytes(&e.name).bytes(stat_bytes(&e.stat));
-            body = match &e.link {
-                Some(t) => body.u8(1).bytes(t),
-                None => body.u8(0),
-            };
             n += 1;
-            rest = tail;
         }
-        let more = !rest.is_empty() || !last;
-        let mut msg = Enc::tag(if more { ST_MORE } else { ST_OK }).u32(n).0;
-        msg.extend_from_slice(&body.0);
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let msg = WorkerReply::Entries { last: last && rest.is_empty(), entries: std::borrow::Cow::Borrowed(chunk) };
         if ipc::send(out.as_fd(), &msg, None).is_err() {
             return false;
         }
@@ -783,10 +721,10 @@ fn send_chunk(out: &OwnedFd, entries: &[Entry], last: bool) -> bool {
     }
 }
 
-fn err_reply(e: &FsError) -> Vec<u8> {
+fn err_reply(e: &FsError) -> WorkerReply<'static> {
     match e {
-        FsError::BadName => Enc::tag(ST_BADNAME).0,
-        FsError::Io(e) => Enc::tag(ST_ERRNO).u32(e.raw_os_error().map_or(libc::EIO as u32, |n| n as u32)).0,
+        FsError::BadName => WorkerReply::BadName,
+        FsError::Io(e) => WorkerReply::Errno(e.raw_os_error().unwrap_or(libc::EIO)),
     }
 }
 
@@ -798,135 +736,88 @@ pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
         let Some(fd_in) = ipc::recv(sock.as_fd(), &mut buf)? else {
             return Ok(());
         };
-        let mut d = Dec(&buf);
-        let op = d.u8();
-        let path = d.bytes().and_then(|p| VPath::root().join(p).ok());
-        let (Some(op), Some(path)) = (op, path) else {
-            // A malformed request means the front is broken: stop serving it.
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed request from the front"));
-        };
-        let mut fd_out: Option<OwnedFd> = None;
-        if matches!(
-            op,
-            OP_OPEN_WRITE
-                | OP_MKDIR
-                | OP_RMDIR
-                | OP_UNLINK
-                | OP_RENAME
-                | OP_CHMOD
-                | OP_SET_MTIME
-                | OP_FORGET
-                | OP_OPEN_PART
-                | OP_CREATE_TEMP
-                | OP_OPEN_REPLACE
-                | OP_COMMIT
-        ) {
-            ListCache::clear();
-        }
-        let reply: Vec<u8> = match op {
-            OP_OPEN_FILE => match root.open_file(&path) {
-                Ok((fd, st)) => {
-                    fd_out = Some(fd);
-                    Enc::tag(ST_OK).bytes(stat_bytes(&st)).0
-                }
-                Err(e) => err_reply(&e),
-            },
-            OP_IS_DIR => {
-                if root.is_dir(&path) {
-                    Enc::tag(ST_OK).0
-                } else {
-                    Enc::tag(ST_ERRNO).u32(libc::ENOTDIR as u32).0
-                }
-            }
-            OP_LIST_STREAM => {
-                let all = d.u8().unwrap_or(0) != 0;
-                let Some(chan) = fd_in else {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "listing request without a channel"));
-                };
-                let cache_ms = d.u32().unwrap_or(0);
-                unit(root.open_dir(&path).and_then(|dir| start_listing(dir, all, cache_ms, chan)))
-            }
-            OP_STAT | OP_LSTAT => {
-                let r = if op == OP_STAT { root.stat(&path) } else { root.lstat(&path) };
-                match r {
-                    Ok(st) => Enc::tag(ST_OK).bytes(stat_bytes(&st)).0,
-                    Err(e) => err_reply(&e),
-                }
-            }
-            OP_OPEN_WRITE => {
-                let how = d.u8().and_then(create_from);
-                let mode = d.u32();
-                match (how, mode) {
-                    (Some(how), Some(mode)) => match root.open_write(&path, how, mode) {
-                        Ok(fd) => {
-                            fd_out = Some(fd);
-                            Enc::tag(ST_OK).0
-                        }
-                        Err(e) => err_reply(&e),
-                    },
-                    _ => err_reply(&FsError::BadName),
-                }
-            }
-            OP_FORGET => Enc::tag(ST_OK).0,
-            OP_OPEN_PART => match (d.u8(), d.u32()) {
-                (Some(resume), Some(mode)) => match root.open_part(&path, resume != 0, mode) {
-                    Ok(fd) => {
-                        fd_out = Some(fd);
-                        Enc::tag(ST_OK).0
-                    }
-                    Err(e) => err_reply(&e),
-                },
-                _ => err_reply(&FsError::BadName),
-            },
-            OP_RESUMABLE_PART => match root.resumable_part(&path) {
-                Ok((fd, st)) => {
-                    fd_out = Some(fd);
-                    Enc::tag(ST_OK).bytes(stat_bytes(&st)).0
-                }
-                Err(e) => err_reply(&e),
-            },
-            OP_CREATE_TEMP => match d.u32().map_or(Err(FsError::BadName), |m| root.create_temp(&path, m)) {
-                Ok((fd, tmp)) => {
-                    fd_out = Some(fd);
-                    Enc::tag(ST_OK).bytes(tmp.as_bytes()).0
-                }
-                Err(e) => err_reply(&e),
-            },
-            OP_OPEN_REPLACE => match root.open_replace(&path) {
-                Ok((fd, tmp)) => {
-                    fd_out = Some(fd);
-                    match tmp {
-                        Some(t) => Enc::tag(ST_OK).u8(1).bytes(t.as_bytes()).0,
-                        None => Enc::tag(ST_OK).u8(0).0,
-                    }
-                }
-                Err(e) => err_reply(&e),
-            },
-            OP_COMMIT => {
-                let to = d.bytes().and_then(|p| VPath::root().join(p).ok());
-                match (to, d.u8()) {
-                    (Some(to), Some(replace)) => unit(root.commit(&path, &to, replace != 0)),
-                    _ => err_reply(&FsError::BadName),
-                }
-            }
-            OP_MKDIR => unit(d.u32().map_or(Err(FsError::BadName), |m| root.mkdir(&path, m))),
-            OP_RMDIR => unit(root.rmdir(&path)),
-            OP_UNLINK => unit(root.unlink(&path)),
-            OP_RENAME => {
-                let to = d.bytes().and_then(|p| VPath::root().join(p).ok());
-                unit(to.map_or(Err(FsError::BadName), |to| root.rename(&path, &to)))
-            }
-            OP_CHMOD => unit(d.u32().map_or(Err(FsError::BadName), |m| root.chmod(&path, m))),
-            OP_SET_MTIME => unit(d.u64().map_or(Err(FsError::BadName), |t| root.set_mtime(&path, t.cast_signed()))),
-            _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "unknown request from the front")),
-        };
+        // A malformed request means the front is broken: stop serving it.
+        let malformed = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+        let req: WorkerRequest<'_> =
+            ipc::decode(&buf).map_err(|e| malformed(format!("malformed request from the front: {e}")))?;
+        let (reply, fd_out) = answer(root, &req, fd_in).ok_or_else(|| malformed(format!("bad request: {req:?}")))?;
         ipc::send(sock.as_fd(), &reply, fd_out.as_ref().map(AsFd::as_fd))?;
     }
 }
 
-fn unit(r: Result<(), FsError>) -> Vec<u8> {
-    match r {
-        Ok(()) => Enc::tag(ST_OK).0,
-        Err(e) => err_reply(&e),
+/// The worker's answer to one request, and the file that goes with it.
+/// `None`: the request is one the front never makes (a path outside every
+/// root, a listing without its channel).
+fn answer(
+    root: &Root,
+    req: &WorkerRequest<'_>,
+    fd_in: Option<OwnedFd>,
+) -> Option<(WorkerReply<'static>, Option<OwnedFd>)> {
+    use WorkerRequest as R;
+    let vpath = |p: &[u8]| VPath::root().join(p).ok();
+    let done = |r: Result<(), FsError>| r.map_or_else(|e| err_reply(&e), |()| WorkerReply::Done);
+    let with_fd = |r: Result<(OwnedFd, WorkerReply<'static>), FsError>| match r {
+        Ok((fd, reply)) => (reply, Some(fd)),
+        Err(e) => (err_reply(&e), None),
+    };
+    // Anything that may change a directory drops the cached listings.
+    if !matches!(
+        req,
+        R::OpenFile { .. }
+            | R::IsDir { .. }
+            | R::Stat { .. }
+            | R::Lstat { .. }
+            | R::ListStream { .. }
+            | R::ResumablePart { .. }
+    ) {
+        ListCache::clear();
     }
+    Some(match *req {
+        R::OpenFile { path } => with_fd(root.open_file(&vpath(path)?).map(|(fd, st)| (fd, WorkerReply::Stat(st)))),
+        R::IsDir { path } => {
+            if root.is_dir(&vpath(path)?) {
+                (WorkerReply::Done, None)
+            } else {
+                (WorkerReply::Errno(libc::ENOTDIR), None)
+            }
+        }
+        R::Stat { path } => (root.stat(&vpath(path)?).map_or_else(|e| err_reply(&e), WorkerReply::Stat), None),
+        R::Lstat { path } => (root.lstat(&vpath(path)?).map_or_else(|e| err_reply(&e), WorkerReply::Stat), None),
+        R::ListStream { path, all, cache_ms } => {
+            let path = vpath(path)?;
+            let chan = fd_in?;
+            (done(root.open_dir(&path).and_then(|dir| start_listing(dir, all, cache_ms, chan))), None)
+        }
+        R::OpenWrite { path, how, mode } => {
+            with_fd(root.open_write(&vpath(path)?, how, mode).map(|fd| (fd, WorkerReply::Done)))
+        }
+        R::OpenPart { part, resume, mode } => {
+            with_fd(root.open_part(&vpath(part)?, resume, mode).map(|fd| (fd, WorkerReply::Done)))
+        }
+        R::ResumablePart { part } => {
+            with_fd(root.resumable_part(&vpath(part)?).map(|(fd, st)| (fd, WorkerReply::Stat(st))))
+        }
+        R::CreateTemp { target, mode } => with_fd(
+            root.create_temp(&vpath(target)?, mode)
+                .map(|(fd, tmp)| (fd, WorkerReply::Temp { path: tmp.as_bytes().to_vec() })),
+        ),
+        R::OpenReplace { target } => with_fd(
+            root.open_replace(&vpath(target)?)
+                .map(|(fd, tmp)| (fd, WorkerReply::Replace { temp: tmp.map(|t| t.as_bytes().to_vec()) })),
+        ),
+        R::Commit { from, to, replace } => {
+            let from = vpath(from)?;
+            (done(vpath(to).ok_or(FsError::BadName).and_then(|to| root.commit(&from, &to, replace))), None)
+        }
+        R::Mkdir { path, mode } => (done(root.mkdir(&vpath(path)?, mode)), None),
+        R::Rmdir { path } => (done(root.rmdir(&vpath(path)?)), None),
+        R::Unlink { path } => (done(root.unlink(&vpath(path)?)), None),
+        R::Rename { from, to } => {
+            let from = vpath(from)?;
+            (done(vpath(to).ok_or(FsError::BadName).and_then(|to| root.rename(&from, &to))), None)
+        }
+        R::Chmod { path, mode } => (done(root.chmod(&vpath(path)?, mode)), None),
+        R::SetMtime { path, secs } => (done(root.set_mtime(&vpath(path)?, secs)), None),
+        R::Forget => (WorkerReply::Done, None),
+    })
 }

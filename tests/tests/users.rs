@@ -434,3 +434,69 @@ fn a_local_users_rate_from_user_config_dir_holds_and_bad_files_refuse_the_login(
         assert!(line.contains(&u.name) && line.contains(needle) && line.contains("users.d"), "{line}");
     }
 }
+
+/// The master reads a user's file at login and sends the front the settings
+/// it decided: the file is root's alone (0600), so the front (nobody) could
+/// not read it, and a session keeps the settings of its login while the
+/// next login, or a reload, gets the new file.
+#[test]
+#[ignore = "privileged: creates system users (cargo xtask test as root)"]
+fn a_session_keeps_the_settings_of_its_login_and_the_next_login_gets_the_new_file() {
+    assert!(privileged());
+    let u = LocalUser::new("/bin/sh");
+    let anon = served();
+    let confdir = anon.path().join("users.d");
+    std::fs::create_dir(&confdir).unwrap();
+    let file = confdir.join(&u.name);
+    let write = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    write("write_enable=NO\nlocal_max_rate=100000\n");
+    let c = format!("user_config_dir={}", confdir.display());
+    let server = Server::start(anon.path(), &settings(&[&c, "local_max_rate=5000000"]));
+    let login = || {
+        let mut f = server.connect();
+        f.cmd_ok(&format!("USER {}", u.name), 331);
+        f.cmd_ok(&format!("PASS {}", u.password), 230);
+        f
+    };
+    let limit = |f: &mut ftpd_tests::Ftp| {
+        let stat = f.cmd_ok("STAT", 211);
+        let line = stat.lines().find(|l| l.contains("bandwidth limit")).unwrap_or_else(|| panic!("{stat}"));
+        line.rsplit(' ').next().unwrap().parse::<u64>().unwrap_or_else(|_| panic!("{line}"))
+    };
+    let mut first = login();
+    assert_eq!(limit(&mut first), 100_000);
+    assert_eq!(first.cmd("MKD a").0, 550);
+
+    write("write_enable=YES\nlocal_max_rate=200000\n");
+    assert_eq!(limit(&mut first), 100_000, "a running session changed its limit without a reload");
+    assert_eq!(first.cmd("MKD a").0, 550, "a running session changed its permissions");
+    let mut second = login();
+    assert_eq!(limit(&mut second), 200_000, "the next login did not get the new file");
+    second.cmd_ok("MKD b", 257);
+
+    // A reload gives running sessions the limit the master decides from the
+    // file now; their permissions stay those of their login.
+    let reloaded = |n: usize| {
+        run_ok(Command::new("kill").arg("-HUP").arg(server.pid().to_string()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while server.log().matches("SIGHUP: configuration").count() < n {
+            assert!(std::time::Instant::now() < deadline, "no reload in the log:\n{}", server.log());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    write("write_enable=YES\nlocal_max_rate=300000\n");
+    reloaded(1);
+    assert_eq!(limit(&mut first), 300_000);
+    assert_eq!(limit(&mut second), 300_000);
+    assert_eq!(first.cmd("MKD c").0, 550);
+    // A bad file refuses the whole reload: nothing changes.
+    write("local_max_rate=fast\n");
+    reloaded(2);
+    let log = server.log();
+    assert!(log.contains("configuration not reloaded") && log.contains("local_max_rate"), "{log}");
+    assert_eq!(limit(&mut first), 300_000);
+    assert_eq!(limit(&mut second), 300_000);
+}

@@ -130,23 +130,16 @@ impl Session {
                 return self.reply(530, "Login incorrect.").await;
             }
         };
-        let g = logged.grant;
+        let mut g = logged.grant;
         // Sessions share the global settings; only a per-user config file
-        // makes a session its own copy (a Config is a few KiB per session).
-        let cfg: Arc<crate::config::Config> = match &g.user_config {
+        // gives a session its own copy (a Config is a few KiB per session),
+        // read and validated by the master: the front never parses it.
+        let cfg: Arc<crate::config::Config> = match g.config.take() {
             None => self.shared.cfg(),
-            Some(text) => {
-                let mut own = (*self.shared.cfg()).clone();
-                let source = format!("{}/{}", own.user_config_dir, g.name);
-                if let Err(e) = own.apply_text(&source, text) {
-                    warn!(session = self.id, user = %g.name, error = %e, "bad per-user config; login refused");
-                    return self.reply(530, "Login incorrect.").await;
-                }
-                Arc::new(own)
-            }
+            Some(own) => Arc::from(own),
         };
-        let anon_rules = cfg.anon_rules(g.anonymous);
-        self.umask = if anon_rules { cfg.anon_umask } else { cfg.local_umask };
+        let policy = g.policy;
+        self.umask = policy.umask;
         self.cwd = VPath::root().join(&g.cwd).unwrap_or_else(|_| VPath::root());
         info!(session = self.id, peer = %self.peer, user = %g.name, uid = g.uid, root = %g.root_dir.display(), "login");
         self.xfer_user = if g.anonymous { email } else { g.name.clone() };
@@ -169,8 +162,13 @@ impl Session {
         self.active = Some(gauge);
         self.shared.rates.login(&(g.name.clone(), g.anonymous));
         let delay = std::time::Duration::from_secs(u64::from(cfg.delay_successful_login));
-        self.phase =
-            Phase::Ready(Box::new(User { name: g.name, anonymous: g.anonymous, root: Arc::new(logged.fs), cfg }));
+        self.phase = Phase::Ready(Box::new(User {
+            name: g.name,
+            anonymous: g.anonymous,
+            root: Arc::new(logged.fs),
+            cfg,
+            policy,
+        }));
         tokio::time::sleep(delay).await;
         let start = self.cwd.clone();
         let mut lines = self.dir_message(&start);

@@ -14,36 +14,13 @@ use crate::{
     session::{DataSetup, Session},
 };
 
-/// A class of file-system change, for the permission rules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Op {
-    /// Create a new file.
-    Upload,
-    /// Create a directory.
-    Mkdir,
-    /// Delete, rename, append to or overwrite (vsftpd's "other write").
-    Other,
-    /// SITE CHMOD.
-    Chmod,
-}
+pub(crate) use crate::policy::Op;
 
 impl Session {
-    /// Whether the user may make a change of this class (vsftpd's rules:
-    /// `write_enable` first, then the `anon_*` switches or `chmod_enable`).
+    /// Whether the user may make a change of this class (decided at login,
+    /// see [`crate::policy::Policy::decide`]).
     pub(crate) fn may(&self, op: Op) -> bool {
-        let u = self.user();
-        let c = &u.cfg;
-        if !c.write_enable {
-            return false;
-        }
-        match (self.anon_rules(), op) {
-            (true, Op::Upload) => c.anon_upload_enable,
-            (true, Op::Mkdir) => c.anon_mkdir_write_enable,
-            (true, Op::Other) => c.anon_other_write_enable,
-            (true, Op::Chmod) => false,
-            (false, Op::Chmod) => c.chmod_enable,
-            (false, _) => true,
-        }
+        self.user().policy.may(op)
     }
 
     /// Resolves a client path. `None` for NUL bytes, overlong paths and

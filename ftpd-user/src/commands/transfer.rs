@@ -122,7 +122,7 @@ impl Session {
             all,
             dots,
             recurse,
-            anon_check: self.anon_rules() && self.cfg().anon_world_readable_only,
+            anon_check: self.user().policy.world_readable_only,
             cache_ms: self.cfg().ftpd_list_cache_ms,
             session: self.id,
             ip: self.peer_ip(),
@@ -287,7 +287,7 @@ impl Session {
             return self.reply(550, "Failed to open file.").await;
         };
         let shown_path = vpath.as_bytes().to_vec();
-        if self.anon_rules() && cfg.anon_world_readable_only && st.st_mode & 0o004 == 0 {
+        if self.user().policy.world_readable_only && st.st_mode & 0o004 == 0 {
             return self.reply(550, "Failed to open file.").await;
         }
         let size = u64::try_from(st.st_size).unwrap_or(0);
