@@ -43,7 +43,11 @@ pub fn account(name: &str) -> Option<Account> {
 /// other program on the host. `Ok(None)`: no such user; `Err`: a source
 /// failed to answer (its reason, for the operator).
 pub fn lookup(name: &str) -> Result<Option<Account>, String> {
-    let user = nix::unistd::User::from_name(name).map_err(|e| format!("looking up user `{name}`: {e}"))?;
+    let user = match nix::unistd::User::from_name(name) {
+        Ok(user) => user,
+        Err(e) if not_found(e) => None,
+        Err(e) => return Err(format!("looking up user `{name}`: {e}")),
+    };
     Ok(user.map(|u| Account {
         name: u.name,
         uid: u.uid.as_raw(),
@@ -51,6 +55,14 @@ pub fn lookup(name: &str) -> Result<Option<Account>, String> {
         home: u.dir,
         shell: u.shell.to_string_lossy().into_owned(),
     }))
+}
+
+/// Whether a `getpw*_r`/`getgr*_r` error means "no such entry": POSIX says
+/// that is a success with no result, but getpwnam(3) lists ENOENT, ESRCH,
+/// EBADF and EPERM as what some NSS modules return instead.
+pub fn not_found(e: nix::errno::Errno) -> bool {
+    use nix::errno::Errno;
+    matches!(e, Errno::ENOENT | Errno::ESRCH | Errno::EBADF | Errno::EPERM)
 }
 
 /// The user's supplementary groups (`getgrouplist`), primary group included;
@@ -553,5 +565,8 @@ mod tests {
         assert_eq!((root.uid, root.gid), (0, 0));
         assert!(groups(&root).contains(&0));
         assert!(account("no-such-user-ftpd").is_none());
+        // A missing user is not a failed lookup (the messages differ).
+        assert_eq!(lookup("no-such-user-ftpd"), Ok(None));
+        assert_eq!(lookup("nul\0inside"), Ok(None));
     }
 }

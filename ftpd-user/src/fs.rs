@@ -548,6 +548,7 @@ fn id_name(id: u32, group: bool) -> String {
     let name = match found {
         Ok(Some(name)) => name,
         Ok(None) => id.to_string(),
+        Err(e) if crate::auth::not_found(e) => id.to_string(),
         // A source that failed to answer: the number now, and not cached,
         // so the name shows once the source is back.
         Err(_) => return id.to_string(),
