@@ -5,7 +5,6 @@
 //! serve it, and says what to change.
 
 use std::{
-    ffi::CStr,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
@@ -149,20 +148,12 @@ pub fn unservable_roots(cfg: &Config, anon: &Path) -> Vec<String> {
     out
 }
 
-/// A user id's name, or the number.
+/// A user id's name from the user database, or the number.
 fn user_name(uid: u32) -> String {
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: zeroed passwd is a valid out-parameter; getpwuid_r fills it with
-    // pointers into `buf`, which outlives the use below.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut out: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: all pointers are valid for the call; the sizes match the buffers.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
-    if rc != 0 || out.is_null() {
-        return uid.to_string();
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => u.name,
+        _ => uid.to_string(),
     }
-    // SAFETY: on success pw_name points to a NUL-terminated string in `buf`.
-    unsafe { CStr::from_ptr(pw.pw_name) }.to_string_lossy().into_owned()
 }
 
 #[cfg(test)]

@@ -32,48 +32,45 @@ pub struct Account {
     pub shell: String,
 }
 
-/// Looks a user up in the password database (`getpwnam_r`, so NSS works too).
+/// Looks a user up in the system's user database: `None` when there is no
+/// such user, or when the lookup failed (see [`lookup`] to tell which).
 pub fn account(name: &str) -> Option<Account> {
-    let cname = CString::new(name).ok()?;
-    let mut buf = vec![0 as c_char; 16 * 1024];
-    // SAFETY: zeroed passwd is a valid out-parameter; getpwnam_r fills it with
-    // pointers into `buf`, which outlives every use below.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut out: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: all pointers are valid for the call; the sizes match the buffers.
-    let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
-    if rc != 0 || out.is_null() {
-        return None;
-    }
-    // SAFETY: on success the string fields point to NUL-terminated strings in `buf`.
-    let s = |p: *const c_char| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
-    Some(Account {
-        name: s(pw.pw_name),
-        uid: pw.pw_uid,
-        gid: pw.pw_gid,
-        home: PathBuf::from(s(pw.pw_dir)),
-        shell: s(pw.pw_shell),
-    })
+    lookup(name).ok().flatten()
 }
 
-/// The user's supplementary groups (`getgrouplist`), primary group included.
+/// Looks a user up with `getpwnam_r` (through nix), so every source that
+/// nsswitch.conf names counts (files, LDAP, systemd-userdb), as for any
+/// other program on the host. `Ok(None)`: no such user; `Err`: a source
+/// failed to answer (its reason, for the operator).
+pub fn lookup(name: &str) -> Result<Option<Account>, String> {
+    let user = match nix::unistd::User::from_name(name) {
+        Ok(user) => user,
+        Err(e) if not_found(e) => None,
+        Err(e) => return Err(format!("looking up user `{name}`: {e}")),
+    };
+    Ok(user.map(|u| Account {
+        name: u.name,
+        uid: u.uid.as_raw(),
+        gid: u.gid.as_raw(),
+        home: u.dir,
+        shell: u.shell.to_string_lossy().into_owned(),
+    }))
+}
+
+/// Whether a `getpw*_r`/`getgr*_r` error means "no such entry": POSIX says
+/// that is a success with no result, but getpwnam(3) lists ENOENT, ESRCH,
+/// EBADF and EPERM as what some NSS modules return instead.
+pub fn not_found(e: nix::errno::Errno) -> bool {
+    use nix::errno::Errno;
+    matches!(e, Errno::ENOENT | Errno::ESRCH | Errno::EBADF | Errno::EPERM)
+}
+
+/// The user's supplementary groups (`getgrouplist`), primary group included;
+/// just the primary group when the user database cannot say.
 pub fn groups(acct: &Account) -> Vec<u32> {
     let Ok(cname) = CString::new(acct.name.as_str()) else { return vec![acct.gid] };
-    let mut n: c_int = 64;
-    loop {
-        let mut gids = vec![0 as libc::gid_t; usize::try_from(n).unwrap_or(64)];
-        let mut count = n;
-        // SAFETY: `gids` has room for `count` entries, as the call is told.
-        let rc = unsafe { libc::getgrouplist(cname.as_ptr(), acct.gid, gids.as_mut_ptr(), &mut count) };
-        if rc >= 0 {
-            gids.truncate(usize::try_from(count).unwrap_or(0));
-            return gids;
-        }
-        if count <= n || n > 65_536 {
-            return vec![acct.gid];
-        }
-        n = count;
-    }
+    nix::unistd::getgrouplist(&cname, nix::unistd::Gid::from_raw(acct.gid))
+        .map_or_else(|_| vec![acct.gid], |gids| gids.into_iter().map(nix::unistd::Gid::as_raw).collect())
 }
 
 /// Whether `shell` is listed in /etc/shells (`check_shell`).
@@ -568,5 +565,8 @@ mod tests {
         assert_eq!((root.uid, root.gid), (0, 0));
         assert!(groups(&root).contains(&0));
         assert!(account("no-such-user-ftpd").is_none());
+        // A missing user is not a failed lookup (the messages differ).
+        assert_eq!(lookup("no-such-user-ftpd"), Ok(None));
+        assert_eq!(lookup("nul\0inside"), Ok(None));
     }
 }

@@ -69,9 +69,9 @@ const CONTROL_BACKLOG: i32 = 4096;
 
 /// The control listener (SO_REUSEADDR, as std's), with a deep accept queue.
 pub fn bind_control(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let fd = bind_source(addr.ip(), addr.port())?;
-    rustix::net::listen(&fd, CONTROL_BACKLOG)?;
-    Ok(std::net::TcpListener::from(fd))
+    let sock = bound_socket(addr)?;
+    sock.listen(CONTROL_BACKLOG)?;
+    Ok(sock.into())
 }
 
 /// Binds a passive listener on `ip`, on a free port in `range` (1024–65535
@@ -223,8 +223,9 @@ pub async fn send_paced<S: tokio::io::AsyncWrite + AsFd + Unpin>(
 pub async fn connect_active(bound: Option<OwnedFd>, to: SocketAddr, wait: Duration) -> Result<TcpStream, DataError> {
     let sock = match bound {
         Some(fd) => {
-            rustix::io::ioctl_fionbio(&fd, true).map_err(|e| DataError::Accept(e.into()))?;
-            TcpSocket::from_std_stream(std::net::TcpStream::from(fd))
+            let sock = socket2::Socket::from(fd);
+            sock.set_nonblocking(true).map_err(DataError::Accept)?;
+            TcpSocket::from_std_stream(sock.into())
         }
         None => if to.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(DataError::Accept)?,
     };
@@ -237,12 +238,19 @@ pub async fn connect_active(bound: Option<OwnedFd>, to: SocketAddr, wait: Durati
 /// A TCP socket bound to `ip:port` (SO_REUSEADDR), not yet connected or
 /// listening: what `connect_from_port_20` needs, and the control listener. Binding a port below 1024 needs privilege.
 pub fn bind_source(ip: IpAddr, port: u16) -> io::Result<OwnedFd> {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
-    let family = if ip.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
-    let fd = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
-    sockopt::set_socket_reuseaddr(&fd, true)?;
-    rustix::net::bind(&fd, &SocketAddr::new(ip, port))?;
-    Ok(fd)
+    Ok(bound_socket(SocketAddr::new(ip, port))?.into())
+}
+
+/// A TCP socket (close-on-exec, as socket2 makes every socket) with
+/// SO_REUSEADDR, bound to `addr`. IPV6_V6ONLY is left at the system's
+/// default (`net.ipv6.bindv6only`, 0 on Linux), so a listener on `::` takes
+/// IPv4 clients too, as vsftpd's `listen_ipv6` does.
+fn bound_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock)
 }
 
 /// Why an upload did not complete.

@@ -532,24 +532,33 @@ pub struct ListStyle {
 }
 
 /// A user or group name for listings, or the number when there is none.
+///
+/// From the system's user database (`getpwuid_r`/`getgrgid_r`), so names
+/// from LDAP or systemd-userdb show as `ls -l` shows them. Cached, since a
+/// listing asks for the same few ids again and again, and a network source
+/// answers slowly; the lock is not held during a lookup.
 fn id_name(id: u32, group: bool) -> String {
     use std::{collections::HashMap, sync::Mutex};
     static CACHE: Mutex<Option<HashMap<(u32, bool), String>>> = Mutex::new(None);
-    let mut cache = CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let map = cache.get_or_insert_with(HashMap::new);
-    if let Some(n) = map.get(&(id, group)) {
+    let cache = || CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(n) = cache().get_or_insert_with(HashMap::new).get(&(id, group)) {
         return n.clone();
     }
-    let file = if group { "/etc/group" } else { "/etc/passwd" };
-    let name = std::fs::read_to_string(file)
-        .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() > 2 && f[2].parse::<u32>().ok() == Some(id)).then(|| f[0].to_owned())
-            })
-        })
-        .unwrap_or_else(|| id.to_string());
+    let found = if group {
+        nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(id)).map(|g| g.map(|g| g.name))
+    } else {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(id)).map(|u| u.map(|u| u.name))
+    };
+    let name = match found {
+        Ok(Some(name)) => name,
+        Ok(None) => id.to_string(),
+        Err(e) if crate::auth::not_found(e) => id.to_string(),
+        // A source that failed to answer: the number now, and not cached,
+        // so the name shows once the source is back.
+        Err(_) => return id.to_string(),
+    };
+    let mut cache = cache();
+    let map = cache.get_or_insert_with(HashMap::new);
     if map.len() < 4096 {
         map.insert((id, group), name.clone());
     }

@@ -327,10 +327,15 @@ fn anon_root(cfg: &Config, embedded: bool) -> Result<PathBuf> {
     } else if embedded {
         std::env::current_dir().context("reading the current directory")?
     } else {
-        match ftpd::auth::account(&cfg.ftp_username) {
-            Some(a) => a.home,
-            None => bail!(
+        match ftpd::auth::lookup(&cfg.ftp_username) {
+            Ok(Some(a)) => a.home,
+            Ok(None) => bail!(
                 "anonymous_enable=YES needs anon_root=DIR (there is no user `{}` (ftp_username) whose home could be used)",
+                cfg.ftp_username
+            ),
+            Err(e) => bail!(
+                "anonymous_enable=YES without anon_root=DIR needs the home of ftp_username={}, but the user database \
+                 failed: {e}",
                 cfg.ftp_username
             ),
         }

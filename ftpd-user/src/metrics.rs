@@ -1,13 +1,21 @@
 //! Prometheus metrics (`ftpd_metrics_listen`), built with `prometheus-client`
-//! and served as OpenMetrics text by a minimal HTTP responder.
+//! and served over HTTP/1 by hyper.
 //!
 //! Label values come from small fixed sets (class, direction, result, reason,
 //! reply class, command verb), plus user names only for the users listed in
 //! `ftpd_metrics_users`, so cardinality stays bounded whatever clients do.
 
 use std::{
+    net::SocketAddr,
     sync::{Arc, atomic::Ordering},
     time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    header::{ACCEPT, ALLOW, CONTENT_TYPE, HeaderValue},
 };
 
 use prometheus_client::{
@@ -15,10 +23,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-};
+use tokio::net::TcpListener;
 use tracing::debug;
 
 use crate::server::Shared;
@@ -352,57 +357,90 @@ pub fn prometheus_text(om: &str) -> String {
     out
 }
 
-/// Serves `GET /metrics` until the process ends. Anything else gets 404;
-/// requests are bounded (8 KiB, 5 s).
+/// How long a client may take to send a request's headers, counted from the
+/// connection (or the previous response on a kept-alive one): a client that
+/// trickles a byte a second (slowloris), or idles, loses the connection then
+/// instead of holding its task forever.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest life of a connection, whatever it does: also bounds a client that
+/// sends requests but never reads the answers. Prometheus reconnects per
+/// scrape anyway when its interval is longer than `HEADER_TIMEOUT`.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Largest request head (request line and headers) accepted; a larger one
+/// gets `431 Request Header Fields Too Large` and the connection closes.
+const MAX_HEAD_BYTES: usize = 8192;
+
+/// Most headers in one request (a scrape sends about five).
+const MAX_HEADERS: usize = 32;
+
+/// Serves `/metrics` until the process ends, over HTTP/1.x with hyper:
+/// `GET` and `HEAD` (the text format, or OpenMetrics when the `Accept`
+/// header asks for it); another method gets 405, another path 404.
+/// Connections are kept alive between requests, within the bounds above.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true);
     loop {
-        let Ok((mut sock, peer)) = listener.accept().await else {
+        let Ok((sock, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let shared = Arc::clone(&shared);
+        let conn = http.serve_connection(
+            hyper_util::rt::TokioIo::new(sock),
+            hyper::service::service_fn(move |req| {
+                let resp = respond(&shared, peer, &req);
+                std::future::ready(Ok::<_, std::convert::Infallible>(resp))
+            }),
+        );
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 8192];
-            let mut n = 0;
-            let read = async {
-                while n < buf.len() {
-                    let got = sock.read(&mut buf[n..]).await?;
-                    if got == 0 {
-                        break;
-                    }
-                    n += got;
-                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                Ok::<(), std::io::Error>(())
-            };
-            if tokio::time::timeout(Duration::from_secs(5), read).await.is_err() {
-                return;
+            match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!(%peer, error = %e, "metrics connection ended"),
+                Err(_) => debug!(%peer, "metrics connection closed after {CONNECTION_LIFETIME:?}"),
             }
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let first = req.lines().next().unwrap_or_default();
-            let openmetrics =
-                req.lines().any(|h| h.to_ascii_lowercase().starts_with("accept:") && h.contains("openmetrics"));
-            let resp = if first.starts_with("GET /metrics ") || first == "GET /metrics" {
-                let om = shared.metrics.render(&shared);
-                let (body, ctype) = if openmetrics {
-                    (om, "application/openmetrics-text; version=1.0.0; charset=utf-8")
-                } else {
-                    (prometheus_text(&om), "text/plain; version=0.0.4; charset=utf-8")
-                };
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot found\n".to_string()
-            };
-            debug!(%peer, request = first, "metrics request");
-            let _ = sock.write_all(resp.as_bytes()).await;
-            let _ = sock.shutdown().await;
         });
     }
+}
+
+/// The answer to one request. A `HEAD` gets the `GET` answer's headers:
+/// hyper sends no body for it.
+fn respond<B>(shared: &Shared, peer: SocketAddr, req: &Request<B>) -> Response<Full<Bytes>> {
+    let status = |code: StatusCode, text: &'static str| {
+        let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+        *r.status_mut() = code;
+        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        r
+    };
+    let resp = if req.uri().path() != "/metrics" {
+        status(StatusCode::NOT_FOUND, "not found\n")
+    } else if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = status(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r
+    } else {
+        let openmetrics = req.headers().get_all(ACCEPT).iter().any(|v| {
+            let v = v.as_bytes();
+            v.windows(b"openmetrics".len()).any(|w| w.eq_ignore_ascii_case(b"openmetrics"))
+        });
+        let om = shared.metrics.render(shared);
+        let (body, ctype) = if openmetrics {
+            (om, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+        } else {
+            (prometheus_text(&om), "text/plain; version=0.0.4; charset=utf-8")
+        };
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+        r
+    };
+    debug!(%peer, method = %req.method(), uri = %req.uri(), status = resp.status().as_u16(), "metrics request");
+    resp
 }
 
 #[cfg(test)]

@@ -13,13 +13,151 @@ use ftpd_tests::{Server, free_port, ftpd_bin, random_file, run, run_ok, writable
 
 fn get(addr: &str, accept: Option<&str>) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let extra = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n{extra}\r\n").unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n").unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
     let (head, text) = body.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     text.to_owned()
+}
+
+/// One HTTP response read off `s`: its head (status line and headers) and
+/// a body of Content-Length bytes (none for a HEAD request). `None` when
+/// the server closed the connection (or reset it) before a whole head.
+fn read_response(s: &mut TcpStream, head_request: bool) -> Option<(String, Vec<u8>)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8(head).expect("an ASCII head");
+    let len = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>()))
+        .map_or(0, |v| v.expect("a numeric Content-Length"));
+    let mut body = vec![0u8; if head_request { 0 } else { len }];
+    s.read_exact(&mut body).expect("the whole body");
+    Some((head, body))
+}
+
+fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Whether the server closes `s` within `within` (reads see the end or a
+/// reset; anything the server sends first is skipped).
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn http_keep_alive_head_and_methods() {
+    let d = tempfile::tempdir().unwrap();
+    let (_server, addr) = server_with_metrics(d.path(), &[]);
+    // Two requests on one connection (HTTP/1.1 keeps it open by default).
+    let mut s = connect(&addr);
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (head, body) = read_response(&mut s, false).expect("a first response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    let body = String::from_utf8(body).unwrap();
+    assert!(body.contains("# TYPE ftpd_sessions_total counter") && !body.contains("# EOF"), "{body}");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text\r\n\r\n").unwrap();
+    let (head, body) = read_response(&mut s, false).expect("a second response on the same connection");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(String::from_utf8(body).unwrap().ends_with("# EOF\n"), "OpenMetrics on request");
+    // HEAD: the headers of GET, no body (the next response follows at once).
+    s.write_all(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (head, _) = read_response(&mut s, true).expect("a HEAD response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-length: "), "{head}");
+    // Other methods: 405 naming the allowed ones; other paths: 404.
+    s.write_all(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc").unwrap();
+    let (head, _) = read_response(&mut s, false).expect("a POST response");
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("allow: get, head"), "{head}");
+    for method in ["DELETE", "PUT", "OPTIONS"] {
+        write!(s, "{method} /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let (head, _) = read_response(&mut s, false).expect("a response");
+        assert!(head.starts_with("HTTP/1.1 405"), "{method}: {head}");
+    }
+    s.write_all(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (head, _) = read_response(&mut s, false).expect("a 404 response");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    // The client may still close it: Connection: close is honoured.
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let (head, _) = read_response(&mut s, false).expect("a last response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(closed_within(&mut s, Duration::from_secs(2)), "Connection: close closes");
+}
+
+#[test]
+fn http_slow_and_huge_requests_are_cut_off() {
+    let d = tempfile::tempdir().unwrap();
+    let (_server, addr) = server_with_metrics(d.path(), &[]);
+    // Slowloris: a header byte a second never completes a request; the
+    // connection is closed within the header timeout (5 s), not held.
+    let mut s = connect(&addr);
+    let start = Instant::now();
+    let trickle = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut closed = false;
+    for b in trickle {
+        if s.write_all(&[*b]).is_err() || closed_within(&mut s, Duration::from_secs(1)) {
+            closed = true;
+            break;
+        }
+    }
+    let took = start.elapsed();
+    assert!(closed, "a slow client held its connection for {took:?}");
+    assert!((Duration::from_secs(4)..Duration::from_secs(9)).contains(&took), "closed after {took:?}");
+    // An idle kept-alive connection is closed as well.
+    let mut s = connect(&addr);
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(read_response(&mut s, false).is_some());
+    let start = Instant::now();
+    assert!(closed_within(&mut s, Duration::from_secs(9)), "an idle connection stays open");
+    assert!(start.elapsed() >= Duration::from_secs(4), "closed after {:?}", start.elapsed());
+    // A huge header: 431, never a 200, and the connection ends.
+    let mut s = connect(&addr);
+    let mut req = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    req.extend(std::iter::repeat_n(b'a', 20_000));
+    req.extend_from_slice(b"\r\n\r\n");
+    let _ = s.write_all(&req);
+    match read_response(&mut s, false) {
+        Some((head, _)) => assert!(head.starts_with("HTTP/1.1 431"), "{head}"),
+        None => panic!("no 431 for a 20 kB header"),
+    }
+    assert!(closed_within(&mut s, Duration::from_secs(2)), "the connection ends after 431");
+    // Many headers: refused as well.
+    let mut s = connect(&addr);
+    let mut req = b"GET /metrics HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..200 {
+        req.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    let _ = s.write_all(&req);
+    let answer = read_response(&mut s, false).map(|(h, _)| h).unwrap_or_default();
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The listener still serves.
+    assert!(get(&addr, None).contains("ftpd_sessions_total"));
 }
 
 /// One HTTP/1.0 GET with timeouts; the whole response body.

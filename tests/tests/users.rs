@@ -499,4 +499,88 @@ fn a_session_keeps_the_settings_of_its_login_and_the_next_login_gets_the_new_fil
     assert!(log.contains("configuration not reloaded") && log.contains("local_max_rate"), "{log}");
     assert_eq!(limit(&mut first), 300_000);
     assert_eq!(limit(&mut second), 300_000);
+/// A child process killed (SIGTERM, then waited for) on drop.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+#[ignore = "privileged: a mount namespace for a systemd-userdb record (cargo xtask test as root)"]
+fn a_user_only_the_user_database_knows_is_ftp_username_and_named_in_listings() {
+    assert!(privileged());
+    // The user and its group exist only as systemd-userdb records, which
+    // nss-systemd (`passwd: files systemd` in Debian's nsswitch.conf) reads
+    // from /run/userdb; ftpd runs in a mount namespace with its own /run,
+    // so the host never sees them. /etc/passwd does not name them: only a
+    // lookup through the user database finds them, as with LDAP.
+    let nsswitch = std::fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();
+    assert!(
+        nsswitch.lines().any(|l| l.starts_with("passwd:") && l.contains("systemd")),
+        "this test needs nss-systemd in /etc/nsswitch.conf (Debian package libnss-systemd): {nsswitch}"
+    );
+    let n = std::process::id() % 100_000;
+    let (name, group, id) = (format!("ftpdnss{n}"), format!("ftpdnssg{n}"), 3_900_000 + n);
+    assert!(!nsswitch.is_empty() && run(Command::new("getent").args(["passwd", &name])).stdout.is_empty());
+    let home = served();
+    std::fs::write(home.path().join("owned.txt"), b"mine\n").unwrap();
+    std::os::unix::fs::chown(home.path().join("owned.txt"), Some(id), Some(id)).unwrap();
+    let udb = tempfile::tempdir().unwrap();
+    let user = format!(
+        r#"{{"userName":"{name}","uid":{id},"gid":{id},"homeDirectory":"{}","shell":"/usr/sbin/nologin","disposition":"regular"}}"#,
+        home.path().display()
+    );
+    std::fs::write(udb.path().join(format!("{name}.user")), user).unwrap();
+    std::os::unix::fs::symlink(format!("{name}.user"), udb.path().join(format!("{id}.user"))).unwrap();
+    let grp = format!(r#"{{"groupName":"{group}","gid":{id},"disposition":"regular"}}"#);
+    std::fs::write(udb.path().join(format!("{group}.group")), grp).unwrap();
+    std::os::unix::fs::symlink(format!("{group}.group"), udb.path().join(format!("{id}.group"))).unwrap();
+    std::fs::set_permissions(udb.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // No anon_root, no --root: the anonymous root is ftp_username's home.
+    let port = ftpd_tests::free_port();
+    let conf = udb.path().join("ftpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen=YES\nlisten_address=127.0.0.1\nlisten_port={port}\nanonymous_enable=YES\nno_anon_password=YES\n\
+             ftp_username={name}\ntext_userdb_names=YES\nftpd_ebpf=off\nftpd_metrics_listen=\n"
+        ),
+    )
+    .unwrap();
+    let log = udb.path().join("ftpd.log");
+    let script = format!(
+        "mount --make-rprivate / && mount -t tmpfs none /run && mkdir /run/userdb && cp -P '{udb}'/*.user \
+         '{udb}'/*.group /run/userdb/ && exec '{bin}' '{conf}' 2>'{log}'",
+        udb = udb.path().display(),
+        bin = ftpd_tests::ftpd_bin().display(),
+        conf = conf.display(),
+        log = log.display(),
+    );
+    let mut child = Command::new("unshare").args(["-m", "sh", "-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let server = Running(child);
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    let log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let canonical = home.path().canonicalize().unwrap();
+    assert!(first.contains(&format!("serving {} on", canonical.display())), "{first}\n{}", log());
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "ftpd does not listen: {}", log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut c = ftpd_tests::Ftp::connect(addr);
+    assert_eq!(c.read_reply().0, 220);
+    c.cmd_ok("USER anonymous", 230);
+    let (list, code, text) = c.transfer("LIST");
+    let list = String::from_utf8(list).unwrap();
+    assert_eq!(code, 226, "{text}\n{}", log());
+    let line = list.lines().find(|l| l.ends_with(" owned.txt")).unwrap_or_else(|| panic!("{list}"));
+    assert!(line.contains(&format!(" {name} {group} ")), "owner and group by name: {line}");
+    drop(server);
 }
