@@ -499,6 +499,8 @@ fn a_session_keeps_the_settings_of_its_login_and_the_next_login_gets_the_new_fil
     assert!(log.contains("configuration not reloaded") && log.contains("local_max_rate"), "{log}");
     assert_eq!(limit(&mut first), 300_000);
     assert_eq!(limit(&mut second), 300_000);
+}
+
 /// A child process killed (SIGTERM, then waited for) on drop.
 struct Running(std::process::Child);
 
