@@ -66,6 +66,22 @@ macro_rules! options {
                 out
             }
 
+            /// An option's value as the file would spell it; `None` for an unknown name.
+            pub fn get(&self, name: &str) -> Option<String> {
+                match name {
+                    $( stringify!($name) => Some(options!(@text $kind, &self.$name)), )*
+                    _ => None,
+                }
+            }
+
+            /// Sets option `name` to its value in `from`; false for an unknown name.
+            pub fn copy_option(&mut self, from: &Self, name: &str) -> bool {
+                match name {
+                    $( stringify!($name) => { self.$name = from.$name.clone(); true } )*
+                    _ => false,
+                }
+            }
+
             /// Applies one `name=value` setting; an empty value restores the default.
             pub fn set(&mut self, name: &str, value: &str) -> Result<(), SettingError> {
                 match name {
@@ -240,6 +256,7 @@ options! {
     ftpd_metrics_listen: Str = "", "ftpd extension. `ADDR:PORT` of the Prometheus /metrics endpoint (e.g. `127.0.0.1:9121`); empty: off.";
     ftpd_metrics_users: Str = "", "ftpd extension. Comma-separated users whose transfers get a per-user `user` label in the metrics (others are not labelled, to bound cardinality).";
     ftpd_metrics_dirs: Str = "", "ftpd extension. Comma-separated top-level directories (projects, e.g. `debian,ubuntu`) whose downloads and uploads are counted apart in the metrics (`dir` label) and in `ftpd stats`; transfers elsewhere count as `other`. Empty: no per-directory metrics.";
+    ftpd_shutdown_timeout: UInt = 30, "ftpd extension. Seconds that running transfers may take to finish after SIGTERM (or SIGINT): the listeners close at once, idle sessions get `421` at once, and sessions still transferring when the time is up get `426` and `421`; then ftpd exits 0. A second SIGTERM ends them at once. 0: end every session at once.";
     ftpd_ebpf: Str = "auto", "ftpd extension. `auto`: load the kernel data plane when possible, else enforce limits in userspace; `on`: refuse to start without it; `off`: never load it.";
     ftpd_xdp_interfaces: Str = "", "ftpd extension. Comma-separated interfaces to attach XDP to; empty means those carrying `listen_address` (`lo` for loopback, every interface for the wildcard).";
 }
@@ -544,6 +561,54 @@ impl Config {
     }
 }
 
+/// Options a running ftpd cannot change: what the listeners, the data plane,
+/// the privilege split and the log files were set up with before the front
+/// started. A reload keeps their running values and says so.
+pub const RESTART_ONLY: &[&str] = &[
+    "listen",
+    "listen_ipv6",
+    "listen_address",
+    "listen_address6",
+    "listen_port",
+    "background",
+    "nopriv_user",
+    // The master computed the anonymous root and opened it for the front
+    // before the split.
+    "anon_root",
+    "ftpd_ebpf",
+    "ftpd_xdp_interfaces",
+    "ftpd_kernel_max_per_ip",
+    "ftpd_kernel_max_clients",
+    "ftpd_metrics_listen",
+    // Log files are opened as root before the split.
+    "xferlog_enable",
+    "xferlog_std_format",
+    "xferlog_file",
+    "vsftpd_log_file",
+    "dual_log_enable",
+    "log_ftp_protocol",
+    // FTPS on or off; the certificate, key and TLS settings do reload.
+    "ssl_enable",
+];
+
+/// With the kernel data plane the passive range is in its maps, set at load.
+pub const RESTART_ONLY_WITH_EBPF: &[&str] = &["pasv_min_port", "pasv_max_port"];
+
+impl Config {
+    /// Gives `new` (a reloaded config) the running values of the options in
+    /// `names` that it changes, and returns those names: the caller warns
+    /// that they need a restart.
+    pub fn keep_running_values(&self, new: &mut Self, names: &[&'static str]) -> Vec<&'static str> {
+        let mut kept = Vec::new();
+        for &name in names {
+            if self.get(name) != new.get(name) && new.copy_option(self, name) {
+                kept.push(name);
+            }
+        }
+        kept
+    }
+}
+
 /// Where the configuration comes from, kept so that SIGHUP can read it again.
 #[derive(Clone, Debug, Default)]
 pub struct ConfigSource {
@@ -761,6 +826,20 @@ mod tests {
         let mut back = Config::default();
         back.apply_text("t", &c.to_text()).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_running_values_of_restart_only_options() {
+        let old = load("listen_port=2121\nftpd_banner=old\n").unwrap();
+        let mut new = load("listen_port=2222\nftpd_banner=new\n").unwrap();
+        new.nopriv_user = "ftp".into();
+        let kept = old.keep_running_values(&mut new, RESTART_ONLY);
+        assert_eq!(kept, ["listen_port", "nopriv_user"]);
+        assert_eq!((new.listen_port, new.nopriv_user.as_str()), (2121, "nobody"));
+        assert_eq!(new.ftpd_banner, "new", "other options take their new values");
+        for name in RESTART_ONLY.iter().chain(RESTART_ONLY_WITH_EBPF) {
+            assert!(old.get(name).is_some(), "{name} is not an option");
+        }
     }
 
     #[test]

@@ -58,6 +58,19 @@ pub enum Authority {
     },
 }
 
+/// What a reload read: the configuration, the per-user config text of each
+/// user asked for, and (from the master) the FTPS files' bytes.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// The new configuration, validated.
+    pub cfg: Config,
+    /// `user_config_dir/USER` of each user asked for, when there is one.
+    pub texts: Vec<Option<String>>,
+    /// The TLS certificate, key and CA files, read as root; `None` without
+    /// privilege separation (the process reads them itself) or without FTPS.
+    pub tls: Option<crate::tls::TlsFiles>,
+}
+
 /// A granted anonymous login and the worker it uses.
 type AnonGrant = (Grant, Arc<WorkerLink>);
 
@@ -202,16 +215,13 @@ impl Authority {
 
 impl Authority {
     /// Re-reads the configuration (the master does it: the file may be
-    /// readable by root only) and the per-user config of `users`.
-    pub fn reload(
-        &self,
-        source: &crate::config::ConfigSource,
-        users: &[String],
-    ) -> Result<(Config, Vec<Option<String>>), String> {
+    /// readable by root only), the per-user config of `users`, and the TLS
+    /// certificate and key when FTPS is on (the key may be `0600 root`).
+    pub fn reload(&self, source: &crate::config::ConfigSource, users: &[String]) -> Result<Reloaded, String> {
         let Self::Master { chan, anon, .. } = self else {
             let cfg = source.load()?;
             let texts = users.iter().map(|u| login::read_user_config(&cfg, u).ok().flatten()).collect();
-            return Ok((cfg, texts));
+            return Ok(Reloaded { cfg, texts, tls: None });
         };
         let (mine, theirs) = ipc::pair().map_err(|e| e.to_string())?;
         let mut req = Enc::tag(REQ_RELOAD).u32(u32::try_from(users.len()).unwrap_or(0));
@@ -238,9 +248,16 @@ impl Authority {
                         _ => Some(d.str().ok_or("malformed reload reply")?.to_owned()),
                     });
                 }
+                let tls = match d.u8().ok_or("malformed reload reply")? {
+                    0 => None,
+                    _ => {
+                        let mut field = || d.bytes().map(<[u8]>::to_vec).ok_or("malformed reload reply");
+                        Some(crate::tls::TlsFiles { cert: field()?, key: field()?, ca: field()? })
+                    }
+                };
                 // The next anonymous login is decided under the new config.
                 *anon.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-                Ok((cfg, texts))
+                Ok(Reloaded { cfg, texts, tls })
             }
             _ => Err(d.str().unwrap_or("the master refused to reload").to_owned()),
         }
@@ -578,8 +595,8 @@ impl Master {
         let mut d = Dec(&req[1..]);
         let n = d.u32().unwrap_or(0).min(10_000);
         let users: Vec<String> = (0..n).filter_map(|_| d.str().map(str::to_owned)).collect();
-        match self.source.load() {
-            Ok(cfg) => {
+        match self.reread() {
+            Ok((sent, cfg, tls)) => {
                 // Re-read now so that a bad file is reported at reload
                 // (the users read before stay in use).
                 if !cfg.virtual_users_file.is_empty() {
@@ -588,12 +605,27 @@ impl Master {
                 for problem in crate::access::unservable_roots(&cfg, &self.anon_root) {
                     warn!("reload: {problem}");
                 }
-                let mut e = Enc::tag(REP_OK).bytes(cfg.to_text().as_bytes());
+                let mut e = Enc::tag(REP_OK).bytes(sent.to_text().as_bytes());
                 for u in &users {
                     e = match login::read_user_config(&cfg, u).ok().flatten() {
                         Some(t) => e.u8(1).bytes(t.as_bytes()),
                         None => e.u8(0),
                     };
+                }
+                e = match &tls {
+                    Some(f) => e.u8(1).bytes(&f.cert).bytes(&f.key).bytes(&f.ca),
+                    None => e.u8(0),
+                };
+                if e.0.len() > ipc::MAX_MSG {
+                    let err = format!(
+                        "the configuration with its TLS files takes {} bytes, more than the {} a reload can carry; \
+                         restart ftpd to use these files",
+                        e.0.len(),
+                        ipc::MAX_MSG
+                    );
+                    warn!("master: reload refused: {err}");
+                    let _ = ipc::send(reply.as_fd(), &Enc::tag(REP_DENIED).bytes(err.as_bytes()).0, None);
+                    return;
                 }
                 let _ = ipc::send(reply.as_fd(), &e.0, None);
                 *self.cfg.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(cfg);
@@ -603,6 +635,25 @@ impl Master {
                 let _ = ipc::send(reply.as_fd(), &Enc::tag(REP_DENIED).bytes(err.as_bytes()).0, None);
             }
         }
+    }
+
+    /// Reads the configuration and, with FTPS, the certificate and key, and
+    /// checks what the front will derive from them (banner file, passive
+    /// address, the TLS setup), so that a bad file is refused here and the
+    /// master and the front keep deciding with the same configuration.
+    /// Returns the configuration as read (the front reports the options
+    /// that need a restart), the same with the running values of those
+    /// options (the one in force from now on), and the TLS files.
+    fn reread(&self) -> Result<(Config, Config, Option<crate::tls::TlsFiles>), String> {
+        let read = self.source.load()?;
+        let mut cfg = read.clone();
+        self.cfg().keep_running_values(&mut cfg, crate::config::RESTART_ONLY);
+        let tls = crate::tls::TlsFiles::read(&cfg)?;
+        if let Some(files) = &tls {
+            crate::tls::Tls::build(&cfg, files)?;
+        }
+        crate::server::Settings::derive(cfg.clone(), None)?;
+        Ok((read, cfg, tls))
     }
 
     /// Binds `ftp_data_port` for the front; any other port is refused, so the

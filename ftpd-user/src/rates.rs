@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::server::Shared;
+use crate::{config::Config, server::Shared};
 
 /// One transfer's share of a limit.
 #[derive(Debug, Default)]
@@ -133,21 +133,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// SIGHUP: reads the configuration again (through the master, which also
-/// decides later logins with it), makes it the configuration of later
-/// sessions, and gives every running rate group and every logged-in user
-/// the new limit: from none to one, from one to another, and back to none.
-/// Returns how many running groups changed. Blocking: it waits for the master.
-pub fn reload(shared: &Arc<Shared>) -> Result<usize, String> {
+/// The users whose limits a reload recomputes: those logged in and those
+/// owning running transfers.
+pub fn owners(shared: &Shared) -> Vec<Owner> {
     let mut owners: Vec<Owner> = lock(&shared.rates.sessions).keys().cloned().collect();
     for o in lock(&shared.rates.owners).values() {
         if !owners.contains(o) {
             owners.push(o.clone());
         }
     }
-    let names: Vec<String> = owners.iter().map(|(n, _)| n.clone()).collect();
-    let (mut cfg, texts) = shared.authority.reload(&shared.source, &names)?;
-    crate::tls::keep_startup_settings(&shared.cfg(), &mut cfg);
+    owners
+}
+
+/// The new limit of each owner under the reloaded `cfg`, with the text of
+/// the owner's `user_config_dir` file (`texts`, in the order of `owners`).
+/// A per-user file that no longer reads refuses the reload.
+pub fn limits(cfg: &Config, owners: Vec<Owner>, texts: Vec<Option<String>>) -> Result<HashMap<Owner, u64>, String> {
     let mut limits = HashMap::new();
     for (owner, text) in owners.into_iter().zip(texts) {
         let mut eff = cfg.clone();
@@ -158,7 +159,13 @@ pub fn reload(shared: &Arc<Shared>) -> Result<usize, String> {
         let limit = eff.max_rate(owner.1);
         limits.insert(owner, limit);
     }
-    shared.set_cfg(cfg);
+    Ok(limits)
+}
+
+/// Gives every running rate group and every logged-in user its new limit:
+/// from none to one, from one to another, and back to none. Returns how
+/// many running groups changed.
+pub fn apply(shared: &Shared, limits: HashMap<Owner, u64>) -> usize {
     let mut changed = 0;
     let owners = lock(&shared.rates.owners);
     let mut groups = lock(&shared.rates.groups);
@@ -171,7 +178,7 @@ pub fn reload(shared: &Arc<Shared>) -> Result<usize, String> {
         }
     }
     *lock(&shared.rates.overrides) = limits;
-    Ok(changed)
+    changed
 }
 
 /// How far ahead of its schedule a paced download may hand bytes to the
