@@ -1109,8 +1109,9 @@ fn flood_figures_memory_and_descriptors_stay_bounded() {
     eprintln!("flood figures, start: {}", show(&base));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut report = Vec::new();
-    // Peak RSS growth allowed per process: idle sessions are a few KiB
-    // each in the front; the rest must stay flat.
+    // Peak RSS growth allowed per process: 32 MiB, plus `per_item` bytes for
+    // each of `items` held at once (idle sessions, concurrent logins); what
+    // is kept after a run must be back within 32 MiB.
     let check =
         |what: &str, before: &[Footprint], peak: &[Footprint], after: &[Footprint], per_item: u64, items: usize| {
             for b in before {
@@ -1242,7 +1243,10 @@ fn flood_figures_memory_and_descriptors_stay_bounded() {
             show(&peak),
             show(&after)
         ));
-        check(what, &base, &peak, &after, 0, 0);
+        // The front waits for each login's answer from the master on a
+        // thread of tokio's blocking pool (at most 512; idle ones exit after
+        // 10 s): about 160 KiB each while they run, measured.
+        check(what, &base, &peak, &after, 256 * 1024, conns);
         assert!(
             slowest < Duration::from_secs(1),
             "a normal client took {slowest:?} during the brute force from {what}"
