@@ -396,6 +396,9 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
     info!("{}", shared.plane_status());
 }
 
+/// Signals within this time of the first are the same stop request.
+const SAME_SIGNAL: Duration = Duration::from_millis(250);
+
 /// Ends the sessions once the listener is closed: idle sessions get `421`
 /// at once, running transfers may finish for `ftpd_shutdown_timeout`
 /// seconds (a second SIGTERM or SIGINT cuts that short), then every session
@@ -406,10 +409,13 @@ async fn drain(shared: &Shared) {
     let limit = shared.cfg().ftpd_shutdown_timeout;
     let open = shared.clients();
     info!(sessions = open, ftpd_shutdown_timeout = limit, "listener closed; ending the sessions");
-    // Only signals from now on: a new listener does not see the first one.
-    let (term, int) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
     let again = async {
-        match (term, int) {
+        // What reaches both processes at once (Ctrl-C in a terminal signals
+        // the process group; the master forwards its copy) is one request:
+        // listen only after a moment, and only for signals from then on (a
+        // new listener does not see earlier ones).
+        tokio::time::sleep(SAME_SIGNAL).await;
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
             (Ok(mut t), Ok(mut i)) => {
                 tokio::select! {
                     _ = t.recv() => {},

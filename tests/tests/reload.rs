@@ -480,3 +480,36 @@ fn shutdown_timeout_0_ends_every_session_at_once() {
     assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
     assert!(reader.join().expect("reader").len() < 5_000_000);
 }
+
+/// The init system or a terminal's Ctrl-C may signal every process of ftpd
+/// at once; the front then gets its own SIGTERM and the one the master
+/// forwards. That is one request to stop, not two: transfers still finish.
+#[test]
+fn sigterm_to_master_and_front_at_once_is_one_request() {
+    if !ftpd_tests::is_root() {
+        eprintln!("skipped: needs root (a master and a front)");
+        return;
+    }
+    let s = Setup::new();
+    random_file(&s.root().join("big"), 1_000_000);
+    let mut server = s.start("anon_max_rate=1000000\nftpd_shutdown_timeout=10\n");
+    let (mut c, data) = start_download(&server, "big");
+    let reader = thread::spawn(move || read_all(data));
+    thread::sleep(Duration::from_millis(200));
+    let master = server.pid();
+    let front = server
+        .pids()
+        .into_iter()
+        .find(|p| {
+            *p != master
+                && !std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.windows(13).any(|w| w == b"--ftpd-worker"))
+        })
+        .expect("the front");
+    run_ok(Command::new("kill").arg("-TERM").arg(master.to_string()).arg(front.to_string()));
+    assert_eq!(reader.join().expect("reader").len(), 1_000_000, "the download was cut:\n{}", server.log());
+    assert_eq!(c.read_reply().0, 226);
+    let status = server.wait_exit(Duration::from_secs(3)).expect("ftpd exits");
+    assert!(status.success(), "exit status {status}");
+    assert!(!server.log().contains("second signal"), "{}", server.log());
+}
