@@ -60,6 +60,22 @@ macro_rules! options {
                 $( OptionDoc { name: stringify!($name), kind: Kind::$kind, default: options!(@show $kind, $default), doc: $doc }, )*
             ];
 
+            /// An option's value as the file would spell it; `None` for an unknown name.
+            pub fn get(&self, name: &str) -> Option<String> {
+                match name {
+                    $( stringify!($name) => Some(options!(@text $kind, &self.$name)), )*
+                    _ => None,
+                }
+            }
+
+            /// Sets option `name` to its value in `from`; false for an unknown name.
+            pub fn copy_option(&mut self, from: &Self, name: &str) -> bool {
+                match name {
+                    $( stringify!($name) => { self.$name = from.$name.clone(); true } )*
+                    _ => false,
+                }
+            }
+
             /// Applies one `name=value` setting; an empty value restores the default.
             pub fn set(&mut self, name: &str, value: &str) -> Result<(), SettingError> {
                 match name {
@@ -82,6 +98,9 @@ macro_rules! options {
     (@default Bool, $d:expr) => { $d };
     (@default UInt, $d:expr) => { $d };
     (@default Str, $d:expr) => { String::from($d) };
+    (@text Bool, $v:expr) => { if *$v { "YES".to_string() } else { "NO".to_string() } };
+    (@text UInt, $v:expr) => { $v.to_string() };
+    (@text Str, $v:expr) => { $v.clone() };
     (@show Bool, $d:expr) => { if $d { "YES" } else { "NO" } };
     (@show UInt, $d:expr) => { options!(@uint_text stringify!($d)) };
     (@uint_text $t:expr) => { if matches!($t.as_bytes(), [b'0', b'o', ..]) { const_octal($t) } else { $t } };
@@ -231,6 +250,7 @@ options! {
     ftpd_metrics_listen: Str = "", "ftpd extension. `ADDR:PORT` of the Prometheus /metrics endpoint (e.g. `127.0.0.1:9121`); empty: off.";
     ftpd_metrics_users: Str = "", "ftpd extension. Comma-separated users whose transfers get a per-user `user` label in the metrics (others are not labelled, to bound cardinality).";
     ftpd_metrics_dirs: Str = "", "ftpd extension. Comma-separated top-level directories (projects, e.g. `debian,ubuntu`) whose downloads and uploads are counted apart in the metrics (`dir` label) and in `ftpd stats`; transfers elsewhere count as `other`. Empty: no per-directory metrics.";
+    ftpd_shutdown_timeout: UInt = 30, "ftpd extension. Seconds that running transfers may take to finish after SIGTERM (or SIGINT): the listeners close at once, idle sessions get `421` at once, and sessions still transferring when the time is up get `426` and `421`; then ftpd exits 0. A second SIGTERM ends them at once. 0: end every session at once.";
     ftpd_ebpf: Str = "auto", "ftpd extension. `auto`: load the kernel data plane when possible, else enforce limits in userspace; `on`: refuse to start without it; `off`: never load it.";
     ftpd_xdp_interfaces: Str = "", "ftpd extension. Comma-separated interfaces to attach XDP to; empty means those carrying `listen_address` (`lo` for loopback, every interface that is up for the wildcard), native mode where the driver has it, generic otherwise; the log says which per interface.";
 }
@@ -519,6 +539,54 @@ impl Config {
     }
 }
 
+/// Options a running ftpd cannot change: what the listeners, the data plane,
+/// the privilege split and the log files were set up with before the front
+/// started. A reload keeps their running values and says so.
+pub const RESTART_ONLY: &[&str] = &[
+    "listen",
+    "listen_ipv6",
+    "listen_address",
+    "listen_address6",
+    "listen_port",
+    "background",
+    "nopriv_user",
+    // The master computed the anonymous root and opened it for the front
+    // before the split.
+    "anon_root",
+    "ftpd_ebpf",
+    "ftpd_xdp_interfaces",
+    "ftpd_kernel_max_per_ip",
+    "ftpd_kernel_max_clients",
+    "ftpd_metrics_listen",
+    // Log files are opened as root before the split.
+    "xferlog_enable",
+    "xferlog_std_format",
+    "xferlog_file",
+    "vsftpd_log_file",
+    "dual_log_enable",
+    "log_ftp_protocol",
+    // FTPS on or off; the certificate, key and TLS settings do reload.
+    "ssl_enable",
+];
+
+/// With the kernel data plane the passive range is in its maps, set at load.
+pub const RESTART_ONLY_WITH_EBPF: &[&str] = &["pasv_min_port", "pasv_max_port"];
+
+impl Config {
+    /// Gives `new` (a reloaded config) the running values of the options in
+    /// `names` that it changes, and returns those names: the caller warns
+    /// that they need a restart.
+    pub fn keep_running_values(&self, new: &mut Self, names: &[&'static str]) -> Vec<&'static str> {
+        let mut kept = Vec::new();
+        for &name in names {
+            if self.get(name) != new.get(name) && new.copy_option(self, name) {
+                kept.push(name);
+            }
+        }
+        kept
+    }
+}
+
 /// Where the configuration comes from, kept so that SIGHUP can read it again.
 #[derive(Clone, Debug, Default)]
 pub struct ConfigSource {
@@ -727,6 +795,20 @@ mod tests {
         let e = load("ssl_enable=YES\nssl_ciphers=DES-CBC3-SHA\n").unwrap().validate().unwrap_err();
         assert!(e.contains("ssl_ciphers"), "{e}");
         assert!(load("implicit_ssl=YES\n").unwrap().validate().is_err());
+    }
+
+    #[test]
+    fn a_reload_keeps_the_running_values_of_restart_only_options() {
+        let old = load("listen_port=2121\nftpd_banner=old\n").unwrap();
+        let mut new = load("listen_port=2222\nftpd_banner=new\n").unwrap();
+        new.nopriv_user = "ftp".into();
+        let kept = old.keep_running_values(&mut new, RESTART_ONLY);
+        assert_eq!(kept, ["listen_port", "nopriv_user"]);
+        assert_eq!((new.listen_port, new.nopriv_user.as_str()), (2121, "nobody"));
+        assert_eq!(new.ftpd_banner, "new", "other options take their new values");
+        for name in RESTART_ONLY.iter().chain(RESTART_ONLY_WITH_EBPF) {
+            assert!(old.get(name).is_some(), "{name} is not an option");
+        }
     }
 
     #[test]

@@ -240,6 +240,8 @@ pub enum MasterReply {
         config: Box<Config>,
         /// The rate limit of each owner of the request, in its order.
         limits: Vec<u64>,
+        /// The TLS certificate, key and CA, read as root, when FTPS is on.
+        tls: Option<crate::tls::TlsFiles>,
     },
     /// The configuration (or a logged-in user's file) is bad; nothing changed.
     ReloadFailed {
@@ -515,7 +517,11 @@ mod tests {
             MasterReply::Busy,
             MasterReply::Bound,
             MasterReply::BindFailed { reason: "bad bind request".into() },
-            MasterReply::Reloaded { config: Box::new(own), limits: vec![0, 100, u64::MAX] },
+            MasterReply::Reloaded {
+                config: Box::new(own),
+                limits: vec![0, 100, u64::MAX],
+                tls: Some(crate::tls::TlsFiles { cert: b"c".to_vec(), key: vec![0, 255], ca: Vec::new() }),
+            },
             MasterReply::ReloadFailed { reason: "/etc/ftpd.conf:3: no `=`".into() },
         ]
     }

@@ -15,7 +15,7 @@ use ftpd::{
     config::{Config, EbpfMode},
     dataplane::{self, Dataplane},
     privsep::Authority,
-    server::{self, Plane, Shared},
+    server::{self, Plane, Settings, Shared},
 };
 use tracing::{info, warn};
 
@@ -229,9 +229,12 @@ fn write_man_pages(dir: &std::path::Path) -> Result<()> {
     for (sig, what) in [
         (
             "SIGHUP",
-            "Re-read the configuration. Later logins use the new file; new rate limits apply to running transfers too. A file with an error is refused, logged with file, line and reason, and the old configuration stays.",
+            "Re-read the configuration and every file it names (banner_file, userlist_file, the TLS certificate and key, ...). Later sessions use the new settings; new rate limits apply to running transfers too. Options that cannot change while running (listen address and port, nopriv_user, ftpd_ebpf, log files, ssl_enable, ...) keep their running values and are logged as needing a restart. A file with an error is refused, logged with file, line and reason, and the old configuration stays.",
         ),
-        ("SIGTERM, SIGINT", "Stop: close the listeners and end the sessions."),
+        (
+            "SIGTERM, SIGINT",
+            "Stop: close the listeners at once, end idle sessions with 421, let running transfers finish for ftpd_shutdown_timeout seconds (default 30), then end the rest (426, 421) and exit 0. A second signal ends them at once; an upload cut off is never published half written under its name when it goes through a temporary or part file.",
+        ),
     ] {
         r.control("TP", []).text([bold(sig)]);
         r.text([roman(what)]);
@@ -446,10 +449,10 @@ fn run(cli: Cli) -> Result<()> {
     };
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let shared =
-            Arc::new(Shared::new(cfg, root.clone(), plane, authority, logs, source, tls).map_err(anyhow::Error::msg)?);
+        let settings = Settings::derive(cfg, tls).map_err(anyhow::Error::msg)?;
+        let shared = Arc::new(Shared::new(settings, root.clone(), plane, authority, logs, source));
         if let Some(l) = metrics_listener {
             let l = tokio::net::TcpListener::from_std(l)?;
             info!(addr = %l.local_addr()?, "metrics: GET /metrics");
@@ -462,7 +465,11 @@ fn run(cli: Cli) -> Result<()> {
         tokio::spawn(server::run(listener, shared, shutdown_signal())).await?;
         info!("ftpd stopped");
         Ok(())
-    })
+    });
+    // The sessions have ended; a blocking call still running (a worker
+    // round trip of a session that was cut off) is not waited for.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    served
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit: every session holds a

@@ -59,6 +59,19 @@ pub enum Authority {
     },
 }
 
+/// What a reload read: the configuration, the per-user config text of each
+/// user asked for, and (from the master) the FTPS files' bytes.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// The new configuration, validated.
+    pub cfg: Config,
+    /// The rate limit of each owner asked for, in order, decided as at login.
+    pub limits: Vec<u64>,
+    /// The TLS certificate, key and CA files, read as root; `None` without
+    /// privilege separation (the process reads them itself) or without FTPS.
+    pub tls: Option<crate::tls::TlsFiles>,
+}
+
 /// A granted anonymous login and the worker it uses.
 type AnonGrant = (Grant, Arc<WorkerLink>);
 
@@ -195,13 +208,14 @@ impl Authority {
 
 impl Authority {
     /// Re-reads the configuration (the master does it: the file may be
-    /// readable by root only), and the rate limit of each of `owners` under
-    /// it, decided by the master as at their login.
-    pub fn reload(&self, source: &crate::config::ConfigSource, owners: &[Owner]) -> Result<(Config, Vec<u64>), String> {
+    /// readable by root only), the rate limit of each of `owners` under it,
+    /// decided by the master as at their login, and the TLS certificate and
+    /// key when FTPS is on (the key may be `0600 root`).
+    pub fn reload(&self, source: &crate::config::ConfigSource, owners: &[Owner]) -> Result<Reloaded, String> {
         let Self::Master { chan, anon, .. } = self else {
             let cfg = source.load()?;
             let limits = reload_limits(&cfg, owners)?;
-            return Ok((cfg, limits));
+            return Ok(Reloaded { cfg, limits, tls: None });
         };
         let (mine, theirs) = ipc::pair().map_err(|e| e.to_string())?;
         let req = MasterRequest::Reload { owners: owners.to_vec() };
@@ -213,10 +227,10 @@ impl Authority {
         let mut buf = Vec::new();
         ipc::recv(mine.as_fd(), &mut buf).map_err(|e| e.to_string())?.ok_or("master closed the channel")?;
         match ipc::decode::<MasterReply>(&buf) {
-            Ok(MasterReply::Reloaded { config, limits }) if limits.len() == owners.len() => {
+            Ok(MasterReply::Reloaded { config, limits, tls }) if limits.len() == owners.len() => {
                 // The next anonymous login is decided under the new config.
                 *anon.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-                Ok((*config, limits))
+                Ok(Reloaded { cfg: *config, limits, tls })
             }
             Ok(MasterReply::ReloadFailed { reason }) => Err(reason),
             Ok(_) => Err("unexpected reply to a reload from the master".into()),
@@ -524,9 +538,10 @@ impl Master {
     /// bad per-user file of one refuses the whole reload, so the master and
     /// the front never use different configurations.
     fn handle_reload(&self, owners: &[Owner], reply: &OwnedFd) {
-        let loaded = self.source.load().and_then(|cfg| reload_limits(&cfg, owners).map(|limits| (cfg, limits)));
+        let loaded =
+            self.reread().and_then(|(sent, cfg, tls)| reload_limits(&cfg, owners).map(|l| (sent, cfg, tls, l)));
         match loaded {
-            Ok((cfg, limits)) => {
+            Ok((sent, cfg, tls, limits)) => {
                 // Re-read now so that a bad file is reported at reload
                 // (the users read before stay in use).
                 if !cfg.virtual_users_file.is_empty() {
@@ -535,9 +550,18 @@ impl Master {
                 for problem in crate::access::unservable_roots(&cfg, &self.anon_root) {
                     warn!("reload: {problem}");
                 }
-                let msg = MasterReply::Reloaded { config: Box::new(cfg.clone()), limits };
+                let msg = MasterReply::Reloaded { config: Box::new(sent), limits, tls };
                 if let Err(e) = ipc::send(reply.as_fd(), &msg, None) {
-                    warn!("master: cannot send the reloaded configuration: {e}");
+                    // Too long (big TLS files) or a front gone: either way the
+                    // front keeps its configuration, and so does the master.
+                    let reason = format!(
+                        "cannot send the reloaded configuration with its TLS files ({e}; a reload carries at most \
+                         {} bytes): restart ftpd to use these files",
+                        ipc::MAX_MSG
+                    );
+                    warn!("master: reload refused: {reason}");
+                    let _ = ipc::send(reply.as_fd(), &MasterReply::ReloadFailed { reason }, None);
+                    return;
                 }
                 *self.cfg.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(cfg);
             }
@@ -546,6 +570,25 @@ impl Master {
                 let _ = ipc::send(reply.as_fd(), &MasterReply::ReloadFailed { reason: err }, None);
             }
         }
+    }
+
+    /// Reads the configuration and, with FTPS, the certificate and key, and
+    /// checks what the front will derive from them (banner file, passive
+    /// address, the TLS setup), so that a bad file is refused here and the
+    /// master and the front keep deciding with the same configuration.
+    /// Returns the configuration as read (the front reports the options
+    /// that need a restart), the same with the running values of those
+    /// options (the one in force from now on), and the TLS files.
+    fn reread(&self) -> Result<(Config, Config, Option<crate::tls::TlsFiles>), String> {
+        let read = self.source.load()?;
+        let mut cfg = read.clone();
+        self.cfg().keep_running_values(&mut cfg, crate::config::RESTART_ONLY);
+        let tls = crate::tls::TlsFiles::read(&cfg)?;
+        if let Some(files) = &tls {
+            crate::tls::Tls::build(&cfg, files)?;
+        }
+        crate::server::Settings::derive(cfg.clone(), None)?;
+        Ok((read, cfg, tls))
     }
 
     /// Binds `ftp_data_port` for the front; any other port is refused, so the

@@ -133,24 +133,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// SIGHUP: reads the configuration again (through the master, which also
-/// decides later logins with it), makes it the configuration of later
-/// sessions, and gives every running rate group and every logged-in user
-/// the new limit: from none to one, from one to another, and back to none.
-/// Returns how many running groups changed. Blocking: it waits for the master.
-pub fn reload(shared: &Arc<Shared>) -> Result<usize, String> {
+/// The users whose limits a reload recomputes: those logged in and those
+/// owning running transfers.
+pub fn owners(shared: &Shared) -> Vec<Owner> {
     let mut owners: Vec<Owner> = lock(&shared.rates.sessions).keys().cloned().collect();
     for o in lock(&shared.rates.owners).values() {
         if !owners.contains(o) {
             owners.push(o.clone());
         }
     }
-    // The master decides each owner's limit, as at login: the front never
-    // reads per-user files.
-    let (mut cfg, limits) = shared.authority.reload(&shared.source, &owners)?;
-    crate::tls::keep_startup_settings(&shared.cfg(), &mut cfg);
-    let limits: HashMap<Owner, u64> = owners.into_iter().zip(limits).collect();
-    shared.set_cfg(cfg);
+    owners
+}
+
+/// Gives every running rate group and every logged-in user its new limit
+/// (decided by the master, as at login): from none to one, from one to
+/// another, and back to none. Returns how many running groups changed.
+pub fn apply(shared: &Shared, limits: HashMap<Owner, u64>) -> usize {
     let mut changed = 0;
     let owners = lock(&shared.rates.owners);
     let mut groups = lock(&shared.rates.groups);
@@ -163,7 +161,7 @@ pub fn reload(shared: &Arc<Shared>) -> Result<usize, String> {
         }
     }
     *lock(&shared.rates.overrides) = limits;
-    Ok(changed)
+    changed
 }
 
 /// How far ahead of its schedule a paced download may hand bytes to the

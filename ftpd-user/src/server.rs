@@ -28,62 +28,34 @@ pub enum Plane {
     Userspace(String),
 }
 
-/// State every session can see: the config and what was derived from it at startup.
+/// The configuration and what is derived from it by reading files or
+/// resolving names. A reload builds a new one whole and swaps it in, so no
+/// value computed from the old file survives a reload; a session takes the
+/// one in force when it connects (and again when it logs in) and keeps it.
 #[derive(Debug)]
-pub struct Shared {
-    /// The validated configuration, shared as is by every session without a
-    /// per-user config file; SIGHUP swaps it for the one re-read, so sessions
-    /// that log in afterwards get the new settings (see [`Shared::cfg`]).
-    cfg: RwLock<Arc<Config>>,
-    /// Absolute directory served to anonymous users.
-    pub anon_root: PathBuf,
-    /// The data plane in use.
-    pub plane: Plane,
-    /// Contents of `banner_file`, read at startup.
+pub struct Settings {
+    /// The validated configuration.
+    pub cfg: Arc<Config>,
+    /// Contents of `banner_file`.
     pub banner: Option<String>,
     /// `deny_file` patterns.
     pub deny: Patterns,
     /// `hide_file` patterns.
     pub hide: Patterns,
-    /// `pasv_address`, parsed or resolved once.
+    /// `pasv_address`, parsed or resolved.
     pub pasv_address: Option<Ipv4Addr>,
-    /// `userlist_file`, read at startup (with `userlist_enable`).
+    /// `userlist_file` (with `userlist_enable`).
     pub userlist: Vec<String>,
-    /// Who decides logins and runs file operations.
-    pub authority: Authority,
-    /// Transfer and protocol logs (vsftpd formats).
-    pub logs: Logs,
-    /// Bandwidth shares of running transfers (`ftpd_rate_scope`).
-    pub rates: crate::rates::Rates,
-    /// Where the config came from, for SIGHUP.
-    pub source: crate::config::ConfigSource,
-    /// Prometheus metrics.
-    pub metrics: crate::metrics::Metrics,
     /// Users whose transfers get a `user` label (`ftpd_metrics_users`).
     pub metrics_users: Vec<String>,
-    /// FTPS, with the certificate and key loaded before the privilege split.
-    pub tls: Option<crate::tls::Tls>,
-    next_id: AtomicU64,
-    conns: Mutex<Conns>,
+    /// FTPS, from the certificate and key read by the root process.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
-#[derive(Debug, Default)]
-struct Conns {
-    total: u32,
-    per_ip: HashMap<IpAddr, u32>,
-}
-
-impl Shared {
-    /// Reads the files the config names and bundles what sessions need.
-    pub fn new(
-        cfg: Config,
-        anon_root: PathBuf,
-        plane: Plane,
-        authority: Authority,
-        logs: Logs,
-        source: crate::config::ConfigSource,
-        tls: Option<crate::tls::Tls>,
-    ) -> Result<Self, String> {
+impl Settings {
+    /// Reads the files `cfg` names (except the TLS files, already in `tls`),
+    /// or says which one is wrong and why.
+    pub fn derive(cfg: Config, tls: Option<crate::tls::Tls>) -> Result<Self, String> {
         let banner = if cfg.banner_file.is_empty() {
             None
         } else {
@@ -105,42 +77,117 @@ impl Shared {
             (host, true) => Some(resolve_v4(host)?),
         };
         let userlist = if cfg.userlist_enable { crate::auth::read_list(&cfg.userlist_file) } else { Vec::new() };
-        let metrics = crate::metrics::Metrics::new();
-        metrics.ebpf_enabled.set(i64::from(matches!(plane, Plane::Kernel(_))));
-        metrics.ktls_available.set(i64::from(tls.as_ref().is_some_and(|t| t.ktls)));
-        metrics.pasv_range.set(cfg.pasv_range().map_or(0, |(lo, hi)| i64::from(hi - lo) + 1));
         let metrics_users =
             cfg.ftpd_metrics_users.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
         Ok(Self {
-            metrics,
+            banner,
+            deny: Patterns::parse(&cfg.deny_file),
+            hide: Patterns::parse(&cfg.hide_file),
+            pasv_address,
+            userlist,
             metrics_users,
-            tls,
+            tls: tls.map(Arc::new),
+            cfg: Arc::new(cfg),
+        })
+    }
+}
+
+/// State every session can see: the settings in force and what was set up at startup.
+#[derive(Debug)]
+pub struct Shared {
+    /// Swapped whole by SIGHUP (see [`Settings`]).
+    settings: RwLock<Arc<Settings>>,
+    /// Absolute directory served to anonymous users.
+    pub anon_root: PathBuf,
+    /// The data plane in use.
+    pub plane: Plane,
+    /// Who decides logins and runs file operations.
+    pub authority: Authority,
+    /// Transfer and protocol logs (vsftpd formats).
+    pub logs: Logs,
+    /// Bandwidth shares of running transfers (`ftpd_rate_scope`).
+    pub rates: crate::rates::Rates,
+    /// Where the config came from, for SIGHUP.
+    pub source: crate::config::ConfigSource,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
+    /// Stop requests (SIGTERM): see [`Stop`].
+    stop: tokio::sync::watch::Sender<Stop>,
+    next_id: AtomicU64,
+    conns: Mutex<Conns>,
+}
+
+/// How far a shutdown has got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stop {
+    /// Serving.
+    Running,
+    /// SIGTERM: no new connections; idle sessions end, transfers may finish.
+    Draining,
+    /// `ftpd_shutdown_timeout` is over, or a second SIGTERM: every session ends now.
+    Now,
+}
+
+#[derive(Debug, Default)]
+struct Conns {
+    total: u32,
+    per_ip: HashMap<IpAddr, u32>,
+}
+
+impl Shared {
+    /// Bundles what sessions need; `settings` from [`Settings::derive`].
+    pub fn new(
+        settings: Settings,
+        anon_root: PathBuf,
+        plane: Plane,
+        authority: Authority,
+        logs: Logs,
+        source: crate::config::ConfigSource,
+    ) -> Self {
+        let metrics = crate::metrics::Metrics::new();
+        metrics.ebpf_enabled.set(i64::from(matches!(plane, Plane::Kernel(_))));
+        metrics.ktls_available.set(i64::from(settings.tls.as_ref().is_some_and(|t| t.ktls)));
+        metrics.pasv_range.set(settings.cfg.pasv_range().map_or(0, |(lo, hi)| i64::from(hi - lo) + 1));
+        Self {
+            metrics,
             source,
             rates: crate::rates::Rates::default(),
             logs,
-            userlist,
             authority,
-            deny: Patterns::parse(&cfg.deny_file),
-            hide: Patterns::parse(&cfg.hide_file),
-            cfg: RwLock::new(Arc::new(cfg)),
+            settings: RwLock::new(Arc::new(settings)),
             anon_root,
             plane,
-            banner,
-            pasv_address,
+            stop: tokio::sync::watch::Sender::new(Stop::Running),
             next_id: AtomicU64::new(1),
             conns: Mutex::default(),
-        })
+        }
     }
 
-    /// The configuration in force now: a session takes it at login (with its
-    /// per-user overrides) and keeps it; a reload changes it for later logins.
+    /// The settings in force now: a session takes them when it connects and
+    /// at login (with its per-user overrides) and keeps them.
+    pub fn settings(&self) -> Arc<Settings> {
+        Arc::clone(&self.settings.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// The configuration in force now (see [`Shared::settings`]).
     pub fn cfg(&self) -> Arc<Config> {
-        Arc::clone(&self.cfg.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+        Arc::clone(&self.settings().cfg)
     }
 
-    /// Makes `cfg` (re-read by SIGHUP) the configuration of later sessions.
-    pub fn set_cfg(&self, cfg: Config) {
-        *self.cfg.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(cfg);
+    /// Makes `settings` (re-read by SIGHUP) those of later sessions.
+    pub fn set_settings(&self, settings: Settings) {
+        self.metrics.pasv_range.set(settings.cfg.pasv_range().map_or(0, |(lo, hi)| i64::from(hi - lo) + 1));
+        *self.settings.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(settings);
+    }
+
+    /// Where the shutdown is; sessions watch it with [`Shared::stopping`].
+    pub fn stop_state(&self) -> Stop {
+        *self.stop.borrow()
+    }
+
+    /// A receiver that wakes when the shutdown advances.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<Stop> {
+        self.stop.subscribe()
     }
 
     /// The kernel data plane, when it is in use.
@@ -189,6 +236,32 @@ impl Shared {
     }
 }
 
+/// SIGHUP: reads the configuration again (through the master, which also
+/// decides later logins with it) with every file it names, makes it the
+/// settings of later sessions, and gives running transfers and logged-in
+/// users their new rate limits. Options that need a restart keep their
+/// running values; their names are returned with the number of rate groups
+/// whose limit changed. A file that does not read changes nothing.
+/// Blocking: it waits for the master.
+pub fn reload(shared: &Shared) -> Result<(usize, Vec<&'static str>), String> {
+    let owners = crate::rates::owners(shared);
+    let crate::privsep::Reloaded { mut cfg, limits, tls } = shared.authority.reload(&shared.source, &owners)?;
+    let old = shared.cfg();
+    let mut kept = old.keep_running_values(&mut cfg, crate::config::RESTART_ONLY);
+    if shared.kernel().is_some() {
+        kept.extend(old.keep_running_values(&mut cfg, crate::config::RESTART_ONLY_WITH_EBPF));
+    }
+    // With privilege separation the master read them as root.
+    let files = match tls {
+        Some(files) if cfg.ssl_enable => Some(files),
+        _ => crate::tls::TlsFiles::read(&cfg)?,
+    };
+    let tls = files.map(|f| crate::tls::Tls::build(&cfg, &f)).transpose()?;
+    let limits: HashMap<crate::rates::Owner, u64> = owners.into_iter().zip(limits).collect();
+    shared.set_settings(Settings::derive(cfg, tls)?);
+    Ok((crate::rates::apply(shared, limits), kept))
+}
+
 fn resolve_v4(host: &str) -> Result<Ipv4Addr, String> {
     use std::net::ToSocketAddrs;
     (host, 0)
@@ -220,7 +293,8 @@ impl Drop for Slot {
     }
 }
 
-/// Accepts control connections until `shutdown` resolves.
+/// Accepts control connections until `shutdown` resolves, then closes the
+/// listener and ends the sessions (see [`drain`]).
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     // SIGHUP: re-read the configuration and apply new rate limits, also to
@@ -230,8 +304,15 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 let s2 = Arc::clone(&s);
-                match tokio::task::spawn_blocking(move || crate::rates::reload(&s2)).await {
-                    Ok(Ok(n)) => {
+                match tokio::task::spawn_blocking(move || reload(&s2)).await {
+                    Ok(Ok((n, kept))) => {
+                        if !kept.is_empty() {
+                            warn!(
+                                options = kept.join(","),
+                                "SIGHUP: needs a restart: {}; the running values stay in force",
+                                kept.join(", ")
+                            );
+                        }
                         info!(groups = n, "SIGHUP: configuration re-read, rate limits applied");
                         // With privilege separation the master checks, as root.
                         if matches!(s.authority, crate::privsep::Authority::InProcess) {
@@ -240,7 +321,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
                             }
                         }
                     }
-                    Ok(Err(e)) => warn!("SIGHUP: configuration not reloaded: {e}"),
+                    Ok(Err(e)) => warn!("SIGHUP: configuration not reloaded, the old one stays: {e}"),
                     Err(e) => warn!("SIGHUP: reload task failed: {e}"),
                 }
             }
@@ -287,7 +368,8 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
                     warn!(peer = %peer, reason = text, "connection refused");
                     let reason = if text.contains("internet address") { "max_per_ip" } else { "max_clients" };
                     crate::metrics::Metrics::inc(&shared2.metrics.refused, "reason", reason);
-                    match shared2.tls.as_ref().filter(|_| shared2.cfg().implicit_ssl) {
+                    let settings = shared2.settings();
+                    match settings.tls.as_ref().filter(|_| settings.cfg.implicit_ssl) {
                         Some(tls) => session::refuse_tls(stream, tls, text).await,
                         None => session::refuse(&mut stream, text, shared2.kernel().is_some()).await,
                     }
@@ -308,5 +390,69 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             drop(slot);
         });
     }
+    drop(listener);
+    drain(&shared).await;
     info!("{}", shared.plane_status());
+}
+
+/// Signals within this time of the first are the same stop request.
+const SAME_SIGNAL: Duration = Duration::from_millis(250);
+
+/// Ends the sessions once the listener is closed: idle sessions get `421`
+/// at once, running transfers may finish for `ftpd_shutdown_timeout`
+/// seconds (a second SIGTERM or SIGINT cuts that short), then every session
+/// left ends its transfer through the abort path (an upload is never
+/// published half written) and gets `421`.
+async fn drain(shared: &Shared) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let limit = shared.cfg().ftpd_shutdown_timeout;
+    let open = shared.clients();
+    info!(sessions = open, ftpd_shutdown_timeout = limit, "listener closed; ending the sessions");
+    let again = async {
+        // What reaches both processes at once (Ctrl-C in a terminal signals
+        // the process group; the master forwards its copy) is one request:
+        // listen only after a moment, and only for signals from then on (a
+        // new listener does not see earlier ones).
+        tokio::time::sleep(SAME_SIGNAL).await;
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut t), Ok(mut i)) => {
+                tokio::select! {
+                    _ = t.recv() => {},
+                    _ = i.recv() => {},
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    };
+    let all_gone = async {
+        while shared.clients() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::pin!(all_gone);
+    let gone = if limit == 0 {
+        false
+    } else {
+        shared.stop.send_replace(Stop::Draining);
+        tokio::select! {
+            () = &mut all_gone => true,
+            () = tokio::time::sleep(Duration::from_secs(u64::from(limit))) => {
+                info!(sessions = shared.clients(), "ftpd_shutdown_timeout is over; ending the transfers left");
+                false
+            }
+            () = again => {
+                info!(sessions = shared.clients(), "second signal: ending the transfers now");
+                false
+            }
+        }
+    };
+    if gone {
+        return;
+    }
+    shared.stop.send_replace(Stop::Now);
+    // Each session answers and cleans up (an upload's temporary file) in
+    // far less than this; a client that does not read its 421 is not waited for.
+    if tokio::time::timeout(Duration::from_secs(2), all_gone).await.is_err() {
+        warn!(sessions = shared.clients(), "sessions still open after the shutdown; closing them");
+    }
 }

@@ -26,7 +26,7 @@ use crate::{
     control::{self, LineError, LineReader},
     data::{self, DataError},
     fs::VPath,
-    server::Shared,
+    server::{Shared, Stop},
     tls::{CtlRead, CtlWrite, SessionTls},
     worker::Fs,
 };
@@ -135,6 +135,9 @@ pub struct Session {
     pub(crate) prot_private: bool,
     /// Whether the running transfer's data connection is encrypted (metrics).
     pub(crate) data_tls: bool,
+    /// The settings in force when the session connected, then when it
+    /// logged in: a reload changes them for later sessions.
+    pub(crate) settings: Arc<crate::server::Settings>,
 }
 
 impl Session {
@@ -143,7 +146,9 @@ impl Session {
         let (r, w) = stream.into_split();
         let (r, w) = (CtlRead::Plain(r), CtlWrite::Plain(w));
         let clients_at_start = shared.clients();
+        let settings = shared.settings();
         Self {
+            settings,
             shared,
             id,
             peer,
@@ -198,7 +203,7 @@ impl Session {
     }
 
     async fn serve(&mut self) {
-        if self.shared.tls.is_some() && self.shared.cfg().implicit_ssl {
+        if self.settings.tls.is_some() && self.settings.cfg.implicit_ssl {
             // Implicit FTPS: TLS before the greeting, data encrypted by default.
             if !self.start_tls().await {
                 return;
@@ -234,8 +239,8 @@ impl Session {
     }
 
     async fn greet(&mut self) -> io::Result<()> {
-        let cfg = self.shared.cfg();
-        if let Some(text) = &self.shared.banner {
+        let cfg = Arc::clone(&self.settings.cfg);
+        if let Some(text) = &self.settings.banner {
             // vsftpd's form: every line of the file as `220-`, then a bare `220 `.
             let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
             lines.push(String::new());
@@ -249,21 +254,31 @@ impl Session {
         self.reply(220, &banner).await
     }
 
-    /// Reads the next command line, handling the idle timeout and framing errors.
+    /// Reads the next command line, handling the idle timeout, the shutdown
+    /// and framing errors.
     async fn next_line(&mut self) -> Option<Vec<u8>> {
         let idle = Duration::from_secs(u64::from(self.shared.cfg().idle_session_timeout));
-        let read = self.reader.read_line(&mut self.r);
-        let line = if idle.is_zero() {
-            read.await
-        } else {
-            match timeout(idle, read).await {
+        let mut stop = self.shared.stopping();
+        let read = async {
+            let read = self.reader.read_line(&mut self.r);
+            if idle.is_zero() { Ok(read.await) } else { timeout(idle, read).await }
+        };
+        let line = tokio::select! {
+            // Between commands a session has nothing to finish: it ends at once.
+            biased;
+            () = stopped(&mut stop, Stop::Draining) => {
+                let _ = self.reply(421, "Server shutting down.").await;
+                info!(session = self.id, peer = %self.peer, "shutdown: idle session ended");
+                return None;
+            }
+            r = read => match r {
                 Ok(r) => r,
                 Err(_) => {
                     let _ = self.reply(421, "Timeout.").await;
                     info!(session = self.id, peer = %self.peer, "idle timeout");
                     return None;
                 }
-            }
+            },
         };
         match line {
             Ok(l) => Some(l.to_vec()),
@@ -365,12 +380,12 @@ impl Session {
             "FEAT" => return self.cmd_feat().await.map(|()| Next::Continue),
             "OPTS" => return self.cmd_opts(arg).await.map(|()| Next::Continue),
             "HOST" => return self.cmd_host(arg).await.map(|()| Next::Continue),
-            "AUTH" if self.shared.tls.is_some() && self.tls.is_none() => {
+            "AUTH" if self.settings.tls.is_some() && self.tls.is_none() => {
                 return self.cmd_auth(arg).await;
             }
-            "PBSZ" if self.shared.tls.is_some() => return self.cmd_pbsz(arg).await.map(|()| Next::Continue),
-            "PROT" if self.shared.tls.is_some() => return self.cmd_prot(arg).await.map(|()| Next::Continue),
-            "CCC" if self.shared.tls.is_some() => return self.cmd_ccc().await,
+            "PBSZ" if self.settings.tls.is_some() => return self.cmd_pbsz(arg).await.map(|()| Next::Continue),
+            "PROT" if self.settings.tls.is_some() => return self.cmd_prot(arg).await.map(|()| Next::Continue),
+            "CCC" if self.settings.tls.is_some() => return self.cmd_ccc().await,
             _ => {}
         }
         let Phase::Ready(_) = self.phase else {
@@ -388,7 +403,7 @@ impl Session {
             "LIST" | "NLST" | "STAT" if !arg.is_empty() => Some(crate::commands::transfer::split_list_args(arg).1),
             _ => None,
         };
-        if path_arg.is_some_and(|a| self.cwd.join(a).is_ok_and(|p| self.shared.deny.matches_path(&p))) {
+        if path_arg.is_some_and(|a| self.cwd.join(a).is_ok_and(|p| self.settings.deny.matches_path(&p))) {
             self.reply(550, "Permission denied.").await?;
             return Ok(Next::Continue);
         }
@@ -467,12 +482,16 @@ impl Session {
 
     /// Runs `fut` while answering the control connection: ABOR ends it, STAT
     /// reports progress, anything else waits until it is done.
+    /// At shutdown, once running transfers may no longer finish, it ends
+    /// `fut` as ABOR would (the caller's abort path cleans up).
     pub(crate) async fn race<F: Future>(&mut self, fut: F) -> io::Result<Raced<F::Output>> {
         tokio::pin!(fut);
+        let mut stop = self.shared.stopping();
         loop {
             let reading = self.pending.is_none() && !self.control_closed;
             let line = tokio::select! {
                 out = &mut fut => return Ok(Raced::Done(out)),
+                () = stopped(&mut stop, Stop::Now) => return Ok(Raced::Aborted),
                 line = self.reader.read_line(&mut self.r), if reading => line.map(<[u8]>::to_vec),
             };
             let line = match line {
@@ -506,7 +525,7 @@ impl Session {
             return Ok(None);
         }
         let forced = if self.user().anonymous { cfg.force_anon_data_ssl } else { cfg.force_local_data_ssl };
-        if self.shared.tls.is_some() && forced && !self.prot_private {
+        if self.settings.tls.is_some() && forced && !self.prot_private {
             self.data = setup;
             self.reply(522, "Data connections must be encrypted.").await?;
             return Ok(None);
@@ -604,6 +623,15 @@ impl Session {
     /// The peer's IP as the limits see it (v4-mapped addresses as IPv4).
     pub(crate) fn peer_ip(&self) -> IpAddr {
         data::canonical(self.peer.ip())
+    }
+}
+
+/// Resolves once the shutdown has reached `stage`; never if the process is
+/// not stopping.
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<Stop>, stage: Stop) {
+    // The guard `wait_for` returns is not Send: dropped here, not held by the caller.
+    if stop.wait_for(|s| *s >= stage).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -61,13 +61,61 @@ pub struct SessionTls {
     pub peer_cert: Arc<std::sync::OnceLock<Vec<u8>>>,
 }
 
+/// The bytes of the files FTPS reads: read as root (the key may be `0600
+/// root`), then built into a [`Tls`] by whichever process serves.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TlsFiles {
+    /// `rsa_cert_file`.
+    #[serde(with = "serde_bytes")]
+    pub cert: Vec<u8>,
+    /// `rsa_private_key_file`, or `rsa_cert_file` when that is empty.
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// `ca_certs_file`, when `require_cert` and `validate_cert` need it.
+    #[serde(with = "serde_bytes")]
+    pub ca: Vec<u8>,
+}
+
+impl TlsFiles {
+    /// Reads the files `cfg` names; `None` when `ssl_enable=NO`.
+    pub fn read(cfg: &Config) -> Result<Option<Self>, String> {
+        if !cfg.ssl_enable {
+            return Ok(None);
+        }
+        let cert = read("rsa_cert_file", &cfg.rsa_cert_file)?;
+        let (key_option, key_path) = key_file(cfg);
+        let key = if key_path == cfg.rsa_cert_file { cert.clone() } else { read(key_option, key_path)? };
+        let ca = if cfg.require_cert && cfg.validate_cert && !cfg.ca_certs_file.is_empty() {
+            read("ca_certs_file", &cfg.ca_certs_file)?
+        } else {
+            Vec::new()
+        };
+        Ok(Some(Self { cert, key, ca }))
+    }
+}
+
+/// Where the key is: vsftpd reads it from the certificate file when no key file is named.
+fn key_file(cfg: &Config) -> (&'static str, &str) {
+    if cfg.rsa_private_key_file.is_empty() {
+        ("rsa_cert_file", cfg.rsa_cert_file.as_str())
+    } else {
+        ("rsa_private_key_file", cfg.rsa_private_key_file.as_str())
+    }
+}
+
 impl Tls {
     /// Reads the certificate and key and builds the configuration, or says
     /// which option is wrong and why. `None` when `ssl_enable=NO`.
     pub fn load(cfg: &Config) -> Result<Option<Self>, String> {
-        if !cfg.ssl_enable {
-            return Ok(None);
+        match TlsFiles::read(cfg)? {
+            Some(files) => Self::build(cfg, &files).map(Some),
+            None => Ok(None),
         }
+    }
+
+    /// Builds the configuration from files already read (a reload: the
+    /// master reads them as root and hands the bytes to the front).
+    pub fn build(cfg: &Config, files: &TlsFiles) -> Result<Self, String> {
         let provider = Arc::new(crate::ciphers::provider(&cfg.ssl_ciphers)?);
         let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
         if cfg.ssl_tlsv1_3 {
@@ -76,27 +124,20 @@ impl Tls {
         if cfg.ssl_tlsv1_2 {
             versions.push(&rustls::version::TLS12);
         }
-        let cert_text = read("rsa_cert_file", &cfg.rsa_cert_file)?;
-        let certs = CertificateDer::pem_slice_iter(&cert_text)
+        let certs = CertificateDer::pem_slice_iter(&files.cert)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("rsa_cert_file={}: not a PEM certificate file ({e})", cfg.rsa_cert_file))?;
         if certs.is_empty() {
             return Err(format!("rsa_cert_file={}: no CERTIFICATE block in the file", cfg.rsa_cert_file));
         }
-        // vsftpd reads the key from the certificate file when no key file is named.
-        let (key_option, key_path) = if cfg.rsa_private_key_file.is_empty() {
-            ("rsa_cert_file", cfg.rsa_cert_file.as_str())
-        } else {
-            ("rsa_private_key_file", cfg.rsa_private_key_file.as_str())
-        };
-        let key_text = if key_path == cfg.rsa_cert_file { cert_text } else { read(key_option, key_path)? };
-        let key = PrivateKeyDer::from_pem_slice(&key_text)
+        let (key_option, key_path) = key_file(cfg);
+        let key = PrivateKeyDer::from_pem_slice(&files.key)
             .map_err(|e| format!("{key_option}={key_path}: no usable PEM private key ({e})"))?;
         let builder =
             ServerConfig::builder_with_provider(Arc::clone(&provider)).with_protocol_versions(&versions).map_err(
                 |e| format!("ssl_ciphers={:?}: no cipher suite for the enabled TLS versions ({e})", cfg.ssl_ciphers),
             )?;
-        let builder = builder.with_client_cert_verifier(client_verifier(cfg, &provider)?);
+        let builder = builder.with_client_cert_verifier(client_verifier(cfg, &files.ca, &provider)?);
         let mut base = builder.with_single_cert(certs, key).map_err(|e| match e {
             rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
                 format!(
@@ -110,7 +151,7 @@ impl Tls {
         // TLS 1.3 ticket once never run out over many transfers.
         base.send_tls13_tickets = 2;
         base.max_early_data_size = 0;
-        Ok(Some(Self { base, ktls: ktls_available() }))
+        Ok(Self { base, ktls: ktls_available() })
     }
 
     /// A configuration for a new control connection, with an empty store of
@@ -131,39 +172,6 @@ impl Tls {
     }
 }
 
-/// SIGHUP cannot change what was read before the privilege split: the
-/// unprivileged front could not read a new key. The TLS settings that shape
-/// the loaded configuration keep their startup values (with a warning);
-/// the per-session ones (`force_*`, `require_ssl_reuse`, …) do change.
-pub fn keep_startup_settings(old: &Config, new: &mut Config) {
-    let mut kept = Vec::new();
-    macro_rules! keep {
-        ($($f:ident),*) => {$(
-            if old.$f != new.$f {
-                new.$f = old.$f.clone();
-                kept.push(stringify!($f));
-            }
-        )*};
-    }
-    keep!(
-        ssl_enable,
-        rsa_cert_file,
-        rsa_private_key_file,
-        ssl_ciphers,
-        ssl_tlsv1_2,
-        ssl_tlsv1_3,
-        require_cert,
-        validate_cert,
-        ca_certs_file
-    );
-    if !kept.is_empty() {
-        tracing::warn!(
-            options = kept.join(","),
-            "SIGHUP: TLS certificate and protocol settings change only at restart"
-        );
-    }
-}
-
 fn read(option: &str, path: &str) -> Result<Vec<u8>, String> {
     if path.is_empty() {
         return Err(format!("{option} is empty; ssl_enable=YES needs a certificate"));
@@ -174,7 +182,11 @@ fn read(option: &str, path: &str) -> Result<Vec<u8>, String> {
 /// `require_cert`, `validate_cert`, `ca_certs_file`, as vsftpd reads them:
 /// a client certificate is asked for only when one is required, checked
 /// against `ca_certs_file` only with `validate_cert`.
-fn client_verifier(cfg: &Config, provider: &Arc<CryptoProvider>) -> Result<Arc<dyn ClientCertVerifier>, String> {
+fn client_verifier(
+    cfg: &Config,
+    ca: &[u8],
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, String> {
     if !cfg.require_cert {
         return Ok(WebPkiClientVerifier::no_client_auth());
     }
@@ -186,9 +198,8 @@ fn client_verifier(cfg: &Config, provider: &Arc<CryptoProvider>) -> Result<Arc<d
             "validate_cert=YES needs ca_certs_file=FILE (the CAs client certificates are checked against)".into()
         );
     }
-    let text = read("ca_certs_file", &cfg.ca_certs_file)?;
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&text) {
+    for c in CertificateDer::pem_slice_iter(ca) {
         let c = c.map_err(|e| format!("ca_certs_file={}: not a PEM file ({e})", cfg.ca_certs_file))?;
         roots.add(c).map_err(|e| format!("ca_certs_file={}: {e}", cfg.ca_certs_file))?;
     }
@@ -537,17 +548,6 @@ impl AsyncWrite for CtlWrite {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reload_keeps_the_startup_tls_settings() {
-        let old = Config { ssl_enable: true, rsa_cert_file: "/a".into(), ..Config::default() };
-        let mut new =
-            Config { ssl_enable: false, rsa_cert_file: "/b".into(), force_local_data_ssl: false, ..old.clone() };
-        keep_startup_settings(&old, &mut new);
-        assert!(new.ssl_enable);
-        assert_eq!(new.rsa_cert_file, "/a");
-        assert!(!new.force_local_data_ssl, "per-session settings still reload");
-    }
 
     #[test]
     fn store_keeps_pinned_entries_and_reuses_tickets() {

@@ -291,6 +291,27 @@ impl Server {
         c
     }
 
+    /// Sends a signal (`"HUP"`, `"TERM"`, ...) to the process started.
+    pub fn signal(&self, name: &str) {
+        run_ok(Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()));
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, or `None`
+    /// if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends SIGTERM and waits; returns the full log.
     pub fn stop(mut self) -> String {
         self.terminate();
@@ -299,6 +320,9 @@ impl Server {
 
     fn terminate(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
             let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {

@@ -945,3 +945,324 @@ fn file_workers_hold_only_the_descriptors_they_use() {
     // stdin, stdout, stderr, the channel (3) and the root (4).
     assert_eq!(fds.len(), 5, "worker descriptors: {fds:?}");
 }
+
+/// How big the flood figures' runs are: small enough for CI by default, the
+/// full counts of issue 15 with `FTPD_FLOOD=full` (`cargo xtask flood`).
+struct FloodCounts {
+    /// Connections opened and dropped at once.
+    connections: usize,
+    /// Sessions held open, idle, at the same time.
+    idle: usize,
+    /// Wrong passwords, in each of the two brute-force runs.
+    passwords: usize,
+}
+
+fn flood_counts() -> FloodCounts {
+    if std::env::var("FTPD_FLOOD").is_ok_and(|v| v == "full") {
+        FloodCounts { connections: 10_000, idle: 5_000, passwords: 2_000 }
+    } else {
+        FloodCounts { connections: 2_000, idle: 1_000, passwords: 500 }
+    }
+}
+
+/// One of the server's processes: its role, RSS in KiB and open descriptors.
+#[derive(Clone, Debug)]
+struct Footprint {
+    role: String,
+    pid: u32,
+    rss: u64,
+    fds: usize,
+}
+
+/// RSS and descriptors of every process of the server, by role.
+fn footprints(server: &Server) -> Vec<Footprint> {
+    let workers = workers(server);
+    let mut out: Vec<Footprint> = server
+        .pids()
+        .into_iter()
+        .map(|pid| {
+            let role = if pid == server.pid() {
+                if is_root() { "master" } else { "ftpd" }
+            } else if workers.contains(&pid) {
+                "worker"
+            } else {
+                "front"
+            };
+            let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(Iterator::count).unwrap_or(0);
+            Footprint { role: role.into(), pid, rss: status_field(pid, "VmRSS"), fds }
+        })
+        .collect();
+    out.sort_by(|a, b| a.role.cmp(&b.role).then(a.pid.cmp(&b.pid)));
+    out
+}
+
+fn show(fp: &[Footprint]) -> String {
+    fp.iter().map(|f| format!("{} {}: {} KiB, {} fds", f.role, f.pid, f.rss, f.fds)).collect::<Vec<_>>().join("; ")
+}
+
+/// Waits (at most 10 s) until every process holds no more descriptors than
+/// in `base`, and returns the footprints then; fails naming the process that
+/// kept some.
+fn settled(server: &Server, base: &[Footprint], what: &str) -> Vec<Footprint> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = footprints(server);
+        let leaked: Vec<String> = now
+            .iter()
+            .filter_map(|f| {
+                let before = base.iter().find(|b| b.pid == f.pid).map_or(0, |b| b.fds);
+                (f.fds > before).then(|| format!("{} {} holds {} fds, {before} before", f.role, f.pid, f.fds))
+            })
+            .collect();
+        if leaked.is_empty() {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "after {what}: {}", leaked.join("; "));
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A normal client from an address of its own: greeting, anonymous login,
+/// a listing, QUIT. Returns how long it took.
+fn normal_client(addr: SocketAddr) -> Duration {
+    let t = Instant::now();
+    let src = Ipv4Addr::new(127, 0, 9, 9);
+    let mut c = Ftp::from_stream(connect_from(src, addr, None));
+    assert_eq!(c.read_reply().0, 220, "greeting");
+    c.cmd_ok("USER anonymous", 230);
+    let (list, code, text) = transfer_from(&mut c, src, "NLST");
+    assert_eq!(code, 226, "{text}");
+    assert!(String::from_utf8_lossy(&list).contains("readme"), "listing: {list:?}");
+    c.cmd_ok("QUIT", 221);
+    t.elapsed()
+}
+
+/// Runs [`normal_client`] every 200 ms until `stop`, from a thread; the
+/// handle yields the slowest time.
+fn probe(addr: SocketAddr, stop: &std::sync::Arc<std::sync::atomic::AtomicBool>) -> thread::JoinHandle<Duration> {
+    let stop = std::sync::Arc::clone(stop);
+    thread::spawn(move || {
+        let mut worst = Duration::ZERO;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            worst = worst.max(normal_client(addr));
+            thread::sleep(Duration::from_millis(200));
+        }
+        worst
+    })
+}
+
+/// Raises this process's RLIMIT_NOFILE to its hard limit (idle sessions
+/// each hold a socket here too).
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on a struct owned here.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    lim.rlim_cur
+}
+
+/// `user`'s line for a virtual users file: SHA-512 crypt (5000 rounds, a few
+/// ms a check), so that thousands of wrong passwords take seconds; the cost
+/// of argon2 checks is the subject of `concurrent_wrong_passwords_do_not_grow_the_master`.
+fn sha_crypt_entry(user: &str, password: &str) -> String {
+    let out = run_ok(Command::new("openssl").args(["passwd", "-6", "-salt", "floodsalt", password]));
+    format!("{user}:{}\n", out.trim())
+}
+
+/// Issue 15, point 7: floods of connections, idle sessions and wrong
+/// passwords, from one address and from many. Memory stays bounded, every
+/// descriptor comes back, and a normal client is served within 1 s
+/// meanwhile. Prints the RSS and descriptors of each process before and
+/// after each run (`cargo xtask flood` runs the full counts).
+#[test]
+fn flood_figures_memory_and_descriptors_stay_bounded() {
+    let _alone = alone();
+    let n = flood_counts();
+    let limit = raise_nofile();
+    assert!(limit as usize > n.idle + 256, "RLIMIT_NOFILE {limit} is too low for {} idle sessions", n.idle);
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    std::fs::write(dir.path().join("readme"), b"hello\n").expect("write");
+    let users = dir.path().join("vusers");
+    std::fs::write(&users, sha_crypt_entry("vera", "right")).expect("write");
+    let mut settings = virtual_settings(&users, dir.path());
+    settings.extend([
+        "max_per_ip=0".into(),
+        "max_clients=0".into(),
+        "anonymous_enable=YES".into(),
+        "idle_session_timeout=600".into(),
+    ]);
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let server = Server::start(dir.path(), &settings);
+    let addr = server.addr;
+    // The first logins start the file workers: part of the baseline.
+    normal_client(addr);
+    let mut c = server.connect();
+    c.cmd_ok("USER vera", 331);
+    c.cmd_ok("PASS right", 230);
+    drop(c);
+    let mut base = settled(&server, &footprints(&server), "the first logins");
+    let start = base.clone();
+    eprintln!("flood figures, start: {}", show(&base));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut report = Vec::new();
+    // Peak RSS growth allowed per process: 32 MiB, plus `per_item` bytes for
+    // each of `items` held at once (idle sessions, concurrent logins); what
+    // is kept after a run must be back within 32 MiB.
+    let check =
+        |what: &str, before: &[Footprint], peak: &[Footprint], after: &[Footprint], per_item: u64, items: usize| {
+            for b in before {
+                let p = peak.iter().find(|f| f.pid == b.pid).map_or(0, |f| f.rss);
+                let a = after.iter().find(|f| f.pid == b.pid).map_or(0, |f| f.rss);
+                let allowed = 32 * 1024 + per_item * items as u64 / 1024;
+                assert!(p <= b.rss + allowed, "{what}: {} {} grew from {} to {p} KiB", b.role, b.pid, b.rss);
+                assert!(a <= b.rss + 32 * 1024, "{what}: {} {} kept {a} KiB ({} before)", b.role, b.pid, b.rss);
+            }
+        };
+
+    // 1. Connections opened and dropped, from 8 threads.
+    let t = Instant::now();
+    let worst = probe(addr, &stop);
+    let mut peak = base.clone();
+    let openers: Vec<_> = (0..8)
+        .map(|i| {
+            let count = n.connections / 8 + usize::from(i < n.connections % 8);
+            thread::spawn(move || {
+                for j in 0..count {
+                    let src = Ipv4Addr::new(127, 0, 7, 1 + u8::try_from((i * 31 + j) % 250).expect("u8"));
+                    drop(connect_from(src, addr, None));
+                }
+            })
+        })
+        .collect();
+    while !openers.iter().all(thread::JoinHandle::is_finished) {
+        for f in footprints(&server) {
+            if let Some(q) = peak.iter_mut().find(|q| q.pid == f.pid) {
+                q.rss = q.rss.max(f.rss);
+                q.fds = q.fds.max(f.fds);
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    for o in openers {
+        o.join().expect("opener");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let slowest = worst.join().expect("probe");
+    stop.store(false, std::sync::atomic::Ordering::Relaxed);
+    let after = settled(&server, &base, "the connection flood");
+    report.push(format!(
+        "{} connections opened and dropped in {:.1?}; normal client at worst {slowest:.0?}\n  peak: {}\n  after: {}",
+        n.connections,
+        t.elapsed(),
+        show(&peak),
+        show(&after)
+    ));
+    check("connection flood", &base, &peak, &after, 0, 0);
+    assert!(slowest < Duration::from_secs(1), "a normal client took {slowest:?} during the connection flood");
+    base = after;
+
+    // 2. Idle sessions held open (greeting read), from 250 addresses.
+    let t = Instant::now();
+    let mut idle = Vec::with_capacity(n.idle);
+    for i in 0..n.idle {
+        let src = Ipv4Addr::new(127, 0, 8, 1 + u8::try_from(i % 250).expect("u8"));
+        let mut s = connect_from(src, addr, None);
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut greeting = [0u8; 64];
+        let got = s.read(&mut greeting).expect("greeting");
+        assert!(greeting[..got].starts_with(b"220"), "session {i}: {:?}", &greeting[..got]);
+        idle.push(s);
+    }
+    let opened = t.elapsed();
+    let slowest = (0..3).map(|_| normal_client(addr)).max().expect("three");
+    let peak = footprints(&server);
+    drop(idle);
+    let after = settled(&server, &base, "the idle sessions");
+    report.push(format!(
+        "{} idle sessions opened in {opened:.1?}; normal client at worst {slowest:.0?}\n  held: {}\n  after: {}",
+        n.idle,
+        show(&peak),
+        show(&after)
+    ));
+    // 16 KiB per idle session is four times issue 5's target.
+    check("idle sessions", &base, &peak, &after, 16 * 1024, n.idle);
+    assert!(slowest < Duration::from_secs(1), "a normal client took {slowest:?} beside {} idle sessions", n.idle);
+    base = after;
+
+    // 3. Wrong passwords: from one address (16 connections, the most the
+    // master queues for one address), then from 200 addresses.
+    for (what, addresses, conns_per_address) in [("one address", 1usize, 16usize), ("200 addresses", 200, 1)] {
+        let t = Instant::now();
+        let worst = probe(addr, &stop);
+        let conns = addresses * conns_per_address;
+        let attackers: Vec<_> = (0..conns)
+            .map(|k| {
+                let count = n.passwords / conns + usize::from(k < n.passwords % conns);
+                let src = Ipv4Addr::new(127, 0, 10, 1 + u8::try_from(k / conns_per_address).expect("u8"));
+                thread::spawn(move || {
+                    let mut sent = 0;
+                    while sent < count {
+                        // max_login_fails (3) closes the connection: reconnect.
+                        let mut c = Ftp::from_stream(connect_from(src, addr, None));
+                        assert_eq!(c.read_reply().0, 220);
+                        for _ in 0..3.min(count - sent) {
+                            c.send_raw(b"USER vera\r\nPASS wrong\r\n").expect("send");
+                            let (Some((331, _)), Some((530, _))) = (c.try_read_reply(), c.try_read_reply()) else {
+                                panic!("a wrong password was not refused with 530");
+                            };
+                            sent += 1;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut peak = base.clone();
+        while !attackers.iter().all(thread::JoinHandle::is_finished) {
+            for f in footprints(&server) {
+                if let Some(q) = peak.iter_mut().find(|q| q.pid == f.pid) {
+                    q.rss = q.rss.max(f.rss);
+                }
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        for a in attackers {
+            a.join().expect("attacker");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let slowest = worst.join().expect("probe");
+        stop.store(false, std::sync::atomic::Ordering::Relaxed);
+        let after = settled(&server, &base, what);
+        report.push(format!(
+            "{} wrong passwords from {what} in {:.1?}; normal client at worst {slowest:.0?}\n  peak: {}\n  after: {}",
+            n.passwords,
+            t.elapsed(),
+            show(&peak),
+            show(&after)
+        ));
+        // The front waits for each login's answer from the master on a
+        // thread of tokio's blocking pool (at most 512; idle ones exit after
+        // 10 s): about 160 KiB each while they run, measured.
+        check(what, &base, &peak, &after, 256 * 1024, conns);
+        assert!(
+            slowest < Duration::from_secs(1),
+            "a normal client took {slowest:?} during the brute force from {what}"
+        );
+        base = after;
+    }
+    // The right password still works, and nothing was left behind overall.
+    let mut c = server.connect();
+    c.cmd_ok("USER vera", 331);
+    c.cmd_ok("PASS right", 230);
+    drop(c);
+    let end = settled(&server, &start, "all the floods");
+    eprintln!("flood figures:\n{}\nend: {}", report.join("\n"), show(&end));
+    if std::env::var("FTPD_FLOOD").is_ok_and(|v| v == "full") {
+        // Idle threads of tokio's blocking pool exit after 10 s.
+        thread::sleep(Duration::from_secs(15));
+        eprintln!("15 s later: {}", show(&footprints(&server)));
+    }
+}

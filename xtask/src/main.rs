@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod deb;
 mod docs;
+mod flood;
 mod modules;
 mod run;
 mod setup;
@@ -58,6 +59,9 @@ enum Task {
     /// (download, upload, concurrent, sessions, list, retr, login), then the SYN and connection floods
     /// (eBPF against ftpd_ebpf=off). Writes bench-results/latest.{md,json}.
     Bench(bench::Args),
+    /// Flood figures at full size: 10,000 connections, 5,000 idle sessions, 2,000 wrong passwords from
+    /// one address and from 200; prints the RSS and descriptors of each ftpd process (CI runs small counts).
+    Flood,
     /// The benchmark's "ceiling" server (started by `bench`, not by hand).
     #[command(hide = true, name = "bench-ceiling")]
     BenchCeiling(bench::CeilingArgs),
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
         Task::Modules { check } => modules::run(check),
         Task::Docs => setup::run(setup::Verbosity::Summary).and_then(|()| docs::run()),
         Task::Bench(args) => bench::run(&args),
+        Task::Flood => flood::run(),
         Task::BenchCeiling(args) => bench::ceiling(&args),
     };
     match result {

@@ -30,10 +30,11 @@ impl Session {
         let Some(user) = std::str::from_utf8(arg).ok().filter(|u| u.len() <= MAX_CREDENTIAL) else {
             return self.reply(530, "Login incorrect.").await;
         };
-        if self.shared.tls.is_some() && !self.tls_login_allowed(user).await? {
+        if self.settings.tls.is_some() && !self.tls_login_allowed(user).await? {
             return Ok(());
         }
-        if let Err(d) = login::check_user(&self.shared.cfg(), &self.shared.userlist, user) {
+        let settings = self.shared.settings();
+        if let Err(d) = login::check_user(&settings.cfg, &settings.userlist, user) {
             info!(session = self.id, peer = %self.peer, user, reason = %d.reason, "USER refused");
             return self.reply(530, &d.reply).await;
         }
@@ -131,11 +132,13 @@ impl Session {
             }
         };
         let mut g = logged.grant;
+        // The session keeps the settings in force at its login.
+        self.settings = self.shared.settings();
         // Sessions share the global settings; only a per-user config file
         // gives a session its own copy (a Config is a few KiB per session),
         // read and validated by the master: the front never parses it.
         let cfg: Arc<crate::config::Config> = match g.config.take() {
-            None => self.shared.cfg(),
+            None => Arc::clone(&self.settings.cfg),
             Some(own) => Arc::from(own),
         };
         let policy = g.policy;
@@ -146,7 +149,7 @@ impl Session {
         self.log_user = if g.anonymous { cfg.ftp_username.clone() } else { g.name.clone() };
         self.shared.logs.event(&self.log_user, "OK LOGIN", &self.client, None);
         crate::metrics::Metrics::inc(&self.shared.metrics.logins, "result", "ok");
-        if self.shared.tls.is_some() {
+        if self.settings.tls.is_some() {
             let tls = if self.control_secure() { "yes" } else { "no" };
             crate::metrics::Metrics::inc(&self.shared.metrics.tls_sessions, "tls", tls);
         }
@@ -178,7 +181,7 @@ impl Session {
 
     pub(crate) async fn cmd_feat(&mut self) -> io::Result<()> {
         let mut feats: Vec<String> = Vec::new();
-        let tls = self.shared.tls.is_some();
+        let tls = self.settings.tls.is_some();
         if tls {
             feats.extend(["AUTH TLS", "AUTH SSL"].map(String::from));
         }
@@ -225,7 +228,7 @@ impl Session {
         ]
         .map(String::from);
         let mut lines = lines.to_vec();
-        if self.shared.tls.is_some() {
+        if self.settings.tls.is_some() {
             lines.push("AUTH CCC  PBSZ PROT".into());
         }
         self.reply_multi(214, "The following commands are recognized.", &lines, "Help OK.").await

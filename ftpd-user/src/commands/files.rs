@@ -27,7 +27,7 @@ impl Session {
     /// `deny_file` matches, which the caller answers like "not found".
     pub(crate) fn path(&self, arg: &[u8]) -> Option<VPath> {
         let p = self.cwd.join(arg).ok()?;
-        if self.shared.deny.matches_path(&p) || fs::is_upload_temp(p.file_name()) {
+        if self.settings.deny.matches_path(&p) || fs::is_upload_temp(p.file_name()) {
             return None;
         }
         Some(p)
@@ -142,7 +142,7 @@ impl Session {
         if extended {
             return self.reply(229, &format!("Entering Extended Passive Mode (|||{port}|)")).await;
         }
-        let announce = match self.shared.pasv_address {
+        let announce = match self.settings.pasv_address {
             Some(a) => a,
             None => match local_ip {
                 IpAddr::V4(a) => a,

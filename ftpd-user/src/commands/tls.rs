@@ -50,7 +50,7 @@ impl Session {
     /// Runs the server side of the control connection's handshake. `false`:
     /// it failed and the session must end (nothing readable can be sent).
     pub(crate) async fn start_tls(&mut self) -> bool {
-        let Some(server) = &self.shared.tls else { return false };
+        let Some(server) = &self.settings.tls else { return false };
         let st = server.for_session();
         let r = std::mem::replace(&mut self.r, CtlRead::Gone);
         let w = std::mem::replace(&mut self.w, CtlWrite::Gone);

@@ -114,7 +114,7 @@ impl Session {
     fn lister(&self, kind: ListKind, all: bool, dots: bool, recurse: bool) -> Lister {
         Lister {
             fs: Arc::clone(&self.user().root),
-            shared: Arc::clone(&self.shared),
+            settings: Arc::clone(&self.settings),
             kind,
             style: self.list_style(),
             now: fs::now_secs(),
@@ -223,6 +223,11 @@ impl Session {
 
     /// The two replies RFC 959 gives for an ABOR that ends a transfer.
     async fn abort_replies(&mut self) -> io::Result<()> {
+        if self.shared.stop_state() == crate::server::Stop::Now {
+            info!(session = self.id, peer = %self.peer, "shutdown: transfer ended");
+            self.reply(426, "Connection closed; transfer aborted.").await?;
+            return self.reply(421, "Server shutting down.").await;
+        }
         info!(session = self.id, peer = %self.peer, "transfer aborted by the client");
         self.reply(426, "Failure writing network stream.").await?;
         self.reply(226, "ABOR successful.").await
@@ -231,9 +236,9 @@ impl Session {
     /// Records a transfer in the metrics.
     fn count_transfer(&self, direction: &str, result: &str, bytes: u64, secs: f64, path: &[u8]) {
         let name = &self.user().name;
-        let user = self.shared.metrics_users.iter().any(|u| u == name).then_some(name.as_str());
+        let user = self.settings.metrics_users.iter().any(|u| u == name).then_some(name.as_str());
         self.shared.metrics.transfer(direction, result, bytes, secs, user);
-        if self.shared.tls.is_some() {
+        if self.settings.tls.is_some() {
             self.shared.metrics.tls_transfer(direction, self.data_tls);
         }
         self.shared.metrics.dir_transfer(&self.cfg().ftpd_metrics_dirs, path, direction, bytes);
@@ -875,7 +880,8 @@ impl Drop for ListingSlot {
 /// can run while the session answers ABOR and STAT.
 struct Lister {
     fs: Arc<Fs>,
-    shared: Arc<crate::server::Shared>,
+    /// The session's settings (`hide_file`).
+    settings: Arc<crate::server::Settings>,
     kind: ListKind,
     style: ListStyle,
     now: i64,
@@ -1061,7 +1067,7 @@ impl Lister {
                 for e in &chunk {
                     // deny_file names stay listed, as vsftpd's manual says
                     // ("not hidden"); only using them is refused.
-                    if !passes(&e.name) || self.shared.hide.matches_name(&e.name) {
+                    if !passes(&e.name) || self.settings.hide.matches_name(&e.name) {
                         continue;
                     }
                     while dots.last().is_some_and(|d| d.name < e.name) {

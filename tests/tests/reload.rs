@@ -1,0 +1,515 @@
+//! Reload and shutdown without loss (issue 15, point 5): SIGHUP re-reads the
+//! whole configuration and every file it names for new sessions, while the
+//! sessions already there carry on; SIGTERM closes the listener at once, lets
+//! running transfers finish for `ftpd_shutdown_timeout`, ends the rest with
+//! `421` and exits 0.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use ftpd_tests::{Ftp, Launch, Server, python, random_file, run_ok, served_by_nobody, sha256_file};
+
+/// A served tree and a config file for it (the file is what SIGHUP re-reads;
+/// the harness's `-o` settings stay on top of it).
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("pub");
+        std::fs::create_dir(&root).expect("mkdir");
+        served_by_nobody(dir.path());
+        served_by_nobody(&root);
+        Self { dir }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("pub")
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("ftpd.conf")
+    }
+
+    /// Writes the config file: anonymous read-only on 127.0.0.1, plus `extra` lines.
+    fn write(&self, extra: &str) {
+        let text = format!(
+            "listen=YES\nlisten_address=127.0.0.1\nanonymous_enable=YES\nno_anon_password=YES\n\
+             anon_root={}\nftp_username=nobody\n{extra}",
+            self.root().display()
+        );
+        std::fs::write(self.conf(), text).expect("write config");
+    }
+
+    fn start(&self, extra: &str) -> Server {
+        self.write(extra);
+        let conf = self.conf();
+        Server::launch(&self.root(), &[], &Launch { config: Some(&conf), ..Launch::default() })
+    }
+}
+
+/// SIGHUP, then waits for the reload to be done (applied or refused).
+fn reload(server: &Server, n: usize) {
+    server.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = server.log();
+        let done = log.matches("SIGHUP: configuration re-read").count()
+            + log.matches("SIGHUP: configuration not reloaded").count();
+        if done >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "reload {n} not done:\n{log}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A new control connection's greeting.
+fn greeting(server: &Server) -> String {
+    let mut c = Ftp::connect(server.addr);
+    let (code, text) = c.read_reply();
+    assert_eq!(code, 220, "{text}");
+    text
+}
+
+#[test]
+fn a_new_banner_greets_new_sessions_while_an_old_session_carries_on() {
+    let s = Setup::new();
+    std::fs::write(s.root().join("a.txt"), b"alpha\n").expect("write");
+    let server = s.start("ftpd_banner=first banner\n");
+    let mut old = Ftp::connect(server.addr);
+    assert!(old.read_reply().1.contains("first banner"));
+    old.cmd_ok("USER anonymous", 230);
+
+    s.write("ftpd_banner=second banner\n");
+    reload(&server, 1);
+    let text = greeting(&server);
+    assert!(text.contains("220 second banner"), "{text}");
+    // The session from before the reload is still served.
+    old.cmd_ok("NOOP", 200);
+    let (data, code, _) = old.transfer("RETR a.txt");
+    assert_eq!((data.as_slice(), code), (&b"alpha\n"[..], 226));
+
+    // banner_file is read again too, and wins over ftpd_banner.
+    let banner = s.dir.path().join("banner.txt");
+    std::fs::write(&banner, "Welcome to the mirror\nsecond line\n").expect("write");
+    s.write(&format!("ftpd_banner=second banner\nbanner_file={}\n", banner.display()));
+    reload(&server, 2);
+    let text = greeting(&server);
+    assert!(text.starts_with("220-Welcome to the mirror\r\n220-second line\r\n220 "), "{text:?}");
+    std::fs::write(&banner, "Edited\n").expect("write");
+    reload(&server, 3);
+    assert!(greeting(&server).starts_with("220-Edited\r\n"), "the file is read at each reload");
+    old.cmd_ok("NOOP", 200);
+}
+
+#[test]
+fn deny_file_and_hide_file_apply_to_sessions_after_the_reload() {
+    let s = Setup::new();
+    std::fs::write(s.root().join("image.iso"), b"iso\n").expect("write");
+    std::fs::write(s.root().join("notes.txt"), b"notes\n").expect("write");
+    let server = s.start("");
+    let mut old = server.login();
+    assert_eq!(old.cmd("SIZE image.iso").0, 213);
+
+    s.write("deny_file={*.iso}\nhide_file={notes*}\n");
+    reload(&server, 1);
+    let mut new = server.login();
+    assert_eq!(new.cmd("SIZE image.iso").0, 550, "deny_file for a session after the reload");
+    assert_eq!(new.transfer("RETR image.iso").1, 550);
+    let (list, code, _) = new.transfer("NLST");
+    assert_eq!(code, 226);
+    let names = String::from_utf8_lossy(&list).to_string();
+    // As in vsftpd, deny_file refuses access but does not hide.
+    assert!(!names.contains("notes") && names.contains("image.iso"), "hide_file in NLST: {names}");
+    // A session keeps the settings it logged in with.
+    assert_eq!(old.cmd("SIZE image.iso").0, 213);
+
+    // Back to nothing denied.
+    s.write("");
+    reload(&server, 2);
+    let mut later = server.login();
+    assert_eq!(later.cmd("SIZE image.iso").0, 213);
+}
+
+#[test]
+fn max_per_ip_and_max_clients_change_for_new_connections() {
+    let s = Setup::new();
+    let server = s.start("max_per_ip=2\n");
+    let held: Vec<Ftp> = (0..2).map(|_| server.login()).collect();
+    let mut third = Ftp::connect(server.addr);
+    let (code, text) = third.read_reply();
+    assert_eq!(code, 421, "{text}");
+    assert!(text.contains("too many connections from your internet address"), "{text}");
+
+    s.write("max_per_ip=4\n");
+    reload(&server, 1);
+    let more: Vec<Ftp> = (0..2).map(|_| server.login()).collect();
+    assert_eq!(Ftp::connect(server.addr).read_reply().0, 421, "the fifth of max_per_ip=4");
+
+    // Lower than what is open: those stay, new ones are refused.
+    s.write("max_per_ip=1\n");
+    reload(&server, 2);
+    assert_eq!(Ftp::connect(server.addr).read_reply().0, 421);
+    for mut c in held.into_iter().chain(more) {
+        c.cmd_ok("NOOP", 200);
+    }
+    thread::sleep(Duration::from_millis(200));
+    let mut one = server.login();
+    one.cmd_ok("NOOP", 200);
+
+    s.write("max_per_ip=0\nmax_clients=1\n");
+    reload(&server, 3);
+    let (code, text) = Ftp::connect(server.addr).read_reply();
+    assert!(code == 421 && text.contains("too many connected users"), "max_clients=1: {code} {text}");
+}
+
+#[test]
+fn options_that_need_a_restart_are_reported_and_keep_their_running_values() {
+    let s = Setup::new();
+    let server = s.start("ftpd_banner=before\n");
+    // listen_address, nopriv_user and the log files cannot change while
+    // running; the banner in the same file can.
+    s.write("ftpd_banner=after\nnopriv_user=ftp\nxferlog_enable=YES\nftpd_kernel_max_per_ip=7\n");
+    let text = std::fs::read_to_string(s.conf()).expect("read");
+    std::fs::write(s.conf(), text.replace("listen_address=127.0.0.1", "listen_address=127.0.0.9")).expect("write");
+    reload(&server, 1);
+    let log = server.log();
+    assert!(
+        log.contains("SIGHUP: needs a restart: listen_address, nopriv_user, ftpd_kernel_max_per_ip, xferlog_enable"),
+        "{log}"
+    );
+    assert!(log.contains("SIGHUP: configuration re-read"), "{log}");
+    assert!(greeting(&server).contains("220 after"), "the other options still apply");
+    // Still served where it listened.
+    server.login().cmd_ok("NOOP", 200);
+}
+
+#[test]
+fn a_broken_file_is_reported_with_file_line_and_reason_and_the_old_settings_stay() {
+    let s = Setup::new();
+    let server = s.start("ftpd_banner=kept\nmax_per_ip=5\n");
+    let conf = s.conf().display().to_string();
+
+    // A bad value on line 8.
+    s.write("ftpd_banner=lost\nmax_per_ip=lots\n");
+    reload(&server, 1);
+    let log = server.log();
+    let at = format!("{conf}:8: max_per_ip: bad number \"lots\"");
+    assert!(log.contains(&at), "want {at:?} in:\n{log}");
+    assert!(log.contains("SIGHUP: configuration not reloaded, the old one stays"), "{log}");
+    assert!(greeting(&server).contains("220 kept"));
+
+    // An unknown option, with the closest real one.
+    s.write("ftpd_banner=lost\nmax_per_ipp=3\n");
+    reload(&server, 2);
+    assert!(server.log().contains(&format!("{conf}:8: max_per_ipp: unrecognised option")), "{}", server.log());
+
+    // A relation between options.
+    s.write("ftpd_banner=lost\npasv_min_port=3000\npasv_max_port=2000\n");
+    reload(&server, 3);
+    assert!(server.log().contains(&format!("{conf}: pasv_min_port=3000 is above pasv_max_port=2000")));
+
+    // A file the config names that cannot be read.
+    s.write("ftpd_banner=lost\nbanner_file=/nonexistent/banner\n");
+    reload(&server, 4);
+    assert!(server.log().contains("banner_file=/nonexistent/banner: No such file or directory"), "{}", server.log());
+    assert!(greeting(&server).contains("220 kept"), "the old settings stay after every refusal");
+    assert_eq!(server.log().matches("SIGHUP: configuration re-read").count(), 0);
+
+    // Fixed: applied.
+    s.write("ftpd_banner=fixed\n");
+    reload(&server, 5);
+    assert!(greeting(&server).contains("220 fixed"));
+}
+
+/// A self-signed certificate with its key readable by root only.
+fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    run_ok(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj"])
+            .arg(format!("/CN={name}"))
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    run_ok(Command::new("chmod").arg("600").arg(&key));
+    (cert, key)
+}
+
+/// Python: an FTPS session (`PROT P`, data connections resuming the control
+/// connection's session) that prints the SHA-256 of the server's
+/// certificate, then the listing, then does it again each time a line
+/// arrives on its standard input.
+fn ftps_script(server: &Server) -> String {
+    format!(
+        r#"import ftplib, ssl, hashlib, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+class FTPS(ftplib.FTP_TLS):
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        conn = self.context.wrap_socket(conn, server_hostname=self.host, session=self.sock.session)
+        return conn, size
+f = FTPS(context=ctx)
+f.connect({host:?}, {port}, timeout=30)
+f.login()
+f.prot_p()
+def show():
+    print(hashlib.sha256(f.sock.getpeercert(binary_form=True)).hexdigest(), f.nlst(), flush=True)
+show()
+for line in sys.stdin:
+    show()
+f.quit()
+"#,
+        host = server.addr.ip().to_string(),
+        port = server.addr.port()
+    )
+}
+
+/// One FTPS session's output (see [`ftps_script`]).
+fn ftps_session(server: &Server) -> String {
+    python(&ftps_script(server))
+}
+
+fn fingerprint(cert: &Path) -> String {
+    let out = run_ok(Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(cert));
+    out.trim().rsplit('=').next().expect("fingerprint").replace(':', "").to_ascii_lowercase()
+}
+
+#[test]
+fn a_new_certificate_is_served_to_new_tls_sessions() {
+    let s = Setup::new();
+    std::fs::write(s.root().join("a.txt"), b"alpha\n").expect("write");
+    let (cert_a, key_a) = make_cert(s.dir.path(), "first");
+    let (cert_b, key_b) = make_cert(s.dir.path(), "second");
+    let tls = |cert: &Path, key: &Path| {
+        format!(
+            "ssl_enable=YES\nallow_anon_ssl=YES\nrsa_cert_file={}\nrsa_private_key_file={}\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    let server = s.start(&tls(&cert_a, &key_a));
+    let out = ftps_session(&server);
+    assert!(out.starts_with(&fingerprint(&cert_a)) && out.contains("a.txt"), "{out}");
+
+    // A session from before the reload keeps its certificate and works.
+    let mut old = Command::new("python3")
+        .arg("-c")
+        .arg(ftps_script(&server))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut old_out = std::io::BufReader::new(old.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut old_out, &mut line).expect("read");
+    assert!(line.starts_with(&fingerprint(&cert_a)), "{line}");
+    s.write(&tls(&cert_b, &key_b));
+    reload(&server, 1);
+    assert!(server.log().contains("SIGHUP: configuration re-read"), "{}", server.log());
+    let out = ftps_session(&server);
+    assert!(out.starts_with(&fingerprint(&cert_b)) && out.contains("a.txt"), "{out}");
+    let mut stdin = old.stdin.take().expect("stdin");
+    stdin.write_all(b"again\n").expect("write");
+    line.clear();
+    std::io::BufRead::read_line(&mut old_out, &mut line).expect("read");
+    assert!(line.starts_with(&fingerprint(&cert_a)) && line.contains("a.txt"), "old session after the reload: {line}");
+    drop(stdin);
+    assert!(old.wait().expect("wait").success());
+
+    // A key that does not match its certificate is refused; the new one stays.
+    s.write(&tls(&cert_a, &key_b));
+    reload(&server, 2);
+    let log = server.log();
+    assert!(log.contains("the private key does not match the certificate"), "{log}");
+    assert!(ftps_session(&server).starts_with(&fingerprint(&cert_b)));
+}
+
+// ---- shutdown ----
+
+/// A control connection logged in, TYPE I, with a passive data connection
+/// on which `RETR name` has started (150 read).
+fn start_download(server: &Server, name: &str) -> (Ftp, TcpStream) {
+    let mut c = server.login();
+    c.cmd_ok("TYPE I", 200);
+    let data = c.pasv_connect();
+    c.cmd_ok(&format!("RETR {name}"), 150);
+    data.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    (c, data)
+}
+
+/// Reads until the server closes the data connection.
+fn read_all(mut data: TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = data.read_to_end(&mut out);
+    out
+}
+
+/// Whether a new connection to the control port is refused.
+fn refused(server: &Server) -> bool {
+    match TcpStream::connect_timeout(&server.addr, Duration::from_secs(1)) {
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        Ok(_) => false,
+    }
+}
+
+#[test]
+fn sigterm_lets_a_running_download_finish_and_exits_0() {
+    let s = Setup::new();
+    random_file(&s.root().join("big"), 2_000_000);
+    let want = sha256_file(&s.root().join("big"));
+    // About 2 s of download.
+    let mut server = s.start("anon_max_rate=1000000\nftpd_shutdown_timeout=10\n");
+    let mut idle = server.login();
+    let (mut c, data) = start_download(&server, "big");
+    let reader = thread::spawn(move || read_all(data));
+    thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    server.signal("TERM");
+    // The idle session is told at once.
+    let (code, text) = idle.read_reply();
+    assert_eq!(code, 421, "{text}");
+    assert!(t.elapsed() < Duration::from_secs(1), "the idle session's 421 took {:?}", t.elapsed());
+    assert!(idle.try_read_reply().is_none(), "the idle session is closed after its 421");
+    // No new connection is accepted.
+    assert!(refused(&server), "a connection was accepted after SIGTERM");
+    // The download completes, whole.
+    let got = reader.join().expect("reader");
+    assert_eq!(got.len(), 2_000_000);
+    let path = s.dir.path().join("got");
+    std::fs::write(&path, &got).expect("write");
+    assert_eq!(sha256_file(&path), want);
+    assert_eq!(c.read_reply().0, 226);
+    assert_eq!(c.read_reply().0, 421, "then the session ends");
+    let status = server.wait_exit(Duration::from_secs(3)).expect("ftpd exits once the transfer is done");
+    assert!(status.success(), "exit status {status}");
+    assert!(t.elapsed() < Duration::from_secs(6), "exit took {:?}", t.elapsed());
+    let log = server.log();
+    assert!(log.contains("listener closed; ending the sessions"), "{log}");
+    assert!(log.contains("download complete"), "{log}");
+}
+
+#[test]
+fn sigterm_ends_transfers_left_after_the_timeout_with_421_and_exits_0() {
+    let s = Setup::new();
+    random_file(&s.root().join("big"), 5_000_000);
+    // About 10 s of download, far longer than the 1 s allowed.
+    let mut server = s.start("anon_max_rate=500000\nftpd_shutdown_timeout=1\n");
+    let (mut c, data) = start_download(&server, "big");
+    let reader = thread::spawn(move || read_all(data));
+    thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    server.signal("TERM");
+    let (code, text) = c.read_reply();
+    assert_eq!(code, 426, "{text}");
+    let (code, text) = c.read_reply();
+    assert_eq!(code, 421, "{text}");
+    let cut = t.elapsed();
+    assert!(cut >= Duration::from_millis(900) && cut < Duration::from_secs(2), "ended after {cut:?}");
+    let got = reader.join().expect("reader");
+    assert!(got.len() < 5_000_000, "the transfer was cut short ({} bytes)", got.len());
+    let status = server.wait_exit(Duration::from_secs(2)).expect("ftpd exits within the timeout + 1 s");
+    assert!(status.success(), "exit status {status}");
+    assert!(t.elapsed() < Duration::from_secs(2), "exit took {:?}", t.elapsed());
+}
+
+#[test]
+fn a_second_sigterm_ends_at_once_without_publishing_a_partial_upload() {
+    let s = Setup::new();
+    let up = s.root().join("up");
+    std::fs::create_dir(&up).expect("mkdir");
+    ftpd_tests::writable_by_all(&up);
+    random_file(&s.root().join("big"), 5_000_000);
+    let mut server = s.start(
+        "anon_max_rate=500000\nftpd_shutdown_timeout=30\nwrite_enable=YES\nanon_upload_enable=YES\n\
+         ftpd_atomic_uploads=YES\n",
+    );
+    let (mut down, data) = start_download(&server, "big");
+    let reader = thread::spawn(move || read_all(data));
+    let mut upc = server.login();
+    upc.cmd_ok("TYPE I", 200);
+    let mut updata = upc.pasv_connect();
+    upc.cmd_ok("STOR up/new.bin", 150);
+    updata.write_all(&[7u8; 100_000]).expect("upload data");
+    thread::sleep(Duration::from_millis(300));
+    server.signal("TERM");
+    thread::sleep(Duration::from_millis(500));
+    assert!(server.wait_exit(Duration::ZERO).is_none(), "ftpd waits for its transfers after one SIGTERM");
+    assert!(refused(&server));
+    let t = Instant::now();
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(3)).expect("ftpd exits after the second SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    assert!(t.elapsed() < Duration::from_secs(1), "the second SIGTERM took {:?}", t.elapsed());
+    assert_eq!(down.read_reply().0, 426);
+    assert_eq!(down.read_reply().0, 421);
+    assert_eq!(upc.read_reply().0, 426);
+    assert_eq!(upc.read_reply().0, 421);
+    assert!(reader.join().expect("reader").len() < 5_000_000);
+    assert!(!up.join("new.bin").exists(), "a partial upload was published under its name");
+    drop(updata);
+}
+
+#[test]
+fn shutdown_timeout_0_ends_every_session_at_once() {
+    let s = Setup::new();
+    random_file(&s.root().join("big"), 5_000_000);
+    let mut server = s.start("anon_max_rate=500000\nftpd_shutdown_timeout=0\n");
+    let (mut c, data) = start_download(&server, "big");
+    let reader = thread::spawn(move || read_all(data));
+    thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    server.signal("TERM");
+    assert_eq!(c.read_reply().0, 426);
+    assert_eq!(c.read_reply().0, 421);
+    let status = server.wait_exit(Duration::from_secs(2)).expect("ftpd exits at once");
+    assert!(status.success(), "exit status {status}");
+    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+    assert!(reader.join().expect("reader").len() < 5_000_000);
+}
+
+/// The init system or a terminal's Ctrl-C may signal every process of ftpd
+/// at once; the front then gets its own SIGTERM and the one the master
+/// forwards. That is one request to stop, not two: transfers still finish.
+#[test]
+fn sigterm_to_master_and_front_at_once_is_one_request() {
+    if !ftpd_tests::is_root() {
+        eprintln!("skipped: needs root (a master and a front)");
+        return;
+    }
+    let s = Setup::new();
+    random_file(&s.root().join("big"), 1_000_000);
+    let mut server = s.start("anon_max_rate=1000000\nftpd_shutdown_timeout=10\n");
+    let (mut c, data) = start_download(&server, "big");
+    let reader = thread::spawn(move || read_all(data));
+    thread::sleep(Duration::from_millis(200));
+    let master = server.pid();
+    let front = server
+        .pids()
+        .into_iter()
+        .find(|p| {
+            *p != master
+                && !std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.windows(13).any(|w| w == b"--ftpd-worker"))
+        })
+        .expect("the front");
+    run_ok(Command::new("kill").arg("-TERM").arg(master.to_string()).arg(front.to_string()));
+    assert_eq!(reader.join().expect("reader").len(), 1_000_000, "the download was cut:\n{}", server.log());
+    assert_eq!(c.read_reply().0, 226);
+    let status = server.wait_exit(Duration::from_secs(3)).expect("ftpd exits");
+    assert!(status.success(), "exit status {status}");
+    assert!(!server.log().contains("second signal"), "{}", server.log());
+}
