@@ -191,13 +191,14 @@ impl Ftp {
     }
 
     /// Starts `STOR name` over PASV and sends `part`, waiting until the
-    /// server has written it; the upload stays open on the returned data
-    /// connection.
+    /// server has written it (and no more); the upload stays open on the
+    /// returned data connection.
     pub fn start_upload(&mut self, name: &str, part: &[u8]) -> TcpStream {
         let mut data = self.pasv_connect();
         self.cmd_ok(&format!("STOR {name}"), 150);
         data.write_all(part).expect("send");
-        self.wait_progress(part.len());
+        let moved = self.wait_progress(part.len());
+        assert_eq!(moved, part.len(), "the server wrote more than was sent");
         data
     }
 

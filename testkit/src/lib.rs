@@ -38,7 +38,7 @@ pub use fixtures::{
 pub use http::{Response, http_get, metric_samples};
 pub use net::{NetPair, Netns};
 pub use process::{
-    alive, is_root, privileged, process_tree, python, run, run_ok, wait_file, wait_for, wait_until,
+    alive, is_root, privileged, process_tree, python, run, run_ok, status_field, wait_file, wait_for, wait_until,
 };
 pub use server::{Launch, Listen, Server, free_port, free_port_on, ftpd_bin, workspace};
 pub use socket::{SocketSetup, accept_within, eprt_arg, pasv_addr, port_arg, tcp_connect, tcp_connect_within};

@@ -64,6 +64,15 @@ pub fn alive(pid: u32) -> bool {
     matches!(state, Some(s) if s != 'Z' && s != 'X')
 }
 
+/// A field of /proc/PID/status as a number (`VmRSS` in KiB, `Threads`).
+pub fn status_field(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
 /// Polls `done` every `every` until it holds; panics naming `what` if it
 /// still does not after `limit`.
 pub fn wait_until(what: &str, limit: Duration, every: Duration, mut done: impl FnMut() -> bool) {
