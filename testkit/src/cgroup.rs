@@ -71,10 +71,7 @@ impl Cgroup {
     /// its arguments (`"$0" "$@"`) in network namespace `netns` with
     /// `nsenter` (`ip netns exec` would hide /sys/fs/cgroup).
     pub fn enter_netns_script(&self, netns: &str) -> String {
-        format!(
-            "echo $$ > {}/cgroup.procs && exec nsenter --net=/run/netns/{netns} \"$0\" \"$@\"",
-            self.dir.display()
-        )
+        format!("echo $$ > {}/cgroup.procs && exec nsenter --net=/run/netns/{netns} \"$0\" \"$@\"", self.dir.display())
     }
 
     /// `cgroup.procs`, opened for a child to write "0" into between fork

@@ -105,7 +105,11 @@ pub fn mode_of(path: &Path) -> u32 {
 /// `len` random bytes (from /dev/urandom).
 pub fn random_bytes(len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);
-    std::fs::File::open("/dev/urandom").expect("urandom").take(len as u64).read_to_end(&mut out).expect("read random bytes");
+    std::fs::File::open("/dev/urandom")
+        .expect("urandom")
+        .take(len as u64)
+        .read_to_end(&mut out)
+        .expect("read random bytes");
     out
 }
 

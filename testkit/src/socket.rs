@@ -94,7 +94,6 @@ fn connect_with(to: SocketAddr, how: SocketSetup, limit: Option<Duration>) -> st
     }
 }
 
-
 /// The address in a 227 reply: `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2).`
 /// (the six numbers wherever they stand, as RFC 1123 4.1.2.6 asks clients
 /// to find them); `None` for any other reply.

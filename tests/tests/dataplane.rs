@@ -3,19 +3,15 @@
 //! Passive pinholes and per-IP caps enforced in XDP, and downloads paced on
 //! their own sockets, on a veth pair. Run by `cargo xtask test` as root (`--ignored`).
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    path::Path,
-    process::Command,
-};
+use std::{collections::HashMap, net::SocketAddr, path::Path, process::Command};
 
 use ftpd_tests::{Cgroup, NetPair, Server, privileged, random_file, run_ok, served_by_nobody};
 
 /// A cgroup v2 directory for one test server, removed on drop.
 fn cgroup() -> Cgroup {
     let mount = Cgroup::mount_point_or_mount().unwrap_or_else(|e| panic!("cgroup2: {e}"));
-    Cgroup::create_in(&mount, "ftpd-test-", "dataplane").unwrap_or_else(|e| panic!("a cgroup under {}: {e}", mount.display()))
+    Cgroup::create_in(&mount, "ftpd-test-", "dataplane")
+        .unwrap_or_else(|e| panic!("a cgroup under {}: {e}", mount.display()))
 }
 
 /// Starts ftpd in `pair`'s server namespace and in `cg` (see

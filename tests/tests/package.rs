@@ -180,7 +180,11 @@ fn debian_package_installs_serves_and_purges() {
     let key = "ftpd_dir_transfer_bytes_total{dir=\"pub\",direction=\"download\"}";
     let want = format!("{key} {}", body.len());
     while !ftpd_tests::http_get(&metrics_addr, "/metrics", "").raw.contains(&want) {
-        assert!(Instant::now() < deadline, "{want} not in\n{}", ftpd_tests::http_get(&metrics_addr, "/metrics", "").raw);
+        assert!(
+            Instant::now() < deadline,
+            "{want} not in\n{}",
+            ftpd_tests::http_get(&metrics_addr, "/metrics", "").raw
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let xferlog = std::fs::read_to_string("/var/log/ftpd/xferlog").unwrap_or_default();

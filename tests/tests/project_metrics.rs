@@ -1,10 +1,7 @@
 //! Per-project traffic (`ftpd_metrics_dirs`): what mirror operators publish.
 //! Bytes and transfers by top-level directory, a bounded label.
 
-use std::{
-    process::Command,
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use ftpd_tests::{Server, free_port, ftpd_bin, http_get, random_file, run_ok, writable_by_all};
 

@@ -11,9 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ftpd_tests::{
-    Ftp, Server, ftpd_passwd, is_root, pasv_addr, run_ok, served_by_nobody, status_field, wait_for,
-};
+use ftpd_tests::{Ftp, Server, ftpd_passwd, is_root, pasv_addr, run_ok, served_by_nobody, status_field, wait_for};
 
 /// A TCP connection from `src` (any port) to `dst`, with a receive buffer
 /// of `rcvbuf` bytes if given (set before the handshake, so the window the

@@ -39,7 +39,7 @@ fn rest_stor_resumes_an_aborted_upload() {
     let part = 1_234_567;
     let mut c = server.login();
     c.cmd_ok("TYPE I", 200);
-    let data = c.start_upload( "resume.bin", &full[..part]);
+    let data = c.start_upload("resume.bin", &full[..part]);
     // Without ftpd_atomic_uploads the file grows under its own name (vsftpd).
     assert_file(&root.join("resume.bin"), &full[..part], "the part under its own name");
     c.abort_transfer();
@@ -117,7 +117,7 @@ fn atomic_uploads_appear_only_when_complete() {
     let mut other = server.login();
 
     // A complete upload: invisible while it runs, there once it is done.
-    let mut data = c.start_upload( "new.bin", &full[..part]);
+    let mut data = c.start_upload("new.bin", &full[..part]);
     assert!(!root.join("new.bin").exists(), "visible before it is complete");
     let (nlst, code, _) = other.transfer("NLST -a");
     // `.` and `..` only, as vsftpd lists them with -a (was: nothing at all).
@@ -133,7 +133,7 @@ fn atomic_uploads_appear_only_when_complete() {
     assert_eq!(mode_of(&root.join("new.bin")), 0o600);
 
     // An interrupted one: still invisible, SIZE tells the part, REST+STOR finishes it.
-    let data = c.start_upload( "resumed.bin", &full[..part]);
+    let data = c.start_upload("resumed.bin", &full[..part]);
     c.abort_transfer();
     drop(data);
     assert!(!root.join("resumed.bin").exists());
@@ -165,7 +165,7 @@ fn overwrite_keeps_the_old_file_until_complete() {
         let mut c = server.login();
         c.cmd_ok("TYPE I", 200);
 
-        let mut data = c.start_upload( "data.bin", &new[..part]);
+        let mut data = c.start_upload("data.bin", &new[..part]);
         assert_file(&target, &old, &format!("atomic={atomic}: old content during the upload"));
         let mut other = server.login();
         other.cmd_ok("TYPE I", 200);
@@ -180,7 +180,7 @@ fn overwrite_keeps_the_old_file_until_complete() {
         assert_eq!(names(&root), ["data.bin"], "atomic={atomic}: temporary files left behind");
 
         // Interrupted: the previous content survives whole.
-        let data = c.start_upload( "data.bin", &old[..50_000]);
+        let data = c.start_upload("data.bin", &old[..50_000]);
         c.abort_transfer();
         drop(data);
         assert_file(&target, &new, &format!("atomic={atomic}: after an aborted overwrite"));

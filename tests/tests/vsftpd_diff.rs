@@ -793,8 +793,11 @@ fn run_session(port: u16, session: &Session, user: &LocalUser) -> Vec<Exchange> 
             break;
         };
         out.push(Exchange { cmd: shown_setup.into(), reply: normalise(&raw_setup) });
-        let mut data =
-            if active { None } else { pasv_addr(&raw_setup).and_then(|a| TcpStream::connect(("127.0.0.1", a.port())).ok()) };
+        let mut data = if active {
+            None
+        } else {
+            pasv_addr(&raw_setup).and_then(|a| TcpStream::connect(("127.0.0.1", a.port())).ok())
+        };
         let first = c.send_raw(format!("{line}\r\n").as_bytes()).ok().and_then(|()| c.try_read_reply());
         let Some((_, first)) = first else {
             out.push(Exchange { cmd: line, reply: "(closed)".into() });

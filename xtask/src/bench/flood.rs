@@ -126,7 +126,8 @@ fn start_ftpd(bin: &Path, root: &Path, net: &NetPair, cgroup: &Cgroup, ebpf: boo
 }
 
 fn in_client(net: &NetPair, script: &str, args: &[String]) -> Result<String> {
-    let out = net.client_cmd("python3").args(["-c", script]).args(args).output().context("running the flood generator")?;
+    let out =
+        net.client_cmd("python3").args(["-c", script]).args(args).output().context("running the flood generator")?;
     if !out.status.success() {
         bail!("flood generator failed: {}", String::from_utf8_lossy(&out.stderr));
     }
