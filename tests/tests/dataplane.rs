@@ -3,66 +3,21 @@
 //! Passive pinholes and per-IP caps enforced in XDP, and downloads paced on
 //! their own sockets, on a veth pair. Run by `cargo xtask test` as root (`--ignored`).
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{collections::HashMap, net::SocketAddr, path::Path, process::Command};
 
-use ftpd_tests::{NetPair, Server, privileged, random_file, run_ok, served_by_nobody};
+use ftpd_tests::{Cgroup, NetPair, Server, privileged, random_file, run_ok, served_by_nobody};
 
 /// A cgroup v2 directory for one test server, removed on drop.
-struct Cgroup(PathBuf);
-
-impl Cgroup {
-    fn new() -> Self {
-        let mount = {
-            let out = run_ok(Command::new("findmnt").args(["-n", "-t", "cgroup2", "-o", "TARGET"]));
-            match out.lines().next() {
-                Some(m) => PathBuf::from(m.trim()),
-                None => {
-                    let m = PathBuf::from("/run/ftpd/cgroup2");
-                    std::fs::create_dir_all(&m).unwrap();
-                    run_ok(Command::new("mount").args(["-t", "cgroup2", "cgroup2"]).arg(&m));
-                    m
-                }
-            }
-        };
-        let dir = mount.join(format!("ftpd-test-{}-{}", std::process::id(), rand_suffix()));
-        std::fs::create_dir(&dir).unwrap();
-        Self(dir)
-    }
+fn cgroup() -> Cgroup {
+    let mount = Cgroup::mount_point_or_mount().unwrap_or_else(|e| panic!("cgroup2: {e}"));
+    Cgroup::create_in(&mount, "ftpd-test-", "dataplane")
+        .unwrap_or_else(|e| panic!("a cgroup under {}: {e}", mount.display()))
 }
 
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    }
-}
-
-/// Starts ftpd in `pair`'s server namespace and in `cg`: it joins the cgroup
-/// before entering the namespace, so that its sockets (and sock_ops) belong
-/// to it. `nsenter`, not `ip netns exec`, which would hide /sys/fs/cgroup.
+/// Starts ftpd in `pair`'s server namespace and in `cg` (see
+/// [`NetPair::start_server`]), where sock_ops must attach.
 fn start(pair: &NetPair, cg: &Cgroup, root: &Path, extra: &[&str]) -> Server {
-    let settings = pair.server_settings(extra);
-    let script = format!(
-        "echo $$ > {}/cgroup.procs && exec nsenter --net=/run/netns/{} \"$0\" \"$@\"",
-        cg.0.display(),
-        pair.server_ns
-    );
-    let prefix = ["sh", "-c", script.as_str()];
-    let s = Server::spawn(Some(&prefix), root, &settings, SocketAddr::from((pair.server_ip, 2121)))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let s = pair.start_server(Some(cg), root, extra);
     assert!(s.log().contains("sock_ops attached"), "{}", s.log());
     s
 }
@@ -74,14 +29,7 @@ fn client_py(pair: &NetPair, code: &str) -> String {
 
 /// The kernel counters, from STAT over a control connection.
 fn counters(pair: &NetPair) -> HashMap<String, u64> {
-    let code = format!(
-        "import ftplib\nf=ftplib.FTP()\nf.connect('{}',2121,timeout=10,source_address=('{}',0))\nf.login()\nprint(f.sendcmd('STAT'))\nf.quit()",
-        pair.server_ip, pair.client_ip
-    );
-    let stat = client_py(pair, &code);
-    let line = stat.lines().find(|l| l.contains("Data plane: eBPF on")).unwrap_or_else(|| panic!("{stat}"));
-    let inner = &line[line.rfind('(').unwrap() + 1..line.rfind(')').unwrap()];
-    inner.split(' ').map(|kv| kv.split_once('=').unwrap()).map(|(k, v)| (k.to_string(), v.parse().unwrap())).collect()
+    pair.counters(pair.client_ip).1
 }
 
 const PY_CONNECT: &str = r#"
@@ -109,7 +57,7 @@ fn pinholes_admit_only_the_expected_client_once() {
     served_by_nobody(dir.path());
     std::fs::write(dir.path().join("f.txt"), b"hello").unwrap();
     let pair = NetPair::new();
-    let cg = Cgroup::new();
+    let cg = cgroup();
     let server = start(&pair, &cg, dir.path(), &["accept_timeout=6"]);
     let before = counters(&pair);
     let code = format!(
@@ -161,7 +109,7 @@ fn caps_case(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     served_by_nobody(dir.path());
     let pair = NetPair::new();
-    let cg = Cgroup::new();
+    let cg = cgroup();
     let mut settings = vec!["max_per_ip=3"];
     settings.extend_from_slice(extra);
     let server = start(&pair, &cg, dir.path(), &settings);
@@ -226,7 +174,7 @@ fn downloads_are_paced_on_their_own_socket() {
     random_file(&dir.path().join("f50"), 50_000_000);
     random_file(&dir.path().join("f500"), 500_000_000);
     let pair = NetPair::new();
-    let cg = Cgroup::new();
+    let cg = cgroup();
     let server = start(&pair, &cg, dir.path(), &["anon_max_rate=10000000"]);
     let r0 = retransmits(&pair);
     let rate = download_rate(&pair, "f50");
@@ -253,7 +201,7 @@ fn user_scope_shares_one_limit_between_transfers() {
     random_file(&dir.path().join("a"), 30_000_000);
     random_file(&dir.path().join("b"), 30_000_000);
     let pair = NetPair::new();
-    let cg = Cgroup::new();
+    let cg = cgroup();
     let _server = start(&pair, &cg, dir.path(), &["anon_max_rate=10000000", "ftpd_rate_scope=user"]);
     // Two parallel downloads by the same (anonymous) user, timed together.
     let script = format!(
@@ -281,7 +229,7 @@ fn uploads_are_paced_by_reading_slowly() {
     ftpd_tests::writable_by_all(&root);
     random_file(&dir.path().join("src"), 50_000_000);
     let pair = NetPair::new();
-    let cg = Cgroup::new();
+    let cg = cgroup();
     let server = start(&pair, &cg, &root, &["anon_max_rate=10000000", "write_enable=YES", "anon_upload_enable=YES"]);
     run_ok(
         pair.client_cmd("curl")
@@ -317,7 +265,7 @@ fn sighup_moves_the_rate_of_a_running_download() {
     };
     write_conf(5_000_000);
     let pair = NetPair::new();
-    let cg = Cgroup::new();
+    let cg = cgroup();
     // A config file (not -o), since SIGHUP re-reads the file.
     let settings: Vec<String> = [
         format!("listen_address={}", pair.server_ip),
@@ -329,7 +277,7 @@ fn sighup_moves_the_rate_of_a_running_download() {
     .into();
     let script = format!(
         "echo $$ > {}/cgroup.procs && exec nsenter --net=/run/netns/{} \"$0\" {} \"$@\"",
-        cg.0.display(),
+        cg.dir().display(),
         pair.server_ns,
         conf.display()
     );
@@ -403,7 +351,7 @@ fn kernel_and_userspace_planes_answer_alike() {
     ftpd_tests::writable_by_all(dir.path());
     random_file(&dir.path().join("f.bin"), 3_000_000);
     let pair = NetPair::new();
-    let cg = Cgroup::new();
+    let cg = cgroup();
     let common = ["max_per_ip=3", "write_enable=YES", "anon_upload_enable=YES", "anon_other_write_enable=YES"];
     let kernel = {
         let _s = start(&pair, &cg, dir.path(), &common);
@@ -437,10 +385,10 @@ fn sigkill_detaches_xdp_and_sock_ops() {
     let dir = tempfile::tempdir().unwrap();
     served_by_nobody(dir.path());
     let pair = NetPair::new();
-    let cg = Cgroup::new();
+    let cg = cgroup();
     let server = start(&pair, &cg, dir.path(), &[]);
     let attached = |what: &str| {
-        let cgroup = run_ok(Command::new("bpftool").args(["cgroup", "show"]).arg(&cg.0));
+        let cgroup = run_ok(Command::new("bpftool").args(["cgroup", "show"]).arg(cg.dir()));
         let link = run_ok(Command::new("ip").args(["-n", &pair.server_ns, "link", "show", "dev", &pair.server_if]));
         match what {
             "sockops" => cgroup.contains("sock_ops"),
@@ -468,7 +416,7 @@ fn max_clients_hard_cap_drops_in_xdp() {
     let dir = tempfile::tempdir().unwrap();
     served_by_nobody(dir.path());
     let pair = NetPair::new();
-    let cg = Cgroup::new();
+    let cg = cgroup();
     let _server = start(&pair, &cg, dir.path(), &["max_clients=2", "max_per_ip=0"]);
     let code = format!(
         "SRV='{srv}'\n{PY_CONNECT}\nimport socket, time\nheld=[]\nfor i in range(4):\n    s=socket.create_connection((SRV,2121),3,('{good}',0)); held.append(s); print('conn', s.recv(100).decode()[:3]); time.sleep(0.1)\n\
@@ -503,7 +451,7 @@ fn caps_and_pinholes_hold_for_ipv6_clients() {
     served_by_nobody(dir.path());
     std::fs::write(dir.path().join("f.txt"), b"six").unwrap();
     let pair = NetPair::new();
-    let cg = Cgroup::new();
+    let cg = cgroup();
     let listen6 = format!("listen_address6={}", pair.server_ip6);
     let server = start(&pair, &cg, dir.path(), &["max_per_ip=3", "listen_ipv6=YES", &listen6]);
     assert!(server.log().contains(&format!("interfaces=[\"{}\"]", pair.server_if)), "{}", server.log());

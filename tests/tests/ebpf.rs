@@ -3,37 +3,17 @@
 //! `cargo xtask test` as root (`--ignored`); each test builds and removes its
 //! own namespaces, also when it fails.
 
-use std::{net::SocketAddr, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
-use ftpd_tests::{NetPair, Server, privileged, random_file, run_ok, sha256_file};
+use ftpd_tests::{NetPair, privileged, random_file, run_ok, sha256_file};
 
 const PRIV: &str = "privileged: creates network namespaces and loads eBPF (cargo xtask test as root)";
 
-fn start_in(pair: &NetPair, root: &std::path::Path, extra: &[&str]) -> Server {
-    let settings = pair.server_settings(extra);
-    let prefix = ["ip", "netns", "exec", pair.server_ns.as_str()];
-    Server::spawn(Some(&prefix), root, &settings, SocketAddr::from((pair.server_ip, 2121)))
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// The counters from STAT, as `name -> value`.
-fn counters(pair: &NetPair, server: &Server) -> std::collections::HashMap<String, u64> {
-    let code = format!(
-        "import ftplib\nf=ftplib.FTP()\nf.connect('{}',2121,timeout=10)\nf.login()\nprint(f.sendcmd('STAT'))\nf.quit()",
-        server.addr.ip()
-    );
-    let stat = run_ok(pair.client_cmd("python3").arg("-c").arg(&code));
-    let line =
-        stat.lines().find(|l| l.contains("Data plane: eBPF on")).unwrap_or_else(|| panic!("no eBPF line: {stat}"));
+fn counters(pair: &NetPair) -> std::collections::HashMap<String, u64> {
+    let (line, counters) = pair.counters(pair.client_ip);
     assert!(line.contains(&pair.server_if), "attached to the wrong interface: {line}");
-    let inner = &line[line.rfind('(').unwrap() + 1..line.rfind(')').unwrap()];
-    inner
-        .split(' ')
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap();
-            (k.to_string(), v.parse().unwrap())
-        })
-        .collect()
+    counters
 }
 
 fn xdp_attached(pair: &NetPair) -> bool {
@@ -50,16 +30,16 @@ fn xdp_counts_a_download_from_another_namespace() {
     let pair = NetPair::new();
     let names = (pair.server_ns.clone(), pair.client_ns.clone());
     {
-        let server = start_in(&pair, dir.path(), &[]);
+        let server = pair.start_server(None, dir.path(), &[]);
         assert!(server.log().contains("eBPF data plane loaded"), "{}", server.log());
         assert!(xdp_attached(&pair), "no XDP program on {}", pair.server_if);
-        let before = counters(&pair, &server);
+        let before = counters(&pair);
 
         let out = dir.path().join("got.bin");
         run_ok(pair.client_cmd("curl").args(["-sS", "--max-time", "60", "-o"]).arg(&out).arg(server.url("/f.bin")));
         assert_eq!(sha256_file(&out), sha256_file(&dir.path().join("f.bin")));
 
-        let after = counters(&pair, &server);
+        let after = counters(&pair);
         // The download's ACKs go to the passive port, its commands to 2121.
         let moved = |k: &str| after[k] - before[k];
         assert!(moved("pasv_packets") >= 50, "pasv_packets moved by {}: {after:?}", moved("pasv_packets"));
@@ -82,7 +62,7 @@ fn sigkill_leaves_no_program_attached() {
     assert!(privileged(), "{PRIV}");
     let dir = tempfile::tempdir().unwrap();
     let pair = NetPair::new();
-    let server = start_in(&pair, dir.path(), &[]);
+    let server = pair.start_server(None, dir.path(), &[]);
     assert!(xdp_attached(&pair));
     let pid = server.pid();
     run_ok(Command::new("kill").args(["-KILL", &pid.to_string()]));
@@ -127,7 +107,7 @@ fn a_wildcard_listener_attaches_to_every_interface_that_is_up_and_says_how() {
     ] {
         run_ok(Command::new("ip").args(["-n", &pair.server_ns]).args(&step));
     }
-    let server = start_in(&pair, dir.path(), &["listen_address=0.0.0.0"]);
+    let server = pair.start_server(None, dir.path(), &["listen_address=0.0.0.0"]);
     let log = server.log();
     // veth has native XDP; lo only generic.
     assert!(

@@ -13,25 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ftpd_tests::{Server, served_by_nobody};
-
-/// Threads named `listing` (the producers of streamed listings) in the server.
-fn listing_threads(server: &Server) -> usize {
-    server
-        .pids()
-        .iter()
-        .flat_map(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten())
-        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "listing"))
-        .count()
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(50));
-    }
-}
+use ftpd_tests::{Server, served_by_nobody, wait_for};
 
 /// `n` empty files named `f<i>` (then `pad`) in `dir/big`, created in a
 /// scrambled order so the directory order is not the sorted order.
@@ -73,8 +55,8 @@ fn a_large_listing_arrives_whole_and_sorted() {
         let want: Vec<String> = (0..12_000).map(|i| format!("f{i:06}")).collect();
         assert!(names.iter().zip(&want).all(|(a, b)| a == b), "{cmd}: sorted by name");
     }
-    wait_for("listing threads to end", || listing_threads(&server) == 0);
-    wait_for("fds back to the baseline", || server.fd_count() <= fds);
+    wait_for("listing threads to end", Duration::from_secs(10), || server.threads_named("listing") == 0);
+    wait_for("fds back to the baseline", Duration::from_secs(10), || server.fd_count() <= fds);
 }
 
 #[test]
@@ -97,20 +79,20 @@ fn abor_during_a_listing_stops_its_producer() {
     // producer stops on its full channel, and nothing else is buffered.
     let mut first = vec![0u8; 8192];
     data.read_exact(&mut first).expect("the listing starts before it is complete");
-    wait_for("the producer to wait on the reader", || listing_threads(&server) == 1);
+    wait_for("the producer to wait on the reader", Duration::from_secs(10), || server.threads_named("listing") == 1);
     thread::sleep(Duration::from_millis(300));
-    assert_eq!(listing_threads(&server), 1, "one producer, parked");
+    assert_eq!(server.threads_named("listing"), 1, "one producer, parked");
     c.send_raw(b"ABOR\r\n").expect("ABOR");
     let (code, text) = c.read_reply();
     assert_eq!(code, 426, "{text}");
     let (code, text) = c.read_reply();
     assert_eq!(code, 226, "{text}");
     drop(data);
-    wait_for("the producer to exit", || listing_threads(&server) == 0);
+    wait_for("the producer to exit", Duration::from_secs(10), || server.threads_named("listing") == 0);
     // The session and the worker still serve.
     let (bytes, code, _) = c.transfer("NLST small.txt");
     assert_eq!((String::from_utf8_lossy(&bytes).trim(), code), ("small.txt", 226));
-    wait_for("fds back to the baseline", || server.fd_count() <= fds);
+    wait_for("fds back to the baseline", Duration::from_secs(10), || server.fd_count() <= fds);
 }
 
 #[test]
@@ -134,16 +116,10 @@ fn anonymous_logins_survive_a_killed_file_worker() {
     assert_eq!(get(&server).0, b"alpha\n");
     // Later anonymous logins reuse the first one's worker without asking the master.
     assert_eq!(get(&server).0, b"alpha\n");
-    let worker = server
-        .pids()
-        .into_iter()
-        .find(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.windows(13).any(|w| w == b"--ftpd-worker"))
-        })
-        .expect("a file worker process");
+    let worker = *server.workers().first().expect("a file worker process");
     ftpd_tests::run_ok(std::process::Command::new("kill").args(["-KILL", &worker.to_string()]));
     // Dead: gone, or a zombie until the master reaps it at the next login it decides.
-    wait_for("the worker to die", || {
+    wait_for("the worker to die", Duration::from_secs(10), || {
         std::fs::read_to_string(format!("/proc/{worker}/stat"))
             .map_or(true, |s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
     });

@@ -550,15 +550,6 @@ fn certificate_and_key_in_one_file() {
     assert_eq!(got, "alpha\n");
 }
 
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("metrics");
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("read");
-    body
-}
-
 #[test]
 fn metrics_count_tls_sessions_transfers_and_handshake_failures() {
     let dir = tree();
@@ -590,7 +581,7 @@ s.recv(100)
         py_prelude(&server)
     ));
     assert!(out.contains("522"), "{out}");
-    let m = scrape(&maddr);
+    let m = ftpd_tests::http_get(&maddr, "/metrics", "").raw;
     for want in [
         "ftpd_tls_sessions_total{tls=\"yes\"} 2",
         "ftpd_tls_transfers_total{direction=\"download\",tls=\"yes\"} 1",

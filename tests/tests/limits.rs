@@ -7,19 +7,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ftpd_tests::{Server, random_file, writable_by_all};
+use ftpd_tests::{Server, SocketSetup, pasv_addr, random_file, tcp_connect_within, writable_by_all};
 
 fn tree(size: u64) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     random_file(&d.path().join("f.bin"), size);
     writable_by_all(d.path());
     d
-}
-
-fn pasv_port(text: &str) -> u16 {
-    let inner = &text[text.find('(').unwrap() + 1..text.find(')').unwrap()];
-    let n: Vec<u16> = inner.split(',').map(|x| x.parse().unwrap()).collect();
-    n[4] * 256 + n[5]
 }
 
 #[test]
@@ -79,7 +73,7 @@ fn passive_connections_from_another_ip_are_refused() {
     let server = Server::start(d.path(), &[]);
     let mut c = server.login();
     let text = c.cmd_ok("PASV", 227);
-    let port = pasv_port(&text);
+    let port = pasv_addr(&text).expect("a 227 reply").port();
     // 127.0.0.2 is another host as far as ftpd is concerned. The kernel
     // plane drops its SYN (no pinhole for that IP); userspace accepts and
     // refuses with vsftpd's 425.
@@ -95,7 +89,7 @@ fn passive_connections_from_another_ip_are_refused() {
 
     let server = Server::start(d.path(), &["pasv_promiscuous=YES"]);
     let mut c = server.login();
-    let port = pasv_port(&c.cmd_ok("PASV", 227));
+    let port = pasv_addr(&c.cmd_ok("PASV", 227)).expect("a 227 reply").port();
     let mut sock = try_connect_from("127.0.0.2", SocketAddr::from(([127, 0, 0, 1], port)))
         .expect("pasv_promiscuous admits any IP");
     assert_eq!(c.cmd("RETR f.bin").0, 150);
@@ -122,36 +116,9 @@ fn pasv_address_is_resolved_when_asked() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("pasv_address=no.such.host.invalid: cannot resolve"));
 }
 
-/// A TCP connection from a chosen local address (std cannot bind before
-/// connect); `None` when the SYN goes unanswered for 2 s (dropped in XDP).
+/// A TCP connection from a chosen local address; `None` when the SYN goes
+/// unanswered for 2 s (dropped in XDP).
 fn try_connect_from(from: &str, to: SocketAddr) -> Option<TcpStream> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain socket/bind/connect on a fresh fd that becomes the TcpStream's.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0);
-        let mut sa: libc::sockaddr_in = std::mem::zeroed();
-        sa.sin_family = libc::AF_INET as u16;
-        sa.sin_addr.s_addr = u32::from_ne_bytes(from.parse::<std::net::Ipv4Addr>().unwrap().octets());
-        assert_eq!(libc::bind(fd, (&raw const sa).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32), 0);
-        // connect(2) honours SO_SNDTIMEO.
-        let tv = libc::timeval { tv_sec: 2, tv_usec: 0 };
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_SNDTIMEO,
-            (&raw const tv).cast(),
-            std::mem::size_of::<libc::timeval>() as u32,
-        );
-        let SocketAddr::V4(t) = to else { panic!("v4 only") };
-        let mut ta: libc::sockaddr_in = std::mem::zeroed();
-        ta.sin_family = libc::AF_INET as u16;
-        ta.sin_port = t.port().to_be();
-        ta.sin_addr.s_addr = u32::from_ne_bytes(t.ip().octets());
-        if libc::connect(fd, (&raw const ta).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32) != 0 {
-            libc::close(fd);
-            return None;
-        }
-        Some(TcpStream::from_raw_fd(fd))
-    }
+    let how = SocketSetup { source: Some(from.parse().expect("an address")), ..SocketSetup::default() };
+    tcp_connect_within(to, how, Duration::from_secs(2)).ok()
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ftpd_tests::{Server, python, writable_by_all};
+use ftpd_tests::{Server, python, wait_file, writable_by_all};
 
 fn tree() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
@@ -18,26 +18,13 @@ fn tree() -> tempfile::TempDir {
 
 /// Polls until `path` has `n` lines (logs are written after the reply).
 fn lines(path: &std::path::Path, n: usize) -> Vec<String> {
-    for _ in 0..100 {
-        let t = std::fs::read_to_string(path).unwrap_or_default();
-        if t.lines().count() >= n {
-            return t.lines().map(str::to_owned).collect();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{} never had {n} lines: {:?}", path.display(), std::fs::read_to_string(path));
+    let text = wait_file(path, Duration::from_secs(2), &format!("had {n} lines"), |t| t.lines().count() >= n);
+    text.lines().map(str::to_owned).collect()
 }
 
 /// Polls until `path` contains `needle`; returns the whole text.
 fn wait_for(path: &std::path::Path, needle: &str) -> String {
-    for _ in 0..100 {
-        let t = std::fs::read_to_string(path).unwrap_or_default();
-        if t.contains(needle) {
-            return t;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{} never contained {needle:?}: {:?}", path.display(), std::fs::read_to_string(path));
+    wait_file(path, Duration::from_secs(2), &format!("contained {needle:?}"), |t| t.contains(needle))
 }
 
 #[test]

@@ -2,25 +2,20 @@
 //! server scraping ftpd, `ftpd stats`, and the Grafana dashboard's queries.
 
 use std::{
-    collections::HashMap,
     io::{Read, Write},
     net::TcpStream,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use ftpd_tests::{Server, free_port, ftpd_bin, random_file, run, run_ok, writable_by_all};
+use ftpd_tests::{
+    Response, Server, free_port, ftpd_bin, http_get, metric_samples, random_file, run, run_ok, writable_by_all,
+};
 
 fn get(addr: &str, accept: Option<&str>) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let extra = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    let (head, text) = body.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    text.to_owned()
+    let r = http_get(addr, "/metrics", &accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default());
+    assert!(r.head().starts_with("HTTP/1.1 200"), "{}", r.head());
+    r.body().to_owned()
 }
 
 /// One HTTP response read off `s`: its head (status line and headers) and
@@ -160,23 +155,6 @@ fn http_slow_and_huge_requests_are_cut_off() {
     assert!(get(&addr, None).contains("ftpd_sessions_total"));
 }
 
-/// One HTTP/1.0 GET with timeouts; the whole response body.
-fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr.parse().expect("address"), Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    Ok(body.split_once("\r\n\r\n").map_or(body.clone(), |(_, b)| b.to_owned()))
-}
-
-fn samples(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(k, v)| Some((k.to_owned(), v.parse().ok()?))))
-        .collect()
-}
-
 fn server_with_metrics(root: &std::path::Path, extra: &[&str]) -> (Server, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let m = format!("ftpd_metrics_listen={addr}");
@@ -192,7 +170,7 @@ fn counters_move_by_the_bytes_transferred() {
     random_file(&d.path().join("five"), 5_000_000);
     random_file(&d.path().join("slow"), 6_000_000);
     let (server, addr) = server_with_metrics(d.path(), &["anon_max_rate=3000000", "ftpd_metrics_users=anonymous"]);
-    let before = samples(&get(&addr, None));
+    let before = metric_samples(&get(&addr, None));
     assert_eq!(before["ftpd_transfer_bytes_total{direction=\"download\"}"], 0.0);
     assert_eq!(before["ftpd_ebpf_enabled"], if server.kernel_plane() { 1.0 } else { 0.0 });
     // A slow download, scraped while it runs.
@@ -203,7 +181,7 @@ fn counters_move_by_the_bytes_transferred() {
     let mut first = vec![0u8; 1_000_000];
     data.read_exact(&mut first).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let mid = samples(&get(&addr, None));
+    let mid = metric_samples(&get(&addr, None));
     let moving = mid["ftpd_transfer_bytes_total{direction=\"download\"}"];
     assert!((1_000_000.0..6_000_000.0).contains(&moving), "bytes counted while moving: {moving}");
     assert_eq!(mid["ftpd_sessions_active{class=\"anonymous\"}"], 1.0);
@@ -218,7 +196,7 @@ fn counters_move_by_the_bytes_transferred() {
     ftpd_tests::python(&code);
     c.cmd_ok("QUIT", 221);
     std::thread::sleep(Duration::from_millis(300));
-    let after = samples(&get(&addr, None));
+    let after = metric_samples(&get(&addr, None));
     let m = |k: &str| after.get(k).copied().unwrap_or_else(|| panic!("no {k} in {after:?}"));
     assert_eq!(m("ftpd_transfer_bytes_total{direction=\"download\"}"), 11_000_000.0);
     assert_eq!(m("ftpd_transfer_bytes_total{direction=\"upload\"}"), 1_234_567.0);
@@ -248,7 +226,7 @@ fn refusals_are_counted_by_reason() {
     let mut b = ftpd_tests::Ftp::connect(server.addr);
     assert_eq!(b.read_reply().0, 421);
     std::thread::sleep(Duration::from_millis(200));
-    let s = samples(&get(&addr, None));
+    let s = metric_samples(&get(&addr, None));
     assert_eq!(s["ftpd_connections_refused_total{reason=\"max_per_ip\"}"], 1.0);
     assert_eq!(s["ftpd_connections_refused_total{reason=\"max_clients\"}"], 0.0);
 }
@@ -331,8 +309,9 @@ fn a_real_prometheus_scrapes_ftpd() {
             continue;
         }
         // A plain HTTP request: no client configuration (proxies) in between.
-        last = match http_get(&web, &format!("/api/v1/query?query={query}")) {
-            Ok(body) => body,
+        let addr = web.parse().expect("address");
+        last = match Response::get_within(addr, &format!("/api/v1/query?query={query}"), Duration::from_secs(5)) {
+            Ok(r) => r.body().to_owned(),
             Err(e) => format!("GET http://{web}: {e}"),
         };
         // {"status":"success","data":{"resultType":"vector","result":[{"metric":{...},"value":[ts,"777777"]}]}}

@@ -5,8 +5,7 @@
 //! `dpkg --purge`, after which nothing the package created is left.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpStream,
+    io::{BufRead, BufReader},
     os::unix::{fs::PermissionsExt, net::UnixDatagram},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -84,14 +83,6 @@ fn exposure(unit: &str) -> f64 {
     let out = run_ok(Command::new("systemd-analyze").args(["security", "--offline=true", unit]));
     let line = out.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_else(|| panic!("{out}"));
     line.split(':').nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap()
-}
-
-fn metrics(addr: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
 }
 
 #[test]
@@ -188,8 +179,12 @@ fn debian_package_installs_serves_and_purges() {
     let deadline = Instant::now() + Duration::from_secs(5);
     let key = "ftpd_dir_transfer_bytes_total{dir=\"pub\",direction=\"download\"}";
     let want = format!("{key} {}", body.len());
-    while !metrics(&metrics_addr).contains(&want) {
-        assert!(Instant::now() < deadline, "{want} not in\n{}", metrics(&metrics_addr));
+    while !ftpd_tests::http_get(&metrics_addr, "/metrics", "").raw.contains(&want) {
+        assert!(
+            Instant::now() < deadline,
+            "{want} not in\n{}",
+            ftpd_tests::http_get(&metrics_addr, "/metrics", "").raw
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let xferlog = std::fs::read_to_string("/var/log/ftpd/xferlog").unwrap_or_default();

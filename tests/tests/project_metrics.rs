@@ -1,29 +1,9 @@
 //! Per-project traffic (`ftpd_metrics_dirs`): what mirror operators publish.
 //! Bytes and transfers by top-level directory, a bounded label.
 
-use std::{
-    collections::HashMap,
-    io::{Read, Write},
-    net::TcpStream,
-    process::Command,
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
-use ftpd_tests::{Server, free_port, ftpd_bin, random_file, run_ok, writable_by_all};
-
-fn scrape(addr: &str) -> HashMap<String, f64> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body.split_once("\r\n\r\n")
-        .unwrap()
-        .1
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(k, v)| Some((k.to_owned(), v.parse().ok()?))))
-        .collect()
-}
+use ftpd_tests::{Server, free_port, ftpd_bin, http_get, random_file, run_ok, writable_by_all};
 
 #[test]
 fn bytes_and_transfers_by_top_level_directory() {
@@ -49,7 +29,7 @@ fn bytes_and_transfers_by_top_level_directory() {
     let key = |dir: &str, direction: &str| {
         format!("ftpd_dir_transfer_bytes_total{{dir=\"{dir}\",direction=\"{direction}\"}}")
     };
-    let before = scrape(&addr);
+    let before = http_get(&addr, "/metrics", "").samples();
     assert_eq!(before.get(&key("debian", "download")).copied().unwrap_or(0.0), 0.0);
 
     let mut c = server.login();
@@ -65,7 +45,7 @@ fn bytes_and_transfers_by_top_level_directory() {
     c.cmd_ok("QUIT", 221);
     std::thread::sleep(Duration::from_millis(200));
 
-    let after = scrape(&addr);
+    let after = http_get(&addr, "/metrics", "").samples();
     let m = |k: String| after.get(&k).copied().unwrap_or_else(|| panic!("no {k}"));
     assert_eq!(m(key("debian", "download")), 3_000_000.0);
     assert_eq!(m(key("other", "download")), 75_000.0);

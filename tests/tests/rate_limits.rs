@@ -348,20 +348,6 @@ fn write_conf(path: &Path, root: &Path, extra: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-fn sighup(server: &Server) {
-    let st = std::process::Command::new("kill").arg("-HUP").arg(server.pid().to_string()).status().unwrap();
-    assert!(st.success());
-}
-
-/// Waits until the server logged `needle` at least `n` times.
-fn wait_log(server: &Server, needle: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.log().matches(needle).count() < n {
-        assert!(Instant::now() < deadline, "no {needle:?} in the log:\n{}", server.log());
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn sighup_moves_a_running_download_between_no_limit_and_limits() {
     let d = tempfile::tempdir().unwrap();
@@ -394,8 +380,8 @@ fn sighup_moves_a_running_download_between_no_limit_and_limits() {
 
     // No limit -> 500 kB/s.
     write_conf(&conf, &root, "anon_max_rate=500000\n");
-    sighup(&server);
-    wait_log(&server, "SIGHUP: configuration re-read", 1);
+    server.sighup();
+    server.wait_log("SIGHUP: configuration re-read", 1, Duration::from_secs(10));
     // What was queued before the change drains first.
     read_for(&mut data, 2.0);
     let r = read_for(&mut data, 2.0);
@@ -409,8 +395,8 @@ fn sighup_moves_a_running_download_between_no_limit_and_limits() {
 
     // 500 kB/s -> 1 MB/s.
     write_conf(&conf, &root, "anon_max_rate=1000000\n");
-    sighup(&server);
-    wait_log(&server, "SIGHUP: configuration re-read", 2);
+    server.sighup();
+    server.wait_log("SIGHUP: configuration re-read", 2, Duration::from_secs(10));
     read_for(&mut data, 2.0);
     let r = read_for(&mut data, 2.0);
     assert!((r / 1e6 - 1.0).abs() < 0.10, "after SIGHUP to 1 MB/s: {r:.0} B/s");
@@ -418,20 +404,20 @@ fn sighup_moves_a_running_download_between_no_limit_and_limits() {
     // A deep cut and a raise: the cut leaves about a second of the old rate
     // queued, worth a minute at the new one; the raise must not wait for it.
     write_conf(&conf, &root, "anon_max_rate=20000\n");
-    sighup(&server);
-    wait_log(&server, "SIGHUP: configuration re-read", 3);
+    server.sighup();
+    server.wait_log("SIGHUP: configuration re-read", 3, Duration::from_secs(10));
     read_for(&mut data, 1.0);
     write_conf(&conf, &root, "anon_max_rate=2000000\n");
-    sighup(&server);
-    wait_log(&server, "SIGHUP: configuration re-read", 4);
+    server.sighup();
+    server.wait_log("SIGHUP: configuration re-read", 4, Duration::from_secs(10));
     read_for(&mut data, 2.0);
     let r = read_for(&mut data, 2.0);
     assert!((r / 2e6 - 1.0).abs() < 0.10, "after a cut to 20 kB/s and a raise to 2 MB/s: {r:.0} B/s");
 
     // 2 MB/s -> no limit again: the rest (most of the file) comes at once.
     write_conf(&conf, &root, "");
-    sighup(&server);
-    wait_log(&server, "SIGHUP: configuration re-read", 5);
+    server.sighup();
+    server.wait_log("SIGHUP: configuration re-read", 5, Duration::from_secs(10));
     let t0 = Instant::now();
     let mut rest = Vec::new();
     data.read_to_end(&mut rest).unwrap();
@@ -462,8 +448,8 @@ fn sighup_changes_how_new_logins_are_decided() {
         &root,
         &format!("no_anon_password=NO\ndeny_email_enable=YES\nbanned_email_file={}\n", banned.display()),
     );
-    sighup(&server);
-    wait_log(&server, "SIGHUP: configuration re-read", 1);
+    server.sighup();
+    server.wait_log("SIGHUP: configuration re-read", 1, Duration::from_secs(10));
     assert_eq!(login(&server), 530, "a banned password after the reload");
 }
 

@@ -6,17 +6,6 @@ use std::{os::unix::fs::PermissionsExt, time::Duration};
 
 use ftpd_tests::{Server, is_root};
 
-fn wait_for(server: &Server, what: &str) -> String {
-    for _ in 0..250 {
-        let log = server.log();
-        if log.contains(what) {
-            return log;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("log never said {what:?}:\n{}", server.log());
-}
-
 #[test]
 fn closed_anonymous_root_is_reported_at_startup_and_on_reload() {
     if !is_root() {
@@ -28,7 +17,7 @@ fn closed_anonymous_root_is_reported_at_startup_and_on_reload() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::write(dir.path().join("f.txt"), b"x").unwrap();
     let server = Server::start(dir.path(), &[]);
-    let log = wait_for(&server, "anonymous root");
+    let log = server.wait_log("anonymous root", 1, Duration::from_secs(5));
     let line = log.lines().find(|l| l.contains("anonymous root")).unwrap();
     let path = dir.path().display().to_string();
     for want in [path.as_str(), "mode 0700", "root", "nobody", &format!("chmod o+rx {path}"), "ftp_username"] {
@@ -46,7 +35,7 @@ fn closed_anonymous_root_is_reported_at_startup_and_on_reload() {
     assert!(!server.log().contains("anonymous root"), "{}", server.log());
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let _ = std::process::Command::new("kill").args(["-HUP", &server.pid().to_string()]).status();
-    let log = wait_for(&server, "reload: anonymous root");
+    let log = server.wait_log("reload: anonymous root", 1, Duration::from_secs(5));
     assert!(log.contains("mode 0700"), "{log}");
 }
 
@@ -109,7 +98,7 @@ fn closed_local_root_of_a_user_config_is_reported() {
     std::fs::write(users.path().join("nobody"), format!("local_root={}\n", closed.path().display())).unwrap();
     let server =
         Server::start(anon.path(), &["local_enable=YES", &format!("user_config_dir={}", users.path().display())]);
-    let log = wait_for(&server, "local_root");
+    let log = server.wait_log("local_root", 1, Duration::from_secs(5));
     let line = log.lines().find(|l| l.contains("local_root")).unwrap();
     let want = format!("user nobody (uid 65534) cannot list and enter {}", closed.path().display());
     assert!(line.contains(&want) && line.contains("mode 0700"), "{line}");

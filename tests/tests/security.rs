@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ftpd_tests::{Ftp, Server, is_root, run_ok, served_by_nobody};
+use ftpd_tests::{Ftp, Server, ftpd_passwd, is_root, pasv_addr, run_ok, served_by_nobody, status_field, wait_for};
 
 /// A TCP connection from `src` (any port) to `dst`, with a receive buffer
 /// of `rcvbuf` bytes if given (set before the handshake, so the window the
@@ -33,10 +33,8 @@ fn login_from(server: &Server, src: Ipv4Addr) -> Ftp {
 /// address: ftpd refuses data connections from elsewhere).
 fn pasv_from(c: &mut Ftp, src: Ipv4Addr, rcvbuf: Option<i32>) -> TcpStream {
     let text = c.cmd_ok("PASV", 227);
-    let inner = &text[text.find('(').expect("(") + 1..text.find(')').expect(")")];
-    let n: Vec<u16> = inner.split(',').map(|x| x.trim().parse().expect("number")).collect();
-    let ip = Ipv4Addr::new(n[0] as u8, n[1] as u8, n[2] as u8, n[3] as u8);
-    connect_from(src, SocketAddr::from((ip, n[4] * 256 + n[5])), rcvbuf)
+    let addr = pasv_addr(&text).unwrap_or_else(|| panic!("PASV: {text}"));
+    connect_from(src, addr.into(), rcvbuf)
 }
 
 /// A whole data command over a connection from `src`.
@@ -50,34 +48,6 @@ fn transfer_from(c: &mut Ftp, src: Ipv4Addr, line: &str) -> (Vec<u8>, u16, Strin
     data.read_to_end(&mut buf).expect("read data");
     let (code, text) = c.read_reply();
     (buf, code, text)
-}
-
-/// The server's processes started with `--ftpd-worker`.
-fn workers(server: &Server) -> Vec<u32> {
-    server
-        .pids()
-        .into_iter()
-        .filter(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.windows(13).any(|w| w == b"--ftpd-worker"))
-        })
-        .collect()
-}
-
-/// A field of /proc/PID/status as a number (`VmRSS` in KiB, `Threads`).
-fn status_field(pid: u32, field: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn put(path: &Path, mode: u32, owner: &str) {
@@ -192,21 +162,6 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// Writes USER's entry to a virtual users file with `ftpd passwd`.
-fn ftpd_passwd(file: &Path, user: &str, password: &str) {
-    let mut p = Command::new(ftpd_tests::ftpd_bin())
-        .arg("passwd")
-        .arg(file)
-        .arg(user)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ftpd passwd");
-    std::io::Write::write_all(p.stdin.as_mut().expect("stdin"), format!("{password}\n").as_bytes()).expect("password");
-    let out = p.wait_with_output().expect("wait");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
-
 /// Settings for virtual users from `users`, confined to `root`.
 fn virtual_settings(users: &Path, root: &Path) -> Vec<String> {
     vec![
@@ -312,16 +267,6 @@ fn big_dir(root: &Path, n: u32) {
     }
 }
 
-/// Threads named `listing` (the producers of streamed listings) in the server.
-fn listing_threads(server: &Server) -> usize {
-    server
-        .pids()
-        .iter()
-        .flat_map(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten())
-        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "listing"))
-        .count()
-}
-
 /// Defect 3: 64 sessions that start a big LIST and never read took every
 /// listing slot of the anonymous worker: every other user got 451 until
 /// `data_connection_timeout` (300 s), and the worker kept the memory.
@@ -344,7 +289,7 @@ fn stalled_listings_from_one_address_do_not_deny_another() {
     let mut other = login_from(&server, b);
     let (bytes, code, _) = transfer_from(&mut other, b, "NLST small");
     assert_eq!((String::from_utf8_lossy(&bytes).contains("one.txt"), code), (true, 226));
-    let worker = *workers(&server).first().expect("the anonymous file worker");
+    let worker = *server.workers().first().expect("the anonymous file worker");
     let baseline = status_field(worker, "VmRSS");
     // The attack: 64 listings from one address, never read.
     let mut stalled = Vec::new();
@@ -376,7 +321,7 @@ fn stalled_listings_from_one_address_do_not_deny_another() {
     }
     assert!(started.elapsed() < Duration::from_secs(8), "stalled listings lasted {:?}", started.elapsed());
     drop(stalled);
-    wait_for("the listing threads to end", Duration::from_secs(10), || listing_threads(&server) == 0);
+    wait_for("the listing threads to end", Duration::from_secs(10), || server.threads_named("listing") == 0);
     let after = status_field(worker, "VmRSS");
     eprintln!("worker RSS: {baseline} KiB before, {peak} KiB with the stalled listings, {after} KiB after");
     assert!(after < baseline + 16 * 1024, "the worker kept {} KiB", after.saturating_sub(baseline));
@@ -495,7 +440,7 @@ fn refuses_to_start(root: &Path, settings: &[String]) -> String {
     let mut child = Command::new(ftpd_tests::ftpd_bin())
         .arg("--root")
         .arg(root)
-        .args(["-oftpd_ebpf=off", "-oftpd_metrics_listen=", &format!("-olisten_port={}", ftpd_tests::free_port())])
+        .args(Server::base_settings(ftpd_tests::free_port()).iter().map(|s| format!("-o{s}")))
         .args(settings.iter().map(|s| format!("-o{s}")))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -582,11 +527,6 @@ fn a_virtual_users_file_that_turns_bad_keeps_the_users_read_before() {
     assert!(log.contains(&at) && log.contains("keeping the users read before"), "{log}");
 }
 
-/// Sends SIGHUP to the server (the master forwards it to the front).
-fn hangup(server: &Server) {
-    run_ok(Command::new("kill").arg("-HUP").arg(server.pid().to_string()));
-}
-
 /// F1: one argon2 entry with `t=4000000` in the users file made the master
 /// compute a dummy hash with that cost on its main loop at startup or on
 /// SIGHUP: every login hung at 331, SIGTERM was ignored. Hash costs are now
@@ -630,7 +570,7 @@ fn a_costly_or_unusable_hash_in_the_users_file_is_refused_without_blocking_the_m
     };
     assert_eq!(login("vera", "right").0, 230);
     std::fs::write(&users, format!("vince:{costly}\n{good}")).expect("write");
-    hangup(&server);
+    server.sighup();
     let at = format!("{}:1: hash of vince: argon2 cost", users.display());
     wait_for("the reload to report the costly line", Duration::from_secs(3), || server.log().contains(&at));
     assert!(server.log().contains("keeping the users read before"), "{}", server.log());
@@ -641,7 +581,7 @@ fn a_costly_or_unusable_hash_in_the_users_file_is_refused_without_blocking_the_m
     }
     // A file left without users is reported.
     std::fs::write(&users, "# nobody\n").expect("write");
-    hangup(&server);
+    server.sighup();
     wait_for("the warning about no users", Duration::from_secs(3), || server.log().contains("has no users"));
     // SIGTERM is obeyed at once.
     let t = Instant::now();
@@ -933,7 +873,7 @@ fn file_workers_hold_only_the_descriptors_they_use() {
     let server = Server::start(dir.path(), &[]);
     let mut c = server.login();
     c.cmd_ok("CWD /", 250);
-    let worker = *workers(&server).first().expect("a file worker");
+    let worker = *server.workers().first().expect("a file worker");
     let fds: Vec<String> = std::fs::read_dir(format!("/proc/{worker}/fd"))
         .expect("fd dir")
         .flatten()
@@ -976,7 +916,7 @@ struct Footprint {
 
 /// RSS and descriptors of every process of the server, by role.
 fn footprints(server: &Server) -> Vec<Footprint> {
-    let workers = workers(server);
+    let workers = server.workers();
     let mut out: Vec<Footprint> = server
         .pids()
         .into_iter()

@@ -4,12 +4,15 @@
 
 use std::{
     io::{Read, Write},
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use ftpd_tests::{Ftp, Launch, Listen, Server, make_writable, python, random_file, run, run_ok, sha256_file};
+use ftpd_tests::{
+    Ftp, Launch, Listen, Server, accept_within, eprt_arg, make_writable, port_arg, python, random_file, run, run_ok,
+    sha256_file,
+};
 
 const BIG: u64 = 64 << 20;
 
@@ -143,36 +146,11 @@ fn stat_during_a_slow_download_then_the_rest_arrives() {
     assert!(!c.cmd_ok("STAT", 211).contains("Transfer in progress"));
 }
 
-/// `h1,h2,h3,h4,p1,p2` for PORT.
-fn port_arg(addr: SocketAddr) -> String {
-    let IpAddr::V4(ip) = addr.ip() else { panic!("PORT needs IPv4: {addr}") };
-    let o = ip.octets();
-    format!("{},{},{},{},{},{}", o[0], o[1], o[2], o[3], addr.port() >> 8, addr.port() & 0xff)
-}
-
-/// `|1|ip|port|` or `|2|ip|port|` for EPRT.
-fn eprt_arg(addr: SocketAddr) -> String {
-    let proto = if addr.is_ipv4() { 1 } else { 2 };
-    format!("|{proto}|{}|{}|", addr.ip(), addr.port())
-}
-
 /// Waits up to 10 s for the server's active-mode connection.
 fn accept(l: &TcpListener) -> TcpStream {
-    l.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match l.accept() {
-            Ok((s, _)) => {
-                s.set_nonblocking(false).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                return s;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => panic!("no active-mode connection from the server: {e}"),
-        }
-    }
+    let s = accept_within(l, Duration::from_secs(10)).expect("an active-mode connection from the server");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
 }
 
 /// An active-mode download: `setup` (PORT/EPRT) must have pointed at `l`.

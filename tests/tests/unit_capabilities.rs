@@ -10,10 +10,10 @@ use std::{
     collections::BTreeSet,
     os::unix::fs::PermissionsExt,
     process::{Command, Output, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use ftpd_tests::{ftpd_bin, privileged, run, run_ok, workspace};
+use ftpd_tests::{Netns, ftpd_bin, privileged, run, run_ok, wait_file, workspace};
 
 /// Loads an allow-list filter (EPERM for the rest, as
 /// `SystemCallErrorNumber=EPERM`) and becomes the program: argv is the
@@ -50,24 +50,8 @@ fn syscalls(spec: &str) -> BTreeSet<String> {
     out
 }
 
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = run(Command::new("ip").args(["netns", "del", &self.0]));
-    }
-}
-
 fn wait_log(log: &std::path::Path, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains(what) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "log never said {what:?}:\n{text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_file(log, Duration::from_secs(15), &format!("said {what:?}"), |t| t.contains(what))
 }
 
 #[test]
@@ -96,9 +80,7 @@ fn the_units_sandbox_suffices() {
     let list = work.path().join("syscalls");
     std::fs::write(&list, allowed.into_iter().collect::<Vec<_>>().join("\n")).unwrap();
 
-    let ns = Netns(format!("ftpd-caps-{}", std::process::id()));
-    assert!(run(Command::new("ip").args(["netns", "add", &ns.0])).status.success());
-    assert!(run(Command::new("ip").args(["netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"])).status.success());
+    let ns = Netns::new(&format!("ftpd-caps-{}", std::process::id()));
     let served = tempfile::tempdir().unwrap();
     std::fs::set_permissions(served.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(served.path().join("f.txt"), b"bounded\n").unwrap();
@@ -113,7 +95,7 @@ fn the_units_sandbox_suffices() {
          '{bin}' --root '{root}' -oftpd_ebpf=on -olisten_port=21 -oftpd_metrics_listen= \
          -opasv_min_port=50000 -opasv_max_port=50009",
         cg = cg.path().display(),
-        ns = ns.0,
+        ns = ns.name,
         list = list.display(),
         bin = ftpd_bin().display(),
         root = served.path().display(),
@@ -128,7 +110,7 @@ fn the_units_sandbox_suffices() {
     let text = wait_log(&log, "ftpd listening");
     assert!(text.contains("eBPF data plane loaded"), "{text}");
     let curl = |url: &str| -> Output {
-        run(Command::new("ip").args(["netns", "exec", &ns.0, "curl", "-sS", "--max-time", "10", url]))
+        run(Command::new("ip").args(["netns", "exec", &ns.name, "curl", "-sS", "--max-time", "10", url]))
     };
     let listing = curl("ftp://127.0.0.1:21/");
     let got = curl("ftp://127.0.0.1:21/f.txt");

@@ -12,14 +12,14 @@
 
 use std::{
     io::Write,
-    net::{SocketAddr, TcpStream},
+    net::TcpStream,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant, SystemTime},
 };
 
-use ftpd_tests::{Ftp, Server, assert_file, free_port, give_to_anon, is_root, make_writable, run_ok, uid_of};
+use ftpd_tests::{Ftp, Server, assert_file, ftpd_passwd, give_to_anon, is_root, make_writable, names, run_ok, uid_of};
 
 /// Anonymous uploads into new files only (vsftpd's `anon_other_write_enable=NO`).
 const UPLOAD: [&str; 3] = ["write_enable=YES", "anon_upload_enable=YES", "ftpd_atomic_uploads=YES"];
@@ -54,25 +54,10 @@ fn served() -> (tempfile::TempDir, PathBuf) {
 fn start(mode: Mode, root: &Path, settings: &[&str]) -> Server {
     match mode {
         Mode::AsTester => Server::start(root, settings),
-        Mode::Single | Mode::OneCpu => {
-            let mut last = String::new();
-            for _ in 0..5 {
-                let port = free_port();
-                let mut all =
-                    vec!["ftpd_ebpf=off".to_string(), format!("listen_port={port}"), "ftpd_metrics_listen=".into()];
-                all.extend(settings.iter().map(|s| (*s).to_string()));
-                let prefix: &[&str] = if mode == Mode::Single {
-                    &["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-                } else {
-                    &["taskset", "-c", "0"]
-                };
-                match Server::spawn(Some(prefix), root, &all, SocketAddr::from(([127, 0, 0, 1], port))) {
-                    Ok(s) => return s,
-                    Err(e) => last = e,
-                }
-            }
-            panic!("ftpd ({mode:?}) did not start: {last}");
+        Mode::Single => {
+            Server::start_wrapped(&["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"], root, settings)
         }
+        Mode::OneCpu => Server::start_wrapped(&["taskset", "-c", "0"], root, settings),
     }
 }
 
@@ -80,47 +65,11 @@ fn bytes(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
-/// Polls STAT during the running transfer until the server has written `bytes`.
-fn wait_progress(c: &mut Ftp, bytes: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = c.cmd_ok("STAT", 211);
-        let moved: usize = text
-            .split("Transfer in progress: ")
-            .nth(1)
-            .and_then(|t| t.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("STAT during a transfer: {text}"));
-        if moved >= bytes {
-            return;
-        }
-        assert!(Instant::now() < deadline, "upload stuck at {moved} of {bytes} bytes");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Starts `STOR name` and sends `part`, waiting until the server has written it.
-fn start_upload(c: &mut Ftp, name: &str, part: &[u8]) -> TcpStream {
-    let mut data = c.pasv_connect();
-    c.cmd_ok(&format!("STOR {name}"), 150);
-    data.write_all(part).expect("send");
-    wait_progress(c, part.len());
-    data
-}
-
-/// Sends the rest of an upload started by [`start_upload`] and returns the final reply.
+/// Sends the rest of an upload started by [`Ftp::start_upload`] and returns the final reply.
 fn finish(c: &mut Ftp, mut data: TcpStream, rest: &[u8]) -> (u16, String) {
     data.write_all(rest).expect("send");
     drop(data);
     c.read_reply()
-}
-
-/// Names in a directory on disk, dot files included.
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    v.sort();
-    v
 }
 
 fn login(server: &Server) -> Ftp {
@@ -141,7 +90,7 @@ fn an_atomic_upload_in_progress_belongs_to_its_session() {
         let server = start(mode, &root, &UPLOAD);
         let full = bytes(300_000, 1);
         let mut a = login(&server);
-        let data = start_upload(&mut a, "up/f.bin", &full[..100_000]);
+        let data = a.start_upload("up/f.bin", &full[..100_000]);
         let mut b = login(&server);
         let (_, code, text) = b.upload("STOR up/f.bin", b"BBBB");
         assert_eq!((code, text.as_str()), REFUSED, "{mode:?}: STOR of a name being uploaded");
@@ -176,7 +125,7 @@ fn a_user_who_may_overwrite_uploads_beside_an_upload_in_progress() {
         let server = start(mode, &root, &settings);
         let full = bytes(300_000, 2);
         let mut a = login(&server);
-        let data = start_upload(&mut a, "up/f.bin", &full[..100_000]);
+        let data = a.start_upload("up/f.bin", &full[..100_000]);
         let mut b = login(&server);
         let (_, code, text) = b.upload("STOR up/f.bin", b"BBBB");
         assert_eq!(code, 226, "{mode:?}: B's STOR: {text}");
@@ -197,7 +146,7 @@ fn the_commit_never_replaces_a_file_published_meanwhile() {
         let (_dir, root) = served();
         let server = start(mode, &root, &UPLOAD);
         let mut a = login(&server);
-        let data = start_upload(&mut a, "up/release.tar", b"evil bytes, part 1;");
+        let data = a.start_upload("up/release.tar", b"evil bytes, part 1;");
         // The admin publishes the real release meanwhile (write + rename, like rsync).
         std::fs::write(root.join("up/.release.tmp"), b"the real release\n").unwrap();
         std::fs::rename(root.join("up/.release.tmp"), root.join("up/release.tar")).unwrap();
@@ -231,7 +180,7 @@ fn a_replace_rechecks_permission_at_the_commit() {
             s.push(&atomic_setting);
             let server = start(mode, &root, &s);
             let mut a = login(&server);
-            let data = start_upload(&mut a, "up/data.bin", b"new part 1;");
+            let data = a.start_upload("up/data.bin", b"new part 1;");
             // Root swaps in a file anonymous may not write.
             std::fs::write(root.join("up/.swap"), b"root's, read-only\n").unwrap();
             std::fs::set_permissions(root.join("up/.swap"), std::os::unix::fs::PermissionsExt::from_mode(0o644))
@@ -312,7 +261,7 @@ fn two_replaces_of_one_file_at_once_both_succeed() {
         let mut a = login(&server);
         let mut b = login(&server);
         align_to_second();
-        let data = start_upload(&mut a, "up/data.bin", &full[..50_000]);
+        let data = a.start_upload("up/data.bin", &full[..50_000]);
         let (_, code, text) = b.upload("STOR up/data.bin", b"B's replacement");
         assert_eq!(code, 226, "{mode:?}: the second replace: {text}");
         assert_file(&target, b"B's replacement", &format!("{mode:?}: B's replace"));
@@ -391,7 +340,7 @@ fn noop_is_answered_while_a_large_replace_commits() {
     for _ in 0..total {
         data.write_all(&chunk).unwrap();
     }
-    wait_progress(&mut a, total << 20);
+    a.wait_progress(total << 20);
     // Everything is written; closing the data connection starts the commit
     // (fsync of 600 MiB, then the rename). B pings all along.
     let pinger = std::thread::spawn(move || {
@@ -503,32 +452,6 @@ fn the_sweep_removes_only_leftovers_ftpd_made() {
     }
 }
 
-/// Ends an upload started by [`start_upload`] with ABOR (426, then 226),
-/// before its data connection closes: a close first would complete it.
-fn abort(c: &mut Ftp, data: TcpStream) {
-    c.send_raw(b"ABOR\r\n").unwrap();
-    assert_eq!(c.read_reply().0, 426);
-    assert_eq!(c.read_reply().0, 226);
-    drop(data);
-}
-
-/// Creates a virtual users file with `users` (name, password).
-fn virtual_users(path: &Path, users: &[(&str, &str)]) {
-    for (user, pw) in users {
-        let mut p = Command::new(ftpd_tests::ftpd_bin())
-            .arg("passwd")
-            .arg(path)
-            .arg(user)
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        writeln!(p.stdin.as_mut().unwrap(), "{pw}").unwrap();
-        let out = p.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    }
-}
-
 /// A part belongs to the login name, not the uid: virtual users all act as
 /// `guest_username`, yet one neither sees (SIZE) nor continues (REST+STOR)
 /// another's interrupted upload. Each writes their own part; the first
@@ -541,7 +464,8 @@ fn a_part_belongs_to_its_login_name_not_its_uid() {
     }
     let (dir, root) = served();
     let users = dir.path().join("vusers");
-    virtual_users(&users, &[("alice", "alicepw"), ("bob", "bobpw")]);
+    ftpd_passwd(&users, "alice", "alicepw");
+    ftpd_passwd(&users, "bob", "bobpw");
     let vu = format!("virtual_users_file={}", users.display());
     let lr = format!("local_root={}", root.display());
     let settings = [
@@ -566,8 +490,9 @@ fn a_part_belongs_to_its_login_name_not_its_uid() {
     };
     let full = bytes(40_000, 6);
     let mut alice = log_in("alice", "alicepw");
-    let data = start_upload(&mut alice, "/up/doc.bin", &full[..13_000]);
-    abort(&mut alice, data);
+    let data = alice.start_upload("/up/doc.bin", &full[..13_000]);
+    alice.abort_transfer();
+    drop(data);
     assert_eq!(alice.cmd_ok("SIZE /up/doc.bin", 213), "213 13000\r\n", "alice sees her part");
 
     let mut bob = log_in("bob", "bobpw");
@@ -603,7 +528,8 @@ fn two_logins_uploading_one_name_write_their_own_parts() {
     }
     let (dir, root) = served();
     let users = dir.path().join("vusers");
-    virtual_users(&users, &[("alice", "alicepw"), ("bob", "bobpw")]);
+    ftpd_passwd(&users, "alice", "alicepw");
+    ftpd_passwd(&users, "bob", "bobpw");
     let vu = format!("virtual_users_file={}", users.display());
     let lr = format!("local_root={}", root.display());
     let settings = [
@@ -628,7 +554,7 @@ fn two_logins_uploading_one_name_write_their_own_parts() {
     };
     let full = bytes(100_000, 8);
     let mut alice = log_in("alice", "alicepw");
-    let data = start_upload(&mut alice, "/up/same.bin", &full[..30_000]);
+    let data = alice.start_upload("/up/same.bin", &full[..30_000]);
     let mut bob = log_in("bob", "bobpw");
     let (_, code, text) = bob.upload("STOR /up/same.bin", b"bob's");
     assert_eq!(code, 226, "bob's upload beside alice's: {text}");
@@ -678,8 +604,9 @@ fn names_up_to_255_bytes_upload_and_resume() {
         }
         let name: String = std::iter::repeat_n('r', 255).collect();
         let full = bytes(50_000, 7);
-        let data = start_upload(&mut c, &format!("up/{name}"), &full[..20_000]);
-        abort(&mut c, data);
+        let data = c.start_upload(&format!("up/{name}"), &full[..20_000]);
+        c.abort_transfer();
+        drop(data);
         assert_eq!(c.cmd_ok(&format!("SIZE up/{name}"), 213), "213 20000\r\n", "{mode:?}");
         c.cmd_ok("REST 20000", 350);
         let (_, code, text) = c.upload(&format!("STOR up/{name}"), &full[20_000..]);

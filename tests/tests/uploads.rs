@@ -5,15 +5,13 @@
 use std::{
     collections::BTreeMap,
     io::Write,
-    net::TcpStream,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
 };
 
 use ftpd_tests::{
-    Ftp, Server, assert_bytes, assert_file, give_to_anon, is_root, make_writable, mode_of, python, random_file, run,
-    run_ok, sha256_file, uid_of,
+    Ftp, Server, assert_bytes, assert_file, give_to_anon, is_root, make_writable, mode_of, names, python, random_bytes,
+    random_file, run, run_ok, sha256_file, uid_of,
 };
 
 /// Every write permission an anonymous user can get.
@@ -29,62 +27,8 @@ fn served() -> (tempfile::TempDir, PathBuf) {
     (dir, root)
 }
 
-fn random_bytes(len: usize) -> Vec<u8> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = dir.path().join("r");
-    random_file(&p, len as u64);
-    std::fs::read(p).expect("read")
-}
-
 fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     WRITE.iter().chain(extra).copied().collect()
-}
-
-/// Polls STAT during the running transfer until the server reports at least
-/// `bytes` moved (for uploads: written to the file).
-fn wait_progress(c: &mut Ftp, bytes: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = c.cmd_ok("STAT", 211);
-        let moved: usize = text
-            .split("Transfer in progress: ")
-            .nth(1)
-            .and_then(|t| t.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("STAT during a transfer: {text}"));
-        if moved >= bytes {
-            assert_eq!(moved, bytes, "the server wrote more than was sent: {text}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "upload stuck at {moved} of {bytes} bytes");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Starts `STOR name` and sends `part`, waiting until the server has written it.
-fn start_upload(c: &mut Ftp, name: &str, part: &[u8]) -> TcpStream {
-    let mut data = c.pasv_connect();
-    c.cmd_ok(&format!("STOR {name}"), 150);
-    data.write_all(part).expect("send");
-    wait_progress(c, part.len());
-    data
-}
-
-/// Sends ABOR during a transfer: 426 for the transfer, then 226 (RFC 959).
-fn abort(c: &mut Ftp) {
-    c.send_raw(b"ABOR\r\n").unwrap();
-    let (code, text) = c.read_reply();
-    assert_eq!(code, 426, "{text}");
-    let (code, text) = c.read_reply();
-    assert_eq!(code, 226, "{text}");
-}
-
-/// Names in a directory on disk, dot files included.
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    v.sort();
-    v
 }
 
 #[test]
@@ -95,10 +39,10 @@ fn rest_stor_resumes_an_aborted_upload() {
     let part = 1_234_567;
     let mut c = server.login();
     c.cmd_ok("TYPE I", 200);
-    let data = start_upload(&mut c, "resume.bin", &full[..part]);
+    let data = c.start_upload("resume.bin", &full[..part]);
     // Without ftpd_atomic_uploads the file grows under its own name (vsftpd).
     assert_file(&root.join("resume.bin"), &full[..part], "the part under its own name");
-    abort(&mut c);
+    c.abort_transfer();
     drop(data);
     // The part stays, and a client resumes from its size.
     assert_file(&root.join("resume.bin"), &full[..part], "the part after ABOR");
@@ -173,7 +117,7 @@ fn atomic_uploads_appear_only_when_complete() {
     let mut other = server.login();
 
     // A complete upload: invisible while it runs, there once it is done.
-    let mut data = start_upload(&mut c, "new.bin", &full[..part]);
+    let mut data = c.start_upload("new.bin", &full[..part]);
     assert!(!root.join("new.bin").exists(), "visible before it is complete");
     let (nlst, code, _) = other.transfer("NLST -a");
     // `.` and `..` only, as vsftpd lists them with -a (was: nothing at all).
@@ -189,8 +133,8 @@ fn atomic_uploads_appear_only_when_complete() {
     assert_eq!(mode_of(&root.join("new.bin")), 0o600);
 
     // An interrupted one: still invisible, SIZE tells the part, REST+STOR finishes it.
-    let data = start_upload(&mut c, "resumed.bin", &full[..part]);
-    abort(&mut c);
+    let data = c.start_upload("resumed.bin", &full[..part]);
+    c.abort_transfer();
     drop(data);
     assert!(!root.join("resumed.bin").exists());
     assert_eq!(c.cmd_ok("SIZE resumed.bin", 213), format!("213 {part}\r\n"));
@@ -221,7 +165,7 @@ fn overwrite_keeps_the_old_file_until_complete() {
         let mut c = server.login();
         c.cmd_ok("TYPE I", 200);
 
-        let mut data = start_upload(&mut c, "data.bin", &new[..part]);
+        let mut data = c.start_upload("data.bin", &new[..part]);
         assert_file(&target, &old, &format!("atomic={atomic}: old content during the upload"));
         let mut other = server.login();
         other.cmd_ok("TYPE I", 200);
@@ -236,8 +180,8 @@ fn overwrite_keeps_the_old_file_until_complete() {
         assert_eq!(names(&root), ["data.bin"], "atomic={atomic}: temporary files left behind");
 
         // Interrupted: the previous content survives whole.
-        let data = start_upload(&mut c, "data.bin", &old[..50_000]);
-        abort(&mut c);
+        let data = c.start_upload("data.bin", &old[..50_000]);
+        c.abort_transfer();
         drop(data);
         assert_file(&target, &new, &format!("atomic={atomic}: after an aborted overwrite"));
         assert_eq!(names(&root), ["data.bin"], "atomic={atomic}: temporary files left behind");

@@ -30,7 +30,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use ftpd_tests::{Ftp, free_port, ftpd_bin, is_root, run_ok, workspace};
+use ftpd_tests::{Ftp, accept_within, free_port, ftpd_bin, is_root, pasv_addr, run_ok, workspace};
 
 const VSFTPD: &str = "/usr/sbin/vsftpd";
 /// vsftpd refuses to start without it (its unprivileged side chroots there).
@@ -793,8 +793,11 @@ fn run_session(port: u16, session: &Session, user: &LocalUser) -> Vec<Exchange> 
             break;
         };
         out.push(Exchange { cmd: shown_setup.into(), reply: normalise(&raw_setup) });
-        let mut data =
-            if active { None } else { pasv_port(&raw_setup).and_then(|p| TcpStream::connect(("127.0.0.1", p)).ok()) };
+        let mut data = if active {
+            None
+        } else {
+            pasv_addr(&raw_setup).and_then(|a| TcpStream::connect(("127.0.0.1", a.port())).ok())
+        };
         let first = c.send_raw(format!("{line}\r\n").as_bytes()).ok().and_then(|()| c.try_read_reply());
         let Some((_, first)) = first else {
             out.push(Exchange { cmd: line, reply: "(closed)".into() });
@@ -848,28 +851,6 @@ fn send(c: &mut Ftp, line: &str) -> Option<String> {
         text.push_str(&c.try_read_reply().map_or_else(|| "(closed)".into(), |(_, t)| t));
     }
     Some(normalise(&text))
-}
-
-/// The server's active-mode connection to `l`, if it comes in time.
-fn accept_within(l: &TcpListener, wait: Duration) -> Option<TcpStream> {
-    l.set_nonblocking(true).ok()?;
-    let deadline = Instant::now() + wait;
-    while Instant::now() < deadline {
-        if let Ok((s, _)) = l.accept() {
-            s.set_nonblocking(false).ok()?;
-            return Some(s);
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    None
-}
-
-/// The port a 227 reply announces.
-fn pasv_port(reply: &str) -> Option<u16> {
-    let rest = reply.strip_prefix("227 ")?;
-    let inner = &rest[rest.find('(')? + 1..rest.find(')')?];
-    let n: Vec<u16> = inner.split(',').filter_map(|x| x.trim().parse().ok()).collect();
-    (n.len() == 6).then(|| n[4] * 256 + n[5])
 }
 
 // ---------------------------------------------------------------------------

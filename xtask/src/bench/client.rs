@@ -1,19 +1,20 @@
-//! A small blocking FTP client (and an HTTP GET for the ceiling) for the
-//! workloads that curl cannot drive: many clients at once, many commands on
-//! one session.
+//! The blocking FTP client (the test kit's, with bench timeouts and
+//! counting) and an HTTP GET for the ceiling, for the workloads that curl
+//! cannot drive: many clients at once, many commands on one session.
 //!
 //! Every socket has a read and write timeout, so a stuck server fails the
 //! sample instead of hanging the run.
 
 use std::{
-    io::{BufRead, BufReader, ErrorKind, Read, Write},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
+    io::{ErrorKind, Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
     os::fd::AsRawFd,
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
+use ftpd_testkit::{self as testkit, Response};
 
 /// How long any one read, write or connect may take. Above 31 s: when a
 /// server's accept queue overflows (vsftpd listens with a backlog of 32) the
@@ -52,17 +53,22 @@ fn drain(s: &mut TcpStream, buf: &mut [u8], live: Option<&AtomicU64>) -> Result<
     }
 }
 
-/// One FTP control connection.
+/// One FTP control connection: the test kit's client, with the bench's
+/// timeouts and errors that say which step failed.
 pub(super) struct Ftp {
-    ctrl: BufReader<TcpStream>,
+    ctrl: testkit::Ftp,
     buf: Vec<u8>,
 }
 
 impl Ftp {
+    /// A control connection on `s`, with the bench timeouts.
+    fn on(s: TcpStream) -> Result<Self> {
+        Ok(Self { ctrl: testkit::Ftp::with_timeout(s, TIMEOUT)?, buf: Vec::new() })
+    }
+
     /// Connects and reads the 220 greeting.
     pub(super) fn connect(port: u16) -> Result<Self> {
-        let s = connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
-        let mut ftp = Self { ctrl: BufReader::new(s), buf: Vec::new() };
+        let mut ftp = Self::on(connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?)?;
         ftp.expect(220).context("greeting")?;
         Ok(ftp)
     }
@@ -87,8 +93,7 @@ impl Ftp {
             s.set_read_timeout(Some(stall))?;
             match s.peek(&mut [0u8; 1]) {
                 Ok(_) => {
-                    s.set_read_timeout(Some(TIMEOUT))?;
-                    let mut ftp = Self { ctrl: BufReader::new(s), buf: Vec::new() };
+                    let mut ftp = Self::on(s)?;
                     ftp.expect(220).context("greeting")?;
                     return Ok((ftp, stalls));
                 }
@@ -119,24 +124,8 @@ impl Ftp {
     /// Reads one reply, following multi-line replies (`123-` ... `123 `).
     /// Returns the code and the last line.
     pub(super) fn reply(&mut self) -> Result<(u16, String)> {
-        let mut line = String::new();
-        let mut first: Option<u16> = None;
-        loop {
-            line.clear();
-            if self.ctrl.read_line(&mut line).context("reading a reply")? == 0 {
-                bail!("the server closed the control connection");
-            }
-            let code = line.get(..3).and_then(|c| c.parse::<u16>().ok());
-            let sep = line.as_bytes().get(3).copied();
-            match (first, code) {
-                (None, Some(c)) => first = Some(c),
-                (None, None) => bail!("not an FTP reply: {:?}", line.trim_end()),
-                _ => {}
-            }
-            if code.is_some() && code == first && sep != Some(b'-') {
-                return Ok((code.unwrap_or_default(), line.trim_end().to_owned()));
-            }
-        }
+        let (code, text) = self.ctrl.next_reply().context("reading a reply")?;
+        Ok((code, text.trim_end().lines().last().unwrap_or_default().to_owned()))
     }
 
     /// Reads a reply and fails unless its code is `want`.
@@ -150,7 +139,7 @@ impl Ftp {
 
     /// Sends one command line and reads the reply.
     pub(super) fn cmd(&mut self, line: &str) -> Result<(u16, String)> {
-        self.ctrl.get_mut().write_all(format!("{line}\r\n").as_bytes()).with_context(|| format!("sending {line}"))?;
+        self.ctrl.send_raw(format!("{line}\r\n").as_bytes()).with_context(|| format!("sending {line}"))?;
         self.reply().with_context(|| format!("reply to {line}"))
     }
 
@@ -166,7 +155,7 @@ impl Ftp {
     /// `PASV`, then connects to the address the 227 reply gives.
     fn pasv(&mut self) -> Result<TcpStream> {
         let text = self.cmd_expect("PASV", 227)?;
-        let addr = parse_227(&text).with_context(|| format!("unparsable PASV reply {text:?}"))?;
+        let addr = testkit::pasv_addr(&text).with_context(|| format!("unparsable PASV reply {text:?}"))?;
         connect(SocketAddr::V4(addr)).context("passive data connection")
     }
 
@@ -224,7 +213,7 @@ impl Ftp {
         // `linger` of the size passed.
         let rc = unsafe {
             libc::setsockopt(
-                self.ctrl.get_ref().as_raw_fd(),
+                self.ctrl.stream().as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_LINGER,
                 (&raw const l).cast(),
@@ -238,63 +227,21 @@ impl Ftp {
     }
 }
 
-/// The address in a 227 reply: `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2).`
-fn parse_227(text: &str) -> Option<SocketAddrV4> {
-    let inner = text.get(4..)?;
-    let start = inner.find(|c: char| c.is_ascii_digit())?;
-    let nums: Vec<u8> = inner[start..]
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .take(6)
-        .map(|s| s.parse().ok())
-        .collect::<Option<_>>()?;
-    let [a, b, c, d, p1, p2] = nums[..] else { return None };
-    Some(SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), u16::from(p1) << 8 | u16::from(p2)))
-}
-
 /// `GET /path` over HTTP/1.0 to the ceiling server; returns the body size
 /// after checking it against Content-Length.
 pub(super) fn http_get(port: u16, path: &str, buf: &mut [u8]) -> Result<u64> {
     let mut s = connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
     s.write_all(format!("GET /{path} HTTP/1.0\r\n\r\n").as_bytes()).context("sending GET")?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
     // Byte by byte so no body byte is consumed with the head; the head is
     // ~40 bytes, so this costs nothing measurable.
-    while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut byte).context("reading the HTTP head")? == 0 {
-            bail!("the server closed before the end of the HTTP head");
-        }
-        head.push(byte[0]);
-        if head.len() > 4096 {
-            bail!("HTTP head too long");
-        }
-    }
-    let head = String::from_utf8_lossy(&head);
+    let head = Response::read_head(&mut s, 4096).context("reading the HTTP head")?;
     if !head.starts_with("HTTP/1.0 200") {
         bail!("GET /{path}: {:?}", head.lines().next().unwrap_or_default());
     }
-    let length: u64 = head
-        .lines()
-        .find_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("content-length")))
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .context("no Content-Length")?;
+    let length = Response::content_length(&head).context("no Content-Length")?;
     let got = drain(&mut s, buf, None)?;
     if got != length {
         bail!("GET /{path}: {got} bytes of {length}");
     }
     Ok(got)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pasv_replies() {
-        let want = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 256 * 195 + 80);
-        assert_eq!(parse_227("227 Entering Passive Mode (127,0,0,1,195,80)."), Some(want));
-        assert_eq!(parse_227("227 =127,0,0,1,195,80"), Some(want));
-        assert_eq!(parse_227("227 Entering Passive Mode (127,0,0,1,195)."), None);
-    }
 }

@@ -7,63 +7,19 @@
 
 use std::{
     fmt::Write as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
+use ftpd_testkit::{Cgroup, NetPair, process_tree};
 
 use super::Args;
-use crate::{exec, workspace_root};
+use crate::workspace_root;
 
-const SERVER_NS: &str = "ftpdbench-s";
-const CLIENT_NS: &str = "ftpdbench-c";
-const SERVER_IP: &str = "10.199.0.1";
-const CLIENT_IP: &str = "10.199.0.2";
-
-/// Deletes the benchmark namespaces (and so the veth) on drop.
-struct Net;
-
-impl Net {
-    fn create() -> Result<Self> {
-        Self::remove();
-        let me = Self;
-        for args in [
-            vec!["netns", "add", SERVER_NS],
-            vec!["netns", "add", CLIENT_NS],
-            vec!["link", "add", "vbs", "netns", SERVER_NS, "type", "veth", "peer", "name", "vbc", "netns", CLIENT_NS],
-            vec!["-n", SERVER_NS, "addr", "add", "10.199.0.1/24", "dev", "vbs"],
-            vec!["-n", CLIENT_NS, "addr", "add", "10.199.0.2/24", "dev", "vbc"],
-            vec!["-n", SERVER_NS, "link", "set", "vbs", "up"],
-            vec!["-n", CLIENT_NS, "link", "set", "vbc", "up"],
-            vec!["-n", SERVER_NS, "link", "set", "lo", "up"],
-            vec!["-n", CLIENT_NS, "link", "set", "lo", "up"],
-        ] {
-            let out = Command::new("ip").args(&args).output().context("running ip")?;
-            if !out.status.success() {
-                bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-            }
-        }
-        thread::sleep(Duration::from_millis(500));
-        Ok(me)
-    }
-
-    fn remove() {
-        for ns in [SERVER_NS, CLIENT_NS] {
-            let _ = Command::new("ip").args(["netns", "delete", ns]).stderr(Stdio::null()).status();
-        }
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        Self::remove();
-    }
-}
-
-/// A raw-socket SYN generator: `count` SYNs from CLIENT_IP (random source
+/// A raw-socket SYN generator: `count` SYNs from the client address (random source
 /// ports) to ports cycling through `ports`.
 const SYN_FLOOD: &str = r#"
 import socket, struct, random, sys
@@ -106,12 +62,11 @@ for i in range(count):
 print(ok, dropped)
 "#;
 
-/// CPU seconds (user + system) of a process and its children (the front).
+/// CPU seconds (user + system) of a process and its descendants (the front).
 fn cpu_seconds(pid: u32) -> f64 {
     let tick = 100.0; // USER_HZ on Linux
     let mut total = 0.0;
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
+    for p in process_tree(pid) {
         if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
             // Fields after the command name, which is in parentheses.
             if let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) {
@@ -121,8 +76,6 @@ fn cpu_seconds(pid: u32) -> f64 {
                 total += (ut + st) / tick;
             }
         }
-        let kids = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
-        todo.extend(kids.split_whitespace().filter_map(|k| k.parse::<u32>().ok()));
     }
     total
 }
@@ -148,18 +101,16 @@ struct Sample {
     accepted: u32,
 }
 
-fn start_ftpd(bin: &Path, root: &Path, cgroup: &Path, ebpf: bool) -> Result<Child> {
-    let script = format!(
-        "echo $$ > {}/cgroup.procs && exec nsenter --net=/run/netns/{SERVER_NS} \"$0\" \"$@\"",
-        cgroup.display()
-    );
+/// Starts ftpd in `net`'s server namespace, inside `cgroup` (where its
+/// sock_ops program attaches).
+fn start_ftpd(bin: &Path, root: &Path, net: &NetPair, cgroup: &Cgroup, ebpf: bool) -> Result<Child> {
     let child = Command::new("sh")
-        .args(["-c", &script])
+        .args(["-c", &cgroup.enter_netns_script(&net.server_ns)])
         .arg(bin)
         .arg("--root")
         .arg(root)
         .args([
-            format!("-olisten_address={SERVER_IP}"),
+            format!("-olisten_address={}", net.server_ip),
             "-olisten_port=2121".into(),
             "-opasv_min_port=50000".into(),
             "-opasv_max_port=50099".into(),
@@ -174,36 +125,35 @@ fn start_ftpd(bin: &Path, root: &Path, cgroup: &Path, ebpf: bool) -> Result<Chil
     Ok(child)
 }
 
-fn in_client(script: &str, args: &[String]) -> Result<String> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", CLIENT_NS, "python3", "-c", script])
-        .args(args)
-        .output()
-        .context("running the flood generator")?;
+fn in_client(net: &NetPair, script: &str, args: &[String]) -> Result<String> {
+    let out =
+        net.client_cmd("python3").args(["-c", script]).args(args).output().context("running the flood generator")?;
     if !out.status.success() {
         bail!("flood generator failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn one(bin: &Path, root: &Path, cgroup: &Path, ebpf: bool, args: &Args) -> Result<Sample> {
-    let mut child = start_ftpd(bin, root, cgroup, ebpf)?;
+fn one(bin: &Path, root: &Path, net: &NetPair, cgroup: &Cgroup, ebpf: bool, args: &Args) -> Result<Sample> {
+    let mut child = start_ftpd(bin, root, net, cgroup, ebpf)?;
     let pid = child.id();
+    let (server_ip, client_ip) = (net.server_ip.to_string(), net.client_ip.to_string());
     // The control port from an IP over its cap (3 connections held first,
     // from a separate process, so the kernel counts them), and the passive range.
     let ports: Vec<String> = std::iter::once("2121".to_string()).chain((50000..50100).map(|p| p.to_string())).collect();
-    let holder = Command::new("ip")
-        .args(["netns", "exec", CLIENT_NS, "python3", "-c"])
-        .arg(format!("import socket,time\nh=[socket.create_connection(('{SERVER_IP}',2121),3) for _ in range(6)]\ntime.sleep(600)"))
+    let holder = net
+        .client_cmd("python3")
+        .arg("-c")
+        .arg(format!("import socket,time\nh=[socket.create_connection(('{server_ip}',2121),3) for _ in range(6)]\ntime.sleep(600)"))
         .spawn()
         .context("holding connections")?;
     let mut holder = scopeguard(holder);
     thread::sleep(Duration::from_millis(500));
     let (c0, h0) = (cpu_seconds(pid), host_busy_seconds());
-    in_client(SYN_FLOOD, &[CLIENT_IP.into(), SERVER_IP.into(), args.syns.to_string(), ports.join(",")])?;
+    in_client(net, SYN_FLOOD, &[client_ip, server_ip.clone(), args.syns.to_string(), ports.join(",")])?;
     thread::sleep(Duration::from_millis(300));
     let (c1, h1) = (cpu_seconds(pid), host_busy_seconds());
-    let out = in_client(CONNECT_FLOOD, &[SERVER_IP.into(), "0".into(), args.connects.to_string()])?;
+    let out = in_client(net, CONNECT_FLOOD, &[server_ip, "0".into(), args.connects.to_string()])?;
     thread::sleep(Duration::from_millis(300));
     let c2 = cpu_seconds(pid);
     let accepted = out.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -241,31 +191,17 @@ fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
 
 /// Runs the flood benchmark on `bin` and writes bench-results/flood.{json,md}.
 pub(super) fn run(args: &Args, bin: &Path) -> Result<()> {
-    let _net = Net::create()?;
+    let net = NetPair::try_new().map_err(anyhow::Error::msg)?;
     let root = std::env::temp_dir().join("ftpd-bench-root");
     std::fs::create_dir_all(&root)?;
-    let cg_mount = String::from_utf8_lossy(
-        &Command::new("findmnt").args(["-n", "-t", "cgroup2", "-o", "TARGET"]).output().context("findmnt")?.stdout,
-    )
-    .lines()
-    .next()
-    .map(str::to_owned);
-    let cg_mount = match cg_mount {
-        Some(m) => PathBuf::from(m.trim()),
-        None => {
-            let m = PathBuf::from("/run/ftpd/cgroup2");
-            std::fs::create_dir_all(&m)?;
-            exec(Command::new("mount").args(["-t", "cgroup2", "cgroup2"]).arg(&m))?;
-            m
-        }
-    };
-    let cgroup = cg_mount.join(format!("ftpd-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&cgroup)?;
+    let mount = Cgroup::mount_point_or_mount().context("mounting cgroup2")?;
+    let cgroup = Cgroup::create_in(&mount, "ftpd-bench-", "flood")
+        .with_context(|| format!("creating a cgroup under {}", mount.display()))?;
     let mut samples = Vec::new();
     for rep in 1..=args.reps {
         for ebpf in [true, false] {
             let t = Instant::now();
-            let s = one(bin, &root, &cgroup, ebpf, args)?;
+            let s = one(bin, &root, &net, &cgroup, ebpf, args)?;
             println!(
                 "[bench flood] rep {rep}/{} {:<4}: SYN flood ftpd {:.3} s CPU, host {:.2} s busy; connect flood ftpd {:.3} s CPU, {} of {} accepted ({:.1} s)",
                 args.reps,
@@ -280,7 +216,7 @@ pub(super) fn run(args: &Args, bin: &Path) -> Result<()> {
             samples.push(s);
         }
     }
-    let _ = std::fs::remove_dir(&cgroup);
+    drop(cgroup);
     let pick = |mode: &str, f: fn(&Sample) -> f64| median(samples.iter().filter(|s| s.mode == mode).map(f).collect());
     let rows: [Row; 3] = [
         ("SYN flood: ftpd CPU s", |s| s.syn_ftpd),

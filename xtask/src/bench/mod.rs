@@ -9,7 +9,7 @@
 //! # Layout
 //! - `servers`: the served files, the shared config, starting and stopping servers.
 //! - `ceiling`: the minimal sendfile/splice HTTP server (`bench-ceiling`).
-//! - `client`: the blocking FTP client the workloads drive.
+//! - `client`: the blocking FTP client the workloads drive (the test kit's, `ftpd-testkit`).
 //! - `workloads`: one sample of each workload.
 //! - `procs`: CPU, memory and process accounting from /proc.
 //! - `report`: medians, targets, Markdown and JSON.

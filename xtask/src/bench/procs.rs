@@ -10,127 +10,19 @@
 //! cgroup's `cpu.stat` counts every task that ever ran in it. Without a
 //! cgroup2 mount the tree walk is the fallback.
 
-use std::{
-    fs,
-    io::Write as _,
-    path::{Path, PathBuf},
-    process::Command,
-    sync::atomic::{AtomicU32, Ordering},
-    thread,
-    time::Duration,
-};
+use std::{fs, thread, time::Duration};
 
-use anyhow::{Context, Result};
+pub(super) use ftpd_testkit::{Cgroup, alive, process_tree as tree};
 
 /// Clock ticks per second of the /proc/PID/stat times (`USER_HZ`, 100 on Linux).
 const TICKS: f64 = 100.0;
 /// Prefix of this benchmark's cgroups (the flood uses `ftpd-bench-`).
 const CGROUP_PREFIX: &str = "xtask-bench-";
 
-/// A cgroup v2 directory holding one server; removed on drop.
-pub(super) struct Cgroup {
-    dir: PathBuf,
-}
-
-impl Cgroup {
-    /// A new, empty cgroup named after `name`, or `None` when this system has
-    /// no writable cgroup2 hierarchy.
-    pub(super) fn create(name: &str) -> Option<Self> {
-        static SERIAL: AtomicU32 = AtomicU32::new(0);
-        let mount = cgroup2_mount()?;
-        remove_stale(&mount);
-        let n = SERIAL.fetch_add(1, Ordering::Relaxed);
-        let dir = mount.join(format!("{CGROUP_PREFIX}{}-{name}-{n}", std::process::id()));
-        fs::create_dir(&dir).ok()?;
-        Some(Self { dir })
-    }
-
-    /// `cgroup.procs`, opened for the child to write "0" into between fork
-    /// and exec (see `Server::start`), so that the server and everything it
-    /// forks is inside from its first instruction.
-    pub(super) fn procs_file(&self) -> Result<fs::File> {
-        let path = self.dir.join("cgroup.procs");
-        fs::File::options().write(true).open(&path).with_context(|| format!("opening {}", path.display()))
-    }
-
-    /// CPU seconds (user + system) used by every task that ever ran in it.
-    pub(super) fn cpu_seconds(&self) -> Option<f64> {
-        let stat = fs::read_to_string(self.dir.join("cpu.stat")).ok()?;
-        let usec: f64 = stat.lines().find_map(|l| l.strip_prefix("usage_usec "))?.trim().parse().ok()?;
-        Some(usec / 1e6)
-    }
-
-    /// The processes in it now.
-    pub(super) fn pids(&self) -> Vec<u32> {
-        let procs = fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
-        procs.split_whitespace().filter_map(|p| p.parse().ok()).collect()
-    }
-
-    /// Kills every process in it (`cgroup.kill`, Linux 5.14), orphans included.
-    pub(super) fn kill(&self) {
-        if let Ok(mut f) = fs::File::options().write(true).open(self.dir.join("cgroup.kill")) {
-            let _ = f.write_all(b"1");
-        } else {
-            for p in self.pids() {
-                signal(p, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        // rmdir fails while killed tasks are still exiting.
-        for _ in 0..50 {
-            if fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
-                return;
-            }
-            self.kill();
-            thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("[bench] warning: could not remove {}", self.dir.display());
-    }
-}
-
-/// Where cgroup2 is mounted (`/sys/fs/cgroup`, or `.../unified` on a hybrid
-/// system).
-fn cgroup2_mount() -> Option<PathBuf> {
-    let out = Command::new("findmnt").args(["-n", "-t", "cgroup2", "-o", "TARGET"]).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().next().map(|l| PathBuf::from(l.trim())).filter(|p| p.is_dir())
-}
-
-/// Removes empty cgroups left by earlier runs that were killed.
-fn remove_stale(mount: &Path) {
-    let Ok(entries) = fs::read_dir(mount) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let owner = name.strip_prefix(CGROUP_PREFIX).and_then(|r| r.split('-').next()).and_then(|p| p.parse().ok());
-        if owner.is_some_and(|pid: u32| !Path::new(&format!("/proc/{pid}")).exists()) {
-            let _ = fs::remove_dir(e.path());
-        }
-    }
-}
-
-/// `pid` and all its live descendants, parents before children.
-///
-/// Children are listed per thread (`task/TID/children`), and ftpd forks from
-/// whichever runtime thread handles the login, so every thread is read.
-pub(super) fn tree(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        if !fs::exists(format!("/proc/{p}")).unwrap_or(false) {
-            continue;
-        }
-        out.push(p);
-        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else { continue };
-        for task in tasks.flatten() {
-            let kids = fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            todo.extend(kids.split_whitespace().filter_map(|k| k.parse::<u32>().ok()));
-        }
-    }
-    out
+/// A new, empty cgroup for server `name`, or `None` when this system has
+/// no writable cgroup2 hierarchy.
+pub(super) fn cgroup(name: &str) -> Option<Cgroup> {
+    Cgroup::create_in(&Cgroup::mount_point()?, CGROUP_PREFIX, name).ok()
 }
 
 /// Fields of /proc/PID/stat after the command name (which may hold spaces).
@@ -234,11 +126,4 @@ pub(super) fn kill_tree(pid: u32) {
         thread::sleep(Duration::from_millis(100));
     }
     signal_all(libc::SIGKILL);
-}
-
-/// Whether `pid` still runs (a zombie does not).
-pub(super) fn alive(pid: u32) -> bool {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next());
-    matches!(state, Some(s) if s != 'Z' && s != 'X')
 }

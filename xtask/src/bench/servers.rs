@@ -232,7 +232,7 @@ impl Server {
     /// Starts `kind`, with FTPS (`ssl_enable=YES`) when `tls`, and `extra`
     /// lines added to the shared config.
     pub(super) fn start_as(kind: Kind, fx: &Fixture, ftpd: &Path, tls: bool, extra: &str) -> Result<Self> {
-        let port = free_port()?;
+        let port = ftpd_testkit::free_port();
         let suffix = if tls { "-tls" } else { "" };
         let log = fx.work.join(format!("{}{suffix}.log", kind.name()));
         // Appended to, so a restarted server keeps its predecessor's output.
@@ -260,11 +260,14 @@ impl Server {
                 cmd.arg(me).arg("bench-ceiling").arg("--port").arg(port.to_string()).arg("--dir").arg(&fx.root);
             }
         }
-        let cgroup = Cgroup::create(kind.name());
+        let cgroup = procs::cgroup(kind.name());
         if cgroup.is_none() && !NO_CGROUP_NOTED.swap(true, Ordering::Relaxed) {
             println!("[bench] note: no writable cgroup2 hierarchy; server CPU is summed over the process tree");
         }
-        let procs_file = cgroup.as_ref().map(Cgroup::procs_file).transpose()?;
+        let procs_file = cgroup
+            .as_ref()
+            .map(|cg| cg.procs_file().with_context(|| format!("opening {}/cgroup.procs", cg.dir().display())))
+            .transpose()?;
         let procs_fd = procs_file.as_ref().map(AsRawFd::as_raw_fd);
         // prlimit execs the server, so the child's pid is the server's. Its
         // own process group lets the drop reach everything it forks; being in
@@ -375,8 +378,3 @@ impl Drop for Server {
 
 /// Whether the missing-cgroup note has been printed.
 static NO_CGROUP_NOTED: AtomicBool = AtomicBool::new(false);
-
-/// A port nobody listens on right now (the kernel's choice for port 0).
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
