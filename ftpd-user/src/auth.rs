@@ -17,6 +17,9 @@ use argon2::{
     password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
 };
 
+/// Longest user name and password accepted (vsftpd's `VSFTP_USERNAME_MAX`).
+pub const MAX_CREDENTIAL: usize = 128;
+
 /// A system account, from the password database.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {
@@ -118,7 +121,7 @@ pub const SHA_CRYPT_MAX_ROUNDS: usize = 5_000_000;
 pub fn bad_user_name(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         Some("empty user name")
-    } else if name.len() > crate::commands::auth::MAX_CREDENTIAL {
+    } else if name.len() > MAX_CREDENTIAL {
         Some("user name longer than 128 bytes")
     } else if name == "." || name == ".." {
         Some("user name . or ..")

@@ -69,7 +69,7 @@ const CONTROL_BACKLOG: i32 = 4096;
 
 /// The control listener (SO_REUSEADDR, as std's), with a deep accept queue.
 pub fn bind_control(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let sock = bound_socket(addr)?;
+    let sock = crate::net::bound_socket(addr)?;
     sock.listen(CONTROL_BACKLOG)?;
     Ok(sock.into())
 }
@@ -119,18 +119,10 @@ pub async fn accept(
         Ok(Err(e)) => return Err(DataError::Accept(e)),
         Ok(Ok(x)) => x,
     };
-    if !promiscuous && canonical(peer.ip()) != canonical(client) {
+    if !promiscuous && crate::net::canonical(peer.ip()) != crate::net::canonical(client) {
         return Err(DataError::BadIp(peer.ip()));
     }
     Ok(stream)
-}
-
-/// An IPv4 address stays itself; a v4-mapped IPv6 address becomes IPv4.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 /// Sends `len` bytes of `file` from `offset` with `sendfile(2)`: the bytes go
@@ -233,24 +225,6 @@ pub async fn connect_active(bound: Option<OwnedFd>, to: SocketAddr, wait: Durati
         Err(_) => Err(DataError::AcceptTimeout),
         Ok(r) => r.map_err(DataError::Accept),
     }
-}
-
-/// A TCP socket bound to `ip:port` (SO_REUSEADDR), not yet connected or
-/// listening: what `connect_from_port_20` needs, and the control listener. Binding a port below 1024 needs privilege.
-pub fn bind_source(ip: IpAddr, port: u16) -> io::Result<OwnedFd> {
-    Ok(bound_socket(SocketAddr::new(ip, port))?.into())
-}
-
-/// A TCP socket (close-on-exec, as socket2 makes every socket) with
-/// SO_REUSEADDR, bound to `addr`. IPV6_V6ONLY is left at the system's
-/// default (`net.ipv6.bindv6only`, 0 on Linux), so a listener on `::` takes
-/// IPv4 clients too, as vsftpd's `listen_ipv6` does.
-fn bound_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    sock.set_reuse_address(true)?;
-    sock.bind(&addr.into())?;
-    Ok(sock)
 }
 
 /// Why an upload did not complete.

@@ -202,7 +202,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The map key for an address: IPv4 (and v4-mapped IPv6) as `::ffff:a.b.c.d`.
 pub fn ip_key(ip: std::net::IpAddr) -> IpKey {
-    match crate::data::canonical(ip) {
+    match crate::net::canonical(ip) {
         std::net::IpAddr::V4(v4) => IpKey::v4(v4.octets()),
         std::net::IpAddr::V6(v6) => IpKey { addr: v6.octets() },
     }

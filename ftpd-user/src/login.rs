@@ -98,7 +98,7 @@ pub fn check_user(cfg: &Config, userlist: &[String], user: &str) -> Result<(), D
 
 /// Decides a login. `anon_root` is the resolved anonymous root.
 pub fn decide(cfg: &Config, anon_root: &Path, user: &str, password: &[u8], rhost: &str) -> Result<Grant, Denial> {
-    if user.len() > crate::commands::auth::MAX_CREDENTIAL || password.len() > crate::commands::auth::MAX_CREDENTIAL {
+    if user.len() > crate::auth::MAX_CREDENTIAL || password.len() > crate::auth::MAX_CREDENTIAL {
         return Err(deny("Login incorrect.", "overlong credentials"));
     }
     if is_anonymous(user) && cfg.anonymous_enable {

@@ -15,7 +15,8 @@ use ftpd::{
     config::{Config, EbpfMode},
     dataplane::{self, Dataplane},
     privsep::Authority,
-    server::{self, Plane, Settings, Shared},
+    server::{self, Plane, Shared},
+    settings::Settings,
 };
 use tracing::{info, warn};
 
@@ -456,7 +457,8 @@ fn run(cli: Cli) -> Result<()> {
         if let Some(l) = metrics_listener {
             let l = tokio::net::TcpListener::from_std(l)?;
             info!(addr = %l.local_addr()?, "metrics: GET /metrics");
-            tokio::spawn(ftpd::metrics::serve(l, Arc::clone(&shared)));
+            let s = Arc::clone(&shared);
+            tokio::spawn(ftpd::metrics::serve(l, Arc::new(move || s.metrics.render(s.kernel()))));
         }
         info!(%addr, root = %root.display(), "ftpd listening");
         // The accept loop runs on a worker thread, not in block_on: a session

@@ -26,8 +26,6 @@ use prometheus_client::{
 use tokio::net::TcpListener;
 use tracing::debug;
 
-use crate::server::Shared;
-
 type Labels = Vec<(String, String)>;
 
 /// Every metric ftpd exports.
@@ -271,8 +269,8 @@ impl Metrics {
     }
 
     /// The OpenMetrics text, with kernel and process figures read now.
-    pub fn render(&self, shared: &Shared) -> String {
-        if let Some(Ok(counters)) = shared.kernel().map(crate::dataplane::Dataplane::counters) {
+    pub fn render(&self, kernel: Option<&crate::dataplane::Dataplane>) -> String {
+        if let Some(Ok(counters)) = kernel.map(crate::dataplane::Dataplane::counters) {
             let mut hard_cap = 0;
             for (c, v) in counters {
                 let counter = self.kernel.get_or_create(&l(&[("event", c.name())]));
@@ -379,7 +377,10 @@ const MAX_HEADERS: usize = 32;
 /// `GET` and `HEAD` (the text format, or OpenMetrics when the `Accept`
 /// header asks for it); another method gets 405, another path 404.
 /// Connections are kept alive between requests, within the bounds above.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve<F>(listener: TcpListener, render: Arc<F>)
+where
+    F: Fn() -> String + Send + Sync + 'static,
+{
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
@@ -391,11 +392,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let shared = Arc::clone(&shared);
+        let render = Arc::clone(&render);
         let conn = http.serve_connection(
             hyper_util::rt::TokioIo::new(sock),
             hyper::service::service_fn(move |req| {
-                let resp = respond(&shared, peer, &req);
+                let resp = respond(&*render, peer, &req);
                 std::future::ready(Ok::<_, std::convert::Infallible>(resp))
             }),
         );
@@ -411,7 +412,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 
 /// The answer to one request. A `HEAD` gets the `GET` answer's headers:
 /// hyper sends no body for it.
-fn respond<B>(shared: &Shared, peer: SocketAddr, req: &Request<B>) -> Response<Full<Bytes>> {
+fn respond<B>(render: &dyn Fn() -> String, peer: SocketAddr, req: &Request<B>) -> Response<Full<Bytes>> {
     let status = |code: StatusCode, text: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
         *r.status_mut() = code;
@@ -429,7 +430,7 @@ fn respond<B>(shared: &Shared, peer: SocketAddr, req: &Request<B>) -> Response<F
             let v = v.as_bytes();
             v.windows(b"openmetrics".len()).any(|w| w.eq_ignore_ascii_case(b"openmetrics"))
         });
-        let om = shared.metrics.render(shared);
+        let om = render();
         let (body, ctype) = if openmetrics {
             (om, "application/openmetrics-text; version=1.0.0; charset=utf-8")
         } else {

@@ -242,7 +242,7 @@ impl Authority {
     /// 1024 need privilege, so with privilege separation the master binds it.
     pub fn bind_data_port(&self, ip: std::net::IpAddr, port: u16) -> io::Result<OwnedFd> {
         let Self::Master { chan, .. } = self else {
-            return crate::data::bind_source(ip, port);
+            return crate::net::bind_source(ip, port);
         };
         let (mine, theirs) = ipc::pair()?;
         let req = MasterRequest::BindDataPort { ip, port };
@@ -587,7 +587,7 @@ impl Master {
         if let Some(files) = &tls {
             crate::tls::Tls::build(&cfg, files)?;
         }
-        crate::server::Settings::derive(cfg.clone(), None)?;
+        crate::settings::Settings::derive(cfg.clone(), None)?;
         Ok((read, cfg, tls))
     }
 
@@ -596,7 +596,7 @@ impl Master {
     fn handle_bind(&self, ip: std::net::IpAddr, port: u16, reply: &OwnedFd) {
         let cfg = self.cfg();
         let result = if u32::from(port) == cfg.ftp_data_port && cfg.connect_from_port_20 {
-            crate::data::bind_source(ip, port).map_err(|e| e.to_string())
+            crate::net::bind_source(ip, port).map_err(|e| e.to_string())
         } else {
             Err("bad bind request".to_string())
         };

@@ -22,8 +22,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::server::Shared;
-
 /// One transfer's share of a limit.
 #[derive(Debug, Default)]
 pub struct Flow {
@@ -55,7 +53,7 @@ pub struct Rates {
 
 /// A running transfer's membership; leaving the group on drop re-splits it.
 pub struct FlowGuard {
-    shared: Arc<Shared>,
+    rates: Arc<Rates>,
     key: String,
     /// This transfer's share.
     pub flow: Arc<Flow>,
@@ -65,17 +63,17 @@ impl Rates {
     /// Adds a transfer to group `key`, whose limit is `limit` (0: none). Every
     /// transfer joins, limited or not, so a reload can give a running
     /// transfer a limit it started without.
-    pub fn start(shared: &Arc<Shared>, key: String, owner: Owner, limit: u64) -> FlowGuard {
+    pub fn start(rates: &Arc<Self>, key: String, owner: Owner, limit: u64) -> FlowGuard {
         let flow = Arc::new(Flow::default());
-        lock(&shared.rates.owners).insert(key.clone(), owner);
+        lock(&rates.owners).insert(key.clone(), owner);
         {
-            let mut groups = lock(&shared.rates.groups);
+            let mut groups = lock(&rates.groups);
             let group = groups.entry(key.clone()).or_insert_with(|| (limit, Vec::new()));
             group.0 = limit;
             group.1.push(Arc::clone(&flow));
             resplit(group);
         }
-        FlowGuard { shared: Arc::clone(shared), key, flow }
+        FlowGuard { rates: Arc::clone(rates), key, flow }
     }
 
     /// The limit a session of `owner` uses for its next transfer: what the
@@ -116,12 +114,12 @@ fn resplit((limit, flows): &mut Group) {
 
 impl Drop for FlowGuard {
     fn drop(&mut self) {
-        let mut groups = lock(&self.shared.rates.groups);
+        let mut groups = lock(&self.rates.groups);
         if let Some(group) = groups.get_mut(&self.key) {
             group.1.retain(|f| !Arc::ptr_eq(f, &self.flow));
             if group.1.is_empty() {
                 groups.remove(&self.key);
-                lock(&self.shared.rates.owners).remove(&self.key);
+                lock(&self.rates.owners).remove(&self.key);
             } else {
                 resplit(group);
             }
@@ -135,9 +133,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The users whose limits a reload recomputes: those logged in and those
 /// owning running transfers.
-pub fn owners(shared: &Shared) -> Vec<Owner> {
-    let mut owners: Vec<Owner> = lock(&shared.rates.sessions).keys().cloned().collect();
-    for o in lock(&shared.rates.owners).values() {
+pub fn owners(rates: &Rates) -> Vec<Owner> {
+    let mut owners: Vec<Owner> = lock(&rates.sessions).keys().cloned().collect();
+    for o in lock(&rates.owners).values() {
         if !owners.contains(o) {
             owners.push(o.clone());
         }
@@ -148,10 +146,10 @@ pub fn owners(shared: &Shared) -> Vec<Owner> {
 /// Gives every running rate group and every logged-in user its new limit
 /// (decided by the master, as at login): from none to one, from one to
 /// another, and back to none. Returns how many running groups changed.
-pub fn apply(shared: &Shared, limits: HashMap<Owner, u64>) -> usize {
+pub fn apply(rates: &Rates, limits: HashMap<Owner, u64>) -> usize {
     let mut changed = 0;
-    let owners = lock(&shared.rates.owners);
-    let mut groups = lock(&shared.rates.groups);
+    let owners = lock(&rates.owners);
+    let mut groups = lock(&rates.groups);
     for (key, owner) in owners.iter() {
         let Some(&limit) = limits.get(owner) else { continue };
         if let Some(group) = groups.get_mut(key).filter(|g| g.0 != limit) {
@@ -160,7 +158,7 @@ pub fn apply(shared: &Shared, limits: HashMap<Owner, u64>) -> usize {
             changed += 1;
         }
     }
-    *lock(&shared.rates.overrides) = limits;
+    *lock(&rates.overrides) = limits;
     changed
 }
 

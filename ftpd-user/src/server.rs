@@ -3,7 +3,7 @@
 use std::{
     collections::HashMap,
     future::Future,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::{
         Arc, Mutex, RwLock,
@@ -16,7 +16,8 @@ use tokio::net::TcpListener;
 use tracing::{Instrument, debug, error, info, warn};
 
 use crate::{
-    config::Config, data::canonical, dataplane::Dataplane, fs::Patterns, privsep::Authority, session, xferlog::Logs,
+    config::Config, dataplane::Dataplane, net::canonical, privsep::Authority, session, settings::Settings,
+    xferlog::Logs,
 };
 
 /// Which data plane enforces limits in this process.
@@ -26,70 +27,6 @@ pub enum Plane {
     Kernel(Box<Dataplane>),
     /// eBPF is not in use; the reason is shown in logs and STAT.
     Userspace(String),
-}
-
-/// The configuration and what is derived from it by reading files or
-/// resolving names. A reload builds a new one whole and swaps it in, so no
-/// value computed from the old file survives a reload; a session takes the
-/// one in force when it connects (and again when it logs in) and keeps it.
-#[derive(Debug)]
-pub struct Settings {
-    /// The validated configuration.
-    pub cfg: Arc<Config>,
-    /// Contents of `banner_file`.
-    pub banner: Option<String>,
-    /// `deny_file` patterns.
-    pub deny: Patterns,
-    /// `hide_file` patterns.
-    pub hide: Patterns,
-    /// `pasv_address`, parsed or resolved.
-    pub pasv_address: Option<Ipv4Addr>,
-    /// `userlist_file` (with `userlist_enable`).
-    pub userlist: Vec<String>,
-    /// Users whose transfers get a `user` label (`ftpd_metrics_users`).
-    pub metrics_users: Vec<String>,
-    /// FTPS, from the certificate and key read by the root process.
-    pub tls: Option<Arc<crate::tls::Tls>>,
-}
-
-impl Settings {
-    /// Reads the files `cfg` names (except the TLS files, already in `tls`),
-    /// or says which one is wrong and why.
-    pub fn derive(cfg: Config, tls: Option<crate::tls::Tls>) -> Result<Self, String> {
-        let banner = if cfg.banner_file.is_empty() {
-            None
-        } else {
-            Some(
-                std::fs::read_to_string(&cfg.banner_file)
-                    .map_err(|e| format!("banner_file={}: {e}", cfg.banner_file))?,
-            )
-        };
-        // Read again at each login (operators edit it live); checked here so a
-        // wrong path stops startup instead of silently banning nobody.
-        if cfg.deny_email_enable {
-            std::fs::metadata(&cfg.banned_email_file).map_err(|e| {
-                format!("banned_email_file={}: {e} (needed by deny_email_enable=YES)", cfg.banned_email_file)
-            })?;
-        }
-        let pasv_address = match (cfg.pasv_address.as_str(), cfg.pasv_addr_resolve) {
-            ("", _) => None,
-            (a, false) => Some(a.parse().map_err(|_| format!("pasv_address={a:?} is not an IPv4 address"))?),
-            (host, true) => Some(resolve_v4(host)?),
-        };
-        let userlist = if cfg.userlist_enable { crate::auth::read_list(&cfg.userlist_file) } else { Vec::new() };
-        let metrics_users =
-            cfg.ftpd_metrics_users.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
-        Ok(Self {
-            banner,
-            deny: Patterns::parse(&cfg.deny_file),
-            hide: Patterns::parse(&cfg.hide_file),
-            pasv_address,
-            userlist,
-            metrics_users,
-            tls: tls.map(Arc::new),
-            cfg: Arc::new(cfg),
-        })
-    }
 }
 
 /// State every session can see: the settings in force and what was set up at startup.
@@ -106,7 +43,7 @@ pub struct Shared {
     /// Transfer and protocol logs (vsftpd formats).
     pub logs: Logs,
     /// Bandwidth shares of running transfers (`ftpd_rate_scope`).
-    pub rates: crate::rates::Rates,
+    pub rates: Arc<crate::rates::Rates>,
     /// Where the config came from, for SIGHUP.
     pub source: crate::config::ConfigSource,
     /// Prometheus metrics.
@@ -151,7 +88,7 @@ impl Shared {
         Self {
             metrics,
             source,
-            rates: crate::rates::Rates::default(),
+            rates: Arc::default(),
             logs,
             authority,
             settings: RwLock::new(Arc::new(settings)),
@@ -244,7 +181,7 @@ impl Shared {
 /// whose limit changed. A file that does not read changes nothing.
 /// Blocking: it waits for the master.
 pub fn reload(shared: &Shared) -> Result<(usize, Vec<&'static str>), String> {
-    let owners = crate::rates::owners(shared);
+    let owners = crate::rates::owners(&shared.rates);
     let crate::privsep::Reloaded { mut cfg, limits, tls } = shared.authority.reload(&shared.source, &owners)?;
     let old = shared.cfg();
     let mut kept = old.keep_running_values(&mut cfg, crate::config::RESTART_ONLY);
@@ -259,19 +196,7 @@ pub fn reload(shared: &Shared) -> Result<(usize, Vec<&'static str>), String> {
     let tls = files.map(|f| crate::tls::Tls::build(&cfg, &f)).transpose()?;
     let limits: HashMap<crate::rates::Owner, u64> = owners.into_iter().zip(limits).collect();
     shared.set_settings(Settings::derive(cfg, tls)?);
-    Ok((crate::rates::apply(shared, limits), kept))
-}
-
-fn resolve_v4(host: &str) -> Result<Ipv4Addr, String> {
-    use std::net::ToSocketAddrs;
-    (host, 0)
-        .to_socket_addrs()
-        .map_err(|e| format!("pasv_address={host}: cannot resolve: {e}"))?
-        .find_map(|a| match a.ip() {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
-        })
-        .ok_or_else(|| format!("pasv_address={host}: no IPv4 address"))
+    Ok((crate::rates::apply(&shared.rates, limits), kept))
 }
 
 /// A counted connection; dropping it frees the slot.

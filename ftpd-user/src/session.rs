@@ -137,7 +137,7 @@ pub struct Session {
     pub(crate) data_tls: bool,
     /// The settings in force when the session connected, then when it
     /// logged in: a reload changes them for later sessions.
-    pub(crate) settings: Arc<crate::server::Settings>,
+    pub(crate) settings: Arc<crate::settings::Settings>,
 }
 
 impl Session {
@@ -171,7 +171,7 @@ impl Session {
             progress: Arc::new(data::Progress::default()),
             log_user: "?".into(),
             xfer_user: String::new(),
-            client: data::canonical(peer.ip()).to_string(),
+            client: crate::net::canonical(peer.ip()).to_string(),
             login_fails: 0,
             clients_at_start,
             active: None,
@@ -534,7 +534,7 @@ impl Session {
             DataSetup::None => return Ok(None),
             DataSetup::Passive(listener) => {
                 let wait = Duration::from_secs(u64::from(cfg.accept_timeout));
-                let client = data::canonical(self.peer.ip());
+                let client = crate::net::canonical(self.peer.ip());
                 let fut = async move { data::accept(&listener, client, cfg.pasv_promiscuous, wait).await };
                 self.race(fut).await?
             }
@@ -622,7 +622,7 @@ impl Session {
 
     /// The peer's IP as the limits see it (v4-mapped addresses as IPv4).
     pub(crate) fn peer_ip(&self) -> IpAddr {
-        data::canonical(self.peer.ip())
+        crate::net::canonical(self.peer.ip())
     }
 }
 

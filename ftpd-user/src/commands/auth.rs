@@ -10,9 +10,6 @@ use crate::{
     session::{Phase, Session, User},
 };
 
-/// Longest user name and password accepted (vsftpd's `VSFTP_USERNAME_MAX`).
-pub const MAX_CREDENTIAL: usize = 128;
-
 impl Session {
     pub(crate) async fn cmd_user(&mut self, arg: &[u8]) -> io::Result<()> {
         if let Phase::Ready(u) = &self.phase {
@@ -27,7 +24,7 @@ impl Session {
             self.phase = Phase::NeedPass(String::new());
             return self.reply(331, "Please specify the password.").await;
         }
-        let Some(user) = std::str::from_utf8(arg).ok().filter(|u| u.len() <= MAX_CREDENTIAL) else {
+        let Some(user) = std::str::from_utf8(arg).ok().filter(|u| u.len() <= crate::auth::MAX_CREDENTIAL) else {
             return self.reply(530, "Login incorrect.").await;
         };
         if self.settings.tls.is_some() && !self.tls_login_allowed(user).await? {

@@ -102,7 +102,7 @@ impl Session {
         if self.epsv_all && !extended {
             return self.reply(550, "Permission denied.").await;
         }
-        let local_ip = data::canonical(self.local.ip());
+        let local_ip = crate::net::canonical(self.local.ip());
         if !extended && !local_ip.is_ipv4() {
             return self.reply(522, "Network protocol not supported, use EPSV (2).").await;
         }
@@ -156,7 +156,7 @@ impl Session {
     }
 
     pub(crate) async fn cmd_epsv(&mut self, arg: &[u8]) -> io::Result<()> {
-        let v6 = !data::canonical(self.local.ip()).is_ipv4();
+        let v6 = !crate::net::canonical(self.local.ip()).is_ipv4();
         match arg.to_ascii_uppercase().as_slice() {
             b"ALL" => {
                 self.epsv_all = true;
@@ -173,7 +173,7 @@ impl Session {
     /// Checks an active-mode target: vsftpd's bounce defence unless `port_promiscuous`.
     fn active_allowed(&self, to: SocketAddr) -> bool {
         let cfg = self.cfg();
-        cfg.port_promiscuous || (data::canonical(to.ip()) == self.peer_ip() && to.port() >= 1024)
+        cfg.port_promiscuous || (crate::net::canonical(to.ip()) == self.peer_ip() && to.port() >= 1024)
     }
 
     pub(crate) async fn cmd_port(&mut self, arg: &[u8]) -> io::Result<()> {
@@ -201,7 +201,7 @@ impl Session {
         if !self.cfg().port_enable || self.epsv_all {
             return self.reply(550, "Permission denied.").await;
         }
-        let v6 = !data::canonical(self.local.ip()).is_ipv4();
+        let v6 = !crate::net::canonical(self.local.ip()).is_ipv4();
         let to = match parse_eprt(arg) {
             // As vsftpd: an IPv6 connection may name either protocol.
             Eprt::Addr(to) if v6 || to.is_ipv4() => to,

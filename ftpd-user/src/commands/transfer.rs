@@ -267,7 +267,7 @@ impl Session {
             Ok(crate::config::RateScope::Ip) => format!("i:{}", self.peer_ip()),
             _ => format!("s:{}", self.id),
         };
-        crate::rates::Rates::start(&self.shared, key, self.owner(), limit)
+        crate::rates::Rates::start(&self.shared.rates, key, self.owner(), limit)
     }
 
     /// Counts a limited transfer by how it was paced; returns that for the log.
@@ -881,7 +881,7 @@ impl Drop for ListingSlot {
 struct Lister {
     fs: Arc<Fs>,
     /// The session's settings (`hide_file`).
-    settings: Arc<crate::server::Settings>,
+    settings: Arc<crate::settings::Settings>,
     kind: ListKind,
     style: ListStyle,
     now: i64,
