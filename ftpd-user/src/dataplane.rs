@@ -15,8 +15,8 @@ use aya::{
     programs::{CgroupAttachMode, SockOps, Xdp, XdpMode},
 };
 use ftpd_common::{
-    CONFIG_MAP, CONN_COUNT_MAP, ConfigSlot, Counter, IpKey, PASV_ALLOW_MAP, Pinhole, SOCKOPS_PROGRAM, STATS_MAP,
-    XDP_PROGRAM,
+    BANS_MAP, Ban, CONFIG_MAP, CONN_COUNT_MAP, ConfigSlot, Counter, IpKey, PASV_ALLOW_MAP, PREFIX_COUNT_MAP, Pinhole,
+    SOCKOPS_PROGRAM, STATS_MAP, XDP_PROGRAM,
 };
 use tracing::{info, warn};
 
@@ -42,6 +42,8 @@ pub struct Dataplane {
     pinholes_on: bool,
     pasv: Mutex<HashMap<MapData, u32, Pinhole>>,
     conns: Mutex<HashMap<MapData, IpKey, u64>>,
+    nets: Mutex<HashMap<MapData, IpKey, u64>>,
+    bans: Mutex<HashMap<MapData, IpKey, Ban>>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -75,6 +77,11 @@ impl Dataplane {
             conf.set(ConfigSlot::HardPerIp as u32, cfg.kernel_max_per_ip(), 0)?;
             conf.set(ConfigSlot::HardTotal as u32, cfg.kernel_max_clients(), 0)?;
             conf.set(ConfigSlot::PinholesOn as u32, u32::from(pinholes_on), 0)?;
+            // Fixed for the programs' lifetime (a reload does not rewrite
+            // them): sock_ops must find at close the entry it counted in.
+            conf.set(ConfigSlot::PrefixV4 as u32, cfg.ftpd_prefix_v4, 0)?;
+            conf.set(ConfigSlot::PrefixV6 as u32, cfg.ftpd_prefix_v6, 0)?;
+            conf.set(ConfigSlot::HardPerPrefix as u32, cfg.kernel_max_per_prefix(), 0)?;
         }
         if !pinholes_on {
             warn!(
@@ -114,8 +121,10 @@ impl Dataplane {
         };
         let pasv = Mutex::new(HashMap::try_from(take(&mut ebpf, PASV_ALLOW_MAP)?)?);
         let conns = Mutex::new(HashMap::try_from(take(&mut ebpf, CONN_COUNT_MAP)?)?);
+        let nets = Mutex::new(HashMap::try_from(take(&mut ebpf, PREFIX_COUNT_MAP)?)?);
+        let bans = Mutex::new(HashMap::try_from(take(&mut ebpf, BANS_MAP)?)?);
         info!(interfaces = ?interfaces, cgroup = %cgroup, "eBPF data plane loaded: XDP and sock_ops attached");
-        Ok(Self { ebpf, interfaces, cgroup, pinholes_on, pasv, conns })
+        Ok(Self { ebpf, interfaces, cgroup, pinholes_on, pasv, conns, nets, bans })
     }
 
     /// Opens a one-shot pinhole for `client` to `port`, until `ttl` from now.
@@ -146,6 +155,22 @@ impl Dataplane {
         lock(&self.conns).get(&ip_key(ip), 0).unwrap_or(0)
     }
 
+    /// Bans the client network `net` (a key masked as the kernel masks it)
+    /// for `time`: XDP drops its control-port SYNs until then.
+    pub fn ban(&self, net: IpKey, time: std::time::Duration) -> Result<()> {
+        let expires_ns = monotonic_ns().saturating_add(u64::try_from(time.as_nanos()).unwrap_or(u64::MAX));
+        lock(&self.bans).insert(net, Ban { expires_ns, drops: 0 }, 0).context("BANS insert")?;
+        Ok(())
+    }
+
+    /// Removes `net`'s ban; returns how many SYNs it dropped.
+    pub fn lift(&self, net: &IpKey) -> Option<u64> {
+        let mut m = lock(&self.bans);
+        let drops = m.get(net, 0).ok().map(|b| b.drops);
+        let _ = m.remove(net);
+        drops
+    }
+
     /// Open pinholes right now (a gauge for metrics and tests).
     pub fn open_pinholes(&self) -> usize {
         lock(&self.pasv).keys().count()
@@ -159,6 +184,13 @@ impl Dataplane {
         for k in zero {
             let _ = m.remove(&k);
         }
+        drop(m);
+        let mut m = lock(&self.nets);
+        let zero: Vec<IpKey> = m.iter().filter_map(Result::ok).filter(|(_, v)| *v == 0).map(|(k, _)| k).collect();
+        for k in zero {
+            let _ = m.remove(&k);
+        }
+        drop(m);
         let now = monotonic_ns();
         let mut p = lock(&self.pasv);
         let stale: Vec<u32> = p
