@@ -352,6 +352,13 @@ pub struct SocketSetup {
 
 /// A TCP connection to `to`, set up as `how` says before the handshake.
 pub fn tcp_connect(to: SocketAddr, how: SocketSetup) -> std::io::Result<TcpStream> {
+    tcp_connect_within(to, how, None)
+}
+
+/// Like [`tcp_connect`], giving up after `timeout` without an answer to the
+/// SYN (`SO_SNDTIMEO`, which connect(2) honours): a SYN dropped in XDP gets
+/// none, and the error is then `WouldBlock`.
+pub fn tcp_connect_within(to: SocketAddr, how: SocketSetup, timeout: Option<Duration>) -> std::io::Result<TcpStream> {
     use std::os::fd::FromRawFd;
     fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         // SAFETY: all-zero is a valid sockaddr_storage.
@@ -393,6 +400,14 @@ pub fn tcp_connect(to: SocketAddr, how: SocketSetup) -> std::io::Result<TcpStrea
         }
         if let Some(n) = how.mss {
             check(libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, (&raw const n).cast(), int))?;
+        }
+        if let Some(t) = timeout {
+            let tv = libc::timeval {
+                tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+                tv_usec: libc::suseconds_t::from(t.subsec_micros()),
+            };
+            let len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+            check(libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, (&raw const tv).cast(), len))?;
         }
         if let Some(ip) = how.source {
             let (src, slen) = sockaddr(SocketAddr::new(ip, 0));
