@@ -14,6 +14,10 @@ mod packet;
 mod sockops;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+// Rare events only (a drop on purpose), and off unless the daemon turns them
+// on (`ftpd_ebpf_log`, or RUST_LOG enabling `ftpd_ebpf` at debug): it sets
+// `AYA_LOG_LEVEL` before load, and a disabled level costs one global read.
+use aya_log_ebpf::debug;
 use ftpd_common::{ConfigSlot, Counter};
 
 use crate::maps::{BANS, CONN_COUNT, CONN_TOTAL, PASV_ALLOW, PREFIX_COUNT, config, count, network};
@@ -42,6 +46,7 @@ fn try_ftpd_xdp(ctx: &XdpContext) -> Result<u32, ()> {
                     // SAFETY: as above; the drop count is shared by all CPUs.
                     maps::add(unsafe { &raw mut (*ban).drops }, 1);
                     count(Counter::BanDrop, 1);
+                    debug!(ctx, "SYN dropped: {:i} is in a banned network", tcp.src.addr);
                     return Ok(xdp_action::XDP_DROP);
                 }
             }
@@ -50,6 +55,7 @@ fn try_ftpd_xdp(ctx: &XdpContext) -> Result<u32, ()> {
             let have = unsafe { CONN_COUNT.get(&tcp.src) }.map_or(0, |p| maps::read(p));
             if per_ip != 0 && have >= per_ip {
                 count(Counter::CapDropPerIp, 1);
+                debug!(ctx, "SYN dropped: {:i} is at its connection cap", tcp.src.addr);
                 return Ok(xdp_action::XDP_DROP);
             }
             let per_net = u64::from(config(ConfigSlot::HardPerPrefix));
@@ -58,6 +64,7 @@ fn try_ftpd_xdp(ctx: &XdpContext) -> Result<u32, ()> {
                 let have = unsafe { PREFIX_COUNT.get(&net) }.map_or(0, |p| maps::read(p));
                 if have >= per_net {
                     count(Counter::CapDropPerPrefix, 1);
+                    debug!(ctx, "SYN dropped: the network of {:i} is at its connection cap", tcp.src.addr);
                     return Ok(xdp_action::XDP_DROP);
                 }
             }
@@ -65,6 +72,7 @@ fn try_ftpd_xdp(ctx: &XdpContext) -> Result<u32, ()> {
             let all = CONN_TOTAL.get_ptr(0).map_or(0, |p| maps::read(p));
             if total != 0 && all >= total {
                 count(Counter::CapDropTotal, 1);
+                debug!(ctx, "SYN dropped: the server is at its connection cap");
                 return Ok(xdp_action::XDP_DROP);
             }
         }

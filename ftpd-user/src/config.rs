@@ -249,6 +249,7 @@ options! {
     ftpd_metrics_users: Str = "", "ftpd extension. Comma-separated users whose transfers get a per-user `user` label in the metrics (others are not labelled, to bound cardinality).";
     ftpd_metrics_dirs: Str = "", "ftpd extension. Comma-separated top-level directories (projects, e.g. `debian,ubuntu`) whose downloads and uploads are counted apart in the metrics (`dir` label) and in `ftpd stats`; transfers elsewhere count as `other`. Empty: no per-directory metrics.";
     ftpd_ebpf: Str = "auto", "ftpd extension. `auto`: load the kernel data plane when possible, else enforce limits in userspace; `on`: refuse to start without it; `off`: never load it.";
+    ftpd_ebpf_log: Bool = false, "ftpd extension. Log the kernel programs' rare decisions (a SYN dropped by a ban or a connection cap, with its address) at debug level, target `ftpd_ebpf`. Also on when RUST_LOG enables `ftpd_ebpf` at debug. Off, they cost one read per drop; on, one ring-buffer record each, so leave it off under floods.";
     ftpd_xdp_interfaces: Str = "", "ftpd extension. Comma-separated interfaces to attach XDP to; empty means those carrying `listen_address` (`lo` for loopback, every interface for the wildcard).";
 }
 

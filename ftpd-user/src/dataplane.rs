@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
-    Ebpf,
+    Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray},
     programs::{CgroupAttachMode, SockOps, Xdp, XdpMode},
 };
@@ -44,6 +44,9 @@ pub struct Dataplane {
     conns: Mutex<HashMap<MapData, IpKey, u64>>,
     nets: Mutex<HashMap<MapData, IpKey, u64>>,
     bans: Mutex<HashMap<MapData, IpKey, Ban>>,
+    /// The kernel programs' log records (`ftpd_ebpf_log`), until the front
+    /// takes it to read them.
+    logger: Mutex<Option<aya_log::EbpfLogger<&'static dyn log::Log>>>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -62,8 +65,25 @@ impl Dataplane {
         if interfaces.is_empty() {
             bail!("no interface to attach XDP to (set ftpd_xdp_interfaces)");
         }
-        let mut ebpf =
-            Ebpf::load(bytes).context("loading the eBPF object (needs root, or CAP_BPF and CAP_NET_ADMIN)")?;
+        // aya-log's level, patched into the object before load: 4 (debug)
+        // lets the programs' `debug!` through, 0 silences them all.
+        let log_on = cfg.ftpd_ebpf_log || tracing::enabled!(target: "ftpd_ebpf", tracing::Level::DEBUG);
+        let level: u8 = if log_on { 4 } else { 0 };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("AYA_LOG_LEVEL", &level, true)
+            .load(bytes)
+            .context("loading the eBPF object (needs root, or CAP_BPF and CAP_NET_ADMIN)")?;
+        let logger = if log_on {
+            match aya_log::EbpfLogger::init(&mut ebpf) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    warn!("kernel debug events unavailable (ftpd_ebpf_log): {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let (lo, hi) = cfg.pasv_range().unwrap_or((0, 0));
         // Pinholes need a bounded range: with "any port" there is nothing to guard.
         let pinholes_on = lo != 0;
@@ -124,7 +144,30 @@ impl Dataplane {
         let nets = Mutex::new(HashMap::try_from(take(&mut ebpf, PREFIX_COUNT_MAP)?)?);
         let bans = Mutex::new(HashMap::try_from(take(&mut ebpf, BANS_MAP)?)?);
         info!(interfaces = ?interfaces, cgroup = %cgroup, "eBPF data plane loaded: XDP and sock_ops attached");
-        Ok(Self { ebpf, interfaces, cgroup, pinholes_on, pasv, conns, nets, bans })
+        Ok(Self { ebpf, interfaces, cgroup, pinholes_on, pasv, conns, nets, bans, logger: Mutex::new(logger) })
+    }
+
+    /// Forwards the kernel programs' log records to ftpd's log (target
+    /// `ftpd_ebpf`), from a task on the current runtime; once, and only
+    /// with `ftpd_ebpf_log`.
+    pub fn spawn_log_reader(&self) {
+        let Some(logger) = lock(&self.logger).take() else { return };
+        // SAFETY: the fd is the logger's ring buffer map, owned by it and
+        // open, unchanged, for as long as the AsyncFd owns the logger.
+        let fd = match unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) } {
+            Ok(fd) => fd,
+            Err(e) => {
+                warn!("kernel debug events unavailable (ftpd_ebpf_log): {e}");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            let mut fd = fd;
+            while let Ok(mut ready) = fd.readable_mut().await {
+                ready.get_inner_mut().flush();
+                ready.clear_ready();
+            }
+        });
     }
 
     /// Opens a one-shot pinhole for `client` to `port`, until `ttl` from now.

@@ -322,6 +322,9 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             }
         });
     }
+    if let Some(dp) = shared.kernel() {
+        dp.spawn_log_reader();
+    }
     if shared.kernel().is_some() {
         let s = Arc::clone(&shared);
         tokio::spawn(async move {

@@ -410,6 +410,13 @@ fn ban_case(kernel: bool) {
     let net6 = pair.server_ip6.strip_suffix("1").unwrap();
     assert!(log.contains(&format!("network={net6}/64")), "{log}");
     assert!(log.contains(&format!("network={c4}/32")), "{log}");
+    if kernel {
+        // aya-log: the harness runs ftpd with RUST_LOG=debug, which turns
+        // the kernel's debug events on; each drop names the address.
+        let line = log.lines().find(|l| l.contains("is in a banned network")).unwrap_or_else(|| panic!("{log}"));
+        assert!(line.contains("DEBUG") && line.contains("ftpd_ebpf"), "{line}");
+        assert!(log.contains(&format!("SYN dropped: {o6} is in a banned network")), "{log}");
+    }
     if let Some(before) = before {
         let after = counters(&pair, &o4, &s4);
         assert!(after["ban_drop"] >= before["ban_drop"] + 2, "{before:?} -> {after:?}");
