@@ -64,7 +64,13 @@ impl IpKey {
     /// ban or a count written by one is found by the other.
     #[inline(always)]
     pub fn masked(&self, v4: u32, v6: u32) -> Self {
-        let bits = if self.is_v4() { 96 + if v4 > 32 { 32 } else { v4 } } else if v6 > 128 { 128 } else { v6 };
+        let bits = if self.is_v4() {
+            96 + if v4 > 32 { 32 } else { v4 }
+        } else if v6 > 128 {
+            128
+        } else {
+            v6
+        };
         let mut out = [0u8; 16];
         let mut i = 0;
         while i < 16 {

@@ -177,10 +177,7 @@ impl Bans {
         let mut st = self.lock();
         st.fails.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < window));
         let ended: Vec<IpKey> = st.bans.iter().filter(|(_, b)| b.until <= now).map(|(k, _)| *k).collect();
-        ended
-            .into_iter()
-            .filter_map(|net| st.bans.remove(&net).map(|b| Lifted { net, refused: b.refused }))
-            .collect()
+        ended.into_iter().filter_map(|net| st.bans.remove(&net).map(|b| Lifted { net, refused: b.refused })).collect()
     }
 }
 

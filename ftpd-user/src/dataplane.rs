@@ -154,13 +154,14 @@ impl Dataplane {
         let Some(logger) = lock(&self.logger).take() else { return };
         // SAFETY: the fd is the logger's ring buffer map, owned by it and
         // open, unchanged, for as long as the AsyncFd owns the logger.
-        let fd = match unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) } {
-            Ok(fd) => fd,
-            Err(e) => {
-                warn!("kernel debug events unavailable (ftpd_ebpf_log): {e}");
-                return;
-            }
-        };
+        let fd =
+            match unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) } {
+                Ok(fd) => fd,
+                Err(e) => {
+                    warn!("kernel debug events unavailable (ftpd_ebpf_log): {e}");
+                    return;
+                }
+            };
         tokio::spawn(async move {
             let mut fd = fd;
             while let Ok(mut ready) = fd.readable_mut().await {

@@ -285,12 +285,12 @@ impl Drop for Slot {
                 c.per_ip.remove(&self.ip);
             }
         }
-        if let Some(net) = &self.net {
-            if let Some(n) = c.per_net.get_mut(net) {
-                *n -= 1;
-                if *n == 0 {
-                    c.per_net.remove(net);
-                }
+        if let Some(net) = &self.net
+            && let Some(n) = c.per_net.get_mut(net)
+        {
+            *n -= 1;
+            if *n == 0 {
+                c.per_net.remove(net);
             }
         }
     }

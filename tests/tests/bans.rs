@@ -149,7 +149,10 @@ fn failed_logins_summed_over_sessions_ban_an_address_until_the_ban_ends() {
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let server = start(
         d.path(),
-        &settings(&list, &["ftpd_ban_time=4", "ftpd_ban_allow=127.0.3.4", &format!("ftpd_metrics_listen={metrics_addr}")]),
+        &settings(
+            &list,
+            &["ftpd_ban_time=4", "ftpd_ban_allow=127.0.3.4", &format!("ftpd_metrics_listen={metrics_addr}")],
+        ),
     );
     let (bad, good, allowed) = ("127.0.3.2", "127.0.3.3", "127.0.3.4");
     // max_login_fails=2 ends each session after two failures; the ban
