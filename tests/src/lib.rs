@@ -357,7 +357,7 @@ pub fn tcp_connect(to: SocketAddr, how: SocketSetup) -> std::io::Result<TcpStrea
 
 /// Like [`tcp_connect`], giving up after `timeout` without an answer to the
 /// SYN (`SO_SNDTIMEO`, which connect(2) honours): a SYN dropped in XDP gets
-/// none, and the error is then `WouldBlock`.
+/// none, and connect(2) then fails with `EINPROGRESS`.
 pub fn tcp_connect_within(to: SocketAddr, how: SocketSetup, timeout: Option<Duration>) -> std::io::Result<TcpStream> {
     use std::os::fd::FromRawFd;
     fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {

@@ -37,7 +37,8 @@ enum Attempt {
 fn attempt(server: &Server, from: &str) -> (Attempt, Option<Ftp>) {
     let how = SocketSetup { source: Some(from.parse().unwrap()), ..SocketSetup::default() };
     match tcp_connect_within(server.addr, how, Some(Duration::from_secs(2))) {
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+        // A blocking connect(2) that times out on SO_SNDTIMEO fails with EINPROGRESS.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EAGAIN | libc::ETIMEDOUT)) => {
             (Attempt::Dropped, None)
         }
         Err(e) => panic!("connect from {from}: {e}"),
@@ -396,11 +397,11 @@ fn ban_case(kernel: bool) {
     );
     let out = client_py(&pair, &code);
     let got: std::collections::HashMap<&str, &str> = out.lines().filter_map(|l| l.split_once(' ')).collect();
-    let turned_away = if kernel { "timeout" } else { "421" };
+    let away = if kernel { "timeout" } else { "421" };
     let want = [
-        ("v6same", turned_away),
+        ("v6same", away),
         ("v4", "220"),
-        ("v4banned", turned_away),
+        ("v4banned", away),
         ("v4other", "220"),
         ("v6after", "220"),
         ("v4after", "220"),
@@ -424,6 +425,26 @@ fn ban_case(kernel: bool) {
         let after = counters(&pair, &o4, &s4);
         assert!(after["ban_drop"] >= before["ban_drop"] + 2, "{before:?} -> {after:?}");
     }
+    // The harness's own client, from the client namespace, sees a banned
+    // address turned away as the unprivileged tests expect on each plane.
+    client_py(&pair, &format!("fail('{o4}', '{s4}', 2); fail('{o4}', '{s4}', 1)"));
+    let (got, _) = in_netns(&pair.client_ns, || attempt(&server, &o4));
+    assert!(turned_away(&server, &got), "{got:?}\n{}", server.log());
+}
+
+/// Runs `f` on a thread that has entered the network namespace `ns`.
+fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    use std::os::fd::AsRawFd;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+            // SAFETY: setns on an open namespace fd; it moves this thread only.
+            assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns {ns}");
+            f()
+        })
+        .join()
+        .unwrap()
+    })
 }
 
 #[test]
