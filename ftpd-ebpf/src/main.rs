@@ -2,7 +2,8 @@
 //! that `?` works, and fails open: a packet this code does not understand is
 //! left to the kernel stack and the daemon (`XDP_PASS`). Drops happen only on
 //! purpose: a SYN to the passive range without a pinhole, or a SYN to the
-//! control port from an IP (or a server) at its hard cap.
+//! control port from a banned client network, or from an IP, a network (or
+//! a server) at its hard cap.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -13,9 +14,13 @@ mod packet;
 mod sockops;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+// Rare events only (a drop on purpose), and off unless the daemon turns them
+// on (`ftpd_ebpf_log`, or RUST_LOG enabling `ftpd_ebpf` at debug): it sets
+// `AYA_LOG_LEVEL` before load, and a disabled level costs one global read.
+use aya_log_ebpf::debug;
 use ftpd_common::{ConfigSlot, Counter};
 
-use crate::maps::{CONN_COUNT, CONN_TOTAL, PASV_ALLOW, config, count};
+use crate::maps::{BANS, CONN_COUNT, CONN_TOTAL, PASV_ALLOW, PREFIX_COUNT, config, count, network};
 
 /// Counts TCP packets to the control port and the passive range, and drops
 /// the SYNs that the pinholes and the hard caps forbid.
@@ -32,17 +37,42 @@ fn try_ftpd_xdp(ctx: &XdpContext) -> Result<u32, ()> {
         count(Counter::ControlPackets, 1);
         count(Counter::ControlBytes, u64::from(tcp.l3_len));
         if tcp.syn_only {
+            let net = network(&tcp.src);
+            if let Some(ban) = BANS.get_ptr_mut(&net) {
+                let now = unsafe { bpf_ktime_get_ns() };
+                // SAFETY: `ban` comes from the map lookup and points to a live `Ban`.
+                let expires = maps::read(unsafe { &raw const (*ban).expires_ns });
+                if now < expires {
+                    // SAFETY: as above; the drop count is shared by all CPUs.
+                    maps::add(unsafe { &raw mut (*ban).drops }, 1);
+                    count(Counter::BanDrop, 1);
+                    debug!(ctx, "SYN dropped: {:i} is in a banned network", tcp.src.addr);
+                    return Ok(xdp_action::XDP_DROP);
+                }
+            }
             let per_ip = u64::from(config(ConfigSlot::HardPerIp));
             // SAFETY: map values are plain u64 counters.
             let have = unsafe { CONN_COUNT.get(&tcp.src) }.map_or(0, |p| maps::read(p));
             if per_ip != 0 && have >= per_ip {
                 count(Counter::CapDropPerIp, 1);
+                debug!(ctx, "SYN dropped: {:i} is at its connection cap", tcp.src.addr);
                 return Ok(xdp_action::XDP_DROP);
+            }
+            let per_net = u64::from(config(ConfigSlot::HardPerPrefix));
+            if per_net != 0 {
+                // SAFETY: map values are plain u64 counters.
+                let have = unsafe { PREFIX_COUNT.get(&net) }.map_or(0, |p| maps::read(p));
+                if have >= per_net {
+                    count(Counter::CapDropPerPrefix, 1);
+                    debug!(ctx, "SYN dropped: the network of {:i} is at its connection cap", tcp.src.addr);
+                    return Ok(xdp_action::XDP_DROP);
+                }
             }
             let total = u64::from(config(ConfigSlot::HardTotal));
             let all = CONN_TOTAL.get_ptr(0).map_or(0, |p| maps::read(p));
             if total != 0 && all >= total {
                 count(Counter::CapDropTotal, 1);
+                debug!(ctx, "SYN dropped: the server is at its connection cap");
                 return Ok(xdp_action::XDP_DROP);
             }
         }

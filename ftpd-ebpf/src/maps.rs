@@ -6,7 +6,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
 };
-use ftpd_common::{CONFIG_SLOTS, COUNTER_SLOTS, ConfigSlot, Counter, IpKey, Pinhole};
+use ftpd_common::{Ban, CONFIG_SLOTS, COUNTER_SLOTS, ConfigSlot, Counter, IpKey, Pinhole};
 
 /// Ports and caps, written by the daemon at startup (`ConfigSlot`).
 #[map]
@@ -26,6 +26,18 @@ pub static PASV_ALLOW: HashMap<u32, Pinhole> = HashMap::with_max_entries(65_536,
 #[map]
 pub static CONN_COUNT: HashMap<IpKey, u64> = HashMap::with_max_entries(65_536, 0);
 
+/// Established control connections per client network (`ftpd_prefix_v4`,
+/// `ftpd_prefix_v6`), counted only with `ftpd_max_per_prefix`. Not LRU, and
+/// sized like `CONN_COUNT`, for the same reasons.
+#[map]
+pub static PREFIX_COUNT: HashMap<IpKey, u64> = HashMap::with_max_entries(65_536, 0);
+
+/// Banned client networks, written by the daemon. Not LRU: an eviction
+/// would lift a ban early. When it is full the daemon still refuses the
+/// network after accept().
+#[map]
+pub static BANS: HashMap<IpKey, Ban> = HashMap::with_max_entries(65_536, 0);
+
 /// Established control connections in all (slot 0).
 #[map]
 pub static CONN_TOTAL: Array<u64> = Array::with_max_entries(1, 0);
@@ -34,6 +46,12 @@ pub static CONN_TOTAL: Array<u64> = Array::with_max_entries(1, 0);
 #[inline(always)]
 pub fn config(slot: ConfigSlot) -> u32 {
     CONFIG.get(slot as u32).copied().unwrap_or(0)
+}
+
+/// The client network of `key`, as `ftpd_prefix_v4`/`ftpd_prefix_v6` define it.
+#[inline(always)]
+pub fn network(key: &IpKey) -> IpKey {
+    key.masked(config(ConfigSlot::PrefixV4), config(ConfigSlot::PrefixV6))
 }
 
 /// Adds to a per-CPU counter.

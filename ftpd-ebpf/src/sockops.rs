@@ -1,5 +1,5 @@
 //! sock_ops on ftpd's cgroup: counts established control connections per
-//! client (for the XDP caps) and closes a pinhole once its data connection is
+//! client and per client network (for the XDP caps) and closes a pinhole once its data connection is
 //! established. Rate limits are not here: the daemon sets the pacing rate on
 //! each data socket itself, which works whatever port the socket has.
 
@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use ftpd_common::{ConfigSlot, Counter, IpKey};
 
-use crate::maps::{CONN_COUNT, CONN_TOTAL, PASV_ALLOW, add, config, count, read};
+use crate::maps::{CONN_COUNT, CONN_TOTAL, PASV_ALLOW, PREFIX_COUNT, add, config, count, network, read};
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -62,6 +62,10 @@ fn try_sockops(ctx: &SockOpsContext) -> Result<(), ()> {
     let hi = config(ConfigSlot::PasvMax);
     let is_control = control != 0 && local_port == control;
     let is_data = lo != 0 && local_port >= lo && local_port <= hi;
+    // The network is counted only when a cap uses it; the prefix lengths do
+    // not change while the programs run, so a close finds the entry its
+    // connection was counted in.
+    let per_net = config(ConfigSlot::HardPerPrefix) != 0;
     match op {
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
             if is_control {
@@ -70,6 +74,15 @@ fn try_sockops(ctx: &SockOpsContext) -> Result<(), ()> {
                 }
                 if let Some(p) = CONN_COUNT.get_ptr_mut(&key) {
                     add(p, 1);
+                }
+                if per_net {
+                    let net = network(&key);
+                    if PREFIX_COUNT.get_ptr_mut(&net).is_none() {
+                        let _ = PREFIX_COUNT.insert(&net, &0, BPF_NOEXIST);
+                    }
+                    if let Some(p) = PREFIX_COUNT.get_ptr_mut(&net) {
+                        add(p, 1);
+                    }
                 }
                 if let Some(p) = CONN_TOTAL.get_ptr_mut(0) {
                     add(p, 1);
@@ -86,6 +99,13 @@ fn try_sockops(ctx: &SockOpsContext) -> Result<(), ()> {
             if let Some(p) = CONN_COUNT.get_ptr_mut(&key) {
                 if read(p) > 0 {
                     add(p, u64::MAX);
+                }
+            }
+            if per_net {
+                if let Some(p) = PREFIX_COUNT.get_ptr_mut(&network(&key)) {
+                    if read(p) > 0 {
+                        add(p, u64::MAX);
+                    }
                 }
             }
             if let Some(p) = CONN_TOTAL.get_ptr_mut(0) {

@@ -243,6 +243,14 @@ options! {
     accept_timeout: UInt = 60, "Seconds to wait for the client to open a passive data connection.";
     ftpd_kernel_max_per_ip: UInt = 0, "ftpd extension. Control-port SYNs from an IP with this many established control connections are dropped in XDP, before accept(). 0: twice `max_per_ip` (off when `max_per_ip=0`).";
     ftpd_kernel_max_clients: UInt = 0, "ftpd extension. Control-port SYNs are dropped in XDP while this many control connections are established. 0: twice `max_clients` (off when `max_clients=0`).";
+    ftpd_max_per_prefix: UInt = 0, "ftpd extension. Most control connections from one client network (`ftpd_prefix_v4`, `ftpd_prefix_v6`: by default one IPv4 address, one IPv6 /64, which a single IPv6 host usually has to itself); more get `421`. With the kernel data plane, SYNs from a network with twice this many established connections are dropped in XDP. 0 means no limit.";
+    ftpd_prefix_v4: UInt = 32, "ftpd extension. Leading bits of an IPv4 address that make one client network, for `ftpd_max_per_prefix` and bans (1-32). 32: each address on its own; 24: a /24 counts as one client.";
+    ftpd_prefix_v6: UInt = 64, "ftpd extension. Leading bits of an IPv6 address that make one client network, for `ftpd_max_per_prefix` and bans (1-128). 64: one /64, the smallest network an IPv6 site is usually given, so a client cannot escape a ban or a cap by changing its address inside it.";
+    ftpd_ban_enable: Bool = false, "ftpd extension. YES: a client network (`ftpd_prefix_v4`, `ftpd_prefix_v6`) with `ftpd_ban_fails` failed logins within `ftpd_ban_window` seconds, summed over all its sessions, is banned for `ftpd_ban_time` seconds: its SYNs to the control port are dropped in XDP with the kernel data plane, and its connections are closed with `421` right after accept() without it. `max_login_fails` still ends each session. NO (the default, as vsftpd never bans): failed logins only end sessions.";
+    ftpd_ban_fails: UInt = 10, "ftpd extension. Failed logins from one client network, within `ftpd_ban_window`, that start a ban (`ftpd_ban_enable`). The default allows a few sessions of mistyped passwords (`max_login_fails` is 3 per session) before a ban.";
+    ftpd_ban_window: UInt = 600, "ftpd extension. Seconds over which failed logins are summed for `ftpd_ban_fails`.";
+    ftpd_ban_time: UInt = 900, "ftpd extension. Seconds a ban lasts; long enough to make password guessing pointless, short enough that a network that shares one address (NAT) is not locked out for long by one user.";
+    ftpd_ban_allow: Str = "", "ftpd extension. Comma-separated addresses and CIDR networks (e.g. `192.0.2.0/24, 2001:db8::/32`) that are never banned and whose failed logins are not counted: monitoring, the operator's own hosts.";
     ftpd_rate_scope: Str = "session", "ftpd extension. What `anon_max_rate`/`local_max_rate` limit: `session` (vsftpd's meaning), or `user` / `ip`: one limit shared by all that user's (or IP's) concurrent transfers, re-split when one starts or ends.";
     ftpd_list_cache_ms: UInt = 1000, "ftpd extension. Milliseconds a directory's listing (names and stats) is reused by the next LIST/NLST/MLSD of that directory by the same user, while the directory itself is unchanged (same mtime and ctime) and no write went through that user's sessions. Within this time, a file changed in place by another program may show its old size and time. 0: every listing reads the directory (vsftpd's behaviour).";
     ftpd_max_listings_per_ip: UInt = 8, "ftpd extension. Most directory listings (LIST/NLST/MLSD) running at once for one client IP address; more get `451`. Each holds one of its file worker's 64 listing slots while its client reads, so one address cannot take them all. 0 means no limit.";
@@ -252,6 +260,7 @@ options! {
     ftpd_metrics_dirs: Str = "", "ftpd extension. Comma-separated top-level directories (projects, e.g. `debian,ubuntu`) whose downloads and uploads are counted apart in the metrics (`dir` label) and in `ftpd stats`; transfers elsewhere count as `other`. Empty: no per-directory metrics.";
     ftpd_shutdown_timeout: UInt = 30, "ftpd extension. Seconds that running transfers may take to finish after SIGTERM (or SIGINT): the listeners close at once, idle sessions get `421` at once, and sessions still transferring when the time is up get `426` and `421`; then ftpd exits 0. A second SIGTERM ends them at once. 0: end every session at once.";
     ftpd_ebpf: Str = "auto", "ftpd extension. `auto`: load the kernel data plane when possible, else enforce limits in userspace; `on`: refuse to start without it; `off`: never load it.";
+    ftpd_ebpf_log: Bool = false, "ftpd extension. Log the kernel programs' rare decisions (a SYN dropped by a ban or a connection cap, with its address) at debug level, target `ftpd_ebpf`. Also on when RUST_LOG enables `ftpd_ebpf` at debug. Off, they cost one read per drop; on, one ring-buffer record each, so leave it off under floods.";
     ftpd_xdp_interfaces: Str = "", "ftpd extension. Comma-separated interfaces to attach XDP to; empty means those carrying `listen_address` (`lo` for loopback, every interface that is up for the wildcard), native mode where the driver has it, generic otherwise; the log says which per interface.";
 }
 
@@ -499,6 +508,24 @@ impl Config {
                 ));
             }
         }
+        if self.ftpd_prefix_v4 == 0 || self.ftpd_prefix_v4 > 32 {
+            return Err(format!("ftpd_prefix_v4={} is not an IPv4 prefix length (1-32)", self.ftpd_prefix_v4));
+        }
+        if self.ftpd_prefix_v6 == 0 || self.ftpd_prefix_v6 > 128 {
+            return Err(format!("ftpd_prefix_v6={} is not an IPv6 prefix length (1-128)", self.ftpd_prefix_v6));
+        }
+        if self.ftpd_ban_enable {
+            for (name, v) in [
+                ("ftpd_ban_fails", self.ftpd_ban_fails),
+                ("ftpd_ban_window", self.ftpd_ban_window),
+                ("ftpd_ban_time", self.ftpd_ban_time),
+            ] {
+                if v == 0 {
+                    return Err(format!("{name}=0 with ftpd_ban_enable=YES: use at least 1, or ftpd_ban_enable=NO"));
+                }
+            }
+        }
+        crate::bans::Allow::parse(&self.ftpd_ban_allow)?;
         EbpfMode::parse(&self.ftpd_ebpf)?;
         RateScope::parse(&self.ftpd_rate_scope)?;
         if !self.ftpd_metrics_listen.is_empty() && self.ftpd_metrics_listen.parse::<std::net::SocketAddr>().is_err() {
@@ -645,6 +672,13 @@ impl Config {
     /// The XDP hard cap per IP (0: none).
     pub fn kernel_max_per_ip(&self) -> u32 {
         if self.ftpd_kernel_max_per_ip != 0 { self.ftpd_kernel_max_per_ip } else { self.max_per_ip.saturating_mul(2) }
+    }
+
+    /// The XDP hard cap per client network (0: none): twice
+    /// `ftpd_max_per_prefix`, as the per-IP cap is twice `max_per_ip`, since
+    /// refused connections are held open until the client closes them.
+    pub fn kernel_max_per_prefix(&self) -> u32 {
+        self.ftpd_max_per_prefix.saturating_mul(2)
     }
 
     /// The XDP hard cap on all control connections (0: none).

@@ -10,13 +10,13 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
-    Ebpf,
+    Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray},
     programs::{CgroupAttachMode, SockOps, Xdp, XdpMode},
 };
 use ftpd_common::{
-    CONFIG_MAP, CONN_COUNT_MAP, ConfigSlot, Counter, IpKey, PASV_ALLOW_MAP, Pinhole, SOCKOPS_PROGRAM, STATS_MAP,
-    XDP_PROGRAM,
+    BANS_MAP, Ban, CONFIG_MAP, CONN_COUNT_MAP, ConfigSlot, Counter, IpKey, PASV_ALLOW_MAP, PREFIX_COUNT_MAP, Pinhole,
+    SOCKOPS_PROGRAM, STATS_MAP, XDP_PROGRAM,
 };
 use tracing::{info, warn};
 
@@ -42,6 +42,11 @@ pub struct Dataplane {
     pinholes_on: bool,
     pasv: Mutex<HashMap<MapData, u32, Pinhole>>,
     conns: Mutex<HashMap<MapData, IpKey, u64>>,
+    nets: Mutex<HashMap<MapData, IpKey, u64>>,
+    bans: Mutex<HashMap<MapData, IpKey, Ban>>,
+    /// The kernel programs' log records (`ftpd_ebpf_log`), until the front
+    /// takes it to read them.
+    logger: Mutex<Option<aya_log::EbpfLogger<&'static dyn log::Log>>>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -60,8 +65,25 @@ impl Dataplane {
         if interfaces.is_empty() {
             bail!("no interface to attach XDP to (set ftpd_xdp_interfaces)");
         }
-        let mut ebpf =
-            Ebpf::load(bytes).context("loading the eBPF object (needs root, or CAP_BPF and CAP_NET_ADMIN)")?;
+        // aya-log's level, patched into the object before load: 4 (debug)
+        // lets the programs' `debug!` through, 0 silences them all.
+        let log_on = cfg.ftpd_ebpf_log || tracing::enabled!(target: "ftpd_ebpf", tracing::Level::DEBUG);
+        let level: u8 = if log_on { 4 } else { 0 };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("AYA_LOG_LEVEL", &level, true)
+            .load(bytes)
+            .context("loading the eBPF object (needs root, or CAP_BPF and CAP_NET_ADMIN)")?;
+        let logger = if log_on {
+            match aya_log::EbpfLogger::init(&mut ebpf) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    warn!("kernel debug events unavailable (ftpd_ebpf_log): {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let (lo, hi) = cfg.pasv_range().unwrap_or((0, 0));
         // Pinholes need a bounded range: with "any port" there is nothing to guard.
         let pinholes_on = lo != 0;
@@ -75,6 +97,11 @@ impl Dataplane {
             conf.set(ConfigSlot::HardPerIp as u32, cfg.kernel_max_per_ip(), 0)?;
             conf.set(ConfigSlot::HardTotal as u32, cfg.kernel_max_clients(), 0)?;
             conf.set(ConfigSlot::PinholesOn as u32, u32::from(pinholes_on), 0)?;
+            // Fixed for the programs' lifetime (a reload does not rewrite
+            // them): sock_ops must find at close the entry it counted in.
+            conf.set(ConfigSlot::PrefixV4 as u32, cfg.ftpd_prefix_v4, 0)?;
+            conf.set(ConfigSlot::PrefixV6 as u32, cfg.ftpd_prefix_v6, 0)?;
+            conf.set(ConfigSlot::HardPerPrefix as u32, cfg.kernel_max_per_prefix(), 0)?;
         }
         if !pinholes_on {
             warn!(
@@ -120,8 +147,34 @@ impl Dataplane {
         };
         let pasv = Mutex::new(HashMap::try_from(take(&mut ebpf, PASV_ALLOW_MAP)?)?);
         let conns = Mutex::new(HashMap::try_from(take(&mut ebpf, CONN_COUNT_MAP)?)?);
+        let nets = Mutex::new(HashMap::try_from(take(&mut ebpf, PREFIX_COUNT_MAP)?)?);
+        let bans = Mutex::new(HashMap::try_from(take(&mut ebpf, BANS_MAP)?)?);
         info!(interfaces = ?interfaces, cgroup = %cgroup, "eBPF data plane loaded: XDP and sock_ops attached");
-        Ok(Self { ebpf, interfaces, cgroup, pinholes_on, pasv, conns })
+        Ok(Self { ebpf, interfaces, cgroup, pinholes_on, pasv, conns, nets, bans, logger: Mutex::new(logger) })
+    }
+
+    /// Forwards the kernel programs' log records to ftpd's log (target
+    /// `ftpd_ebpf`), from a task on the current runtime; once, and only
+    /// with `ftpd_ebpf_log`.
+    pub fn spawn_log_reader(&self) {
+        let Some(logger) = lock(&self.logger).take() else { return };
+        // SAFETY: the fd is the logger's ring buffer map, owned by it and
+        // open, unchanged, for as long as the AsyncFd owns the logger.
+        let fd =
+            match unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) } {
+                Ok(fd) => fd,
+                Err(e) => {
+                    warn!("kernel debug events unavailable (ftpd_ebpf_log): {e}");
+                    return;
+                }
+            };
+        tokio::spawn(async move {
+            let mut fd = fd;
+            while let Ok(mut ready) = fd.readable_mut().await {
+                ready.get_inner_mut().flush();
+                ready.clear_ready();
+            }
+        });
     }
 
     /// Opens a one-shot pinhole for `client` to `port`, until `ttl` from now.
@@ -152,6 +205,22 @@ impl Dataplane {
         lock(&self.conns).get(&ip_key(ip), 0).unwrap_or(0)
     }
 
+    /// Bans the client network `net` (a key masked as the kernel masks it)
+    /// for `time`: XDP drops its control-port SYNs until then.
+    pub fn ban(&self, net: IpKey, time: std::time::Duration) -> Result<()> {
+        let expires_ns = monotonic_ns().saturating_add(u64::try_from(time.as_nanos()).unwrap_or(u64::MAX));
+        lock(&self.bans).insert(net, Ban { expires_ns, drops: 0 }, 0).context("BANS insert")?;
+        Ok(())
+    }
+
+    /// Removes `net`'s ban; returns how many SYNs it dropped.
+    pub fn lift(&self, net: &IpKey) -> Option<u64> {
+        let mut m = lock(&self.bans);
+        let drops = m.get(net, 0).ok().map(|b| b.drops);
+        let _ = m.remove(net);
+        drops
+    }
+
     /// Open pinholes right now (a gauge for metrics and tests).
     pub fn open_pinholes(&self) -> usize {
         lock(&self.pasv).keys().count()
@@ -165,6 +234,13 @@ impl Dataplane {
         for k in zero {
             let _ = m.remove(&k);
         }
+        drop(m);
+        let mut m = lock(&self.nets);
+        let zero: Vec<IpKey> = m.iter().filter_map(Result::ok).filter(|(_, v)| *v == 0).map(|(k, _)| k).collect();
+        for k in zero {
+            let _ = m.remove(&k);
+        }
+        drop(m);
         let now = monotonic_ns();
         let mut p = lock(&self.pasv);
         let stale: Vec<u32> = p

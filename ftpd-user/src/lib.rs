@@ -3,6 +3,7 @@
 //! # Layout
 //! - `config`: the option table (vsftpd.conf names and defaults) and its reader.
 //! - `server`: accept loop, connection limits, shared state.
+//! - `bans`: failed logins per client network, bans, and what a client network is.
 //! - `session`: one control connection: state, read loop, dispatch.
 //! - `commands`: the command handlers, by topic.
 //! - `control`: line framing and reply encoding for the control connection.
@@ -16,6 +17,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod bans;
 pub mod check;
 pub mod ciphers;
 pub mod commands;

@@ -458,7 +458,7 @@ fn run(cli: Cli) -> Result<()> {
             let l = tokio::net::TcpListener::from_std(l)?;
             info!(addr = %l.local_addr()?, "metrics: GET /metrics");
             let s = Arc::clone(&shared);
-            tokio::spawn(ftpd::metrics::serve(l, Arc::new(move || s.metrics.render(s.kernel()))));
+            tokio::spawn(ftpd::metrics::serve(l, Arc::new(move || s.metrics.render(s.kernel(), s.bans.active()))));
         }
         info!(%addr, root = %root.display(), "ftpd listening");
         // The accept loop runs on a worker thread, not in block_on: a session

@@ -61,6 +61,10 @@ pub struct Metrics {
     pub kernel: Family<Labels, Counter>,
     /// Rate-limited transfers by direction and how they were paced.
     pub paced: Family<Labels, Counter>,
+    /// Bans started (`ftpd_ban_enable`).
+    pub bans_total: Counter,
+    /// Bans in force.
+    pub bans_active: Gauge,
     /// Passive ports bound right now.
     pub pasv_in_use: Gauge,
     /// Size of the passive port range (0: any port).
@@ -127,6 +131,8 @@ impl Metrics {
             pinholes: Family::default(),
             kernel: Family::default(),
             paced: Family::default(),
+            bans_total: Counter::default(),
+            bans_active: Gauge::default(),
             pasv_in_use: Gauge::default(),
             pasv_range: Gauge::default(),
             ebpf_enabled: Gauge::default(),
@@ -167,6 +173,8 @@ impl Metrics {
              schedule) or userspace (a schedule alone: uploads, or a socket that refused the pacing rate)",
             m.paced.clone(),
         );
+        r.register("bans", "Client networks banned for failed logins (ftpd_ban_enable)", m.bans_total.clone());
+        r.register("bans_active", "Client networks banned now", m.bans_active.clone());
         r.register("pasv_ports_in_use", "Passive ports bound now", m.pasv_in_use.clone());
         r.register("pasv_ports_range", "Size of the passive port range (0: any port)", m.pasv_range.clone());
         r.register("ebpf_enabled", "1 when the eBPF data plane is loaded", m.ebpf_enabled.clone());
@@ -191,7 +199,7 @@ impl Metrics {
         let build: Family<Labels, Gauge> = Family::default();
         build.get_or_create(&l(&[("version", env!("CARGO_PKG_VERSION"))])).set(1);
         r.register("build_info", "ftpd build information", build);
-        for reason in ["max_clients", "max_per_ip", "kernel_hard_cap"] {
+        for reason in ["max_clients", "max_per_ip", "max_per_prefix", "banned", "kernel_hard_cap", "kernel_ban"] {
             let _ = m.refused.get_or_create(&l(&[("reason", reason)]));
         }
         for dir in ["download", "upload"] {
@@ -269,19 +277,25 @@ impl Metrics {
     }
 
     /// The OpenMetrics text, with kernel and process figures read now.
-    pub fn render(&self, kernel: Option<&crate::dataplane::Dataplane>) -> String {
+    pub fn render(&self, kernel: Option<&crate::dataplane::Dataplane>, bans_active: usize) -> String {
         if let Some(Ok(counters)) = kernel.map(crate::dataplane::Dataplane::counters) {
-            let mut hard_cap = 0;
+            let (mut hard_cap, mut ban) = (0, 0);
             for (c, v) in counters {
                 let counter = self.kernel.get_or_create(&l(&[("event", c.name())]));
                 counter.inner().store(v, Ordering::Relaxed);
-                if matches!(c, ftpd_common::Counter::CapDropPerIp | ftpd_common::Counter::CapDropTotal) {
-                    hard_cap += v;
+                match c {
+                    ftpd_common::Counter::CapDropPerIp
+                    | ftpd_common::Counter::CapDropTotal
+                    | ftpd_common::Counter::CapDropPerPrefix => hard_cap += v,
+                    ftpd_common::Counter::BanDrop => ban += v,
+                    _ => {}
                 }
             }
-            // SYNs the XDP hard caps dropped, beside userspace's refusals.
+            // SYNs the XDP hard caps and bans dropped, beside userspace's refusals.
             self.refused.get_or_create(&l(&[("reason", "kernel_hard_cap")])).inner().store(hard_cap, Ordering::Relaxed);
+            self.refused.get_or_create(&l(&[("reason", "kernel_ban")])).inner().store(ban, Ordering::Relaxed);
         }
+        self.bans_active.set(i64::try_from(bans_active).unwrap_or(i64::MAX));
         let (rss, cpu) = process_totals();
         self.rss.set(rss);
         self.cpu.inner().store(cpu.to_bits(), Ordering::Relaxed);

@@ -50,6 +50,8 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Stop requests (SIGTERM): see [`Stop`].
     stop: tokio::sync::watch::Sender<Stop>,
+    /// Failed logins per client network and the bans they started.
+    pub bans: crate::bans::Bans,
     next_id: AtomicU64,
     conns: Mutex<Conns>,
 }
@@ -69,6 +71,8 @@ pub enum Stop {
 struct Conns {
     total: u32,
     per_ip: HashMap<IpAddr, u32>,
+    /// Per client network (`ftpd_max_per_prefix`), counted only while it is set.
+    per_net: HashMap<ftpd_common::IpKey, u32>,
 }
 
 impl Shared {
@@ -95,6 +99,7 @@ impl Shared {
             anon_root,
             plane,
             stop: tokio::sync::watch::Sender::new(Stop::Running),
+            bans: crate::bans::Bans::default(),
             next_id: AtomicU64::new(1),
             conns: Mutex::default(),
         }
@@ -167,9 +172,65 @@ impl Shared {
         if per_ip != 0 && n >= per_ip {
             return Err("There are too many connections from your internet address.");
         }
+        let net = (cfg.ftpd_max_per_prefix != 0).then(|| crate::bans::network(&cfg, ip));
+        if let Some(net) = net {
+            let have = c.per_net.get(&net).copied().unwrap_or(0);
+            if have >= cfg.ftpd_max_per_prefix {
+                return Err(TOO_MANY_FROM_NETWORK);
+            }
+            c.per_net.insert(net, have + 1);
+        }
         c.total += 1;
         c.per_ip.insert(ip, n + 1);
-        Ok(Slot { shared: Arc::clone(self), ip })
+        Ok(Slot { shared: Arc::clone(self), ip, net })
+    }
+
+    /// Counts a failed login from `ip` (`ftpd_ban_enable`), and bans its
+    /// network when this failure is one too many: in the kernel too, when
+    /// the kernel plane runs. Logged once per ban.
+    pub fn login_failed(&self, ip: IpAddr) {
+        let cfg = self.cfg();
+        if !cfg.ftpd_ban_enable {
+            return;
+        }
+        // validate() accepted the list.
+        let allow = crate::bans::Allow::parse(&cfg.ftpd_ban_allow).unwrap_or_default();
+        let Some((net, time)) = self.bans.login_failed(&cfg, &allow, canonical(ip), std::time::Instant::now()) else {
+            return;
+        };
+        let shown = crate::bans::show(&net, &cfg);
+        let kernel = match self.kernel().map(|dp| dp.ban(net, time)) {
+            None => "no (userspace plane)",
+            Some(Ok(())) => "yes",
+            Some(Err(e)) => {
+                warn!(network = %shown, error = %e, "ban not written to the kernel; refused after accept() only");
+                "no (map update failed)"
+            }
+        };
+        warn!(
+            network = %shown,
+            fails = cfg.ftpd_ban_fails,
+            window_s = cfg.ftpd_ban_window,
+            seconds = time.as_secs(),
+            kernel,
+            "client network banned: too many failed logins"
+        );
+        self.metrics.bans_total.inc();
+    }
+
+    /// Lifts the bans that have expired, in the kernel too, with one log
+    /// line each saying how much they refused.
+    fn sweep_bans(&self) {
+        let cfg = self.cfg();
+        for lifted in self.bans.sweep(&cfg, std::time::Instant::now()) {
+            let dropped = self.kernel().and_then(|dp| dp.lift(&lifted.net)).unwrap_or(0);
+            info!(
+                network = %crate::bans::show(&lifted.net, &cfg),
+                refused_after_accept = lifted.refused,
+                syns_dropped = dropped,
+                "ban lifted"
+            );
+        }
     }
 }
 
@@ -199,10 +260,17 @@ pub fn reload(shared: &Shared) -> Result<(usize, Vec<&'static str>), String> {
     Ok((crate::rates::apply(&shared.rates, limits), kept))
 }
 
+/// The 421 text for `ftpd_max_per_prefix`, in vsftpd's `max_per_ip` style.
+const TOO_MANY_FROM_NETWORK: &str = "There are too many connections from your network.";
+
+/// The 421 text for a banned network.
+const BANNED: &str = "Too many failed logins from your network; try again later.";
+
 /// A counted connection; dropping it frees the slot.
 struct Slot {
     shared: Arc<Shared>,
     ip: IpAddr,
+    net: Option<ftpd_common::IpKey>,
 }
 
 impl Drop for Slot {
@@ -213,6 +281,14 @@ impl Drop for Slot {
             *n -= 1;
             if *n == 0 {
                 c.per_ip.remove(&self.ip);
+            }
+        }
+        if let Some(net) = &self.net
+            && let Some(n) = c.per_net.get_mut(net)
+        {
+            *n -= 1;
+            if *n == 0 {
+                c.per_net.remove(net);
             }
         }
     }
@@ -252,6 +328,9 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             }
         });
     }
+    if let Some(dp) = shared.kernel() {
+        dp.spawn_log_reader();
+    }
     if shared.kernel().is_some() {
         let s = Arc::clone(&shared);
         tokio::spawn(async move {
@@ -261,6 +340,18 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
                 if let Some(dp) = s.kernel() {
                     dp.sweep();
                 }
+            }
+        });
+    }
+    {
+        // Bans end on time in the kernel by themselves (XDP compares expiry
+        // times); this removes them from both tables and logs each once.
+        let s = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                s.sweep_bans();
             }
         });
     }
@@ -287,11 +378,25 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
         let shared2 = Arc::clone(&shared);
         shared.metrics.sessions_total.inc();
         tokio::spawn(async move {
+            if shared2.bans.refuses(&shared2.cfg(), ip, std::time::Instant::now()) {
+                // Closed at once, never held: a banned client gets nothing to
+                // wait on, and with the kernel plane its next SYNs are dropped.
+                debug!(peer = %peer, "connection refused: banned network");
+                crate::metrics::Metrics::inc(&shared2.metrics.refused, "reason", "banned");
+                session::refuse(&mut stream, BANNED, false).await;
+                return;
+            }
             let slot = match shared2.admit(ip) {
                 Ok(s) => s,
                 Err(text) => {
                     warn!(peer = %peer, reason = text, "connection refused");
-                    let reason = if text.contains("internet address") { "max_per_ip" } else { "max_clients" };
+                    let reason = if text == TOO_MANY_FROM_NETWORK {
+                        "max_per_prefix"
+                    } else if text.contains("internet address") {
+                        "max_per_ip"
+                    } else {
+                        "max_clients"
+                    };
                     crate::metrics::Metrics::inc(&shared2.metrics.refused, "reason", reason);
                     let settings = shared2.settings();
                     match settings.tls.as_ref().filter(|_| settings.cfg.implicit_ssl) {

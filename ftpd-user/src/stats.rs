@@ -99,12 +99,20 @@ pub fn table(addr: &str, before: &Samples, now: &Samples, secs: f64) -> String {
         ));
     }
     out.push_str(&format!(
-        "refused           {:>8.2} /s    (max_clients {}, max_per_ip {})\n",
+        "refused           {:>8.2} /s    (max_clients {}, max_per_ip {}, max_per_prefix {}, banned {})\n",
         rate("ftpd_connections_refused_total", &[]),
-        sum(now, "ftpd_connections_refused_total", &["max_clients"]),
-        sum(now, "ftpd_connections_refused_total", &["max_per_ip"]),
+        sum(now, "ftpd_connections_refused_total", &["\"max_clients\""]),
+        sum(now, "ftpd_connections_refused_total", &["\"max_per_ip\""]),
+        sum(now, "ftpd_connections_refused_total", &["\"max_per_prefix\""]),
+        sum(now, "ftpd_connections_refused_total", &["\"banned\""]),
     ));
-    let drops = ["pinhole_drop", "cap_drop_per_ip", "cap_drop_total"];
+    out.push_str(&format!(
+        "bans active       {:>8}  (total {}; SYNs dropped in XDP {})\n",
+        sum(now, "ftpd_bans_active", &[]),
+        sum(now, "ftpd_bans_total", &[]),
+        sum(now, "ftpd_kernel_events_total", &["\"ban_drop\""]),
+    ));
+    let drops = ["pinhole_drop", "cap_drop_per_ip", "cap_drop_per_prefix", "cap_drop_total", "ban_drop"];
     let kernel_drops: f64 = drops.iter().map(|d| sum(now, "ftpd_kernel_events_total", &[d])).sum();
     let kernel_rate: f64 = drops.iter().map(|d| rate("ftpd_kernel_events_total", &[d])).sum();
     out.push_str(&format!(

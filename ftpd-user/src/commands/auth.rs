@@ -119,6 +119,9 @@ impl Session {
                 self.shared.logs.event(&self.log_user, "FAIL LOGIN", &self.client, None);
                 crate::metrics::Metrics::inc(&self.shared.metrics.logins, "result", "failed");
                 self.login_fails += 1;
+                if !d.config_error {
+                    self.shared.login_failed(self.peer.ip());
+                }
                 tokio::time::sleep(std::time::Duration::from_secs(u64::from(self.shared.cfg().delay_failed_login)))
                     .await;
                 return self.reply(530, &d.reply).await;
