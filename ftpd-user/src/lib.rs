@@ -6,6 +6,8 @@
 //! - `session`: one control connection: state, read loop, dispatch.
 //! - `commands`: the command handlers, by topic.
 //! - `control`: line framing and reply encoding for the control connection.
+//! - `command`: the command table: verbs, their typed arguments, HELP/FEAT/metrics facts.
+//! - `reply`: every fixed reply (code and vsftpd's text) by name.
 //! - `data`: passive listeners and zero-copy sends.
 //! - `tls`: FTPS: rustls configuration, per-session resumption, TLS streams.
 //! - `ciphers`: `ssl_ciphers` read into rustls's suites (below `config` and `tls`).
@@ -16,6 +18,7 @@ pub mod access;
 pub mod auth;
 pub mod check;
 pub mod ciphers;
+pub mod command;
 pub mod commands;
 pub mod config;
 pub mod control;
@@ -28,6 +31,7 @@ pub mod manual;
 pub mod metrics;
 pub mod privsep;
 pub mod rates;
+pub mod reply;
 pub mod server;
 pub mod session;
 pub mod stats;

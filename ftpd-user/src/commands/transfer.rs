@@ -18,9 +18,11 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use crate::{
+    command::{HashAlg, ListArgs},
     commands::files::Op,
     data::{self, DataError, RecvError},
     fs::{self, Create, Entry, FsError, ListStyle, VPath},
+    reply::{self, Reply, code},
     session::{Raced, Session},
     tls::DataStream,
     worker::Fs,
@@ -57,18 +59,6 @@ pub enum StoreKind {
     Appe,
     /// Store under a new unique name.
     Stou,
-}
-
-/// Splits `ls` options (`-la`) from the path in a LIST/NLST/STAT argument.
-pub fn split_list_args(arg: &[u8]) -> (Vec<u8>, &[u8]) {
-    let mut rest = arg;
-    let mut flags = Vec::new();
-    while rest.starts_with(b"-") {
-        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
-        flags.extend_from_slice(&rest[1..end]);
-        rest = rest[end..].strip_prefix(b" ").unwrap_or(&rest[end..]);
-    }
-    (flags, rest)
 }
 
 /// Largest file whose TYPE A `SIZE` is computed. Reading the file is the
@@ -142,20 +132,21 @@ impl Session {
         }
     }
 
-    pub(crate) async fn cmd_list(&mut self, arg: &[u8], kind: ListKind) -> io::Result<()> {
+    /// LIST, NLST and MLSD (whose argument is a path only).
+    pub(crate) async fn cmd_list(&mut self, args: ListArgs<'_>, kind: ListKind) -> io::Result<()> {
         if !self.cfg().dirlist_enable {
-            return self.reply(550, "Permission denied.").await;
+            return self.send(reply::PERMISSION_DENIED).await;
         }
-        let (flags, path_arg) = if kind == ListKind::Machine { (Vec::new(), arg) } else { split_list_args(arg) };
+        let path_arg = args.path;
         // vsftpd: `NLST -l` is a long listing.
-        let kind = if kind == ListKind::Names && flags.contains(&b'l') { ListKind::Long } else { kind };
-        let all = flags.contains(&b'a') || self.cfg().force_dot_files;
-        let recurse = flags.contains(&b'R') && self.cfg().ls_recurse_enable && kind != ListKind::Machine;
+        let kind = if kind == ListKind::Names && args.long { ListKind::Long } else { kind };
+        let all = args.all || self.cfg().force_dot_files;
+        let recurse = args.recurse && self.cfg().ls_recurse_enable && kind != ListKind::Machine;
         let path = self.path(path_arg);
         if kind == ListKind::Machine {
             let ok = path.as_ref().is_some_and(|p| self.user().root.is_dir(p));
             if !ok {
-                return self.reply(550, "Failed to open directory.").await;
+                return self.send(reply::MLSD_FAILED).await;
             }
         }
         // One address may not hold all of a worker's listing slots (a session
@@ -163,15 +154,15 @@ impl Session {
         let worker = self.user().root.worker_key();
         let Some(slot) = ListingSlot::take(self.peer_ip(), worker, self.cfg().ftpd_max_listings_per_ip) else {
             info!(session = self.id, peer = %self.peer, "listing refused: ftpd_max_listings_per_ip reached");
-            return self.reply(451, "Too many directory listings from your address; try again later.").await;
+            return self.send(reply::TOO_MANY_LISTINGS).await;
         };
         let Some(data) = self.open_data().await? else { return Ok(()) };
-        self.reply(150, "Here comes the directory listing.").await?;
+        self.send(reply::LISTING_FOLLOWS).await?;
         let Some(mut data) = self.secure_data(data).await? else { return Ok(()) };
         let strict_shutdown = self.cfg().strict_ssl_write_shutdown;
         // Streamed: each chunk of entries is formatted and written before the
         // next is read, so a listing costs one chunk of memory whatever its size.
-        let lister = self.lister(kind, all, flags.contains(&b'a'), recurse);
+        let lister = self.lister(kind, all, args.all, recurse);
         // A listing whose client does not read holds a worker thread and its
         // memory: it gets less time than a file download.
         let stall = match self.cfg().ftpd_list_stall_timeout {
@@ -198,24 +189,24 @@ impl Session {
         match self.race(send).await? {
             Raced::Done(None) => {
                 info!(session = self.id, peer = %self.peer, "listing preempted: the worker's listing slots were full and this address had the most");
-                self.reply(426, "Failure writing network stream.").await
+                self.send(reply::NETWORK_WRITE_FAILED).await
             }
             Raced::Done(Some(Ok(true))) if kind != ListKind::Machine => {
                 // vsftpd reports an unreadable directory as a successful, empty listing.
-                self.reply(226, "Transfer done (but failed to open directory).").await
+                self.send(reply::LISTING_DONE_UNREADABLE).await
             }
-            Raced::Done(Some(Ok(_))) => self.reply(226, "Directory send OK.").await,
+            Raced::Done(Some(Ok(_))) => self.send(reply::LISTING_OK).await,
             Raced::Done(Some(Err(DataError::File(e)))) => {
                 warn!(session = self.id, error = %e, "listing failed");
-                self.reply(451, "Failure reading directory.").await
+                self.send(reply::DIRECTORY_READ_FAILED).await
             }
             Raced::Done(Some(Err(DataError::Stalled))) => {
                 info!(session = self.id, peer = %self.peer, "data connection stalled during a listing");
-                self.reply(421, "Data timeout. Reconnect. Sorry.").await
+                self.send(reply::DATA_TIMEOUT).await
             }
             Raced::Done(Some(Err(e))) => {
                 debug!(session = self.id, error = ?e, "listing aborted");
-                self.reply(426, "Failure writing network stream.").await
+                self.send(reply::NETWORK_WRITE_FAILED).await
             }
             Raced::Aborted => self.abort_replies().await,
         }
@@ -224,8 +215,8 @@ impl Session {
     /// The two replies RFC 959 gives for an ABOR that ends a transfer.
     async fn abort_replies(&mut self) -> io::Result<()> {
         info!(session = self.id, peer = %self.peer, "transfer aborted by the client");
-        self.reply(426, "Failure writing network stream.").await?;
-        self.reply(226, "ABOR successful.").await
+        self.send(reply::NETWORK_WRITE_FAILED).await?;
+        self.send(reply::ABOR_OK).await
     }
 
     /// Records a transfer in the metrics.
@@ -276,20 +267,74 @@ impl Session {
         }
     }
 
+    /// Opens a file for reading as RETR may: `download_enable`, the path
+    /// confined and not denied, opened by the user's worker (or the front
+    /// with the same credentials), and for anonymous users only a file
+    /// everyone may read. The refusal is the reply to send.
+    fn open_download(&self, arg: &[u8]) -> Result<(VPath, OwnedFd, rustix::fs::Stat), Reply> {
+        let cfg = self.cfg();
+        if !cfg.download_enable {
+            return Err(reply::PERMISSION_DENIED);
+        }
+        let opened = self.path(arg).and_then(|p| self.user().root.open_file(&p).ok().map(|(f, st)| (p, f, st)));
+        let Some((vpath, file, st)) = opened else {
+            return Err(reply::FAILED_TO_OPEN_FILE);
+        };
+        if self.anon_rules() && cfg.anon_world_readable_only && st.st_mode & 0o004 == 0 {
+            return Err(reply::FAILED_TO_OPEN_FILE);
+        }
+        Ok((vpath, file, st))
+    }
+
+    /// `HASH` (draft-bryan-ftpext-hash) and `XSHA256` (`alg` given): the
+    /// digest of a whole file a client may download, so that a mirror user
+    /// can check a download without fetching it again. The file is read on
+    /// a blocking thread, never on the session's event loop; ABOR stops it.
+    pub(crate) async fn cmd_hash(&mut self, arg: &[u8], alg: Option<HashAlg>) -> io::Result<()> {
+        let draft = alg.is_none();
+        let alg = alg.unwrap_or(self.hash_alg);
+        let (_, file, _) = match self.open_download(arg) {
+            Ok(x) => x,
+            Err(r) => return self.send(r).await,
+        };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let work = async move {
+            // Hashing is CPU- and disk-bound: a few at a time in the whole
+            // process, so that clients cannot occupy every blocking thread.
+            let _permit = HASHING.acquire().await;
+            tokio::task::spawn_blocking(move || hash_file(&file, alg, &stopped)).await
+        };
+        match self.race(work).await? {
+            Raced::Done(Ok(Ok((digest, len)))) => {
+                let text = if draft {
+                    format!("{} 0-{len} {digest} {}", alg.name(), String::from_utf8_lossy(arg))
+                } else {
+                    digest
+                };
+                self.reply(code::FILE_STATUS, &text).await
+            }
+            Raced::Done(Ok(Err(e))) => {
+                warn!(session = self.id, file = %String::from_utf8_lossy(arg), error = %e, "hashing the file failed");
+                self.send(reply::FILE_READ_FAILED).await
+            }
+            Raced::Done(Err(e)) => Err(io::Error::other(e)),
+            Raced::Aborted => {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.send(reply::HASH_ABORTED).await?;
+                self.send(reply::ABOR_OK).await
+            }
+        }
+    }
+
     pub(crate) async fn cmd_retr(&mut self, arg: &[u8]) -> io::Result<()> {
         let offset = std::mem::take(&mut self.rest);
         let cfg = self.cfg();
-        if !cfg.download_enable {
-            return self.reply(550, "Permission denied.").await;
-        }
-        let opened = self.path(arg).and_then(|p| self.user().root.open_file(&p).ok().map(|x| (p, x)));
-        let Some((vpath, (file, st))) = opened else {
-            return self.reply(550, "Failed to open file.").await;
+        let (vpath, file, st) = match self.open_download(arg) {
+            Ok(x) => x,
+            Err(r) => return self.send(r).await,
         };
         let shown_path = vpath.as_bytes().to_vec();
-        if self.anon_rules() && cfg.anon_world_readable_only && st.st_mode & 0o004 == 0 {
-            return self.reply(550, "Failed to open file.").await;
-        }
         let size = u64::try_from(st.st_size).unwrap_or(0);
         let Some(data) = self.open_data().await? else { return Ok(()) };
         let flow = self.start_flow();
@@ -297,7 +342,8 @@ impl Session {
         let ascii = !self.binary && cfg.ascii_download_enable;
         // vsftpd names the mode the bytes actually travel in.
         let mode = if ascii { "ASCII" } else { "BINARY" };
-        self.reply(150, &format!("Opening {mode} mode data connection for {name} ({size} bytes).")).await?;
+        self.reply(code::OPENING_DATA, &format!("Opening {mode} mode data connection for {name} ({size} bytes)."))
+            .await?;
         let Some(mut data) = self.secure_data(data).await? else { return Ok(()) };
         let strict_shutdown = cfg.strict_ssl_write_shutdown;
         // The socket's own TCP pacing, applied before the first byte, plus a
@@ -347,19 +393,19 @@ impl Session {
         match raced {
             Raced::Done(Ok(sent)) => {
                 info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %name, bytes = sent, secs = started.elapsed().as_secs_f64(), paced, "download complete");
-                self.reply(226, "Transfer complete.").await
+                self.send(reply::TRANSFER_OK).await
             }
             Raced::Done(Err(DataError::File(e))) => {
                 warn!(session = self.id, file = %name, error = %e, "reading the file failed");
-                self.reply(451, "Failure reading local file.").await
+                self.send(reply::FILE_READ_FAILED).await
             }
             Raced::Done(Err(DataError::Stalled)) => {
                 info!(session = self.id, peer = %self.peer, file = %name, "data connection stalled");
-                self.reply(421, "Data timeout. Reconnect. Sorry.").await
+                self.send(reply::DATA_TIMEOUT).await
             }
             Raced::Done(Err(e)) => {
                 info!(session = self.id, peer = %self.peer, file = %name, error = ?e, "download aborted");
-                self.reply(426, "Failure writing network stream.").await
+                self.send(reply::NETWORK_WRITE_FAILED).await
             }
             Raced::Aborted => self.abort_replies().await,
         }
@@ -377,11 +423,11 @@ impl Session {
         // STOU without a name: a unique name in the current directory.
         let given = if kind == StoreKind::Stou && arg.is_empty() { STOU_BASE } else { arg };
         let Some(mut target) = self.path(given).filter(|_| self.may(Op::Upload)) else {
-            return self.reply(550, "Permission denied.").await;
+            return self.send(reply::PERMISSION_DENIED).await;
         };
         // vsftpd: APPE is an "other write", even when the file is new.
         if kind == StoreKind::Appe && !self.may(Op::Other) {
-            return self.reply(550, "Permission denied.").await;
+            return self.send(reply::PERMISSION_DENIED).await;
         }
         let root = &self.user().root;
         // STOU names the file as the client gave it, plus the suffix that
@@ -394,18 +440,18 @@ impl Session {
                     shown.push_str(&String::from_utf8_lossy(suffix));
                     target = t;
                 }
-                None => return self.reply(553, "Could not create file.").await,
+                None => return self.send(reply::COULD_NOT_CREATE_FILE).await,
             }
         }
         let existing = root.lstat(&target).ok();
         if existing.as_ref().is_some_and(|st| !fs::is_file(st)) {
-            return self.reply(553, "Could not create file.").await;
+            return self.send(reply::COULD_NOT_CREATE_FILE).await;
         }
         let overwrite = existing.is_some() && kind == StoreKind::Stor && offset == 0;
         let append = kind == StoreKind::Appe || (existing.is_some() && offset > 0);
         // Overwriting, appending and resuming change an existing file: "other write".
         if (overwrite || append && existing.is_some()) && !self.may(Op::Other) {
-            return self.reply(553, "Could not create file.").await;
+            return self.send(reply::COULD_NOT_CREATE_FILE).await;
         }
         let rules = Rules {
             atomic: cfg.ftpd_atomic_uploads,
@@ -423,11 +469,11 @@ impl Session {
             // the file system said (no permission, no such directory).
             Err(FsError::Io(e)) if e.get_ref().is_some() => {
                 info!(session = self.id, peer = %self.peer, file = %shown, reason = %e, "upload refused");
-                return self.reply(553, "Could not create file.").await;
+                return self.send(reply::COULD_NOT_CREATE_FILE).await;
             }
             Err(e) => {
                 debug!(session = self.id, error = ?e, "cannot open upload target");
-                return self.reply(553, "Could not create file.").await;
+                return self.send(reply::COULD_NOT_CREATE_FILE).await;
             }
         };
         let Some(data) = self.open_data().await? else {
@@ -435,9 +481,9 @@ impl Session {
             return Ok(());
         };
         if kind == StoreKind::Stou {
-            self.reply(150, &format!("FILE: {shown}")).await?;
+            self.reply(code::OPENING_DATA, &format!("FILE: {shown}")).await?;
         } else {
-            self.reply(150, "Ok to send data.").await?;
+            self.send(reply::SEND_DATA).await?;
         }
         let Some(mut data) = self.secure_data(data).await? else {
             plan.discard(&self.user().root);
@@ -452,7 +498,7 @@ impl Session {
                 tokio::task::spawn_blocking(move || rustix::fs::ftruncate(&fd, 0)).await.map_err(io::Error::other)?;
             if let Err(e) = cut {
                 warn!(session = self.id, error = %e, "cannot truncate the upload target");
-                return self.reply(451, "Failure writing to local file.").await;
+                return self.send(reply::FILE_WRITE_FAILED).await;
             }
         }
         let strict_eof = cfg.strict_ssl_read_eof;
@@ -469,7 +515,7 @@ impl Session {
                 Err(e) => {
                     warn!(session = self.id, error = %e, "cannot create a pipe");
                     plan.discard(&self.user().root);
-                    return self.reply(451, "Failure writing to local file.").await;
+                    return self.send(reply::FILE_WRITE_FAILED).await;
                 }
             },
         };
@@ -543,7 +589,7 @@ impl Session {
         match result {
             Ok(n) => {
                 info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %shown, bytes = n, secs = started.elapsed().as_secs_f64(), paced, "upload complete");
-                self.reply(226, "Transfer complete.").await
+                self.send(reply::TRANSFER_OK).await
             }
             Err(e) => {
                 info!(session = self.id, peer = %self.peer, file = %shown, error = ?e, "upload failed");
@@ -552,15 +598,13 @@ impl Session {
                 }
                 match e {
                     // Someone else's file is there now, one this user may not replace.
-                    Failure::Commit(e) if is_refusal(&e) => self.reply(553, "Could not create file.").await,
+                    Failure::Commit(e) if is_refusal(&e) => self.send(reply::COULD_NOT_CREATE_FILE).await,
                     Failure::Recv(RecvError::File(e)) | Failure::Commit(e) if is_space_error(&e) => {
-                        self.reply(552, "Requested file action aborted: out of disk space or over quota.").await
+                        self.send(reply::NO_SPACE).await
                     }
-                    Failure::Recv(RecvError::File(_)) | Failure::Commit(_) => {
-                        self.reply(451, "Failure writing to local file.").await
-                    }
-                    Failure::Recv(RecvError::Stalled) => self.reply(421, "Data timeout. Reconnect. Sorry.").await,
-                    Failure::Recv(RecvError::Network(_)) => self.reply(426, "Failure reading network stream.").await,
+                    Failure::Recv(RecvError::File(_)) | Failure::Commit(_) => self.send(reply::FILE_WRITE_FAILED).await,
+                    Failure::Recv(RecvError::Stalled) => self.send(reply::DATA_TIMEOUT).await,
+                    Failure::Recv(RecvError::Network(_)) => self.send(reply::NETWORK_READ_FAILED).await,
                 }
             }
         }
@@ -1096,6 +1140,39 @@ impl Lister {
         }
         Ok(failed)
     }
+}
+
+/// HASH commands running at once in this process (each holds a blocking
+/// thread while it reads its file).
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// The lower-case hex digest of `file` from its start to its end, and the
+/// number of bytes read. Blocking. Stops early, with an error, once `stop` is set.
+fn hash_file(file: &OwnedFd, alg: HashAlg, stop: &std::sync::atomic::AtomicBool) -> io::Result<(String, u64)> {
+    use sha2::Digest;
+    let mut sha256 = sha2::Sha256::new();
+    let mut sha512 = sha2::Sha512::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(io::Error::from(io::ErrorKind::Interrupted));
+        }
+        let n = rustix::io::pread(file, &mut buf, off)?;
+        if n == 0 {
+            break;
+        }
+        match alg {
+            HashAlg::Sha256 => sha256.update(&buf[..n]),
+            HashAlg::Sha512 => sha512.update(&buf[..n]),
+        }
+        off += n as u64;
+    }
+    let digest: Vec<u8> = match alg {
+        HashAlg::Sha256 => sha256.finalize().to_vec(),
+        HashAlg::Sha512 => sha512.finalize().to_vec(),
+    };
+    Ok((digest.iter().map(|b| format!("{b:02x}")).collect(), off))
 }
 
 /// Download through a buffer: for `use_sendfile=NO`, and for TYPE A with
