@@ -62,13 +62,71 @@ pub(crate) enum Phase {
     Ready(Box<User>),
 }
 
-/// How the next data connection will be made.
+/// How the next data connection will be made. It owns what that holds, and
+/// replacing or dropping it releases all of it (see [`PassivePort`]).
 pub(crate) enum DataSetup {
     None,
     /// PASV/EPSV: a listener waiting for the client.
-    Passive(TcpListener),
+    Passive(PassivePort),
     /// PORT/EPRT: the client's address to connect to.
     Active(SocketAddr),
+}
+
+/// A passive port between PASV/EPSV and its data connection: the listener,
+/// the kernel pinhole (on the kernel plane with a port range), and its count
+/// in the pool gauge. All three are released in `Drop`, however the port
+/// ends: used, timed out, aborted, replaced by another PASV or a PORT, or
+/// the session gone.
+pub(crate) struct PassivePort {
+    pub(crate) listener: TcpListener,
+    shared: Arc<Shared>,
+    /// The port whose pinhole this opened.
+    pinhole: Option<u16>,
+    /// `ftpd_pasv_ports_in_use`, incremented while this lives.
+    slot: prometheus_client::metrics::gauge::Gauge,
+    /// How it ended, for `ftpd_pasv_pinholes_total` (set once a data
+    /// connection was awaited on it).
+    pub(crate) event: Option<&'static str>,
+}
+
+impl PassivePort {
+    /// Takes `listener` into the pool's count, and opens its pinhole for
+    /// `client` for `ttl` when the kernel plane is on. Opening happens
+    /// before the reply, or the client's SYN could win the race.
+    ///
+    /// # Errors
+    /// The pinhole could not be opened (the port is released again).
+    pub(crate) fn open(
+        shared: &Arc<Shared>,
+        listener: TcpListener,
+        client: IpAddr,
+        ttl: Duration,
+        any_ip: bool,
+    ) -> io::Result<Self> {
+        let port = listener.local_addr()?.port();
+        crate::metrics::Metrics::inc(&shared.metrics.pinholes, "event", "opened");
+        let slot = shared.metrics.pasv_in_use.clone();
+        slot.inc();
+        let mut me = Self { listener, shared: Arc::clone(shared), pinhole: None, slot, event: None };
+        if let Some(dp) = shared.kernel() {
+            dp.open_pinhole(port, client, ttl, any_ip).map_err(io::Error::other)?;
+            me.pinhole = Some(port);
+        }
+        Ok(me)
+    }
+}
+
+impl Drop for PassivePort {
+    fn drop(&mut self) {
+        if let (Some(port), Some(dp)) = (self.pinhole, self.shared.kernel()) {
+            dp.close_pinhole(port);
+        }
+        // Counted in both planes, so the metrics mean the same with and without eBPF.
+        self.slot.dec();
+        if let Some(event) = self.event {
+            crate::metrics::Metrics::inc(&self.shared.metrics.pinholes, "event", event);
+        }
+    }
 }
 
 /// What the read loop does after a command.
@@ -121,15 +179,11 @@ pub struct Session {
     pub(crate) client: String,
     /// Failed logins so far (`max_login_fails`).
     pub(crate) login_fails: u32,
-    /// Set while this session holds a passive port (the pool-use gauge).
-    pub(crate) pasv_slot: Option<prometheus_client::metrics::gauge::Gauge>,
     /// Control connections open when this one was accepted (itself included),
     /// for STAT as vsftpd reports it.
     pub(crate) clients_at_start: u32,
     /// The active-sessions gauge this session counts in, once logged in.
     pub(crate) active: Option<prometheus_client::metrics::gauge::Gauge>,
-    /// The passive port whose kernel pinhole this session opened.
-    pub(crate) pinhole: Option<u16>,
     /// A 421 was sent: the session ends after the current command, as the
     /// reply tells the client (RFC 959: the service is closing the
     /// control connection).
@@ -177,8 +231,6 @@ impl Session {
             login_fails: 0,
             clients_at_start,
             active: None,
-            pasv_slot: None,
-            pinhole: None,
             closing: false,
             tls: None,
             prot_private: false,
@@ -192,10 +244,8 @@ impl Session {
         if let Some(g) = self.active.take() {
             g.dec();
         }
-        if let Some(g) = self.pasv_slot.take() {
-            g.dec();
-        }
-        self.close_pinhole();
+        // A passive port left unused: its pinhole and pool count go now.
+        self.data = DataSetup::None;
         if let Phase::Ready(_) = self.phase {
             self.shared.rates.logout(&self.owner());
         }
@@ -534,11 +584,16 @@ impl Session {
         }
         let result = match setup {
             DataSetup::None => return Ok(None),
-            DataSetup::Passive(listener) => {
+            DataSetup::Passive(mut port) => {
                 let wait = Duration::from_secs(u64::from(cfg.accept_timeout));
                 let client = data::canonical(self.peer.ip());
-                let fut = async move { data::accept(&listener, client, cfg.pasv_promiscuous, wait).await };
-                self.race(fut).await?
+                let listener = &port.listener;
+                let fut = async move { data::accept(listener, client, cfg.pasv_promiscuous, wait).await };
+                let result = self.race(fut).await?;
+                // Used (sock_ops already closed its pinhole), timed out or
+                // aborted: it is done, and dropped here.
+                port.event = Some(if matches!(result, Raced::Done(Ok(_))) { "used" } else { "expired" });
+                result
             }
             DataSetup::Active(to) => {
                 let wait = Duration::from_secs(u64::from(cfg.connect_timeout));
@@ -565,14 +620,6 @@ impl Session {
                 self.race(data::connect_active(bound, to, wait)).await?
             }
         };
-        // Used (sock_ops already closed it), timed out or aborted: it is done.
-        self.close_pinhole();
-        if let Some(g) = self.pasv_slot.take() {
-            // Counted in both planes, so the metrics mean the same with and without eBPF.
-            g.dec();
-            let event = if matches!(result, Raced::Done(Ok(_))) { "used" } else { "expired" };
-            crate::metrics::Metrics::inc(&self.shared.metrics.pinholes, "event", event);
-        }
         match result {
             Raced::Done(Ok(s)) => {
                 let _ = s.set_nodelay(true);
@@ -592,13 +639,6 @@ impl Session {
                 self.send(reply::ABOR_BEFORE_DATA).await?;
                 Ok(None)
             }
-        }
-    }
-
-    /// Closes this session's pinhole, if one is open.
-    pub(crate) fn close_pinhole(&mut self) {
-        if let (Some(port), Some(dp)) = (self.pinhole.take(), self.shared.kernel()) {
-            dp.close_pinhole(port);
         }
     }
 

@@ -13,7 +13,7 @@ use crate::{
     data,
     fs::{self, VPath},
     reply::{self, code},
-    session::{DataSetup, Session},
+    session::{DataSetup, PassivePort, Session},
 };
 
 /// A class of file-system change, for the permission rules.
@@ -122,11 +122,8 @@ impl Session {
         if !extended && !local_ip.is_ipv4() {
             return self.send(reply::PASV_NEEDS_IPV4).await;
         }
+        // The previous passive port, if any, is released first.
         self.data = DataSetup::None;
-        self.close_pinhole();
-        if let Some(g) = self.pasv_slot.take() {
-            g.dec();
-        }
         // Each PASV starts its scan elsewhere, also within one session and second.
         static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -141,20 +138,14 @@ impl Session {
             }
         };
         let port = listener.local_addr()?.port();
-        crate::metrics::Metrics::inc(&self.shared.metrics.pinholes, "event", "opened");
-        let slot = self.shared.metrics.pasv_in_use.clone();
-        slot.inc();
-        self.pasv_slot = Some(slot);
-        // The pinhole opens before the reply, or the client's SYN could win the race.
-        if let Some(dp) = self.shared.kernel() {
-            let ttl = std::time::Duration::from_secs(u64::from(cfg.accept_timeout.max(1)));
-            if let Err(e) = dp.open_pinhole(port, self.peer_ip(), ttl, cfg.pasv_promiscuous) {
+        let ttl = std::time::Duration::from_secs(u64::from(cfg.accept_timeout.max(1)));
+        match PassivePort::open(&self.shared, listener, self.peer_ip(), ttl, cfg.pasv_promiscuous) {
+            Ok(p) => self.data = DataSetup::Passive(p),
+            Err(e) => {
                 warn!(session = self.id, error = %e, "cannot open a passive pinhole");
                 return self.send(reply::PASV_FAILED).await;
             }
-            self.pinhole = Some(port);
         }
-        self.data = DataSetup::Passive(listener);
         if extended {
             return self.reply(code::EXTENDED_PASSIVE, &format!("Entering Extended Passive Mode (|||{port}|)")).await;
         }

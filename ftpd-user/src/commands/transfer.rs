@@ -329,22 +329,43 @@ impl Session {
 
     pub(crate) async fn cmd_retr(&mut self, arg: &[u8]) -> io::Result<()> {
         let offset = std::mem::take(&mut self.rest);
-        let cfg = self.cfg();
-        let (vpath, file, st) = match self.open_download(arg) {
-            Ok(x) => x,
+        let plan = match self.plan_retr(arg, offset) {
+            Ok(p) => p,
             Err(r) => return self.send(r).await,
         };
-        let shown_path = vpath.as_bytes().to_vec();
-        let size = u64::try_from(st.st_size).unwrap_or(0);
         let Some(data) = self.open_data().await? else { return Ok(()) };
         let flow = self.start_flow();
-        let name = String::from_utf8_lossy(arg).into_owned();
-        let ascii = !self.binary && cfg.ascii_download_enable;
         // vsftpd names the mode the bytes actually travel in.
-        let mode = if ascii { "ASCII" } else { "BINARY" };
-        self.reply(code::OPENING_DATA, &format!("Opening {mode} mode data connection for {name} ({size} bytes)."))
-            .await?;
-        let Some(mut data) = self.secure_data(data).await? else { return Ok(()) };
+        let mode = if plan.ascii { "ASCII" } else { "BINARY" };
+        let text = format!("Opening {mode} mode data connection for {} ({} bytes).", plan.name, plan.size);
+        self.reply(code::OPENING_DATA, &text).await?;
+        let Some(data) = self.secure_data(data).await? else { return Ok(()) };
+        let sent = self.run_retr(&plan, data, &flow).await?;
+        drop(flow);
+        self.finish_retr(&plan, sent).await
+    }
+
+    /// RETR's checks, before any data connection: what to send, or the refusal.
+    fn plan_retr(&self, arg: &[u8], offset: u64) -> Result<Download, Reply> {
+        let (vpath, file, st) = self.open_download(arg)?;
+        Ok(Download {
+            file,
+            offset,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            name: String::from_utf8_lossy(arg).into_owned(),
+            shown_path: vpath.as_bytes().to_vec(),
+            ascii: !self.binary && self.cfg().ascii_download_enable,
+        })
+    }
+
+    /// Sends the file, answering the control connection meanwhile.
+    async fn run_retr(
+        &mut self,
+        plan: &Download,
+        mut data: DataStream,
+        flow: &crate::rates::FlowGuard,
+    ) -> io::Result<Sent<Result<u64, DataError>>> {
+        let cfg = self.cfg();
         let strict_shutdown = cfg.strict_ssl_write_shutdown;
         // The socket's own TCP pacing, applied before the first byte, plus a
         // schedule for what TCP does not pace (see `rates::Pacer`): the same
@@ -353,7 +374,8 @@ impl Session {
         self.progress = std::sync::Arc::new(data::Progress::new(self.shared.metrics.bytes_counter("download")));
         let progress = std::sync::Arc::clone(&self.progress);
         let stall = self.stall();
-        let len = size.saturating_sub(offset);
+        let (file, offset, ascii) = (&plan.file, plan.offset, plan.ascii);
+        let len = plan.size.saturating_sub(offset);
         let started = Instant::now();
         let use_sendfile = cfg.use_sendfile;
         let send = async move {
@@ -361,35 +383,36 @@ impl Session {
             // paced the same way. In the clear, sendfile as before.
             let r = match &mut data {
                 DataStream::Plain(tcp) if use_sendfile && !ascii => {
-                    data::send_file(tcp, &file, offset, len, stall, &progress, &mut pacer).await
+                    data::send_file(tcp, file, offset, len, stall, &progress, &mut pacer).await
                 }
-                _ => {
-                    send_buffered(&mut data, &file, offset, stall, &progress, ascii, &mut pacer, strict_shutdown).await
-                }
+                _ => send_buffered(&mut data, file, offset, stall, &progress, ascii, &mut pacer, strict_shutdown).await,
             };
             drop(data);
             (r, pacer)
         };
-        let mut paced = "no";
-        let raced = match self.race(send).await? {
+        Ok(match self.race(send).await? {
             Raced::Done((r, pacer)) => {
-                paced = self.count_paced("download", &pacer);
-                Raced::Done(r)
+                Sent { raced: Raced::Done(r), paced: self.count_paced("download", &pacer), started }
             }
-            Raced::Aborted => Raced::Aborted,
-        };
-        drop(flow);
+            Raced::Aborted => Sent { raced: Raced::Aborted, paced: "no", started },
+        })
+    }
+
+    /// Logs and counts a download, and gives its final reply.
+    async fn finish_retr(&mut self, plan: &Download, sent: Sent<Result<u64, DataError>>) -> io::Result<()> {
+        let Sent { raced, paced, started } = sent;
+        let name = &plan.name;
         let (moved, complete) = match &raced {
             Raced::Done(Ok(n)) => (*n, true),
             _ => (self.progress.get(), false),
         };
-        self.log_transfer(Direction::Download, &shown_path, moved, started.elapsed().as_secs_f64(), complete);
+        self.log_transfer(Direction::Download, &plan.shown_path, moved, started.elapsed().as_secs_f64(), complete);
         let result = match &raced {
             Raced::Done(Ok(_)) => "complete",
             Raced::Aborted => "aborted",
             Raced::Done(Err(_)) => "failed",
         };
-        self.count_transfer("download", result, moved, started.elapsed().as_secs_f64(), &shown_path);
+        self.count_transfer("download", result, moved, started.elapsed().as_secs_f64(), &plan.shown_path);
         match raced {
             Raced::Done(Ok(sent)) => {
                 info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %name, bytes = sent, secs = started.elapsed().as_secs_f64(), paced, "download complete");
@@ -412,88 +435,29 @@ impl Session {
     }
 
     pub(crate) async fn cmd_store(&mut self, arg: &[u8], kind: StoreKind) -> io::Result<()> {
-        let mut offset = std::mem::take(&mut self.rest);
-        let cfg = self.cfg();
-        // vsftpd: a user who may not change existing files cannot resume
-        // either, and its REST is ignored (the file is written from 0).
-        // ftpd's atomic uploads keep their own resume of a part file.
-        if !cfg.ftpd_atomic_uploads && self.anon_rules() && !self.may(Op::Other) {
-            offset = 0;
-        }
-        // STOU without a name: a unique name in the current directory.
-        let given = if kind == StoreKind::Stou && arg.is_empty() { STOU_BASE } else { arg };
-        let Some(mut target) = self.path(given).filter(|_| self.may(Op::Upload)) else {
-            return self.send(reply::PERMISSION_DENIED).await;
-        };
-        // vsftpd: APPE is an "other write", even when the file is new.
-        if kind == StoreKind::Appe && !self.may(Op::Other) {
-            return self.send(reply::PERMISSION_DENIED).await;
-        }
-        let root = &self.user().root;
-        // STOU names the file as the client gave it, plus the suffix that
-        // made it unique (vsftpd's `150 FILE: up/old.txt.1`).
-        let mut shown = String::from_utf8_lossy(given).into_owned();
-        if kind == StoreKind::Stou {
-            match unique_name(root, &target) {
-                Some(t) => {
-                    let suffix = t.file_name().get(target.file_name().len()..).unwrap_or_default();
-                    shown.push_str(&String::from_utf8_lossy(suffix));
-                    target = t;
-                }
-                None => return self.send(reply::COULD_NOT_CREATE_FILE).await,
-            }
-        }
-        let existing = root.lstat(&target).ok();
-        if existing.as_ref().is_some_and(|st| !fs::is_file(st)) {
-            return self.send(reply::COULD_NOT_CREATE_FILE).await;
-        }
-        let overwrite = existing.is_some() && kind == StoreKind::Stor && offset == 0;
-        let append = kind == StoreKind::Appe || (existing.is_some() && offset > 0);
-        // Overwriting, appending and resuming change an existing file: "other write".
-        if (overwrite || append && existing.is_some()) && !self.may(Op::Other) {
-            return self.send(reply::COULD_NOT_CREATE_FILE).await;
-        }
-        let rules = Rules {
-            atomic: cfg.ftpd_atomic_uploads,
-            mode: cfg.file_open_mode & !self.umask,
-            may_overwrite: self.may(Op::Other),
-        };
-        let plan = match plan_upload(root, &target, kind, offset, existing.is_some(), rules, &self.user().name) {
-            Ok(mut p) => {
-                // A replace's temporary file is always removed on failure;
-                // with delete_failed_uploads, so is a new file or a part.
-                p.delete_on_fail |= cfg.delete_failed_uploads && existing.is_none();
-                p
-            }
-            // A refusal of ftpd's own says why in the log; the rest is what
-            // the file system said (no permission, no such directory).
-            Err(FsError::Io(e)) if e.get_ref().is_some() => {
-                info!(session = self.id, peer = %self.peer, file = %shown, reason = %e, "upload refused");
-                return self.send(reply::COULD_NOT_CREATE_FILE).await;
-            }
-            Err(e) => {
-                debug!(session = self.id, error = ?e, "cannot open upload target");
-                return self.send(reply::COULD_NOT_CREATE_FILE).await;
-            }
+        let offset = std::mem::take(&mut self.rest);
+        let up = match self.plan_store(arg, kind, offset) {
+            Ok(u) => u,
+            Err(r) => return self.send(r).await,
         };
         let Some(data) = self.open_data().await? else {
-            plan.discard(&self.user().root);
+            up.plan.discard(&self.user().root);
             return Ok(());
         };
         if kind == StoreKind::Stou {
-            self.reply(code::OPENING_DATA, &format!("FILE: {shown}")).await?;
+            self.reply(code::OPENING_DATA, &format!("FILE: {}", up.shown)).await?;
         } else {
             self.send(reply::SEND_DATA).await?;
         }
-        let Some(mut data) = self.secure_data(data).await? else {
-            plan.discard(&self.user().root);
+        let Some(data) = self.secure_data(data).await? else {
+            up.plan.discard(&self.user().root);
             return Ok(());
         };
-        if plan.truncate {
+        if up.plan.truncate {
             // An in-place replace: emptied only now that the data is coming,
             // after the data connection's TLS handshake (a refused or
             // aborted handshake leaves the file as it was).
-            let fd = plan.fd.try_clone()?;
+            let fd = up.plan.fd.try_clone()?;
             let cut =
                 tokio::task::spawn_blocking(move || rustix::fs::ftruncate(&fd, 0)).await.map_err(io::Error::other)?;
             if let Err(e) = cut {
@@ -501,7 +465,6 @@ impl Session {
                 return self.send(reply::FILE_WRITE_FAILED).await;
             }
         }
-        let strict_eof = cfg.strict_ssl_read_eof;
         let pipe = match self.pipe.take() {
             Some(p) => p,
             None => match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
@@ -514,11 +477,88 @@ impl Session {
                 }
                 Err(e) => {
                     warn!(session = self.id, error = %e, "cannot create a pipe");
-                    plan.discard(&self.user().root);
+                    up.plan.discard(&self.user().root);
                     return self.send(reply::FILE_WRITE_FAILED).await;
                 }
             },
         };
+        let received = self.run_store(&up, data, pipe).await?;
+        self.finish_store(up, received).await
+    }
+
+    /// STOR/APPE/STOU's checks and where the upload goes, before any data
+    /// connection; or the refusal.
+    fn plan_store(&self, arg: &[u8], kind: StoreKind, mut offset: u64) -> Result<Upload, Reply> {
+        let cfg = self.cfg();
+        // vsftpd: a user who may not change existing files cannot resume
+        // either, and its REST is ignored (the file is written from 0).
+        // ftpd's atomic uploads keep their own resume of a part file.
+        if !cfg.ftpd_atomic_uploads && self.anon_rules() && !self.may(Op::Other) {
+            offset = 0;
+        }
+        // STOU without a name: a unique name in the current directory.
+        let given = if kind == StoreKind::Stou && arg.is_empty() { STOU_BASE } else { arg };
+        let Some(mut target) = self.path(given).filter(|_| self.may(Op::Upload)) else {
+            return Err(reply::PERMISSION_DENIED);
+        };
+        // vsftpd: APPE is an "other write", even when the file is new.
+        if kind == StoreKind::Appe && !self.may(Op::Other) {
+            return Err(reply::PERMISSION_DENIED);
+        }
+        let root = &self.user().root;
+        // STOU names the file as the client gave it, plus the suffix that
+        // made it unique (vsftpd's `150 FILE: up/old.txt.1`).
+        let mut shown = String::from_utf8_lossy(given).into_owned();
+        if kind == StoreKind::Stou {
+            let t = unique_name(root, &target).ok_or(reply::COULD_NOT_CREATE_FILE)?;
+            let suffix = t.file_name().get(target.file_name().len()..).unwrap_or_default();
+            shown.push_str(&String::from_utf8_lossy(suffix));
+            target = t;
+        }
+        let existing = root.lstat(&target).ok();
+        if existing.as_ref().is_some_and(|st| !fs::is_file(st)) {
+            return Err(reply::COULD_NOT_CREATE_FILE);
+        }
+        let overwrite = existing.is_some() && kind == StoreKind::Stor && offset == 0;
+        let append = kind == StoreKind::Appe || (existing.is_some() && offset > 0);
+        // Overwriting, appending and resuming change an existing file: "other write".
+        if (overwrite || append && existing.is_some()) && !self.may(Op::Other) {
+            return Err(reply::COULD_NOT_CREATE_FILE);
+        }
+        let rules = Rules {
+            atomic: cfg.ftpd_atomic_uploads,
+            mode: cfg.file_open_mode & !self.umask,
+            may_overwrite: self.may(Op::Other),
+        };
+        match plan_upload(root, &target, kind, offset, existing.is_some(), rules, &self.user().name) {
+            Ok(mut plan) => {
+                // A replace's temporary file is always removed on failure;
+                // with delete_failed_uploads, so is a new file or a part.
+                plan.delete_on_fail |= cfg.delete_failed_uploads && existing.is_none();
+                Ok(Upload { plan, shown })
+            }
+            // A refusal of ftpd's own says why in the log; the rest is what
+            // the file system said (no permission, no such directory).
+            Err(FsError::Io(e)) if e.get_ref().is_some() => {
+                info!(session = self.id, peer = %self.peer, file = %shown, reason = %e, "upload refused");
+                Err(reply::COULD_NOT_CREATE_FILE)
+            }
+            Err(e) => {
+                debug!(session = self.id, error = ?e, "cannot open upload target");
+                Err(reply::COULD_NOT_CREATE_FILE)
+            }
+        }
+    }
+
+    /// Receives the upload, answering the control connection meanwhile.
+    async fn run_store(
+        &mut self,
+        up: &Upload,
+        mut data: DataStream,
+        pipe: (OwnedFd, OwnedFd),
+    ) -> io::Result<Sent<Result<u64, RecvError>>> {
+        let cfg = self.cfg();
+        let strict_eof = cfg.strict_ssl_read_eof;
         self.progress = std::sync::Arc::new(data::Progress::new(self.shared.metrics.bytes_counter("upload")));
         let progress = std::sync::Arc::clone(&self.progress);
         let stall = self.stall();
@@ -526,8 +566,8 @@ impl Session {
         let mut pacer = crate::rates::Pacer::receiving(Arc::clone(&flow.flow));
         let ascii = !self.binary && cfg.ascii_upload_enable;
         let started = Instant::now();
-        let write_off = plan.write_offset;
-        let fd = plan.fd.try_clone()?;
+        let write_off = up.plan.write_offset;
+        let fd = up.plan.fd.try_clone()?;
         let recv = async move {
             let r = match &mut data {
                 DataStream::Plain(tcp) if !ascii => {
@@ -544,15 +584,26 @@ impl Session {
         };
         let raced = self.race(recv).await?;
         drop(flow);
-        let mut paced = "no";
-        let (result, aborted) = match raced {
+        Ok(match raced {
             Raced::Done((r, pipe, pacer)) => {
-                paced = self.count_paced("upload", &pacer);
+                let paced = self.count_paced("upload", &pacer);
                 if r.is_ok() {
                     self.pipe = Some(pipe); // a failed splice may leave bytes in it
                 }
-                (r, false)
+                Sent { raced: Raced::Done(r), paced, started }
             }
+            Raced::Aborted => Sent { raced: Raced::Aborted, paced: "no", started },
+        })
+    }
+
+    /// Publishes (or cleans up) the upload, logs and counts it, and gives
+    /// its final reply.
+    async fn finish_store(&mut self, up: Upload, received: Sent<Result<u64, RecvError>>) -> io::Result<()> {
+        let Sent { raced, paced, started } = received;
+        let Upload { plan, shown } = up;
+        let target = plan.target.clone();
+        let (result, aborted) = match raced {
+            Raced::Done(r) => (r, false),
             Raced::Aborted => (Err(RecvError::Network(io::Error::from(io::ErrorKind::Interrupted))), true),
         };
         // The commit syncs and renames: blocking calls, kept off the runtime
@@ -609,6 +660,35 @@ impl Session {
             }
         }
     }
+}
+
+/// What RETR sends, decided before the data connection.
+struct Download {
+    file: OwnedFd,
+    /// REST: where sending starts (a file offset, also in ASCII mode).
+    offset: u64,
+    size: u64,
+    /// The argument as given, for the 150 reply and the log.
+    name: String,
+    /// The path from the root, for xferlog and the metrics.
+    shown_path: Vec<u8>,
+    /// TYPE A with `ascii_download_enable`: LF becomes CRLF.
+    ascii: bool,
+}
+
+/// An upload decided before the data connection.
+struct Upload {
+    plan: UploadPlan,
+    /// The name as the client gave it (STOU: plus its unique suffix).
+    shown: String,
+}
+
+/// How a transfer's data phase ended.
+struct Sent<R> {
+    raced: Raced<R>,
+    /// How the rate limit paced it, for the log.
+    paced: &'static str,
+    started: Instant,
 }
 
 fn is_space_error(e: &io::Error) -> bool {
