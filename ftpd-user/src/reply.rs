@@ -137,6 +137,12 @@ replies! {
     DATA_TLS_FAILED = 522 "SSL connection failed";
     ANON_NO_TLS = 530 "Anonymous sessions may not use encryption.";
     LOGIN_INCORRECT = 530 "Login incorrect.";
+    /// vsftpd calls anonymous sessions "guest" ones here.
+    GUEST_CANNOT_CHANGE = 530 "Can't change from guest user.";
+    CANNOT_CHANGE_USER = 530 "Can't change to another user.";
+    LOCAL_MUST_ENCRYPT = 530 "Non-anonymous sessions must use encryption.";
+    ANON_MUST_ENCRYPT = 530 "Anonymous sessions must use encryption.";
+    ANON_ONLY = 530 "This FTP server is anonymous only.";
     LOGIN_FIRST = 530 "Please login with USER and PASS.";
     CCC_BEFORE_LOGIN = 533 "CCC is only allowed after login.";
     CCC_NEEDS_TLS = 533 "CCC needs a secure connection.";

@@ -19,8 +19,7 @@ impl Session {
     pub(crate) async fn cmd_user(&mut self, arg: &[u8]) -> io::Result<()> {
         if let Phase::Ready(u) = &self.phase {
             // vsftpd's two texts: anonymous sessions are its "guest" ones.
-            let text = if u.anonymous { "Can't change from guest user." } else { "Can't change to another user." };
-            return self.reply(code::NOT_LOGGED_IN, text).await;
+            return self.send(if u.anonymous { reply::GUEST_CANNOT_CHANGE } else { reply::CANNOT_CHANGE_USER }).await;
         }
         self.phase = Phase::Greeted;
         if arg.is_empty() {
@@ -66,13 +65,13 @@ impl Session {
             self.send(reply::ANON_NO_TLS).await?;
             return Ok(false);
         }
-        let text = match (anonymous, secure) {
-            (false, false) if cfg.force_local_logins_ssl => "Non-anonymous sessions must use encryption.",
-            (true, false) if cfg.force_anon_logins_ssl => "Anonymous sessions must use encryption.",
+        let refusal = match (anonymous, secure) {
+            (false, false) if cfg.force_local_logins_ssl => reply::LOCAL_MUST_ENCRYPT,
+            (true, false) if cfg.force_anon_logins_ssl => reply::ANON_MUST_ENCRYPT,
             _ => return Ok(true),
         };
         info!(session = self.id, peer = %self.peer, user, "login in clear text refused (force_*_logins_ssl)");
-        self.reply(code::NOT_LOGGED_IN, text).await?;
+        self.send(refusal).await?;
         self.closing = true;
         Ok(false)
     }
@@ -99,7 +98,7 @@ impl Session {
         let name = user.clone();
         let outcome = match shared.authority.login_cached(&shared.cfg(), &name) {
             _ if name.is_empty() => Ok(Err(login::Denial {
-                reply: "Login incorrect.".into(),
+                reply: reply::LOGIN_INCORRECT.text.into(),
                 reason: "empty user name".into(),
                 config_error: false,
             })),
