@@ -163,7 +163,7 @@ options! {
     local_umask: UInt = 0o0077, "Umask for files and directories local users create.";
     file_open_mode: UInt = 0o0666, "Permission bits of uploaded files, before the umask.";
     chmod_enable: Bool = true, "Allow SITE CHMOD (never for anonymous users).";
-    download_enable: Bool = true, "Allow downloads (RETR).";
+    download_enable: Bool = true, "Allow downloads (RETR) and file digests (HASH, XSHA256).";
     text_userdb_names: Bool = false, "Show owner and group names instead of numbers in listings.";
     hide_ids: Bool = false, "Show every owner and group as `ftp` in listings.";
     ls_recurse_enable: Bool = false, "Honour `LIST -R` (recursive listings).";

@@ -110,14 +110,14 @@ impl LineReader {
 }
 
 /// Splits a command line into its verb (upper-cased; RFC 959 verbs are
-/// case-insensitive) and its argument (raw bytes after the first space:
+/// case-insensitive; letters and digits, as in `XSHA256`) and its argument (raw bytes after the first space:
 /// file names may contain anything but NUL and CR/LF).
 pub fn split_command(line: &[u8]) -> (String, &[u8]) {
     let (verb, arg) = match line.iter().position(|&b| b == b' ') {
         Some(i) => (&line[..i], &line[i + 1..]),
         None => (line, &line[line.len()..]),
     };
-    let verb = if verb.len() <= 8 && verb.iter().all(u8::is_ascii_alphabetic) {
+    let verb = if verb.len() <= 8 && verb.iter().all(u8::is_ascii_alphanumeric) {
         String::from_utf8_lossy(verb).to_ascii_uppercase()
     } else {
         String::new()

@@ -7,6 +7,8 @@
 //! - `session`: one control connection: state, read loop, dispatch.
 //! - `commands`: the command handlers, by topic.
 //! - `control`: line framing and reply encoding for the control connection.
+//! - `command`: the command table: verbs, their typed arguments, HELP/FEAT/metrics facts.
+//! - `reply`: every fixed reply (code and vsftpd's text) by name.
 //! - `data`: passive listeners and zero-copy sends.
 //! - `tls`: FTPS: rustls configuration, per-session resumption, TLS streams.
 //! - `ciphers`: `ssl_ciphers` read into rustls's suites (below `config` and `tls`).
@@ -20,6 +22,7 @@ pub mod auth;
 pub mod bans;
 pub mod check;
 pub mod ciphers;
+pub mod command;
 pub mod commands;
 pub mod config;
 pub mod control;
@@ -34,6 +37,7 @@ pub mod net;
 pub mod policy;
 pub mod privsep;
 pub mod rates;
+pub mod reply;
 pub mod server;
 pub mod session;
 pub mod settings;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{auth, config::Config, policy::Policy};
+use crate::{auth, config::Config, policy::Policy, reply};
 
 /// A successful login: what the master sends the front.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +70,7 @@ fn deny(reply: &str, reason: impl Into<String>) -> Denial {
 
 /// A login refused because of a configuration error.
 fn misconfigured(reason: impl Into<String>) -> Denial {
-    Denial { config_error: true, ..deny("Login incorrect.", reason) }
+    Denial { config_error: true, ..deny(reply::LOGIN_INCORRECT.text, reason) }
 }
 
 /// Whether `user` is an anonymous login name.
@@ -85,12 +85,12 @@ pub fn check_user(cfg: &Config, userlist: &[String], user: &str) -> Result<(), D
         return Ok(());
     }
     if !cfg.local_enable && !cfg.guest_enable {
-        return Err(deny("This FTP server is anonymous only.", "local logins disabled"));
+        return Err(deny(reply::ANON_ONLY.text, "local logins disabled"));
     }
     if cfg.userlist_enable {
         let listed = userlist.iter().any(|u| u == user);
         if listed == cfg.userlist_deny {
-            return Err(deny("Permission denied.", "refused by userlist_file"));
+            return Err(deny(reply::PERMISSION_DENIED.text, "refused by userlist_file"));
         }
     }
     Ok(())
@@ -99,19 +99,20 @@ pub fn check_user(cfg: &Config, userlist: &[String], user: &str) -> Result<(), D
 /// Decides a login. `anon_root` is the resolved anonymous root.
 pub fn decide(cfg: &Config, anon_root: &Path, user: &str, password: &[u8], rhost: &str) -> Result<Grant, Denial> {
     if user.len() > crate::auth::MAX_CREDENTIAL || password.len() > crate::auth::MAX_CREDENTIAL {
-        return Err(deny("Login incorrect.", "overlong credentials"));
+        return Err(deny(reply::LOGIN_INCORRECT.text, "overlong credentials"));
     }
     if is_anonymous(user) && cfg.anonymous_enable {
         if cfg.deny_email_enable && auth::read_list(&cfg.banned_email_file).iter().any(|b| b.as_bytes() == password) {
-            return Err(deny("Login incorrect.", "banned anonymous password"));
+            return Err(deny(reply::LOGIN_INCORRECT.text, "banned anonymous password"));
         }
         if cfg.secure_email_list_enable
             && !auth::read_list(&cfg.email_password_file).iter().any(|b| b.as_bytes() == password)
         {
-            return Err(deny("Login incorrect.", "anonymous password not in email_password_file"));
+            return Err(deny(reply::LOGIN_INCORRECT.text, "anonymous password not in email_password_file"));
         }
-        let acct = auth::account(&cfg.ftp_username)
-            .ok_or_else(|| deny("Login incorrect.", format!("ftp_username={} does not exist", cfg.ftp_username)))?;
+        let acct = auth::account(&cfg.ftp_username).ok_or_else(|| {
+            deny(reply::LOGIN_INCORRECT.text, format!("ftp_username={} does not exist", cfg.ftp_username))
+        })?;
         return Ok(Grant {
             name: "anonymous".into(),
             anonymous: true,
@@ -126,27 +127,32 @@ pub fn decide(cfg: &Config, anon_root: &Path, user: &str, password: &[u8], rhost
     }
     // Authenticate first; every failure below looks the same to the client.
     let authenticated = if cfg.virtual_users_file.is_empty() {
-        auth::pam_login(&cfg.pam_service_name, user, password, rhost).map_err(|e| deny("Login incorrect.", e))
+        auth::pam_login(&cfg.pam_service_name, user, password, rhost).map_err(|e| deny(reply::LOGIN_INCORRECT.text, e))
     } else {
-        let users = auth::virtual_users(Path::new(&cfg.virtual_users_file)).map_err(|e| deny("Login incorrect.", e))?;
+        let users = auth::virtual_users(Path::new(&cfg.virtual_users_file))
+            .map_err(|e| deny(reply::LOGIN_INCORRECT.text, e))?;
         if users.check(user, password) {
             Ok(())
         } else {
-            Err(deny("Login incorrect.", "wrong password (virtual_users_file)"))
+            Err(deny(reply::LOGIN_INCORRECT.text, "wrong password (virtual_users_file)"))
         }
     };
     authenticated?;
     let (config, policy) = user_settings(cfg, user, false)?;
     let eff = config.as_deref().unwrap_or(cfg);
     let (acct, virtual_user) = if eff.guest_enable {
-        let a = auth::account(&eff.guest_username)
-            .ok_or_else(|| deny("Login incorrect.", format!("guest_username={} does not exist", eff.guest_username)))?;
+        let a = auth::account(&eff.guest_username).ok_or_else(|| {
+            deny(reply::LOGIN_INCORRECT.text, format!("guest_username={} does not exist", eff.guest_username))
+        })?;
         (a, true)
     } else {
-        let a =
-            auth::account(user).ok_or_else(|| deny("Login incorrect.", "authenticated, but no such system user"))?;
+        let a = auth::account(user)
+            .ok_or_else(|| deny(reply::LOGIN_INCORRECT.text, "authenticated, but no such system user"))?;
         if eff.check_shell && !auth::shell_allowed(&a.shell) {
-            return Err(deny("Login incorrect.", format!("shell {} not in /etc/shells (check_shell=YES)", a.shell)));
+            return Err(deny(
+                reply::LOGIN_INCORRECT.text,
+                format!("shell {} not in /etc/shells (check_shell=YES)", a.shell),
+            ));
         }
         (a, false)
     };
@@ -217,7 +223,7 @@ pub fn read_user_config(cfg: &Config, user: &str) -> Result<Option<String>, Deni
     match std::fs::read_to_string(&path) {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(deny("Login incorrect.", format!("{}: {e}", path.display()))),
+        Err(e) => Err(deny(reply::LOGIN_INCORRECT.text, format!("{}: {e}", path.display()))),
     }
 }
 

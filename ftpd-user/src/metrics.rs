@@ -101,14 +101,6 @@ fn l(pairs: &[(&str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
-/// Verbs counted by name; anything else is `OTHER`.
-const VERBS: &[&str] = &[
-    "ABOR", "ACCT", "ALLO", "APPE", "CDUP", "CWD", "DELE", "EPRT", "EPSV", "FEAT", "HELP", "HOST", "LIST", "MDTM",
-    "MKD", "MLSD", "MLST", "MODE", "NLST", "NOOP", "OPTS", "PASS", "PASV", "PORT", "PWD", "QUIT", "REST", "RETR",
-    "RMD", "RNFR", "RNTO", "SITE", "SIZE", "STAT", "STOR", "STOU", "STRU", "SYST", "TYPE", "USER", "XCUP", "XCWD",
-    "XMKD", "XPWD", "XRMD",
-];
-
 impl Metrics {
     /// Registers everything.
     pub fn new() -> Self {
@@ -208,10 +200,10 @@ impl Metrics {
         Self { registry: r, ..m }
     }
 
-    /// Counts a command by verb, from a fixed set.
-    pub fn command(&self, verb: &str) {
-        let v = if VERBS.contains(&verb) { verb } else { "OTHER" };
-        self.commands.get_or_create(&l(&[("command", v)])).inc();
+    /// Counts a command by its label in the command table
+    /// (`command::Verb::label`, a fixed set).
+    pub fn command(&self, label: &'static str) {
+        self.commands.get_or_create(&l(&[("command", label)])).inc();
     }
 
     /// Counts a reply by class.

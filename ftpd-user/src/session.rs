@@ -22,10 +22,16 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use crate::{
+    command::{Access, Command, HashAlg, ListArgs, ParseError, Verb},
+    commands::{
+        files::Op,
+        transfer::{ListKind, StoreKind},
+    },
     config::Config,
     control::{self, LineError, LineReader},
     data::{self, DataError},
     fs::VPath,
+    reply::{self, Reply, code},
     server::{Shared, Stop},
     tls::{CtlRead, CtlWrite, SessionTls},
     worker::Fs,
@@ -58,13 +64,71 @@ pub(crate) enum Phase {
     Ready(Box<User>),
 }
 
-/// How the next data connection will be made.
+/// How the next data connection will be made. It owns what that holds, and
+/// replacing or dropping it releases all of it (see [`PassivePort`]).
 pub(crate) enum DataSetup {
     None,
     /// PASV/EPSV: a listener waiting for the client.
-    Passive(TcpListener),
+    Passive(PassivePort),
     /// PORT/EPRT: the client's address to connect to.
     Active(SocketAddr),
+}
+
+/// A passive port between PASV/EPSV and its data connection: the listener,
+/// the kernel pinhole (on the kernel plane with a port range), and its count
+/// in the pool gauge. All three are released in `Drop`, however the port
+/// ends: used, timed out, aborted, replaced by another PASV or a PORT, or
+/// the session gone.
+pub(crate) struct PassivePort {
+    pub(crate) listener: TcpListener,
+    shared: Arc<Shared>,
+    /// The port whose pinhole this opened.
+    pinhole: Option<u16>,
+    /// `ftpd_pasv_ports_in_use`, incremented while this lives.
+    slot: prometheus_client::metrics::gauge::Gauge,
+    /// How it ended, for `ftpd_pasv_pinholes_total` (set once a data
+    /// connection was awaited on it).
+    pub(crate) event: Option<&'static str>,
+}
+
+impl PassivePort {
+    /// Takes `listener` into the pool's count, and opens its pinhole for
+    /// `client` for `ttl` when the kernel plane is on. Opening happens
+    /// before the reply, or the client's SYN could win the race.
+    ///
+    /// # Errors
+    /// The pinhole could not be opened (the port is released again).
+    pub(crate) fn open(
+        shared: &Arc<Shared>,
+        listener: TcpListener,
+        client: IpAddr,
+        ttl: Duration,
+        any_ip: bool,
+    ) -> io::Result<Self> {
+        let port = listener.local_addr()?.port();
+        crate::metrics::Metrics::inc(&shared.metrics.pinholes, "event", "opened");
+        let slot = shared.metrics.pasv_in_use.clone();
+        slot.inc();
+        let mut me = Self { listener, shared: Arc::clone(shared), pinhole: None, slot, event: None };
+        if let Some(dp) = shared.kernel() {
+            dp.open_pinhole(port, client, ttl, any_ip).map_err(io::Error::other)?;
+            me.pinhole = Some(port);
+        }
+        Ok(me)
+    }
+}
+
+impl Drop for PassivePort {
+    fn drop(&mut self) {
+        if let (Some(port), Some(dp)) = (self.pinhole, self.shared.kernel()) {
+            dp.close_pinhole(port);
+        }
+        // Counted in both planes, so the metrics mean the same with and without eBPF.
+        self.slot.dec();
+        if let Some(event) = self.event {
+            crate::metrics::Metrics::inc(&self.shared.metrics.pinholes, "event", event);
+        }
+    }
 }
 
 /// What the read loop does after a command.
@@ -94,6 +158,8 @@ pub struct Session {
     pub(crate) binary: bool,
     pub(crate) rest: u64,
     pub(crate) epsv_all: bool,
+    /// HASH's algorithm (`OPTS HASH`).
+    pub(crate) hash_alg: HashAlg,
     pub(crate) data: DataSetup,
     pub(crate) rnfr: Option<VPath>,
     pub(crate) umask: u32,
@@ -115,15 +181,11 @@ pub struct Session {
     pub(crate) client: String,
     /// Failed logins so far (`max_login_fails`).
     pub(crate) login_fails: u32,
-    /// Set while this session holds a passive port (the pool-use gauge).
-    pub(crate) pasv_slot: Option<prometheus_client::metrics::gauge::Gauge>,
     /// Control connections open when this one was accepted (itself included),
     /// for STAT as vsftpd reports it.
     pub(crate) clients_at_start: u32,
     /// The active-sessions gauge this session counts in, once logged in.
     pub(crate) active: Option<prometheus_client::metrics::gauge::Gauge>,
-    /// The passive port whose kernel pinhole this session opened.
-    pub(crate) pinhole: Option<u16>,
     /// A 421 was sent: the session ends after the current command, as the
     /// reply tells the client (RFC 959: the service is closing the
     /// control connection).
@@ -161,6 +223,7 @@ impl Session {
             binary: false,
             rest: 0,
             epsv_all: false,
+            hash_alg: HashAlg::default(),
             data: DataSetup::None,
             rnfr: None,
             umask: 0o077,
@@ -175,8 +238,6 @@ impl Session {
             login_fails: 0,
             clients_at_start,
             active: None,
-            pasv_slot: None,
-            pinhole: None,
             closing: false,
             tls: None,
             prot_private: false,
@@ -190,10 +251,8 @@ impl Session {
         if let Some(g) = self.active.take() {
             g.dec();
         }
-        if let Some(g) = self.pasv_slot.take() {
-            g.dec();
-        }
-        self.close_pinhole();
+        // A passive port left unused: its pinhole and pool count go now.
+        self.data = DataSetup::None;
         if let Phase::Ready(_) = self.phase {
             self.shared.rates.logout(&self.owner());
         }
@@ -244,14 +303,14 @@ impl Session {
             // vsftpd's form: every line of the file as `220-`, then a bare `220 `.
             let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
             lines.push(String::new());
-            return self.reply_lines(220, &lines).await;
+            return self.reply_lines(code::READY, &lines).await;
         }
         let banner = if cfg.ftpd_banner.is_empty() {
             format!("(ftpd {})", env!("CARGO_PKG_VERSION"))
         } else {
             cfg.ftpd_banner.clone()
         };
-        self.reply(220, &banner).await
+        self.reply(code::READY, &banner).await
     }
 
     /// Reads the next command line, handling the idle timeout, the shutdown
@@ -274,7 +333,7 @@ impl Session {
             r = read => match r {
                 Ok(r) => r,
                 Err(_) => {
-                    let _ = self.reply(421, "Timeout.").await;
+                    let _ = self.send(reply::IDLE_TIMEOUT).await;
                     info!(session = self.id, peer = %self.peer, "idle timeout");
                     return None;
                 }
@@ -284,7 +343,7 @@ impl Session {
             Ok(l) => Some(l.to_vec()),
             Err(LineError::Closed) => None,
             Err(LineError::TooLong) => {
-                let _ = self.reply(500, "Input line too long.").await;
+                let _ = self.send(reply::LINE_TOO_LONG).await;
                 warn!(session = self.id, peer = %self.peer, "command line too long; closing");
                 None
             }
@@ -304,10 +363,15 @@ impl Session {
     /// Writes `CODE TEXT`. After a 421 the session closes once the
     /// command is done.
     pub(crate) async fn reply(&mut self, code: u16, text: &str) -> io::Result<()> {
-        self.closing |= code == 421;
+        self.closing |= code == code::CLOSING;
         self.log_reply(code, text);
         self.shared.metrics.reply(code);
         control::reply(&mut self.w, code, text).await
+    }
+
+    /// Writes a named reply.
+    pub(crate) async fn send(&mut self, r: Reply) -> io::Result<()> {
+        self.reply(r.code, r.text).await
     }
 
     /// Writes a multi-line reply whose last line repeats the code.
@@ -352,110 +416,118 @@ impl Session {
 
     async fn dispatch(&mut self, line: &[u8]) -> io::Result<Next> {
         let line = control::strip_telnet(line);
-        let (verb, arg) = control::split_command(line);
-        let shown: &[u8] = if verb == "PASS" { b"PASS <password>" } else { line };
+        let (word, arg) = control::split_command(line);
+        let verb = Verb::find(&word);
+        let shown: &[u8] = if word == "PASS" { b"PASS <password>" } else { line };
         debug!(session = self.id, peer = %self.peer, "{}", String::from_utf8_lossy(shown));
         self.shared.logs.protocol_line(&self.log_user, &self.client, false, shown);
-        self.shared.metrics.command(&verb);
-        if line.contains(&0) {
-            self.reply(501, "NUL byte in command.").await?;
-            return Ok(Next::Continue);
+        self.shared.metrics.command(Verb::label(verb));
+        let cmd = match Command::parse(line) {
+            Err(ParseError::Nul) => {
+                self.send(reply::NUL_IN_COMMAND).await?;
+                return Ok(Next::Continue);
+            }
+            other => other,
+        };
+        let tls = self.settings.tls.is_some();
+        // Before login only the table's open verbs run (vsftpd's prelogin.c,
+        // plus HOST); AUTH only while the control connection is in the clear.
+        let open = match verb.map(|v| v.access) {
+            Some(Access::Open) => true,
+            Some(Access::Tls) => tls && !(matches!(cmd, Ok(Command::Auth(_))) && self.tls.is_some()),
+            _ => false,
+        };
+        if !open {
+            let Phase::Ready(_) = self.phase else {
+                self.send(reply::LOGIN_FIRST).await?;
+                return Ok(Next::Continue);
+            };
+            if !command_allowed(&self.user().cfg, &word) {
+                self.send(reply::PERMISSION_DENIED).await?;
+                return Ok(Next::Continue);
+            }
+            // vsftpd refuses a deny_file path with one reply, whatever the command.
+            let denied = verb.and_then(|v| v.denied_path(arg));
+            if denied.is_some_and(|a| self.cwd.join(a).is_ok_and(|p| self.settings.deny.matches_path(&p))) {
+                self.send(reply::PERMISSION_DENIED).await?;
+                return Ok(Next::Continue);
+            }
         }
-        // Commands allowed before login (vsftpd's prelogin.c, plus HOST).
-        match verb.as_str() {
-            "QUIT" => {
-                self.reply(221, "Goodbye.").await?;
+        let cmd = match cmd {
+            Ok(c) => c,
+            Err(e) => {
+                self.send(e.reply()).await?;
+                return Ok(Next::Continue);
+            }
+        };
+        match cmd {
+            Command::Quit => {
+                self.send(reply::GOODBYE).await?;
                 return Ok(Next::Quit);
             }
-            "USER" => return self.cmd_user(arg).await.map(|()| Next::Continue),
-            "PASS" => {
-                self.cmd_pass(arg).await?;
+            Command::User(a) => self.cmd_user(a).await?,
+            Command::Pass(a) => {
+                self.cmd_pass(a).await?;
                 let max = self.shared.cfg().max_login_fails;
                 if max != 0 && self.login_fails >= max {
                     info!(session = self.id, peer = %self.peer, fails = self.login_fails, "too many failed logins; closing");
                     return Ok(Next::Quit);
                 }
-                return Ok(Next::Continue);
             }
-            "FEAT" => return self.cmd_feat().await.map(|()| Next::Continue),
-            "OPTS" => return self.cmd_opts(arg).await.map(|()| Next::Continue),
-            "HOST" => return self.cmd_host(arg).await.map(|()| Next::Continue),
-            "AUTH" if self.settings.tls.is_some() && self.tls.is_none() => {
-                return self.cmd_auth(arg).await;
+            Command::Feat => self.cmd_feat().await?,
+            Command::Opts(o) => self.cmd_opts(o).await?,
+            Command::Host(a) => self.cmd_host(a).await?,
+            Command::Auth(kind) if open => return self.cmd_auth(kind).await,
+            Command::Pbsz if open => self.cmd_pbsz().await?,
+            Command::Prot(p) if open => self.cmd_prot(p).await?,
+            Command::Ccc if open => return self.cmd_ccc().await,
+            // TLS commands without TLS: PBSZ and PROT are known to vsftpd,
+            // refused like a denied command; AUTH and CCC are not.
+            Command::Pbsz | Command::Prot(_) => self.send(reply::PERMISSION_DENIED).await?,
+            Command::Auth(_) | Command::Ccc => self.send(reply::UNKNOWN_COMMAND).await?,
+            Command::Help => self.cmd_help().await?,
+            Command::Abor => self.send(reply::NO_TRANSFER_TO_ABOR).await?,
+            Command::Rein => self.send(reply::REIN_NOT_IMPLEMENTED).await?,
+            Command::Smnt => self.send(reply::SMNT_NOT_IMPLEMENTED).await?,
+            Command::Syst => self.send(reply::SYST).await?,
+            Command::Noop => self.send(reply::NOOP_OK).await?,
+            Command::Acct => self.send(reply::ACCT_NOT_IMPLEMENTED).await?,
+            Command::Allo => self.send(reply::ALLO_IGNORED).await?,
+            Command::Pwd => self.cmd_pwd().await?,
+            Command::Cwd(a) => self.cmd_cwd(a).await?,
+            Command::Cdup => self.cmd_cwd(b"..").await?,
+            Command::Type(binary) => self.cmd_type(binary).await?,
+            Command::Mode => self.send(reply::MODE_OK).await?,
+            Command::Stru => self.send(reply::STRU_OK).await?,
+            Command::Pasv => self.cmd_pasv(false).await?,
+            Command::Epsv(e) => self.cmd_epsv(e).await?,
+            Command::Port(to) => self.cmd_port(to).await?,
+            Command::Eprt(e) => self.cmd_eprt(e).await?,
+            Command::Rest(n) => self.cmd_rest(n).await?,
+            Command::Size(a) => self.cmd_size(a).await?,
+            Command::Mdtm(m) => self.cmd_mdtm(m).await?,
+            Command::Mlst(a) => self.cmd_mlst(a).await?,
+            Command::Stat(l) => self.cmd_stat(l).await?,
+            Command::List(l) => self.cmd_list(l, ListKind::Long).await?,
+            Command::Nlst(l) => self.cmd_list(l, ListKind::Names).await?,
+            Command::Mlsd(a) => self.cmd_list(ListArgs { path: a, ..ListArgs::default() }, ListKind::Machine).await?,
+            Command::Retr(a) => self.cmd_retr(a).await?,
+            Command::Stor(a) => self.cmd_store(a, StoreKind::Stor).await?,
+            Command::Appe(a) => self.cmd_store(a, StoreKind::Appe).await?,
+            Command::Stou(a) => self.cmd_store(a, StoreKind::Stou).await?,
+            Command::Mkd(a) => self.cmd_mkd(a).await?,
+            Command::Rmd(a) => self.cmd_rmd(a).await?,
+            Command::Dele(a) => self.cmd_dele(a).await?,
+            Command::Rnfr(a) => self.cmd_rnfr(a).await?,
+            Command::Rnto(a) => {
+                // RNFR's name stays until RNTO uses it, also across other commands
+                // (vsftpd does not enforce RFC 959's "immediately").
+                let from = if self.may(Op::Other) { self.rnfr.take() } else { None };
+                self.cmd_rnto(a, from).await?;
             }
-            "PBSZ" if self.settings.tls.is_some() => return self.cmd_pbsz(arg).await.map(|()| Next::Continue),
-            "PROT" if self.settings.tls.is_some() => return self.cmd_prot(arg).await.map(|()| Next::Continue),
-            "CCC" if self.settings.tls.is_some() => return self.cmd_ccc().await,
-            _ => {}
-        }
-        let Phase::Ready(_) = self.phase else {
-            self.reply(530, "Please login with USER and PASS.").await?;
-            return Ok(Next::Continue);
-        };
-        if !command_allowed(&self.user().cfg, &verb) {
-            self.reply(550, "Permission denied.").await?;
-            return Ok(Next::Continue);
-        }
-        // vsftpd refuses a deny_file path with one reply, whatever the command.
-        let path_arg = match verb.as_str() {
-            "RETR" | "SIZE" | "MDTM" | "CWD" | "XCWD" | "MKD" | "XMKD" | "RMD" | "XRMD" | "DELE" | "RNFR" | "STOR"
-            | "APPE" | "MLST" | "MLSD" => Some(arg),
-            "LIST" | "NLST" | "STAT" if !arg.is_empty() => Some(crate::commands::transfer::split_list_args(arg).1),
-            _ => None,
-        };
-        if path_arg.is_some_and(|a| self.cwd.join(a).is_ok_and(|p| self.settings.deny.matches_path(&p))) {
-            self.reply(550, "Permission denied.").await?;
-            return Ok(Next::Continue);
-        }
-        // RNFR's name stays until RNTO uses it, also across other commands
-        // (vsftpd does not enforce RFC 959's "immediately").
-        let rnfr = if verb == "RNTO" && self.may(crate::commands::files::Op::Other) { self.rnfr.take() } else { None };
-        match verb.as_str() {
-            "HELP" => self.cmd_help().await?,
-            "ABOR" => self.reply(225, "No transfer to ABOR.").await?,
-            "REIN" => self.reply(502, "REIN not implemented.").await?,
-            "SMNT" => self.reply(502, "SMNT not implemented.").await?,
-            // TLS commands without TLS: known to vsftpd, refused like a denied command.
-            "PBSZ" | "PROT" => self.reply(550, "Permission denied.").await?,
-            "SYST" => self.reply(215, "UNIX Type: L8").await?,
-            "NOOP" => self.reply(200, "NOOP ok.").await?,
-            "ACCT" => self.reply(502, "ACCT not implemented.").await?,
-            "ALLO" => self.reply(202, "ALLO command ignored.").await?,
-            "PWD" | "XPWD" => self.cmd_pwd().await?,
-            "CWD" | "XCWD" => self.cmd_cwd(arg).await?,
-            "CDUP" | "XCUP" => self.cmd_cwd(b"..").await?,
-            "TYPE" => self.cmd_type(arg).await?,
-            "MODE" => match arg {
-                b"S" | b"s" => self.reply(200, "Mode set to S.").await?,
-                _ => self.reply(504, "Bad MODE command.").await?,
-            },
-            "STRU" => match arg {
-                b"F" | b"f" => self.reply(200, "Structure set to F.").await?,
-                _ => self.reply(504, "Bad STRU command.").await?,
-            },
-            "PASV" => self.cmd_pasv(false).await?,
-            "EPSV" => self.cmd_epsv(arg).await?,
-            "PORT" => self.cmd_port(arg).await?,
-            "EPRT" => self.cmd_eprt(arg).await?,
-            "REST" => self.cmd_rest(arg).await?,
-            "SIZE" => self.cmd_size(arg).await?,
-            "MDTM" => self.cmd_mdtm(arg).await?,
-            "MLST" => self.cmd_mlst(arg).await?,
-            "STAT" => self.cmd_stat(arg).await?,
-            "LIST" => self.cmd_list(arg, crate::commands::transfer::ListKind::Long).await?,
-            "NLST" => self.cmd_list(arg, crate::commands::transfer::ListKind::Names).await?,
-            "MLSD" => self.cmd_list(arg, crate::commands::transfer::ListKind::Machine).await?,
-            "RETR" => self.cmd_retr(arg).await?,
-            "STOR" => self.cmd_store(arg, crate::commands::transfer::StoreKind::Stor).await?,
-            "APPE" => self.cmd_store(arg, crate::commands::transfer::StoreKind::Appe).await?,
-            "STOU" => self.cmd_store(arg, crate::commands::transfer::StoreKind::Stou).await?,
-            "MKD" | "XMKD" => self.cmd_mkd(arg).await?,
-            "RMD" | "XRMD" => self.cmd_rmd(arg).await?,
-            "DELE" => self.cmd_dele(arg).await?,
-            "RNFR" => self.cmd_rnfr(arg).await?,
-            "RNTO" => self.cmd_rnto(arg, rnfr).await?,
-            "SITE" => self.cmd_site(arg).await?,
-            _ => self.reply(500, "Unknown command.").await?,
+            Command::Site(s) => self.cmd_site(s).await?,
+            Command::Xsha256(a) => self.cmd_hash(a, Some(HashAlg::Sha256)).await?,
+            Command::Hash(a) => self.cmd_hash(a, None).await?,
         }
         Ok(Next::Continue)
     }
@@ -508,7 +580,7 @@ impl Session {
                 "STAT" => {
                     let moved = self.progress.get();
                     let lines = vec![format!("Transfer in progress: {moved} bytes transferred")];
-                    self.reply_multi(211, "FTP server status:", &lines, "End of status").await?;
+                    self.reply_multi(code::SYSTEM_STATUS, "FTP server status:", &lines, "End of status").await?;
                 }
                 _ => self.pending = Some(line),
             }
@@ -521,22 +593,27 @@ impl Session {
         let setup = std::mem::replace(&mut self.data, DataSetup::None);
         let cfg = self.cfg();
         if matches!(setup, DataSetup::None) {
-            self.reply(425, "Use PORT or PASV first.").await?;
+            self.send(reply::NO_DATA_SETUP).await?;
             return Ok(None);
         }
         let forced = if self.user().anonymous { cfg.force_anon_data_ssl } else { cfg.force_local_data_ssl };
         if self.settings.tls.is_some() && forced && !self.prot_private {
             self.data = setup;
-            self.reply(522, "Data connections must be encrypted.").await?;
+            self.send(reply::DATA_MUST_BE_ENCRYPTED).await?;
             return Ok(None);
         }
         let result = match setup {
             DataSetup::None => return Ok(None),
-            DataSetup::Passive(listener) => {
+            DataSetup::Passive(mut port) => {
                 let wait = Duration::from_secs(u64::from(cfg.accept_timeout));
                 let client = crate::net::canonical(self.peer.ip());
-                let fut = async move { data::accept(&listener, client, cfg.pasv_promiscuous, wait).await };
-                self.race(fut).await?
+                let listener = &port.listener;
+                let fut = async move { data::accept(listener, client, cfg.pasv_promiscuous, wait).await };
+                let result = self.race(fut).await?;
+                // Used (sock_ops already closed its pinhole), timed out or
+                // aborted: it is done, and dropped here.
+                port.event = Some(if matches!(result, Raced::Done(Ok(_))) { "used" } else { "expired" });
+                result
             }
             DataSetup::Active(to) => {
                 let wait = Duration::from_secs(u64::from(cfg.connect_timeout));
@@ -552,7 +629,7 @@ impl Session {
                         Ok(Ok(fd)) => Some(fd),
                         Ok(Err(e)) => {
                             warn!(session = self.id, error = %e, "cannot bind ftp_data_port for connect_from_port_20");
-                            self.reply(425, "Failed to establish connection.").await?;
+                            self.send(reply::DATA_CONNECT_FAILED).await?;
                             return Ok(None);
                         }
                         Err(e) => return Err(io::Error::other(e)),
@@ -563,14 +640,6 @@ impl Session {
                 self.race(data::connect_active(bound, to, wait)).await?
             }
         };
-        // Used (sock_ops already closed it), timed out or aborted: it is done.
-        self.close_pinhole();
-        if let Some(g) = self.pasv_slot.take() {
-            // Counted in both planes, so the metrics mean the same with and without eBPF.
-            g.dec();
-            let event = if matches!(result, Raced::Done(Ok(_))) { "used" } else { "expired" };
-            crate::metrics::Metrics::inc(&self.shared.metrics.pinholes, "event", event);
-        }
         match result {
             Raced::Done(Ok(s)) => {
                 let _ = s.set_nodelay(true);
@@ -578,25 +647,18 @@ impl Session {
             }
             Raced::Done(Err(DataError::BadIp(ip))) => {
                 warn!(session = self.id, peer = %self.peer, intruder = %ip, "passive connection from a foreign IP refused");
-                self.reply(425, "Security: Bad IP connecting.").await?;
+                self.send(reply::BAD_IP_CONNECTING).await?;
                 Ok(None)
             }
             Raced::Done(Err(e)) => {
                 debug!(session = self.id, error = ?e, "no data connection");
-                self.reply(425, "Failed to establish connection.").await?;
+                self.send(reply::DATA_CONNECT_FAILED).await?;
                 Ok(None)
             }
             Raced::Aborted => {
-                self.reply(225, "ABOR successful.").await?;
+                self.send(reply::ABOR_BEFORE_DATA).await?;
                 Ok(None)
             }
-        }
-    }
-
-    /// Closes this session's pinhole, if one is open.
-    pub(crate) fn close_pinhole(&mut self) {
-        if let (Some(port), Some(dp)) = (self.pinhole.take(), self.shared.kernel()) {
-            dp.close_pinhole(port);
         }
     }
 
@@ -654,7 +716,7 @@ fn clean(s: &str) -> String {
 pub async fn refuse_tls(stream: TcpStream, tls: &crate::tls::Tls, text: &str) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.for_session().config);
     if let Ok(Ok(mut s)) = timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-        let _ = control::reply(&mut s, 421, text).await;
+        let _ = control::reply(&mut s, code::CLOSING, text).await;
         let _ = s.shutdown().await;
     }
 }
@@ -667,7 +729,7 @@ pub async fn refuse_tls(stream: TcpStream, tls: &crate::tls::Tls, text: &str) {
 /// its next SYNs are dropped before accept(). Without the kernel plane the
 /// socket is closed at once, so that a flood cannot pin file descriptors.
 pub async fn refuse(stream: &mut TcpStream, text: &str, hold: bool) {
-    let _ = control::reply(stream, 421, text).await;
+    let _ = control::reply(stream, code::CLOSING, text).await;
     let _ = stream.shutdown().await;
     if hold {
         let mut buf = [0u8; 256];

@@ -5,8 +5,10 @@ use std::{io, sync::Arc};
 use tracing::{info, warn};
 
 use crate::{
+    command::{self, Opts},
     fs::VPath,
     login,
+    reply::{self, code},
     session::{Phase, Session, User},
 };
 
@@ -14,18 +16,17 @@ impl Session {
     pub(crate) async fn cmd_user(&mut self, arg: &[u8]) -> io::Result<()> {
         if let Phase::Ready(u) = &self.phase {
             // vsftpd's two texts: anonymous sessions are its "guest" ones.
-            let text = if u.anonymous { "Can't change from guest user." } else { "Can't change to another user." };
-            return self.reply(530, text).await;
+            return self.send(if u.anonymous { reply::GUEST_CANNOT_CHANGE } else { reply::CANNOT_CHANGE_USER }).await;
         }
         self.phase = Phase::Greeted;
         if arg.is_empty() {
             // vsftpd asks for a password and refuses at PASS, so an empty
             // name looks like any other failed login.
             self.phase = Phase::NeedPass(String::new());
-            return self.reply(331, "Please specify the password.").await;
+            return self.send(reply::NEED_PASSWORD).await;
         }
         let Some(user) = std::str::from_utf8(arg).ok().filter(|u| u.len() <= crate::auth::MAX_CREDENTIAL) else {
-            return self.reply(530, "Login incorrect.").await;
+            return self.send(reply::LOGIN_INCORRECT).await;
         };
         if self.settings.tls.is_some() && !self.tls_login_allowed(user).await? {
             return Ok(());
@@ -33,7 +34,7 @@ impl Session {
         let settings = self.shared.settings();
         if let Err(d) = login::check_user(&settings.cfg, &settings.userlist, user) {
             info!(session = self.id, peer = %self.peer, user, reason = %d.reason, "USER refused");
-            return self.reply(530, &d.reply).await;
+            return self.reply(code::NOT_LOGGED_IN, &d.reply).await;
         }
         self.log_user = user.to_owned();
         let anonymous = login::is_anonymous(user) && self.shared.cfg().anonymous_enable;
@@ -41,7 +42,7 @@ impl Session {
             return self.login(user.to_owned(), Vec::new()).await;
         }
         self.phase = Phase::NeedPass(user.to_owned());
-        self.reply(331, "Please specify the password.").await
+        self.send(reply::NEED_PASSWORD).await
     }
 
     /// vsftpd's TLS rules for USER, in its order and with its replies.
@@ -59,26 +60,26 @@ impl Session {
             return Ok(true);
         }
         if anonymous && secure && !cfg.allow_anon_ssl && !cfg.force_anon_logins_ssl {
-            self.reply(530, "Anonymous sessions may not use encryption.").await?;
+            self.send(reply::ANON_NO_TLS).await?;
             return Ok(false);
         }
-        let text = match (anonymous, secure) {
-            (false, false) if cfg.force_local_logins_ssl => "Non-anonymous sessions must use encryption.",
-            (true, false) if cfg.force_anon_logins_ssl => "Anonymous sessions must use encryption.",
+        let refusal = match (anonymous, secure) {
+            (false, false) if cfg.force_local_logins_ssl => reply::LOCAL_MUST_ENCRYPT,
+            (true, false) if cfg.force_anon_logins_ssl => reply::ANON_MUST_ENCRYPT,
             _ => return Ok(true),
         };
         info!(session = self.id, peer = %self.peer, user, "login in clear text refused (force_*_logins_ssl)");
-        self.reply(530, text).await?;
+        self.send(refusal).await?;
         self.closing = true;
         Ok(false)
     }
 
     pub(crate) async fn cmd_pass(&mut self, arg: &[u8]) -> io::Result<()> {
         match std::mem::replace(&mut self.phase, Phase::Greeted) {
-            Phase::Greeted => self.reply(503, "Login with USER first.").await,
+            Phase::Greeted => self.send(reply::LOGIN_WITH_USER_FIRST).await,
             ready @ Phase::Ready(_) => {
                 self.phase = ready;
-                self.reply(230, "Already logged in.").await
+                self.send(reply::ALREADY_LOGGED_IN).await
             }
             Phase::NeedPass(user) => self.login(user, arg.to_vec()).await,
         }
@@ -95,7 +96,7 @@ impl Session {
         let name = user.clone();
         let outcome = match shared.authority.login_cached(&shared.cfg(), &name) {
             _ if name.is_empty() => Ok(Err(login::Denial {
-                reply: "Login incorrect.".into(),
+                reply: reply::LOGIN_INCORRECT.text.into(),
                 reason: "empty user name".into(),
                 config_error: false,
             })),
@@ -124,11 +125,11 @@ impl Session {
                 }
                 tokio::time::sleep(std::time::Duration::from_secs(u64::from(self.shared.cfg().delay_failed_login)))
                     .await;
-                return self.reply(530, &d.reply).await;
+                return self.reply(code::NOT_LOGGED_IN, &d.reply).await;
             }
             Err(e) => {
                 warn!(session = self.id, error = %e, "login task failed");
-                return self.reply(530, "Login incorrect.").await;
+                return self.send(reply::LOGIN_INCORRECT).await;
             }
         };
         let mut g = logged.grant;
@@ -176,35 +177,27 @@ impl Session {
         let start = self.cwd.clone();
         let mut lines = self.dir_message(&start);
         lines.push("Login successful.".into());
-        self.reply_lines(230, &lines).await
+        self.reply_lines(code::LOGGED_IN, &lines).await
     }
 
     pub(crate) async fn cmd_feat(&mut self) -> io::Result<()> {
-        let mut feats: Vec<String> = Vec::new();
-        let tls = self.settings.tls.is_some();
-        if tls {
-            feats.extend(["AUTH TLS", "AUTH SSL"].map(String::from));
-        }
-        if self.shared.cfg().port_enable {
-            feats.push("EPRT".into());
-        }
-        feats.extend(["EPSV", "HOST", "MDTM", "MLST type*;size*;modify*;perm*;unique*;", "PASV"].map(String::from));
-        if tls {
-            feats.extend(["CCC", "PBSZ", "PROT"].map(String::from));
-        }
-        feats.extend(["REST STREAM", "SIZE", "TVFS", "UTF8"].map(String::from));
-        self.reply_multi(211, "Features:", &feats, "End").await
+        let feats = command::features(self.settings.tls.is_some(), self.shared.cfg().port_enable);
+        self.reply_multi(code::SYSTEM_STATUS, "Features:", &feats, "End").await
     }
 
-    pub(crate) async fn cmd_opts(&mut self, arg: &[u8]) -> io::Result<()> {
-        let upper = arg.to_ascii_uppercase();
-        if upper == b"UTF8 ON" {
-            self.reply(200, "Always in UTF8 mode.").await
-        } else if upper.starts_with(b"MLST ") || upper == b"MLST" {
+    pub(crate) async fn cmd_opts(&mut self, opts: Opts) -> io::Result<()> {
+        match opts {
+            Opts::Utf8On => self.send(reply::UTF8_OK).await,
             // All facts are always sent; the selection is acknowledged as RFC 3659 asks.
-            self.reply(200, "MLST OPTS type;size;modify;perm;unique;").await
-        } else {
-            self.reply(501, "Option not understood.").await
+            Opts::Mlst => self.send(reply::MLST_OPTS).await,
+            // draft-bryan-ftpext-hash: the reply names the algorithm in use.
+            Opts::HashShow => self.reply(code::OK, self.hash_alg.name()).await,
+            Opts::HashSet(alg) => {
+                self.hash_alg = alg;
+                self.reply(code::OK, alg.name()).await
+            }
+            Opts::HashUnknown => self.send(reply::HASH_UNKNOWN_ALGORITHM).await,
+            Opts::Other => self.send(reply::OPTION_NOT_UNDERSTOOD).await,
         }
     }
 
@@ -212,25 +205,16 @@ impl Session {
         // RFC 7151: HOST only before login. ftpd serves one site per listener, so
         // any host name is accepted and selects that one site.
         if !matches!(self.phase, Phase::Greeted) {
-            return self.reply(503, "HOST must come before USER.").await;
+            return self.send(reply::HOST_AFTER_USER).await;
         }
         if arg.is_empty() {
-            return self.reply(501, "HOST needs a host name.").await;
+            return self.send(reply::HOST_NEEDS_NAME).await;
         }
-        self.reply(220, "Host accepted.").await
+        self.send(reply::HOST_OK).await
     }
 
     pub(crate) async fn cmd_help(&mut self) -> io::Result<()> {
-        let lines = [
-            "ABOR ACCT ALLO APPE CDUP CWD  DELE EPRT EPSV FEAT HELP HOST LIST MDTM MKD",
-            "MLSD MLST MODE NLST NOOP OPTS PASS PASV PORT PWD  QUIT REST RETR RMD  RNFR",
-            "RNTO SITE SIZE STAT STOR STOU STRU SYST TYPE USER XCUP XCWD XMKD XPWD XRMD",
-        ]
-        .map(String::from);
-        let mut lines = lines.to_vec();
-        if self.settings.tls.is_some() {
-            lines.push("AUTH CCC  PBSZ PROT".into());
-        }
-        self.reply_multi(214, "The following commands are recognized.", &lines, "Help OK.").await
+        let lines = command::help_lines(self.settings.tls.is_some());
+        self.reply_multi(code::HELP, "The following commands are recognized.", &lines, "Help OK.").await
     }
 }

@@ -13,8 +13,10 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 use crate::{
+    command::{AuthKind, Prot},
     control::LineReader,
     metrics::Metrics,
+    reply::{self, code},
     session::{HANDSHAKE_TIMEOUT, Next, Raced, Session},
     tls::{self, CtlRead, CtlWrite, DataStream},
 };
@@ -30,18 +32,17 @@ impl Session {
         matches!(self.w, CtlWrite::Tls(_))
     }
 
-    pub(crate) async fn cmd_auth(&mut self, arg: &[u8]) -> io::Result<Next> {
-        let kind = arg.to_ascii_uppercase();
-        if !matches!(kind.as_slice(), b"TLS" | b"TLS-C" | b"SSL" | b"TLS-P") {
-            self.reply(504, "Unknown AUTH type.").await?;
+    pub(crate) async fn cmd_auth(&mut self, kind: Option<AuthKind>) -> io::Result<Next> {
+        let Some(kind) = kind else {
+            self.send(reply::BAD_AUTH_TYPE).await?;
             return Ok(Next::Continue);
-        }
-        self.reply(234, "Proceed with negotiation.").await?;
+        };
+        self.send(reply::AUTH_OK).await?;
         if !self.start_tls().await {
             return Ok(Next::Quit);
         }
         // vsftpd: the old `AUTH SSL` (and `TLS-P`) also protects data.
-        if matches!(kind.as_slice(), b"SSL" | b"TLS-P") {
+        if kind == AuthKind::Ssl {
             self.prot_private = true;
         }
         Ok(Next::Continue)
@@ -86,28 +87,28 @@ impl Session {
         false
     }
 
-    pub(crate) async fn cmd_pbsz(&mut self, _arg: &[u8]) -> io::Result<()> {
+    pub(crate) async fn cmd_pbsz(&mut self) -> io::Result<()> {
         if !self.control_secure() {
-            return self.reply(503, "PBSZ needs a secure connection.").await;
+            return self.send(reply::PBSZ_NEEDS_TLS).await;
         }
-        self.reply(200, "PBSZ set to 0.").await
+        self.send(reply::PBSZ_OK).await
     }
 
-    pub(crate) async fn cmd_prot(&mut self, arg: &[u8]) -> io::Result<()> {
+    pub(crate) async fn cmd_prot(&mut self, level: Prot) -> io::Result<()> {
         if !self.control_secure() {
-            return self.reply(503, "PROT needs a secure connection.").await;
+            return self.send(reply::PROT_NEEDS_TLS).await;
         }
-        match arg.to_ascii_uppercase().as_slice() {
-            b"C" => {
+        match level {
+            Prot::Clear => {
                 self.prot_private = false;
-                self.reply(200, "PROT now Clear.").await
+                self.send(reply::PROT_CLEAR).await
             }
-            b"P" => {
+            Prot::Private => {
                 self.prot_private = true;
-                self.reply(200, "PROT now Private.").await
+                self.send(reply::PROT_PRIVATE).await
             }
-            b"S" | b"E" => self.reply(536, "PROT not supported.").await,
-            _ => self.reply(504, "PROT not recognized.").await,
+            Prot::Unsupported => self.send(reply::PROT_UNSUPPORTED).await,
+            Prot::Unknown => self.send(reply::PROT_UNKNOWN).await,
         }
     }
 
@@ -115,14 +116,14 @@ impl Session {
     /// login (so forced-encryption logins stay encrypted); data keeps its PROT.
     pub(crate) async fn cmd_ccc(&mut self) -> io::Result<Next> {
         if !self.control_secure() {
-            self.reply(533, "CCC needs a secure connection.").await?;
+            self.send(reply::CCC_NEEDS_TLS).await?;
             return Ok(Next::Continue);
         }
         if !matches!(self.phase, crate::session::Phase::Ready(_)) {
-            self.reply(533, "CCC is only allowed after login.").await?;
+            self.send(reply::CCC_BEFORE_LOGIN).await?;
             return Ok(Next::Continue);
         }
-        self.reply(200, "Control connection now in clear text.").await?;
+        self.send(reply::CCC_OK).await?;
         let r = std::mem::replace(&mut self.r, CtlRead::Gone);
         let w = std::mem::replace(&mut self.w, CtlWrite::Gone);
         let (CtlRead::Tls { half, .. }, CtlWrite::Tls(w)) = (r, w) else { return Ok(Next::Quit) };
@@ -195,8 +196,8 @@ impl Session {
         let handshake = async move { timeout(wait, acceptor.accept(tcp)).await };
         let reason = match self.race(handshake).await? {
             Raced::Aborted => {
-                self.reply(426, "Failure reading network stream.").await?;
-                self.reply(226, "ABOR successful.").await?;
+                self.send(reply::NETWORK_READ_FAILED).await?;
+                self.send(reply::ABOR_OK).await?;
                 return Ok(None);
             }
             Raced::Done(Err(_)) => "timeout",
@@ -216,7 +217,7 @@ impl Session {
                 if !resumed && !same_cert {
                     info!(session = self.id, peer = %self.peer, "data connection presented another client certificate; refused");
                     Metrics::inc(&self.shared.metrics.tls_handshake_failures, "reason", "different_certificate");
-                    self.reply(522, "SSL connection failed").await?;
+                    self.send(reply::DATA_TLS_FAILED).await?;
                     return Ok(None);
                 }
                 if resumed || !reuse {
@@ -229,7 +230,7 @@ impl Session {
         };
         Metrics::inc(&self.shared.metrics.tls_handshake_failures, "reason", reason);
         let text = if reuse { REUSE_REQUIRED } else { "SSL connection failed" };
-        self.reply(522, text).await?;
+        self.reply(code::BAD_PROTOCOL, text).await?;
         Ok(None)
     }
 }

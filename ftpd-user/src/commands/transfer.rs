@@ -18,9 +18,11 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use crate::{
+    command::{HashAlg, ListArgs},
     commands::files::Op,
     data::{self, DataError, RecvError},
     fs::{self, Create, Entry, FsError, ListStyle, VPath},
+    reply::{self, Reply, code},
     session::{Raced, Session},
     tls::DataStream,
     worker::Fs,
@@ -57,18 +59,6 @@ pub enum StoreKind {
     Appe,
     /// Store under a new unique name.
     Stou,
-}
-
-/// Splits `ls` options (`-la`) from the path in a LIST/NLST/STAT argument.
-pub fn split_list_args(arg: &[u8]) -> (Vec<u8>, &[u8]) {
-    let mut rest = arg;
-    let mut flags = Vec::new();
-    while rest.starts_with(b"-") {
-        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
-        flags.extend_from_slice(&rest[1..end]);
-        rest = rest[end..].strip_prefix(b" ").unwrap_or(&rest[end..]);
-    }
-    (flags, rest)
 }
 
 /// Largest file whose TYPE A `SIZE` is computed. Reading the file is the
@@ -142,20 +132,21 @@ impl Session {
         }
     }
 
-    pub(crate) async fn cmd_list(&mut self, arg: &[u8], kind: ListKind) -> io::Result<()> {
+    /// LIST, NLST and MLSD (whose argument is a path only).
+    pub(crate) async fn cmd_list(&mut self, args: ListArgs<'_>, kind: ListKind) -> io::Result<()> {
         if !self.cfg().dirlist_enable {
-            return self.reply(550, "Permission denied.").await;
+            return self.send(reply::PERMISSION_DENIED).await;
         }
-        let (flags, path_arg) = if kind == ListKind::Machine { (Vec::new(), arg) } else { split_list_args(arg) };
+        let path_arg = args.path;
         // vsftpd: `NLST -l` is a long listing.
-        let kind = if kind == ListKind::Names && flags.contains(&b'l') { ListKind::Long } else { kind };
-        let all = flags.contains(&b'a') || self.cfg().force_dot_files;
-        let recurse = flags.contains(&b'R') && self.cfg().ls_recurse_enable && kind != ListKind::Machine;
+        let kind = if kind == ListKind::Names && args.long { ListKind::Long } else { kind };
+        let all = args.all || self.cfg().force_dot_files;
+        let recurse = args.recurse && self.cfg().ls_recurse_enable && kind != ListKind::Machine;
         let path = self.path(path_arg);
         if kind == ListKind::Machine {
             let ok = path.as_ref().is_some_and(|p| self.user().root.is_dir(p));
             if !ok {
-                return self.reply(550, "Failed to open directory.").await;
+                return self.send(reply::MLSD_FAILED).await;
             }
         }
         // One address may not hold all of a worker's listing slots (a session
@@ -163,15 +154,15 @@ impl Session {
         let worker = self.user().root.worker_key();
         let Some(slot) = ListingSlot::take(self.peer_ip(), worker, self.cfg().ftpd_max_listings_per_ip) else {
             info!(session = self.id, peer = %self.peer, "listing refused: ftpd_max_listings_per_ip reached");
-            return self.reply(451, "Too many directory listings from your address; try again later.").await;
+            return self.send(reply::TOO_MANY_LISTINGS).await;
         };
         let Some(data) = self.open_data().await? else { return Ok(()) };
-        self.reply(150, "Here comes the directory listing.").await?;
+        self.send(reply::LISTING_FOLLOWS).await?;
         let Some(mut data) = self.secure_data(data).await? else { return Ok(()) };
         let strict_shutdown = self.cfg().strict_ssl_write_shutdown;
         // Streamed: each chunk of entries is formatted and written before the
         // next is read, so a listing costs one chunk of memory whatever its size.
-        let lister = self.lister(kind, all, flags.contains(&b'a'), recurse);
+        let lister = self.lister(kind, all, args.all, recurse);
         // A listing whose client does not read holds a worker thread and its
         // memory: it gets less time than a file download.
         let stall = match self.cfg().ftpd_list_stall_timeout {
@@ -198,24 +189,24 @@ impl Session {
         match self.race(send).await? {
             Raced::Done(None) => {
                 info!(session = self.id, peer = %self.peer, "listing preempted: the worker's listing slots were full and this address had the most");
-                self.reply(426, "Failure writing network stream.").await
+                self.send(reply::NETWORK_WRITE_FAILED).await
             }
             Raced::Done(Some(Ok(true))) if kind != ListKind::Machine => {
                 // vsftpd reports an unreadable directory as a successful, empty listing.
-                self.reply(226, "Transfer done (but failed to open directory).").await
+                self.send(reply::LISTING_DONE_UNREADABLE).await
             }
-            Raced::Done(Some(Ok(_))) => self.reply(226, "Directory send OK.").await,
+            Raced::Done(Some(Ok(_))) => self.send(reply::LISTING_OK).await,
             Raced::Done(Some(Err(DataError::File(e)))) => {
                 warn!(session = self.id, error = %e, "listing failed");
-                self.reply(451, "Failure reading directory.").await
+                self.send(reply::DIRECTORY_READ_FAILED).await
             }
             Raced::Done(Some(Err(DataError::Stalled))) => {
                 info!(session = self.id, peer = %self.peer, "data connection stalled during a listing");
-                self.reply(421, "Data timeout. Reconnect. Sorry.").await
+                self.send(reply::DATA_TIMEOUT).await
             }
             Raced::Done(Some(Err(e))) => {
                 debug!(session = self.id, error = ?e, "listing aborted");
-                self.reply(426, "Failure writing network stream.").await
+                self.send(reply::NETWORK_WRITE_FAILED).await
             }
             Raced::Aborted => self.abort_replies().await,
         }
@@ -229,8 +220,8 @@ impl Session {
             return self.reply(421, "Server shutting down.").await;
         }
         info!(session = self.id, peer = %self.peer, "transfer aborted by the client");
-        self.reply(426, "Failure writing network stream.").await?;
-        self.reply(226, "ABOR successful.").await
+        self.send(reply::NETWORK_WRITE_FAILED).await?;
+        self.send(reply::ABOR_OK).await
     }
 
     /// Records a transfer in the metrics.
@@ -281,29 +272,105 @@ impl Session {
         }
     }
 
-    pub(crate) async fn cmd_retr(&mut self, arg: &[u8]) -> io::Result<()> {
-        let offset = std::mem::take(&mut self.rest);
+    /// Opens a file for reading as RETR may: `download_enable`, the path
+    /// confined and not denied, opened by the user's worker (or the front
+    /// with the same credentials), and for anonymous users only a file
+    /// everyone may read. The refusal is the reply to send.
+    fn open_download(&self, arg: &[u8]) -> Result<(VPath, OwnedFd, rustix::fs::Stat), Reply> {
         let cfg = self.cfg();
         if !cfg.download_enable {
-            return self.reply(550, "Permission denied.").await;
+            return Err(reply::PERMISSION_DENIED);
         }
-        let opened = self.path(arg).and_then(|p| self.user().root.open_file(&p).ok().map(|x| (p, x)));
-        let Some((vpath, (file, st))) = opened else {
-            return self.reply(550, "Failed to open file.").await;
+        let opened = self.path(arg).and_then(|p| self.user().root.open_file(&p).ok().map(|(f, st)| (p, f, st)));
+        let Some((vpath, file, st)) = opened else {
+            return Err(reply::FAILED_TO_OPEN_FILE);
         };
-        let shown_path = vpath.as_bytes().to_vec();
         if self.user().policy.world_readable_only && st.st_mode & 0o004 == 0 {
-            return self.reply(550, "Failed to open file.").await;
+            return Err(reply::FAILED_TO_OPEN_FILE);
         }
-        let size = u64::try_from(st.st_size).unwrap_or(0);
+        Ok((vpath, file, st))
+    }
+
+    /// `HASH` (draft-bryan-ftpext-hash) and `XSHA256` (`alg` given): the
+    /// digest of a whole file a client may download, so that a mirror user
+    /// can check a download without fetching it again. The file is read on
+    /// a blocking thread, never on the session's event loop; ABOR stops it.
+    pub(crate) async fn cmd_hash(&mut self, arg: &[u8], alg: Option<HashAlg>) -> io::Result<()> {
+        let draft = alg.is_none();
+        let alg = alg.unwrap_or(self.hash_alg);
+        let (_, file, _) = match self.open_download(arg) {
+            Ok(x) => x,
+            Err(r) => return self.send(r).await,
+        };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let work = async move {
+            // Hashing is CPU- and disk-bound: a few at a time in the whole
+            // process, so that clients cannot occupy every blocking thread.
+            let _permit = HASHING.acquire().await;
+            tokio::task::spawn_blocking(move || hash_file(&file, alg, &stopped)).await
+        };
+        match self.race(work).await? {
+            Raced::Done(Ok(Ok((digest, len)))) => {
+                let text = if draft {
+                    format!("{} 0-{len} {digest} {}", alg.name(), String::from_utf8_lossy(arg))
+                } else {
+                    digest
+                };
+                self.reply(code::FILE_STATUS, &text).await
+            }
+            Raced::Done(Ok(Err(e))) => {
+                warn!(session = self.id, file = %String::from_utf8_lossy(arg), error = %e, "hashing the file failed");
+                self.send(reply::FILE_READ_FAILED).await
+            }
+            Raced::Done(Err(e)) => Err(io::Error::other(e)),
+            Raced::Aborted => {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.send(reply::HASH_ABORTED).await?;
+                self.send(reply::ABOR_OK).await
+            }
+        }
+    }
+
+    pub(crate) async fn cmd_retr(&mut self, arg: &[u8]) -> io::Result<()> {
+        let offset = std::mem::take(&mut self.rest);
+        let plan = match self.plan_retr(arg, offset) {
+            Ok(p) => p,
+            Err(r) => return self.send(r).await,
+        };
         let Some(data) = self.open_data().await? else { return Ok(()) };
         let flow = self.start_flow();
-        let name = String::from_utf8_lossy(arg).into_owned();
-        let ascii = !self.binary && cfg.ascii_download_enable;
         // vsftpd names the mode the bytes actually travel in.
-        let mode = if ascii { "ASCII" } else { "BINARY" };
-        self.reply(150, &format!("Opening {mode} mode data connection for {name} ({size} bytes).")).await?;
-        let Some(mut data) = self.secure_data(data).await? else { return Ok(()) };
+        let mode = if plan.ascii { "ASCII" } else { "BINARY" };
+        let text = format!("Opening {mode} mode data connection for {} ({} bytes).", plan.name, plan.size);
+        self.reply(code::OPENING_DATA, &text).await?;
+        let Some(data) = self.secure_data(data).await? else { return Ok(()) };
+        let sent = self.run_retr(&plan, data, &flow).await?;
+        drop(flow);
+        self.finish_retr(&plan, sent).await
+    }
+
+    /// RETR's checks, before any data connection: what to send, or the refusal.
+    fn plan_retr(&self, arg: &[u8], offset: u64) -> Result<Download, Reply> {
+        let (vpath, file, st) = self.open_download(arg)?;
+        Ok(Download {
+            file,
+            offset,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            name: String::from_utf8_lossy(arg).into_owned(),
+            shown_path: vpath.as_bytes().to_vec(),
+            ascii: !self.binary && self.cfg().ascii_download_enable,
+        })
+    }
+
+    /// Sends the file, answering the control connection meanwhile.
+    async fn run_retr(
+        &mut self,
+        plan: &Download,
+        mut data: DataStream,
+        flow: &crate::rates::FlowGuard,
+    ) -> io::Result<Sent<Result<u64, DataError>>> {
+        let cfg = self.cfg();
         let strict_shutdown = cfg.strict_ssl_write_shutdown;
         // The socket's own TCP pacing, applied before the first byte, plus a
         // schedule for what TCP does not pace (see `rates::Pacer`): the same
@@ -312,7 +379,8 @@ impl Session {
         self.progress = std::sync::Arc::new(data::Progress::new(self.shared.metrics.bytes_counter("download")));
         let progress = std::sync::Arc::clone(&self.progress);
         let stall = self.stall();
-        let len = size.saturating_sub(offset);
+        let (file, offset, ascii) = (&plan.file, plan.offset, plan.ascii);
+        let len = plan.size.saturating_sub(offset);
         let started = Instant::now();
         let use_sendfile = cfg.use_sendfile;
         let send = async move {
@@ -320,147 +388,88 @@ impl Session {
             // paced the same way. In the clear, sendfile as before.
             let r = match &mut data {
                 DataStream::Plain(tcp) if use_sendfile && !ascii => {
-                    data::send_file(tcp, &file, offset, len, stall, &progress, &mut pacer).await
+                    data::send_file(tcp, file, offset, len, stall, &progress, &mut pacer).await
                 }
-                _ => {
-                    send_buffered(&mut data, &file, offset, stall, &progress, ascii, &mut pacer, strict_shutdown).await
-                }
+                _ => send_buffered(&mut data, file, offset, stall, &progress, ascii, &mut pacer, strict_shutdown).await,
             };
             drop(data);
             (r, pacer)
         };
-        let mut paced = "no";
-        let raced = match self.race(send).await? {
+        Ok(match self.race(send).await? {
             Raced::Done((r, pacer)) => {
-                paced = self.count_paced("download", &pacer);
-                Raced::Done(r)
+                Sent { raced: Raced::Done(r), paced: self.count_paced("download", &pacer), started }
             }
-            Raced::Aborted => Raced::Aborted,
-        };
-        drop(flow);
+            Raced::Aborted => Sent { raced: Raced::Aborted, paced: "no", started },
+        })
+    }
+
+    /// Logs and counts a download, and gives its final reply.
+    async fn finish_retr(&mut self, plan: &Download, sent: Sent<Result<u64, DataError>>) -> io::Result<()> {
+        let Sent { raced, paced, started } = sent;
+        let name = &plan.name;
         let (moved, complete) = match &raced {
             Raced::Done(Ok(n)) => (*n, true),
             _ => (self.progress.get(), false),
         };
-        self.log_transfer(Direction::Download, &shown_path, moved, started.elapsed().as_secs_f64(), complete);
+        self.log_transfer(Direction::Download, &plan.shown_path, moved, started.elapsed().as_secs_f64(), complete);
         let result = match &raced {
             Raced::Done(Ok(_)) => "complete",
             Raced::Aborted => "aborted",
             Raced::Done(Err(_)) => "failed",
         };
-        self.count_transfer("download", result, moved, started.elapsed().as_secs_f64(), &shown_path);
+        self.count_transfer("download", result, moved, started.elapsed().as_secs_f64(), &plan.shown_path);
         match raced {
             Raced::Done(Ok(sent)) => {
                 info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %name, bytes = sent, secs = started.elapsed().as_secs_f64(), paced, "download complete");
-                self.reply(226, "Transfer complete.").await
+                self.send(reply::TRANSFER_OK).await
             }
             Raced::Done(Err(DataError::File(e))) => {
                 warn!(session = self.id, file = %name, error = %e, "reading the file failed");
-                self.reply(451, "Failure reading local file.").await
+                self.send(reply::FILE_READ_FAILED).await
             }
             Raced::Done(Err(DataError::Stalled)) => {
                 info!(session = self.id, peer = %self.peer, file = %name, "data connection stalled");
-                self.reply(421, "Data timeout. Reconnect. Sorry.").await
+                self.send(reply::DATA_TIMEOUT).await
             }
             Raced::Done(Err(e)) => {
                 info!(session = self.id, peer = %self.peer, file = %name, error = ?e, "download aborted");
-                self.reply(426, "Failure writing network stream.").await
+                self.send(reply::NETWORK_WRITE_FAILED).await
             }
             Raced::Aborted => self.abort_replies().await,
         }
     }
 
     pub(crate) async fn cmd_store(&mut self, arg: &[u8], kind: StoreKind) -> io::Result<()> {
-        let mut offset = std::mem::take(&mut self.rest);
-        let cfg = self.cfg();
-        // vsftpd: a user who may not change existing files cannot resume
-        // either, and its REST is ignored (the file is written from 0).
-        // ftpd's atomic uploads keep their own resume of a part file.
-        if !cfg.ftpd_atomic_uploads && self.anon_rules() && !self.may(Op::Other) {
-            offset = 0;
-        }
-        // STOU without a name: a unique name in the current directory.
-        let given = if kind == StoreKind::Stou && arg.is_empty() { STOU_BASE } else { arg };
-        let Some(mut target) = self.path(given).filter(|_| self.may(Op::Upload)) else {
-            return self.reply(550, "Permission denied.").await;
-        };
-        // vsftpd: APPE is an "other write", even when the file is new.
-        if kind == StoreKind::Appe && !self.may(Op::Other) {
-            return self.reply(550, "Permission denied.").await;
-        }
-        let root = &self.user().root;
-        // STOU names the file as the client gave it, plus the suffix that
-        // made it unique (vsftpd's `150 FILE: up/old.txt.1`).
-        let mut shown = String::from_utf8_lossy(given).into_owned();
-        if kind == StoreKind::Stou {
-            match unique_name(root, &target) {
-                Some(t) => {
-                    let suffix = t.file_name().get(target.file_name().len()..).unwrap_or_default();
-                    shown.push_str(&String::from_utf8_lossy(suffix));
-                    target = t;
-                }
-                None => return self.reply(553, "Could not create file.").await,
-            }
-        }
-        let existing = root.lstat(&target).ok();
-        if existing.as_ref().is_some_and(|st| !fs::is_file(st)) {
-            return self.reply(553, "Could not create file.").await;
-        }
-        let overwrite = existing.is_some() && kind == StoreKind::Stor && offset == 0;
-        let append = kind == StoreKind::Appe || (existing.is_some() && offset > 0);
-        // Overwriting, appending and resuming change an existing file: "other write".
-        if (overwrite || append && existing.is_some()) && !self.may(Op::Other) {
-            return self.reply(553, "Could not create file.").await;
-        }
-        let rules = Rules {
-            atomic: cfg.ftpd_atomic_uploads,
-            mode: cfg.file_open_mode & !self.umask,
-            may_overwrite: self.may(Op::Other),
-        };
-        let plan = match plan_upload(root, &target, kind, offset, existing.is_some(), rules, &self.user().name) {
-            Ok(mut p) => {
-                // A replace's temporary file is always removed on failure;
-                // with delete_failed_uploads, so is a new file or a part.
-                p.delete_on_fail |= cfg.delete_failed_uploads && existing.is_none();
-                p
-            }
-            // A refusal of ftpd's own says why in the log; the rest is what
-            // the file system said (no permission, no such directory).
-            Err(FsError::Io(e)) if e.get_ref().is_some() => {
-                info!(session = self.id, peer = %self.peer, file = %shown, reason = %e, "upload refused");
-                return self.reply(553, "Could not create file.").await;
-            }
-            Err(e) => {
-                debug!(session = self.id, error = ?e, "cannot open upload target");
-                return self.reply(553, "Could not create file.").await;
-            }
+        let offset = std::mem::take(&mut self.rest);
+        let up = match self.plan_store(arg, kind, offset) {
+            Ok(u) => u,
+            Err(r) => return self.send(r).await,
         };
         let Some(data) = self.open_data().await? else {
-            plan.discard(&self.user().root);
+            up.plan.discard(&self.user().root);
             return Ok(());
         };
         if kind == StoreKind::Stou {
-            self.reply(150, &format!("FILE: {shown}")).await?;
+            self.reply(code::OPENING_DATA, &format!("FILE: {}", up.shown)).await?;
         } else {
-            self.reply(150, "Ok to send data.").await?;
+            self.send(reply::SEND_DATA).await?;
         }
-        let Some(mut data) = self.secure_data(data).await? else {
-            plan.discard(&self.user().root);
+        let Some(data) = self.secure_data(data).await? else {
+            up.plan.discard(&self.user().root);
             return Ok(());
         };
-        if plan.truncate {
+        if up.plan.truncate {
             // An in-place replace: emptied only now that the data is coming,
             // after the data connection's TLS handshake (a refused or
             // aborted handshake leaves the file as it was).
-            let fd = plan.fd.try_clone()?;
+            let fd = up.plan.fd.try_clone()?;
             let cut =
                 tokio::task::spawn_blocking(move || rustix::fs::ftruncate(&fd, 0)).await.map_err(io::Error::other)?;
             if let Err(e) = cut {
                 warn!(session = self.id, error = %e, "cannot truncate the upload target");
-                return self.reply(451, "Failure writing to local file.").await;
+                return self.send(reply::FILE_WRITE_FAILED).await;
             }
         }
-        let strict_eof = cfg.strict_ssl_read_eof;
         let pipe = match self.pipe.take() {
             Some(p) => p,
             None => match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
@@ -473,11 +482,88 @@ impl Session {
                 }
                 Err(e) => {
                     warn!(session = self.id, error = %e, "cannot create a pipe");
-                    plan.discard(&self.user().root);
-                    return self.reply(451, "Failure writing to local file.").await;
+                    up.plan.discard(&self.user().root);
+                    return self.send(reply::FILE_WRITE_FAILED).await;
                 }
             },
         };
+        let received = self.run_store(&up, data, pipe).await?;
+        self.finish_store(up, received).await
+    }
+
+    /// STOR/APPE/STOU's checks and where the upload goes, before any data
+    /// connection; or the refusal.
+    fn plan_store(&self, arg: &[u8], kind: StoreKind, mut offset: u64) -> Result<Upload, Reply> {
+        let cfg = self.cfg();
+        // vsftpd: a user who may not change existing files cannot resume
+        // either, and its REST is ignored (the file is written from 0).
+        // ftpd's atomic uploads keep their own resume of a part file.
+        if !cfg.ftpd_atomic_uploads && self.anon_rules() && !self.may(Op::Other) {
+            offset = 0;
+        }
+        // STOU without a name: a unique name in the current directory.
+        let given = if kind == StoreKind::Stou && arg.is_empty() { STOU_BASE } else { arg };
+        let Some(mut target) = self.path(given).filter(|_| self.may(Op::Upload)) else {
+            return Err(reply::PERMISSION_DENIED);
+        };
+        // vsftpd: APPE is an "other write", even when the file is new.
+        if kind == StoreKind::Appe && !self.may(Op::Other) {
+            return Err(reply::PERMISSION_DENIED);
+        }
+        let root = &self.user().root;
+        // STOU names the file as the client gave it, plus the suffix that
+        // made it unique (vsftpd's `150 FILE: up/old.txt.1`).
+        let mut shown = String::from_utf8_lossy(given).into_owned();
+        if kind == StoreKind::Stou {
+            let t = unique_name(root, &target).ok_or(reply::COULD_NOT_CREATE_FILE)?;
+            let suffix = t.file_name().get(target.file_name().len()..).unwrap_or_default();
+            shown.push_str(&String::from_utf8_lossy(suffix));
+            target = t;
+        }
+        let existing = root.lstat(&target).ok();
+        if existing.as_ref().is_some_and(|st| !fs::is_file(st)) {
+            return Err(reply::COULD_NOT_CREATE_FILE);
+        }
+        let overwrite = existing.is_some() && kind == StoreKind::Stor && offset == 0;
+        let append = kind == StoreKind::Appe || (existing.is_some() && offset > 0);
+        // Overwriting, appending and resuming change an existing file: "other write".
+        if (overwrite || append && existing.is_some()) && !self.may(Op::Other) {
+            return Err(reply::COULD_NOT_CREATE_FILE);
+        }
+        let rules = Rules {
+            atomic: cfg.ftpd_atomic_uploads,
+            mode: cfg.file_open_mode & !self.umask,
+            may_overwrite: self.may(Op::Other),
+        };
+        match plan_upload(root, &target, kind, offset, existing.is_some(), rules, &self.user().name) {
+            Ok(mut plan) => {
+                // A replace's temporary file is always removed on failure;
+                // with delete_failed_uploads, so is a new file or a part.
+                plan.delete_on_fail |= cfg.delete_failed_uploads && existing.is_none();
+                Ok(Upload { plan, shown })
+            }
+            // A refusal of ftpd's own says why in the log; the rest is what
+            // the file system said (no permission, no such directory).
+            Err(FsError::Io(e)) if e.get_ref().is_some() => {
+                info!(session = self.id, peer = %self.peer, file = %shown, reason = %e, "upload refused");
+                Err(reply::COULD_NOT_CREATE_FILE)
+            }
+            Err(e) => {
+                debug!(session = self.id, error = ?e, "cannot open upload target");
+                Err(reply::COULD_NOT_CREATE_FILE)
+            }
+        }
+    }
+
+    /// Receives the upload, answering the control connection meanwhile.
+    async fn run_store(
+        &mut self,
+        up: &Upload,
+        mut data: DataStream,
+        pipe: (OwnedFd, OwnedFd),
+    ) -> io::Result<Sent<Result<u64, RecvError>>> {
+        let cfg = self.cfg();
+        let strict_eof = cfg.strict_ssl_read_eof;
         self.progress = std::sync::Arc::new(data::Progress::new(self.shared.metrics.bytes_counter("upload")));
         let progress = std::sync::Arc::clone(&self.progress);
         let stall = self.stall();
@@ -485,8 +571,8 @@ impl Session {
         let mut pacer = crate::rates::Pacer::receiving(Arc::clone(&flow.flow));
         let ascii = !self.binary && cfg.ascii_upload_enable;
         let started = Instant::now();
-        let write_off = plan.write_offset;
-        let fd = plan.fd.try_clone()?;
+        let write_off = up.plan.write_offset;
+        let fd = up.plan.fd.try_clone()?;
         let recv = async move {
             let r = match &mut data {
                 DataStream::Plain(tcp) if !ascii => {
@@ -503,15 +589,26 @@ impl Session {
         };
         let raced = self.race(recv).await?;
         drop(flow);
-        let mut paced = "no";
-        let (result, aborted) = match raced {
+        Ok(match raced {
             Raced::Done((r, pipe, pacer)) => {
-                paced = self.count_paced("upload", &pacer);
+                let paced = self.count_paced("upload", &pacer);
                 if r.is_ok() {
                     self.pipe = Some(pipe); // a failed splice may leave bytes in it
                 }
-                (r, false)
+                Sent { raced: Raced::Done(r), paced, started }
             }
+            Raced::Aborted => Sent { raced: Raced::Aborted, paced: "no", started },
+        })
+    }
+
+    /// Publishes (or cleans up) the upload, logs and counts it, and gives
+    /// its final reply.
+    async fn finish_store(&mut self, up: Upload, received: Sent<Result<u64, RecvError>>) -> io::Result<()> {
+        let Sent { raced, paced, started } = received;
+        let Upload { plan, shown } = up;
+        let target = plan.target.clone();
+        let (result, aborted) = match raced {
+            Raced::Done(r) => (r, false),
             Raced::Aborted => (Err(RecvError::Network(io::Error::from(io::ErrorKind::Interrupted))), true),
         };
         // The commit syncs and renames: blocking calls, kept off the runtime
@@ -548,7 +645,7 @@ impl Session {
         match result {
             Ok(n) => {
                 info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %shown, bytes = n, secs = started.elapsed().as_secs_f64(), paced, "upload complete");
-                self.reply(226, "Transfer complete.").await
+                self.send(reply::TRANSFER_OK).await
             }
             Err(e) => {
                 info!(session = self.id, peer = %self.peer, file = %shown, error = ?e, "upload failed");
@@ -557,19 +654,46 @@ impl Session {
                 }
                 match e {
                     // Someone else's file is there now, one this user may not replace.
-                    Failure::Commit(e) if is_refusal(&e) => self.reply(553, "Could not create file.").await,
+                    Failure::Commit(e) if is_refusal(&e) => self.send(reply::COULD_NOT_CREATE_FILE).await,
                     Failure::Recv(RecvError::File(e)) | Failure::Commit(e) if is_space_error(&e) => {
-                        self.reply(552, "Requested file action aborted: out of disk space or over quota.").await
+                        self.send(reply::NO_SPACE).await
                     }
-                    Failure::Recv(RecvError::File(_)) | Failure::Commit(_) => {
-                        self.reply(451, "Failure writing to local file.").await
-                    }
-                    Failure::Recv(RecvError::Stalled) => self.reply(421, "Data timeout. Reconnect. Sorry.").await,
-                    Failure::Recv(RecvError::Network(_)) => self.reply(426, "Failure reading network stream.").await,
+                    Failure::Recv(RecvError::File(_)) | Failure::Commit(_) => self.send(reply::FILE_WRITE_FAILED).await,
+                    Failure::Recv(RecvError::Stalled) => self.send(reply::DATA_TIMEOUT).await,
+                    Failure::Recv(RecvError::Network(_)) => self.send(reply::NETWORK_READ_FAILED).await,
                 }
             }
         }
     }
+}
+
+/// What RETR sends, decided before the data connection.
+struct Download {
+    file: OwnedFd,
+    /// REST: where sending starts (a file offset, also in ASCII mode).
+    offset: u64,
+    size: u64,
+    /// The argument as given, for the 150 reply and the log.
+    name: String,
+    /// The path from the root, for xferlog and the metrics.
+    shown_path: Vec<u8>,
+    /// TYPE A with `ascii_download_enable`: LF becomes CRLF.
+    ascii: bool,
+}
+
+/// An upload decided before the data connection.
+struct Upload {
+    plan: UploadPlan,
+    /// The name as the client gave it (STOU: plus its unique suffix).
+    shown: String,
+}
+
+/// How a transfer's data phase ended.
+struct Sent<R> {
+    raced: Raced<R>,
+    /// How the rate limit paced it, for the log.
+    paced: &'static str,
+    started: Instant,
 }
 
 fn is_space_error(e: &io::Error) -> bool {
@@ -1102,6 +1226,39 @@ impl Lister {
         }
         Ok(failed)
     }
+}
+
+/// HASH commands running at once in this process (each holds a blocking
+/// thread while it reads its file).
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// The lower-case hex digest of `file` from its start to its end, and the
+/// number of bytes read. Blocking. Stops early, with an error, once `stop` is set.
+fn hash_file(file: &OwnedFd, alg: HashAlg, stop: &std::sync::atomic::AtomicBool) -> io::Result<(String, u64)> {
+    use sha2::Digest;
+    let mut sha256 = sha2::Sha256::new();
+    let mut sha512 = sha2::Sha512::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(io::Error::from(io::ErrorKind::Interrupted));
+        }
+        let n = rustix::io::pread(file, &mut buf, off)?;
+        if n == 0 {
+            break;
+        }
+        match alg {
+            HashAlg::Sha256 => sha256.update(&buf[..n]),
+            HashAlg::Sha512 => sha512.update(&buf[..n]),
+        }
+        off += n as u64;
+    }
+    let digest: Vec<u8> = match alg {
+        HashAlg::Sha256 => sha256.finalize().to_vec(),
+        HashAlg::Sha512 => sha512.finalize().to_vec(),
+    };
+    Ok((digest.iter().map(|b| format!("{b:02x}")).collect(), off))
 }
 
 /// Download through a buffer: for `use_sendfile=NO`, and for TYPE A with

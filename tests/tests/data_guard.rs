@@ -1,0 +1,83 @@
+//! A passive port's resources (listener, pinhole, pool count) are released
+//! however the port ends: used, replaced by PASV or PORT, or with its session.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    time::{Duration, Instant},
+};
+
+use ftpd_tests::{Server, free_port};
+
+/// `ftpd_pasv_ports_in_use`, read with one HTTP/1.0 request.
+fn in_use(addr: &str) -> f64 {
+    let mut s = TcpStream::connect_timeout(&addr.parse().expect("address"), Duration::from_secs(5)).expect("metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("response");
+    body.lines()
+        .find_map(|l| l.strip_prefix("ftpd_pasv_ports_in_use "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ftpd_pasv_ports_in_use in:\n{body}"))
+}
+
+/// Waits (briefly) for the gauge to reach `want`: sessions release on their own task.
+fn expect_in_use(addr: &str, want: f64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = in_use(addr);
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {got} passive ports in use, want {want}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The port a PASV reply announces.
+fn pasv_port(reply: &str) -> u16 {
+    let inner = &reply[reply.find('(').expect("(") + 1..reply.find(')').expect(")")];
+    let n: Vec<u16> = inner.split(',').map(|x| x.trim().parse().expect("number")).collect();
+    n[4] * 256 + n[5]
+}
+
+#[test]
+fn passive_ports_are_released_however_they_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("f.txt"), b"data\n").expect("write");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let server = Server::start(dir.path(), &[&format!("ftpd_metrics_listen={metrics}")]);
+    let mut c = server.login();
+    expect_in_use(&metrics, 0.0, "at login");
+
+    // A second PASV replaces the first: one port, and the first one closed.
+    let first = pasv_port(&c.cmd_ok("PASV", 227));
+    expect_in_use(&metrics, 1.0, "after PASV");
+    c.cmd_ok("PASV", 227);
+    expect_in_use(&metrics, 1.0, "after a second PASV");
+    let refused = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], first)), Duration::from_secs(2));
+    assert!(refused.is_err(), "the replaced passive port still accepts");
+
+    // PORT gives up the passive port at once.
+    let active = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let p = active.local_addr().expect("addr").port();
+    c.cmd_ok(&format!("PORT 127,0,0,1,{},{}", p >> 8, p & 0xff), 200);
+    expect_in_use(&metrics, 0.0, "after PORT");
+
+    // Used by a transfer.
+    let (body, code, _) = c.transfer("RETR f.txt");
+    assert_eq!((body.as_slice(), code), (&b"data\n"[..], 226));
+    expect_in_use(&metrics, 0.0, "after a transfer");
+
+    // Left behind by a session that ends, by QUIT or by hanging up.
+    c.cmd_ok("PASV", 227);
+    expect_in_use(&metrics, 1.0, "before QUIT");
+    c.cmd_ok("QUIT", 221);
+    expect_in_use(&metrics, 0.0, "after QUIT");
+    let mut gone = server.login();
+    gone.cmd_ok("EPSV", 229);
+    expect_in_use(&metrics, 1.0, "before the hang-up");
+    drop(gone);
+    expect_in_use(&metrics, 0.0, "after the hang-up");
+}
