@@ -17,7 +17,7 @@ use std::{
 
 use ftpd_common::IpKey;
 
-use crate::config::Config;
+use crate::{config::Config, net::Allow};
 
 /// Most networks with failed logins remembered at once: a client that
 /// rotates through many IPv6 networks must not grow this without bound.
@@ -26,7 +26,7 @@ const MAX_TRACKED: usize = 65_536;
 
 /// The client network of `ip` under `cfg`'s prefix lengths.
 pub fn network(cfg: &Config, ip: IpAddr) -> IpKey {
-    crate::dataplane::ip_key(ip).masked(cfg.ftpd_prefix_v4, cfg.ftpd_prefix_v6)
+    crate::net::ip_key(ip).masked(cfg.ftpd_prefix_v4, cfg.ftpd_prefix_v6)
 }
 
 /// A network key written as `ADDR/LEN`, for logs.
@@ -37,50 +37,6 @@ pub fn show(net: &IpKey, cfg: &Config) -> String {
     } else {
         format!("{}/{}", std::net::Ipv6Addr::from(net.addr), cfg.ftpd_prefix_v6)
     }
-}
-
-/// `ftpd_ban_allow`: networks that are never banned.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Allow(Vec<(u128, u32)>);
-
-impl Allow {
-    /// Parses a comma- or space-separated list of addresses and CIDR networks.
-    ///
-    /// # Errors
-    /// The first entry that is not an address or a network, with an example.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut out = Vec::new();
-        for item in text.split([',', ' ', '\t']).filter(|s| !s.is_empty()) {
-            let bad = || {
-                format!("ftpd_ban_allow: {item:?} is not an address or a network (e.g. 192.0.2.0/24, 2001:db8::/32)")
-            };
-            let (addr, len) = match item.split_once('/') {
-                Some((a, l)) => (a, Some(l.parse::<u32>().map_err(|_| bad())?)),
-                None => (item, None),
-            };
-            let ip: IpAddr = addr.parse().map_err(|_| bad())?;
-            let key = u128::from_be_bytes(crate::dataplane::ip_key(ip).addr);
-            let v4 = crate::net::canonical(ip).is_ipv4();
-            let bits = match (v4, len) {
-                (true, Some(l)) if l <= 32 => 96 + l,
-                (false, Some(l)) if l <= 128 => l,
-                (_, Some(_)) => return Err(bad()),
-                (_, None) => 128,
-            };
-            out.push((key & mask(bits), bits));
-        }
-        Ok(Self(out))
-    }
-
-    /// Whether `ip` lies in one of the networks.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let key = u128::from_be_bytes(crate::dataplane::ip_key(ip).addr);
-        self.0.iter().any(|&(net, bits)| key & mask(bits) == net)
-    }
-}
-
-fn mask(bits: u32) -> u128 {
-    if bits == 0 { 0 } else { u128::MAX << (128 - bits) }
 }
 
 /// A ban that ended, for the one log line about it.

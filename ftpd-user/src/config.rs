@@ -525,7 +525,7 @@ impl Config {
                 }
             }
         }
-        crate::bans::Allow::parse(&self.ftpd_ban_allow)?;
+        crate::net::Allow::parse(&self.ftpd_ban_allow)?;
         EbpfMode::parse(&self.ftpd_ebpf)?;
         RateScope::parse(&self.ftpd_rate_scope)?;
         if !self.ftpd_metrics_listen.is_empty() && self.ftpd_metrics_listen.parse::<std::net::SocketAddr>().is_err() {

@@ -190,7 +190,7 @@ impl Dataplane {
             return Ok(());
         }
         let expires_ns = monotonic_ns().saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
-        let hole = Pinhole { client: ip_key(client), expires_ns, any_ip: u32::from(any_ip), _pad: 0 };
+        let hole = Pinhole { client: crate::net::ip_key(client), expires_ns, any_ip: u32::from(any_ip), _pad: 0 };
         lock(&self.pasv).insert(u32::from(port), hole, 0).context("PASV_ALLOW insert")?;
         Ok(())
     }
@@ -202,7 +202,7 @@ impl Dataplane {
 
     /// Established control connections from `ip`, as the kernel counts them.
     pub fn connections_from(&self, ip: std::net::IpAddr) -> u64 {
-        lock(&self.conns).get(&ip_key(ip), 0).unwrap_or(0)
+        lock(&self.conns).get(&crate::net::ip_key(ip), 0).unwrap_or(0)
     }
 
     /// Bans the client network `net` (a key masked as the kernel masks it)
@@ -274,14 +274,6 @@ impl Dataplane {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// The map key for an address: IPv4 (and v4-mapped IPv6) as `::ffff:a.b.c.d`.
-pub fn ip_key(ip: std::net::IpAddr) -> IpKey {
-    match crate::net::canonical(ip) {
-        std::net::IpAddr::V4(v4) => IpKey::v4(v4.octets()),
-        std::net::IpAddr::V6(v6) => IpKey { addr: v6.octets() },
-    }
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.

@@ -1,5 +1,6 @@
-//! Socket helpers below every process: the master binds source ports with
-//! them, the data plane and the front compare client addresses with them.
+//! Addresses and sockets, below every process: the master binds source
+//! ports with them; the data plane, the bans and the front compare and
+//! mask client addresses with them.
 
 use std::{
     io,
@@ -31,4 +32,56 @@ pub fn bound_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
     sock.set_reuse_address(true)?;
     sock.bind(&addr.into())?;
     Ok(sock)
+}
+
+/// The map key for an address: IPv4 (and v4-mapped IPv6) as `::ffff:a.b.c.d`.
+pub fn ip_key(ip: std::net::IpAddr) -> ftpd_common::IpKey {
+    match canonical(ip) {
+        std::net::IpAddr::V4(v4) => ftpd_common::IpKey::v4(v4.octets()),
+        std::net::IpAddr::V6(v6) => ftpd_common::IpKey { addr: v6.octets() },
+    }
+}
+
+/// `ftpd_ban_allow`: networks that are never banned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allow(Vec<(u128, u32)>);
+
+impl Allow {
+    /// Parses a comma- or space-separated list of addresses and CIDR networks.
+    ///
+    /// # Errors
+    /// The first entry that is not an address or a network, with an example.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for item in text.split([',', ' ', '\t']).filter(|s| !s.is_empty()) {
+            let bad = || {
+                format!("ftpd_ban_allow: {item:?} is not an address or a network (e.g. 192.0.2.0/24, 2001:db8::/32)")
+            };
+            let (addr, len) = match item.split_once('/') {
+                Some((a, l)) => (a, Some(l.parse::<u32>().map_err(|_| bad())?)),
+                None => (item, None),
+            };
+            let ip: IpAddr = addr.parse().map_err(|_| bad())?;
+            let key = u128::from_be_bytes(ip_key(ip).addr);
+            let v4 = canonical(ip).is_ipv4();
+            let bits = match (v4, len) {
+                (true, Some(l)) if l <= 32 => 96 + l,
+                (false, Some(l)) if l <= 128 => l,
+                (_, Some(_)) => return Err(bad()),
+                (_, None) => 128,
+            };
+            out.push((key & mask(bits), bits));
+        }
+        Ok(Self(out))
+    }
+
+    /// Whether `ip` lies in one of the networks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let key = u128::from_be_bytes(ip_key(ip).addr);
+        self.0.iter().any(|&(net, bits)| key & mask(bits) == net)
+    }
+}
+
+fn mask(bits: u32) -> u128 {
+    if bits == 0 { 0 } else { u128::MAX << (128 - bits) }
 }

@@ -194,7 +194,7 @@ impl Shared {
             return;
         }
         // validate() accepted the list.
-        let allow = crate::bans::Allow::parse(&cfg.ftpd_ban_allow).unwrap_or_default();
+        let allow = crate::net::Allow::parse(&cfg.ftpd_ban_allow).unwrap_or_default();
         let Some((net, time)) = self.bans.login_failed(&cfg, &allow, canonical(ip), std::time::Instant::now()) else {
             return;
         };
