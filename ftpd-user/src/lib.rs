@@ -11,6 +11,7 @@
 //! - `ciphers`: `ssl_ciphers` read into rustls's suites (below `config` and `tls`).
 //! - `fs`: confinement to the user's root (`openat2`) and listings.
 //! - `dataplane`: the eBPF programs (the only module that uses aya).
+//! - `privsep`: the master, the front, the file workers; `sandbox`: their seccomp filters.
 
 pub mod access;
 pub mod auth;
@@ -28,6 +29,7 @@ pub mod manual;
 pub mod metrics;
 pub mod privsep;
 pub mod rates;
+pub mod sandbox;
 pub mod server;
 pub mod session;
 pub mod stats;

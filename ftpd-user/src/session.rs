@@ -375,6 +375,17 @@ impl Session {
             self.reply(530, "Please login with USER and PASS.").await?;
             return Ok(Next::Continue);
         };
+        // A dead worker (killed, or by its seccomp filter) would make every
+        // file command fail in its own misleading way (an empty listing, a
+        // "failed to change directory"): end the session clearly instead; a
+        // new login gets a new worker.
+        if let crate::worker::Fs::Remote(link, _) = &*self.user().root
+            && !link.alive()
+        {
+            warn!(session = self.id, peer = %self.peer, "the session's file worker is gone; closing the session");
+            self.reply(421, "Service not available: this session lost its file access; log in again.").await?;
+            return Ok(Next::Quit);
+        }
         if !command_allowed(&self.user().cfg, &verb) {
             self.reply(550, "Permission denied.").await?;
             return Ok(Next::Continue);
