@@ -399,15 +399,20 @@ pub fn run_master(
         warn!("master: cannot start the worker reaper: {e}");
     }
     let mut deaths = std::collections::VecDeque::new();
+    let mut first = true;
     loop {
         serve_front(&master, &queue, &chan);
         // The front is gone (or broken): its sessions are lost; stop its
         // workers (each holds the dead front's channel) and find out why.
         master.stop_workers();
         let status = wait_front(front_pid);
-        if STOPPING.load(Ordering::Relaxed) || status.success() {
+        // The first front exiting on its own (not by a signal) failed to
+        // start (a config file it could not read, say): its code is ftpd's,
+        // and restarting would fail the same way.
+        if STOPPING.load(Ordering::Relaxed) || status.success() || (first && status.code().is_some()) {
             return status.code().unwrap_or(1);
         }
+        first = false;
         let why = crate::sandbox::describe_status(status);
         deaths.push_back(std::time::Instant::now());
         while deaths.front().is_some_and(|t| t.elapsed() > RESTART_WINDOW) {

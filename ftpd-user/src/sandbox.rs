@@ -203,8 +203,7 @@ fn allow_list(role: Role) -> Result<BpfProgram, String> {
         Role::Front => FRONT,
         Role::Worker => WORKER,
     };
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-        COMMON.iter().chain(extra).map(|&nr| (i64::from(nr), Vec::new())).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = COMMON.iter().chain(extra).map(|&nr| (nr, Vec::new())).collect();
     // Threads only: a clone without CLONE_THREAD would be a new process.
     let thread = SeccompCondition::new(
         0,
