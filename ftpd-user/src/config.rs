@@ -198,7 +198,7 @@ options! {
     utf8_filesystem: Bool = false, "Accepted for compatibility (a Debian vsftpd option); ftpd always passes file names through unchanged and announces UTF8 in FEAT.";
     setproctitle_enable: Bool = false, "Accepted for compatibility; no effect (ftpd's sessions are tasks, not processes).";
     one_process_model: Bool = false, "Accepted for compatibility; no effect (ftpd's process model is fixed: docs/ARCHITECTURE.md).";
-    seccomp_sandbox: Bool = true, "Accepted for compatibility; no effect (ftpd confines with privilege separation and openat2).";
+    seccomp_sandbox: Bool = true, "YES (as vsftpd): the front (all sessions) and every file worker run under a seccomp allow-list of system calls; any other call (starting a program, a new process, ptrace, mounts, credential changes...) kills that process at once, and the master logs which process seccomp killed (SIGSYS; the kernel's audit log names the call). A dead front is replaced within a second, a dead worker at the next login of its identity. The lists are in docs/ARCHITECTURE.md. Only when ftpd starts as root (privilege separation); NO: no filter.";
     isolate: Bool = true, "Accepted for compatibility; no effect.";
     isolate_network: Bool = true, "Accepted for compatibility; no effect.";
     reverse_lookup_enable: Bool = true, "Accepted for compatibility; no effect (ftpd never resolves client addresses).";

@@ -16,6 +16,7 @@
 //! - `ipc`: the typed messages between the master, the front and the file workers.
 //! - `fs`: confinement to the user's root (`openat2`) and listings.
 //! - `dataplane`: the eBPF programs (the only module that uses aya).
+//! - `privsep`: the master, the front, the file workers; `sandbox`: their seccomp filters.
 
 pub mod access;
 pub mod auth;
@@ -38,6 +39,7 @@ pub mod policy;
 pub mod privsep;
 pub mod rates;
 pub mod reply;
+pub mod sandbox;
 pub mod server;
 pub mod session;
 pub mod settings;

@@ -76,7 +76,8 @@ enum Sub {
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "--ftpd-worker") {
-        return ExitCode::from(u8::try_from(ftpd::privsep::worker_main()).unwrap_or(1));
+        let seccomp = args.get(2).is_some_and(|a| a == "seccomp");
+        return ExitCode::from(u8::try_from(ftpd::privsep::worker_main(seccomp)).unwrap_or(1));
     }
     let cli = Cli::parse();
     match &cli.command {
@@ -413,42 +414,111 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
 
-    let authority = if rustix::process::geteuid().is_root() {
+    let parts = FrontParts { cfg, root, plane, logs, source, tls, listener, metrics_listener };
+    if rustix::process::geteuid().is_root() {
         // Privilege separation (docs/ARCHITECTURE.md): this process stays root
-        // as the master; the child becomes the unprivileged front.
-        let (master_end, front_end) = ftpd::ipc::pair().context("creating the master channel")?;
+        // as the master; its child becomes the unprivileged front, and a new
+        // one when a front dies (the master keeps everything a front needs).
+        let (cfg, source, root) = (parts.cfg.clone(), parts.source.clone(), parts.root.clone());
         // Opened as root, as the master opens every root: the front opens
         // world-readable anonymous downloads in it itself (worker::Direct).
         // Without it (no anonymous access, or not openable) the worker does.
         let anon_root_fd = cfg.anonymous_enable.then(|| ftpd::fs::Root::open(&root).ok()).flatten();
-        // SAFETY: single-threaded here (no runtime yet), so fork is sound.
-        match unsafe { libc::fork() } {
-            -1 => return Err(std::io::Error::last_os_error()).context("fork"),
-            0 => {
-                drop(master_end);
-                ftpd::privsep::become_front(&cfg).map_err(anyhow::Error::msg)?;
-                info!(user = %cfg.nopriv_user, "front process running unprivileged; file access through per-user workers");
-                Authority::master(front_end, anon_root_fd)
+        // Looked up now, while no thread exists: a front forked later must
+        // not depend on locks of the C library's user database.
+        let nopriv = ftpd::auth::account(&cfg.nopriv_user)
+            .ok_or_else(|| anyhow::anyhow!("nopriv_user={} does not exist", cfg.nopriv_user))?;
+        let mut parts = Some((parts, anon_root_fd));
+        let mut start_front = move || -> std::io::Result<(i32, std::os::fd::OwnedFd)> {
+            let (master_end, front_end) = ftpd::ipc::pair()?;
+            // The first front is forked before the master starts threads; a
+            // replacement while they run. Holding stderr's lock across the
+            // fork means no other thread holds it in the child (the log
+            // writer's lock is the one the child takes at once).
+            let stderr = std::io::stderr().lock();
+            // SAFETY: the child only uses memory it owns (its copy of
+            // `parts`) and the lock held above, then runs the front; glibc
+            // resets its allocator's locks in the child.
+            match unsafe { libc::fork() } {
+                -1 => Err(std::io::Error::last_os_error()),
+                0 => {
+                    drop(stderr);
+                    drop(master_end);
+                    // A replacement front inherits the master's handlers
+                    // (forwarding to the front): its own come with the runtime.
+                    // SAFETY: resetting dispositions to their defaults.
+                    unsafe {
+                        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                            libc::signal(sig, libc::SIG_DFL);
+                        }
+                    }
+                    let Some((parts, anon_root_fd)) = parts.take() else { std::process::exit(2) };
+                    let code = match front_main(parts, anon_root_fd, front_end, &nopriv) {
+                        Ok(()) => 0,
+                        Err(e) => {
+                            eprintln!("ftpd front: {e:#}");
+                            2
+                        }
+                    };
+                    std::process::exit(code);
+                }
+                front => {
+                    drop(stderr);
+                    Ok((front, master_end))
+                }
             }
-            front => {
-                // The master is the service's main process: it says ready.
-                notify_ready(addr);
-                drop(front_end);
-                drop(listener);
-                drop(metrics_listener);
-                drop(anon_root_fd);
-                drop(tls);
-                let code = ftpd::privsep::run_master(cfg, source, root, master_end, front);
-                drop(plane);
-                std::process::exit(code);
-            }
-        }
-    } else {
-        warn!("not started as root: no privilege separation; every session acts as this process's user");
+        };
+        // The master is the service's main process: it says ready.
         notify_ready(addr);
-        Authority::InProcess
-    };
+        let code = ftpd::privsep::run_master(cfg, source, root, &mut start_front);
+        // Detaches the programs (the plane is in the closure's copy).
+        drop(start_front);
+        std::process::exit(code);
+    }
+    warn!("not started as root: no privilege separation; every session acts as this process's user");
+    notify_ready(addr);
+    serve(parts, Authority::InProcess)
+}
 
+/// What the master keeps for every front it starts: opened with privilege,
+/// handed over across fork.
+struct FrontParts {
+    cfg: Config,
+    root: PathBuf,
+    plane: Plane,
+    logs: ftpd::xferlog::Logs,
+    source: ftpd::config::ConfigSource,
+    tls: Option<ftpd::tls::Tls>,
+    listener: std::net::TcpListener,
+    metrics_listener: Option<std::net::TcpListener>,
+}
+
+/// A forked front: drops privilege, installs its seccomp filter while it
+/// is still one thread (every runtime thread inherits it), then serves.
+fn front_main(
+    parts: FrontParts,
+    anon_root_fd: Option<ftpd::fs::Root>,
+    chan: std::os::fd::OwnedFd,
+    nopriv: &ftpd::auth::Account,
+) -> Result<()> {
+    ftpd::privsep::become_front(&parts.cfg, nopriv).map_err(anyhow::Error::msg)?;
+    info!(user = %parts.cfg.nopriv_user, "front process running unprivileged; file access through per-user workers");
+    if parts.cfg.seccomp_sandbox {
+        ftpd::sandbox::install(ftpd::sandbox::Role::Front).map_err(anyhow::Error::msg)?;
+        info!("seccomp_sandbox: front confined to its system call allow-list");
+    }
+    serve(parts, Authority::master(chan, anon_root_fd))
+}
+
+/// The front's work: the runtime, the metrics endpoint, the accept loop.
+fn serve(parts: FrontParts, authority: Authority) -> Result<()> {
+    let FrontParts { cfg, root, plane, logs, source, tls, listener, metrics_listener } = parts;
+    let addr = listener.local_addr()?;
+    // A panic ends its session's task only (tokio catches it); the line
+    // goes to the log with the session's fields instead of bare stderr.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!("bug: {info}; this session ends, the others go on");
+    }));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     let served = rt.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;

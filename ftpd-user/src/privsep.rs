@@ -9,11 +9,11 @@ use std::{
     process::{Child, Command},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicI32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering},
     },
 };
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{
     auth,
@@ -287,11 +287,18 @@ struct Master {
     next_id: AtomicU64,
     /// Held by the reload running, so that two SIGHUPs apply in order.
     reloading: Mutex<()>,
+    /// `seccomp_sandbox` at startup: workers confine themselves.
+    seccomp: bool,
 }
 
 static FRONT_PID: AtomicI32 = AtomicI32::new(0);
+/// Set by SIGTERM/SIGINT: the front's end is then a shutdown, not a death.
+static STOPPING: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn forward_signal(sig: libc::c_int) {
+    if sig != libc::SIGHUP {
+        STOPPING.store(true, Ordering::Relaxed);
+    }
     let pid = FRONT_PID.load(Ordering::Relaxed);
     if pid > 0 {
         // SAFETY: kill is async-signal-safe.
@@ -299,16 +306,34 @@ extern "C" fn forward_signal(sig: libc::c_int) {
     }
 }
 
-/// Runs the master until the front exits. Returns the exit code for ftpd.
+/// Fronts that may die within [`RESTART_WINDOW`] before ftpd gives up: a
+/// front that cannot start (or dies at once every time) would otherwise be
+/// restarted forever.
+const RESTARTS_MAX: usize = 5;
+const RESTART_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs the master: starts the front with `start_front` (a fork: the child
+/// never returns from it; the parent gets the front's pid and the master's
+/// end of its channel), serves it, and starts a new one when it dies. Returns
+/// the exit code for ftpd when the front ends on SIGTERM/SIGINT (or cannot
+/// be kept running).
 pub fn run_master(
     cfg: Config,
     source: crate::config::ConfigSource,
     anon_root: PathBuf,
-    chan: OwnedFd,
-    front_pid: i32,
+    start_front: &mut dyn FnMut() -> io::Result<(i32, OwnedFd)>,
 ) -> i32 {
+    let seccomp = cfg.seccomp_sandbox;
+    // The first front is forked before any thread of the master exists.
+    let (mut front_pid, mut chan) = match start_front() {
+        Ok(x) => x,
+        Err(e) => {
+            warn!("master: cannot start the front: {e}");
+            return 2;
+        }
+    };
     FRONT_PID.store(front_pid, Ordering::Relaxed);
-    // SAFETY: the handler only calls kill(2).
+    // SAFETY: the handler only touches atomics and calls kill(2).
     unsafe {
         libc::signal(libc::SIGTERM, forward_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, forward_signal as *const () as libc::sighandler_t);
@@ -322,6 +347,7 @@ pub fn run_master(
         workers: Mutex::default(),
         next_id: AtomicU64::new(1),
         reloading: Mutex::new(()),
+        seccomp,
     });
     let queue = Arc::new(LoginQueue::default());
     for i in 0..login_threads() {
@@ -336,6 +362,78 @@ pub fn run_master(
             warn!("master: cannot start a login thread: {e}");
         }
     }
+    let m = Arc::clone(&master);
+    if let Err(e) = std::thread::Builder::new().name("reaper".into()).spawn(move || m.reap_workers()) {
+        warn!("master: cannot start the worker reaper: {e}");
+    }
+    let mut deaths = std::collections::VecDeque::new();
+    let mut first = true;
+    loop {
+        serve_front(&master, &queue, &chan);
+        // The front is gone (or broken): its sessions are lost; stop its
+        // workers (each holds the dead front's channel) and find out why.
+        master.stop_workers();
+        let status = wait_front(front_pid);
+        // The first front exiting on its own (not by a signal) failed to
+        // start (a config file it could not read, say): its code is ftpd's,
+        // and restarting would fail the same way.
+        if STOPPING.load(Ordering::Relaxed) || status.success() || (first && status.code().is_some()) {
+            return status.code().unwrap_or(1);
+        }
+        first = false;
+        let why = crate::sandbox::describe_status(status);
+        deaths.push_back(std::time::Instant::now());
+        while deaths.front().is_some_and(|t| t.elapsed() > RESTART_WINDOW) {
+            deaths.pop_front();
+        }
+        if deaths.len() > RESTARTS_MAX {
+            error!(
+                pid = front_pid,
+                "master: the front {why}; {RESTARTS_MAX} restarts within {RESTART_WINDOW:?} already, stopping ftpd"
+            );
+            return 1;
+        }
+        error!(pid = front_pid, "master: the front {why}; its sessions are lost, starting a new front");
+        drop(chan);
+        match start_front() {
+            Ok((pid, c)) => {
+                (front_pid, chan) = (pid, c);
+                FRONT_PID.store(pid, Ordering::Relaxed);
+                info!(pid, "master: new front started");
+            }
+            Err(e) => {
+                error!("master: cannot start a new front: {e}; stopping ftpd");
+                return 1;
+            }
+        }
+    }
+}
+
+/// How the front ended. Its channel is closed: it has exited or is about
+/// to (a shutdown, which may take a while), or it is broken and gets a
+/// second before SIGKILL.
+fn wait_front(pid: i32) -> std::process::ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let mut status = 0;
+    loop {
+        let flags = if STOPPING.load(Ordering::Relaxed) { 0 } else { libc::WNOHANG };
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
+        if r == pid || (r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
+            return std::process::ExitStatus::from_raw(status);
+        }
+        if r == 0 && std::time::Instant::now() >= deadline {
+            warn!(pid, "master: the front closed its channel but still runs; killing it");
+            // SAFETY: our own child, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Serves one front's requests until its channel ends.
+fn serve_front(master: &Arc<Master>, queue: &Arc<LoginQueue>, chan: &OwnedFd) {
     let mut buf = Vec::new();
     loop {
         match ipc::recv(chan.as_fd(), &mut buf) {
@@ -344,7 +442,7 @@ pub fn run_master(
                 // network file systems): on a thread of its own, so that this
                 // loop keeps queueing logins meanwhile. One at a time.
                 Ok(MasterRequest::Reload { owners }) => {
-                    let m = Arc::clone(&master);
+                    let m = Arc::clone(master);
                     let started = std::thread::Builder::new().name("reload".into()).spawn(move || {
                         let _one = m.reloading.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                         m.handle_reload(&owners, &reply_fd);
@@ -368,26 +466,16 @@ pub fn run_master(
                 }
             },
             Ok(Some(None)) => {
-                warn!("master: request without a reply channel; the front is broken, stopping");
-                break;
+                warn!("master: request without a reply channel; the front is broken");
+                return;
             }
-            Ok(None) => break,
+            Ok(None) => return,
             Err(e) => {
-                warn!("master: channel error {e}; stopping");
-                break;
+                warn!("master: channel error {e}; the front is broken");
+                return;
             }
         }
     }
-    // The front is gone (or broken): stop the workers and report its status.
-    let mut workers = master.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    for (_, (_, child)) in workers.iter_mut() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(front_pid, &mut status, 0) };
-    if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 1 }
 }
 
 /// Threads that check passwords in the master. A check is CPU and memory
@@ -517,6 +605,12 @@ impl Master {
                 let msg = MasterReply::Granted { grant, worker };
                 if let Err(e) = ipc::send(reply.as_fd(), &msg, link.as_ref().map(AsFd::as_fd)) {
                     warn!(user, rhost, "master: cannot send a grant: {e}");
+                    if link.is_some() {
+                        // The front that asked is gone: nobody holds this
+                        // worker's other end, and the next front must not be
+                        // given its id.
+                        self.stop_worker(worker);
+                    }
                 }
             }
             Err(denial) => {
@@ -611,6 +705,55 @@ impl Master {
         }
     }
 
+    /// Stops every file worker: the front that held their channels is gone
+    /// (each would end when its channel does, unless a copy of it is still
+    /// held somewhere; a new front must not find them).
+    fn stop_workers(&self) {
+        let mut workers = self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (_, (_, mut child)) in workers.drain() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the worker `id`: its channel never reached a front.
+    fn stop_worker(&self, id: u64) {
+        let mut workers = self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        workers.retain(|_, (wid, child)| {
+            if *wid == id {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            *wid != id
+        });
+    }
+
+    /// Notices dead workers and says how each ended: a worker killed by
+    /// its seccomp filter (or anything else) is logged when it happens, not
+    /// when its identity next logs in.
+    fn reap_workers(&self) {
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let mut workers = self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            workers.retain(|(uid, ..), (_, child)| match child.try_wait() {
+                Ok(Some(status)) if status.success() => {
+                    info!(uid, pid = child.id(), "file worker exited");
+                    false
+                }
+                Ok(Some(status)) => {
+                    let why = crate::sandbox::describe_status(status);
+                    error!(
+                        uid,
+                        pid = child.id(),
+                        "master: a file worker {why}; its sessions' transfers fail, logins start a new one"
+                    );
+                    false
+                }
+                _ => true,
+            });
+        }
+    }
+
     /// The worker for this identity: its id, and the front's end of a new
     /// channel if it was just started.
     fn worker_for(&self, g: &Grant) -> Result<(u64, Option<OwnedFd>), Denial> {
@@ -627,8 +770,8 @@ impl Master {
         // The root is opened here, as root, as vsftpd's chroot() is done as root.
         let root = Root::open(&g.root_dir).map_err(|e| oops(format!("{}: {e}", g.root_dir.display())))?;
         let (front_end, worker_end) = ipc::pair().map_err(|e| oops(e.to_string()))?;
-        let child =
-            spawn_worker(&worker_end, root.as_fd(), g).map_err(|e| oops(format!("cannot start a file worker: {e}")))?;
+        let child = spawn_worker(&worker_end, root.as_fd(), g, self.seccomp)
+            .map_err(|e| oops(format!("cannot start a file worker: {e}")))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         info!(uid = g.uid, root = %g.root_dir.display(), pid = child.id(), "file worker started");
         workers.insert(key, (id, child));
@@ -638,13 +781,16 @@ impl Master {
 
 /// Starts `ftpd --ftpd-worker` with the channel on fd 3 and the root on fd 4,
 /// already switched to the user's groups, gid and uid.
-fn spawn_worker(sock: &OwnedFd, root: std::os::fd::BorrowedFd<'_>, g: &Grant) -> io::Result<Child> {
+fn spawn_worker(sock: &OwnedFd, root: std::os::fd::BorrowedFd<'_>, g: &Grant, seccomp: bool) -> io::Result<Child> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()?;
     let (sock_fd, root_fd) = (sock.as_raw_fd(), root.as_raw_fd());
     let (uid, gid, groups) = (g.uid, g.gid, g.groups.clone());
     let mut cmd = Command::new(exe);
     cmd.arg("--ftpd-worker").stdin(std::process::Stdio::null());
+    if seccomp {
+        cmd.arg("seccomp");
+    }
     // SAFETY: the closure runs between fork and exec and only makes
     // async-signal-safe system calls on values prepared before the fork.
     unsafe {
@@ -665,8 +811,9 @@ fn spawn_worker(sock: &OwnedFd, root: std::os::fd::BorrowedFd<'_>, g: &Grant) ->
     cmd.spawn()
 }
 
-/// Entry point of `ftpd --ftpd-worker` (fd 3: channel, fd 4: root).
-pub fn worker_main() -> i32 {
+/// Entry point of `ftpd --ftpd-worker [seccomp]` (fd 3: channel, fd 4:
+/// root); `seccomp`: install the worker's filter (`seccomp_sandbox`).
+pub fn worker_main(seccomp: bool) -> i32 {
     // No parent-death signal here: it fires when the *thread* that forked us
     // exits, and the master starts workers from its login threads.
     // A worker ends when its channel does, i.e. when the front exits (and the
@@ -688,6 +835,12 @@ pub fn worker_main() -> i32 {
         (<OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3), <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(4))
     };
     let root = Root::from_fd(root);
+    // Before the first request and before any thread: every listing thread
+    // inherits the filter.
+    if seccomp && let Err(e) = crate::sandbox::install(crate::sandbox::Role::Worker) {
+        eprintln!("ftpd file worker: {e}");
+        return 2;
+    }
     match crate::worker::serve(&sock, &root) {
         Ok(()) => 0,
         Err(e) => {
@@ -698,10 +851,9 @@ pub fn worker_main() -> i32 {
 }
 
 /// Turns the current (root) process into the front: parent-death signal, then
-/// `nopriv_user`'s credentials and no way back.
-pub fn become_front(cfg: &Config) -> Result<(), String> {
-    let acct =
-        auth::account(&cfg.nopriv_user).ok_or_else(|| format!("nopriv_user={} does not exist", cfg.nopriv_user))?;
+/// `nopriv_user`'s credentials (`acct`, looked up before any fork) and no
+/// way back.
+pub fn become_front(cfg: &Config, acct: &auth::Account) -> Result<(), String> {
     // SAFETY: plain system calls; this process is still single-threaded.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);

@@ -93,6 +93,8 @@ replies! {
     RNFR_OK = 350 "Ready for RNTO.";
     DATA_TIMEOUT = 421 "Data timeout. Reconnect. Sorry.";
     IDLE_TIMEOUT = 421 "Timeout.";
+    /// The session's file worker died (killed, or by its seccomp filter).
+    LOST_FILE_ACCESS = 421 "Service not available: this session lost its file access; log in again.";
     PASV_FAILED = 425 "Failed to enter passive mode.";
     DATA_CONNECT_FAILED = 425 "Failed to establish connection.";
     BAD_IP_CONNECTING = 425 "Security: Bad IP connecting.";

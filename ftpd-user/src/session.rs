@@ -442,6 +442,17 @@ impl Session {
                 self.send(reply::LOGIN_FIRST).await?;
                 return Ok(Next::Continue);
             };
+            // A dead worker (killed, or by its seccomp filter) would make every
+            // file command fail in its own misleading way (an empty listing, a
+            // "failed to change directory"): end the session clearly instead; a
+            // new login gets a new worker.
+            if let crate::worker::Fs::Remote(link, _) = &*self.user().root
+                && !link.alive()
+            {
+                warn!(session = self.id, peer = %self.peer, "the session's file worker is gone; closing the session");
+                self.send(reply::LOST_FILE_ACCESS).await?;
+                return Ok(Next::Quit);
+            }
             if !command_allowed(&self.user().cfg, &word) {
                 self.send(reply::PERMISSION_DENIED).await?;
                 return Ok(Next::Continue);

@@ -485,3 +485,41 @@ o = socket.create_connection((SRV, 2121), 3, (OTHER, 0)); print('other', o.recv(
     assert!(out.contains("seventh timeout"), "{out}");
     assert!(out.contains("other 220"), "{out}");
 }
+
+#[test]
+#[ignore = "privileged: network namespaces and eBPF (cargo xtask test as root)"]
+fn a_front_killed_is_replaced_on_the_same_programs_and_maps() {
+    assert!(privileged());
+    let dir = tempfile::tempdir().unwrap();
+    served_by_nobody(dir.path());
+    std::fs::write(dir.path().join("f.txt"), b"hello").unwrap();
+    let pair = NetPair::new();
+    let cg = Cgroup::new();
+    let server = start(&pair, &cg, dir.path(), &[]);
+    let before = counters(&pair);
+    let master = server.pid();
+    let front = server
+        .pids()
+        .into_iter()
+        .find(|&p| {
+            p != master && !std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default().ends_with(b"seccomp\0")
+        })
+        .expect("the front");
+    run_ok(Command::new("kill").args(["-KILL", &front.to_string()]));
+    // Logs in as soon as the new front answers, then downloads through a
+    // pinhole the new front opens.
+    let code = format!(
+        "import ftplib, socket, time\nstart = time.time()\nwhile True:\n    try:\n        f = ftplib.FTP()\n        f.connect('{srv}', 2121, timeout=5, source_address=('{good}', 0))\n        f.login()\n        break\n    except (OSError, EOFError, ftplib.Error):\n        assert time.time() - start < 10, 'no new front'\n        time.sleep(0.05)\n\
+         resp = f.sendcmd('EPSV')\nport = int(resp.split('|')[3])\nc = socket.create_connection(('{srv}', port), 3, ('{good}', 0))\n\
+         f.putcmd('RETR f.txt')\nprint('retr', f.getresp()[:3], c.recv(100).decode(), f.getresp()[:3])\n",
+        srv = pair.server_ip,
+        good = pair.client_ip,
+    );
+    let out = client_py(&pair, &code);
+    assert!(out.contains("retr 150 hello 226"), "{out}\n{}", server.log());
+    assert!(server.log().contains("the front was killed by signal 9"), "{}", server.log());
+    // The counters went on from where they were: the same maps, not new ones.
+    let after = counters(&pair);
+    assert!(after["pinhole_pass"] > before["pinhole_pass"], "{before:?} -> {after:?}");
+    assert!(server.log().matches("eBPF data plane loaded").count() == 1, "{}", server.log());
+}

@@ -31,6 +31,10 @@ const TEST_PACKAGES: &[&str] = &[
     "adduser",
     "logrotate",
     "python3-seccomp",
+    // The sandbox tests make a process call a forbidden syscall through gdb.
+    "gdb",
+    // The users test with a user only NSS (systemd-userdb) knows.
+    "libnss-systemd",
 ];
 /// The cargo-deb release `cargo xtask deb` is tested with.
 const CARGO_DEB_VERSION: &str = "3.8.0";
