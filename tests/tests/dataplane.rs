@@ -494,7 +494,7 @@ fn a_front_killed_is_replaced_on_the_same_programs_and_maps() {
     served_by_nobody(dir.path());
     std::fs::write(dir.path().join("f.txt"), b"hello").unwrap();
     let pair = NetPair::new();
-    let cg = Cgroup::new();
+    let cg = cgroup();
     let server = start(&pair, &cg, dir.path(), &[]);
     let before = counters(&pair);
     let master = server.pid();
