@@ -43,6 +43,7 @@ pub mod sandbox;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod shared;
 pub mod stats;
 pub mod tls;
 pub mod worker;

@@ -15,8 +15,9 @@ use ftpd::{
     config::{Config, EbpfMode},
     dataplane::{self, Dataplane},
     privsep::Authority,
-    server::{self, Plane, Shared},
+    server,
     settings::Settings,
+    shared::{Plane, Shared},
 };
 use tracing::{info, warn};
 

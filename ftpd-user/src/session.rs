@@ -32,7 +32,7 @@ use crate::{
     data::{self, DataError},
     fs::VPath,
     reply::{self, Reply, code},
-    server::{Shared, Stop},
+    shared::{Shared, Stop},
     tls::{CtlRead, CtlWrite, SessionTls},
     worker::Fs,
 };

@@ -214,7 +214,7 @@ impl Session {
 
     /// The two replies RFC 959 gives for an ABOR that ends a transfer.
     async fn abort_replies(&mut self) -> io::Result<()> {
-        if self.shared.stop_state() == crate::server::Stop::Now {
+        if self.shared.stop_state() == crate::shared::Stop::Now {
             info!(session = self.id, peer = %self.peer, "shutdown: transfer ended");
             self.reply(426, "Connection closed; transfer aborted.").await?;
             return self.reply(421, "Server shutting down.").await;
