@@ -165,7 +165,8 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             let span = tracing::info_span!("session", id, %peer);
             async {
                 debug!(session = id, peer = %peer, "connected");
-                session::Session::new(Arc::clone(&shared2), id, stream, peer, local).run().await;
+                crate::commands::dispatch::run(session::Session::new(Arc::clone(&shared2), id, stream, peer, local))
+                    .await;
                 info!(session = id, peer = %peer, "disconnected");
             }
             .instrument(span)

@@ -1,7 +1,8 @@
 //! Command handlers, by topic. Each is a method on `Session` that writes its
-//! own reply; `session::dispatch` decides which one runs.
+//! own reply; `dispatch` reads the commands and decides which one runs.
 
 pub mod auth;
+pub mod dispatch;
 pub mod files;
 pub mod tls;
 pub mod transfer;

@@ -19,9 +19,9 @@ use tracing::{debug, info, warn};
 
 use crate::{
     command::{HashAlg, ListArgs},
-    commands::files::Op,
     data::{self, DataError, RecvError},
     fs::{self, Create, Entry, FsError, ListStyle, VPath},
+    policy::Op,
     reply::{self, Reply, code},
     session::{Raced, Session},
     tls::DataStream,
