@@ -184,7 +184,9 @@ pub const CONFIG_SLOTS: u32 = 9;
 /// Slots of the per-CPU `STATS` array. The daemon sums each slot over all CPUs.
 ///
 /// Counting per CPU avoids atomics, which the BPF target lacks in the form
-/// `core` exposes (see `design/ebpf.md` §9).
+/// `core` exposes: `bpfel-unknown-none` has no compare-and-swap, so
+/// `AtomicU64::fetch_add` does not exist there, and an atomic load makes LLVM
+/// fail to select an instruction.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {

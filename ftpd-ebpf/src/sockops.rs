@@ -27,7 +27,8 @@ pub fn ftpd_sockops(ctx: SockOpsContext) -> u32 {
 fn try_sockops(ctx: &SockOpsContext) -> Result<(), ()> {
     // Read every context field up front: LLVM otherwise merges loads from
     // different offsets into one computed-offset load, which the verifier
-    // rejects ("dereference of modified ctx ptr", design/ebpf.md §9.3).
+    // rejects ("dereference of modified ctx ptr": the context may only be
+    // read at constant offsets).
     // SAFETY: `ops` is the context pointer the kernel passed in.
     let (op, family, local_port, ip4, ip6) = unsafe {
         let o = ctx.ops;

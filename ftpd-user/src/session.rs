@@ -1,7 +1,9 @@
-//! One control connection: its state, the read loop, and command dispatch.
+//! One control connection's state, its replies, and its data-connection
+//! setup; the loop that reads commands and runs the handlers is
+//! `commands::dispatch`, above the handlers.
 //!
 //! The session owns its state (`&mut self`, no locks). Handlers live in
-//! `commands/` by topic; `dispatch` is the one place that lists every command.
+//! `commands/` by topic; `command.rs` is the one place that lists every verb.
 //! While a transfer runs, `race` keeps reading the control connection, so ABOR
 //! and STAT are answered mid-transfer (see docs/ARCHITECTURE.md).
 

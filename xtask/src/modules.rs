@@ -52,6 +52,7 @@ pub(crate) fn run(check_only: bool) -> Result<()> {
         }
         bail!("{msg}each module may import only modules below it (docs/ARCHITECTURE.md, module map)");
     }
+    check_map(&graph)?;
     let levels = levels(&graph);
     if check_only {
         println!("no import cycle among the {} modules of ftpd-user ({} layers)", graph.len(), levels.len());
@@ -64,6 +65,51 @@ pub(crate) fn run(check_only: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The module map of docs/ARCHITECTURE.md: every module of the crate on one
+/// row, bottom-up, each using only modules on rows above it.
+fn check_map(graph: &Graph) -> Result<()> {
+    let path = workspace_root().join("docs").join("ARCHITECTURE.md");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let rows = map_rows(&text);
+    let row: BTreeMap<&str, usize> = rows.iter().enumerate().map(|(i, m)| (m.as_str(), i)).collect();
+    let mut problems = Vec::new();
+    for m in graph.keys() {
+        if !row.contains_key(m.as_str()) {
+            problems.push(format!("`{m}` is missing from the module map"));
+        }
+    }
+    for m in &rows {
+        if !graph.contains_key(m) {
+            problems.push(format!("`{m}` is in the module map but not in ftpd-user/src"));
+        }
+    }
+    for (from, deps) in graph {
+        for to in deps.keys() {
+            if let (Some(&f), Some(&t)) = (row.get(from.as_str()), row.get(to.as_str()))
+                && t > f
+            {
+                problems.push(format!("`{from}` uses `{to}`, which the module map puts below it"));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!("docs/ARCHITECTURE.md, \"Module map\":\n  {}", problems.join("\n  "));
+    }
+    Ok(())
+}
+
+/// The module names of the map's table rows (`| layer | `module` | ... |`), in order.
+fn map_rows(text: &str) -> Vec<String> {
+    let Some(start) = text.find("## Module map") else { return Vec::new() };
+    let section = &text[start..];
+    let end = section[3..].find("\n## ").map_or(section.len(), |e| e + 3);
+    section[..end]
+        .lines()
+        .filter_map(|l| l.strip_prefix('|')?.split('|').nth(1))
+        .filter_map(|cell| cell.trim().strip_prefix('`')?.strip_suffix('`').map(str::to_owned))
+        .collect()
 }
 
 /// Reads every module file under `src` and collects the modules it names.
@@ -359,6 +405,12 @@ mod tests {
         let c = cycles(&g(&[("a", "b"), ("b", "c"), ("c", "a"), ("c", "d"), ("e", "d")]));
         assert_eq!(c, vec![vec!["a".to_string(), "b".into(), "c".into()]]);
         assert!(cycles(&g(&[("a", "b"), ("b", "c"), ("a", "c")])).is_empty());
+    }
+
+    #[test]
+    fn map_rows_are_the_table_of_its_section() {
+        let doc = "# x\n## Module map\n| layer | module | what |\n| --- | --- | --- |\n| a | `net` | x |\n| b | `commands::auth` | y |\n\n## Next\n| a | `other` | z |\n";
+        assert_eq!(map_rows(doc), ["net", "commands::auth"]);
     }
 
     #[test]
