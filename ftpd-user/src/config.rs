@@ -582,8 +582,6 @@ pub const RESTART_ONLY: &[&str] = &[
     "anon_root",
     "ftpd_ebpf",
     "ftpd_xdp_interfaces",
-    "ftpd_kernel_max_per_ip",
-    "ftpd_kernel_max_clients",
     "ftpd_metrics_listen",
     // Log files are opened as root before the split.
     "xferlog_enable",
@@ -597,7 +595,7 @@ pub const RESTART_ONLY: &[&str] = &[
 ];
 
 /// With the kernel data plane the passive range is in its maps, set at load.
-pub const RESTART_ONLY_WITH_EBPF: &[&str] = &["pasv_min_port", "pasv_max_port"];
+pub const RESTART_ONLY_WITH_EBPF: &[&str] = &["pasv_min_port", "pasv_max_port", "ftpd_prefix_v4", "ftpd_prefix_v6"];
 
 impl Config {
     /// Gives `new` (a reloaded config) the running values of the options in

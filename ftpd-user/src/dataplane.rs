@@ -44,6 +44,8 @@ pub struct Dataplane {
     conns: Mutex<HashMap<MapData, IpKey, u64>>,
     nets: Mutex<HashMap<MapData, IpKey, u64>>,
     bans: Mutex<HashMap<MapData, IpKey, Ban>>,
+    /// The programs' settings: the hard caps change on SIGHUP.
+    conf: Mutex<Array<MapData, u32>>,
     /// The kernel programs' log records (`ftpd_ebpf_log`), until the front
     /// takes it to read them.
     logger: Mutex<Option<aya_log::EbpfLogger<&'static dyn log::Log>>>,
@@ -149,8 +151,9 @@ impl Dataplane {
         let conns = Mutex::new(HashMap::try_from(take(&mut ebpf, CONN_COUNT_MAP)?)?);
         let nets = Mutex::new(HashMap::try_from(take(&mut ebpf, PREFIX_COUNT_MAP)?)?);
         let bans = Mutex::new(HashMap::try_from(take(&mut ebpf, BANS_MAP)?)?);
+        let conf = Mutex::new(Array::try_from(take(&mut ebpf, CONFIG_MAP)?)?);
         info!(interfaces = ?interfaces, cgroup = %cgroup, "eBPF data plane loaded: XDP and sock_ops attached");
-        Ok(Self { ebpf, interfaces, cgroup, pinholes_on, pasv, conns, nets, bans, logger: Mutex::new(logger) })
+        Ok(Self { ebpf, interfaces, cgroup, pinholes_on, pasv, conns, nets, bans, conf, logger: Mutex::new(logger) })
     }
 
     /// Forwards the kernel programs' log records to ftpd's log (target
@@ -262,6 +265,19 @@ impl Dataplane {
     /// The interfaces XDP is attached to.
     pub fn interfaces(&self) -> &[String] {
         &self.interfaces
+    }
+
+    /// Gives the XDP hard caps the values of a reloaded `cfg`: they follow
+    /// `max_per_ip`, `max_clients` and `ftpd_max_per_prefix`, which a reload
+    /// changes, so a raised limit is not still cut at the old cap in the
+    /// kernel. (The prefix lengths stay: sock_ops must find, when a
+    /// connection closes, the entry it counted when it opened.)
+    pub fn set_caps(&self, cfg: &Config) -> Result<()> {
+        let mut conf = lock(&self.conf);
+        conf.set(ConfigSlot::HardPerIp as u32, cfg.kernel_max_per_ip(), 0)?;
+        conf.set(ConfigSlot::HardTotal as u32, cfg.kernel_max_clients(), 0)?;
+        conf.set(ConfigSlot::HardPerPrefix as u32, cfg.kernel_max_per_prefix(), 0)?;
+        Ok(())
     }
 
     /// Every kernel counter, summed over CPUs.

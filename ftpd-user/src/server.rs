@@ -40,7 +40,11 @@ pub fn reload(shared: &Shared) -> Result<(usize, Vec<&'static str>), String> {
     };
     let tls = files.map(|f| crate::tls::Tls::build(&cfg, &f)).transpose()?;
     let limits: HashMap<crate::rates::Owner, u64> = owners.into_iter().zip(limits).collect();
-    shared.set_settings(Settings::derive(cfg, tls)?);
+    let settings = Settings::derive(cfg, tls)?;
+    if let Some(dp) = shared.kernel() {
+        dp.set_caps(&settings.cfg).map_err(|e| format!("the kernel's connection caps: {e:#}"))?;
+    }
+    shared.set_settings(settings);
     Ok((crate::rates::apply(&shared.rates, limits), kept))
 }
 
@@ -173,6 +177,13 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             .await;
             drop(slot);
         });
+    }
+    // The master keeps a copy of the listening socket (to hand to a front
+    // that replaces a dead one), so closing ours would leave the kernel
+    // accepting connections into the queue. Shutting the socket down stops
+    // it listening for every holder: new connections are refused at once.
+    if let Err(e) = rustix::net::shutdown(&listener, rustix::net::Shutdown::Read) {
+        warn!("cannot stop the control listener: {e}");
     }
     drop(listener);
     drain(&shared).await;

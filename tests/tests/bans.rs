@@ -16,7 +16,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ftpd_tests::{Ftp, NetPair, Server, SocketSetup, free_port, ftpd_bin, privileged, run_ok, tcp_connect_within};
+use ftpd_tests::{
+    Cgroup, Ftp, NetPair, Server, SocketSetup, free_port, ftpd_bin, privileged, run_ok, tcp_connect_within,
+};
 
 /// The anonymous password the servers here refuse (`deny_email_enable`).
 const BAD: &str = "bad@example.org";
@@ -276,36 +278,10 @@ fn bad_ban_and_prefix_settings_stop_startup_with_the_reason() {
 
 /// A cgroup v2 directory for one test server, removed on drop (sock_ops
 /// counts the connections of ftpd's cgroup only).
-struct Cgroup(PathBuf);
-
-impl Cgroup {
-    fn new() -> Self {
-        let out = run_ok(Command::new("findmnt").args(["-n", "-t", "cgroup2", "-o", "TARGET"]));
-        let mount = match out.lines().next() {
-            Some(m) => PathBuf::from(m.trim()),
-            None => {
-                let m = PathBuf::from("/run/ftpd/cgroup2");
-                std::fs::create_dir_all(&m).unwrap();
-                run_ok(Command::new("mount").args(["-t", "cgroup2", "cgroup2"]).arg(&m));
-                m
-            }
-        };
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let dir = mount.join(format!("ftpd-bans-{}-{nanos}", std::process::id()));
-        std::fs::create_dir(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+fn cgroup() -> Cgroup {
+    let mount = Cgroup::mount_point_or_mount().unwrap_or_else(|e| panic!("cgroup2: {e}"));
+    Cgroup::create_in(&mount, "ftpd-test-", "bans")
+        .unwrap_or_else(|e| panic!("a cgroup under {}: {e}", mount.display()))
 }
 
 /// Starts ftpd in `pair`'s server namespace and in `cg`, dual stack on
@@ -316,11 +292,7 @@ fn start_in(pair: &NetPair, cg: &Cgroup, root: &Path, extra: &[String]) -> Serve
     settings.extend(["listen_ipv6=YES".into(), "listen_address6=::".into()]);
     settings.push(format!("ftpd_xdp_interfaces={}", pair.server_if));
     settings.extend(extra.iter().cloned());
-    let script = format!(
-        "echo $$ > {}/cgroup.procs && exec nsenter --net=/run/netns/{} \"$0\" \"$@\"",
-        cg.0.display(),
-        pair.server_ns
-    );
+    let script = cg.enter_netns_script(&pair.server_ns);
     let prefix = ["sh", "-c", script.as_str()];
     Server::spawn(Some(&prefix), root, &settings, SocketAddr::from((pair.server_ip, 2121)))
         .unwrap_or_else(|e| panic!("{e}"))
@@ -376,7 +348,7 @@ fn ban_case(kernel: bool) {
     assert!(privileged());
     let (d, list) = setup();
     let pair = NetPair::new();
-    let cg = Cgroup::new();
+    let cg = cgroup();
     let mut extra = settings(&list, &["ftpd_ban_time=4"]);
     extra.push("ftpd_ban_fails=3".into());
     if !kernel {
@@ -466,7 +438,7 @@ fn kernel_caps_connections_per_network() {
     let d = tempfile::tempdir().unwrap();
     ftpd_tests::served_by_nobody(d.path());
     let pair = NetPair::new();
-    let cg = Cgroup::new();
+    let cg = cgroup();
     let extra: Vec<String> =
         ["ftpd_max_per_prefix=2", "ftpd_prefix_v4=24", "max_per_ip=0"].iter().map(|s| (*s).to_string()).collect();
     let server = start_in(&pair, &cg, d.path(), &extra);
