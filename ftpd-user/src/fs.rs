@@ -782,12 +782,14 @@ pub fn glob(pat: &[u8], name: &[u8]) -> bool {
     let (mut p, mut n) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while n < name.len() {
-        if p < pat.len() && (pat[p] == b'?' || pat[p] == name[n]) {
-            p += 1;
-            n += 1;
-        } else if p < pat.len() && pat[p] == b'*' {
+        // A `*` first: compared as a byte with a `*` in the name, it would
+        // not be remembered for backtracking.
+        if p < pat.len() && pat[p] == b'*' {
             star = Some((p, n));
             p += 1;
+        } else if p < pat.len() && (pat[p] == b'?' || pat[p] == name[n]) {
+            p += 1;
+            n += 1;
         } else if let Some((sp, sn)) = star {
             p = sp + 1;
             n = sn + 1;
@@ -888,6 +890,15 @@ mod pattern_tests {
         assert!(!p.matches_path(&root.join(b"/pub/x").unwrap()));
         assert!(!Patterns::parse("").matches_path(&root.join(b"/x").unwrap()));
         assert!(glob(b"*a*b*", b"xxaxxbxx") && !glob(b"*a*b", b"xxaxxbxx"));
+    }
+
+    #[test]
+    fn a_star_in_the_name_does_not_dodge_a_wildcard() {
+        // Found by the vpath fuzz target: the pattern's `*` was compared
+        // with the name's `*` as a plain byte first, and never backtracked.
+        assert!(glob(b"*", b"*.") && glob(b"*.iso", b"*x.iso") && glob(b"a*", b"a*b"));
+        let p = Patterns::parse("{*.iso}");
+        assert!(p.matches_path(&VPath::root().join(b"/pub/*x.iso").unwrap()));
     }
 
     #[test]
