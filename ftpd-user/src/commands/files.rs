@@ -180,14 +180,14 @@ impl Session {
 
     pub(crate) async fn cmd_epsv(&mut self, arg: &[u8]) -> io::Result<()> {
         let v6 = !data::canonical(self.local.ip()).is_ipv4();
-        match arg.to_ascii_uppercase().as_slice() {
-            b"ALL" => {
+        match parse_epsv(arg) {
+            Epsv::All => {
                 self.epsv_all = true;
                 self.reply(200, "EPSV ALL ok.").await
             }
-            b"" => self.cmd_pasv(true).await,
-            b"1" if !v6 => self.cmd_pasv(true).await,
-            b"2" if v6 => self.cmd_pasv(true).await,
+            Epsv::Any => self.cmd_pasv(true).await,
+            Epsv::Ipv4 if !v6 => self.cmd_pasv(true).await,
+            Epsv::Ipv6 if v6 => self.cmd_pasv(true).await,
             // RFC 2428: any protocol this connection cannot use, named or not.
             _ => self.reply(522, &unsupported_protocol(if v6 { "2" } else { "1" })).await,
         }
@@ -204,12 +204,9 @@ impl Session {
         if !self.cfg().port_enable || self.epsv_all {
             return self.reply(550, "Permission denied.").await;
         }
-        let parsed: Option<Vec<u8>> =
-            std::str::from_utf8(arg).ok().and_then(|s| s.split(',').map(|n| n.trim().parse::<u8>().ok()).collect());
-        let Some(n) = parsed.filter(|n| n.len() == 6) else {
+        let Some(to) = parse_port(arg) else {
             return self.reply(500, "Illegal PORT command.").await;
         };
-        let to = SocketAddr::from((Ipv4Addr::new(n[0], n[1], n[2], n[3]), u16::from(n[4]) << 8 | u16::from(n[5])));
         if !self.active_allowed(to) {
             info!(session = self.id, peer = %self.peer, target = %to, "PORT refused (bounce defence)");
             return self.reply(500, "Illegal PORT command.").await;
@@ -535,9 +532,45 @@ fn unsupported_protocol(usable: &str) -> String {
     format!("Network protocol not supported, use ({usable})")
 }
 
+/// Parses PORT's `h1,h2,h3,h4,p1,p2` (RFC 959 section 4.1.2): six decimal
+/// bytes, white space around each allowed. `None`: 500 Illegal PORT command.
+pub fn parse_port(arg: &[u8]) -> Option<SocketAddr> {
+    let parsed: Option<Vec<u8>> =
+        std::str::from_utf8(arg).ok().and_then(|s| s.split(',').map(|n| n.trim().parse::<u8>().ok()).collect());
+    let n = parsed.filter(|n| n.len() == 6)?;
+    Some(SocketAddr::from((Ipv4Addr::new(n[0], n[1], n[2], n[3]), u16::from(n[4]) << 8 | u16::from(n[5]))))
+}
+
+/// What an EPSV argument asks for (RFC 2428 section 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epsv {
+    /// `EPSV ALL`: from now on only EPSV sets up data connections.
+    All,
+    /// No argument: the control connection's own protocol.
+    Any,
+    /// `EPSV 1`.
+    Ipv4,
+    /// `EPSV 2`.
+    Ipv6,
+    /// Any other protocol number, or anything else (522).
+    Other,
+}
+
+/// Reads an EPSV argument; `ALL` in any case, as vsftpd does.
+pub fn parse_epsv(arg: &[u8]) -> Epsv {
+    match arg.to_ascii_uppercase().as_slice() {
+        b"ALL" => Epsv::All,
+        b"" => Epsv::Any,
+        b"1" => Epsv::Ipv4,
+        b"2" => Epsv::Ipv6,
+        _ => Epsv::Other,
+    }
+}
+
 /// What an EPRT argument says.
 #[derive(Debug, PartialEq, Eq)]
-enum Eprt {
+pub enum Eprt {
+    /// The address to connect to.
     Addr(SocketAddr),
     /// A protocol number other than 1 and 2 (RFC 2428 answers 522).
     Unsupported,
@@ -549,26 +582,26 @@ enum Eprt {
 
 /// Parses `|1|132.235.1.2|6275|` / `|2|::1|6275|` (RFC 2428); any delimiter.
 /// The checks come in vsftpd's order, so a bad argument gets its reply.
-fn parse_eprt(arg: &[u8]) -> Eprt {
+pub fn parse_eprt(arg: &[u8]) -> Eprt {
     let Ok(s) = std::str::from_utf8(arg) else { return Eprt::Bad };
     let Some(d) = s.chars().next() else { return Eprt::BadProtocol };
     if d.is_ascii_alphanumeric() {
         return Eprt::Bad;
     }
     let parts: Vec<&str> = s.split(d).collect();
-    match parts.get(1).map(|p| p.parse::<u32>()) {
-        Some(Ok(1 | 2)) => {}
+    // The number, not its spelling, names the family (vsftpd reads it with atoi).
+    let v4 = match parts.get(1).map(|p| p.parse::<u32>()) {
+        Some(Ok(1)) => true,
+        Some(Ok(2)) => false,
         Some(Ok(_)) => return Eprt::Unsupported,
         _ => return Eprt::BadProtocol,
-    }
+    };
     if parts.len() != 5 || !parts[4].is_empty() {
         return Eprt::Bad;
     }
     let Ok(port) = parts[3].parse::<u16>() else { return Eprt::Bad };
-    let ip: Option<IpAddr> = match parts[1] {
-        "1" => parts[2].parse().ok().map(IpAddr::V4),
-        _ => parts[2].parse().ok().map(IpAddr::V6),
-    };
+    let ip: Option<IpAddr> =
+        if v4 { parts[2].parse().ok().map(IpAddr::V4) } else { parts[2].parse().ok().map(IpAddr::V6) };
     ip.map_or(Eprt::Bad, |ip| Eprt::Addr(SocketAddr::new(ip, port)))
 }
 
@@ -587,12 +620,23 @@ mod tests {
             assert_eq!(parse_eprt(bad), Eprt::Bad, "{}", String::from_utf8_lossy(bad));
         }
     }
+
+    #[test]
+    fn eprt_protocol_number_decides_the_family_however_written() {
+        // Found by the port_args fuzz target: `+1` is protocol 1 to the
+        // number check, but only the text `1` chose IPv4, so an IPv6
+        // address was taken for protocol 1. vsftpd reads the field as a
+        // number (atoi), so `01` is IPv4 there.
+        assert_eq!(parse_eprt(b"!+1!::1!20!"), Eprt::Bad);
+        assert_eq!(parse_eprt(b"|01|10.0.0.1|6275|"), Eprt::Addr("10.0.0.1:6275".parse().unwrap()));
+        assert_eq!(parse_eprt(b"|+2|::1|6275|"), Eprt::Addr("[::1]:6275".parse().unwrap()));
+    }
 }
 
 /// Splits vsftpd's `MDTM TIME FILE`: `TIME` is `YYYYMMDD`, `YYYYMMDDHHMMSS`
 /// or that with a fraction (ignored); returns the time as seconds since the
 /// epoch read as UTC, and the file name. `None`: not that form.
-fn split_mdtm_time(arg: &[u8]) -> Option<(i64, &[u8])> {
+pub fn split_mdtm_time(arg: &[u8]) -> Option<(i64, &[u8])> {
     let space = arg.iter().position(|&b| b == b' ')?;
     let (time, name) = (&arg[..space], &arg[space + 1..]);
     let digits = match time.len() {
