@@ -24,6 +24,47 @@ use crate::{
 pub const REUSE_REQUIRED: &str =
     "SSL connection failed; session reuse required: see require_ssl_reuse option in vsftpd.conf man page";
 
+/// What an accepted `AUTH` argument asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// `TLS`, `TLS-C`: the control connection only.
+    ControlOnly,
+    /// vsftpd: the old `SSL` (and `TLS-P`) also protects data, as `PROT P` would.
+    ProtectData,
+}
+
+/// Reads an `AUTH` argument (RFC 4217 section 4), in any case; `None`: 504.
+pub fn parse_auth(arg: &[u8]) -> Option<Auth> {
+    match arg.to_ascii_uppercase().as_slice() {
+        b"TLS" | b"TLS-C" => Some(Auth::ControlOnly),
+        b"SSL" | b"TLS-P" => Some(Auth::ProtectData),
+        _ => None,
+    }
+}
+
+/// A `PROT` level (RFC 4217 section 9; RFC 2228's letters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prot {
+    /// `C`: data in the clear.
+    Clear,
+    /// `P`: data over TLS.
+    Private,
+    /// `S`, `E`: RFC 2228 levels TLS does not have (536).
+    Unsupported,
+    /// Anything else (504).
+    Unknown,
+}
+
+/// Reads a `PROT` argument, in any case.
+pub fn parse_prot(arg: &[u8]) -> Prot {
+    match arg.to_ascii_uppercase().as_slice() {
+        b"C" => Prot::Clear,
+        b"P" => Prot::Private,
+        b"S" | b"E" => Prot::Unsupported,
+        _ => Prot::Unknown,
+    }
+}
+
 impl Session {
     /// Whether the control connection is encrypted now.
     pub(crate) fn control_secure(&self) -> bool {
@@ -31,17 +72,15 @@ impl Session {
     }
 
     pub(crate) async fn cmd_auth(&mut self, arg: &[u8]) -> io::Result<Next> {
-        let kind = arg.to_ascii_uppercase();
-        if !matches!(kind.as_slice(), b"TLS" | b"TLS-C" | b"SSL" | b"TLS-P") {
+        let Some(kind) = parse_auth(arg) else {
             self.reply(504, "Unknown AUTH type.").await?;
             return Ok(Next::Continue);
-        }
+        };
         self.reply(234, "Proceed with negotiation.").await?;
         if !self.start_tls().await {
             return Ok(Next::Quit);
         }
-        // vsftpd: the old `AUTH SSL` (and `TLS-P`) also protects data.
-        if matches!(kind.as_slice(), b"SSL" | b"TLS-P") {
+        if kind == Auth::ProtectData {
             self.prot_private = true;
         }
         Ok(Next::Continue)
@@ -97,17 +136,17 @@ impl Session {
         if !self.control_secure() {
             return self.reply(503, "PROT needs a secure connection.").await;
         }
-        match arg.to_ascii_uppercase().as_slice() {
-            b"C" => {
+        match parse_prot(arg) {
+            Prot::Clear => {
                 self.prot_private = false;
                 self.reply(200, "PROT now Clear.").await
             }
-            b"P" => {
+            Prot::Private => {
                 self.prot_private = true;
                 self.reply(200, "PROT now Private.").await
             }
-            b"S" | b"E" => self.reply(536, "PROT not supported.").await,
-            _ => self.reply(504, "PROT not recognized.").await,
+            Prot::Unsupported => self.reply(536, "PROT not supported.").await,
+            Prot::Unknown => self.reply(504, "PROT not recognized.").await,
         }
     }
 
