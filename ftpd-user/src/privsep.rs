@@ -61,13 +61,18 @@ pub enum Authority {
 /// A granted anonymous login and the worker it uses.
 type AnonGrant = (Grant, Arc<WorkerLink>);
 
-const REQ_LOGIN: u8 = 1;
-const REQ_BIND: u8 = 2;
-const REQ_RELOAD: u8 = 3;
-const REP_DENIED: u8 = 0;
-const REP_OK: u8 = 1;
+/// Front to master: check a login ([`decode_login`]).
+pub const REQ_LOGIN: u8 = 1;
+/// Front to master: bind the data source port ([`decode_bind`]).
+pub const REQ_BIND: u8 = 2;
+/// Front to master: re-read the configuration ([`decode_reload`]).
+pub const REQ_RELOAD: u8 = 3;
+/// Master to front: refused, with the reply text.
+pub const REP_DENIED: u8 = 0;
+/// Master to front: granted ([`decode_grant`]) or done.
+pub const REP_OK: u8 = 1;
 /// Refused unchecked: too many logins were waiting for a password check.
-const REP_BUSY: u8 = 2;
+pub const REP_BUSY: u8 = 2;
 
 fn broken(what: &str) -> Denial {
     Denial {
@@ -270,7 +275,8 @@ impl Authority {
     }
 }
 
-fn encode_grant(g: &Grant, e: Enc) -> Enc {
+/// Appends a login decision to a master reply (read by [`decode_grant`]).
+pub fn encode_grant(g: &Grant, e: Enc) -> Enc {
     use std::os::unix::ffi::OsStrExt;
     let mut e = e
         .bytes(g.name.as_bytes())
@@ -289,7 +295,8 @@ fn encode_grant(g: &Grant, e: Enc) -> Enc {
     e
 }
 
-fn decode_grant(d: &mut Dec<'_>) -> Option<Grant> {
+/// Reads what [`encode_grant`] wrote; `None`: a malformed reply.
+pub fn decode_grant(d: &mut Dec<'_>) -> Option<Grant> {
     use std::os::unix::ffi::OsStrExt;
     let name = d.str()?.to_owned();
     let anonymous = d.u8()? != 0;
@@ -304,6 +311,30 @@ fn decode_grant(d: &mut Dec<'_>) -> Option<Grant> {
         _ => Some(d.str()?.to_owned()),
     };
     Some(Grant { name, anonymous, uid, gid, groups, root_dir, cwd, user_config })
+}
+
+/// Reads a login request: user, password, client address.
+pub fn decode_login(req: &[u8]) -> Option<(&str, &[u8], &str)> {
+    let mut d = Dec(req);
+    match (d.u8(), d.str(), d.bytes(), d.str()) {
+        (Some(REQ_LOGIN), Some(user), Some(password), Some(rhost)) => Some((user, password, rhost)),
+        _ => None,
+    }
+}
+
+/// Reads a reload request: the users whose `user_config_dir` file the
+/// front wants again (at most 10 000; unreadable ones are skipped).
+pub fn decode_reload(req: &[u8]) -> Vec<String> {
+    let mut d = Dec(req.get(1..).unwrap_or_default());
+    let n = d.u32().unwrap_or(0).min(10_000);
+    (0..n).filter_map(|_| d.str().map(str::to_owned)).collect()
+}
+
+/// Reads a bind request: the address and port to bind.
+pub fn decode_bind(req: &[u8]) -> Option<(std::net::IpAddr, u32)> {
+    let mut d = Dec(req.get(1..)?);
+    let ip = d.str().and_then(|s| s.parse::<std::net::IpAddr>().ok());
+    Some((ip?, d.u32()?))
 }
 
 /// Who a worker acts as: uid, gid, groups, root.
@@ -546,9 +577,7 @@ impl Master {
             self.handle_reload(req, reply);
             return;
         }
-        let mut d = Dec(req);
-        let parsed = (d.u8(), d.str(), d.bytes(), d.str());
-        let (Some(REQ_LOGIN), Some(user), Some(password), Some(rhost)) = parsed else {
+        let Some((user, password, rhost)) = decode_login(req) else {
             let _ = ipc::send(reply.as_fd(), &Enc::tag(REP_DENIED).bytes(b"Login incorrect.").0, None);
             return;
         };
@@ -575,9 +604,7 @@ impl Master {
     /// privilege (listeners, logs); a reload changes what sessions do (rate
     /// limits, for running transfers too) and how logins are decided.
     fn handle_reload(&self, req: &[u8], reply: &OwnedFd) {
-        let mut d = Dec(&req[1..]);
-        let n = d.u32().unwrap_or(0).min(10_000);
-        let users: Vec<String> = (0..n).filter_map(|_| d.str().map(str::to_owned)).collect();
+        let users = decode_reload(req);
         match self.source.load() {
             Ok(cfg) => {
                 // Re-read now so that a bad file is reported at reload
@@ -608,12 +635,9 @@ impl Master {
     /// Binds `ftp_data_port` for the front; any other port is refused, so the
     /// front can never use the master to bind a privileged port of its choice.
     fn handle_bind(&self, req: &[u8], reply: &OwnedFd) {
-        let mut d = Dec(&req[1..]);
-        let ip = d.str().and_then(|s| s.parse::<std::net::IpAddr>().ok());
-        let port = d.u32();
         let cfg = self.cfg();
-        let result = match (ip, port) {
-            (Some(ip), Some(port)) if port == cfg.ftp_data_port && cfg.connect_from_port_20 => {
+        let result = match decode_bind(req) {
+            Some((ip, port)) if port == cfg.ftp_data_port && cfg.connect_from_port_20 => {
                 crate::data::bind_source(ip, u16::try_from(port).unwrap_or(20)).map_err(|e| e.to_string())
             }
             _ => Err("bad bind request".to_string()),

@@ -106,24 +106,42 @@ impl WorkerLink {
     }
 }
 
-const OP_OPEN_FILE: u8 = 1;
-const OP_IS_DIR: u8 = 2;
-const OP_STAT: u8 = 4;
-const OP_LSTAT: u8 = 5;
-const OP_OPEN_WRITE: u8 = 6;
-const OP_MKDIR: u8 = 7;
-const OP_RMDIR: u8 = 8;
-const OP_UNLINK: u8 = 9;
-const OP_RENAME: u8 = 10;
-const OP_CHMOD: u8 = 11;
-const OP_LIST_STREAM: u8 = 12;
-const OP_FORGET: u8 = 13;
-const OP_CREATE_TEMP: u8 = 14;
-const OP_OPEN_PART: u8 = 15;
-const OP_RESUMABLE_PART: u8 = 16;
-const OP_COMMIT: u8 = 17;
-const OP_OPEN_REPLACE: u8 = 18;
-const OP_SET_MTIME: u8 = 19;
+/// Request, front to worker: open a file for reading.
+pub const OP_OPEN_FILE: u8 = 1;
+/// Request, front to worker: is it a directory.
+pub const OP_IS_DIR: u8 = 2;
+/// Request, front to worker: stat.
+pub const OP_STAT: u8 = 4;
+/// Request, front to worker: lstat.
+pub const OP_LSTAT: u8 = 5;
+/// Request, front to worker: open for writing.
+pub const OP_OPEN_WRITE: u8 = 6;
+/// Request, front to worker: mkdir.
+pub const OP_MKDIR: u8 = 7;
+/// Request, front to worker: rmdir.
+pub const OP_RMDIR: u8 = 8;
+/// Request, front to worker: unlink.
+pub const OP_UNLINK: u8 = 9;
+/// Request, front to worker: rename.
+pub const OP_RENAME: u8 = 10;
+/// Request, front to worker: chmod.
+pub const OP_CHMOD: u8 = 11;
+/// Request, front to worker: stream a listing on the attached channel.
+pub const OP_LIST_STREAM: u8 = 12;
+/// Request, front to worker: forget cached listings.
+pub const OP_FORGET: u8 = 13;
+/// Request, front to worker: create a temporary file.
+pub const OP_CREATE_TEMP: u8 = 14;
+/// Request, front to worker: open an atomic upload's part file.
+pub const OP_OPEN_PART: u8 = 15;
+/// Request, front to worker: the part a client may resume.
+pub const OP_RESUMABLE_PART: u8 = 16;
+/// Request, front to worker: publish an upload.
+pub const OP_COMMIT: u8 = 17;
+/// Request, front to worker: open what a replace writes.
+pub const OP_OPEN_REPLACE: u8 = 18;
+/// Request, front to worker: set the modification time.
+pub const OP_SET_MTIME: u8 = 19;
 
 /// Entries per listing chunk: small enough that the next chunk is stat'ed
 /// while the front formats and sends this one, large enough that messages
@@ -134,11 +152,14 @@ const CHUNK_ENTRIES: u32 = 512;
 const MAX_LISTINGS: usize = 64;
 static LISTINGS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-const ST_OK: u8 = 0;
-const ST_ERRNO: u8 = 1;
-const ST_BADNAME: u8 = 2;
+/// Reply status: done (a stat, a path or entries may follow).
+pub const ST_OK: u8 = 0;
+/// Reply status: failed with the errno that follows.
+pub const ST_ERRNO: u8 = 1;
+/// Reply status: a name the worker refuses.
+pub const ST_BADNAME: u8 = 2;
 /// A listing reply that more chunks follow.
-const ST_MORE: u8 = 3;
+pub const ST_MORE: u8 = 3;
 
 fn create_code(c: Create) -> u8 {
     match c {
@@ -166,7 +187,8 @@ fn stat_bytes(st: &Stat) -> &[u8] {
     unsafe { std::slice::from_raw_parts(std::ptr::from_ref(st).cast::<u8>(), std::mem::size_of::<Stat>()) }
 }
 
-fn stat_from(b: &[u8]) -> Option<Stat> {
+/// Reads a stat a reply carries; `None` unless it has exactly its size.
+pub fn stat_from(b: &[u8]) -> Option<Stat> {
     if b.len() != std::mem::size_of::<Stat>() {
         return None;
     }
@@ -230,7 +252,8 @@ impl Fs {
         Ok(Listing { sock, buf: Vec::new(), done: false })
     }
 
-    fn status(buf: &[u8]) -> Result<(), FsError> {
+    /// The outcome a worker reply states in its first bytes.
+    pub fn status(buf: &[u8]) -> Result<(), FsError> {
         let mut d = Dec(buf);
         match d.u8() {
             Some(ST_OK | ST_MORE) => Ok(()),
@@ -463,7 +486,7 @@ impl Fs {
 }
 
 /// Appends the entries of one listing chunk (after its status byte) to `out`.
-fn decode_entries(chunk: &[u8], out: &mut Vec<Entry>) -> Result<(), FsError> {
+pub fn decode_entries(chunk: &[u8], out: &mut Vec<Entry>) -> Result<(), FsError> {
     let mut d = Dec(chunk);
     let n = d.u32().ok_or_else(broken)?;
     for _ in 0..n {
