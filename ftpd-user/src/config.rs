@@ -378,6 +378,18 @@ impl Config {
         Ok(())
     }
 
+    /// The settings of a user who has a `user_config_dir` file: these with
+    /// `text` (read from `source`) applied on top, validated like the main
+    /// file, so that a per-user file cannot make a setting the main file
+    /// could not (a passive range upside down...). A validation error is
+    /// about the file as a whole (line 0).
+    pub fn for_user(&self, source: &str, text: &str) -> Result<Config, ConfigError> {
+        let mut own = self.clone();
+        own.apply_text(source, text)?;
+        own.validate().map_err(|reason| ConfigError { source: source.to_owned(), line: 0, reason })?;
+        Ok(own)
+    }
+
     /// Applies one `name=value` line (also the form of `-o` arguments).
     pub fn apply_setting(&mut self, line: &str) -> Result<(), String> {
         let Some((name, value)) = line.split_once('=') else {

@@ -111,14 +111,12 @@ pub fn decide(cfg: &Config, anon_root: &Path, user: &str, password: &[u8], rhost
     };
     authenticated?;
     let user_config = read_user_config(cfg, user)?;
-    let mut eff = cfg.clone();
-    if let Some(text) = &user_config {
-        let source = format!("{}/{user}", cfg.user_config_dir);
-        eff.apply_text(&source, text).map_err(|e| misconfigured(format!("bad per-user config: {e}")))?;
-        // Validated like the main file: a per-user file must not make a
-        // setting the main file could not (a passive range upside down...).
-        eff.validate().map_err(|e| misconfigured(format!("bad per-user config: {source}: {e}")))?;
-    }
+    let eff = match &user_config {
+        Some(text) => cfg
+            .for_user(&format!("{}/{user}", cfg.user_config_dir), text)
+            .map_err(|e| misconfigured(format!("bad per-user config: {e}")))?,
+        None => cfg.clone(),
+    };
     let (acct, virtual_user) = if eff.guest_enable {
         let a = auth::account(&eff.guest_username)
             .ok_or_else(|| deny("Login incorrect.", format!("guest_username={} does not exist", eff.guest_username)))?;
