@@ -831,10 +831,10 @@ fn strip_tag(s: &[u8]) -> Option<&[u8]> {
 /// merely looks like one (`.notes.ftpd-part`, `.ftpd-tmp.notes`) is someone
 /// else's and stays.
 pub fn is_own_leftover_name(name: &[u8]) -> bool {
-    if let Some(rest) = name.strip_prefix(b".ftpd-tmp.") {
-        return strip_tag(rest).is_some();
-    }
-    name.strip_prefix(b".").and_then(|n| n.strip_suffix(b".ftpd-part")).and_then(strip_tag).is_some()
+    // Both forms are checked: the part of a file called `ftpd-tmp.x` also
+    // starts with `.ftpd-tmp.`.
+    let temp = name.strip_prefix(b".ftpd-tmp.").and_then(strip_tag).is_some();
+    temp || name.strip_prefix(b".").and_then(|n| n.strip_suffix(b".ftpd-part")).and_then(strip_tag).is_some()
 }
 
 /// 16 hex digits of SHA-256 of `bytes`: stable across restarts and
@@ -916,6 +916,15 @@ mod pattern_tests {
         assert_ne!(part_path(&other, "alice").unwrap(), lp, "long names differing after 200 bytes");
         let fits = VPath::root().join(&[b'x'; 227]).unwrap();
         assert_eq!(part_path(&fits, "a").unwrap().file_name().len(), NAME_MAX);
+    }
+
+    #[test]
+    fn the_part_of_a_file_named_like_a_temporary_is_a_leftover() {
+        // Found by the vpath fuzz target: the part of `ftpd-tmp.x` starts
+        // `.ftpd-tmp.`, was judged as a temporary file only, and so was
+        // never swept when abandoned.
+        let p = part_path(&VPath::root().join(b"/d/ftpd-tmp.x").unwrap(), "alice").unwrap();
+        assert!(is_own_leftover_name(p.file_name()), "{}", String::from_utf8_lossy(p.file_name()));
     }
 
     #[test]
