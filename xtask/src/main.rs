@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod deb;
 mod docs;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -45,6 +46,9 @@ enum Task {
     Test,
     /// Regenerate the README's option reference from the option table.
     Docs,
+    /// Run each fuzz target (libFuzzer through cargo-fuzz, installed if missing) for a while, then print
+    /// executions per target. A crash fails; its input is kept under fuzz/libfuzzer/artifacts/.
+    Fuzz(fuzz::Args),
     /// Build the Debian package target/debian/ftpd_*.deb (with cargo-deb, from the release binary).
     Deb,
     /// (root) Benchmarks: ftpd against vsftpd and a raw sendfile/splice ceiling, workload by workload
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         Task::Deb => setup::run(setup::Verbosity::Summary)
             .and_then(|()| setup::ensure_cargo_deb(setup::Verbosity::Summary))
             .and_then(|()| deb::run().map(drop)),
+        Task::Fuzz(args) => fuzz::run(&args),
         Task::Docs => setup::run(setup::Verbosity::Summary).and_then(|()| docs::run()),
         Task::Bench(args) => bench::run(&args),
         Task::BenchCeiling(args) => bench::ceiling(&args),
