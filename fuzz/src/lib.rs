@@ -292,7 +292,12 @@ fn check_vpath(p: &VPath) {
             assert!(!c.is_empty() && c != b"." && c != b"..", "component {c:?} in {b:?}");
         }
     }
-    assert_eq!(VPath::root().join(b).ok().as_ref(), Some(p), "normalising twice changes the path");
+    // `join` bounds the argument, not the result: a long cwd and a long
+    // argument make a path the kernel refuses (ENAMETOOLONG), and that
+    // path is refused as an argument too.
+    if b.len() <= MAX_PATH {
+        assert_eq!(VPath::root().join(b).ok().as_ref(), Some(p), "normalising twice changes the path");
+    }
     assert_eq!(p.join(b"").ok().as_ref(), Some(p));
     assert_eq!(p.join(b".").ok().as_ref(), Some(p));
     if let Some((dir, name)) = p.split_last() {
