@@ -548,19 +548,20 @@ pub fn parse_eprt(arg: &[u8]) -> Eprt {
         return Eprt::Bad;
     }
     let parts: Vec<&str> = s.split(d).collect();
-    match parts.get(1).map(|p| p.parse::<u32>()) {
-        Some(Ok(1 | 2)) => {}
+    // The number, not its spelling (`01`, `+1`), names the family, as
+    // vsftpd reads it with atoi.
+    let v4 = match parts.get(1).map(|p| p.parse::<u32>()) {
+        Some(Ok(1)) => true,
+        Some(Ok(2)) => false,
         Some(Ok(_)) => return Eprt::Unsupported,
         _ => return Eprt::BadProtocol,
-    }
+    };
     if parts.len() != 5 || !parts[4].is_empty() {
         return Eprt::Bad;
     }
     let Ok(port) = parts[3].parse::<u16>() else { return Eprt::Bad };
-    let ip: Option<IpAddr> = match parts[1] {
-        "1" => parts[2].parse().ok().map(IpAddr::V4),
-        _ => parts[2].parse().ok().map(IpAddr::V6),
-    };
+    let ip: Option<IpAddr> =
+        if v4 { parts[2].parse().ok().map(IpAddr::V4) } else { parts[2].parse().ok().map(IpAddr::V6) };
     ip.map_or(Eprt::Bad, |ip| Eprt::Addr(SocketAddr::new(ip, port)))
 }
 
@@ -903,5 +904,15 @@ mod tests {
         assert_eq!(split_mdtm_time(b"2020010100000x f"), None);
         assert_eq!(split_mdtm_time(b"20200101000000 "), None, "no file");
         assert_eq!(split_mdtm_time(b"file.txt"), None);
+    }
+
+    #[test]
+    fn eprt_protocol_number_decides_the_family_however_written() {
+        let v4: SocketAddr = "10.0.0.1:2000".parse().unwrap();
+        assert_eq!(parse_eprt(b"|01|10.0.0.1|2000|"), Eprt::Addr(v4));
+        assert_eq!(parse_eprt(b"|+1|10.0.0.1|2000|"), Eprt::Addr(v4));
+        // Protocol 1 with an IPv6 address is not an IPv4 target.
+        assert_eq!(parse_eprt(b"|+1|::1|2000|"), Eprt::Bad);
+        assert_eq!(parse_eprt(b"|02|::1|2000|"), Eprt::Addr("[::1]:2000".parse().unwrap()));
     }
 }

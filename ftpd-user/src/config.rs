@@ -398,6 +398,18 @@ impl Config {
         Ok(())
     }
 
+    /// The settings of a user who has a `user_config_dir` file: these with
+    /// `text` (read from `source`) applied on top, validated like the main
+    /// file, so that a per-user file cannot make a setting the main file
+    /// could not (a passive range upside down...). A validation error is
+    /// about the file as a whole (line 0).
+    pub fn for_user(&self, source: &str, text: &str) -> Result<Config, ConfigError> {
+        let mut own = self.clone();
+        own.apply_text(source, text)?;
+        own.validate().map_err(|reason| ConfigError { source: source.to_owned(), line: 0, reason })?;
+        Ok(own)
+    }
+
     /// Applies one `name=value` line (also the form of `-o` arguments).
     pub fn apply_setting(&mut self, line: &str) -> Result<(), String> {
         let Some((name, value)) = line.split_once('=') else {
@@ -451,6 +463,14 @@ impl Config {
             return Err(format!(
                 "pasv_min_port={} is above pasv_max_port={}; swap them",
                 self.pasv_min_port, self.pasv_max_port
+            ));
+        }
+        // pasv_min_port=0 starts the range at 1024 (`pasv_range`).
+        if self.pasv_min_port == 0 && self.pasv_max_port != 0 && self.pasv_max_port < 1024 {
+            return Err(format!(
+                "pasv_max_port={} is below 1024, where the passive range starts without pasv_min_port; \
+                 set pasv_min_port too, or raise pasv_max_port",
+                self.pasv_max_port
             ));
         }
         if self.listen && self.listen_ipv6 {
@@ -848,5 +868,16 @@ mod tests {
         assert!(load("pasv_min_port=200\npasv_max_port=100\n").unwrap().validate().is_err());
         assert!(load("listen_port=70000\n").unwrap().validate().is_err());
         assert!(load("ftpd_ebpf=maybe\n").unwrap().validate().is_err());
+    }
+
+    #[test]
+    fn a_passive_range_is_never_upside_down() {
+        // Found by the config fuzz target's property: with pasv_min_port=0
+        // the range starts at 1024, so pasv_max_port=500 passed the check
+        // but gave the range 1024-500 (an overflow in bind_passive).
+        let e = load("pasv_max_port=500\n").unwrap().validate().unwrap_err();
+        assert!(e.contains("pasv_max_port=500") && e.contains("1024"), "{e}");
+        let ok = load("pasv_min_port=100\npasv_max_port=500\n").unwrap();
+        assert_eq!((ok.validate(), ok.pasv_range()), (Ok(()), Some((100, 500))));
     }
 }

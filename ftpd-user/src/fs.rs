@@ -795,12 +795,14 @@ pub fn glob(pat: &[u8], name: &[u8]) -> bool {
     let (mut p, mut n) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while n < name.len() {
-        if p < pat.len() && (pat[p] == b'?' || pat[p] == name[n]) {
-            p += 1;
-            n += 1;
-        } else if p < pat.len() && pat[p] == b'*' {
+        // A `*` first: compared as a byte with a `*` in the name, it would
+        // not be remembered for backtracking.
+        if p < pat.len() && pat[p] == b'*' {
             star = Some((p, n));
             p += 1;
+        } else if p < pat.len() && (pat[p] == b'?' || pat[p] == name[n]) {
+            p += 1;
+            n += 1;
         } else if let Some((sp, sn)) = star {
             p = sp + 1;
             n = sn + 1;
@@ -842,10 +844,10 @@ fn strip_tag(s: &[u8]) -> Option<&[u8]> {
 /// merely looks like one (`.notes.ftpd-part`, `.ftpd-tmp.notes`) is someone
 /// else's and stays.
 pub fn is_own_leftover_name(name: &[u8]) -> bool {
-    if let Some(rest) = name.strip_prefix(b".ftpd-tmp.") {
-        return strip_tag(rest).is_some();
-    }
-    name.strip_prefix(b".").and_then(|n| n.strip_suffix(b".ftpd-part")).and_then(strip_tag).is_some()
+    // Both forms are checked: the part of a file called `ftpd-tmp.x` also
+    // starts with `.ftpd-tmp.`.
+    let temp = name.strip_prefix(b".ftpd-tmp.").and_then(strip_tag).is_some();
+    temp || name.strip_prefix(b".").and_then(|n| n.strip_suffix(b".ftpd-part")).and_then(strip_tag).is_some()
 }
 
 /// 16 hex digits of SHA-256 of `bytes`: stable across restarts and
@@ -904,6 +906,15 @@ mod pattern_tests {
     }
 
     #[test]
+    fn a_star_in_the_name_does_not_dodge_a_wildcard() {
+        // Found by the vpath fuzz target: the pattern's `*` was compared
+        // with the name's `*` as a plain byte first, and never backtracked.
+        assert!(glob(b"*", b"*.") && glob(b"*.iso", b"*x.iso") && glob(b"a*", b"a*b"));
+        let p = Patterns::parse("{*.iso}");
+        assert!(p.matches_path(&VPath::root().join(b"/pub/*x.iso").unwrap()));
+    }
+
+    #[test]
     fn part_names() {
         let p = part_path(&VPath::root().join(b"/d/file.iso").unwrap(), "alice").unwrap();
         // SHA-256("alice") starts 2bd806c97f0e00af.
@@ -918,6 +929,15 @@ mod pattern_tests {
         assert_ne!(part_path(&other, "alice").unwrap(), lp, "long names differing after 200 bytes");
         let fits = VPath::root().join(&[b'x'; 227]).unwrap();
         assert_eq!(part_path(&fits, "a").unwrap().file_name().len(), NAME_MAX);
+    }
+
+    #[test]
+    fn the_part_of_a_file_named_like_a_temporary_is_a_leftover() {
+        // Found by the vpath fuzz target: the part of `ftpd-tmp.x` starts
+        // `.ftpd-tmp.`, was judged as a temporary file only, and so was
+        // never swept when abandoned.
+        let p = part_path(&VPath::root().join(b"/d/ftpd-tmp.x").unwrap(), "alice").unwrap();
+        assert!(is_own_leftover_name(p.file_name()), "{}", String::from_utf8_lossy(p.file_name()));
     }
 
     #[test]

@@ -204,12 +204,10 @@ pub fn user_settings(cfg: &Config, user: &str, anonymous: bool) -> Result<(Optio
     let Some(text) = text else {
         return Ok((None, Policy::decide(cfg, anonymous)));
     };
-    let mut eff = cfg.clone();
     let source = format!("{}/{user}", cfg.user_config_dir);
-    eff.apply_text(&source, &text).map_err(|e| misconfigured(format!("bad per-user config: {e}")))?;
     // Validated like the main file: a per-user file must not make a
     // setting the main file could not (a passive range upside down...).
-    eff.validate().map_err(|e| misconfigured(format!("bad per-user config: {source}: {e}")))?;
+    let eff = cfg.for_user(&source, &text).map_err(|e| misconfigured(format!("bad per-user config: {e}")))?;
     let policy = Policy::decide(&eff, anonymous);
     Ok((Some(Box::new(eff)), policy))
 }

@@ -15,6 +15,24 @@ fn names(listing: &[u8]) -> Vec<String> {
 }
 
 #[test]
+fn deny_file_wildcards_match_names_that_contain_a_star() {
+    // A `*` in the name was compared with the pattern's `*` as a plain byte,
+    // so `*x.secret` dodged `{*.secret}` (found by the vpath fuzz target).
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("*x.secret"), b"secret\n").unwrap();
+    make_writable(root);
+    let server = Server::start(root, &["deny_file={*.secret}", "write_enable=YES", "anon_upload_enable=YES"]);
+    let mut c = server.login();
+    assert_eq!(c.cmd_ok("SIZE *x.secret", 550), "550 Permission denied.\r\n");
+    let (bytes, code, _) = c.transfer("RETR *x.secret");
+    assert_eq!((bytes.len(), code), (0, 550));
+    let (_, code, _) = c.upload("STOR *new.secret", b"x");
+    assert_eq!(code, 550);
+    assert!(!root.join("*new.secret").exists());
+}
+
+#[test]
 fn deny_file_makes_names_unreachable() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();

@@ -8,6 +8,7 @@ mod build;
 mod deb;
 mod docs;
 mod flood;
+mod fuzz;
 mod modules;
 mod run;
 mod setup;
@@ -53,6 +54,9 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// Run each fuzz target (libFuzzer through cargo-fuzz, installed if missing) for a while, then print
+    /// executions per target. A crash fails; its input is kept under fuzz/libfuzzer/artifacts/.
+    Fuzz(fuzz::Args),
     /// Build the Debian package target/debian/ftpd_*.deb (with cargo-deb, from the release binary).
     Deb,
     /// (root) Benchmarks: ftpd against vsftpd and a raw sendfile/splice ceiling, workload by workload
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
             .and_then(|()| setup::ensure_cargo_deb(setup::Verbosity::Summary))
             .and_then(|()| deb::run().map(drop)),
         Task::Modules { check } => modules::run(check),
+        Task::Fuzz(args) => fuzz::run(&args),
         Task::Docs => setup::run(setup::Verbosity::Summary).and_then(|()| docs::run()),
         Task::Bench(args) => bench::run(&args),
         Task::Flood => flood::run(),

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: everything CI checks, in order, with one summary.
 //!
-//! Stages: fmt, clippy, build, tests, privileged eBPF tests. A failing stage
+//! Stages: fmt, clippy, build, tests, privileged eBPF tests, fuzzing. A failing stage
 //! does not stop the later ones (a formatting slip shouldn't hide a test
 //! failure), except that the tests need the binary the build stage makes.
 
@@ -120,6 +120,9 @@ pub(crate) fn run() -> Result<()> {
             skip(&mut stages, "privileged eBPF tests", why);
         }
     }
+    // Bounded: every parser target for 30 s, so that a crash that a short
+    // run finds fails CI (the saved crashes are replayed by the tests stage).
+    stage(&mut stages, "fuzz, 30 s per target", || crate::fuzz::run_targets(crate::fuzz::TARGETS, 30));
     summarize(&stages)
 }
 
