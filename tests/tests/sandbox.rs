@@ -84,7 +84,12 @@ fn inject_execve(pid: u32) {
     run(Command::new("prlimit").args(["--pid", &pid.to_string(), "--core=0"]));
     // Its own status says little: the process it drives dies under it.
     // The callers check what happened to the process.
-    run(Command::new("gdb").args([
+    // gdb itself may dump core when the process it drives is killed under
+    // it (124 MB once, in the test's directory): not under a zero limit.
+    run(Command::new("prlimit").args([
+        "--core=0",
+        "--",
+        "gdb",
         "-p",
         &pid.to_string(),
         "-batch",
