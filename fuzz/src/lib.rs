@@ -62,7 +62,8 @@ pub fn command(data: &[u8]) {
         if verb.is_empty() {
             continue;
         }
-        assert!(verb.len() <= 8 && verb.bytes().all(|b| b.is_ascii_uppercase()), "verb {verb:?}");
+        // Letters and digits (XSHA256), upper-cased.
+        assert!(verb.len() <= 8 && verb.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()), "verb {verb:?}");
         assert!(stripped[..verb.len()].eq_ignore_ascii_case(verb.as_bytes()));
         let rendered = [verb.as_bytes(), b" ", arg].concat();
         assert_eq!(control::split_command(&rendered), (verb.clone(), arg), "render and split again");
