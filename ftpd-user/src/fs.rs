@@ -483,7 +483,7 @@ pub struct Entry {
     #[serde(with = "serde_bytes")]
     pub name: Vec<u8>,
     /// `lstat` of the entry, so symlinks list as symlinks.
-    #[serde(with = "crate::ipc::wire_stat")]
+    #[serde(with = "wire_stat")]
     pub stat: Stat,
     /// Target of a symlink, shown as `name -> target`.
     #[serde(with = "serde_bytes")]
@@ -717,6 +717,48 @@ impl Civil {
             min: secs % 3600 / 60,
             sec: secs % 60,
         }
+    }
+}
+
+/// A `Stat` as its bytes, for the messages between processes (`Entry`,
+/// the worker's replies): the other end, the same binary, reads it back.
+pub mod wire_stat {
+    use rustix::fs::Stat;
+    use serde::{Deserializer, Serializer, de};
+
+    /// Writes the bytes of `st`.
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn serialize<S: Serializer>(st: &Stat, s: S) -> Result<S::Ok, S::Error> {
+        // SAFETY: `Stat` is a plain C struct of integers (padding is spelled
+        // out as fields); viewing it as bytes is sound.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(std::ptr::from_ref(st).cast::<u8>(), std::mem::size_of::<Stat>()) };
+        s.serialize_bytes(bytes)
+    }
+
+    /// Reads a `Stat` back; any length but its size is an error.
+    ///
+    /// # Errors
+    /// The wrong number of bytes, or the deserializer's.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Stat, D::Error> {
+        struct Bytes;
+        impl de::Visitor<'_> for Bytes {
+            type Value = Stat;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{} bytes of struct stat", std::mem::size_of::<Stat>())
+            }
+            fn visit_bytes<E: de::Error>(self, b: &[u8]) -> Result<Stat, E> {
+                if b.len() != std::mem::size_of::<Stat>() {
+                    return Err(E::invalid_length(b.len(), &self));
+                }
+                // SAFETY: the length matches, and every bit pattern is a
+                // valid `Stat` (integers only).
+                Ok(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<Stat>()) })
+            }
+        }
+        d.deserialize_bytes(Bytes)
     }
 }
 

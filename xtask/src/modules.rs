@@ -252,6 +252,23 @@ impl<'ast> Visit<'ast> for Names {
         syn::visit::visit_path(self, p);
     }
 
+    fn visit_attribute(&mut self, a: &'ast syn::Attribute) {
+        // `#[serde(with = "crate::ipc::wire_stat")]` and its kin name a
+        // module inside a string: read string literals that hold a path.
+        if let syn::Meta::List(list) = &a.meta {
+            for t in flatten(list.tokens.clone()) {
+                if let proc_macro2::TokenTree::Literal(l) = &t
+                    && let Ok(syn::Lit::Str(s)) = syn::parse_str::<syn::Lit>(&l.to_string())
+                    && let Ok(path) = syn::parse_str::<syn::Path>(&s.value())
+                {
+                    let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+                    self.record(&segments, l.span().start().line);
+                }
+            }
+        }
+        syn::visit::visit_attribute(self, a);
+    }
+
     fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
         self.here.push(m.ident.to_string());
         self.inline += 1;
@@ -426,6 +443,7 @@ mod tests {
             use super::files::helper;
             fn f() { crate::rates::Rates::new(); tracing::info!("{}", crate::metrics::X); }
             mod tests { use super::*; use super::super::data::y; }
+            struct S { #[serde(with = "crate::ipc::wire")] x: u8 }
         "#;
         let ast = syn::parse_file(src).unwrap();
         let mut v = Names { here: vec!["commands".into(), "transfer".into()], inline: 0, found: Vec::new() };
@@ -440,6 +458,7 @@ mod tests {
             "metrics::X",
             "commands::transfer",
             "commands::data::y",
+            "ipc::wire",
         ] {
             assert!(found.contains(want), "{want} missing from {found:?}");
         }
