@@ -179,7 +179,14 @@ impl Ftp {
 
     /// Runs a data command (LIST, RETR …) over PASV; returns the bytes and the final reply.
     pub fn transfer(&mut self, line: &str) -> (Vec<u8>, u16, String) {
-        let mut data = self.pasv_connect();
+        let data = self.pasv_connect();
+        self.transfer_on(data, line)
+    }
+
+    /// Runs a data command over a data connection already made (from a
+    /// source address of the caller's choosing, say); returns the bytes and
+    /// the final reply.
+    pub fn transfer_on(&mut self, mut data: TcpStream, line: &str) -> (Vec<u8>, u16, String) {
         let (code, text) = self.cmd(line);
         if code != 150 {
             return (Vec::new(), code, text);

@@ -39,15 +39,8 @@ fn pasv_from(c: &mut Ftp, src: Ipv4Addr, rcvbuf: Option<i32>) -> TcpStream {
 
 /// A whole data command over a connection from `src`.
 fn transfer_from(c: &mut Ftp, src: Ipv4Addr, line: &str) -> (Vec<u8>, u16, String) {
-    let mut data = pasv_from(c, src, None);
-    let (code, text) = c.cmd(line);
-    if code != 150 {
-        return (Vec::new(), code, text);
-    }
-    let mut buf = Vec::new();
-    data.read_to_end(&mut buf).expect("read data");
-    let (code, text) = c.read_reply();
-    (buf, code, text)
+    let data = pasv_from(c, src, None);
+    c.transfer_on(data, line)
 }
 
 fn put(path: &Path, mode: u32, owner: &str) {
