@@ -290,13 +290,18 @@ impl fmt::Display for SettingError {
 /// sharing most words rank first, those sharing the name's ending ahead;
 /// plain typos are caught by the edit distance.
 pub fn closest_options(name: &str) -> Vec<&'static str> {
+    // The edit distance costs the product of the two lengths for each of the
+    // ~150 options: past this length a name is no typo of any option, and a
+    // long garbage line would otherwise spend milliseconds on its error.
+    const TYPO_MAX: usize = 64;
+    let distance = |a: &str, b: &str| if name.len() <= TYPO_MAX { strsim::levenshtein(a, b) } else { usize::MAX };
     let words: Vec<&str> = name.split('_').filter(|w| !w.is_empty()).collect();
     let score = |opt: &str| {
         let theirs: Vec<&str> = opt.split('_').collect();
         let shared =
             words.iter().filter(|w| theirs.iter().any(|t| t == *w || (w.len() >= 3 && t.starts_with(*w)))).count();
         let suffix = words.iter().rev().zip(theirs.iter().rev()).take_while(|(a, b)| a == b).count();
-        (shared, suffix, strsim::levenshtein(name, opt))
+        (shared, suffix, distance(name, opt))
     };
     let mut by_words: Vec<(usize, usize, usize, &'static str)> = Config::TABLE
         .iter()
@@ -309,9 +314,10 @@ pub fn closest_options(name: &str) -> Vec<&'static str> {
     let most = by_words.first().map_or(0, |c| c.0);
     let mut out: Vec<&'static str> =
         by_words.iter().filter(|c| most >= 2 && c.0 == most).take(2).map(|c| c.3).collect();
+    let lower = name.to_ascii_lowercase();
     let typo = Config::TABLE
         .iter()
-        .map(|o| (strsim::levenshtein(&name.to_ascii_lowercase(), o.name), o.name))
+        .map(|o| (distance(&lower, o.name), o.name))
         .min()
         .filter(|(d, _)| *d <= name.len() / 3 + 1);
     if let Some((_, t)) = typo
@@ -812,6 +818,10 @@ mod tests {
         assert_eq!(closest_options("Listen_port"), vec!["listen_port"]);
         assert!(closest_options("anon_enable").contains(&"anonymous_enable"), "{:?}", closest_options("anon_enable"));
         assert!(closest_options("zzzz").is_empty());
+        // Too long to be a typo, but its words still point at an option.
+        let long = format!("{}_listen_port", "x".repeat(200));
+        assert!(closest_options(&long).contains(&"listen_port"), "{:?}", closest_options(&long));
+        assert!(closest_options(&"x".repeat(200)).is_empty());
         let e = load("listen_data_port=5020\n").unwrap_err();
         assert!(e.to_string().contains("did you mean ftp_data_port"), "{e}");
     }
