@@ -35,6 +35,36 @@ use crate::{
     worker::Fs,
 };
 
+/// A logged-in session's place in the active-sessions gauge and in its
+/// user's rate sharing. Given back on drop, so that a session that ends any
+/// way (a panic in its task included: tokio drops the task) leaves no count
+/// behind.
+pub(crate) struct LoggedIn {
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    rates: Arc<crate::rates::Rates>,
+    owner: crate::rates::Owner,
+}
+
+impl LoggedIn {
+    /// Counts the session in `gauge` and as one of `owner`'s sessions.
+    pub(crate) fn new(
+        gauge: prometheus_client::metrics::gauge::Gauge,
+        rates: Arc<crate::rates::Rates>,
+        owner: crate::rates::Owner,
+    ) -> Self {
+        gauge.inc();
+        rates.login(&owner);
+        Self { gauge, rates, owner }
+    }
+}
+
+impl Drop for LoggedIn {
+    fn drop(&mut self) {
+        self.gauge.dec();
+        self.rates.logout(&self.owner);
+    }
+}
+
 /// Longest a TLS handshake may take, control or data.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -182,8 +212,9 @@ pub struct Session {
     /// Control connections open when this one was accepted (itself included),
     /// for STAT as vsftpd reports it.
     pub(crate) clients_at_start: u32,
-    /// The active-sessions gauge this session counts in, once logged in.
-    pub(crate) active: Option<prometheus_client::metrics::gauge::Gauge>,
+    /// What this session counts in once logged in, given back when the
+    /// session is dropped.
+    pub(crate) active: Option<LoggedIn>,
     /// A 421 was sent: the session ends after the current command, as the
     /// reply tells the client (RFC 959: the service is closing the
     /// control connection).

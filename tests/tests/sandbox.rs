@@ -6,7 +6,7 @@
 //! A forbidden call is made for real: gdb attaches to the running process
 //! (ptrace, as root) and calls `syscall(SYS_execve, ...)` in it. The filter
 //! cannot tell that from a call made by code an attacker took over, and
-//! ftpd has no test hook for it. Everything here needs root (privilege
+//! ftpd has no test hook for it (its one hook makes a session panic). Everything here needs root (privilege
 //! separation exists only then) and skips otherwise.
 
 use std::{
@@ -17,7 +17,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ftpd_tests::{Ftp, Server, give_to_anon, is_root, make_writable, random_file, run, served_by_nobody};
+use ftpd_tests::{
+    Ftp, Launch, Server, free_port, give_to_anon, http_get, is_root, make_writable, random_file, run, served_by_nobody,
+};
 
 fn skip() -> bool {
     if !is_root() {
@@ -357,4 +359,72 @@ fn a_front_killed_mid_upload_publishes_nothing_half_written() {
     wait_for("the old front's workers to exit", Duration::from_secs(2), || old_workers.iter().all(|&w| !alive(w)));
     assert!(!root.join("new.bin").exists(), "a new file appeared half-written under its name");
     assert_eq!(std::fs::read(root.join("old.bin")).expect("old.bin"), b"the old content\n", "the replaced file");
+}
+
+/// A bug that panics in one session's task ends that session only: the
+/// front goes on (no restart), the other sessions keep working, and what
+/// the dead session held comes back: its connection slot (`max_per_ip`)
+/// and its place in the active-sessions gauge.
+///
+/// Nothing a client sends makes ftpd panic (that is what the fuzz targets
+/// look for), so the panic comes from the one test hook ftpd has: with
+/// `FTPD_TEST_HOOKS=panic` in its environment, the line `XPANIC` panics in
+/// the session's task.
+#[test]
+fn a_panic_ends_its_session_only() {
+    if skip() {
+        return;
+    }
+    let (_dir, root) = served_dir();
+    big_file(&root, "big", 256 * 1024);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let listen = format!("ftpd_metrics_listen={metrics}");
+    let server = Server::launch(
+        &root,
+        &["max_per_ip=2", &listen],
+        &Launch { env: &[("FTPD_TEST_HOOKS", "panic")], ..Launch::default() },
+    );
+    let active = || {
+        let text = http_get(&metrics, "/metrics", "");
+        text.samples().get("ftpd_sessions_active{class=\"anonymous\"}").copied().unwrap_or(0.0)
+    };
+    let front_before = front(&server);
+    let mut a = server.login();
+    let mut b = server.login();
+    assert_eq!(active(), 2.0);
+
+    b.send_raw(b"XPANIC\r\n").expect("send");
+    assert_closed(&mut b);
+    let log = server.log();
+    assert!(log.contains("bug:") && log.contains("XPANIC"), "the panic is logged as a bug:\n{log}");
+
+    // The front did not die and was not replaced.
+    assert!(alive(front_before), "the front died:\n{log}");
+    assert_eq!(front(&server), front_before, "the front was replaced");
+    // The other session goes on.
+    assert_eq!(a.cmd("NOOP").0, 200);
+    let (data, code, text) = a.transfer("RETR big");
+    assert_eq!((code, data.len()), (226, 256 * 1024), "{text}");
+    // The dead session's slot and gauge come back.
+    wait_for("the active-sessions gauge to drop to 1", Duration::from_secs(5), || active() == 1.0);
+    let mut c = server.login();
+    assert_eq!(c.cmd("NOOP").0, 200, "max_per_ip=2 still counts the dead session");
+    assert_eq!(active(), 2.0);
+    drop((a, c));
+    assert!(!server.log().contains("starting a new front"), "{}", server.log());
+}
+
+/// Without the environment variable `XPANIC` is an unknown command, as in
+/// any build an operator runs.
+#[test]
+fn the_panic_hook_is_off_unless_asked_for() {
+    if skip() {
+        return;
+    }
+    let (_dir, root) = served_dir();
+    let server = Server::start(&root, &[]);
+    let mut c = server.login();
+    assert_eq!(c.cmd("XPANIC").0, 500);
+    assert_eq!(c.cmd("NOOP").0, 200);
+    assert!(!server.log().contains("bug:"));
 }

@@ -9,7 +9,7 @@ use crate::{
     fs::VPath,
     login,
     reply::{self, code},
-    session::{Phase, Session, User},
+    session::{LoggedIn, Phase, Session, User},
 };
 
 impl Session {
@@ -161,10 +161,8 @@ impl Session {
         } else {
             "local"
         };
-        let gauge = self.shared.metrics.active(class);
-        gauge.inc();
-        self.active = Some(gauge);
-        self.shared.rates.login(&(g.name.clone(), g.anonymous));
+        let owner = (g.name.clone(), g.anonymous);
+        self.active = Some(LoggedIn::new(self.shared.metrics.active(class), Arc::clone(&self.shared.rates), owner));
         let delay = std::time::Duration::from_secs(u64::from(cfg.delay_successful_login));
         self.phase = Phase::Ready(Box::new(User {
             name: g.name,

@@ -26,14 +26,11 @@ pub async fn run(session: Session) {
 impl Session {
     async fn run(mut self) {
         self.serve().await;
-        if let Some(g) = self.active.take() {
-            g.dec();
-        }
+        // Its place in the gauge and rate sharing (given back on drop too,
+        // for a task that panics).
+        self.active = None;
         // A passive port left unused: its pinhole and pool count go now.
         self.data = DataSetup::None;
-        if let Phase::Ready(_) = self.phase {
-            self.shared.rates.logout(&self.owner());
-        }
         // A 421 (or any end) closes the connection cleanly: FIN after the
         // last reply, so the client reads it before it sees the close.
         let _ = self.w.shutdown().await;
@@ -134,6 +131,9 @@ impl Session {
 
     async fn dispatch(&mut self, line: &[u8]) -> io::Result<Next> {
         let line = control::strip_telnet(line);
+        if line == b"XPANIC" && panic_hook_on() {
+            panic!("XPANIC: FTPD_TEST_HOOKS=panic asked this session to panic");
+        }
         let (word, arg) = control::split_command(line);
         let verb = Verb::find(&word);
         let shown: &[u8] = if word == "PASS" { b"PASS <password>" } else { line };
@@ -269,4 +269,12 @@ fn command_allowed(cfg: &Config, verb: &str) -> bool {
         return false;
     }
     cfg.cmds_allowed.is_empty() || listed(&cfg.cmds_allowed)
+}
+
+/// Whether `FTPD_TEST_HOOKS=panic` is in the environment: the line `XPANIC`
+/// then panics in its session's task, for the test that a bug ends its own
+/// session only. Read once; an operator never sets it.
+fn panic_hook_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("FTPD_TEST_HOOKS").is_some_and(|v| v == "panic"))
 }
