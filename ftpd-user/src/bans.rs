@@ -57,7 +57,7 @@ struct Ban {
 #[derive(Debug, Default)]
 struct State {
     /// Times of recent failed logins per network, oldest first, at most
-    /// `ftpd_ban_fails` of them.
+    /// `Config::ban_fails` of them.
     fails: HashMap<IpKey, VecDeque<Instant>>,
     bans: HashMap<IpKey, Ban>,
 }
@@ -81,7 +81,7 @@ impl Bans {
         }
         let net = network(cfg, ip);
         let window = Duration::from_secs(u64::from(cfg.ftpd_ban_window));
-        let limit = cfg.ftpd_ban_fails.max(1) as usize;
+        let limit = cfg.ban_fails().max(1) as usize;
         let mut st = self.lock();
         if st.bans.get(&net).is_some_and(|b| b.until > now) {
             return None;
@@ -166,6 +166,32 @@ mod tests {
         let lifted = b.sweep(&c, t + Duration::from_secs(73));
         assert_eq!((lifted.len(), lifted[0].refused), (1, 1));
         assert_eq!(b.active(), 0);
+    }
+
+    /// Unless `ftpd_ban_fails` says otherwise, a ban starts at
+    /// `max_login_fails` failures summed over the network's sessions.
+    #[test]
+    fn the_threshold_is_max_login_fails_unless_ftpd_ban_fails_is_set() {
+        let none = Allow::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t = Instant::now();
+        for (text, bans_at) in [
+            ("ftpd_ban_enable=YES\n", 3),
+            ("ftpd_ban_enable=YES\nmax_login_fails=2\n", 2),
+            ("ftpd_ban_enable=YES\nmax_login_fails=2\nftpd_ban_fails=5\n", 5),
+        ] {
+            let mut c = Config::default();
+            c.apply_text("test", text).unwrap();
+            c.validate().unwrap();
+            let b = Bans::default();
+            let first = (1..=10).find(|_| b.login_failed(&c, &none, ip, t).is_some());
+            assert_eq!(first, Some(bans_at), "{text:?}");
+        }
+        // Nothing to count to: refused, not a ban at the first failure.
+        let mut c = Config::default();
+        c.apply_text("test", "ftpd_ban_enable=YES\nmax_login_fails=0\n").unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("ftpd_ban_fails") && e.contains("max_login_fails"), "{e}");
     }
 
     #[test]

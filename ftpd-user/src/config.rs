@@ -247,7 +247,7 @@ options! {
     ftpd_prefix_v4: UInt = 32, "ftpd extension. Leading bits of an IPv4 address that make one client network, for `ftpd_max_per_prefix` and bans (1-32). 32: each address on its own; 24: a /24 counts as one client.";
     ftpd_prefix_v6: UInt = 64, "ftpd extension. Leading bits of an IPv6 address that make one client network, for `ftpd_max_per_prefix` and bans (1-128). 64: one /64, the smallest network an IPv6 site is usually given, so a client cannot escape a ban or a cap by changing its address inside it.";
     ftpd_ban_enable: Bool = false, "ftpd extension. YES: a client network (`ftpd_prefix_v4`, `ftpd_prefix_v6`) with `ftpd_ban_fails` failed logins within `ftpd_ban_window` seconds, summed over all its sessions, is banned for `ftpd_ban_time` seconds: its SYNs to the control port are dropped in XDP with the kernel data plane, and its connections are closed with `421` right after accept() without it. `max_login_fails` still ends each session. NO (the default, as vsftpd never bans): failed logins only end sessions.";
-    ftpd_ban_fails: UInt = 10, "ftpd extension. Failed logins from one client network, within `ftpd_ban_window`, that start a ban (`ftpd_ban_enable`). The default allows a few sessions of mistyped passwords (`max_login_fails` is 3 per session) before a ban.";
+    ftpd_ban_fails: UInt = 0, "ftpd extension. Failed logins from one client network, within `ftpd_ban_window`, that start a ban (`ftpd_ban_enable`). 0 (the default): `max_login_fails`, summed over all the network's sessions. Raise it where many users share one address (NAT) and mistype passwords.";
     ftpd_ban_window: UInt = 600, "ftpd extension. Seconds over which failed logins are summed for `ftpd_ban_fails`.";
     ftpd_ban_time: UInt = 900, "ftpd extension. Seconds a ban lasts; long enough to make password guessing pointless, short enough that a network that shares one address (NAT) is not locked out for long by one user.";
     ftpd_ban_allow: Str = "", "ftpd extension. Comma-separated addresses and CIDR networks (e.g. `192.0.2.0/24, 2001:db8::/32`) that are never banned and whose failed logins are not counted: monitoring, the operator's own hosts.";
@@ -456,6 +456,12 @@ impl Config {
     }
 
     /// Checks relations between options that no single setting can check.
+    /// Failed logins from one network that start a ban: `ftpd_ban_fails`,
+    /// or `max_login_fails` when that is 0.
+    pub fn ban_fails(&self) -> u32 {
+        if self.ftpd_ban_fails == 0 { self.max_login_fails } else { self.ftpd_ban_fails }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.listen_port == 0 || self.listen_port > 65535 {
             return Err(format!("listen_port={} is not a TCP port (1-65535)", self.listen_port));
@@ -541,11 +547,10 @@ impl Config {
             return Err(format!("ftpd_prefix_v6={} is not an IPv6 prefix length (1-128)", self.ftpd_prefix_v6));
         }
         if self.ftpd_ban_enable {
-            for (name, v) in [
-                ("ftpd_ban_fails", self.ftpd_ban_fails),
-                ("ftpd_ban_window", self.ftpd_ban_window),
-                ("ftpd_ban_time", self.ftpd_ban_time),
-            ] {
+            if self.ban_fails() == 0 {
+                return Err("ftpd_ban_enable=YES with ftpd_ban_fails=0 and max_login_fails=0: no count of failed logins starts a ban; set ftpd_ban_fails (or max_login_fails) to at least 1, or ftpd_ban_enable=NO".into());
+            }
+            for (name, v) in [("ftpd_ban_window", self.ftpd_ban_window), ("ftpd_ban_time", self.ftpd_ban_time)] {
                 if v == 0 {
                     return Err(format!("{name}=0 with ftpd_ban_enable=YES: use at least 1, or ftpd_ban_enable=NO"));
                 }

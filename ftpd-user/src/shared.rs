@@ -207,7 +207,7 @@ impl Shared {
         };
         warn!(
             network = %shown,
-            fails = cfg.ftpd_ban_fails,
+            fails = cfg.ban_fails(),
             window_s = cfg.ftpd_ban_window,
             seconds = time.as_secs(),
             kernel,
