@@ -185,6 +185,9 @@ pub enum MasterRequest {
         /// User name, and whether the session is anonymous (a rate owner).
         owners: Vec<(String, bool)>,
     },
+    /// A front starting: what it must take over that its startup copy of
+    /// the configuration lacks (a front that replaces a dead one).
+    Current,
 }
 
 /// A login to decide: the only network bytes the master sees.
@@ -247,6 +250,12 @@ pub enum MasterReply {
     ReloadFailed {
         /// What is wrong, with file and line.
         reason: String,
+    },
+    /// The answer to [`MasterRequest::Current`].
+    Current {
+        /// The configuration of the last good reload, as sent then, with
+        /// its TLS files; `None` before any reload.
+        reloaded: Option<(Box<Config>, Option<crate::tls::TlsFiles>)>,
     },
 }
 
@@ -463,6 +472,7 @@ mod tests {
             MasterRequest::BindDataPort { ip: "2001:db8::1".parse().unwrap(), port: 20 },
             MasterRequest::Reload { owners: vec![("alice".into(), false), ("anonymous".into(), true)] },
             MasterRequest::Reload { owners: Vec::new() },
+            MasterRequest::Current,
         ]
     }
 
@@ -477,11 +487,19 @@ mod tests {
             MasterReply::Bound,
             MasterReply::BindFailed { reason: "bad bind request".into() },
             MasterReply::Reloaded {
-                config: Box::new(own),
+                config: Box::new(own.clone()),
                 limits: vec![0, 100, u64::MAX],
                 tls: Some(crate::tls::TlsFiles { cert: b"c".to_vec(), key: vec![0, 255], ca: Vec::new() }),
             },
             MasterReply::ReloadFailed { reason: "/etc/ftpd.conf:3: no `=`".into() },
+            MasterReply::Current { reloaded: None },
+            MasterReply::Current {
+                reloaded: Some((
+                    Box::new(own.clone()),
+                    Some(crate::tls::TlsFiles { cert: b"c".to_vec(), key: vec![1], ca: vec![2] }),
+                )),
+            },
+            MasterReply::Current { reloaded: Some((Box::new(own), None)) },
         ]
     }
 

@@ -238,6 +238,32 @@ impl Authority {
         }
     }
 
+    /// The configuration of the master's last good reload, for a front
+    /// that replaces a dead one (`None`: no reload since ftpd started, or
+    /// no master). Blocking.
+    pub fn current(&self) -> Result<Option<Reloaded>, String> {
+        let Self::Master { chan, anon, .. } = self else {
+            return Ok(None);
+        };
+        let (mine, theirs) = ipc::pair().map_err(|e| e.to_string())?;
+        {
+            let chan = chan.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            ipc::send(chan.as_fd(), &MasterRequest::Current, Some(theirs.as_fd())).map_err(|e| e.to_string())?;
+        }
+        drop(theirs);
+        let mut buf = Vec::new();
+        ipc::recv(mine.as_fd(), &mut buf).map_err(|e| e.to_string())?.ok_or("master closed the channel")?;
+        match ipc::decode::<MasterReply>(&buf) {
+            Ok(MasterReply::Current { reloaded: None }) => Ok(None),
+            Ok(MasterReply::Current { reloaded: Some((config, tls)) }) => {
+                *anon.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                Ok(Some(Reloaded { cfg: *config, limits: Vec::new(), tls }))
+            }
+            Ok(_) => Err("unexpected reply to Current from the master".into()),
+            Err(e) => Err(format!("Current reply from the master: {e}")),
+        }
+    }
+
     /// A socket bound to `ip:port` for `connect_from_port_20`. Ports below
     /// 1024 need privilege, so with privilege separation the master binds it.
     pub fn bind_data_port(&self, ip: std::net::IpAddr, port: u16) -> io::Result<OwnedFd> {
@@ -287,6 +313,9 @@ struct Master {
     next_id: AtomicU64,
     /// Held by the reload running, so that two SIGHUPs apply in order.
     reloading: Mutex<()>,
+    /// What the last good reload sent the front (configuration and TLS
+    /// files), for a front that replaces it.
+    last_reload: Mutex<Option<(Box<Config>, Option<crate::tls::TlsFiles>)>>,
     /// `seccomp_sandbox` at startup: workers confine themselves.
     seccomp: bool,
 }
@@ -347,6 +376,7 @@ pub fn run_master(
         workers: Mutex::default(),
         next_id: AtomicU64::new(1),
         reloading: Mutex::new(()),
+        last_reload: Mutex::new(None),
         seccomp,
     });
     let queue = Arc::new(LoginQueue::default());
@@ -369,15 +399,16 @@ pub fn run_master(
     let mut deaths = std::collections::VecDeque::new();
     let mut first = true;
     loop {
-        serve_front(&master, &queue, &chan);
+        let served = serve_front(&master, &queue, &chan);
         // The front is gone (or broken): its sessions are lost; stop its
         // workers (each holds the dead front's channel) and find out why.
         master.stop_workers();
         let status = wait_front(front_pid);
-        // The first front exiting on its own (not by a signal) failed to
-        // start (a config file it could not read, say): its code is ftpd's,
-        // and restarting would fail the same way.
-        if STOPPING.load(Ordering::Relaxed) || status.success() || (first && status.code().is_some()) {
+        // The first front exiting on its own (not by a signal) before it
+        // served failed to start (a config file it could not read, say): its
+        // code is ftpd's, and restarting would fail the same way. One that
+        // served and then exited with an error hit a bug: it is replaced.
+        if STOPPING.load(Ordering::Relaxed) || status.success() || (first && !served && status.code().is_some()) {
             return status.code().unwrap_or(1);
         }
         first = false;
@@ -432,9 +463,12 @@ fn wait_front(pid: i32) -> std::process::ExitStatus {
     }
 }
 
-/// Serves one front's requests until its channel ends.
-fn serve_front(master: &Arc<Master>, queue: &Arc<LoginQueue>, chan: &OwnedFd) {
+/// Serves one front's requests until its channel ends. Returns whether the
+/// front got as far as serving: it asks [`MasterRequest::Current`] as its
+/// accept loop starts.
+fn serve_front(master: &Arc<Master>, queue: &Arc<LoginQueue>, chan: &OwnedFd) -> bool {
     let mut buf = Vec::new();
+    let mut serving = false;
     loop {
         match ipc::recv(chan.as_fd(), &mut buf) {
             Ok(Some(Some(reply_fd))) => match ipc::decode::<MasterRequest>(&buf) {
@@ -449,6 +483,13 @@ fn serve_front(master: &Arc<Master>, queue: &Arc<LoginQueue>, chan: &OwnedFd) {
                     });
                     if let Err(e) = started {
                         warn!("master: cannot start the reload thread: {e}");
+                    }
+                }
+                Ok(MasterRequest::Current) => {
+                    serving = true;
+                    let reloaded = master.last_reload.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                    if let Err(e) = ipc::send(reply_fd.as_fd(), &MasterReply::Current { reloaded }, None) {
+                        warn!("master: cannot hand the reloaded configuration to the new front: {e}");
                     }
                 }
                 // Binds are quick: answered here, not queued behind password checks.
@@ -467,12 +508,12 @@ fn serve_front(master: &Arc<Master>, queue: &Arc<LoginQueue>, chan: &OwnedFd) {
             },
             Ok(Some(None)) => {
                 warn!("master: request without a reply channel; the front is broken");
-                return;
+                return serving;
             }
-            Ok(None) => return,
+            Ok(None) => return serving,
             Err(e) => {
                 warn!("master: channel error {e}; the front is broken");
-                return;
+                return serving;
             }
         }
     }
@@ -644,6 +685,7 @@ impl Master {
                 for problem in crate::access::unservable_roots(&cfg, &self.anon_root) {
                     warn!("reload: {problem}");
                 }
+                let kept = (Box::new(sent.clone()), tls.clone());
                 let msg = MasterReply::Reloaded { config: Box::new(sent), limits, tls };
                 if let Err(e) = ipc::send(reply.as_fd(), &msg, None) {
                     // Too long (big TLS files) or a front gone: either way the
@@ -658,6 +700,7 @@ impl Master {
                     return;
                 }
                 *self.cfg.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(cfg);
+                *self.last_reload.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(kept);
             }
             Err(err) => {
                 warn!("master: reload refused: {err}");

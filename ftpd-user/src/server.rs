@@ -27,7 +27,28 @@ use crate::{
 /// Blocking: it waits for the master.
 pub fn reload(shared: &Shared) -> Result<(usize, Vec<&'static str>), String> {
     let owners = crate::rates::owners(&shared.rates);
-    let crate::privsep::Reloaded { mut cfg, limits, tls } = shared.authority.reload(&shared.source, &owners)?;
+    let reloaded = shared.authority.reload(&shared.source, &owners)?;
+    apply(shared, reloaded, owners)
+}
+
+/// A front that replaces a dead one starts from ftpd's startup
+/// configuration: this puts the master's last good reload in force before
+/// the first session, as the dead front had it. Returns whether there was
+/// one.
+pub fn adopt_reloaded(shared: &Shared) -> Result<bool, String> {
+    match shared.authority.current()? {
+        None => Ok(false),
+        Some(reloaded) => apply(shared, reloaded, Vec::new()).map(|_| true),
+    }
+}
+
+/// Puts a configuration read again in force; see [`reload`].
+fn apply(
+    shared: &Shared,
+    reloaded: crate::privsep::Reloaded,
+    owners: Vec<crate::rates::Owner>,
+) -> Result<(usize, Vec<&'static str>), String> {
+    let crate::privsep::Reloaded { mut cfg, limits, tls } = reloaded;
     let old = shared.cfg();
     let mut kept = old.keep_running_values(&mut cfg, crate::config::RESTART_ONLY);
     if shared.kernel().is_some() {
@@ -55,6 +76,13 @@ const BANNED: &str = "Too many failed logins from your network; try again later.
 /// listener and ends the sessions (see [`drain`]).
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let s = Arc::clone(&shared);
+    match tokio::task::spawn_blocking(move || adopt_reloaded(&s)).await {
+        Ok(Ok(true)) => info!("configuration of the last SIGHUP reload taken over from the master"),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => warn!("cannot take over the configuration of the last reload, serving the startup one: {e}"),
+        Err(e) => warn!("cannot take over the configuration of the last reload: {e}"),
+    }
     // SIGHUP: re-read the configuration and apply new rate limits, also to
     // transfers in progress (the master forwards the signal to this process).
     if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {

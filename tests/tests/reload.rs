@@ -529,3 +529,51 @@ fn sigterm_to_master_and_front_at_once_is_one_request() {
     assert!(status.success(), "exit status {status}");
     assert!(!server.log().contains("second signal"), "{}", server.log());
 }
+
+/// The front: the master's child that is not a file worker.
+fn front_pid(server: &Server) -> u32 {
+    let workers = server.workers();
+    server
+        .pids()
+        .into_iter()
+        .find(|&p| p != server.pid() && !workers.contains(&p))
+        .unwrap_or_else(|| panic!("no front process: {}", server.log()))
+}
+
+/// A front that replaces a dead one serves the configuration of the last
+/// good reload, not the one ftpd started with, and not an edit nobody
+/// signalled: the master hands the reloaded one over.
+#[test]
+fn a_front_that_replaces_a_dead_one_keeps_the_reloaded_settings() {
+    if !ftpd_tests::is_root() {
+        eprintln!("skipped: a separate front exists only when ftpd starts as root");
+        return;
+    }
+    let s = Setup::new();
+    std::fs::write(s.root().join("image.iso"), b"iso\n").expect("write");
+    let server = s.start("ftpd_banner=first banner\n");
+    s.write("ftpd_banner=second banner\ndeny_file={*.iso}\n");
+    reload(&server, 1);
+    assert!(greeting(&server).contains("220 second banner"));
+    // Edited, not signalled: not in force, before or after the restart.
+    s.write("ftpd_banner=third banner\n");
+
+    let old = front_pid(&server);
+    run_ok(Command::new("kill").args(["-KILL", &old.to_string()]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let answer = TcpStream::connect_timeout(&server.addr, Duration::from_millis(500)).ok().and_then(|s| {
+            s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            Ftp::from_stream(s).try_read_reply()
+        });
+        match answer {
+            Some((220, text)) => break text,
+            _ => assert!(Instant::now() < deadline, "no new front within 10 s:\n{}", server.log()),
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_ne!(front_pid(&server), old);
+    assert!(text.contains("220 second banner"), "the new front greets with {text:?}:\n{}", server.log());
+    let mut c = server.login();
+    assert_eq!(c.cmd("SIZE image.iso").0, 550, "deny_file of the reload, in the new front");
+}

@@ -232,6 +232,46 @@ fn execve_kills_the_front_the_master_says_so_and_a_new_front_serves() {
     assert_eq!(seccomp_mode(front(&server)), 2, "the new front is confined too");
 }
 
+/// A front that served and then exits with an error status (a bug that
+/// ends its accept loop, say) is replaced like one killed by a signal:
+/// only a front that fails before it serves is a startup failure.
+#[test]
+fn a_serving_front_that_exits_with_an_error_is_replaced() {
+    if skip() {
+        return;
+    }
+    let (_dir, root) = served_dir();
+    let server = Server::start(&root, &[]);
+    let mut c = server.login();
+    assert_eq!(c.transfer("RETR a.txt").0, b"alpha\n");
+    let old_front = front(&server);
+    // The process itself calls _exit(3), through gdb, as a bug's error path would.
+    run(Command::new("prlimit").args([
+        "--core=0",
+        "--",
+        "gdb",
+        "-p",
+        &old_front.to_string(),
+        "-batch",
+        "-nx",
+        "-ex",
+        "set language c",
+        "-ex",
+        "call (void)_exit(3)",
+    ]));
+    wait_for("the front to exit", Duration::from_secs(5), || !alive(old_front));
+    assert_closed(&mut c);
+    let (took, mut c) = reconnect(&server);
+    assert!(took < Duration::from_secs(2), "the new front answered after {took:?}");
+    assert_eq!(c.transfer("RETR a.txt").0, b"alpha\n");
+    let log = server.log();
+    assert!(
+        log.lines().any(|l| l.contains("exited with status 3") && l.contains(&format!("pid={old_front}"))),
+        "the master names the exit:\n{log}"
+    );
+    assert_ne!(front(&server), old_front);
+}
+
 #[test]
 fn execve_kills_a_file_worker_its_sessions_get_421_and_a_new_login_gets_a_new_worker() {
     if skip() {
