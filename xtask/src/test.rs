@@ -95,9 +95,6 @@ pub(crate) fn run() -> Result<()> {
         }),
         Some(ref why) => skip(&mut stages, "limits, kernel plane, vsftpd defaults", why.clone()),
     }
-    if privileged_skip_reason()?.is_none() {
-        stage(&mut stages, "no XDP left outside lo", no_xdp_outside_lo);
-    }
     match privileged_skip_reason()? {
         None => stage(&mut stages, "privileged eBPF tests", || {
             exec(&mut test_cmd(
@@ -119,6 +116,11 @@ pub(crate) fn run() -> Result<()> {
             println!("\nskipping privileged eBPF tests: {why} (run as root to include them)");
             skip(&mut stages, "privileged eBPF tests", why);
         }
+    }
+    // After every suite that runs ftpd on the kernel plane, the privileged
+    // ones in their own namespaces included.
+    if privileged_skip_reason()?.is_none() {
+        stage(&mut stages, "no XDP left outside lo", no_xdp_outside_lo);
     }
     // Bounded: every parser target for 30 s, so that a crash that a short
     // run finds fails CI (the saved crashes are replayed by the tests stage).
