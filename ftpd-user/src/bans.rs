@@ -29,6 +29,12 @@ pub fn network(cfg: &Config, ip: IpAddr) -> IpKey {
     crate::net::ip_key(ip).masked(cfg.ftpd_prefix_v4, cfg.ftpd_prefix_v6)
 }
 
+/// The length of `net`'s prefix in the 128-bit key space (IPv4 keys are
+/// v4-mapped: 96 + `ftpd_prefix_v4`).
+pub fn key_bits(net: &IpKey, cfg: &Config) -> u32 {
+    if net.is_v4() { 96 + cfg.ftpd_prefix_v4.min(32) } else { cfg.ftpd_prefix_v6.min(128) }
+}
+
 /// A network key written as `ADDR/LEN`, for logs.
 pub fn show(net: &IpKey, cfg: &Config) -> String {
     if net.is_v4() {
@@ -106,10 +112,12 @@ impl Bans {
         Some((net, time))
     }
 
-    /// Whether `ip`'s network is banned now; counts the refusal if so.
-    pub fn refuses(&self, cfg: &Config, ip: IpAddr, now: Instant) -> bool {
+    /// Whether `ip`'s network is banned now and `ip` is not on the
+    /// allow-list (which may lie inside a banned network); counts the
+    /// refusal if so.
+    pub fn refuses(&self, cfg: &Config, allow: &Allow, ip: IpAddr, now: Instant) -> bool {
         let mut st = self.lock();
-        if st.bans.is_empty() {
+        if st.bans.is_empty() || allow.contains(ip) {
             return false;
         }
         match st.bans.get_mut(&network(cfg, ip)) {
@@ -160,9 +168,9 @@ mod tests {
         assert!(b.login_failed(&c, &none, ip, t + Duration::from_secs(62)).is_none());
         let (net, time) = b.login_failed(&c, &none, ip, t + Duration::from_secs(63)).unwrap();
         assert_eq!((show(&net, &c), time), ("192.0.2.1/32".to_string(), Duration::from_secs(10)));
-        assert!(b.refuses(&c, ip, t + Duration::from_secs(64)));
-        assert!(!b.refuses(&c, "192.0.2.2".parse().unwrap(), t + Duration::from_secs(64)));
-        assert!(!b.refuses(&c, ip, t + Duration::from_secs(73)));
+        assert!(b.refuses(&c, &Allow::default(), ip, t + Duration::from_secs(64)));
+        assert!(!b.refuses(&c, &Allow::default(), "192.0.2.2".parse().unwrap(), t + Duration::from_secs(64)));
+        assert!(!b.refuses(&c, &Allow::default(), ip, t + Duration::from_secs(73)));
         let lifted = b.sweep(&c, t + Duration::from_secs(73));
         assert_eq!((lifted.len(), lifted[0].refused), (1, 1));
         assert_eq!(b.active(), 0);
@@ -203,8 +211,39 @@ mod tests {
             let got = b.login_failed(&c, &Allow::default(), a.parse().unwrap(), t);
             assert_eq!(got.is_some(), i == 2, "{a}");
         }
-        assert!(b.refuses(&c, "2001:db8:1:2::99".parse().unwrap(), t));
-        assert!(!b.refuses(&c, "2001:db8:1:3::1".parse().unwrap(), t));
+        assert!(b.refuses(&c, &Allow::default(), "2001:db8:1:2::99".parse().unwrap(), t));
+        assert!(!b.refuses(&c, &Allow::default(), "2001:db8:1:3::1".parse().unwrap(), t));
+    }
+
+    #[test]
+    fn an_allowed_address_inside_a_banned_network_is_not_refused() {
+        let c = cfg("ftpd_prefix_v4=24\nftpd_prefix_v6=64\n");
+        let allow = Allow::parse("192.0.2.7, 2001:db8:1:2::/80").unwrap();
+        let b = Bans::default();
+        let t = Instant::now();
+        let mut banned = Vec::new();
+        for ip in ["192.0.2.1", "2001:db8:1:2:ffff::1"] {
+            for _ in 0..3 {
+                if let Some((net, _)) = b.login_failed(&c, &allow, ip.parse().unwrap(), t) {
+                    banned.push(net);
+                }
+            }
+        }
+        assert_eq!(banned.len(), 2);
+        assert!(b.refuses(&c, &allow, "192.0.2.8".parse().unwrap(), t));
+        assert!(!b.refuses(&c, &allow, "192.0.2.7".parse().unwrap(), t));
+        assert!(b.refuses(&c, &allow, "2001:db8:1:2:ffff::9".parse().unwrap(), t));
+        assert!(!b.refuses(&c, &allow, "2001:db8:1:2::9".parse().unwrap(), t));
+        // Both networks hold allowed addresses: neither may go to the kernel.
+        for net in &banned {
+            assert!(allow.overlaps(net, key_bits(net, &c)), "{}", show(net, &c));
+        }
+        let other = network(&c, "192.0.3.1".parse().unwrap());
+        assert!(!allow.overlaps(&other, key_bits(&other, &c)));
+        // A listed network wider than the banned one overlaps it too.
+        let wide = Allow::parse("192.0.0.0/16").unwrap();
+        let net = network(&c, "192.0.2.1".parse().unwrap());
+        assert!(wide.overlaps(&net, key_bits(&net, &c)));
     }
 
     #[test]

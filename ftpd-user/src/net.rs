@@ -80,6 +80,16 @@ impl Allow {
         let key = u128::from_be_bytes(ip_key(ip).addr);
         self.0.iter().any(|&(net, bits)| key & mask(bits) == net)
     }
+
+    /// Whether any address of the network `net` (a masked key, `bits` long
+    /// in the 128-bit key space: 96 + the IPv4 length for IPv4) is listed.
+    pub fn overlaps(&self, net: &ftpd_common::IpKey, bits: u32) -> bool {
+        let key = u128::from_be_bytes(net.addr);
+        self.0.iter().any(|&(allowed, len)| {
+            let m = mask(len.min(bits));
+            key & m == allowed & m
+        })
+    }
 }
 
 fn mask(bits: u32) -> u128 {

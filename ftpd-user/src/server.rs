@@ -163,7 +163,11 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
         let shared2 = Arc::clone(&shared);
         shared.metrics.sessions_total.inc();
         tokio::spawn(async move {
-            if shared2.bans.refuses(&shared2.cfg(), ip, std::time::Instant::now()) {
+            let banned = {
+                let settings = shared2.settings();
+                shared2.bans.refuses(&settings.cfg, &settings.ban_allow, ip, std::time::Instant::now())
+            };
+            if banned {
                 // Closed at once, never held: a banned client gets nothing to
                 // wait on, and with the kernel plane its next SYNs are dropped.
                 debug!(peer = %peer, "connection refused: banned network");

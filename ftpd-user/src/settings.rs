@@ -30,6 +30,8 @@ pub struct Settings {
     pub metrics_users: Vec<String>,
     /// FTPS, from the certificate and key read by the root process.
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// `ftpd_ban_allow`, parsed.
+    pub ban_allow: crate::net::Allow,
 }
 
 impl Settings {
@@ -59,7 +61,9 @@ impl Settings {
         let userlist = if cfg.userlist_enable { crate::auth::read_list(&cfg.userlist_file) } else { Vec::new() };
         let metrics_users =
             cfg.ftpd_metrics_users.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+        let ban_allow = crate::net::Allow::parse(&cfg.ftpd_ban_allow)?;
         Ok(Self {
+            ban_allow,
             banner,
             deny: Patterns::parse(&cfg.deny_file),
             hide: Patterns::parse(&cfg.hide_file),

@@ -191,13 +191,17 @@ impl Shared {
         if !cfg.ftpd_ban_enable {
             return;
         }
-        // validate() accepted the list.
-        let allow = crate::net::Allow::parse(&cfg.ftpd_ban_allow).unwrap_or_default();
-        let Some((net, time)) = self.bans.login_failed(&cfg, &allow, canonical(ip), std::time::Instant::now()) else {
+        let settings = self.settings();
+        let allow = &settings.ban_allow;
+        let Some((net, time)) = self.bans.login_failed(&cfg, allow, canonical(ip), std::time::Instant::now()) else {
             return;
         };
         let shown = crate::bans::show(&net, &cfg);
-        let kernel = match self.kernel().map(|dp| dp.ban(net, time)) {
+        // XDP cannot tell an allowed address from the rest of its network:
+        // such a network is refused after accept() only, allow-list checked.
+        let in_kernel = !allow.overlaps(&net, crate::bans::key_bits(&net, &cfg));
+        let kernel = match self.kernel().filter(|_| in_kernel).map(|dp| dp.ban(net, time)) {
+            None if self.kernel().is_some() => "no (the network holds ftpd_ban_allow addresses)",
             None => "no (userspace plane)",
             Some(Ok(())) => "yes",
             Some(Err(e)) => {

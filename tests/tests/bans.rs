@@ -222,6 +222,24 @@ fn prefix_bans_cover_the_whole_network_and_others_are_untouched() {
     assert_eq!(attempt(&server, "127.0.5.2").0, Attempt::Greeted);
 }
 
+/// `ftpd_ban_allow` is never banned, also when it lies inside a network
+/// that is.
+#[test]
+fn an_allowed_address_inside_a_banned_network_still_gets_in() {
+    let (d, list) = setup();
+    let server =
+        start(d.path(), &settings(&list, &["ftpd_ban_time=60", "ftpd_prefix_v4=24", "ftpd_ban_allow=127.0.9.7"]));
+    assert_eq!(fail_logins(&server, "127.0.9.2", 2), 2);
+    assert_eq!(fail_logins(&server, "127.0.9.3", 2), 2);
+    assert_eq!(fail_logins(&server, "127.0.9.4", 1), 1);
+    let (got, _) = attempt(&server, "127.0.9.2");
+    assert!(turned_away(&server, &got), "{got:?}\n{}", server.log());
+    let (got, c) = attempt(&server, "127.0.9.7");
+    assert_eq!(got, Attempt::Greeted, "the allowed address is banned with its network:\n{}", server.log());
+    let mut c = c.expect("a session");
+    assert_eq!(c.cmd("USER anonymous").0, 331);
+}
+
 #[test]
 fn bans_are_off_by_default_and_max_login_fails_still_ends_sessions() {
     let (d, list) = setup();
@@ -429,6 +447,35 @@ fn kernel_drops_the_syns_of_banned_networks_until_the_ban_ends() {
 #[ignore = "privileged: network namespaces (cargo xtask test as root)"]
 fn userspace_refuses_banned_ipv6_networks_after_accept() {
     ban_case(false);
+}
+
+/// A banned network that holds an allowed address is not written to the
+/// kernel (XDP cannot tell the allowed address apart): the rest of the
+/// network is refused after accept(), the allowed address gets in.
+#[test]
+#[ignore = "privileged: network namespaces and eBPF (cargo xtask test as root)"]
+fn kernel_never_drops_an_allowed_address_inside_a_banned_network() {
+    assert!(privileged());
+    let (d, list) = setup();
+    let pair = NetPair::new();
+    let cg = cgroup();
+    let (s6, c6, o6) = (pair.server_ip6.as_str(), pair.client_ip6.as_str(), pair.other_ip6.as_str());
+    let mut extra = settings(&list, &["ftpd_ban_time=60"]);
+    extra.push("ftpd_ban_fails=3".into());
+    extra.push(format!("ftpd_ban_allow={o6}"));
+    let server = start_in(&pair, &cg, d.path(), &extra);
+    assert!(server.kernel_plane(), "{}", server.log());
+    let code = format!(
+        "fail('{c6}', '{s6}', 2); fail('{c6}', '{s6}', 1)\n\
+         print('banned', attempt('{c6}', '{s6}'))\nprint('allowed', attempt('{o6}', '{s6}'))\n"
+    );
+    let out = client_py(&pair, &code);
+    let got: std::collections::HashMap<&str, &str> = out.lines().filter_map(|l| l.split_once(' ')).collect();
+    assert_eq!(got.get("banned").copied(), Some("421"), "refused after accept(), not dropped: {out}\n{}", server.log());
+    assert_eq!(got.get("allowed").copied(), Some("220"), "{out}\n{}", server.log());
+    let log = server.log();
+    let line = log.lines().find(|l| l.contains("client network banned")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("ftpd_ban_allow"), "the log says why the kernel is not used: {line}");
 }
 
 #[test]
