@@ -7,6 +7,8 @@
 //! kernel's copy (`BANS`, written through the map fd the front inherited, as
 //! it writes pinholes) only makes refusals cheaper: this table is the
 //! authority, and refuses after accept() whether or not the kernel plane runs.
+//! The master keeps a copy of each ban only to hand it to a front that
+//! replaces a dead one ([`Bans::adopt`]).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -110,6 +112,11 @@ impl Bans {
         let time = Duration::from_secs(u64::from(cfg.ftpd_ban_time));
         st.bans.insert(net, Ban { until: now + time, refused: 0 });
         Some((net, time))
+    }
+
+    /// Takes over a ban made by a front that died, until `until`.
+    pub fn adopt(&self, net: IpKey, until: Instant) {
+        self.lock().bans.insert(net, Ban { until, refused: 0 });
     }
 
     /// Whether `ip`'s network is banned now and `ip` is not on the

@@ -188,6 +188,14 @@ pub enum MasterRequest {
     /// A front starting: what it must take over that its startup copy of
     /// the configuration lacks (a front that replaces a dead one).
     Current,
+    /// The front banned a client network: kept by the master (no reply) for
+    /// a front that replaces this one.
+    Banned {
+        /// The network's key, masked (`ftpd_common::IpKey`).
+        net: [u8; 16],
+        /// How long the ban lasts, in milliseconds.
+        millis: u64,
+    },
 }
 
 /// A login to decide: the only network bytes the master sees.
@@ -256,6 +264,8 @@ pub enum MasterReply {
         /// The configuration of the last good reload, as sent then, with
         /// its TLS files; `None` before any reload.
         reloaded: Option<(Box<Config>, Option<crate::tls::TlsFiles>)>,
+        /// The bans still running, with the milliseconds each has left.
+        bans: Vec<([u8; 16], u64)>,
     },
 }
 
@@ -473,6 +483,7 @@ mod tests {
             MasterRequest::Reload { owners: vec![("alice".into(), false), ("anonymous".into(), true)] },
             MasterRequest::Reload { owners: Vec::new() },
             MasterRequest::Current,
+            MasterRequest::Banned { net: [0xff; 16], millis: 900_000 },
         ]
     }
 
@@ -492,14 +503,15 @@ mod tests {
                 tls: Some(crate::tls::TlsFiles { cert: b"c".to_vec(), key: vec![0, 255], ca: Vec::new() }),
             },
             MasterReply::ReloadFailed { reason: "/etc/ftpd.conf:3: no `=`".into() },
-            MasterReply::Current { reloaded: None },
+            MasterReply::Current { reloaded: None, bans: Vec::new() },
             MasterReply::Current {
                 reloaded: Some((
                     Box::new(own.clone()),
                     Some(crate::tls::TlsFiles { cert: b"c".to_vec(), key: vec![1], ca: vec![2] }),
                 )),
+                bans: vec![([1; 16], 1), ([0; 16], u64::MAX)],
             },
-            MasterReply::Current { reloaded: Some((Box::new(own), None)) },
+            MasterReply::Current { reloaded: Some((Box::new(own), None)), bans: Vec::new() },
         ]
     }
 

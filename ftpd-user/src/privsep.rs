@@ -72,6 +72,15 @@ pub struct Reloaded {
     pub tls: Option<crate::tls::TlsFiles>,
 }
 
+/// What a front takes over from the master as it starts.
+#[derive(Debug, Default)]
+pub struct Current {
+    /// The configuration of the last good reload, if there was one.
+    pub reloaded: Option<Reloaded>,
+    /// Bans still running, with the time each has left.
+    pub bans: Vec<(ftpd_common::IpKey, std::time::Duration)>,
+}
+
 /// A granted anonymous login and the worker it uses.
 type AnonGrant = (Grant, Arc<WorkerLink>);
 
@@ -238,12 +247,27 @@ impl Authority {
         }
     }
 
-    /// The configuration of the master's last good reload, for a front
-    /// that replaces a dead one (`None`: no reload since ftpd started, or
-    /// no master). Blocking.
-    pub fn current(&self) -> Result<Option<Reloaded>, String> {
+    /// Tells the master of a ban, which it keeps for a front that replaces
+    /// this one. Nothing to wait for: the master does not answer.
+    pub fn note_ban(&self, net: &ftpd_common::IpKey, time: std::time::Duration) {
+        let Self::Master { chan, .. } = self else { return };
+        let millis = u64::try_from(time.as_millis()).unwrap_or(u64::MAX);
+        let sent = ipc::pair().and_then(|(_mine, theirs)| {
+            let chan = chan.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            ipc::send(chan.as_fd(), &MasterRequest::Banned { net: net.addr, millis }, Some(theirs.as_fd()))
+        });
+        if let Err(e) = sent {
+            warn!("cannot tell the master of a ban (a new front would not know it): {e}");
+        }
+    }
+
+    /// What a front that replaces a dead one takes over from the master: the
+    /// configuration of the last good reload (`None`: no reload since ftpd
+    /// started) and the bans still running. Nothing without a master.
+    /// Blocking.
+    pub fn current(&self) -> Result<Current, String> {
         let Self::Master { chan, anon, .. } = self else {
-            return Ok(None);
+            return Ok(Current::default());
         };
         let (mine, theirs) = ipc::pair().map_err(|e| e.to_string())?;
         {
@@ -254,10 +278,17 @@ impl Authority {
         let mut buf = Vec::new();
         ipc::recv(mine.as_fd(), &mut buf).map_err(|e| e.to_string())?.ok_or("master closed the channel")?;
         match ipc::decode::<MasterReply>(&buf) {
-            Ok(MasterReply::Current { reloaded: None }) => Ok(None),
-            Ok(MasterReply::Current { reloaded: Some((config, tls)) }) => {
-                *anon.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-                Ok(Some(Reloaded { cfg: *config, limits: Vec::new(), tls }))
+            Ok(MasterReply::Current { reloaded, bans }) => {
+                if reloaded.is_some() {
+                    *anon.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                }
+                Ok(Current {
+                    reloaded: reloaded.map(|(config, tls)| Reloaded { cfg: *config, limits: Vec::new(), tls }),
+                    bans: bans
+                        .into_iter()
+                        .map(|(addr, ms)| (ftpd_common::IpKey { addr }, std::time::Duration::from_millis(ms)))
+                        .collect(),
+                })
             }
             Ok(_) => Err("unexpected reply to Current from the master".into()),
             Err(e) => Err(format!("Current reply from the master: {e}")),
@@ -316,6 +347,8 @@ struct Master {
     /// What the last good reload sent the front (configuration and TLS
     /// files), for a front that replaces it.
     last_reload: Mutex<Option<(Box<Config>, Option<crate::tls::TlsFiles>)>>,
+    /// The bans the front made, with their end, for a front that replaces it.
+    bans: Mutex<Vec<([u8; 16], std::time::Instant)>>,
     /// `seccomp_sandbox` at startup: workers confine themselves.
     seccomp: bool,
 }
@@ -377,6 +410,7 @@ pub fn run_master(
         next_id: AtomicU64::new(1),
         reloading: Mutex::new(()),
         last_reload: Mutex::new(None),
+        bans: Mutex::default(),
         seccomp,
     });
     let queue = Arc::new(LoginQueue::default());
@@ -485,10 +519,12 @@ fn serve_front(master: &Arc<Master>, queue: &Arc<LoginQueue>, chan: &OwnedFd) ->
                         warn!("master: cannot start the reload thread: {e}");
                     }
                 }
+                Ok(MasterRequest::Banned { net, millis }) => master.note_ban(net, millis),
                 Ok(MasterRequest::Current) => {
                     serving = true;
                     let reloaded = master.last_reload.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-                    if let Err(e) = ipc::send(reply_fd.as_fd(), &MasterReply::Current { reloaded }, None) {
+                    let bans = master.running_bans();
+                    if let Err(e) = ipc::send(reply_fd.as_fd(), &MasterReply::Current { reloaded, bans }, None) {
                         warn!("master: cannot hand the reloaded configuration to the new front: {e}");
                     }
                 }
@@ -726,6 +762,30 @@ impl Master {
         }
         crate::settings::Settings::derive(cfg.clone(), None)?;
         Ok((read, cfg, tls))
+    }
+
+    /// Keeps a ban the front made. Bounded: a front that bans networks
+    /// without end cannot grow the master, whose oldest copies go first.
+    fn note_ban(&self, net: [u8; 16], millis: u64) {
+        const MAX_KEPT: usize = 65_536;
+        let now = std::time::Instant::now();
+        let until = now + std::time::Duration::from_millis(millis.min(u64::from(u32::MAX) * 1000));
+        let mut bans = self.bans.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        bans.retain(|(n, end)| *end > now && *n != net);
+        if bans.len() >= MAX_KEPT {
+            bans.remove(0);
+        }
+        bans.push((net, until));
+    }
+
+    /// The bans still running, with the milliseconds each has left.
+    fn running_bans(&self) -> Vec<([u8; 16], u64)> {
+        let now = std::time::Instant::now();
+        let mut bans = self.bans.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        bans.retain(|(_, end)| *end > now);
+        bans.iter()
+            .map(|(n, end)| (*n, u64::try_from(end.duration_since(now).as_millis()).unwrap_or(u64::MAX)))
+            .collect()
     }
 
     /// Binds `ftp_data_port` for the front; any other port is refused, so the

@@ -32,11 +32,21 @@ pub fn reload(shared: &Shared) -> Result<(usize, Vec<&'static str>), String> {
 }
 
 /// A front that replaces a dead one starts from ftpd's startup
-/// configuration: this puts the master's last good reload in force before
-/// the first session, as the dead front had it. Returns whether there was
-/// one.
-pub fn adopt_reloaded(shared: &Shared) -> Result<bool, String> {
-    match shared.authority.current()? {
+/// configuration and no bans: this puts the master's last good reload and
+/// the bans still running in force before the first session, as the dead
+/// front had them. Returns whether there was a reload.
+pub fn take_over(shared: &Shared) -> Result<bool, String> {
+    let current = shared.authority.current()?;
+    let now = std::time::Instant::now();
+    if !current.bans.is_empty() {
+        // Already in the kernel's map, which outlives fronts: only this
+        // front's table (refusals after accept(), lifting on time) lacks them.
+        info!(bans = current.bans.len(), "bans of the previous front taken over");
+    }
+    for (net, left) in current.bans {
+        shared.bans.adopt(net, now + left);
+    }
+    match current.reloaded {
         None => Ok(false),
         Some(reloaded) => apply(shared, reloaded, Vec::new()).map(|_| true),
     }
@@ -77,7 +87,7 @@ const BANNED: &str = "Too many failed logins from your network; try again later.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let s = Arc::clone(&shared);
-    match tokio::task::spawn_blocking(move || adopt_reloaded(&s)).await {
+    match tokio::task::spawn_blocking(move || take_over(&s)).await {
         Ok(Ok(true)) => info!("configuration of the last SIGHUP reload taken over from the master"),
         Ok(Ok(false)) => {}
         Ok(Err(e)) => warn!("cannot take over the configuration of the last reload, serving the startup one: {e}"),

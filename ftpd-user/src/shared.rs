@@ -218,6 +218,7 @@ impl Shared {
             "client network banned: too many failed logins"
         );
         self.metrics.bans_total.inc();
+        self.authority.note_ban(&net, time);
     }
 
     /// Lifts the bans that have expired, in the kernel too, with one log

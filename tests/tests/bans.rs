@@ -240,6 +240,47 @@ fn an_allowed_address_inside_a_banned_network_still_gets_in() {
     assert_eq!(c.cmd("USER anonymous").0, 331);
 }
 
+/// A ban outlives the front that made it: the master keeps a copy of every
+/// ban and hands the ones still running to a front that replaces a dead
+/// one, which refuses them and lifts them on time (in the kernel too).
+#[test]
+fn a_ban_outlives_the_front_that_made_it() {
+    if !ftpd_tests::is_root() {
+        eprintln!("skipped: a separate front exists only when ftpd starts as root");
+        return;
+    }
+    let (d, list) = setup();
+    let server = start(d.path(), &settings(&list, &["ftpd_ban_time=6"]));
+    assert_eq!(fail_logins(&server, "127.0.11.2", 2), 2);
+    assert_eq!(fail_logins(&server, "127.0.11.2", 2), 2);
+    assert_eq!(fail_logins(&server, "127.0.11.2", 1), 1);
+    let banned_at = Instant::now();
+    assert!(turned_away(&server, &attempt(&server, "127.0.11.2").0), "{}", server.log());
+
+    let workers = server.workers();
+    let front = server
+        .pids()
+        .into_iter()
+        .find(|&p| p != server.pid() && !workers.contains(&p))
+        .unwrap_or_else(|| panic!("no front: {}", server.log()));
+    run_ok(Command::new("kill").args(["-KILL", &front.to_string()]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("new front started") || attempt(&server, "127.0.11.3").0 != Attempt::Greeted {
+        assert!(Instant::now() < deadline, "no new front:\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (got, _) = attempt(&server, "127.0.11.2");
+    assert!(turned_away(&server, &got), "the new front forgot the ban: {got:?}\n{}", server.log());
+    // It ends on time, and the new front says so.
+    let deadline = banned_at + Duration::from_secs(12);
+    while attempt(&server, "127.0.11.2").0 != Attempt::Greeted {
+        assert!(Instant::now() < deadline, "the ban did not end:\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(banned_at.elapsed() >= Duration::from_secs(5), "lifted after {:?}", banned_at.elapsed());
+    assert!(server.log().contains("ban lifted"), "{}", server.log());
+}
+
 #[test]
 fn bans_are_off_by_default_and_max_login_fails_still_ends_sessions() {
     let (d, list) = setup();
