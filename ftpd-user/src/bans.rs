@@ -136,6 +136,18 @@ impl Bans {
         }
     }
 
+    /// How many bans are in force, and the `max` with the longest time left:
+    /// network (as [`show`] writes it) and whole seconds left, longest first.
+    pub fn listing(&self, cfg: &Config, now: Instant, max: usize) -> (usize, Vec<(String, u64)>) {
+        let st = self.lock();
+        let mut all: Vec<(&IpKey, Duration)> =
+            st.bans.iter().map(|(net, b)| (net, b.until.saturating_duration_since(now))).collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.addr.cmp(&b.0.addr)));
+        let listed =
+            all.iter().take(max).map(|(net, left)| (show(net, cfg), left.as_secs_f64().ceil() as u64)).collect();
+        (st.bans.len(), listed)
+    }
+
     /// Bans in force (some may have just expired and wait for [`Bans::sweep`]).
     pub fn active(&self) -> usize {
         self.lock().bans.len()

@@ -529,7 +529,11 @@ fn serve(parts: FrontParts, authority: Authority) -> Result<()> {
             let l = tokio::net::TcpListener::from_std(l)?;
             info!(addr = %l.local_addr()?, "metrics: GET /metrics");
             let s = Arc::clone(&shared);
-            tokio::spawn(ftpd::metrics::serve(l, Arc::new(move || s.metrics.render(s.kernel(), s.bans.active()))));
+            let render = move || {
+                let bans = s.bans.listing(&s.cfg(), std::time::Instant::now(), ftpd::metrics::BANS_LISTED);
+                s.metrics.render(s.kernel(), bans)
+            };
+            tokio::spawn(ftpd::metrics::serve(l, Arc::new(render)));
         }
         info!(%addr, root = %root.display(), "ftpd listening");
         // The accept loop runs on a worker thread, not in block_on: a session

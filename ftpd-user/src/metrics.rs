@@ -65,6 +65,8 @@ pub struct Metrics {
     pub bans_total: Counter,
     /// Bans in force.
     pub bans_active: Gauge,
+    /// Seconds each ban has left, by network (the longest [`BANS_LISTED`]).
+    pub ban_seconds_left: Family<Labels, Gauge>,
     /// Passive ports bound right now.
     pub pasv_in_use: Gauge,
     /// Size of the passive port range (0: any port).
@@ -97,6 +99,11 @@ pub fn project_of<'a>(dirs: &'a str, path: &[u8]) -> &'a str {
         .unwrap_or("other")
 }
 
+/// Bans listed one by one in the metrics (`ftpd_ban_seconds_left`): enough
+/// for an operator to see who is banned, bounded against an attack that
+/// gets thousands of networks banned.
+pub const BANS_LISTED: usize = 100;
+
 fn l(pairs: &[(&str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
@@ -125,6 +132,7 @@ impl Metrics {
             paced: Family::default(),
             bans_total: Counter::default(),
             bans_active: Gauge::default(),
+            ban_seconds_left: Family::default(),
             pasv_in_use: Gauge::default(),
             pasv_range: Gauge::default(),
             ebpf_enabled: Gauge::default(),
@@ -167,6 +175,11 @@ impl Metrics {
         );
         r.register("bans", "Client networks banned for failed logins (ftpd_ban_enable)", m.bans_total.clone());
         r.register("bans_active", "Client networks banned now", m.bans_active.clone());
+        r.register(
+            "ban_seconds_left",
+            "Seconds each banned client network has left (the longest 100; ftpd_bans_active counts them all)",
+            m.ban_seconds_left.clone(),
+        );
         r.register("pasv_ports_in_use", "Passive ports bound now", m.pasv_in_use.clone());
         r.register("pasv_ports_range", "Size of the passive port range (0: any port)", m.pasv_range.clone());
         r.register("ebpf_enabled", "1 when the eBPF data plane is loaded", m.ebpf_enabled.clone());
@@ -269,7 +282,15 @@ impl Metrics {
     }
 
     /// The OpenMetrics text, with kernel and process figures read now.
-    pub fn render(&self, kernel: Option<&crate::dataplane::Dataplane>, bans_active: usize) -> String {
+    /// `bans`: how many bans are in force, and the networks (as shown in
+    /// logs) of the longest [`BANS_LISTED`] with the seconds each has left.
+    pub fn render(&self, kernel: Option<&crate::dataplane::Dataplane>, bans: (usize, Vec<(String, u64)>)) -> String {
+        let (bans_active, listed) = bans;
+        // Rebuilt at each scrape: a lifted ban's series goes with it.
+        self.ban_seconds_left.clear();
+        for (net, left) in listed {
+            self.ban_seconds_left.get_or_create(&l(&[("network", &net)])).set(i64::try_from(left).unwrap_or(i64::MAX));
+        }
         if let Some(Ok(counters)) = kernel.map(crate::dataplane::Dataplane::counters) {
             let (mut hard_cap, mut ban) = (0, 0);
             for (c, v) in counters {

@@ -11,6 +11,9 @@ use std::{
 /// Metric samples by `name{labels}` as exposed.
 pub type Samples = HashMap<String, f64>;
 
+/// Bans listed one per line; the rest are counted.
+const BANS_SHOWN: usize = 20;
+
 /// Fetches and parses `http://ADDR/metrics`.
 pub fn scrape(addr: &str) -> Result<Samples, String> {
     let mut s =
@@ -112,6 +115,18 @@ pub fn table(addr: &str, before: &Samples, now: &Samples, secs: f64) -> String {
         sum(now, "ftpd_bans_total", &[]),
         sum(now, "ftpd_kernel_events_total", &["\"ban_drop\""]),
     ));
+    // The bans themselves, longest first (ftpd lists at most 100).
+    let mut bans: Vec<(&str, f64)> = now
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("ftpd_ban_seconds_left{network=\"")?.strip_suffix("\"}")?, *v)))
+        .collect();
+    bans.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    for (net, left) in bans.iter().take(BANS_SHOWN) {
+        out.push_str(&format!("  banned {net:<40} {left:>6} s left\n"));
+    }
+    if bans.len() > BANS_SHOWN {
+        out.push_str(&format!("  ... and {} more (ftpd_ban_seconds_left in /metrics)\n", bans.len() - BANS_SHOWN));
+    }
     let drops = ["pinhole_drop", "cap_drop_per_ip", "cap_drop_per_prefix", "cap_drop_total", "ban_drop"];
     let kernel_drops: f64 = drops.iter().map(|d| sum(now, "ftpd_kernel_events_total", &[d])).sum();
     let kernel_rate: f64 = drops.iter().map(|d| rate("ftpd_kernel_events_total", &[d])).sum();

@@ -195,6 +195,11 @@ fn failed_logins_summed_over_sessions_ban_an_address_until_the_ban_ends() {
     assert!(refused >= 1.0, "{m}");
     let stats = run_ok(Command::new(ftpd_bin()).args(["stats", &metrics_addr]));
     assert!(stats.lines().any(|l| l.starts_with("bans active") && l.contains(" 1  (total 1;")), "{stats}");
+    // Each ban is listed, with the time it has left (ftpd_ban_time=4).
+    let line = stats.lines().find(|l| l.contains("banned 127.0.3.2/32")).unwrap_or_else(|| panic!("{stats}"));
+    let left: u64 = line.split_whitespace().find_map(|w| w.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+    assert!((1..=4).contains(&left), "{line}");
+    assert!((1.0..=4.0).contains(&sample(&m, "ftpd_ban_seconds_left{network=\"127.0.3.2/32\"}")), "{m}");
 
     // The ban ends by itself.
     std::thread::sleep(Duration::from_secs(4).saturating_sub(banned_at.elapsed()) + Duration::from_millis(300));
