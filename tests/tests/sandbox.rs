@@ -218,7 +218,8 @@ fn execve_kills_the_front_the_master_says_so_and_a_new_front_serves() {
     // The session of the dead front ends: its connection is closed.
     assert_closed(&mut c);
     let (took, mut c) = reconnect(&server);
-    assert!(took < Duration::from_secs(2), "the new front answered after {took:?}");
+    // The promise (docs/ARCHITECTURE.md): a new front within a second; 7-15 ms measured.
+    assert!(took < Duration::from_secs(1), "the new front answered after {took:?}");
     assert_eq!(c.transfer("RETR a.txt").0, b"alpha\n");
     let log = server.log();
     assert!(
@@ -262,7 +263,8 @@ fn a_serving_front_that_exits_with_an_error_is_replaced() {
     wait_for("the front to exit", Duration::from_secs(5), || !alive(old_front));
     assert_closed(&mut c);
     let (took, mut c) = reconnect(&server);
-    assert!(took < Duration::from_secs(2), "the new front answered after {took:?}");
+    // The promise (docs/ARCHITECTURE.md): a new front within a second; 7-15 ms measured.
+    assert!(took < Duration::from_secs(1), "the new front answered after {took:?}");
     assert_eq!(c.transfer("RETR a.txt").0, b"alpha\n");
     let log = server.log();
     assert!(
@@ -301,6 +303,83 @@ fn execve_kills_a_file_worker_its_sessions_get_421_and_a_new_login_gets_a_new_wo
     let now = workers(&server);
     assert_eq!(now.len(), 1);
     assert_ne!(now[0], worker);
+}
+
+/// A file worker killed while a download and an upload it opened run: the
+/// download has its file open in the front and finishes whole; the upload
+/// cannot be published without the worker, so its client gets an error and
+/// nothing appears under the final name; each session's next command gets
+/// `421`, and a new login gets a new worker.
+#[test]
+fn a_file_worker_killed_mid_transfer_loses_nothing_and_says_so() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).expect("mkdir");
+    make_writable(&root);
+    // Not world-readable: the worker opens it, not the front.
+    random_file(&root.join("big.bin"), 4 << 20);
+    give_to_anon(&root.join("big.bin"));
+    run(Command::new("chmod").arg("600").arg(root.join("big.bin")));
+    let want = std::fs::read(root.join("big.bin")).expect("read");
+    let server = Server::start(
+        &root,
+        &[
+            "write_enable=YES",
+            "anon_upload_enable=YES",
+            "anon_world_readable_only=NO",
+            "ftpd_atomic_uploads=YES",
+            "anon_max_rate=1000000",
+        ],
+    );
+    let mut down = server.login();
+    down.cmd_ok("TYPE I", 200);
+    let mut ddata = down.pasv_connect();
+    down.cmd_ok("RETR big.bin", 150);
+    let mut got = vec![0u8; 200_000];
+    ddata.read_exact(&mut got).expect("the download starts");
+
+    let mut up = server.login();
+    up.cmd_ok("TYPE I", 200);
+    let mut udata = up.pasv_connect();
+    up.cmd_ok("STOR new.bin", 150);
+    udata.write_all(&vec![b'x'; 300_000]).expect("send");
+    wait_for("the upload's part file", Duration::from_secs(10), || {
+        std::fs::read_dir(&root)
+            .expect("list")
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with('.') && e.metadata().is_ok_and(|m| m.len() > 0))
+    });
+
+    let w = workers(&server);
+    assert_eq!(w.len(), 1, "one worker for anonymous");
+    run(Command::new("kill").args(["-KILL", &w[0].to_string()]));
+    wait_for("the worker to die", Duration::from_secs(5), || !alive(w[0]));
+
+    // The download: every byte, then 226.
+    let _ = udata.write_all(&vec![b'y'; 100_000]);
+    drop(udata);
+    ddata.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    ddata.read_to_end(&mut got).expect("the rest of the download");
+    assert!(got == want, "the download lost bytes: {} of {}", got.len(), want.len());
+    let (code, text) = down.read_reply();
+    assert_eq!(code, 226, "{text}");
+    // The upload: an error, and nothing under the final name.
+    let (code, text) = up.read_reply();
+    assert!((400..600).contains(&code), "an upload whose worker died was answered {code} {text}");
+    assert!(!root.join("new.bin").exists(), "published without its worker");
+    // Both sessions are told, then closed.
+    for c in [&mut down, &mut up] {
+        let (code, text) = c.cmd("PWD");
+        assert_eq!(code, 421, "{text}");
+        assert_closed(c);
+    }
+    let mut c = server.login();
+    assert_eq!(c.cmd("SIZE big.bin").0, 213);
+    assert_ne!(workers(&server), w);
+    assert!(server.log().contains("a file worker was killed by signal 9"), "{}", server.log());
 }
 
 #[test]
