@@ -101,9 +101,13 @@ fn a_wildcard_listener_attaches_to_every_interface_that_is_up_and_says_how() {
     let dir = tempfile::tempdir().unwrap();
     let pair = NetPair::new();
     // An interface with an address that is down: nothing to guard there.
+    // And one that is up whose driver has no native XDP (a bridge): generic.
     for step in [
         vec!["link", "add", "ftpddown0", "type", "veth", "peer", "name", "ftpddown1"],
         vec!["addr", "add", "10.99.77.1/24", "dev", "ftpddown0"],
+        vec!["link", "add", "ftpdbr0", "type", "bridge"],
+        vec!["addr", "add", "10.99.78.1/24", "dev", "ftpdbr0"],
+        vec!["link", "set", "ftpdbr0", "up"],
     ] {
         run_ok(Command::new("ip").args(["-n", &pair.server_ns]).args(&step));
     }
@@ -119,6 +123,11 @@ fn a_wildcard_listener_attaches_to_every_interface_that_is_up_and_says_how() {
         "{log}"
     );
     assert!(!log.lines().any(|l| l.contains("XDP attached") && l.contains("ftpddown0")), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("XDP attached") && l.contains("interface=ftpdbr0") && l.contains("mode=generic")),
+        "native XDP refused by the driver falls back to generic: {log}"
+    );
     assert!(xdp_attached(&pair), "no XDP program on {}", pair.server_if);
     let down = run_ok(Command::new("ip").args(["-n", &pair.server_ns, "link", "show", "dev", "ftpddown0"]));
     assert!(!down.contains("xdp"), "XDP on an interface that is down: {down}");
@@ -127,6 +136,23 @@ fn a_wildcard_listener_attaches_to_every_interface_that_is_up_and_says_how() {
         "import ftplib\nf=ftplib.FTP()\nf.connect('{}',2121,timeout=10)\nf.login()\nprint(f.sendcmd('NOOP'))",
         pair.server_ip
     );
+    assert!(run_ok(pair.client_cmd("python3").arg("-c").arg(&code)).starts_with("200"));
+    drop(server);
+
+    // ftpd_xdp_interfaces narrows a wildcard listener to the interfaces named.
+    let xdp_on = |dev: &str| {
+        run_ok(Command::new("ip").args(["-n", &pair.server_ns, "link", "show", "dev", dev])).contains("xdp")
+    };
+    assert!(!xdp_on("lo") && !xdp_on("ftpdbr0"), "XDP left behind by the stopped server");
+    let server = pair.start_server(
+        None,
+        dir.path(),
+        &["listen_address=0.0.0.0", &format!("ftpd_xdp_interfaces={}", pair.server_if)],
+    );
+    let log = server.log();
+    assert!(xdp_on(&pair.server_if), "{log}");
+    assert!(!xdp_on("lo") && !xdp_on("ftpdbr0"), "XDP outside ftpd_xdp_interfaces: {log}");
+    assert_eq!(log.matches("XDP attached").count(), 1, "{log}");
     assert!(run_ok(pair.client_cmd("python3").arg("-c").arg(&code)).starts_with("200"));
     drop(server);
 }
