@@ -537,7 +537,7 @@ fn kernel_caps_connections_per_network() {
     let server = start_in(&pair, &cg, d.path(), &extra);
     assert!(server.kernel_plane(), "{}", server.log());
     let (s, c, o) = (pair.server_ip, pair.client_ip, pair.other_ip);
-    let (s6, c6) = (&pair.server_ip6, &pair.client_ip6);
+    let (s6, c6, o6) = (&pair.server_ip6, &pair.client_ip6, &pair.other_ip6);
     // Two served from the /24, two refused but held (the kernel counts
     // them until the client closes), then the /24 is at its hard cap (4):
     // even the other address of it gets no answer. IPv6 is another network.
@@ -545,7 +545,12 @@ fn kernel_caps_connections_per_network() {
         "held = []\n\
          for src in ['{c}', '{c}', '{o}', '{o}']:\n    x = socket.create_connection(('{s}', 2121), 3, (src, 0)); held.append(x); print('conn', x.recv(200).decode().strip()); time.sleep(0.1)\n\
          print('fifth', attempt('{o}', '{s}'))\nprint('v6', attempt('{c6}', '{s6}'))\n\
-         held[0].close(); held[2].close(); time.sleep(0.5)\nprint('freed', attempt('{o}', '{s}'))\n"
+         held[0].close(); held[2].close(); time.sleep(0.5)\nprint('freed', attempt('{o}', '{s}'))\n\
+         held6 = []\n\
+         for src in ['{c6}', '{c6}', '{o6}', '{o6}']:\n    x = socket.create_connection(('{s6}', 2121), 3, (src, 0)); held6.append(x); print('conn6', x.recv(200).decode().strip()); time.sleep(0.1)\n\
+         print('fifth6', attempt('{o6}', '{s6}'))\n\
+         for x in held6: x.close()\n\
+         time.sleep(0.5)\n"
     );
     let out = client_py(&pair, &code);
     let conns: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("conn ")).collect();
@@ -554,6 +559,12 @@ fn kernel_caps_connections_per_network() {
     assert!(out.contains("fifth timeout"), "{out}\n{}", server.log());
     assert!(out.contains("v6 220"), "{out}");
     assert!(out.contains("freed 220"), "{out}");
+    // The same in IPv6, per /64 (ftpd_prefix_v6's default): two addresses
+    // of one /64 share its cap.
+    let conns6: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("conn6 ")).collect();
+    assert!(conns6.len() == 4 && conns6[..2].iter().all(|l| l.starts_with("220")), "{out}");
+    assert!(conns6[2..].iter().all(|l| *l == "421 There are too many connections from your network."), "{out}");
+    assert!(out.contains("fifth6 timeout"), "the /64 at its kernel cap: {out}\n{}", server.log());
     let n = counters(&pair, c6, s6);
     assert!(n["cap_drop_per_prefix"] >= 1, "{n:?}");
 }
