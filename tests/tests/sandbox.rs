@@ -79,13 +79,18 @@ fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
 /// filter that fails with EFAULT and the process goes on; with it the
 /// kernel kills the process.
 fn inject_execve(pid: u32) {
-    let gdb = run(Command::new("gdb").arg("--version"));
-    assert!(gdb.status.success(), "gdb is needed (apt-get install gdb)");
     // A process killed by SIGSYS dumps core (120 MB of ftpd in the test's
     // directory): not this one.
     run(Command::new("prlimit").args(["--pid", &pid.to_string(), "--core=0"]));
-    // Its own status says little: the process it drives dies under it.
-    // The callers check what happened to the process.
+    gdb_call(pid, "(long)syscall(59, 0, 0, 0)");
+}
+
+/// Makes `pid` evaluate the C expression `call` through gdb, as if its own
+/// code did. Its own status says little: the process it drives may die
+/// under it. The callers check what happened to the process.
+fn gdb_call(pid: u32, call: &str) {
+    let gdb = run(Command::new("gdb").arg("--version"));
+    assert!(gdb.status.success(), "gdb is needed (apt-get install gdb)");
     // gdb itself may dump core when the process it drives is killed under
     // it (124 MB once, in the test's directory): not under a zero limit.
     run(Command::new("prlimit").args([
@@ -99,7 +104,7 @@ fn inject_execve(pid: u32) {
         "-ex",
         "set language c",
         "-ex",
-        "call (long)syscall(59, 0, 0, 0)",
+        &format!("call {call}"),
     ]));
 }
 
@@ -202,34 +207,43 @@ fn the_front_and_the_workers_run_under_seccomp_unless_it_is_off() {
     }
 }
 
-#[test]
-fn execve_kills_the_front_the_master_says_so_and_a_new_front_serves() {
-    if skip() {
-        return;
-    }
-    let (_dir, root) = served_dir();
+/// Kills the front of a new server with `kill` and checks what every
+/// front death must give: the session is closed, a new front answers within
+/// a second (7-15 ms measured) and serves, and the master names the death
+/// (`cause`) and the pid. Returns the served directory (removed on drop),
+/// the server and the dead front's workers.
+fn front_dies_and_comes_back(kill: impl FnOnce(u32), cause: &str) -> (tempfile::TempDir, Server, Vec<u32>) {
+    let (dir, root) = served_dir();
     let server = Server::start(&root, &[]);
     let mut c = server.login();
     assert_eq!(c.transfer("RETR a.txt").0, b"alpha\n");
     let (old_front, old_workers) = (front(&server), workers(&server));
     assert_eq!(old_workers.len(), 1);
-    inject_execve(old_front);
+    kill(old_front);
     wait_for("the front to die", Duration::from_secs(5), || !alive(old_front));
     // The session of the dead front ends: its connection is closed.
     assert_closed(&mut c);
     let (took, mut c) = reconnect(&server);
-    // The promise (docs/ARCHITECTURE.md): a new front within a second; 7-15 ms measured.
     assert!(took < Duration::from_secs(1), "the new front answered after {took:?}");
     assert_eq!(c.transfer("RETR a.txt").0, b"alpha\n");
     let log = server.log();
     assert!(
-        log.lines()
-            .any(|l| l.contains("the front was killed by seccomp (SIGSYS") && l.contains(&format!("pid={old_front}"))),
-        "the master names the death and its cause:\n{log}"
+        log.lines().any(|l| l.contains(cause) && l.contains(&format!("pid={old_front}"))),
+        "the master names the death ({cause}):\n{log}"
     );
     assert!(log.contains("new front started"), "{log}");
-    wait_for("the old front's workers to exit", Duration::from_secs(2), || old_workers.iter().all(|&w| !alive(w)));
     assert_ne!(front(&server), old_front);
+    (dir, server, old_workers)
+}
+
+#[test]
+fn execve_kills_the_front_the_master_says_so_and_a_new_front_serves() {
+    if skip() {
+        return;
+    }
+    let (_dir, server, old_workers) =
+        front_dies_and_comes_back(inject_execve, "the front was killed by seccomp (SIGSYS");
+    wait_for("the old front's workers to exit", Duration::from_secs(2), || old_workers.iter().all(|&w| !alive(w)));
     assert_eq!(seccomp_mode(front(&server)), 2, "the new front is confined too");
 }
 
@@ -241,37 +255,8 @@ fn a_serving_front_that_exits_with_an_error_is_replaced() {
     if skip() {
         return;
     }
-    let (_dir, root) = served_dir();
-    let server = Server::start(&root, &[]);
-    let mut c = server.login();
-    assert_eq!(c.transfer("RETR a.txt").0, b"alpha\n");
-    let old_front = front(&server);
-    // The process itself calls _exit(3), through gdb, as a bug's error path would.
-    run(Command::new("prlimit").args([
-        "--core=0",
-        "--",
-        "gdb",
-        "-p",
-        &old_front.to_string(),
-        "-batch",
-        "-nx",
-        "-ex",
-        "set language c",
-        "-ex",
-        "call (void)_exit(3)",
-    ]));
-    wait_for("the front to exit", Duration::from_secs(5), || !alive(old_front));
-    assert_closed(&mut c);
-    let (took, mut c) = reconnect(&server);
-    // The promise (docs/ARCHITECTURE.md): a new front within a second; 7-15 ms measured.
-    assert!(took < Duration::from_secs(1), "the new front answered after {took:?}");
-    assert_eq!(c.transfer("RETR a.txt").0, b"alpha\n");
-    let log = server.log();
-    assert!(
-        log.lines().any(|l| l.contains("exited with status 3") && l.contains(&format!("pid={old_front}"))),
-        "the master names the exit:\n{log}"
-    );
-    assert_ne!(front(&server), old_front);
+    // The process itself calls _exit(3), as a bug's error path would.
+    front_dies_and_comes_back(|pid| gdb_call(pid, "(void)_exit(3)"), "exited with status 3");
 }
 
 #[test]
