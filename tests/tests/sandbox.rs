@@ -162,6 +162,15 @@ fn served_dir() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, root)
 }
 
+/// A served directory anonymous users may write to.
+fn writable_root() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).expect("mkdir");
+    make_writable(&root);
+    (dir, root)
+}
+
 fn big_file(root: &Path, name: &str, len: u64) {
     random_file(&root.join(name), len);
     run(Command::new("chmod").arg("a+r").arg(root.join(name)));
@@ -300,10 +309,7 @@ fn a_file_worker_killed_mid_transfer_loses_nothing_and_says_so() {
     if skip() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("root");
-    std::fs::create_dir(&root).expect("mkdir");
-    make_writable(&root);
+    let (_dir, root) = writable_root();
     // Not world-readable: the worker opens it, not the front.
     random_file(&root.join("big.bin"), 4 << 20);
     give_to_anon(&root.join("big.bin"));
@@ -410,10 +416,7 @@ fn a_front_killed_mid_upload_publishes_nothing_half_written() {
     if skip() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("root");
-    std::fs::create_dir(&root).expect("mkdir");
-    make_writable(&root);
+    let (_dir, root) = writable_root();
     std::fs::write(root.join("old.bin"), b"the old content\n").expect("write");
     // The anonymous account's own file: a replace that keeps its owner goes
     // through a temporary file (another owner's is written in place, as
