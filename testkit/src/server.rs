@@ -13,7 +13,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{Ftp, process::process_tree, run_ok};
+use crate::{
+    Ftp,
+    process::{alive, process_tree},
+    run_ok,
+};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -265,14 +269,22 @@ impl Server {
         process_tree(self.pid())
     }
 
-    /// The server's processes started with `--ftpd-worker` (file workers).
+    /// The file workers that still run: the server's processes started with
+    /// `--ftpd-worker`. A dead one not yet reaped is left out, so tests that
+    /// kill a worker can wait for its replacement.
     pub fn workers(&self) -> Vec<u32> {
+        self.pids().into_iter().filter(|&p| is_worker(p) && alive(p)).collect()
+    }
+
+    /// The front: the running process below the master that is not a file
+    /// worker. Only ftpd started as root has one; panics with the log when
+    /// there is none.
+    pub fn front(&self) -> u32 {
+        let master = self.pid();
         self.pids()
             .into_iter()
-            .filter(|p| {
-                std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.windows(13).any(|w| w == b"--ftpd-worker"))
-            })
-            .collect()
+            .find(|&p| p != master && !is_worker(p) && alive(p))
+            .unwrap_or_else(|| panic!("no front process:\n{}", self.log()))
     }
 
     /// Threads named `name` in all the server's processes (e.g. `listing`,
@@ -391,4 +403,8 @@ impl Drop for Server {
             eprintln!("---- ftpd log ----\n{}", self.log());
         }
     }
+}
+
+fn is_worker(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(13).any(|w| w == b"--ftpd-worker"))
 }

@@ -530,16 +530,6 @@ fn sigterm_to_master_and_front_at_once_is_one_request() {
     assert!(!server.log().contains("second signal"), "{}", server.log());
 }
 
-/// The front: the master's child that is not a file worker.
-fn front_pid(server: &Server) -> u32 {
-    let workers = server.workers();
-    server
-        .pids()
-        .into_iter()
-        .find(|&p| p != server.pid() && !workers.contains(&p))
-        .unwrap_or_else(|| panic!("no front process: {}", server.log()))
-}
-
 /// A front that replaces a dead one serves the configuration of the last
 /// good reload, not the one ftpd started with, and not an edit nobody
 /// signalled: the master hands the reloaded one over.
@@ -558,7 +548,7 @@ fn a_front_that_replaces_a_dead_one_keeps_the_reloaded_settings() {
     // Edited, not signalled: not in force, before or after the restart.
     s.write("ftpd_banner=third banner\n");
 
-    let old = front_pid(&server);
+    let old = server.front();
     run_ok(Command::new("kill").args(["-KILL", &old.to_string()]));
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
@@ -572,7 +562,7 @@ fn a_front_that_replaces_a_dead_one_keeps_the_reloaded_settings() {
         }
         thread::sleep(Duration::from_millis(20));
     };
-    assert_ne!(front_pid(&server), old);
+    assert_ne!(server.front(), old);
     assert!(text.contains("220 second banner"), "the new front greets with {text:?}:\n{}", server.log());
     let mut c = server.login();
     assert_eq!(c.cmd("SIZE image.iso").0, 550, "deny_file of the reload, in the new front");

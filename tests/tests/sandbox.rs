@@ -18,7 +18,8 @@ use std::{
 };
 
 use ftpd_tests::{
-    Ftp, Launch, Server, free_port, give_to_anon, http_get, is_root, make_writable, random_file, run, served_by_nobody,
+    Ftp, Launch, Server, alive, free_port, give_to_anon, http_get, is_root, make_writable, random_file, run,
+    served_by_nobody,
 };
 
 fn skip() -> bool {
@@ -27,34 +28,6 @@ fn skip() -> bool {
         return true;
     }
     false
-}
-
-fn cmdline(pid: u32) -> Vec<u8> {
-    std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()
-}
-
-fn is_worker(pid: u32) -> bool {
-    cmdline(pid).windows(13).any(|w| w == b"--ftpd-worker")
-}
-
-/// Live processes only: a reaped or zombie process is gone.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
-}
-
-/// The master's child that is not a file worker.
-fn front(server: &Server) -> u32 {
-    let master = server.pid();
-    server
-        .pids()
-        .into_iter()
-        .find(|&p| p != master && !is_worker(p) && alive(p))
-        .unwrap_or_else(|| panic!("no front process: {}", server.log()))
-}
-
-fn workers(server: &Server) -> Vec<u32> {
-    server.pids().into_iter().filter(|&p| is_worker(p) && alive(p)).collect()
 }
 
 /// `Seccomp:` of /proc/PID/status: 0 none, 2 filter.
@@ -190,19 +163,19 @@ fn the_front_and_the_workers_run_under_seccomp_unless_it_is_off() {
         assert_eq!(code, 226, "{setting}: {text}");
         assert!(String::from_utf8_lossy(&listing).contains("a.txt"), "{setting}");
         assert_eq!(seccomp_mode(server.pid()), 0, "{setting}: the master is never filtered");
-        assert_eq!(seccomp_mode(front(&server)), want, "{setting}: front");
-        let w = workers(&server);
+        assert_eq!(seccomp_mode(server.front()), want, "{setting}: front");
+        let w = server.workers();
         assert_eq!(w.len(), 1, "{setting}: one worker for anonymous");
         assert_eq!(seccomp_mode(w[0]), want, "{setting}: worker");
         // Every thread, not only the one that installed the filter.
-        for task in std::fs::read_dir(format!("/proc/{}/task", front(&server))).expect("tasks").flatten() {
+        for task in std::fs::read_dir(format!("/proc/{}/task", server.front())).expect("tasks").flatten() {
             let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
             assert!(status.contains(&format!("Seccomp:\t{want}")), "{setting}: thread {:?}", task.path());
         }
         if want == 0 {
             // The same injection is harmless without the filter: execve(NULL)
             // fails with EFAULT and the front serves on.
-            let f = front(&server);
+            let f = server.front();
             inject_execve(f);
             assert!(alive(f), "without seccomp the front survives a failed execve");
             assert!(!server.log().contains("killed by seccomp"));
@@ -226,7 +199,7 @@ fn front_dies_and_comes_back(kill: impl FnOnce(u32), cause: &str) -> (tempfile::
     let server = Server::start(&root, &[]);
     let mut c = server.login();
     assert_eq!(c.transfer("RETR a.txt").0, b"alpha\n");
-    let (old_front, old_workers) = (front(&server), workers(&server));
+    let (old_front, old_workers) = (server.front(), server.workers());
     assert_eq!(old_workers.len(), 1);
     kill(old_front);
     wait_for("the front to die", Duration::from_secs(5), || !alive(old_front));
@@ -241,7 +214,7 @@ fn front_dies_and_comes_back(kill: impl FnOnce(u32), cause: &str) -> (tempfile::
         "the master names the death ({cause}):\n{log}"
     );
     assert!(log.contains("new front started"), "{log}");
-    assert_ne!(front(&server), old_front);
+    assert_ne!(server.front(), old_front);
     (dir, server, old_workers)
 }
 
@@ -253,7 +226,7 @@ fn execve_kills_the_front_the_master_says_so_and_a_new_front_serves() {
     let (_dir, server, old_workers) =
         front_dies_and_comes_back(inject_execve, "the front was killed by seccomp (SIGSYS");
     wait_for("the old front's workers to exit", Duration::from_secs(2), || old_workers.iter().all(|&w| !alive(w)));
-    assert_eq!(seccomp_mode(front(&server)), 2, "the new front is confined too");
+    assert_eq!(seccomp_mode(server.front()), 2, "the new front is confined too");
 }
 
 /// A front that served and then exits with an error status (a bug that
@@ -279,7 +252,7 @@ fn execve_kills_a_file_worker_its_sessions_get_421_and_a_new_login_gets_a_new_wo
     let (listing, code, _) = c.transfer("LIST");
     assert_eq!(code, 226);
     assert!(String::from_utf8_lossy(&listing).contains("a.txt"));
-    let worker = workers(&server)[0];
+    let worker = server.workers()[0];
     inject_execve(worker);
     wait_for("the worker to die", Duration::from_secs(5), || !alive(worker));
     wait_for("the master's log line", Duration::from_secs(2), || {
@@ -294,7 +267,7 @@ fn execve_kills_a_file_worker_its_sessions_get_421_and_a_new_login_gets_a_new_wo
     let (listing, code, text) = c.transfer("LIST");
     assert_eq!(code, 226, "{text}");
     assert!(String::from_utf8_lossy(&listing).contains("a.txt"));
-    let now = workers(&server);
+    let now = server.workers();
     assert_eq!(now.len(), 1);
     assert_ne!(now[0], worker);
 }
@@ -344,7 +317,7 @@ fn a_file_worker_killed_mid_transfer_loses_nothing_and_says_so() {
             .any(|e| e.file_name().to_string_lossy().starts_with('.') && e.metadata().is_ok_and(|m| m.len() > 0))
     });
 
-    let w = workers(&server);
+    let w = server.workers();
     assert_eq!(w.len(), 1, "one worker for anonymous");
     run(Command::new("kill").args(["-KILL", &w[0].to_string()]));
     wait_for("the worker to die", Duration::from_secs(5), || !alive(w[0]));
@@ -369,7 +342,7 @@ fn a_file_worker_killed_mid_transfer_loses_nothing_and_says_so() {
     }
     let mut c = server.login();
     assert_eq!(c.cmd("SIZE big.bin").0, 213);
-    assert_ne!(workers(&server), w);
+    assert_ne!(server.workers(), w);
     assert!(server.log().contains("a file worker was killed by signal 9"), "{}", server.log());
 }
 
@@ -390,7 +363,7 @@ fn a_front_killed_mid_download_comes_back_and_leaves_no_process_behind() {
     c.cmd_ok("RETR big.bin", 150);
     let mut got = vec![0u8; 100_000];
     data.read_exact(&mut got).expect("the download starts");
-    let (old_front, old_workers) = (front(&server), workers(&server));
+    let (old_front, old_workers) = (server.front(), server.workers());
     assert!(!old_workers.is_empty());
     run(Command::new("kill").args(["-KILL", &old_front.to_string()]));
     let killed = Instant::now();
@@ -446,8 +419,8 @@ fn a_front_killed_mid_upload_publishes_nothing_half_written() {
             .count()
             >= 2
     });
-    let old_workers = workers(&server);
-    run(Command::new("kill").args(["-KILL", &front(&server).to_string()]));
+    let old_workers = server.workers();
+    run(Command::new("kill").args(["-KILL", &server.front().to_string()]));
     for (mut c, mut data) in uploads {
         // The client learns: its connections are closed (a write fails once
         // the peer is gone).
@@ -495,7 +468,7 @@ fn a_panic_ends_its_session_only() {
         let text = http_get(&metrics, "/metrics", "");
         text.samples().get("ftpd_sessions_active{class=\"anonymous\"}").copied().unwrap_or(0.0)
     };
-    let front_before = front(&server);
+    let front_before = server.front();
     let mut a = server.login();
     let mut b = server.login();
     assert_eq!(active(), 2.0);
@@ -507,7 +480,7 @@ fn a_panic_ends_its_session_only() {
 
     // The front did not die and was not replaced.
     assert!(alive(front_before), "the front died:\n{log}");
-    assert_eq!(front(&server), front_before, "the front was replaced");
+    assert_eq!(server.front(), front_before, "the front was replaced");
     // The other session goes on.
     assert_eq!(a.cmd("NOOP").0, 200);
     let (data, code, text) = a.transfer("RETR big");
