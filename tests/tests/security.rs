@@ -150,9 +150,12 @@ fn alone() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
+/// The fastest of several timings: the cost of the path itself. Noise from
+/// other work on the machine only ever adds time, and it moved the median
+/// of 20 tries by 40% while two other processes kept both cores busy; the
+/// fastest tries of both kinds stayed within 5% of each other.
+fn fastest(v: &[Duration]) -> Duration {
+    v.iter().copied().min().expect("timings")
 }
 
 /// Settings for virtual users from `users`, confined to `root`.
@@ -196,9 +199,9 @@ fn unknown_virtual_users_cost_as_much_as_known_ones() {
         known.push(pass("vera"));
         unknown.push(pass(&format!("ghost{i}")));
     }
-    let (k, u) = (median(known), median(unknown));
+    let (k, u) = (fastest(&known), fastest(&unknown));
     let ratio = k.as_secs_f64() / u.as_secs_f64();
-    eprintln!("PASS medians: known user {k:?}, unknown user {u:?} (ratio {ratio:.2})");
+    eprintln!("fastest PASS: known user {k:?}, unknown user {u:?} (ratio {ratio:.2})");
     assert!((0.7..=1.3).contains(&ratio), "known {k:?} vs unknown {u:?}: a user name shows in the timing");
     // And the right password still works.
     let mut c = server.connect();
@@ -239,8 +242,8 @@ fn unknown_virtual_users_cost_as_much_as_known_ones_in_a_mixed_file() {
         crypt.push(pass("sam", "wrong").1);
         unknown.push(pass(&format!("ghost{i}"), "wrong").1);
     }
-    let (a, c, u) = (median(argon), median(crypt), median(unknown));
-    eprintln!("PASS medians: argon2 user {a:?}, SHA-512-crypt user {c:?}, unknown user {u:?}");
+    let (a, c, u) = (fastest(&argon), fastest(&crypt), fastest(&unknown));
+    eprintln!("fastest PASS: argon2 user {a:?}, SHA-512-crypt user {c:?}, unknown user {u:?}");
     for (what, k) in [("argon2", a), ("SHA-512-crypt", c)] {
         let ratio = k.as_secs_f64() / u.as_secs_f64();
         assert!((0.7..=1.3).contains(&ratio), "{what} user {k:?} vs unknown {u:?}: a user name shows in the timing");
