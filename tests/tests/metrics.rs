@@ -57,7 +57,14 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
             Ok(0) => return true,
             Ok(_) => {}
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(_) => return true,
+            Err(e) => {
+                // Said, so that a failure tells a reset from an orderly close.
+                eprintln!(
+                    "read after {:?} before the deadline: {e}",
+                    deadline.saturating_duration_since(Instant::now())
+                );
+                return true;
+            }
         }
     }
     false
@@ -107,29 +114,43 @@ fn http_keep_alive_head_and_methods() {
 #[test]
 fn http_slow_and_huge_requests_are_cut_off() {
     let d = tempfile::tempdir().unwrap();
-    let (_server, addr) = server_with_metrics(d.path(), &[]);
+    let (server, addr) = server_with_metrics(d.path(), &[]);
     // Slowloris: a header byte a second never completes a request; the
     // connection is closed within the header timeout (5 s), not held.
     let mut s = connect(&addr);
     let start = Instant::now();
     let trickle = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     let mut closed = false;
-    for b in trickle {
-        if s.write_all(&[*b]).is_err() || closed_within(&mut s, Duration::from_secs(1)) {
+    for (i, b) in trickle.iter().enumerate() {
+        if let Err(e) = s.write_all(&[*b]) {
+            eprintln!("write of byte {i} failed after {:?}: {e}", start.elapsed());
+            closed = true;
+            break;
+        }
+        if closed_within(&mut s, Duration::from_secs(1)) {
             closed = true;
             break;
         }
     }
     let took = start.elapsed();
     assert!(closed, "a slow client held its connection for {took:?}");
-    assert!((Duration::from_secs(4)..Duration::from_secs(9)).contains(&took), "closed after {took:?}");
+    assert!(
+        (Duration::from_secs(4)..Duration::from_secs(9)).contains(&took),
+        "the slow client's connection was closed after {took:?}:\n{}",
+        server.log()
+    );
     // An idle kept-alive connection is closed as well.
     let mut s = connect(&addr);
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert!(read_response(&mut s, false).is_some());
     let start = Instant::now();
     assert!(closed_within(&mut s, Duration::from_secs(9)), "an idle connection stays open");
-    assert!(start.elapsed() >= Duration::from_secs(4), "closed after {:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_secs(4),
+        "the idle connection was closed after {:?}:\n{}",
+        start.elapsed(),
+        server.log()
+    );
     // A huge header: 431, never a 200, and the connection ends.
     let mut s = connect(&addr);
     let mut req = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
