@@ -126,7 +126,7 @@ options! {
     pasv_min_port: UInt = 0, "Lowest port for passive data connections; 0 means any port.";
     pasv_max_port: UInt = 0, "Highest port for passive data connections; 0 means any port.";
     pasv_address: Str = "", "IPv4 address announced in the 227 reply (for NAT); empty means the control connection's local address.";
-    pasv_addr_resolve: Bool = false, "`pasv_address` is a host name, resolved once at startup.";
+    pasv_addr_resolve: Bool = false, "`pasv_address` is a host name, resolved at startup and at each SIGHUP.";
     pasv_promiscuous: Bool = false, "Accept passive data connections from any IP, not only from the control connection's client.";
     anonymous_enable: Bool = false, "Allow anonymous logins (user `anonymous` or `ftp`).";
     no_anon_password: Bool = false, "Do not ask anonymous users for a password.";
@@ -164,7 +164,7 @@ options! {
     file_open_mode: UInt = 0o0666, "Permission bits of uploaded files, before the umask.";
     chmod_enable: Bool = true, "Allow SITE CHMOD (never for anonymous users).";
     download_enable: Bool = true, "Allow downloads (RETR) and file digests (HASH, XSHA256).";
-    text_userdb_names: Bool = false, "Show owner and group names instead of numbers in listings.";
+    text_userdb_names: Bool = false, "Show owner and group names instead of numbers in listings. With `seccomp_sandbox=YES` the names come from sources read as files (/etc/passwd, /etc/group, /run/userdb), not from those asked over a socket (nscd, sssd, systemd-userdbd), as in vsftpd: an owner only those know shows as a number.";
     hide_ids: Bool = false, "Show every owner and group as `ftp` in listings.";
     ls_recurse_enable: Bool = false, "Honour `LIST -R` (recursive listings).";
     deny_file: Str = "", "Patterns (`{*.iso,private}`) of names that cannot be accessed at all.";
@@ -670,8 +670,34 @@ impl ConfigSource {
         }
         let name = self.path.as_ref().map_or_else(|| "<embedded default>".into(), |p| p.display().to_string());
         cfg.validate().map_err(|e| format!("{name}: {e}"))?;
+        // Resolved by the process that reads the file (the master, at start
+        // and at each SIGHUP), and handed on as an address: the confined
+        // front may not open the sockets a resolver uses (nscd's unix
+        // socket, netlink for sorting several answers).
+        if cfg.pasv_addr_resolve && !cfg.pasv_address.is_empty() {
+            cfg.pasv_address = resolve_v4(&cfg.pasv_address)?.to_string();
+        }
         Ok(cfg)
     }
+}
+
+/// The first IPv4 address of `host` (an address is taken as it is).
+///
+/// # Errors
+/// The name does not resolve, or only to IPv6 addresses.
+pub fn resolve_v4(host: &str) -> Result<std::net::Ipv4Addr, String> {
+    use std::net::{IpAddr, ToSocketAddrs};
+    if let Ok(v4) = host.parse() {
+        return Ok(v4);
+    }
+    (host, 0)
+        .to_socket_addrs()
+        .map_err(|e| format!("pasv_address={host}: cannot resolve: {e}"))?
+        .find_map(|a| match a.ip() {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .ok_or_else(|| format!("pasv_address={host}: no IPv4 address"))
 }
 
 /// The `ftpd_rate_scope` setting.

@@ -1,7 +1,9 @@
 //! `seccomp_sandbox`: the system calls the front and the file workers may
 //! make, as seccomp filters (docs/ARCHITECTURE.md, "seccomp").
 //!
-//! Both are allow-lists. Anything else kills the whole process
+//! Both are allow-lists. Two calls fail with an errno instead: `clone3`
+//! and unix sockets (see `no_clone3` and `unix_sockets_refused`).
+//! Anything else outside the list kills the whole process
 //! (`SECCOMP_RET_KILL_PROCESS`, seen by the master as SIGSYS): a process
 //! that asks for a call it never makes has been taken over, and a clear
 //! death the master logs and recovers from beats an error path nobody tested.
@@ -151,7 +153,7 @@ const FRONT: &[libc::c_long] = &[
     libc::SYS_eventfd2,
     // Sockets: passive listeners, active connections, data connections,
     // the master's port-20 sockets (bound by the master, connected here).
-    libc::SYS_socket,
+    // `socket` itself is allowed for Internet families only (`allow_list`).
     libc::SYS_bind,
     libc::SYS_listen,
     libc::SYS_accept,
@@ -214,9 +216,26 @@ fn allow_list(role: Role) -> Result<BpfProgram, String> {
     .and_then(|c| SeccompRule::new(vec![c]))
     .map_err(|e| e.to_string())?;
     rules.insert(libc::SYS_clone, vec![thread]);
+    // New sockets: the Internet families in the front, as vsftpd's filter;
+    // netlink, packet and the rarer families are where many kernel bugs
+    // are reached from. The channels to the master and the workers are
+    // socketpairs. A unix socket passes here, for `unix_sockets_refused`
+    // to answer.
+    let mut families = vec![family(libc::AF_UNIX)?];
+    if role == Role::Front {
+        families.extend([family(libc::AF_INET)?, family(libc::AF_INET6)?]);
+    }
+    rules.insert(libc::SYS_socket, families);
     // Let through here; the first filter answers it with ENOSYS.
     rules.insert(libc::SYS_clone3, Vec::new());
     compile(rules, SeccompAction::KillProcess, SeccompAction::Allow)
+}
+
+/// A rule that matches when the first argument (a socket's family) is `af`.
+fn family(af: libc::c_int) -> Result<SeccompRule, String> {
+    SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, af as u64)
+        .and_then(|c| SeccompRule::new(vec![c]))
+        .map_err(|e| e.to_string())
 }
 
 /// `clone3` keeps its flags in memory a filter cannot read: refuse it with
@@ -224,6 +243,16 @@ fn allow_list(role: Role) -> Result<BpfProgram, String> {
 fn no_clone3() -> Result<BpfProgram, String> {
     let rules = BTreeMap::from([(libc::SYS_clone3, Vec::new())]);
     compile(rules, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32))
+}
+
+/// A unix socket fails with EACCES instead of killing, as in vsftpd's
+/// filter with `text_userdb_names`: glibc opens one to ask nscd, sssd or
+/// systemd's user database for a listing's owner names. The lookup then
+/// goes on with the sources that need no socket (/etc/passwd), and an
+/// owner only a socket could name shows as a number.
+fn unix_sockets_refused() -> Result<BpfProgram, String> {
+    let rules = BTreeMap::from([(libc::SYS_socket, vec![family(libc::AF_UNIX)?])]);
+    compile(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EACCES as u32))
 }
 
 fn compile(
@@ -245,7 +274,10 @@ fn compile(
 /// # Errors
 /// The architecture has no filter here, or the kernel refused it.
 pub fn install(role: Role) -> Result<(), String> {
-    for filter in [no_clone3()?, allow_list(role)?] {
+    // Where filters disagree the kernel takes the strictest answer, and
+    // an errno is stricter than allow: the allow-list lets `clone3` and
+    // unix sockets through for the first two to refuse.
+    for filter in [no_clone3()?, unix_sockets_refused()?, allow_list(role)?] {
         seccompiler::apply_filter(&filter)
             .map_err(|e| format!("installing the {} seccomp filter: {e}", role.name()))?;
     }

@@ -1,10 +1,7 @@
 //! The configuration with the values read from the files it names, as one
 //! value that a reload replaces whole.
 
-use std::{
-    net::{IpAddr, Ipv4Addr},
-    sync::Arc,
-};
+use std::{net::Ipv4Addr, sync::Arc};
 
 use crate::{config::Config, fs::Patterns};
 
@@ -56,7 +53,7 @@ impl Settings {
         let pasv_address = match (cfg.pasv_address.as_str(), cfg.pasv_addr_resolve) {
             ("", _) => None,
             (a, false) => Some(a.parse().map_err(|_| format!("pasv_address={a:?} is not an IPv4 address"))?),
-            (host, true) => Some(resolve_v4(host)?),
+            (host, true) => Some(crate::config::resolve_v4(host)?),
         };
         let userlist = if cfg.userlist_enable { crate::auth::read_list(&cfg.userlist_file) } else { Vec::new() };
         let metrics_users =
@@ -74,16 +71,4 @@ impl Settings {
             cfg: Arc::new(cfg),
         })
     }
-}
-
-fn resolve_v4(host: &str) -> Result<Ipv4Addr, String> {
-    use std::net::ToSocketAddrs;
-    (host, 0)
-        .to_socket_addrs()
-        .map_err(|e| format!("pasv_address={host}: cannot resolve: {e}"))?
-        .find_map(|a| match a.ip() {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
-        })
-        .ok_or_else(|| format!("pasv_address={host}: no IPv4 address"))
 }

@@ -105,6 +105,16 @@ fn pasv_address_is_resolved_when_asked() {
     let server = Server::start(d.path(), &["pasv_address=localhost", "pasv_addr_resolve=YES"]);
     let mut c = server.login();
     assert!(c.cmd_ok("PASV", 227).starts_with("227 Entering Passive Mode (127,0,0,1,"));
+    // And again after a reload, by the same front: the name is resolved by
+    // the process that reads the file, not by a confined front, which may
+    // not open the sockets a resolver uses (nscd's, netlink's).
+    let front = ftpd_tests::is_root().then(|| server.front());
+    server.sighup();
+    server.wait_log("SIGHUP: configuration re-read", 1, Duration::from_secs(5));
+    let mut c = server.login();
+    assert!(c.cmd_ok("PASV", 227).starts_with("227 Entering Passive Mode (127,0,0,1,"));
+    assert!(!server.log().contains("killed by"), "{}", server.log());
+    assert_eq!(front, ftpd_tests::is_root().then(|| server.front()), "the front was replaced");
     let port = format!("-olisten_port={}", ftpd_tests::free_port());
     let out = ftpd_tests::run(std::process::Command::new(ftpd_tests::ftpd_bin()).arg("--root").arg(d.path()).args([
         "-opasv_address=no.such.host.invalid",

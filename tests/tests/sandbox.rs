@@ -229,6 +229,30 @@ fn execve_kills_the_front_the_master_says_so_and_a_new_front_serves() {
     assert_eq!(seccomp_mode(server.front()), 2, "the new front is confined too");
 }
 
+/// The front may open Internet sockets (data connections, listeners) and
+/// nothing else: a netlink socket, the way into much of the kernel's
+/// attack surface (routing, netfilter, XFRM), kills it like `execve`.
+#[test]
+fn the_front_may_open_internet_sockets_only() {
+    if skip() {
+        return;
+    }
+    let (_dir, server, _) = front_dies_and_comes_back(
+        |front| {
+            run(Command::new("prlimit").args(["--pid", &front.to_string(), "--core=0"]));
+            // socket(AF_INET6, SOCK_STREAM, 0) and socket(AF_INET, SOCK_DGRAM, 0):
+            // allowed, the front goes on.
+            gdb_call(front, "(long)syscall(41, 10, 1, 0)");
+            gdb_call(front, "(long)syscall(41, 2, 2, 0)");
+            assert!(alive(front), "an Internet socket killed the front");
+            // socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE).
+            gdb_call(front, "(long)syscall(41, 16, 3, 0)");
+        },
+        "the front was killed by seccomp (SIGSYS",
+    );
+    assert_eq!(seccomp_mode(server.front()), 2, "the new front is confined too");
+}
+
 /// A front that served and then exits with an error status (a bug that
 /// ends its accept loop, say) is replaced like one killed by a signal:
 /// only a front that fails before it serves is a startup failure.

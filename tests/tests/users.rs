@@ -586,3 +586,99 @@ fn a_user_only_the_user_database_knows_is_ftp_username_and_named_in_listings() {
     assert!(line.contains(&format!(" {name} {group} ")), "owner and group by name: {line}");
     drop(server);
 }
+
+/// On a host whose user database answers over a socket (nscd, sssd, or
+/// systemd's varlink services under /run/systemd/userdb, which PID 1 always
+/// offers), a listing with `text_userdb_names=YES` makes glibc open a unix
+/// socket to ask for an owner /etc/passwd does not name. Under seccomp that
+/// killed the front. Now the call fails (EACCES, as vsftpd's filter
+/// answers it), the source is skipped, and the owner shows as a number,
+/// for anonymous and for a virtual user alike.
+#[test]
+#[ignore = "privileged: a mount namespace with its own /run/systemd/userdb (cargo xtask test as root)"]
+fn a_user_database_behind_a_socket_does_not_kill_the_listing() {
+    assert!(privileged());
+    let nsswitch = std::fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();
+    assert!(
+        nsswitch.lines().any(|l| l.starts_with("passwd:") && l.contains("systemd")),
+        "this test needs nss-systemd in /etc/nsswitch.conf (Debian package libnss-systemd): {nsswitch}"
+    );
+    let root = served();
+    let unknown = 3_800_000 + std::process::id() % 100_000;
+    std::fs::write(root.path().join("stray.txt"), b"who owns me\n").unwrap();
+    std::os::unix::fs::chown(root.path().join("stray.txt"), Some(unknown), Some(unknown)).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let users = work.path().join("vusers");
+    ftpd_tests::ftpd_passwd(&users, "vera", "right");
+    let port = ftpd_tests::free_port();
+    let conf = work.path().join("ftpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen=YES\nlisten_address=127.0.0.1\nlisten_port={port}\nanonymous_enable=YES\nno_anon_password=YES\n\
+             anon_root={root}\nlocal_enable=YES\nguest_enable=YES\nguest_username=nobody\nvirtual_users_file={users}\n\
+             local_root={root}\nallow_writeable_chroot=YES\ntext_userdb_names=YES\nftpd_ebpf=off\nftpd_metrics_listen=\n",
+            root = root.path().display(),
+            users = users.display(),
+        ),
+    )
+    .unwrap();
+    let log = work.path().join("ftpd.log");
+    // A varlink service that accepts and hangs up: nss-systemd finds it in
+    // the directory and opens a socket to ask it.
+    let service = "import socket\ns = socket.socket(socket.AF_UNIX)\n\
+                   s.bind('/run/systemd/userdb/io.systemd.DynamicUser')\ns.listen(64)\n\
+                   while True:\n    c, _ = s.accept()\n    c.close()\n";
+    std::fs::write(work.path().join("userdb.py"), service).unwrap();
+    let script = format!(
+        "mount --make-rprivate / && mount -t tmpfs none /run && mkdir -p /run/systemd/userdb && \
+         {{ python3 '{work}/userdb.py' </dev/null >/dev/null 2>&1 & echo $! >'{work}/userdb.pid'; }} && \
+         while [ ! -S /run/systemd/userdb/io.systemd.DynamicUser ]; do sleep 0.05; done && \
+         exec '{bin}' '{conf}' 2>'{log}'",
+        work = work.path().display(),
+        bin = ftpd_tests::ftpd_bin().display(),
+        conf = conf.display(),
+        log = log.display(),
+    );
+    let child = Command::new("unshare").args(["-m", "sh", "-c", &script]).stdout(Stdio::null()).spawn();
+    let server = Running(child.unwrap());
+    let _service = KillOnDrop(work.path().join("userdb.pid"));
+    let log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "ftpd does not listen: {}", log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for (user, pass) in [("anonymous", None), ("vera", Some("right"))] {
+        let mut c = ftpd_tests::Ftp::connect(addr);
+        assert_eq!(c.read_reply().0, 220);
+        match pass {
+            None => c.cmd_ok(&format!("USER {user}"), 230),
+            Some(p) => {
+                c.cmd_ok(&format!("USER {user}"), 331);
+                c.cmd_ok(&format!("PASS {p}"), 230)
+            }
+        };
+        let (list, code, text) = c.transfer("LIST");
+        assert_eq!(code, 226, "{user}: {text}\n{}", log());
+        let list = String::from_utf8(list).unwrap();
+        let line = list.lines().find(|l| l.ends_with(" stray.txt")).unwrap_or_else(|| panic!("{user}: {list}"));
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[2..4], [unknown.to_string(), unknown.to_string()], "{user}: the owner as a number: {line}");
+        assert!(!log().contains("killed by"), "{user}:\n{}", log());
+    }
+    drop(server);
+}
+
+/// Kills the process whose pid a file holds, when dropped.
+struct KillOnDrop(PathBuf);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        }
+    }
+}
