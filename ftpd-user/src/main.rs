@@ -437,16 +437,24 @@ fn run(cli: Cli) -> Result<()> {
             // fork means no other thread holds it in the child (the log
             // writer's lock is the one the child takes at once).
             let stderr = std::io::stderr().lock();
+            // The child starts with SIGHUP held (see `hold_sighup`): a reload
+            // sent the moment it exists waits until it listens for one.
+            let mask = ftpd::server::hold_sighup();
             // SAFETY: the child only uses memory it owns (its copy of
             // `parts`) and the lock held above, then runs the front; glibc
             // resets its allocator's locks in the child.
-            match unsafe { libc::fork() } {
+            let forked = unsafe { libc::fork() };
+            if forked != 0 {
+                ftpd::server::restore_sigmask(&mask);
+            }
+            match forked {
                 -1 => Err(std::io::Error::last_os_error()),
                 0 => {
                     drop(stderr);
                     drop(master_end);
                     // A replacement front inherits the master's handlers
                     // (forwarding to the front): its own come with the runtime.
+                    // A SIGHUP before then waits, held since the fork.
                     // SAFETY: resetting dispositions to their defaults.
                     unsafe {
                         for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
@@ -514,6 +522,8 @@ fn front_main(
 /// The front's work: the runtime, the metrics endpoint, the accept loop.
 fn serve(parts: FrontParts, authority: Authority) -> Result<()> {
     let FrontParts { cfg, root, plane, logs, source, tls, listener, metrics_listener } = parts;
+    // Before the runtime's threads exist, so that they inherit it.
+    let _ = ftpd::server::hold_sighup();
     let addr = listener.local_addr()?;
     // A panic ends its session's task only (tokio catches it); the line
     // goes to the log with the session's fields instead of bare stderr.

@@ -79,6 +79,34 @@ fn apply(
     Ok((crate::rates::apply(&shared.rates, limits), kept))
 }
 
+/// Blocks SIGHUP in the calling thread and the threads it starts. Its
+/// default action ends the process, and a front (or ftpd without privilege
+/// separation) listens for it only once [`run`] starts: a reload sent as ftpd
+/// or a replacement front started killed that front, with its sessions.
+/// Held, the signal waits until [`run`] listens, and the reload is done.
+/// Returns the mask before, for [`restore_sigmask`].
+pub fn hold_sighup() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    let mut old = SigSet::empty();
+    // Cannot fail with a valid `how` and set.
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::from(Signal::SIGHUP)), Some(&mut old));
+    old
+}
+
+/// Puts back the calling thread's signal mask from before [`hold_sighup`]
+/// (the master's, once it has forked a front that starts with SIGHUP held).
+pub fn restore_sigmask(old: &nix::sys::signal::SigSet) {
+    use nix::sys::signal::{SigmaskHow, pthread_sigmask};
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(old), None);
+}
+
+/// Lets SIGHUP in again (on this thread, which the kernel then picks for
+/// a held one): see [`hold_sighup`].
+fn release_sighup() {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&SigSet::from(Signal::SIGHUP)), None);
+}
+
 /// The 421 text for a banned network.
 const BANNED: &str = "Too many failed logins from your network; try again later.";
 
@@ -95,7 +123,10 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
     }
     // SIGHUP: re-read the configuration and apply new rate limits, also to
     // transfers in progress (the master forwards the signal to this process).
-    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    // Listened for now: a SIGHUP held since the process started comes in.
+    release_sighup();
+    if let Ok(mut hup) = hup {
         let s = Arc::clone(&shared);
         tokio::spawn(async move {
             while hup.recv().await.is_some() {

@@ -567,3 +567,61 @@ fn a_front_that_replaces_a_dead_one_keeps_the_reloaded_settings() {
     let mut c = server.login();
     assert_eq!(c.cmd("SIZE image.iso").0, 550, "deny_file of the reload, in the new front");
 }
+
+/// A SIGHUP that reaches a front before it listens for the signal waits
+/// for it. The front's default action for SIGHUP is to end: a reload sent
+/// just as ftpd (or a replacement front) started killed the new front, with
+/// its sessions, and left its reload undone.
+#[test]
+fn a_sighup_that_reaches_a_starting_front_waits_for_it() {
+    if !ftpd_tests::is_root() {
+        eprintln!("skipped: a separate front exists only when ftpd starts as root");
+        return;
+    }
+    for attempt in 0..5 {
+        let s = Setup::new();
+        let port = ftpd_tests::free_port();
+        let common = format!("listen_port={port}\nftpd_ebpf=off\nftpd_metrics_listen=\n");
+        s.write(&format!("{common}ftpd_banner=first banner\n"));
+        let log = s.dir.path().join("ftpd.log");
+        let mut ftpd = Command::new(ftpd_tests::ftpd_bin())
+            .arg(s.conf())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn ftpd");
+        let master = ftpd.id();
+        let log = || std::fs::read_to_string(&log).unwrap_or_default();
+        // The master forks the front once it has read the file: the front
+        // is its first child.
+        let started = Instant::now();
+        let front = loop {
+            let kids = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).unwrap_or_default();
+            if let Some(pid) = kids.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()) {
+                break pid;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "no front:\n{}", log());
+            std::thread::yield_now();
+        };
+        s.write(&format!("{common}ftpd_banner=second banner\n"));
+        // SAFETY: kill(2) with a pid and a signal number.
+        assert_eq!(unsafe { libc::kill(front, libc::SIGHUP) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !log().contains("SIGHUP: configuration re-read") {
+            assert!(
+                !log().contains("killed by signal 1"),
+                "attempt {attempt}: the SIGHUP killed the front:\n{}",
+                log()
+            );
+            assert!(Instant::now() < deadline, "attempt {attempt}: the front never reloaded:\n{}", log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut c = Ftp::connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        let (code, text) = c.read_reply();
+        assert_eq!((code, text.trim_end()), (220, "220 second banner"), "attempt {attempt}:\n{}", log());
+        assert!(!log().contains("new front started"), "attempt {attempt}: the front was replaced:\n{}", log());
+        drop(c);
+        run_ok(Command::new("kill").args(["-TERM", &master.to_string()]));
+        assert!(ftpd.wait().expect("wait").success(), "{}", log());
+    }
+}
