@@ -477,7 +477,9 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         };
-        // The master is the service's main process: it says ready.
+        // The master is the service's main process: it says ready, with
+        // its signal handlers in place.
+        ftpd::privsep::install_master_signals();
         notify_ready(addr);
         let code = ftpd::privsep::run_master(cfg, source, root, &mut start_front);
         // Detaches the programs (the plane is in the closure's copy).
@@ -485,6 +487,8 @@ fn run(cli: Cli) -> Result<()> {
         std::process::exit(code);
     }
     warn!("not started as root: no privilege separation; every session acts as this process's user");
+    // A reload right after READY waits until the accept loop listens for it.
+    let _ = ftpd::server::hold_sighup();
     notify_ready(addr);
     serve(parts, Authority::InProcess)
 }

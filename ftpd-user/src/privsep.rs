@@ -353,18 +353,65 @@ struct Master {
     seccomp: bool,
 }
 
+/// The front not yet reaped (0 before the first and between two fronts).
 static FRONT_PID: AtomicI32 = AtomicI32::new(0);
+/// Whether that front still serves: SIGHUP is passed to it only then.
+static FRONT_SERVES: AtomicBool = AtomicBool::new(false);
 /// Set by SIGTERM/SIGINT: the front's end is then a shutdown, not a death.
 static STOPPING: AtomicBool = AtomicBool::new(false);
+/// A SIGHUP that came with no front to take it (before the first, or while
+/// a dead one is replaced): the next front gets it as it starts.
+static RELOAD_PENDING: AtomicBool = AtomicBool::new(false);
+/// SIGHUPs the master got, and how many of them a front's reload request
+/// covered (it reads the files after the request): a front that dies with
+/// a SIGHUP passed to it but not acted on (a dead process not yet reaped
+/// takes signals without a word) leaves it to the next front.
+static HUPS_SEEN: AtomicU64 = AtomicU64::new(0);
+static HUPS_DONE: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn forward_signal(sig: libc::c_int) {
-    if sig != libc::SIGHUP {
-        STOPPING.store(true, Ordering::Relaxed);
+    let pid = FRONT_PID.load(Ordering::SeqCst);
+    if sig == libc::SIGHUP {
+        HUPS_SEEN.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: kill is async-signal-safe.
+        if !FRONT_SERVES.load(Ordering::SeqCst) || pid <= 0 || unsafe { libc::kill(pid, sig) } != 0 {
+            RELOAD_PENDING.store(true, Ordering::SeqCst);
+        }
+        return;
     }
-    let pid = FRONT_PID.load(Ordering::Relaxed);
+    STOPPING.store(true, Ordering::SeqCst);
     if pid > 0 {
         // SAFETY: kill is async-signal-safe.
         unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// The master's SIGTERM, SIGINT and SIGHUP handlers, which pass the signal
+/// to the front. Installed before ftpd tells systemd it is ready (a
+/// `systemctl reload` may follow at once: SIGHUP's default action would end
+/// ftpd) and kept while fronts come and go.
+pub fn install_master_signals() {
+    // SAFETY: the handler only touches atomics and calls kill(2).
+    unsafe {
+        libc::signal(libc::SIGTERM, forward_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, forward_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGHUP, forward_signal as *const () as libc::sighandler_t);
+    }
+}
+
+/// A new front runs: signals go to it from now on, and it gets those that
+/// came while there was none. It holds SIGHUP until it listens for it, so a
+/// reload sent this early waits instead of killing it.
+fn front_started(pid: i32) {
+    FRONT_PID.store(pid, Ordering::SeqCst);
+    FRONT_SERVES.store(true, Ordering::SeqCst);
+    if STOPPING.load(Ordering::SeqCst) {
+        // SAFETY: our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    if RELOAD_PENDING.swap(false, Ordering::SeqCst) {
+        // SAFETY: our own child.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
     }
 }
 
@@ -394,13 +441,8 @@ pub fn run_master(
             return 2;
         }
     };
-    FRONT_PID.store(front_pid, Ordering::Relaxed);
-    // SAFETY: the handler only touches atomics and calls kill(2).
-    unsafe {
-        libc::signal(libc::SIGTERM, forward_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, forward_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGHUP, forward_signal as *const () as libc::sighandler_t);
-    }
+    install_master_signals();
+    front_started(front_pid);
     crate::worker::return_freed_memory();
     let master = Arc::new(Master {
         cfg: std::sync::RwLock::new(Arc::new(cfg)),
@@ -434,10 +476,17 @@ pub fn run_master(
     let mut first = true;
     loop {
         let served = serve_front(&master, &queue, &chan);
+        // A reload from now on waits for the next front.
+        FRONT_SERVES.store(false, Ordering::SeqCst);
         // The front is gone (or broken): its sessions are lost; stop its
         // workers (each holds the dead front's channel) and find out why.
         master.stop_workers();
         let status = wait_front(front_pid);
+        // Reaped: its pid may be reused.
+        FRONT_PID.store(0, Ordering::SeqCst);
+        if HUPS_SEEN.load(Ordering::SeqCst) > HUPS_DONE.load(Ordering::SeqCst) {
+            RELOAD_PENDING.store(true, Ordering::SeqCst);
+        }
         // The first front exiting on its own (not by a signal) before it
         // served failed to start (a config file it could not read, say): its
         // code is ftpd's, and restarting would fail the same way. One that
@@ -463,7 +512,7 @@ pub fn run_master(
         match start_front() {
             Ok((pid, c)) => {
                 (front_pid, chan) = (pid, c);
-                FRONT_PID.store(pid, Ordering::Relaxed);
+                front_started(pid);
                 info!(pid, "master: new front started");
             }
             Err(e) => {
@@ -510,6 +559,8 @@ fn serve_front(master: &Arc<Master>, queue: &Arc<LoginQueue>, chan: &OwnedFd) ->
                 // network file systems): on a thread of its own, so that this
                 // loop keeps queueing logins meanwhile. One at a time.
                 Ok(MasterRequest::Reload { owners }) => {
+                    // Every SIGHUP so far: the files are read after this.
+                    HUPS_DONE.store(HUPS_SEEN.load(Ordering::SeqCst), Ordering::SeqCst);
                     let m = Arc::clone(master);
                     let started = std::thread::Builder::new().name("reload".into()).spawn(move || {
                         let _one = m.reloading.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

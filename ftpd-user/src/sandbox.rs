@@ -113,8 +113,8 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_fsync,
     libc::SYS_fdatasync,
     libc::SYS_fadvise64,
-    // The channels (seqpacket socketpairs, descriptors passed with SCM_RIGHTS).
-    libc::SYS_socketpair,
+    // The channels (seqpacket socketpairs, descriptors passed with
+    // SCM_RIGHTS): `socketpair` itself for unix pairs only (`allow_list`).
     libc::SYS_sendmsg,
     libc::SYS_recvmsg,
     libc::SYS_sendto,
@@ -226,6 +226,8 @@ fn allow_list(role: Role) -> Result<BpfProgram, String> {
         families.extend([family(libc::AF_INET)?, family(libc::AF_INET6)?]);
     }
     rules.insert(libc::SYS_socket, families);
+    // Pairs run a family's socket code as much as `socket` does: unix only.
+    rules.insert(libc::SYS_socketpair, vec![family(libc::AF_UNIX)?]);
     // Let through here; the first filter answers it with ENOSYS.
     rules.insert(libc::SYS_clone3, Vec::new());
     compile(rules, SeccompAction::KillProcess, SeccompAction::Allow)

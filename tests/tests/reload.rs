@@ -625,3 +625,84 @@ fn a_sighup_that_reaches_a_starting_front_waits_for_it() {
         assert!(ftpd.wait().expect("wait").success(), "{}", log());
     }
 }
+
+/// `systemctl reload` as soon as ftpd said READY: systemd sends SIGHUP to
+/// the master the moment it reads READY=1 from the notify socket. The
+/// master said READY before it handled SIGHUP, so the signal's default
+/// action ended ftpd. Now it is handled from before READY, and a reload
+/// that comes before the front can take it is passed on once it can.
+#[test]
+fn a_reload_right_after_ready_reloads_and_kills_nothing() {
+    if !ftpd_tests::is_root() {
+        eprintln!("skipped: a separate front exists only when ftpd starts as root");
+        return;
+    }
+    for attempt in 0..10 {
+        let s = Setup::new();
+        let port = ftpd_tests::free_port();
+        let common = format!("listen_port={port}\nftpd_ebpf=off\nftpd_metrics_listen=\n");
+        s.write(&format!("{common}ftpd_banner=first banner\n"));
+        let notify_path = s.dir.path().join("notify");
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+        notify.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let log = s.dir.path().join("ftpd.log");
+        let mut ftpd = Command::new(ftpd_tests::ftpd_bin())
+            .arg(s.conf())
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn ftpd");
+        let master = ftpd.id();
+        let log = || std::fs::read_to_string(&log).unwrap_or_default();
+        s.write(&format!("{common}ftpd_banner=second banner\n"));
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).unwrap_or_else(|e| panic!("no READY: {e}\n{}", log()));
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+        // SAFETY: kill(2) with a pid and a signal number.
+        assert_eq!(unsafe { libc::kill(master as i32, libc::SIGHUP) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !log().contains("SIGHUP: configuration re-read") {
+            assert!(
+                ftpd.try_wait().expect("try_wait").is_none(),
+                "attempt {attempt}: the SIGHUP ended ftpd:\n{}",
+                log()
+            );
+            assert!(
+                !log().contains("killed by signal 1"),
+                "attempt {attempt}: the SIGHUP killed the front:\n{}",
+                log()
+            );
+            assert!(Instant::now() < deadline, "attempt {attempt}: no reload:\n{}", log());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut c = Ftp::connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        let (code, text) = c.read_reply();
+        assert_eq!((code, text.trim_end()), (220, "220 second banner"), "attempt {attempt}:\n{}", log());
+        drop(c);
+        run_ok(Command::new("kill").args(["-TERM", &master.to_string()]));
+        assert!(ftpd.wait().expect("wait").success(), "{}", log());
+    }
+}
+
+/// A reload signalled while a dead front is being replaced is not lost: the
+/// master passed it to the dead front's pid, and the new front took over
+/// only the reloads done before. Now the new front gets it as it starts.
+#[test]
+fn a_reload_while_the_front_is_replaced_reaches_the_new_front() {
+    if !ftpd_tests::is_root() {
+        eprintln!("skipped: a separate front exists only when ftpd starts as root");
+        return;
+    }
+    let s = Setup::new();
+    let server = s.start("ftpd_banner=first banner\n");
+    for (attempt, banner) in ["second banner", "third banner", "fourth banner"].iter().enumerate() {
+        s.write(&format!("ftpd_banner={banner}\n"));
+        let before = server.log().matches("SIGHUP: configuration re-read").count();
+        run_ok(Command::new("kill").args(["-KILL", &server.front().to_string()]));
+        // SAFETY: kill(2) with a pid and a signal number.
+        assert_eq!(unsafe { libc::kill(server.pid() as i32, libc::SIGHUP) }, 0);
+        server.wait_log("SIGHUP: configuration re-read", before + 1, Duration::from_secs(10));
+        assert!(greeting(&server).contains(&format!("220 {banner}")), "attempt {attempt}:\n{}", server.log());
+    }
+}

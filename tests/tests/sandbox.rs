@@ -253,6 +253,27 @@ fn the_front_may_open_internet_sockets_only() {
     assert_eq!(seccomp_mode(server.front()), 2, "the new front is confined too");
 }
 
+/// Pairs of sockets too: unix ones (the channels) only. A netlink pair
+/// kills the front before the kernel looks at the family.
+#[test]
+fn the_front_may_make_unix_socket_pairs_only() {
+    if skip() {
+        return;
+    }
+    let (_dir, server, _) = front_dies_and_comes_back(
+        |front| {
+            run(Command::new("prlimit").args(["--pid", &front.to_string(), "--core=0"]));
+            // socketpair(AF_UNIX, SOCK_STREAM, 0, NULL): allowed (EFAULT).
+            gdb_call(front, "(long)syscall(53, 1, 1, 0, 0)");
+            assert!(alive(front), "a unix socket pair killed the front");
+            // socketpair(AF_NETLINK, SOCK_RAW, 0, NULL).
+            gdb_call(front, "(long)syscall(53, 16, 3, 0, 0)");
+        },
+        "the front was killed by seccomp (SIGSYS",
+    );
+    assert_eq!(seccomp_mode(server.front()), 2, "the new front is confined too");
+}
+
 /// A front that served and then exits with an error status (a bug that
 /// ends its accept loop, say) is replaced like one killed by a signal:
 /// only a front that fails before it serves is a startup failure.

@@ -627,14 +627,20 @@ fn a_user_database_behind_a_socket_does_not_kill_the_listing() {
     let log = work.path().join("ftpd.log");
     // A varlink service that accepts and hangs up: nss-systemd finds it in
     // the directory and opens a socket to ask it.
-    let service = "import socket\ns = socket.socket(socket.AF_UNIX)\n\
-                   s.bind('/run/systemd/userdb/io.systemd.DynamicUser')\ns.listen(64)\n\
-                   while True:\n    c, _ = s.accept()\n    c.close()\n";
+    // Each connection is counted in `accepted`.
+    let accepted = work.path().join("accepted");
+    let service = format!(
+        "import socket\ns = socket.socket(socket.AF_UNIX)\n\
+         s.bind('/run/systemd/userdb/io.systemd.DynamicUser')\ns.listen(64)\n\
+         while True:\n    c, _ = s.accept()\n    open('{}', 'a').write('x')\n    c.close()\n",
+        accepted.display()
+    );
     std::fs::write(work.path().join("userdb.py"), service).unwrap();
     let script = format!(
         "mount --make-rprivate / && mount -t tmpfs none /run && mkdir -p /run/systemd/userdb && \
          {{ python3 '{work}/userdb.py' </dev/null >/dev/null 2>&1 & echo $! >'{work}/userdb.pid'; }} && \
          while [ ! -S /run/systemd/userdb/io.systemd.DynamicUser ]; do sleep 0.05; done && \
+         {{ getent passwd {unknown} >/dev/null || true; }} && \
          exec '{bin}' '{conf}' 2>'{log}'",
         work = work.path().display(),
         bin = ftpd_tests::ftpd_bin().display(),
@@ -651,6 +657,11 @@ fn a_user_database_behind_a_socket_does_not_kill_the_listing() {
         assert!(std::time::Instant::now() < deadline, "ftpd does not listen: {}", log());
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // The lookup that glibc makes here does go through the socket (getent
+    // connected before ftpd started); ftpd's are refused before they do.
+    let connections = || std::fs::read(&accepted).map_or(0, |a| a.len());
+    assert!(connections() >= 1, "nss-systemd never asked the service: this test would prove nothing");
+    let before = connections();
     for (user, pass) in [("anonymous", None), ("vera", Some("right"))] {
         let mut c = ftpd_tests::Ftp::connect(addr);
         assert_eq!(c.read_reply().0, 220);
@@ -669,6 +680,7 @@ fn a_user_database_behind_a_socket_does_not_kill_the_listing() {
         assert_eq!(fields[2..4], [unknown.to_string(), unknown.to_string()], "{user}: the owner as a number: {line}");
         assert!(!log().contains("killed by"), "{user}:\n{}", log());
     }
+    assert_eq!(connections(), before, "a confined process reached the user database's socket");
     drop(server);
 }
 
