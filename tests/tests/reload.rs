@@ -655,10 +655,15 @@ fn a_reload_right_after_ready_reloads_and_kills_nothing() {
             .expect("spawn ftpd");
         let master = ftpd.id();
         let log = || std::fs::read_to_string(&log).unwrap_or_default();
-        s.write(&format!("{common}ftpd_banner=second banner\n"));
+        // The edit is renamed into place after READY: written over the file
+        // while ftpd starts, it could be read half-written.
+        let second = s.dir.path().join("second.conf");
+        let text = std::fs::read_to_string(s.conf()).expect("config");
+        std::fs::write(&second, text.replace("first banner", "second banner")).expect("write");
         let mut buf = [0u8; 512];
         let n = notify.recv(&mut buf).unwrap_or_else(|e| panic!("no READY: {e}\n{}", log()));
         assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+        std::fs::rename(&second, s.conf()).expect("rename");
         // SAFETY: kill(2) with a pid and a signal number.
         assert_eq!(unsafe { libc::kill(master as i32, libc::SIGHUP) }, 0);
         let deadline = Instant::now() + Duration::from_secs(10);
