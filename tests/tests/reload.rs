@@ -584,13 +584,15 @@ fn a_sighup_that_reaches_a_starting_front_waits_for_it() {
         let common = format!("listen_port={port}\nftpd_ebpf=off\nftpd_metrics_listen=\n");
         s.write(&format!("{common}ftpd_banner=first banner\n"));
         let log = s.dir.path().join("ftpd.log");
-        let mut ftpd = Command::new(ftpd_tests::ftpd_bin())
-            .arg(s.conf())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn ftpd");
-        let master = ftpd.id();
+        let mut ftpd = Started(
+            Command::new(ftpd_tests::ftpd_bin())
+                .arg(s.conf())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log"))
+                .spawn()
+                .expect("spawn ftpd"),
+        );
+        let master = ftpd.0.id();
         let log = || std::fs::read_to_string(&log).unwrap_or_default();
         // The master forks the front once it has read the file: the front
         // is its first child.
@@ -622,7 +624,7 @@ fn a_sighup_that_reaches_a_starting_front_waits_for_it() {
         assert!(!log().contains("new front started"), "attempt {attempt}: the front was replaced:\n{}", log());
         drop(c);
         run_ok(Command::new("kill").args(["-TERM", &master.to_string()]));
-        assert!(ftpd.wait().expect("wait").success(), "{}", log());
+        assert!(ftpd.0.wait().expect("wait").success(), "{}", log());
     }
 }
 
@@ -646,14 +648,16 @@ fn a_reload_right_after_ready_reloads_and_kills_nothing() {
         let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
         notify.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
         let log = s.dir.path().join("ftpd.log");
-        let mut ftpd = Command::new(ftpd_tests::ftpd_bin())
-            .arg(s.conf())
-            .env("NOTIFY_SOCKET", &notify_path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn ftpd");
-        let master = ftpd.id();
+        let mut ftpd = Started(
+            Command::new(ftpd_tests::ftpd_bin())
+                .arg(s.conf())
+                .env("NOTIFY_SOCKET", &notify_path)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log"))
+                .spawn()
+                .expect("spawn ftpd"),
+        );
+        let master = ftpd.0.id();
         let log = || std::fs::read_to_string(&log).unwrap_or_default();
         // The edit is renamed into place after READY: written over the file
         // while ftpd starts, it could be read half-written.
@@ -669,7 +673,7 @@ fn a_reload_right_after_ready_reloads_and_kills_nothing() {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !log().contains("SIGHUP: configuration re-read") {
             assert!(
-                ftpd.try_wait().expect("try_wait").is_none(),
+                ftpd.0.try_wait().expect("try_wait").is_none(),
                 "attempt {attempt}: the SIGHUP ended ftpd:\n{}",
                 log()
             );
@@ -686,7 +690,7 @@ fn a_reload_right_after_ready_reloads_and_kills_nothing() {
         assert_eq!((code, text.trim_end()), (220, "220 second banner"), "attempt {attempt}:\n{}", log());
         drop(c);
         run_ok(Command::new("kill").args(["-TERM", &master.to_string()]));
-        assert!(ftpd.wait().expect("wait").success(), "{}", log());
+        assert!(ftpd.0.wait().expect("wait").success(), "{}", log());
     }
 }
 
@@ -709,5 +713,20 @@ fn a_reload_while_the_front_is_replaced_reaches_the_new_front() {
         assert_eq!(unsafe { libc::kill(server.pid() as i32, libc::SIGHUP) }, 0);
         server.wait_log("SIGHUP: configuration re-read", before + 1, Duration::from_secs(10));
         assert!(greeting(&server).contains(&format!("220 {banner}")), "attempt {attempt}:\n{}", server.log());
+    }
+}
+
+/// ftpd started by hand, for the tests that signal it before the test kit
+/// would see it listen. Killed when dropped, so that a failing test leaves
+/// no server behind: killing the master takes the front along (its
+/// parent-death signal), and with them anything they attached.
+struct Started(std::process::Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
