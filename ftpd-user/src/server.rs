@@ -79,6 +79,29 @@ fn apply(
     Ok((crate::rates::apply(&shared.rates, limits), kept))
 }
 
+/// Gives the allocator's free memory back to the system every 10 s. A burst
+/// of logins (a brute force from many addresses) runs one blocking thread
+/// per login waiting on the master; when they are gone, glibc kept what they
+/// had freed, and the front stayed 30 MB or more above its start (measured
+/// after 2,000 wrong passwords from 200 addresses; `malloc_trim` gave back
+/// about half of it at once). The walk over free memory runs on a blocking
+/// thread.
+async fn trim_memory_now_and_then() {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let _ = tokio::task::spawn_blocking(|| {
+            #[cfg(target_env = "gnu")]
+            // SAFETY: malloc_trim only releases free memory of the allocator.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        })
+        .await;
+    }
+}
+
 /// Blocks SIGHUP in the calling thread and the threads it starts. Its
 /// default action ends the process, and a front (or ftpd without privilege
 /// separation) listens for it only once [`run`] starts: a reload sent as ftpd
@@ -123,6 +146,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
     }
     // SIGHUP: re-read the configuration and apply new rate limits, also to
     // transfers in progress (the master forwards the signal to this process).
+    tokio::spawn(trim_memory_now_and_then());
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     // Listened for now: a SIGHUP held since the process started comes in.
     release_sighup();
