@@ -150,6 +150,23 @@ fn alone() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Runs a timing comparison (`round` says whether it held, and its figures)
+/// until it holds, at most three times: a leak shows in every round, while
+/// a burst of other work on the machine (a build, in CI) rarely spans
+/// three. Returns whether one held, and every round's figures.
+fn up_to_three_rounds(mut round: impl FnMut() -> (bool, String)) -> (bool, String) {
+    let mut said = Vec::new();
+    for _ in 0..3 {
+        let (held, figures) = round();
+        eprintln!("fastest PASS: {figures}");
+        said.push(figures);
+        if held {
+            return (true, said.join("; "));
+        }
+    }
+    (false, said.join("; "))
+}
+
 /// The fastest of several timings: the cost of the path itself. Noise from
 /// other work on the machine only ever adds time, and it moved the median
 /// of 20 tries by 40% while two other processes kept both cores busy; the
@@ -194,15 +211,18 @@ fn unknown_virtual_users_cost_as_much_as_known_ones() {
     // Warm up (the first login starts the worker machinery, caches the file).
     pass("vera");
     pass("nobody-here");
-    let (mut known, mut unknown) = (Vec::new(), Vec::new());
-    for i in 0..20 {
-        known.push(pass("vera"));
-        unknown.push(pass(&format!("ghost{i}")));
-    }
-    let (k, u) = (fastest(&known), fastest(&unknown));
-    let ratio = k.as_secs_f64() / u.as_secs_f64();
-    eprintln!("fastest PASS: known user {k:?}, unknown user {u:?} (ratio {ratio:.2})");
-    assert!((0.7..=1.3).contains(&ratio), "known {k:?} vs unknown {u:?}: a user name shows in the timing");
+    let rounds = up_to_three_rounds(|| {
+        let (mut known, mut unknown) = (Vec::new(), Vec::new());
+        for i in 0..20 {
+            known.push(pass("vera"));
+            unknown.push(pass(&format!("ghost{i}")));
+        }
+        let (k, u) = (fastest(&known), fastest(&unknown));
+        let ratio = k.as_secs_f64() / u.as_secs_f64();
+        let said = format!("known {k:?} vs unknown {u:?} (ratio {ratio:.2})");
+        ((0.7..=1.3).contains(&ratio), said)
+    });
+    assert!(rounds.0, "a user name shows in the timing, fastest PASS: {}", rounds.1);
     // And the right password still works.
     let mut c = server.connect();
     c.cmd_ok("USER vera", 331);
@@ -236,18 +256,18 @@ fn unknown_virtual_users_cost_as_much_as_known_ones_in_a_mixed_file() {
     assert_eq!(pass("sam", "right").0, 230, "the SHA-512-crypt user logs in");
     assert_eq!(pass("vera", "right").0, 230, "the argon2 user logs in");
     pass("nobody-here", "wrong");
-    let (mut argon, mut crypt, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..15 {
-        argon.push(pass("vera", "wrong").1);
-        crypt.push(pass("sam", "wrong").1);
-        unknown.push(pass(&format!("ghost{i}"), "wrong").1);
-    }
-    let (a, c, u) = (fastest(&argon), fastest(&crypt), fastest(&unknown));
-    eprintln!("fastest PASS: argon2 user {a:?}, SHA-512-crypt user {c:?}, unknown user {u:?}");
-    for (what, k) in [("argon2", a), ("SHA-512-crypt", c)] {
-        let ratio = k.as_secs_f64() / u.as_secs_f64();
-        assert!((0.7..=1.3).contains(&ratio), "{what} user {k:?} vs unknown {u:?}: a user name shows in the timing");
-    }
+    let rounds = up_to_three_rounds(|| {
+        let (mut argon, mut crypt, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..15 {
+            argon.push(pass("vera", "wrong").1);
+            crypt.push(pass("sam", "wrong").1);
+            unknown.push(pass(&format!("ghost{i}"), "wrong").1);
+        }
+        let (a, c, u) = (fastest(&argon), fastest(&crypt), fastest(&unknown));
+        let within = [a, c].iter().all(|k| (0.7..=1.3).contains(&(k.as_secs_f64() / u.as_secs_f64())));
+        (within, format!("argon2 user {a:?}, SHA-512-crypt user {c:?}, unknown user {u:?}"))
+    });
+    assert!(rounds.0, "a user name shows in the timing, fastest PASS: {}", rounds.1);
     assert!(server.log().contains("mixes 2 hash algorithms or parameters"), "no warning about the mix");
 }
 
