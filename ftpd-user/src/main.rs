@@ -487,7 +487,9 @@ fn run(cli: Cli) -> Result<()> {
         std::process::exit(code);
     }
     warn!("not started as root: no privilege separation; every session acts as this process's user");
-    // A reload right after READY waits until the accept loop listens for it.
+    // A reload right after READY waits until the accept loop listens for it
+    // (held before the runtime's threads exist, so that they inherit it; a
+    // front has it held from its fork).
     let _ = ftpd::server::hold_sighup();
     notify_ready(addr);
     serve(parts, Authority::InProcess)
@@ -526,8 +528,6 @@ fn front_main(
 /// The front's work: the runtime, the metrics endpoint, the accept loop.
 fn serve(parts: FrontParts, authority: Authority) -> Result<()> {
     let FrontParts { cfg, root, plane, logs, source, tls, listener, metrics_listener } = parts;
-    // Before the runtime's threads exist, so that they inherit it.
-    let _ = ftpd::server::hold_sighup();
     let addr = listener.local_addr()?;
     // A panic ends its session's task only (tokio catches it); the line
     // goes to the log with the session's fields instead of bare stderr.

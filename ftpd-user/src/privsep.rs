@@ -359,13 +359,12 @@ static FRONT_PID: AtomicI32 = AtomicI32::new(0);
 static FRONT_SERVES: AtomicBool = AtomicBool::new(false);
 /// Set by SIGTERM/SIGINT: the front's end is then a shutdown, not a death.
 static STOPPING: AtomicBool = AtomicBool::new(false);
-/// A SIGHUP that came with no front to take it (before the first, or while
-/// a dead one is replaced): the next front gets it as it starts.
-static RELOAD_PENDING: AtomicBool = AtomicBool::new(false);
 /// SIGHUPs the master got, and how many of them a front's reload request
-/// covered (it reads the files after the request): a front that dies with
-/// a SIGHUP passed to it but not acted on (a dead process not yet reaped
-/// takes signals without a word) leaves it to the next front.
+/// covered (it reads the files after the request). Any left over when a
+/// front starts are its to do: they came with no front to take them
+/// (before the first, or while a dead one was replaced), or went to a front
+/// that died before it asked (a dead process not yet reaped takes signals
+/// without a word).
 static HUPS_SEEN: AtomicU64 = AtomicU64::new(0);
 static HUPS_DONE: AtomicU64 = AtomicU64::new(0);
 
@@ -373,9 +372,9 @@ extern "C" fn forward_signal(sig: libc::c_int) {
     let pid = FRONT_PID.load(Ordering::SeqCst);
     if sig == libc::SIGHUP {
         HUPS_SEEN.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: kill is async-signal-safe.
-        if !FRONT_SERVES.load(Ordering::SeqCst) || pid <= 0 || unsafe { libc::kill(pid, sig) } != 0 {
-            RELOAD_PENDING.store(true, Ordering::SeqCst);
+        if FRONT_SERVES.load(Ordering::SeqCst) && pid > 0 {
+            // SAFETY: kill is async-signal-safe.
+            unsafe { libc::kill(pid, sig) };
         }
         return;
     }
@@ -409,7 +408,7 @@ fn front_started(pid: i32) {
         // SAFETY: our own child.
         unsafe { libc::kill(pid, libc::SIGTERM) };
     }
-    if RELOAD_PENDING.swap(false, Ordering::SeqCst) {
+    if HUPS_SEEN.load(Ordering::SeqCst) > HUPS_DONE.load(Ordering::SeqCst) {
         // SAFETY: our own child.
         unsafe { libc::kill(pid, libc::SIGHUP) };
     }
@@ -484,9 +483,6 @@ pub fn run_master(
         let status = wait_front(front_pid);
         // Reaped: its pid may be reused.
         FRONT_PID.store(0, Ordering::SeqCst);
-        if HUPS_SEEN.load(Ordering::SeqCst) > HUPS_DONE.load(Ordering::SeqCst) {
-            RELOAD_PENDING.store(true, Ordering::SeqCst);
-        }
         // The first front exiting on its own (not by a signal) before it
         // served failed to start (a config file it could not read, say): its
         // code is ftpd's, and restarting would fail the same way. One that

@@ -91,14 +91,7 @@ async fn trim_memory_now_and_then() {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        let _ = tokio::task::spawn_blocking(|| {
-            #[cfg(target_env = "gnu")]
-            // SAFETY: malloc_trim only releases free memory of the allocator.
-            unsafe {
-                libc::malloc_trim(0);
-            }
-        })
-        .await;
+        let _ = tokio::task::spawn_blocking(crate::worker::release_memory).await;
     }
 }
 

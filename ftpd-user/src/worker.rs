@@ -473,10 +473,11 @@ fn start_listing(dir: OwnedFd, all: bool, cache_ms: u32, out: OwnedFd) -> Result
     })
 }
 
-/// Gives freed heap back to the system once no listing runs. Each listing
-/// thread allocates from its own malloc arena, which glibc keeps after the
-/// thread ends: 64 big listings left a worker at 182 MB (issue 10).
-fn release_memory() {
+/// Gives freed heap back to the system (`malloc_trim`): a worker's once no
+/// listing runs, the front's now and then. Each thread allocates from its
+/// own malloc arena, which glibc keeps after the thread ends: 64 big
+/// listings left a worker at 182 MB (issue 10).
+pub fn release_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free memory of the allocator.
     unsafe {
