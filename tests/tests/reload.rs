@@ -583,17 +583,8 @@ fn a_sighup_that_reaches_a_starting_front_waits_for_it() {
         let port = ftpd_tests::free_port();
         let common = format!("listen_port={port}\nftpd_ebpf=off\nftpd_metrics_listen=\n");
         s.write(&format!("{common}ftpd_banner=first banner\n"));
-        let log = s.dir.path().join("ftpd.log");
-        let mut ftpd = Started(
-            Command::new(ftpd_tests::ftpd_bin())
-                .arg(s.conf())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("log"))
-                .spawn()
-                .expect("spawn ftpd"),
-        );
-        let master = ftpd.0.id();
-        let log = || std::fs::read_to_string(&log).unwrap_or_default();
+        let mut ftpd = Started::spawn(&s, None);
+        let master = ftpd.child.id();
         // The master forks the front once it has read the file: the front
         // is its first child.
         let started = Instant::now();
@@ -602,29 +593,17 @@ fn a_sighup_that_reaches_a_starting_front_waits_for_it() {
             if let Some(pid) = kids.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()) {
                 break pid;
             }
-            assert!(started.elapsed() < Duration::from_secs(10), "no front:\n{}", log());
+            assert!(started.elapsed() < Duration::from_secs(10), "no front:\n{}", ftpd.log());
             std::thread::yield_now();
         };
         s.write(&format!("{common}ftpd_banner=second banner\n"));
         // SAFETY: kill(2) with a pid and a signal number.
         assert_eq!(unsafe { libc::kill(front, libc::SIGHUP) }, 0);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !log().contains("SIGHUP: configuration re-read") {
-            assert!(
-                !log().contains("killed by signal 1"),
-                "attempt {attempt}: the SIGHUP killed the front:\n{}",
-                log()
-            );
-            assert!(Instant::now() < deadline, "attempt {attempt}: the front never reloaded:\n{}", log());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let mut c = Ftp::connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-        let (code, text) = c.read_reply();
-        assert_eq!((code, text.trim_end()), (220, "220 second banner"), "attempt {attempt}:\n{}", log());
-        assert!(!log().contains("new front started"), "attempt {attempt}: the front was replaced:\n{}", log());
-        drop(c);
-        run_ok(Command::new("kill").args(["-TERM", &master.to_string()]));
-        assert!(ftpd.0.wait().expect("wait").success(), "{}", log());
+        ftpd.wait_reloaded(attempt);
+        ftpd.greets(port, "220 second banner", attempt);
+        let log = ftpd.log();
+        assert!(!log.contains("new front started"), "attempt {attempt}: the front was replaced:\n{log}");
+        ftpd.stop();
     }
 }
 
@@ -647,50 +626,21 @@ fn a_reload_right_after_ready_reloads_and_kills_nothing() {
         let notify_path = s.dir.path().join("notify");
         let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
         notify.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        let log = s.dir.path().join("ftpd.log");
-        let mut ftpd = Started(
-            Command::new(ftpd_tests::ftpd_bin())
-                .arg(s.conf())
-                .env("NOTIFY_SOCKET", &notify_path)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("log"))
-                .spawn()
-                .expect("spawn ftpd"),
-        );
-        let master = ftpd.0.id();
-        let log = || std::fs::read_to_string(&log).unwrap_or_default();
+        let mut ftpd = Started::spawn(&s, Some(&notify_path));
         // The edit is renamed into place after READY: written over the file
         // while ftpd starts, it could be read half-written.
         let second = s.dir.path().join("second.conf");
         let text = std::fs::read_to_string(s.conf()).expect("config");
         std::fs::write(&second, text.replace("first banner", "second banner")).expect("write");
         let mut buf = [0u8; 512];
-        let n = notify.recv(&mut buf).unwrap_or_else(|e| panic!("no READY: {e}\n{}", log()));
+        let n = notify.recv(&mut buf).unwrap_or_else(|e| panic!("no READY: {e}\n{}", ftpd.log()));
         assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
         std::fs::rename(&second, s.conf()).expect("rename");
         // SAFETY: kill(2) with a pid and a signal number.
-        assert_eq!(unsafe { libc::kill(master as i32, libc::SIGHUP) }, 0);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !log().contains("SIGHUP: configuration re-read") {
-            assert!(
-                ftpd.0.try_wait().expect("try_wait").is_none(),
-                "attempt {attempt}: the SIGHUP ended ftpd:\n{}",
-                log()
-            );
-            assert!(
-                !log().contains("killed by signal 1"),
-                "attempt {attempt}: the SIGHUP killed the front:\n{}",
-                log()
-            );
-            assert!(Instant::now() < deadline, "attempt {attempt}: no reload:\n{}", log());
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let mut c = Ftp::connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-        let (code, text) = c.read_reply();
-        assert_eq!((code, text.trim_end()), (220, "220 second banner"), "attempt {attempt}:\n{}", log());
-        drop(c);
-        run_ok(Command::new("kill").args(["-TERM", &master.to_string()]));
-        assert!(ftpd.0.wait().expect("wait").success(), "{}", log());
+        assert_eq!(unsafe { libc::kill(ftpd.child.id() as i32, libc::SIGHUP) }, 0);
+        ftpd.wait_reloaded(attempt);
+        ftpd.greets(port, "220 second banner", attempt);
+        ftpd.stop();
     }
 }
 
@@ -720,13 +670,61 @@ fn a_reload_while_the_front_is_replaced_reaches_the_new_front() {
 /// would see it listen. Killed when dropped, so that a failing test leaves
 /// no server behind: killing the master takes the front along (its
 /// parent-death signal), and with them anything they attached.
-struct Started(std::process::Child);
+struct Started {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Started {
+    /// ftpd on `s`'s config file, logging beside it; with `notify`, told to
+    /// say READY there as to systemd.
+    fn spawn(s: &Setup, notify: Option<&Path>) -> Self {
+        let log = s.dir.path().join("ftpd.log");
+        let mut cmd = Command::new(ftpd_tests::ftpd_bin());
+        cmd.arg(s.conf()).stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log).expect("log"));
+        if let Some(path) = notify {
+            cmd.env("NOTIFY_SOCKET", path);
+        }
+        Self { child: cmd.spawn().expect("spawn ftpd"), log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the reload a SIGHUP asked for; fails at once if the signal
+    /// ended ftpd or killed its front.
+    fn wait_reloaded(&mut self, attempt: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains("SIGHUP: configuration re-read") {
+            let ended = self.child.try_wait().expect("try_wait").is_some();
+            assert!(!ended, "attempt {attempt}: the SIGHUP ended ftpd:\n{}", self.log());
+            let log = self.log();
+            assert!(!log.contains("killed by signal 1"), "attempt {attempt}: the SIGHUP killed the front:\n{log}");
+            assert!(Instant::now() < deadline, "attempt {attempt}: no reload:\n{log}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The greeting on 127.0.0.1:`port` is `want`.
+    fn greets(&self, port: u16, want: &str, attempt: usize) {
+        let mut c = Ftp::connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        let (code, text) = c.read_reply();
+        assert_eq!((code, text.trim_end()), (220, want), "attempt {attempt}:\n{}", self.log());
+    }
+
+    /// SIGTERM, and ftpd exits 0.
+    fn stop(mut self) {
+        run_ok(Command::new("kill").args(["-TERM", &self.child.id().to_string()]));
+        assert!(self.child.wait().expect("wait").success(), "{}", self.log());
+    }
+}
 
 impl Drop for Started {
     fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }

@@ -229,6 +229,25 @@ fn execve_kills_the_front_the_master_says_so_and_a_new_front_serves() {
     assert_eq!(seccomp_mode(server.front()), 2, "the new front is confined too");
 }
 
+/// Makes the front make the `allowed` calls (C expressions for gdb), which
+/// must leave it running, then `fatal`, which the filter must answer by
+/// killing it; the master says so and a confined new front serves.
+fn allowed_then_fatal(allowed: &[&str], fatal: &str) {
+    let (_dir, server, _) = front_dies_and_comes_back(
+        |front| {
+            // Killed by SIGSYS, it would dump core (see `inject_execve`).
+            run(Command::new("prlimit").args(["--pid", &front.to_string(), "--core=0"]));
+            for call in allowed {
+                gdb_call(front, call);
+                assert!(alive(front), "{call} killed the front");
+            }
+            gdb_call(front, fatal);
+        },
+        "the front was killed by seccomp (SIGSYS",
+    );
+    assert_eq!(seccomp_mode(server.front()), 2, "the new front is confined too");
+}
+
 /// The front may open Internet sockets (data connections, listeners) and
 /// nothing else: a netlink socket, the way into much of the kernel's
 /// attack surface (routing, netfilter, XFRM), kills it like `execve`.
@@ -237,20 +256,12 @@ fn the_front_may_open_internet_sockets_only() {
     if skip() {
         return;
     }
-    let (_dir, server, _) = front_dies_and_comes_back(
-        |front| {
-            run(Command::new("prlimit").args(["--pid", &front.to_string(), "--core=0"]));
-            // socket(AF_INET6, SOCK_STREAM, 0) and socket(AF_INET, SOCK_DGRAM, 0):
-            // allowed, the front goes on.
-            gdb_call(front, "(long)syscall(41, 10, 1, 0)");
-            gdb_call(front, "(long)syscall(41, 2, 2, 0)");
-            assert!(alive(front), "an Internet socket killed the front");
-            // socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE).
-            gdb_call(front, "(long)syscall(41, 16, 3, 0)");
-        },
-        "the front was killed by seccomp (SIGSYS",
+    allowed_then_fatal(
+        // socket(AF_INET6, SOCK_STREAM, 0) and socket(AF_INET, SOCK_DGRAM, 0).
+        &["(long)syscall(41, 10, 1, 0)", "(long)syscall(41, 2, 2, 0)"],
+        // socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE).
+        "(long)syscall(41, 16, 3, 0)",
     );
-    assert_eq!(seccomp_mode(server.front()), 2, "the new front is confined too");
 }
 
 /// Pairs of sockets too: unix ones (the channels) only. A netlink pair
@@ -260,18 +271,12 @@ fn the_front_may_make_unix_socket_pairs_only() {
     if skip() {
         return;
     }
-    let (_dir, server, _) = front_dies_and_comes_back(
-        |front| {
-            run(Command::new("prlimit").args(["--pid", &front.to_string(), "--core=0"]));
-            // socketpair(AF_UNIX, SOCK_STREAM, 0, NULL): allowed (EFAULT).
-            gdb_call(front, "(long)syscall(53, 1, 1, 0, 0)");
-            assert!(alive(front), "a unix socket pair killed the front");
-            // socketpair(AF_NETLINK, SOCK_RAW, 0, NULL).
-            gdb_call(front, "(long)syscall(53, 16, 3, 0, 0)");
-        },
-        "the front was killed by seccomp (SIGSYS",
+    allowed_then_fatal(
+        // socketpair(AF_UNIX, SOCK_STREAM, 0, NULL): allowed (then EFAULT).
+        &["(long)syscall(53, 1, 1, 0, 0)"],
+        // socketpair(AF_NETLINK, SOCK_RAW, 0, NULL).
+        "(long)syscall(53, 16, 3, 0, 0)",
     );
-    assert_eq!(seccomp_mode(server.front()), 2, "the new front is confined too");
 }
 
 /// A front that served and then exits with an error status (a bug that

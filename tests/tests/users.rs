@@ -502,6 +502,27 @@ fn a_session_keeps_the_settings_of_its_login_and_the_next_login_gets_the_new_fil
 }
 
 /// A child process killed (SIGTERM, then waited for) on drop.
+/// /etc/nsswitch.conf, which must ask nss-systemd for users (Debian's
+/// `passwd: files systemd`, package libnss-systemd).
+fn needs_nss_systemd() -> String {
+    let nsswitch = std::fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();
+    assert!(
+        nsswitch.lines().any(|l| l.starts_with("passwd:") && l.contains("systemd")),
+        "this test needs nss-systemd in /etc/nsswitch.conf (Debian package libnss-systemd): {nsswitch}"
+    );
+    nsswitch
+}
+
+/// Waits (at most 10 s) until a server started by hand accepts on `addr`;
+/// fails with its `log`.
+fn wait_listening(addr: std::net::SocketAddr, log: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "ftpd does not listen: {}", log());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 struct Running(std::process::Child);
 
 impl Drop for Running {
@@ -520,11 +541,7 @@ fn a_user_only_the_user_database_knows_is_ftp_username_and_named_in_listings() {
     // from /run/userdb; ftpd runs in a mount namespace with its own /run,
     // so the host never sees them. /etc/passwd does not name them: only a
     // lookup through the user database finds them, as with LDAP.
-    let nsswitch = std::fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();
-    assert!(
-        nsswitch.lines().any(|l| l.starts_with("passwd:") && l.contains("systemd")),
-        "this test needs nss-systemd in /etc/nsswitch.conf (Debian package libnss-systemd): {nsswitch}"
-    );
+    let nsswitch = needs_nss_systemd();
     let n = std::process::id() % 100_000;
     let (name, group, id) = (format!("ftpdnss{n}"), format!("ftpdnssg{n}"), 3_900_000 + n);
     assert!(!nsswitch.is_empty() && run(Command::new("getent").args(["passwd", &name])).stdout.is_empty());
@@ -571,11 +588,7 @@ fn a_user_only_the_user_database_knows_is_ftp_username_and_named_in_listings() {
     let canonical = home.path().canonicalize().unwrap();
     assert!(first.contains(&format!("serving {} on", canonical.display())), "{first}\n{}", log());
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(std::time::Instant::now() < deadline, "ftpd does not listen: {}", log());
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_listening(addr, log);
     let mut c = ftpd_tests::Ftp::connect(addr);
     assert_eq!(c.read_reply().0, 220);
     c.cmd_ok("USER anonymous", 230);
@@ -598,11 +611,7 @@ fn a_user_only_the_user_database_knows_is_ftp_username_and_named_in_listings() {
 #[ignore = "privileged: a mount namespace with its own /run/systemd/userdb (cargo xtask test as root)"]
 fn a_user_database_behind_a_socket_does_not_kill_the_listing() {
     assert!(privileged());
-    let nsswitch = std::fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();
-    assert!(
-        nsswitch.lines().any(|l| l.starts_with("passwd:") && l.contains("systemd")),
-        "this test needs nss-systemd in /etc/nsswitch.conf (Debian package libnss-systemd): {nsswitch}"
-    );
+    needs_nss_systemd();
     let root = served();
     let unknown = 3_800_000 + std::process::id() % 100_000;
     std::fs::write(root.path().join("stray.txt"), b"who owns me\n").unwrap();
@@ -652,11 +661,7 @@ fn a_user_database_behind_a_socket_does_not_kill_the_listing() {
     let _service = KillOnDrop(work.path().join("userdb.pid"));
     let log = || std::fs::read_to_string(&log).unwrap_or_default();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(std::time::Instant::now() < deadline, "ftpd does not listen: {}", log());
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_listening(addr, log);
     // The lookup that glibc makes here does go through the socket (getent
     // connected before ftpd started); ftpd's are refused before they do.
     let connections = || std::fs::read(&accepted).map_or(0, |a| a.len());
