@@ -60,6 +60,9 @@ pub enum Command<'a> {
     Rest(u64),
     Size(&'a [u8]),
     Mdtm(Mdtm<'a>),
+    /// `MFMT TIME FILE` (draft-somers-ftp-mfxx): the time as seconds since
+    /// the epoch (UTC) and the file; `None`: not that form (501).
+    Mfmt(Option<(i64, &'a [u8])>),
     Mlst(&'a [u8]),
     /// `None`: the server's status; else a listing of a path.
     Stat(Option<ListArgs<'a>>),
@@ -308,6 +311,8 @@ pub enum Denied {
     Whole,
     /// A non-empty LIST/NLST/STAT argument's path, after its options.
     List,
+    /// What follows the first word (MFMT's file, after its time).
+    AfterWord,
 }
 
 /// One row of the command table.
@@ -347,6 +352,7 @@ pub static VERBS: &[Verb] = &[
     Verb { name: "HASH", feat: &["HASH SHA-256*;SHA-512"], denied: Denied::Whole, parse: |a| Ok(Command::Hash(a)), ..ROW },
     Verb { name: "HOST", access: Access::Open, feat: &["HOST"], parse: |a| Ok(Command::Host(a)), ..ROW },
     Verb { name: "MDTM", feat: &["MDTM"], denied: Denied::Whole, parse: |a| Ok(Command::Mdtm(Mdtm { whole: a, set: split_mdtm_time(a) })), ..ROW },
+    Verb { name: "MFMT", feat: &["MFMT"], denied: Denied::AfterWord, parse: |a| Ok(Command::Mfmt(split_mdtm_time(a).filter(|_| is_mfmt_time(a)))), ..ROW },
     Verb { name: "MLST", feat: &["MLST type*;size*;modify*;perm*;unique*;"], denied: Denied::Whole, parse: |a| Ok(Command::Mlst(a)), ..ROW },
     Verb { name: "PASV", feat: &["PASV"], parse: |_| Ok(Command::Pasv), ..ROW },
     Verb { name: "CCC", access: Access::Tls, help: Shown::Tls, feat: &["CCC"], feat_when: Shown::Tls, counted: false, parse: |_| Ok(Command::Ccc), ..ROW },
@@ -417,6 +423,7 @@ impl Verb {
             Denied::Whole => Some(arg),
             Denied::List if arg.is_empty() => None,
             Denied::List => Some(ListArgs::parse(arg).path),
+            Denied::AfterWord => arg.iter().position(|&b| b == b' ').map(|i| &arg[i + 1..]),
         }
     }
 }
@@ -611,6 +618,12 @@ pub fn split_mdtm_time(arg: &[u8]) -> Option<(i64, &[u8])> {
         return None;
     }
     Some((days_from_civil(i64::from(y), mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + s), name))
+}
+
+/// MFMT's time is `YYYYMMDDHHMMSS`, optionally with a fraction; vsftpd's
+/// MDTM also takes a bare date, MFMT does not.
+fn is_mfmt_time(arg: &[u8]) -> bool {
+    arg.get(8).is_some_and(u8::is_ascii_digit)
 }
 
 /// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
@@ -843,9 +856,9 @@ mod tests {
             lines,
             [
                 "ABOR ACCT ALLO APPE CDUP CWD  DELE EPRT EPSV FEAT HASH HELP HOST LIST MDTM",
-                "MKD  MLSD MLST MODE NLST NOOP OPTS PASS PASV PORT PWD  QUIT REST RETR RMD",
-                "RNFR RNTO SITE SIZE STAT STOR STOU STRU SYST TYPE USER XCUP XCWD XMKD XPWD",
-                "XRMD XSHA256",
+                "MFMT MKD  MLSD MLST MODE NLST NOOP OPTS PASS PASV PORT PWD  QUIT REST RETR",
+                "RMD  RNFR RNTO SITE SIZE STAT STOR STOU STRU SYST TYPE USER XCUP XCWD XMKD",
+                "XPWD XRMD XSHA256",
                 "AUTH CCC  PBSZ PROT",
             ]
         );
@@ -862,6 +875,7 @@ mod tests {
                 "HASH SHA-256*;SHA-512",
                 "HOST",
                 "MDTM",
+                "MFMT",
                 "MLST type*;size*;modify*;perm*;unique*;",
                 "PASV",
                 "REST STREAM",
@@ -892,6 +906,19 @@ mod tests {
         assert_eq!(f("LIST", b"-la pub"), Some(&b"pub"[..]));
         assert_eq!(f("LIST", b""), None);
         assert_eq!(f("STOU", b"x"), None);
+    }
+
+    #[test]
+    fn mfmt_takes_a_full_time_and_a_file() {
+        let p = |a: &[u8]| Command::parse(&[&b"MFMT "[..], a].concat()).map(|c| format!("{c:?}"));
+        let ok = |c: Command<'_>| Ok(format!("{c:?}"));
+        assert_eq!(p(b"20200101000000 a b"), ok(Command::Mfmt(Some((1_577_836_800, b"a b")))));
+        assert_eq!(p(b"20210203040506.123 f"), ok(Command::Mfmt(Some((1_612_325_106, b"f")))));
+        assert_eq!(p(b"20200101 f"), ok(Command::Mfmt(None)), "a bare date is MDTM's, not MFMT's");
+        assert_eq!(p(b"20201301000000 f"), ok(Command::Mfmt(None)));
+        assert_eq!(p(b"20200101000000"), ok(Command::Mfmt(None)));
+        let row = Verb::find("MFMT").expect("MFMT is in the table");
+        assert_eq!(row.denied_path(b"20200101000000 dir/x.txt"), Some(&b"dir/x.txt"[..]), "deny_file sees the file");
     }
 
     #[test]

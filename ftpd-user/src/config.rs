@@ -222,7 +222,7 @@ options! {
     ssl_tlsv1_3: Bool = true, "Offer TLS 1.3.";
     ssl_sslv2: Bool = false, "SSLv2 does not exist in rustls: YES with `ssl_enable` stops startup.";
     ssl_sslv3: Bool = false, "SSLv3 does not exist in rustls: YES with `ssl_enable` stops startup.";
-    require_ssl_reuse: Bool = true, "A TLS data connection must resume this control connection's TLS session (not any session the server issued); others get `522 SSL connection failed; session reuse required`.";
+    require_ssl_reuse: Bool = true, "A TLS data connection must resume a TLS session of its own client: one descending from the same full handshake as its control connection's (a client with several control connections, such as rclone, may use any of their sessions; another client's session, or none, gets `522 SSL connection failed; session reuse required`).";
     ssl_request_cert: Bool = true, "Accepted for compatibility; a client certificate is asked for only with `require_cert`.";
     require_cert: Bool = false, "Clients must present a certificate (checked against `ca_certs_file` with `validate_cert`).";
     validate_cert: Bool = false, "With `require_cert`: the client certificate must chain to `ca_certs_file`.";

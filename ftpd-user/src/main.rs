@@ -100,7 +100,7 @@ fn main() -> ExitCode {
         print!("{}", Config::describe());
         return ExitCode::SUCCESS;
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = log_filter(std::env::var("RUST_LOG").ok());
     let journal = if stderr_is_journal() && !cli.log_json { tracing_journald::layer().ok() } else { None };
     if let Some(journal) = journal {
         // Under systemd: structured entries (SESSION=, PEER=, USER= ...) that
@@ -126,6 +126,21 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The log filter: `RUST_LOG`, or `info`. rustls warns about how a client
+/// words its hello, most often an IP address where a host name belongs
+/// (curl and rclone connecting by address): every such client is normal, so
+/// that module's warnings are shown only when `RUST_LOG` names rustls.
+fn log_filter(env: Option<String>) -> tracing_subscriber::EnvFilter {
+    let mut spec = env.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| "info".into());
+    if !spec.contains("rustls") {
+        spec.push_str(",rustls::msgs::handshake=error");
+    }
+    tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+        eprintln!("ftpd: RUST_LOG={spec:?} is not a valid log filter ({e}); logging at info");
+        "info".into()
+    })
 }
 
 /// `ftpd passwd FILE USER`: sets USER's password in a `virtual_users_file`,

@@ -101,6 +101,9 @@ replies! {
     NO_DATA_SETUP = 425 "Use PORT or PASV first.";
     NETWORK_READ_FAILED = 426 "Failure reading network stream.";
     NETWORK_WRITE_FAILED = 426 "Failure writing network stream.";
+    /// HASH refused while this address (or the server) hashes as many files
+    /// as it may at once: a transient reply, clients try again.
+    HASH_BUSY = 450 "Too many HASH commands running, try again later.";
     DIRECTORY_READ_FAILED = 451 "Failure reading directory.";
     FILE_READ_FAILED = 451 "Failure reading local file.";
     FILE_WRITE_FAILED = 451 "Failure writing to local file.";
@@ -122,6 +125,7 @@ replies! {
     HASH_ABORTED = 451 "Hash aborted.";
     OPTION_NOT_UNDERSTOOD = 501 "Option not understood.";
     SITE_CHMOD_USAGE = 501 "SITE CHMOD needs <mode> <file>.";
+    MFMT_USAGE = 501 "MFMT needs YYYYMMDDHHMMSS and a file.";
     ACCT_NOT_IMPLEMENTED = 502 "ACCT not implemented.";
     REIN_NOT_IMPLEMENTED = 502 "REIN not implemented.";
     SMNT_NOT_IMPLEMENTED = 502 "SMNT not implemented.";

@@ -507,8 +507,8 @@ fn clean(s: &str) -> String {
 /// byte: the 421 goes over a (bounded) handshake, as vsftpd sends it, so the
 /// client shows the reply instead of a TLS error.
 pub async fn refuse_tls(stream: TcpStream, tls: &crate::tls::Tls, text: &str) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.for_session().config);
-    if let Ok(Ok(mut s)) = timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+    let Ok((hs, _)) = tls.control_handshake(0) else { return };
+    if let Ok(Ok(mut s)) = timeout(Duration::from_secs(10), hs.acceptor.accept(stream)).await {
         let _ = control::reply(&mut s, code::CLOSING, text).await;
         let _ = s.shutdown().await;
     }

@@ -17,11 +17,11 @@ use std::{
 };
 
 use rustls::{
-    DistinguishedName, ServerConfig, SignatureScheme,
+    DistinguishedName, HandshakeKind, ServerConfig, SignatureScheme,
     client::danger::HandshakeSignatureValid,
     crypto::CryptoProvider,
     server::{
-        StoresServerSessions, WebPkiClientVerifier,
+        ProducesTickets, StoresServerSessions, WebPkiClientVerifier,
         danger::{ClientCertVerified, ClientCertVerifier},
     },
 };
@@ -40,25 +40,247 @@ use crate::{config::Config, control::ControlRead};
 /// The server's TLS setup, shared by every session.
 #[derive(Debug)]
 pub struct Tls {
-    /// Certificate, key, versions, suites and client-certificate policy. Each
-    /// control connection gets a copy with its own session store.
+    /// Certificate, key, versions, suites and client-certificate policy.
+    /// Each handshake gets a copy whose ticket key and session cache are
+    /// wrapped to record and stamp [`Lineage`]s.
     base: ServerConfig,
+    /// The ticket key every control and data connection of this
+    /// configuration shares (rotated by rustls), so that a client may resume
+    /// on any of its connections a session any other of them was issued.
+    tickets: Arc<dyn ProducesTickets>,
+    /// TLS 1.2 sessions by id, for clients that refuse tickets.
+    sessions: Arc<dyn StoresServerSessions>,
+    /// Which full handshake each resumed control connection descends from.
+    lineages: Arc<Lineages>,
     /// Whether the kernel offers TLS offload (see [`ktls_available`]).
     pub ktls: bool,
 }
 
-/// One FTP session's TLS state: its configuration, whose session store only
-/// ever holds what this control connection and its data connections issued.
+/// Names one full TLS handshake: every session resumed from it, directly or
+/// through other resumed connections, belongs to the same client.
+///
+/// This is what `require_ssl_reuse` binds a data connection to. One FTP
+/// client may open several control connections (rclone: one per transfer)
+/// that resume each other's sessions, from one session cache shared by all
+/// its connections; any of their data connections may then present any of
+/// those sessions. A client that made a full handshake of its own, even from
+/// the same address with the same login, is another lineage: its sessions
+/// cannot take over this one's data connections, since resuming needs the
+/// secret of the handshake the lineage began with.
+pub type Lineage = [u8; 16];
+
+/// Most resumed connections remembered (about 16 MB at 64 bytes an entry
+/// with the map's overhead): one for each resumed control connection and
+/// each admitted download's data connection. Past it the oldest are
+/// forgotten: a data connection presenting a session issued to such a
+/// connection is then refused as foreign (522), never accepted wrongly.
+const LINEAGES_MAX: usize = 1 << 18;
+
+/// The stamp of each resumed connection, and the full handshake its lineage
+/// began with.
+#[derive(Debug, Default)]
+struct Lineages {
+    inner: Mutex<LineagesInner>,
+}
+
+#[derive(Debug, Default)]
+struct LineagesInner {
+    root: std::collections::HashMap<Lineage, Lineage>,
+    order: VecDeque<Lineage>,
+}
+
+impl Lineages {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LineagesInner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The full handshake `stamp` descends from (itself, if it was one).
+    fn root(&self, stamp: &Lineage) -> Lineage {
+        self.lock().root.get(stamp).copied().unwrap_or(*stamp)
+    }
+
+    /// Records that the connection stamping `stamp` resumed a session of `root`.
+    fn descend(&self, stamp: Lineage, root: Lineage) {
+        let mut l = self.lock();
+        if l.order.len() >= LINEAGES_MAX
+            && let Some(old) = l.order.pop_front()
+        {
+            l.root.remove(&old);
+        }
+        l.root.insert(stamp, root);
+        l.order.push_back(stamp);
+    }
+}
+
+/// What one handshake presented and what it stamps on what it issues.
+///
+/// Every connection stamps what it issues with a new random value, which
+/// stands for nothing until the handshake has ended resumed: only then is
+/// it recorded as descending from the lineage it resumed. A client that
+/// ends up with a full handshake (it presented no session, or one that
+/// rustls would not resume) holds sessions that lead nowhere.
+#[derive(Debug)]
+struct Note {
+    /// The stamp put on every ticket and session id this connection issues.
+    stamp: Lineage,
+    /// The stamp of the last session that was presented and could be read.
+    /// When the handshake ends resumed, this is the session it resumed
+    /// (rustls tries the offered sessions in turn and stops at the one it
+    /// accepts).
+    seen: Mutex<Option<Lineage>>,
+}
+
+impl Note {
+    fn see(&self, stamp: Lineage) {
+        *self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stamp);
+    }
+
+    fn seen(&self) -> Option<Lineage> {
+        *self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Splits a stamped plaintext into its stamp and the rustls part.
+fn unstamp(stamped: &[u8]) -> Option<(Lineage, &[u8])> {
+    let (stamp, rest) = stamped.split_first_chunk::<16>()?;
+    Some((*stamp, rest))
+}
+
+fn stamped(stamp: &Lineage, plain: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(stamp.len() + plain.len());
+    v.extend_from_slice(stamp);
+    v.extend_from_slice(plain);
+    v
+}
+
+/// The shared ticket key, with each ticket's lineage stamped inside the
+/// encryption (so it cannot be changed or forged by the client).
+#[derive(Debug)]
+struct StampedTickets {
+    inner: Arc<dyn ProducesTickets>,
+    note: Arc<Note>,
+}
+
+impl ProducesTickets for StampedTickets {
+    fn enabled(&self) -> bool {
+        self.inner.enabled()
+    }
+
+    fn lifetime(&self) -> u32 {
+        self.inner.lifetime()
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.inner.encrypt(&stamped(&self.note.stamp, plain))
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        let plain = self.inner.decrypt(cipher)?;
+        let (stamp, rest) = unstamp(&plain)?;
+        self.note.see(stamp);
+        Some(rest.to_vec())
+    }
+}
+
+/// The shared TLS 1.2 session cache, with each entry's lineage stamped.
+#[derive(Debug)]
+struct StampedSessions {
+    inner: Arc<dyn StoresServerSessions>,
+    note: Arc<Note>,
+}
+
+impl StoresServerSessions for StampedSessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.inner.put(key, stamped(&self.note.stamp, &value))
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let value = self.inner.get(key)?;
+        let (stamp, rest) = unstamp(&value)?;
+        self.note.see(stamp);
+        Some(rest.to_vec())
+    }
+
+    /// Does not remove: a session id is presented by every data connection
+    /// of an FTP session. Replaying one buys nothing without its secret, and
+    /// 0-RTT is off.
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.get(key)
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
+}
+
+/// TLS 1.3 tickets after a control connection's handshake: clients that use
+/// a ticket once have a second for their next connection.
+pub const CONTROL_TICKETS: usize = 2;
+
+/// TLS 1.2 sessions kept for clients that resume by id (most use tickets).
+const SESSION_CACHE: usize = 16_384;
+
+/// A handshake about to run: the acceptor, and what it will have seen.
+pub struct Handshake {
+    /// Runs the server side of the handshake.
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    note: Arc<Note>,
+}
+
+impl Handshake {
+    /// The stamp of the session the finished handshake `conn` resumed,
+    /// `None` after a full one.
+    fn resumed(&self, conn: &rustls::ServerConnection) -> Option<Lineage> {
+        if conn.handshake_kind() != Some(HandshakeKind::Resumed) {
+            return None;
+        }
+        self.note.seen()
+    }
+
+    /// Whether the finished handshake `conn` resumed some session.
+    pub fn was_resumed(&self, conn: &rustls::ServerConnection) -> bool {
+        self.resumed(conn).is_some()
+    }
+}
+
+/// One FTP session's TLS state, fixed by its control connection's handshake.
 #[derive(Clone, Debug)]
 pub struct SessionTls {
-    /// Used for the control connection and all its data connections.
-    pub config: Arc<ServerConfig>,
-    /// This session's resumption data.
-    pub store: Arc<SessionStore>,
+    /// The configuration the control connection used; data connections use
+    /// the same key, certificate and versions.
+    pub tls: Arc<Tls>,
+    /// The full handshake the control connection's session descends from.
+    pub lineage: Lineage,
     /// The client certificate the control connection presented, if any: a
     /// data connection that does not resume must present the same one
     /// (vsftpd's "DIFFERENT cert on data channel" check).
-    pub peer_cert: Arc<std::sync::OnceLock<Vec<u8>>>,
+    pub peer_cert: Option<Vec<u8>>,
+}
+
+impl SessionTls {
+    /// A data connection's handshake. It issues one TLS 1.3 ticket when the
+    /// server sends the file (the client reads to the end, ticket included)
+    /// and none when the client does: an uploading client never reads what
+    /// the server sent, and when it closes, its kernel answers the unread
+    /// bytes with a reset and drops what it had not yet sent, so the upload
+    /// ends truncated. Clients that use a TLS 1.3 session only once (OpenSSL's
+    /// session cache: curl) need the new ticket for their next transfer; the
+    /// control connection's session stays resumable for the others.
+    pub fn data_handshake(&self, download: bool) -> Result<Handshake, rustls::Error> {
+        Ok(self.tls.control_handshake(if download { 1 } else { 0 })?.0)
+    }
+
+    /// Whether the finished data handshake belongs to this session's client:
+    /// it resumed a session of the same lineage. If so, what it issued joins
+    /// the lineage too.
+    pub fn admit(&self, hs: &Handshake, conn: &rustls::ServerConnection) -> bool {
+        let Some(parent) = hs.resumed(conn) else { return false };
+        if self.tls.lineages.root(&parent) != self.lineage {
+            return false;
+        }
+        self.tls.lineages.descend(hs.note.stamp, self.lineage);
+        true
+    }
 }
 
 /// The bytes of the files FTPS reads: read as root (the key may be `0600
@@ -147,28 +369,50 @@ impl Tls {
             }
             e => format!("{key_option}={key_path} / rsa_cert_file={}: {e}", cfg.rsa_cert_file),
         })?;
-        // Each data connection gets fresh tickets too: clients that use a
-        // TLS 1.3 ticket once never run out over many transfers.
-        base.send_tls13_tickets = 2;
+        // Two per control connection (see [`CONTROL_TICKETS`]); data
+        // connections: [`SessionTls::data_handshake`].
+        base.send_tls13_tickets = CONTROL_TICKETS;
         base.max_early_data_size = 0;
-        Ok(Self { base, ktls: ktls_available() })
+        // The server's order of suites, not the client's: the strongest
+        // suite both sides have, whatever a client lists first.
+        base.ignore_client_order = true;
+        let tickets = rustls::crypto::ring::Ticketer::new()
+            .map_err(|e| format!("TLS: no session ticket key could be made ({e})"))?;
+        Ok(Self {
+            base,
+            tickets,
+            sessions: rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE),
+            lineages: Arc::default(),
+            ktls: ktls_available(),
+        })
     }
 
-    /// A configuration for a new control connection, with an empty store of
-    /// its own (TLS 1.2 session ids) and a ticket key of its own (TLS 1.2 and
-    /// 1.3 tickets): a data connection can resume this control connection's
-    /// session by either means, and no other's, since no other connection
-    /// can read these tickets.
-    pub fn for_session(&self) -> SessionTls {
-        let store = Arc::new(SessionStore::default());
+    /// A handshake that sends `tickets` TLS 1.3 tickets, and whose tickets
+    /// and sessions carry a new stamp, returned too.
+    pub fn control_handshake(&self, tickets: usize) -> Result<(Handshake, Lineage), rustls::Error> {
+        let mut stamp = Lineage::default();
+        self.base.crypto_provider().secure_random.fill(&mut stamp)?;
+        let note = Arc::new(Note { stamp, seen: Mutex::default() });
         let mut config = self.base.clone();
-        config.session_storage = Arc::clone(&store) as Arc<dyn StoresServerSessions>;
-        match rustls::crypto::ring::Ticketer::new() {
-            Ok(t) => config.ticketer = t,
-            // Session ids still work; only ticket resumption is lost.
-            Err(e) => tracing::warn!(error = %e, "TLS: no ticket key for this session; resumption by session id only"),
+        config.ticketer = Arc::new(StampedTickets { inner: Arc::clone(&self.tickets), note: Arc::clone(&note) });
+        config.session_storage =
+            Arc::new(StampedSessions { inner: Arc::clone(&self.sessions), note: Arc::clone(&note) });
+        config.send_tls13_tickets = tickets;
+        Ok((Handshake { acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)), note }, stamp))
+    }
+
+    /// The lineage of a finished control handshake that stamped `stamp`: its
+    /// own after a full handshake, else that of the session it resumed, which
+    /// from now on is also what `stamp` stands for.
+    pub fn lineage_of(&self, hs: &Handshake, conn: &rustls::ServerConnection, stamp: Lineage) -> Lineage {
+        match hs.resumed(conn) {
+            None => stamp,
+            Some(parent) => {
+                let root = self.lineages.root(&parent);
+                self.lineages.descend(stamp, root);
+                root
+            }
         }
-        SessionTls { config: Arc::new(config), store, peer_cert: Arc::default() }
     }
 }
 
@@ -251,75 +495,6 @@ impl ClientCertVerifier for AnyClientCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// Most resumption entries one FTP session keeps besides its control
-/// connection's own (each data connection adds two TLS 1.3 tickets).
-const STORE_MAX: usize = 32;
-
-/// The resumption store of one control connection.
-///
-/// Because every FTP session has its own, a data connection can resume only
-/// a session that this control connection (or one of its data connections)
-/// was issued: a ticket from another FTP session is unknown here, the
-/// handshake is a full one, and `require_ssl_reuse` refuses it.
-///
-/// `take` does not remove: clients such as Python's `ssl` offer the control
-/// connection's ticket again on every data connection, and a single-use
-/// ticket would fail their second transfer. Reuse is confined to one FTP
-/// session and 0-RTT is off, so a replayed ticket buys an attacker nothing
-/// (it still needs the resumption secret to finish the handshake).
-#[derive(Debug, Default)]
-pub struct SessionStore {
-    inner: Mutex<StoreInner>,
-}
-
-#[derive(Debug, Default)]
-struct StoreInner {
-    /// Oldest first; the first `pinned` came from the control handshake and
-    /// are never evicted.
-    entries: VecDeque<(Vec<u8>, Vec<u8>)>,
-    pinned: usize,
-}
-
-impl SessionStore {
-    fn lock(&self) -> std::sync::MutexGuard<'_, StoreInner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Keeps what the control handshake issued for as long as the session lasts.
-    pub fn pin(&self) {
-        let mut s = self.lock();
-        s.pinned = s.entries.len();
-    }
-}
-
-impl StoresServerSessions for SessionStore {
-    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
-        let mut s = self.lock();
-        if let Some(e) = s.entries.iter_mut().find(|e| e.0 == key) {
-            e.1 = value;
-            return true;
-        }
-        if s.entries.len() >= STORE_MAX + s.pinned {
-            let oldest = s.pinned;
-            s.entries.remove(oldest);
-        }
-        s.entries.push_back((key, value));
-        true
-    }
-
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.lock().entries.iter().find(|e| e.0 == key).map(|e| e.1.clone())
-    }
-
-    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.get(key)
-    }
-
-    fn can_cache(&self) -> bool {
-        true
     }
 }
 
@@ -549,18 +724,71 @@ impl AsyncWrite for CtlWrite {
 mod tests {
     use super::*;
 
+    fn key() -> Arc<dyn ProducesTickets> {
+        rustls::crypto::ring::Ticketer::new().expect("ticket key")
+    }
+
+    fn note(stamp: Lineage) -> Arc<Note> {
+        Arc::new(Note { stamp, seen: Mutex::default() })
+    }
+
     #[test]
-    fn store_keeps_pinned_entries_and_reuses_tickets() {
-        let s = SessionStore::default();
-        s.put(b"control".to_vec(), b"v".to_vec());
-        s.pin();
-        for i in 0..200u32 {
-            s.put(i.to_be_bytes().to_vec(), b"d".to_vec());
+    fn a_resumed_connection_joins_the_lineage_of_what_it_resumed() {
+        let l = Lineages::default();
+        let (a, b, c) = ([1; 16], [2; 16], [3; 16]);
+        assert_eq!(l.root(&a), a, "a full handshake is its own lineage");
+        l.descend(b, l.root(&a));
+        l.descend(c, l.root(&b));
+        assert_eq!(l.root(&c), a, "a chain of resumptions leads back to the full handshake");
+        assert_eq!(l.root(&[4; 16]), [4; 16]);
+    }
+
+    #[test]
+    fn the_oldest_descents_are_forgotten_first() {
+        let l = Lineages::default();
+        for i in 0..=LINEAGES_MAX as u32 {
+            let mut s = [0u8; 16];
+            s[..4].copy_from_slice(&i.to_be_bytes());
+            l.descend(s, [9; 16]);
         }
-        assert_eq!(s.take(b"control").as_deref(), Some(&b"v"[..]));
-        assert_eq!(s.take(b"control").as_deref(), Some(&b"v"[..]));
-        assert!(s.get(&0u32.to_be_bytes()).is_none());
-        assert!(s.get(&199u32.to_be_bytes()).is_some());
-        assert!(s.lock().entries.len() <= STORE_MAX + 1);
+        assert_eq!(l.lock().root.len(), LINEAGES_MAX);
+        assert_eq!(l.root(&[0; 16]), [0; 16], "the first was forgotten: it stands for itself, never for another");
+        let mut last = [0u8; 16];
+        last[..4].copy_from_slice(&(LINEAGES_MAX as u32).to_be_bytes());
+        assert_eq!(l.root(&last), [9; 16]);
+    }
+
+    #[test]
+    fn tickets_carry_the_issuers_stamp_sealed_by_the_shared_key() {
+        let inner = key();
+        let control = StampedTickets { inner: Arc::clone(&inner), note: note([7; 16]) };
+        let ticket = control.encrypt(b"session").expect("tickets are issued");
+        let data = StampedTickets { inner: Arc::clone(&inner), note: note([8; 16]) };
+        assert_eq!(data.note.seen(), None);
+        assert_eq!(data.decrypt(&ticket).as_deref(), Some(&b"session"[..]));
+        assert_eq!(data.note.seen(), Some([7; 16]), "the presented ticket's stamp, not the reader's own");
+        let mut forged = ticket.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let other = StampedTickets { inner: Arc::clone(&inner), note: note([9; 16]) };
+        assert_eq!(other.decrypt(&forged), None, "a changed ticket is not read");
+        assert_eq!(other.note.seen(), None);
+        // A ticket from another key (another server, a reload) is not read.
+        let foreign = StampedTickets { inner: key(), note: note([9; 16]) };
+        assert_eq!(foreign.decrypt(&ticket), None);
+    }
+
+    #[test]
+    fn session_ids_carry_the_issuers_stamp_and_stay_for_every_data_connection() {
+        let inner: Arc<dyn StoresServerSessions> = rustls::server::ServerSessionMemoryCache::new(8);
+        let control = StampedSessions { inner: Arc::clone(&inner), note: note([5; 16]) };
+        assert!(control.put(b"id".to_vec(), b"v".to_vec()));
+        let data = StampedSessions { inner: Arc::clone(&inner), note: note([6; 16]) };
+        assert_eq!(data.get(b"none"), None);
+        assert_eq!(data.note.seen(), None);
+        // Every data connection of a session presents the same id.
+        assert_eq!(data.take(b"id").as_deref(), Some(&b"v"[..]));
+        assert_eq!(data.take(b"id").as_deref(), Some(&b"v"[..]));
+        assert_eq!(data.note.seen(), Some([5; 16]));
     }
 }

@@ -257,6 +257,55 @@ fn anon_other_write_enable_no_protects_existing_files() {
     assert!(root.join("pub/d").is_dir());
 }
 
+/// MFMT (draft-somers-ftp-mfxx) sets a file's modification time in UTC,
+/// answers the time it set, and needs what vsftpd's `MDTM TIME FILE` needs:
+/// `mdtm_write` and the right to change existing files; `deny_file` covers
+/// the file name after the time.
+#[test]
+fn mfmt_sets_modification_times_with_mdtms_rights() {
+    let dir = tree();
+    let root = dir.path().join("root");
+    let server = Server::start(&root, &settings(&WRITE, &["deny_file={*.secret}"]));
+    std::fs::write(root.join("pub/x.secret"), b"s").expect("write");
+    let mut c = server.login();
+    c.cmd_ok("TYPE I", 200);
+    // Setting a time needs the file's owner (utime(2)), as in vsftpd: files
+    // the anonymous account uploaded.
+    for name in ["pub/up.txt", "pub/up2.txt"] {
+        assert_eq!(c.upload(&format!("STOR {name}"), b"up").1, 226);
+    }
+    assert_eq!(c.cmd_ok("MFMT 20210203040506 pub/up.txt", 213), "213 Modify=20210203040506; pub/up.txt\r\n");
+    let mtime = |name: &str| std::fs::metadata(root.join(name)).expect("stat").mtime();
+    assert_eq!(mtime("pub/up.txt"), 1_612_325_106, "the time is UTC");
+    assert_eq!(c.cmd_ok("MDTM pub/up.txt", 213), "213 20210203040506\r\n");
+    // A fraction is accepted and dropped.
+    c.cmd_ok("MFMT 19991231235900.250 pub/up2.txt", 213);
+    assert_eq!(mtime("pub/up2.txt"), 946_684_740);
+    for bad in ["MFMT", "MFMT 20210203 pub/up.txt", "MFMT 20211303040506 pub/up.txt", "MFMT 20210203040506", "MFMT x y"]
+    {
+        assert_eq!(c.cmd_ok(bad, 501), "501 MFMT needs YYYYMMDDHHMMSS and a file.\r\n", "{bad}");
+    }
+    assert_eq!(mtime("pub/up.txt"), 1_612_325_106, "a refused MFMT changes nothing");
+    for missing in ["pub/none.txt", "pub", "../../etc/passwd", "pub/a.txt"] {
+        let reply = c.cmd_ok(&format!("MFMT 20210203040506 {missing}"), 550);
+        assert_eq!(reply, "550 Could not set file modification time.\r\n", "{missing}");
+    }
+    assert_eq!(c.cmd_ok("MFMT 20210203040506 pub/x.secret", 550), "550 Permission denied.\r\n");
+    drop(c);
+
+    for extra in ["anon_other_write_enable=NO", "mdtm_write=NO"] {
+        let server = Server::start(&root, &settings(&WRITE, &[extra]));
+        let mut c = server.login();
+        assert_eq!(c.cmd_ok("MFMT 20000101000000 pub/up.txt", 550), "550 Permission denied.\r\n", "{extra}");
+        assert_eq!(mtime("pub/up.txt"), 1_612_325_106, "{extra}");
+    }
+    let server = Server::start(&root, &[]);
+    let mut c = server.login();
+    assert_eq!(c.cmd_ok("MFMT 20000101000000 pub/up.txt", 550), "550 Permission denied.\r\n", "read-only");
+    let mut fresh = server.connect();
+    assert_eq!(fresh.cmd_ok("MFMT 20000101000000 pub/up.txt", 530).get(..4), Some("530 "), "before login");
+}
+
 /// vsftpd only dispatches APPE when `anon_other_write_enable` allows it
 /// (postlogin.c), so APPE is `550 Permission denied.` for an existing file
 /// and for a new one alike.
@@ -314,6 +363,7 @@ fn feat_opts_and_host() {
         "EPSV",
         "HOST",
         "MDTM",
+        "MFMT",
         "MLST type*;size*;modify*;perm*;unique*;",
         "PASV",
         "REST STREAM",

@@ -235,6 +235,7 @@ impl Session {
             Command::Rest(n) => self.cmd_rest(n).await?,
             Command::Size(a) => self.cmd_size(a).await?,
             Command::Mdtm(m) => self.cmd_mdtm(m).await?,
+            Command::Mfmt(m) => self.cmd_mfmt(m).await?,
             Command::Mlst(a) => self.cmd_mlst(a).await?,
             Command::Stat(l) => self.cmd_stat(l).await?,
             Command::List(l) => self.cmd_list(l, ListKind::Long).await?,

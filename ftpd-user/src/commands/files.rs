@@ -274,6 +274,25 @@ impl Session {
         }
     }
 
+    /// MFMT (draft-somers-ftp-mfxx), which rclone, FileZilla and WinSCP use
+    /// to keep modification times: the same rights as vsftpd's `MDTM TIME
+    /// FILE` (`mdtm_write`, and the right to change existing files), but the
+    /// time is always UTC and the reply names the time that was set.
+    pub(crate) async fn cmd_mfmt(&mut self, m: Option<(i64, &[u8])>) -> io::Result<()> {
+        let Some((time, name)) = m else {
+            return self.send(reply::MFMT_USAGE).await;
+        };
+        if !self.cfg().mdtm_write || !self.may(Op::Other) {
+            return self.send(reply::PERMISSION_DENIED).await;
+        }
+        let done = self.path(name).is_some_and(|p| self.user().root.set_mtime(&p, time).is_ok());
+        if !done {
+            return self.send(reply::MDTM_SET_FAILED).await;
+        }
+        let text = format!("Modify={}; {}", fs::mdtm(time), String::from_utf8_lossy(name));
+        self.reply(code::FILE_STATUS, &text).await
+    }
+
     /// RFC 3659 `perm` fact for an entry, from what this session may do.
     pub(crate) fn perm_fact(&self, is_dir: bool) -> String {
         let mut p = String::new();

@@ -1,7 +1,7 @@
 //! FTPS commands (RFC 4217): AUTH, PBSZ, PROT, CCC, and the TLS handshakes
 //! of the control connection and of each `PROT P` data connection.
 
-use std::{io, sync::Arc, time::Duration};
+use std::{io, time::Duration};
 
 use rustls::HandshakeKind;
 use tokio::{
@@ -9,8 +9,7 @@ use tokio::{
     net::TcpStream,
     time::timeout,
 };
-use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::{
     command::{AuthKind, Prot},
@@ -18,7 +17,7 @@ use crate::{
     metrics::Metrics,
     reply::{self, code},
     session::{HANDSHAKE_TIMEOUT, Next, Raced, Session},
-    tls::{self, CtlRead, CtlWrite, DataStream},
+    tls::{self, CtlRead, CtlWrite, DataStream, SessionTls},
 };
 
 /// vsftpd's reply to a data connection whose TLS handshake failed, or that
@@ -51,8 +50,14 @@ impl Session {
     /// Runs the server side of the control connection's handshake. `false`:
     /// it failed and the session must end (nothing readable can be sent).
     pub(crate) async fn start_tls(&mut self) -> bool {
-        let Some(server) = &self.settings.tls else { return false };
-        let st = server.for_session();
+        let Some(server) = self.settings.tls.clone() else { return false };
+        let (hs, stamp) = match server.control_handshake(tls::CONTROL_TICKETS) {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(session = self.id, error = %e, "TLS: no random stamp for the session; connection closed");
+                return false;
+            }
+        };
         let r = std::mem::replace(&mut self.r, CtlRead::Gone);
         let w = std::mem::replace(&mut self.w, CtlWrite::Gone);
         let (CtlRead::Plain(r), CtlWrite::Plain(w)) = (r, w) else { return false };
@@ -60,22 +65,19 @@ impl Session {
         // Anything the client sent after AUTH in the clear is dropped, never
         // run as if it had come over TLS (the STARTTLS injection attack).
         self.reader = LineReader::default();
-        let acceptor = TlsAcceptor::from(Arc::clone(&st.config));
-        let err = match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        let err = match timeout(HANDSHAKE_TIMEOUT, hs.acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => {
-                // The control handshake's tickets stay resumable for as long
-                // as the session lasts, however many transfers follow.
-                st.store.pin();
-                if let Some(cert) = stream.get_ref().1.peer_certificates().and_then(<[_]>::first) {
-                    let _ = st.peer_cert.set(cert.as_ref().to_vec());
-                }
-                let version = stream.get_ref().1.protocol_version();
-                let suite = stream.get_ref().1.negotiated_cipher_suite().map(|s| s.suite());
-                info!(session = self.id, peer = %self.peer, ?version, ?suite, "control connection encrypted");
+                let conn = stream.get_ref().1;
+                let lineage = server.lineage_of(&hs, conn, stamp);
+                let peer_cert = conn.peer_certificates().and_then(<[_]>::first).map(|c| c.as_ref().to_vec());
+                let version = conn.protocol_version();
+                let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
+                let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
+                info!(session = self.id, peer = %self.peer, ?version, ?suite, resumed, "control connection encrypted");
                 let (r, w) = tokio::io::split(stream);
                 self.r = CtlRead::tls(r);
                 self.w = CtlWrite::Tls(w);
-                self.tls = Some(st);
+                self.tls = Some(SessionTls { tls: server, lineage, peer_cert });
                 return true;
             }
             Ok(Err(e)) => e,
@@ -177,16 +179,26 @@ impl Session {
     }
 
     /// Puts a data connection under TLS when `PROT P` is in force, after the
-    /// 150 reply (clients start the handshake once they see it). With
-    /// `require_ssl_reuse`, the handshake must resume this control
-    /// connection's session. Replies and returns `None` on failure.
-    pub(crate) async fn secure_data(&mut self, tcp: TcpStream) -> io::Result<Option<DataStream>> {
+    /// 150 reply (clients start the handshake once they see it); `download`:
+    /// the server sends (see [`SessionTls::data_handshake`]). With
+    /// `require_ssl_reuse`, the handshake must resume a session of this
+    /// control connection's client (its [`tls::Lineage`]). Replies and
+    /// returns `None` on failure.
+    pub(crate) async fn secure_data(&mut self, tcp: TcpStream, download: bool) -> io::Result<Option<DataStream>> {
         self.data_tls = false;
         let Some(st) = self.tls.clone().filter(|_| self.prot_private) else {
             return Ok(Some(DataStream::Plain(tcp)));
         };
         let reuse = self.cfg().require_ssl_reuse;
-        let acceptor = TlsAcceptor::from(Arc::clone(&st.config));
+        let hs = match st.data_handshake(download) {
+            Ok(hs) => hs,
+            Err(e) => {
+                warn!(session = self.id, error = %e, "TLS: no random stamp for the data connection");
+                self.send(reply::DATA_TLS_FAILED).await?;
+                return Ok(None);
+            }
+        };
+        let acceptor = hs.acceptor.clone();
         // A data connection that never finishes its handshake is a stalled
         // transfer: data_connection_timeout applies, if it is shorter.
         let wait = match self.shared.cfg().data_connection_timeout {
@@ -207,24 +219,25 @@ impl Session {
             }
             Raced::Done(Ok(Ok(s))) => {
                 let conn = s.get_ref().1;
-                let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
-                // A full handshake (require_ssl_reuse=NO) must come from the
-                // holder of the control connection's client certificate.
-                let same_cert = match st.peer_cert.get() {
+                let same_client = st.admit(&hs, conn);
+                // Any other handshake (require_ssl_reuse=NO) must come from
+                // the holder of the control connection's client certificate.
+                let same_cert = match &st.peer_cert {
                     None => true,
                     Some(want) => conn.peer_certificates().and_then(<[_]>::first).is_some_and(|c| c.as_ref() == want),
                 };
-                if !resumed && !same_cert {
+                if !same_client && !same_cert {
                     info!(session = self.id, peer = %self.peer, "data connection presented another client certificate; refused");
                     Metrics::inc(&self.shared.metrics.tls_handshake_failures, "reason", "different_certificate");
                     self.send(reply::DATA_TLS_FAILED).await?;
                     return Ok(None);
                 }
-                if resumed || !reuse {
+                if same_client || !reuse {
                     self.data_tls = true;
                     return Ok(Some(DataStream::Tls(Box::new(s))));
                 }
-                info!(session = self.id, peer = %self.peer, "data connection did not resume this session's TLS session; refused");
+                let how = if hs.was_resumed(conn) { "resumed another client's session" } else { "did not resume" };
+                info!(session = self.id, peer = %self.peer, how, "data connection is not of this session's TLS client; refused");
                 "no_session_reuse"
             }
         };

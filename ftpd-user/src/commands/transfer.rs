@@ -158,7 +158,7 @@ impl Session {
         };
         let Some(data) = self.open_data().await? else { return Ok(()) };
         self.send(reply::LISTING_FOLLOWS).await?;
-        let Some(mut data) = self.secure_data(data).await? else { return Ok(()) };
+        let Some(mut data) = self.secure_data(data, true).await? else { return Ok(()) };
         let strict_shutdown = self.cfg().strict_ssl_write_shutdown;
         // Streamed: each chunk of entries is formatted and written before the
         // next is read, so a listing costs one chunk of memory whatever its size.
@@ -302,14 +302,13 @@ impl Session {
             Ok(x) => x,
             Err(r) => return self.send(r).await,
         };
+        let shared = Arc::clone(&self.shared);
+        let Some(_slot) = shared.hashing.take(self.peer.ip()) else {
+            return self.send(reply::HASH_BUSY).await;
+        };
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
-        let work = async move {
-            // Hashing is CPU- and disk-bound: a few at a time in the whole
-            // process, so that clients cannot occupy every blocking thread.
-            let _permit = HASHING.acquire().await;
-            tokio::task::spawn_blocking(move || hash_file(&file, alg, &stopped)).await
-        };
+        let work = async move { tokio::task::spawn_blocking(move || hash_file(&file, alg, &stopped)).await };
         match self.race(work).await? {
             Raced::Done(Ok(Ok((digest, len)))) => {
                 let text = if draft {
@@ -344,7 +343,7 @@ impl Session {
         let mode = if plan.ascii { "ASCII" } else { "BINARY" };
         let text = format!("Opening {mode} mode data connection for {} ({} bytes).", plan.name, plan.size);
         self.reply(code::OPENING_DATA, &text).await?;
-        let Some(data) = self.secure_data(data).await? else { return Ok(()) };
+        let Some(data) = self.secure_data(data, true).await? else { return Ok(()) };
         let sent = self.run_retr(&plan, data, &flow).await?;
         drop(flow);
         self.finish_retr(&plan, sent).await
@@ -454,7 +453,7 @@ impl Session {
         } else {
             self.send(reply::SEND_DATA).await?;
         }
-        let Some(data) = self.secure_data(data).await? else {
+        let Some(data) = self.secure_data(data, false).await? else {
             up.plan.discard(&self.user().root);
             return Ok(());
         };
@@ -1227,10 +1226,6 @@ impl Lister {
         Ok(failed)
     }
 }
-
-/// HASH commands running at once in this process (each holds a blocking
-/// thread while it reads its file).
-static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 /// The lower-case hex digest of `file` from its start to its end, and the
 /// number of bytes read. Blocking. Stops early, with an error, once `stop` is set.
