@@ -4,7 +4,7 @@
 use std::{
     io,
     net::{IpAddr, SocketAddr},
-    os::fd::{AsFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
     time::Duration,
 };
 
@@ -146,7 +146,15 @@ pub async fn send_file(
     while offset < end {
         let want = usize::try_from((end - offset).min(CHUNK)).unwrap_or(usize::MAX);
         let count = pacer.budget(stream.as_fd(), want).await;
-        match timeout(stall, stream.writable()).await {
+        let writable = async {
+            loop {
+                tokio::select! {
+                    r = stream.writable() => return r,
+                    () = tokio::time::sleep(Pacer::nap()) => pacer.refresh(stream.as_fd()),
+                }
+            }
+        };
+        match timeout(stall, writable).await {
             Err(_) => return Err(DataError::Stalled),
             Ok(Err(e)) => return Err(DataError::Network(e)),
             Ok(Ok(())) => {}
@@ -202,7 +210,21 @@ pub async fn send_paced<S: tokio::io::AsyncWrite + AsFd + Unpin>(
 ) -> Result<(), DataError> {
     while !bytes.is_empty() {
         let n = pacer.budget(stream.as_fd(), bytes.len()).await;
-        send_bytes(stream, &bytes[..n], stall).await?;
+        let sock = stream.as_fd().as_raw_fd();
+        let send = send_bytes(stream, &bytes[..n], stall);
+        tokio::pin!(send);
+        // While the write waits for room, a new share still reaches the
+        // socket (see `Pacer::refresh`).
+        loop {
+            tokio::select! {
+                r = &mut send => { r?; break }
+                () = tokio::time::sleep(Pacer::nap()) => {
+                    // SAFETY: `stream` owns `sock` and outlives this loop;
+                    // only its pacing rate is set through this borrow.
+                    pacer.refresh(unsafe { BorrowedFd::borrow_raw(sock) });
+                }
+            }
+        }
         pacer.moved(n);
         bytes = &bytes[n..];
     }

@@ -259,6 +259,21 @@ impl Pacer {
         }
     }
 
+    /// Applies a changed share to `sock` at once. A write that waits for room
+    /// in the socket calls this every [`nap`]: after a deep cut the socket
+    /// drains at the old, low pacing rate, and a raise must not wait for it.
+    pub fn refresh(&mut self, sock: BorrowedFd<'_>) {
+        let r = self.flow.rate.load(Ordering::Relaxed);
+        if self.rate.is_some_and(|old| old != r) {
+            self.restart(sock, r);
+        }
+    }
+
+    /// How often a waiting write looks at the share ([`Pacer::refresh`]).
+    pub fn nap() -> Duration {
+        Duration::from_secs_f64(MAX_NAP)
+    }
+
     /// Starts the schedule again at share `r` (0: none), applying it to the
     /// socket's pacing rate when this end sends.
     fn restart(&mut self, sock: BorrowedFd<'_>, r: u64) {
