@@ -15,7 +15,7 @@ use crate::{
     net::canonical,
     session,
     settings::Settings,
-    shared::{Shared, Stop},
+    shared::{Refusal, Shared, Stop},
 };
 
 /// SIGHUP: reads the configuration again (through the master, which also
@@ -123,9 +123,6 @@ fn release_sighup() {
     let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&SigSet::from(Signal::SIGHUP)), None);
 }
 
-/// The 421 text for a banned network.
-const BANNED: &str = "Too many failed logins from your network; try again later.";
-
 /// Accepts control connections until `shutdown` resolves, then closes the
 /// listener and ends the sessions (see [`drain`]).
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
@@ -213,6 +210,9 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             }
         };
         let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        // The client's address, for admission and for the session: the one
+        // place it is decided (the TCP peer; behind a load balancer it will
+        // be the address a PROXY header names).
         let ip = canonical(peer.ip());
         let _ = stream.set_nodelay(true);
         // Clients send ABOR as urgent data (Python's ftplib marks the whole line
@@ -221,30 +221,20 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
         let shared2 = Arc::clone(&shared);
         shared.metrics.sessions_total.inc();
         tokio::spawn(async move {
-            let banned = {
-                let settings = shared2.settings();
-                shared2.bans.refuses(&settings.cfg, &settings.ban_allow, ip, std::time::Instant::now())
-            };
-            if banned {
-                // Closed at once, never held: a banned client gets nothing to
-                // wait on, and with the kernel plane its next SYNs are dropped.
-                debug!(peer = %peer, "connection refused: banned network");
-                crate::metrics::Metrics::inc(&shared2.metrics.refused, "reason", "banned");
-                session::refuse(&mut stream, BANNED, false).await;
-                return;
-            }
             let slot = match shared2.admit(ip) {
                 Ok(s) => s,
-                Err(text) => {
-                    warn!(peer = %peer, reason = text, "connection refused");
-                    let reason = if text == crate::shared::TOO_MANY_FROM_NETWORK {
-                        "max_per_prefix"
-                    } else if text.contains("internet address") {
-                        "max_per_ip"
-                    } else {
-                        "max_clients"
-                    };
-                    crate::metrics::Metrics::inc(&shared2.metrics.refused, "reason", reason);
+                Err(refusal) => {
+                    crate::metrics::Metrics::inc(&shared2.metrics.refused, "reason", refusal.label());
+                    let text = refusal.text();
+                    if refusal == Refusal::Banned {
+                        // Closed at once, never held: a banned client gets
+                        // nothing to wait on, and with the kernel plane its
+                        // next SYNs are dropped.
+                        debug!(peer = %peer, reason = refusal.label(), "connection refused");
+                        session::refuse(&mut stream, text, false).await;
+                        return;
+                    }
+                    warn!(peer = %peer, reason = refusal.label(), "connection refused");
                     let settings = shared2.settings();
                     match settings.tls.as_ref().filter(|_| settings.cfg.implicit_ssl) {
                         Some(tls) => session::refuse_tls(stream, tls, text).await,

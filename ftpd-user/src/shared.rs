@@ -15,8 +15,42 @@ use crate::{
     config::Config, dataplane::Dataplane, net::canonical, privsep::Authority, settings::Settings, xferlog::Logs,
 };
 
-/// The 421 text for `ftpd_max_per_prefix`, in vsftpd's `max_per_ip` style.
-pub(crate) const TOO_MANY_FROM_NETWORK: &str = "There are too many connections from your network.";
+/// Why a new control connection is refused. The one decision gives the 421
+/// text, the `reason` label of `ftpd_connections_refused_total` and the log
+/// line, so that a new cap (the fleet's shared ones) is one variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_clients`.
+    MaxClients,
+    /// `max_per_ip`.
+    MaxPerIp,
+    /// `ftpd_max_per_prefix`.
+    MaxPerPrefix,
+    /// The client's network is banned (`ftpd_ban_enable`).
+    Banned,
+}
+
+impl Refusal {
+    /// The 421 text (vsftpd's, where vsftpd has the limit).
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::MaxClients => "There are too many connected users, please try later.",
+            Self::MaxPerIp => "There are too many connections from your internet address.",
+            Self::MaxPerPrefix => "There are too many connections from your network.",
+            Self::Banned => "Too many failed logins from your network; try again later.",
+        }
+    }
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::MaxClients => "max_clients",
+            Self::MaxPerIp => "max_per_ip",
+            Self::MaxPerPrefix => "max_per_prefix",
+            Self::Banned => "banned",
+        }
+    }
+}
 
 /// Which data plane enforces limits in this process.
 #[derive(Debug)]
@@ -213,24 +247,29 @@ impl Shared {
         self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).total
     }
 
-    /// Counts a new control connection, or says which vsftpd refusal applies.
-    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
+    /// Admits a new control connection from `ip` (counted until the slot is
+    /// dropped), or says why not: a banned network first, then the caps.
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
+        let settings = self.settings();
+        if self.bans.refuses(&settings.cfg, &settings.ban_allow, ip, std::time::Instant::now()) {
+            return Err(Refusal::Banned);
+        }
+        let cfg = &settings.cfg;
         let mut c = self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let cfg = self.cfg();
         let max = cfg.max_clients;
         if max != 0 && c.total >= max {
-            return Err("There are too many connected users, please try later.");
+            return Err(Refusal::MaxClients);
         }
         let per_ip = cfg.max_per_ip;
         let n = c.per_ip.get(&ip).copied().unwrap_or(0);
         if per_ip != 0 && n >= per_ip {
-            return Err("There are too many connections from your internet address.");
+            return Err(Refusal::MaxPerIp);
         }
-        let net = (cfg.ftpd_max_per_prefix != 0).then(|| crate::bans::network(&cfg, ip));
+        let net = (cfg.ftpd_max_per_prefix != 0).then(|| crate::bans::network(cfg, ip));
         if let Some(net) = net {
             let have = c.per_net.get(&net).copied().unwrap_or(0);
             if have >= cfg.ftpd_max_per_prefix {
-                return Err(TOO_MANY_FROM_NETWORK);
+                return Err(Refusal::MaxPerPrefix);
             }
             c.per_net.insert(net, have + 1);
         }
