@@ -33,6 +33,7 @@ pub mod server;
 pub mod session;
 pub mod settings;
 pub mod shared;
+pub mod slots;
 pub mod stats;
 pub mod tls;
 pub mod worker;

@@ -87,60 +87,9 @@ pub struct Shared {
     pub(crate) next_id: AtomicU64,
     conns: Mutex<Conns>,
     /// HASH commands running, per client address and in all.
-    pub hashing: HashSlots,
-}
-
-/// HASH commands running at once from one client address.
-pub const HASHES_PER_IP: u32 = 1;
-/// HASH commands running at once in this process: each holds a blocking
-/// thread and reads a whole file.
-pub const HASHES: u32 = 4;
-
-/// Who is hashing now. A HASH beyond either limit is answered at once with a
-/// busy reply (450) rather than queued: a queue let four sessions hashing
-/// huge files from one address keep every other client's HASH of a small
-/// file waiting for as long as they ran.
-#[derive(Debug, Default)]
-pub struct HashSlots {
-    running: Mutex<HashMap<IpAddr, u32>>,
-}
-
-/// One running HASH; its slot is given back when dropped.
-#[derive(Debug)]
-pub struct HashSlot<'a> {
-    slots: &'a HashSlots,
-    ip: IpAddr,
-}
-
-impl HashSlots {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, u32>> {
-        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A slot for `ip`, or `None` when that address or the process is at its limit.
-    pub fn take(&self, ip: IpAddr) -> Option<HashSlot<'_>> {
-        let ip = canonical(ip);
-        let mut running = self.lock();
-        let total: u32 = running.values().sum();
-        let mine = running.get(&ip).copied().unwrap_or(0);
-        if total >= HASHES || mine >= HASHES_PER_IP {
-            return None;
-        }
-        running.insert(ip, mine + 1);
-        Some(HashSlot { slots: self, ip })
-    }
-}
-
-impl Drop for HashSlot<'_> {
-    fn drop(&mut self) {
-        let mut running = self.slots.lock();
-        if let Some(n) = running.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                running.remove(&self.ip);
-            }
-        }
-    }
+    pub hashing: crate::slots::HashSlots,
+    /// Directory listings running, per client address and per file worker.
+    pub listings: Arc<crate::slots::Listings>,
 }
 
 /// How far a shutdown has got.
@@ -189,7 +138,8 @@ impl Shared {
             bans: crate::bans::Bans::default(),
             next_id: AtomicU64::new(1),
             conns: Mutex::default(),
-            hashing: HashSlots::default(),
+            hashing: crate::slots::HashSlots::default(),
+            listings: Arc::default(),
         }
     }
 
@@ -357,25 +307,5 @@ impl Drop for Slot {
                 c.per_net.remove(net);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hash_slots_are_one_per_address_and_four_in_all_and_come_back() {
-        let slots = HashSlots::default();
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let first = slots.take(a).expect("a first HASH runs");
-        assert!(slots.take(a).is_none(), "a second from the same address is busy");
-        // The same address written as IPv4-mapped IPv6 is the same client.
-        assert!(slots.take("::ffff:192.0.2.1".parse().unwrap()).is_none());
-        let others: Vec<_> = (2..=4).map(|i| slots.take(format!("192.0.2.{i}").parse().unwrap())).collect();
-        assert!(others.iter().all(Option::is_some), "other addresses are not held up by the first");
-        assert!(slots.take("192.0.2.9".parse().unwrap()).is_none(), "the server's limit");
-        drop(first);
-        assert!(slots.take(a).is_some(), "a finished HASH gives its slot back");
     }
 }

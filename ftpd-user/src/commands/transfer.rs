@@ -117,6 +117,7 @@ impl Session {
             session: self.id,
             ip: self.peer_ip(),
             worker: self.user().root.worker_key(),
+            listings: Arc::clone(&self.shared.listings),
         }
     }
 
@@ -152,7 +153,7 @@ impl Session {
         // One address may not hold all of a worker's listing slots (a session
         // runs one command at a time, so it holds at most one).
         let worker = self.user().root.worker_key();
-        let Some(slot) = ListingSlot::take(self.peer_ip(), worker, self.cfg().ftpd_max_listings_per_ip) else {
+        let Some(slot) = self.shared.listings.take(self.peer_ip(), worker, self.cfg().ftpd_max_listings_per_ip) else {
             info!(session = self.id, peer = %self.peer, "listing refused: ftpd_max_listings_per_ip reached");
             return self.send(reply::TOO_MANY_LISTINGS).await;
         };
@@ -180,7 +181,7 @@ impl Session {
                 finish_send(&mut data, stall, strict_shutdown).await?;
                 Ok::<bool, DataError>(failed)
             };
-            // `None`: ended to give its slot to another address (see [`preempt`]).
+            // `None`: ended to give its slot to another address (see [`crate::slots::Listings::preempt`]).
             tokio::select! {
                 r = work => Some(r),
                 () = stop.notified() => None,
@@ -902,103 +903,6 @@ fn unique_name(root: &Fs, wanted: &VPath) -> Option<VPath> {
     })
 }
 
-/// Listings running per client address (`ftpd_max_listings_per_ip`).
-static LISTINGS_BY_IP: std::sync::Mutex<Option<std::collections::HashMap<std::net::IpAddr, u32>>> =
-    std::sync::Mutex::new(None);
-
-/// A running listing, as [`preempt`] sees it.
-struct Running {
-    id: u64,
-    ip: std::net::IpAddr,
-    /// [`Fs::worker_key`]: whose listing slots it holds.
-    worker: usize,
-    started: Instant,
-    /// Notified to end the listing.
-    stop: Arc<tokio::sync::Notify>,
-    stopped: bool,
-}
-
-/// Every running listing of this process, for [`preempt`].
-static RUNNING: std::sync::Mutex<Vec<Running>> = std::sync::Mutex::new(Vec::new());
-static RUNNING_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// When a worker has no listing slot left: ends the oldest listing of the
-/// address with the most running in that worker, if it has more than
-/// `ip` (whose own listing counts). Clients that start listings and never
-/// read hold a slot each until `ftpd_list_stall_timeout`; the per-address
-/// cap keeps one address to 8, but 8 addresses fill a worker's 64, and
-/// without this anyone else got 451 until the stalls timed out.
-///
-/// What this does not cover: an attacker with as many addresses as slots
-/// (an IPv6 /64 has plenty) holds one listing per address, and nobody has
-/// more than the newcomer; a limit per prefix (/24, /64) would be next.
-fn preempt(ip: std::net::IpAddr, worker: usize) -> bool {
-    let mut running = RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut counts: std::collections::HashMap<std::net::IpAddr, usize> = std::collections::HashMap::new();
-    for r in running.iter().filter(|r| r.worker == worker && !r.stopped) {
-        *counts.entry(r.ip).or_default() += 1;
-    }
-    let mine = counts.get(&ip).copied().unwrap_or(0);
-    let Some((&busiest, &n)) = counts.iter().max_by_key(|(_, n)| **n) else { return false };
-    if n <= mine.max(1) {
-        return false;
-    }
-    let victim =
-        running.iter_mut().filter(|r| r.worker == worker && !r.stopped && r.ip == busiest).min_by_key(|r| r.started);
-    let Some(victim) = victim else { return false };
-    victim.stopped = true;
-    victim.stop.notify_one();
-    info!(peer = %busiest, running = n, for_peer = %ip, "listing preempted: a worker's listing slots are full");
-    true
-}
-
-/// One running listing of a client address; dropping it frees the slot.
-struct ListingSlot(std::net::IpAddr, u64, Arc<tokio::sync::Notify>);
-
-impl ListingSlot {
-    /// A slot for `ip`, unless it already has `max` (0: no limit).
-    fn take(ip: std::net::IpAddr, worker: usize, max: u32) -> Option<Self> {
-        let mut guard = LISTINGS_BY_IP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = guard.get_or_insert_with(Default::default).entry(ip).or_insert(0);
-        if max != 0 && *n >= max {
-            return None;
-        }
-        *n += 1;
-        drop(guard);
-        let id = RUNNING_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let stop = Arc::new(tokio::sync::Notify::new());
-        RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Running {
-            id,
-            ip,
-            worker,
-            started: Instant::now(),
-            stop: Arc::clone(&stop),
-            stopped: false,
-        });
-        Some(Self(ip, id, stop))
-    }
-
-    /// Notified when [`preempt`] ends this listing.
-    fn stop_signal(&self) -> Arc<tokio::sync::Notify> {
-        Arc::clone(&self.2)
-    }
-}
-
-impl Drop for ListingSlot {
-    fn drop(&mut self) {
-        RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|r| r.id != self.1);
-        let mut guard = LISTINGS_BY_IP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(map) = guard.as_mut()
-            && let Some(n) = map.get_mut(&self.0)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(&self.0);
-            }
-        }
-    }
-}
-
 /// What a streamed listing needs from its session, owned, so the transfer
 /// can run while the session answers ABOR and STAT.
 struct Lister {
@@ -1019,9 +923,10 @@ struct Lister {
     /// `ftpd_list_cache_ms`.
     cache_ms: u32,
     session: u64,
-    /// The client's address and [`Fs::worker_key`], for [`preempt`].
+    /// The client's address and [`Fs::worker_key`], for [`crate::slots::Listings::preempt`].
     ip: std::net::IpAddr,
     worker: usize,
+    listings: Arc<crate::slots::Listings>,
 }
 
 /// Where a listing goes: the data connection, or memory (STAT PATH).
@@ -1084,7 +989,7 @@ impl Lister {
     }
 
     /// [`Lister::open`], and when the worker has no listing slot left,
-    /// [`preempt`] another address's listing and try again for a while.
+    /// [`crate::slots::Listings::preempt`] another address's listing and try again for a while.
     async fn open_fair(&self, dir: &VPath, given: &[u8]) -> Result<Opened, FsError> {
         let deadline = Instant::now() + Duration::from_secs(3);
         let mut preempted: Option<Instant> = None;
@@ -1093,7 +998,7 @@ impl Lister {
                 Err(FsError::Io(e)) if e.raw_os_error() == Some(libc::EAGAIN) => {
                     // Again if the freed slot went to someone else.
                     if preempted.is_none_or(|t| t.elapsed() > Duration::from_millis(500)) {
-                        if !preempt(self.ip, self.worker) {
+                        if !self.listings.preempt(self.ip, self.worker) {
                             return Err(FsError::Io(e));
                         }
                         preempted = Some(Instant::now());
