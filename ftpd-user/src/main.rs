@@ -128,14 +128,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// The log filter: `RUST_LOG`, or `info`. rustls warns about how a client
-/// words its hello, most often an IP address where a host name belongs
-/// (curl and rclone connecting by address): every such client is normal, so
-/// that module's warnings are shown only when `RUST_LOG` names rustls.
+/// The log filter: `RUST_LOG`, or `info`. rustls warns about what a peer
+/// does: an IP address where a host name belongs (clients connecting by
+/// address), a renegotiation attempt (scanners), a warning alert. Every
+/// such client is normal, and a failed handshake is logged by ftpd itself
+/// with its reason; so rustls's warnings are shown only when `RUST_LOG`
+/// names rustls.
 fn log_filter(env: Option<String>) -> tracing_subscriber::EnvFilter {
     let mut spec = env.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| "info".into());
     if !spec.contains("rustls") {
-        spec.push_str(",rustls::msgs::handshake=error");
+        spec.push_str(",rustls=error");
     }
     tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|e| {
         eprintln!("ftpd: RUST_LOG={spec:?} is not a valid log filter ({e}); logging at info");
