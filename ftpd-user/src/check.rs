@@ -210,7 +210,7 @@ pub fn check_text(source: &str, text: &str) -> Report {
             "ftpd_atomic_uploads=YES: an upload appears under its name only when complete, so mirror clients never fetch half a file".into(),
         );
     }
-    if (cfg.local_max_rate != 0 || cfg.anon_max_rate != 0) && cfg.ftpd_rate_scope == "session" {
+    if (cfg.local_max_rate != 0 || cfg.anon_max_rate != 0) && cfg.ftpd_rate_scope == crate::config::RateScope::Session {
         whole(
             &mut findings,
             "ftpd_rate_scope",

@@ -23,6 +23,40 @@ pub enum Kind {
     UInt,
     /// Anything up to the end of the line.
     Str,
+    /// One of these words (an enum option: see [`Choice`]).
+    Choice(&'static [&'static str]),
+}
+
+/// An option whose value is one of a few words. The struct field is the
+/// enum itself, parsed once when the file is read (never again per use), so
+/// a new enum option is its type and one row of the table.
+pub trait Choice: Sized + Copy + 'static {
+    /// Every value with its word, in the order `--help-config` shows them.
+    const CHOICES: &'static [(&'static str, Self)];
+    /// The words alone, for the documentation.
+    const NAMES: &'static [&'static str];
+
+    /// The word for `self`.
+    fn name(self) -> &'static str
+    where
+        Self: PartialEq,
+    {
+        Self::CHOICES.iter().find(|(_, v)| *v == self).map_or("", |(n, _)| n)
+    }
+
+    /// The value a word names.
+    fn parse_choice(v: &str) -> Result<Self, SettingError> {
+        Self::CHOICES
+            .iter()
+            .find(|(n, _)| *n == v)
+            .map(|(_, c)| *c)
+            .ok_or_else(|| SettingError::BadChoice(v.to_owned(), Self::NAMES))
+    }
+
+    /// The table's default, a word the table's own test checks.
+    fn default_choice(v: &str) -> Self {
+        Self::parse_choice(v).unwrap_or(Self::CHOICES[0].1)
+    }
 }
 
 /// One row of the option table, for `--help-config` and the README.
@@ -57,7 +91,7 @@ macro_rules! options {
         impl Config {
             /// The option table, in declaration order.
             pub const TABLE: &'static [OptionDoc] = &[
-                $( OptionDoc { name: stringify!($name), kind: Kind::$kind, default: options!(@show $kind, $default), doc: $doc }, )*
+                $( OptionDoc { name: stringify!($name), kind: options!(@kind $kind), default: options!(@show $kind, $default), doc: $doc }, )*
             ];
 
             /// An option's value as the file would spell it; `None` for an unknown name.
@@ -108,6 +142,16 @@ macro_rules! options {
     (@parse Bool, $v:expr) => { parse_bool($v) };
     (@parse UInt, $v:expr) => { parse_uint($v) };
     (@parse Str, $v:expr) => { Ok::<String, SettingError>($v.to_owned()) };
+    (@kind Bool) => { Kind::Bool };
+    (@kind UInt) => { Kind::UInt };
+    (@kind Str) => { Kind::Str };
+    // Any other kind is a type that implements `Choice`; its default is a word.
+    (@kind $t:ident) => { Kind::Choice(<$t as Choice>::NAMES) };
+    (@ty $t:ident) => { $t };
+    (@default $t:ident, $d:expr) => { <$t as Choice>::default_choice($d) };
+    (@text $t:ident, $v:expr) => { Choice::name(*$v).to_string() };
+    (@show $t:ident, $d:expr) => { $d };
+    (@parse $t:ident, $v:expr) => { <$t as Choice>::parse_choice($v) };
 }
 
 options! {
@@ -251,7 +295,7 @@ options! {
     ftpd_ban_window: UInt = 600, "ftpd extension. Seconds over which failed logins are summed for `ftpd_ban_fails`.";
     ftpd_ban_time: UInt = 900, "ftpd extension. Seconds a ban lasts; long enough to make password guessing pointless, short enough that a network that shares one address (NAT) is not locked out for long by one user.";
     ftpd_ban_allow: Str = "", "ftpd extension. Comma-separated addresses and CIDR networks (e.g. `192.0.2.0/24, 2001:db8::/32`) that are never banned and whose failed logins are not counted: monitoring, the operator's own hosts. A banned network (`ftpd_prefix_v4`, `ftpd_prefix_v6`) that holds a listed address is refused after accept() only, not in XDP, so that the listed address still gets in.";
-    ftpd_rate_scope: Str = "session", "ftpd extension. What `anon_max_rate`/`local_max_rate` limit: `session` (vsftpd's meaning), or `user` / `ip`: one limit shared by all that user's (or IP's) concurrent transfers, re-split when one starts or ends.";
+    ftpd_rate_scope: RateScope = "session", "ftpd extension. What `anon_max_rate`/`local_max_rate` limit: `session` (vsftpd's meaning), or `user` / `ip`: one limit shared by all that user's (or IP's) concurrent transfers, re-split when one starts or ends.";
     ftpd_list_cache_ms: UInt = 1000, "ftpd extension. Milliseconds a directory's listing (names and stats) is reused by the next LIST/NLST/MLSD of that directory by the same user, while the directory itself is unchanged (same mtime and ctime) and no write went through that user's sessions. Within this time, a file changed in place by another program may show its old size and time. 0: every listing reads the directory (vsftpd's behaviour).";
     ftpd_max_listings_per_ip: UInt = 8, "ftpd extension. Most directory listings (LIST/NLST/MLSD) running at once for one client IP address; more get `451`. Each holds one of its file worker's 64 listing slots while its client reads, so one address cannot take them all. 0 means no limit.";
     ftpd_list_stall_timeout: UInt = 30, "ftpd extension. Seconds a listing's data connection may make no progress before the listing is ended (`426`), when shorter than `data_connection_timeout`: a listing holds a file worker's thread and memory while its client does not read. 0: `data_connection_timeout` alone.";
@@ -259,7 +303,7 @@ options! {
     ftpd_metrics_users: Str = "", "ftpd extension. Comma-separated users whose transfers get a per-user `user` label in the metrics (others are not labelled, to bound cardinality).";
     ftpd_metrics_dirs: Str = "", "ftpd extension. Comma-separated top-level directories (projects, e.g. `debian,ubuntu`) whose downloads and uploads are counted apart in the metrics (`dir` label) and in `ftpd stats`; transfers elsewhere count as `other`. Empty: no per-directory metrics.";
     ftpd_shutdown_timeout: UInt = 30, "ftpd extension. Seconds that running transfers may take to finish after SIGTERM (or SIGINT): the listeners close at once, idle sessions get `421` at once, and sessions still transferring when the time is up get `426` and `421`; then ftpd exits 0. A second SIGTERM ends them at once. 0: end every session at once.";
-    ftpd_ebpf: Str = "auto", "ftpd extension. `auto`: load the kernel data plane when possible, else enforce limits in userspace; `on`: refuse to start without it; `off`: never load it.";
+    ftpd_ebpf: EbpfMode = "auto", "ftpd extension. `auto`: load the kernel data plane when possible, else enforce limits in userspace; `on`: refuse to start without it; `off`: never load it.";
     ftpd_ebpf_log: Bool = false, "ftpd extension. Log the kernel programs' rare decisions (a SYN dropped by a ban or a connection cap, with its address) at debug level, target `ftpd_ebpf`. Also on when RUST_LOG enables `ftpd_ebpf` at debug. Off, they cost one read per drop; on, one ring-buffer record each, so leave it off under floods.";
     ftpd_xdp_interfaces: Str = "", "ftpd extension. Comma-separated interfaces to attach XDP to; empty means those carrying `listen_address` (`lo` for loopback, every interface that is up for the wildcard), native mode where the driver has it, generic otherwise; the log says which per interface.";
 }
@@ -273,6 +317,8 @@ pub enum SettingError {
     BadBool(String),
     /// Not a number, or too big.
     BadUInt(String),
+    /// Not one of an enum option's words.
+    BadChoice(String, &'static [&'static str]),
 }
 
 impl fmt::Display for SettingError {
@@ -281,6 +327,7 @@ impl fmt::Display for SettingError {
             Self::Unknown => write!(f, "unrecognised option (run `ftpd --help-config` for the list)"),
             Self::BadBool(v) => write!(f, "bad boolean value {v:?} (use YES or NO)"),
             Self::BadUInt(v) => write!(f, "bad number {v:?} (use a decimal number, or octal with a leading 0)"),
+            Self::BadChoice(v, names) => write!(f, "bad value {v:?} (use {})", names.join(", ")),
         }
     }
 }
@@ -557,8 +604,6 @@ impl Config {
             }
         }
         crate::net::Allow::parse(&self.ftpd_ban_allow)?;
-        EbpfMode::parse(&self.ftpd_ebpf)?;
-        RateScope::parse(&self.ftpd_rate_scope)?;
         if !self.ftpd_metrics_listen.is_empty() && self.ftpd_metrics_listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(format!(
                 "ftpd_metrics_listen={:?} is not ADDR:PORT (e.g. 127.0.0.1:9121)",
@@ -586,9 +631,10 @@ impl Config {
         let mut out = String::from("| option | type | default | meaning |\n| --- | --- | --- | --- |\n");
         for o in Self::TABLE {
             let kind = match o.kind {
-                Kind::Bool => "bool",
-                Kind::UInt => "number",
-                Kind::Str => "string",
+                Kind::Bool => "bool".to_owned(),
+                Kind::UInt => "number".to_owned(),
+                Kind::Str => "string".to_owned(),
+                Kind::Choice(names) => names.join(" \\| "),
             };
             let default = if o.default.is_empty() { "(empty)".to_string() } else { format!("`{}`", o.default) };
             out.push_str(&format!("| `{}` | {kind} | {default} | {} |\n", o.name, o.doc.replace('|', "\\|")));
@@ -701,7 +747,7 @@ pub fn resolve_v4(host: &str) -> Result<std::net::Ipv4Addr, String> {
 }
 
 /// The `ftpd_rate_scope` setting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RateScope {
     /// Each session has the full rate.
     Session,
@@ -711,16 +757,10 @@ pub enum RateScope {
     Ip,
 }
 
-impl RateScope {
-    /// Parses the option value.
-    pub fn parse(v: &str) -> Result<Self, String> {
-        match v {
-            "session" => Ok(Self::Session),
-            "user" => Ok(Self::User),
-            "ip" => Ok(Self::Ip),
-            _ => Err(format!("ftpd_rate_scope={v:?}: use session, user or ip")),
-        }
-    }
+impl Choice for RateScope {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("session", Self::Session), ("user", Self::User), ("ip", Self::Ip)];
+    const NAMES: &'static [&'static str] = &["session", "user", "ip"];
 }
 
 impl Config {
@@ -747,7 +787,7 @@ impl Config {
 }
 
 /// The `ftpd_ebpf` setting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EbpfMode {
     /// Load when possible, fall back to userspace otherwise.
     Auto,
@@ -757,16 +797,9 @@ pub enum EbpfMode {
     Off,
 }
 
-impl EbpfMode {
-    /// Parses the option value.
-    pub fn parse(v: &str) -> Result<Self, String> {
-        match v {
-            "auto" => Ok(Self::Auto),
-            "on" => Ok(Self::On),
-            "off" => Ok(Self::Off),
-            _ => Err(format!("ftpd_ebpf={v:?}: use auto, on or off")),
-        }
-    }
+impl Choice for EbpfMode {
+    const CHOICES: &'static [(&'static str, Self)] = &[("auto", Self::Auto), ("on", Self::On), ("off", Self::Off)];
+    const NAMES: &'static [&'static str] = &["auto", "on", "off"];
 }
 
 /// What `cargo xtask run` serves when no config file is given: anonymous,
@@ -905,10 +938,27 @@ mod tests {
     }
 
     #[test]
+    fn every_enum_default_is_one_of_its_words() {
+        for o in Config::TABLE {
+            if let Kind::Choice(names) = o.kind {
+                assert!(names.contains(&o.default), "{}: default {:?} is not one of {names:?}", o.name, o.default);
+                assert_eq!(Config::default().get(o.name).as_deref(), Some(o.default), "{}", o.name);
+            }
+        }
+        assert_eq!(Config::default().ftpd_ebpf, EbpfMode::Auto);
+        assert_eq!(Config::default().ftpd_rate_scope, RateScope::Session);
+    }
+
+    #[test]
     fn validate_catches_relations() {
         assert!(load("pasv_min_port=200\npasv_max_port=100\n").unwrap().validate().is_err());
         assert!(load("listen_port=70000\n").unwrap().validate().is_err());
-        assert!(load("ftpd_ebpf=maybe\n").unwrap().validate().is_err());
+        // Enum options are refused when the file is read, with the words to use.
+        let e = load("ftpd_ebpf=maybe\n").expect_err("not a mode").to_string();
+        assert!(e.contains("ftpd_ebpf") && e.contains("use auto, on, off"), "{e}");
+        let e = load("ftpd_rate_scope=host\n").expect_err("not a scope").to_string();
+        assert!(e.contains("use session, user, ip"), "{e}");
+        assert_eq!(load("ftpd_rate_scope=ip\n").unwrap().ftpd_rate_scope, RateScope::Ip);
     }
 
     #[test]

@@ -628,7 +628,7 @@ fn daemonize() -> Result<()> {
 
 fn start_plane(cfg: &Config, listen_ip: IpAddr) -> Result<Plane> {
     // validate() accepted the value.
-    let mode = EbpfMode::parse(&cfg.ftpd_ebpf).map_err(anyhow::Error::msg)?;
+    let mode = cfg.ftpd_ebpf;
     if mode == EbpfMode::Off {
         info!("eBPF data plane off (ftpd_ebpf=off): limits enforced in userspace");
         return Ok(Plane::Userspace("ftpd_ebpf=off".into()));

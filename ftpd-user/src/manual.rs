@@ -49,9 +49,10 @@ pub fn conf_page() -> String {
     r.control("SH", ["OPTIONS"]);
     for o in Config::TABLE {
         let kind = match o.kind {
-            Kind::Bool => "YES|NO",
-            Kind::UInt => "number",
-            Kind::Str => "string",
+            Kind::Bool => "YES|NO".to_owned(),
+            Kind::UInt => "number".to_owned(),
+            Kind::Str => "string".to_owned(),
+            Kind::Choice(names) => names.join("|"),
         };
         let default = if o.default.is_empty() { "(empty)".to_owned() } else { o.default.to_owned() };
         r.control("TP", []).text([bold(o.name), roman(format!(" ({kind}, default {default})"))]);

@@ -254,10 +254,10 @@ impl Session {
     /// (a reload may limit it later).
     fn start_flow(&self) -> crate::rates::FlowGuard {
         let limit = self.rate();
-        let key = match crate::config::RateScope::parse(&self.cfg().ftpd_rate_scope) {
-            Ok(crate::config::RateScope::User) => format!("u:{}", self.user().name),
-            Ok(crate::config::RateScope::Ip) => format!("i:{}", self.peer_ip()),
-            _ => format!("s:{}", self.id),
+        let key = match self.cfg().ftpd_rate_scope {
+            crate::config::RateScope::User => format!("u:{}", self.user().name),
+            crate::config::RateScope::Ip => format!("i:{}", self.peer_ip()),
+            crate::config::RateScope::Session => format!("s:{}", self.id),
         };
         crate::rates::Rates::start(&self.shared.rates, key, self.owner(), limit)
     }
