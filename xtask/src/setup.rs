@@ -35,6 +35,16 @@ const TEST_PACKAGES: &[&str] = &[
     "gdb",
     // The users test with a user only NSS (systemd-userdb) knows.
     "libnss-systemd",
+    // The interop tests (`tests/tests/interop.rs`, `interop_suites.rs`): rclone
+    // as a client, testssl.sh's TLS audit (`/usr/bin/testssl`), and venv for
+    // the Python suite's virtual environment (see `ensure_venv`).
+    "rclone",
+    "testssl.sh",
+    "python3-venv",
+    // Tests to come run them as peers; installed with their services not
+    // started (policy-rc.d, see `install_packages`), as vsftpd.
+    "haproxy",
+    "redis-server",
 ];
 /// The cargo-deb release `cargo xtask deb` is tested with.
 const CARGO_DEB_VERSION: &str = "3.8.0";
@@ -44,6 +54,12 @@ const CARGO_DEB_VERSION: &str = "3.8.0";
 const VSFTPD_PACKAGE: &str = "vsftpd";
 /// Debian's hook that decides whether a package may start its service.
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+/// The Python virtual environment of the interop suites, under the workspace.
+const VENV: &str = "target/venv";
+/// What is installed into it: PyFilesystem2 (`fs`), whose FTP file system and
+/// generic test cases `tests/tests/interop_suites.rs` runs against ftpd, and a
+/// setuptools that still ships `pkg_resources`, which `fs` imports.
+const VENV_PACKAGES: &[&str] = &["fs", "setuptools<81"];
 /// The compiler `ftpd-user/build.rs` uses for the kernel programs.
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 /// The `bpf-linker` release known to work with Debian's LLVM 22.
@@ -123,11 +139,12 @@ pub(crate) fn run(verbosity: Verbosity) -> Result<()> {
             }
         }
     }
+    ensure_venv(&ok)?;
     if verbosity == Verbosity::EachCheck {
         ensure_cargo_deb(verbosity)?;
     }
     if verbosity == Verbosity::Summary {
-        println!("[setup] ok: {} Debian packages, bpf-linker, rustfmt, clippy", packages.len());
+        println!("[setup] ok: {} Debian packages, bpf-linker, rustfmt, clippy, {VENV}", packages.len());
     }
     Ok(())
 }
@@ -193,6 +210,41 @@ fn install_packages(missing: &[&str], linker_missing: bool) -> Result<()> {
         let _ = std::fs::remove_file(POLICY_RC_D);
     }
     result
+}
+
+/// The interop suites' Python virtual environment ([`VENV`]): created when it
+/// is missing, and (re)filled with [`VENV_PACKAGES`] when its Python cannot
+/// import `fs`. Needs no root, only `python3-venv` and PyPI.
+fn ensure_venv(ok: &impl Fn(&str)) -> Result<()> {
+    let venv = crate::workspace_root().join(VENV);
+    let python = venv.join("bin/python3");
+    let imports =
+        |python: &Path| Command::new(python).args(["-c", "import fs"]).output().is_ok_and(|o| o.status.success());
+    if python.is_file() && imports(&python) {
+        ok(&format!("{VENV} (fs)"));
+        return Ok(());
+    }
+    println!("[setup] installing: Python virtual environment {VENV} with {}", VENV_PACKAGES.join(" "));
+    if !python.is_file() {
+        // Debian's interpreter, the one python3-venv is for (not a pyenv shim
+        // that may come first on PATH).
+        let system = Path::new("/usr/bin/python3");
+        let base = if system.is_file() { system.to_path_buf() } else { PathBuf::from("python3") };
+        exec(Command::new(base).args(["-m", "venv"]).arg(&venv))?;
+    }
+    exec(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(VENV_PACKAGES),
+    )?;
+    if !imports(&python) {
+        bail!(
+            "pip installed {} into {VENV}, but `{} -c 'import fs'` still fails",
+            VENV_PACKAGES.join(" "),
+            python.display()
+        );
+    }
+    Ok(())
 }
 
 /// `bpf-linker` on `PATH`, else in `$CARGO_HOME/bin` (where `ftpd-user/build.rs`
