@@ -507,7 +507,7 @@ fn clean(s: &str) -> String {
 /// byte: the 421 goes over a (bounded) handshake, as vsftpd sends it, so the
 /// client shows the reply instead of a TLS error.
 pub async fn refuse_tls(stream: TcpStream, tls: &crate::tls::Tls, text: &str) {
-    let Ok((hs, _)) = tls.control_handshake(0) else { return };
+    let Ok(hs) = tls.control_handshake(0) else { return };
     if let Ok(Ok(mut s)) = timeout(Duration::from_secs(10), hs.acceptor.accept(stream)).await {
         let _ = control::reply(&mut s, code::CLOSING, text).await;
         let _ = s.shutdown().await;

@@ -48,8 +48,6 @@ pub struct Tls {
     /// configuration shares (rotated by rustls), so that a client may resume
     /// on any of its connections a session any other of them was issued.
     tickets: Arc<dyn ProducesTickets>,
-    /// TLS 1.2 sessions by id, for clients that refuse tickets.
-    sessions: Arc<dyn StoresServerSessions>,
     /// Which full handshake each resumed control connection descends from.
     lineages: Arc<Lineages>,
     /// Whether the kernel offers TLS offload (see [`ktls_available`]).
@@ -69,12 +67,33 @@ pub struct Tls {
 /// secret of the handshake the lineage began with.
 pub type Lineage = [u8; 16];
 
-/// Most resumed connections remembered (about 16 MB at 64 bytes an entry
-/// with the map's overhead): one for each resumed control connection and
+/// Most resumed connections remembered (about 20 MB at 80 bytes an entry
+/// with the maps' overhead): one for each resumed control connection and
 /// each admitted download's data connection. Past it the oldest are
 /// forgotten: a data connection presenting a session issued to such a
 /// connection is then refused as foreign (522), never accepted wrongly.
 const LINEAGES_MAX: usize = 1 << 18;
+
+/// Most entries one client network (IPv4 /24, IPv6 /48) keeps; past it that
+/// network's oldest go first. A client needs only its newest few (its
+/// clients keep the latest session, or one per connection), and one network
+/// cannot push every other client's entries out: resumed handshakes cost an
+/// attacker almost nothing, and need no login.
+const LINEAGES_PER_NET: usize = 4096;
+
+/// The client network an entry is counted against.
+pub type NetKey = [u8; 16];
+
+/// A client address's [`NetKey`]: IPv4 /24, IPv6 /48.
+pub fn net_key(ip: std::net::IpAddr) -> NetKey {
+    let (v6, keep) = match crate::net::canonical(ip) {
+        std::net::IpAddr::V4(v4) => (v4.to_ipv6_mapped(), 15),
+        std::net::IpAddr::V6(v6) => (v6, 6),
+    };
+    let mut k = v6.octets();
+    k[keep..].fill(0);
+    k
+}
 
 /// The stamp of each resumed connection, and the full handshake its lineage
 /// began with.
@@ -86,7 +105,25 @@ struct Lineages {
 #[derive(Debug, Default)]
 struct LineagesInner {
     root: std::collections::HashMap<Lineage, Lineage>,
-    order: VecDeque<Lineage>,
+    /// Each network's stamps, oldest first.
+    by_net: std::collections::HashMap<NetKey, VecDeque<Lineage>>,
+    /// Every stamp, oldest first, with the network it counts against
+    /// (stamps already forgotten per network are skipped when reached).
+    order: VecDeque<(Lineage, NetKey)>,
+}
+
+impl LineagesInner {
+    /// Forgets the oldest stamp of `net`.
+    fn forget_oldest_of(&mut self, net: &NetKey) {
+        if let Some(q) = self.by_net.get_mut(net) {
+            if let Some(old) = q.pop_front() {
+                self.root.remove(&old);
+            }
+            if q.is_empty() {
+                self.by_net.remove(net);
+            }
+        }
+    }
 }
 
 impl Lineages {
@@ -99,16 +136,28 @@ impl Lineages {
         self.lock().root.get(stamp).copied().unwrap_or(*stamp)
     }
 
-    /// Records that the connection stamping `stamp` resumed a session of `root`.
-    fn descend(&self, stamp: Lineage, root: Lineage) {
+    /// Records that the connection stamping `stamp`, from client network
+    /// `net`, resumed a session of `root`.
+    fn descend(&self, stamp: Lineage, root: Lineage, net: NetKey) {
         let mut l = self.lock();
-        if l.order.len() >= LINEAGES_MAX
-            && let Some(old) = l.order.pop_front()
-        {
-            l.root.remove(&old);
+        if l.by_net.get(&net).is_some_and(|q| q.len() >= LINEAGES_PER_NET) {
+            l.forget_oldest_of(&net);
+        }
+        while l.root.len() >= LINEAGES_MAX {
+            let Some((old, old_net)) = l.order.pop_front() else { break };
+            // The oldest overall is also the oldest of its network, if that
+            // network has not forgotten it already.
+            if l.by_net.get(&old_net).and_then(|q| q.front()) == Some(&old) {
+                l.forget_oldest_of(&old_net);
+            }
+        }
+        if l.order.len() > 2 * l.root.len() + 1024 {
+            let LineagesInner { root, order, .. } = &mut *l;
+            order.retain(|(s, _)| root.contains_key(s));
         }
         l.root.insert(stamp, root);
-        l.order.push_back(stamp);
+        l.by_net.entry(net).or_default().push_back(stamp);
+        l.order.push_back((stamp, net));
     }
 }
 
@@ -182,16 +231,22 @@ impl ProducesTickets for StampedTickets {
     }
 }
 
-/// The shared TLS 1.2 session cache, with each entry's lineage stamped.
+/// One FTP session's TLS 1.2 sessions by id, with each entry's lineage
+/// stamped. Only the control connection stores: a session cache shared by
+/// every client could be emptied by anyone's full handshakes (16,384 of
+/// them took 22 s), and then a client that resumes by id (no tickets) would
+/// get 522 on its next data connection.
 #[derive(Debug)]
 struct StampedSessions {
     inner: Arc<dyn StoresServerSessions>,
     note: Arc<Note>,
+    /// Whether this connection may add sessions (the control connection).
+    stores: bool,
 }
 
 impl StoresServerSessions for StampedSessions {
     fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
-        self.inner.put(key, stamped(&self.note.stamp, &value))
+        self.stores && self.inner.put(key, stamped(&self.note.stamp, &value))
     }
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
@@ -217,14 +272,17 @@ impl StoresServerSessions for StampedSessions {
 /// a ticket once have a second for their next connection.
 pub const CONTROL_TICKETS: usize = 2;
 
-/// TLS 1.2 sessions kept for clients that resume by id (most use tickets).
-const SESSION_CACHE: usize = 16_384;
+/// TLS 1.2 sessions one FTP session keeps for clients that resume by id
+/// (its control handshake adds one).
+const SESSION_IDS: usize = 4;
 
 /// A handshake about to run: the acceptor, and what it will have seen.
 pub struct Handshake {
     /// Runs the server side of the handshake.
     pub acceptor: tokio_rustls::TlsAcceptor,
     note: Arc<Note>,
+    /// The FTP session's TLS 1.2 sessions by id.
+    ids: Arc<dyn StoresServerSessions>,
 }
 
 impl Handshake {
@@ -251,6 +309,10 @@ pub struct SessionTls {
     pub tls: Arc<Tls>,
     /// The full handshake the control connection's session descends from.
     pub lineage: Lineage,
+    /// The client's network, which entries of the lineage count against.
+    pub net: NetKey,
+    /// This session's TLS 1.2 sessions by id (see [`StampedSessions`]).
+    ids: Arc<dyn StoresServerSessions>,
     /// The client certificate the control connection presented, if any: a
     /// data connection that does not resume must present the same one
     /// (vsftpd's "DIFFERENT cert on data channel" check).
@@ -267,7 +329,7 @@ impl SessionTls {
     /// session cache: curl) need the new ticket for their next transfer; the
     /// control connection's session stays resumable for the others.
     pub fn data_handshake(&self, download: bool) -> Result<Handshake, rustls::Error> {
-        Ok(self.tls.control_handshake(if download { 1 } else { 0 })?.0)
+        self.tls.handshake(usize::from(download), Arc::clone(&self.ids), false)
     }
 
     /// Whether the finished data handshake belongs to this session's client:
@@ -278,7 +340,7 @@ impl SessionTls {
         if self.tls.lineages.root(&parent) != self.lineage {
             return false;
         }
-        self.tls.lineages.descend(hs.note.stamp, self.lineage);
+        self.tls.lineages.descend(hs.note.stamp, self.lineage, self.net);
         true
     }
 }
@@ -378,40 +440,61 @@ impl Tls {
         base.ignore_client_order = true;
         let tickets = rustls::crypto::ring::Ticketer::new()
             .map_err(|e| format!("TLS: no session ticket key could be made ({e})"))?;
-        Ok(Self {
-            base,
-            tickets,
-            sessions: rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE),
-            lineages: Arc::default(),
-            ktls: ktls_available(),
-        })
+        Ok(Self { base, tickets, lineages: Arc::default(), ktls: ktls_available() })
     }
 
-    /// A handshake that sends `tickets` TLS 1.3 tickets, and whose tickets
-    /// and sessions carry a new stamp, returned too.
-    pub fn control_handshake(&self, tickets: usize) -> Result<(Handshake, Lineage), rustls::Error> {
+    /// A handshake that sends `tickets` TLS 1.3 tickets, whose tickets and
+    /// sessions carry a new stamp, and that finds (and with `stores`, adds)
+    /// TLS 1.2 sessions in `ids`.
+    fn handshake(
+        &self,
+        tickets: usize,
+        ids: Arc<dyn StoresServerSessions>,
+        stores: bool,
+    ) -> Result<Handshake, rustls::Error> {
         let mut stamp = Lineage::default();
         self.base.crypto_provider().secure_random.fill(&mut stamp)?;
         let note = Arc::new(Note { stamp, seen: Mutex::default() });
         let mut config = self.base.clone();
         config.ticketer = Arc::new(StampedTickets { inner: Arc::clone(&self.tickets), note: Arc::clone(&note) });
-        config.session_storage =
-            Arc::new(StampedSessions { inner: Arc::clone(&self.sessions), note: Arc::clone(&note) });
+        config.session_storage = Arc::new(StampedSessions { inner: Arc::clone(&ids), note: Arc::clone(&note), stores });
         config.send_tls13_tickets = tickets;
-        Ok((Handshake { acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)), note }, stamp))
+        Ok(Handshake { acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)), note, ids })
     }
 
-    /// The lineage of a finished control handshake that stamped `stamp`: its
-    /// own after a full handshake, else that of the session it resumed, which
-    /// from now on is also what `stamp` stands for.
-    pub fn lineage_of(&self, hs: &Handshake, conn: &rustls::ServerConnection, stamp: Lineage) -> Lineage {
-        match hs.resumed(conn) {
+    /// A control connection's handshake (`tickets` TLS 1.3 tickets), with a
+    /// new store for the session's TLS 1.2 sessions by id.
+    pub fn control_handshake(&self, tickets: usize) -> Result<Handshake, rustls::Error> {
+        self.handshake(tickets, rustls::server::ServerSessionMemoryCache::new(SESSION_IDS), true)
+    }
+
+    /// The session state of a finished control handshake from `client`. Its
+    /// lineage is its own stamp after a full handshake, else that of the
+    /// session it resumed, which from now on is also what its stamp stands
+    /// for.
+    pub fn session(
+        self: &Arc<Self>,
+        hs: &Handshake,
+        conn: &rustls::ServerConnection,
+        client: std::net::IpAddr,
+    ) -> SessionTls {
+        let net = net_key(client);
+        let stamp = hs.note.stamp;
+        let lineage = match hs.resumed(conn) {
             None => stamp,
             Some(parent) => {
                 let root = self.lineages.root(&parent);
-                self.lineages.descend(stamp, root);
+                self.lineages.descend(stamp, root, net);
                 root
             }
+        };
+        let ids = Arc::clone(&hs.ids);
+        SessionTls {
+            tls: Arc::clone(self),
+            lineage,
+            net,
+            ids,
+            peer_cert: conn.peer_certificates().and_then(<[_]>::first).map(|c| c.as_ref().to_vec()),
         }
     }
 }
@@ -737,25 +820,46 @@ mod tests {
         let l = Lineages::default();
         let (a, b, c) = ([1; 16], [2; 16], [3; 16]);
         assert_eq!(l.root(&a), a, "a full handshake is its own lineage");
-        l.descend(b, l.root(&a));
-        l.descend(c, l.root(&b));
+        l.descend(b, l.root(&a), [0; 16]);
+        l.descend(c, l.root(&b), [0; 16]);
         assert_eq!(l.root(&c), a, "a chain of resumptions leads back to the full handshake");
         assert_eq!(l.root(&[4; 16]), [4; 16]);
     }
 
+    fn stamp(i: u32) -> Lineage {
+        let mut s = [0u8; 16];
+        s[..4].copy_from_slice(&i.to_be_bytes());
+        s
+    }
+
     #[test]
-    fn the_oldest_descents_are_forgotten_first() {
+    fn one_network_forgets_only_its_own_oldest() {
         let l = Lineages::default();
-        for i in 0..=LINEAGES_MAX as u32 {
-            let mut s = [0u8; 16];
-            s[..4].copy_from_slice(&i.to_be_bytes());
-            l.descend(s, [9; 16]);
+        let (flood, victim) = (net_key("192.0.2.7".parse().unwrap()), net_key("198.51.100.1".parse().unwrap()));
+        assert_eq!(flood, net_key("::ffff:192.0.2.200".parse().unwrap()), "a /24, v4-mapped or not");
+        l.descend(stamp(u32::MAX), [9; 16], victim);
+        for i in 0..(LINEAGES_PER_NET as u32 * 3) {
+            l.descend(stamp(i), [8; 16], flood);
         }
-        assert_eq!(l.lock().root.len(), LINEAGES_MAX);
-        assert_eq!(l.root(&[0; 16]), [0; 16], "the first was forgotten: it stands for itself, never for another");
-        let mut last = [0u8; 16];
-        last[..4].copy_from_slice(&(LINEAGES_MAX as u32).to_be_bytes());
-        assert_eq!(l.root(&last), [9; 16]);
+        assert_eq!(l.root(&stamp(u32::MAX)), [9; 16], "another network's entry survives a flood");
+        assert_eq!(l.root(&stamp(0)), stamp(0), "the flood's oldest are forgotten");
+        assert_eq!(l.root(&stamp(LINEAGES_PER_NET as u32 * 3 - 1)), [8; 16]);
+        assert_eq!(l.lock().root.len(), LINEAGES_PER_NET + 1);
+    }
+
+    #[test]
+    fn past_the_global_bound_the_oldest_overall_go_first() {
+        let l = Lineages::default();
+        let per = LINEAGES_PER_NET as u32;
+        for i in 0..=LINEAGES_MAX as u32 {
+            let net = net_key(std::net::IpAddr::from([10, ((i / per) >> 8) as u8, (i / per) as u8, 1]));
+            l.descend(stamp(i), [9; 16], net);
+        }
+        let inner = l.lock();
+        assert_eq!(inner.root.len(), LINEAGES_MAX);
+        assert!(!inner.root.contains_key(&stamp(0)), "the first was forgotten: it stands for itself");
+        assert!(inner.root.contains_key(&stamp(LINEAGES_MAX as u32)));
+        assert!(inner.order.len() <= 2 * inner.root.len() + 1024);
     }
 
     #[test]
@@ -781,9 +885,11 @@ mod tests {
     #[test]
     fn session_ids_carry_the_issuers_stamp_and_stay_for_every_data_connection() {
         let inner: Arc<dyn StoresServerSessions> = rustls::server::ServerSessionMemoryCache::new(8);
-        let control = StampedSessions { inner: Arc::clone(&inner), note: note([5; 16]) };
+        let control = StampedSessions { inner: Arc::clone(&inner), note: note([5; 16]), stores: true };
         assert!(control.put(b"id".to_vec(), b"v".to_vec()));
-        let data = StampedSessions { inner: Arc::clone(&inner), note: note([6; 16]) };
+        let data = StampedSessions { inner: Arc::clone(&inner), note: note([6; 16]), stores: false };
+        assert!(!data.put(b"id2".to_vec(), b"w".to_vec()), "a data connection adds nothing");
+        assert_eq!(data.get(b"id2"), None);
         assert_eq!(data.get(b"none"), None);
         assert_eq!(data.note.seen(), None);
         // Every data connection of a session presents the same id.

@@ -17,7 +17,7 @@ use crate::{
     metrics::Metrics,
     reply::{self, code},
     session::{HANDSHAKE_TIMEOUT, Next, Raced, Session},
-    tls::{self, CtlRead, CtlWrite, DataStream, SessionTls},
+    tls::{self, CtlRead, CtlWrite, DataStream},
 };
 
 /// vsftpd's reply to a data connection whose TLS handshake failed, or that
@@ -51,7 +51,7 @@ impl Session {
     /// it failed and the session must end (nothing readable can be sent).
     pub(crate) async fn start_tls(&mut self) -> bool {
         let Some(server) = self.settings.tls.clone() else { return false };
-        let (hs, stamp) = match server.control_handshake(tls::CONTROL_TICKETS) {
+        let hs = match server.control_handshake(tls::CONTROL_TICKETS) {
             Ok(h) => h,
             Err(e) => {
                 warn!(session = self.id, error = %e, "TLS: no random stamp for the session; connection closed");
@@ -68,8 +68,7 @@ impl Session {
         let err = match timeout(HANDSHAKE_TIMEOUT, hs.acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => {
                 let conn = stream.get_ref().1;
-                let lineage = server.lineage_of(&hs, conn, stamp);
-                let peer_cert = conn.peer_certificates().and_then(<[_]>::first).map(|c| c.as_ref().to_vec());
+                let st = server.session(&hs, conn, self.peer.ip());
                 let version = conn.protocol_version();
                 let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
                 let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
@@ -77,7 +76,7 @@ impl Session {
                 let (r, w) = tokio::io::split(stream);
                 self.r = CtlRead::tls(r);
                 self.w = CtlWrite::Tls(w);
-                self.tls = Some(SessionTls { tls: server, lineage, peer_cert });
+                self.tls = Some(st);
                 return true;
             }
             Ok(Err(e)) => e,
@@ -180,7 +179,7 @@ impl Session {
 
     /// Puts a data connection under TLS when `PROT P` is in force, after the
     /// 150 reply (clients start the handshake once they see it); `download`:
-    /// the server sends (see [`SessionTls::data_handshake`]). With
+    /// the server sends (see [`tls::SessionTls::data_handshake`]). With
     /// `require_ssl_reuse`, the handshake must resume a session of this
     /// control connection's client (its [`tls::Lineage`]). Replies and
     /// returns `None` on failure.
@@ -236,7 +235,11 @@ impl Session {
                     self.data_tls = true;
                     return Ok(Some(DataStream::Tls(Box::new(s))));
                 }
-                let how = if hs.was_resumed(conn) { "resumed another client's session" } else { "did not resume" };
+                let how = if hs.was_resumed(conn) {
+                    "resumed a session not known to be this client's (another client's, or one forgotten)"
+                } else {
+                    "did not resume"
+                };
                 info!(session = self.id, peer = %self.peer, how, "data connection is not of this session's TLS client; refused");
                 "no_session_reuse"
             }
