@@ -547,6 +547,9 @@ impl Drop for Kept {
 /// [`ListCache`] without reading it again.
 fn stream_listing(dir: &OwnedFd, all: bool, cache_ms: u32, out: &OwnedFd) {
     let key = (cache_ms > 0).then(|| ListKey::of(dir, all)).flatten();
+    // Before any entry is stat'ed: a write while this listing runs (MFMT on
+    // another connection) must keep it out of the cache.
+    let generation = ListCache::generation();
     if let Some(key) = &key
         && let Some(entries) = ListCache::get(key, cache_ms)
     {
@@ -608,7 +611,7 @@ fn stream_listing(dir: &OwnedFd, all: bool, cache_ms: u32, out: &OwnedFd) {
         && ListKey::of(dir, all).as_ref() == Some(&key)
     {
         let (entries, bytes) = kept.take();
-        ListCache::put(key, entries, bytes);
+        ListCache::put(key, entries, bytes, generation);
     }
 }
 
@@ -645,6 +648,9 @@ struct ListCache {
 }
 
 static LIST_CACHE: Mutex<Option<ListCache>> = Mutex::new(None);
+/// How many times [`ListCache::clear`] ran: a listing read across a clear
+/// may hold a file's old size or time, and is not kept.
+static LIST_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl ListCache {
     /// Bytes of entries kept in all; one directory may use a quarter.
@@ -666,8 +672,17 @@ impl ListCache {
         None
     }
 
-    fn put(key: ListKey, entries: Vec<Entry>, bytes: usize) {
+    fn generation() -> u64 {
+        LIST_GENERATION.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Keeps a listing read since `generation`, unless a write cleared the
+    /// cache meanwhile (that write may have changed an entry it holds).
+    fn put(key: ListKey, entries: Vec<Entry>, bytes: usize, generation: u64) {
         let mut guard = LIST_CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if Self::generation() != generation {
+            return;
+        }
         let cache = guard.get_or_insert_with(|| Self { map: std::collections::HashMap::new(), bytes: 0 });
         // The directory's older states, and the oldest entries beyond the budget, go.
         cache.map.retain(|k, _| (k.dev, k.ino, k.all) != (key.dev, key.ino, key.all));
@@ -685,7 +700,9 @@ impl ListCache {
     /// Forgets every listing: a write may have changed a file in place,
     /// which its directory's times do not show.
     fn clear() {
-        *LIST_CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        let mut guard = LIST_CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        LIST_GENERATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *guard = None;
     }
 }
 
@@ -821,4 +838,23 @@ fn answer(
         R::SetMtime { path, secs } => (done(root.set_mtime(&vpath(path)?, secs)), None),
         R::Forget => (WorkerReply::Done, None),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_read_across_a_write_is_not_cached() {
+        let key = ListKey { dev: 7, ino: 7, all: false, mtime: (1, 0), ctime: (1, 0) };
+        let before = ListCache::generation();
+        // A write (MFMT, SITE CHMOD) on another connection while the listing ran.
+        ListCache::clear();
+        ListCache::put(key.clone(), Vec::new(), 0, before);
+        assert!(ListCache::get(&key, 60_000).is_none(), "a listing that may hold an old time was kept");
+        let now = ListCache::generation();
+        ListCache::put(key.clone(), Vec::new(), 0, now);
+        assert!(ListCache::get(&key, 60_000).is_some(), "an undisturbed listing is kept");
+        ListCache::clear();
+    }
 }
