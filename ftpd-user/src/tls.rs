@@ -110,6 +110,10 @@ struct LineagesInner {
     /// Every stamp, oldest first, with the network it counts against
     /// (stamps already forgotten per network are skipped when reached).
     order: VecDeque<(Lineage, NetKey)>,
+    /// The stamps of handshakes still running: what they issued may already
+    /// be in a client's hands before they are recorded (see
+    /// [`SessionTls::admit`]).
+    running: std::collections::HashSet<Lineage>,
 }
 
 impl LineagesInner {
@@ -134,6 +138,13 @@ impl Lineages {
     /// The full handshake `stamp` descends from (itself, if it was one).
     fn root(&self, stamp: &Lineage) -> Lineage {
         self.lock().root.get(stamp).copied().unwrap_or(*stamp)
+    }
+
+    /// [`Lineages::root`], and whether the handshake that stamped `stamp` is
+    /// still running.
+    fn root_or_running(&self, stamp: &Lineage) -> (Lineage, bool) {
+        let l = self.lock();
+        (l.root.get(stamp).copied().unwrap_or(*stamp), l.running.contains(stamp))
     }
 
     /// Records that the connection stamping `stamp`, from client network
@@ -283,6 +294,15 @@ pub struct Handshake {
     note: Arc<Note>,
     /// The FTP session's TLS 1.2 sessions by id.
     ids: Arc<dyn StoresServerSessions>,
+    /// Where its stamp is marked running until it is dropped.
+    lineages: Arc<Lineages>,
+}
+
+impl Drop for Handshake {
+    /// Dropped once the handshake's outcome is recorded (or it failed).
+    fn drop(&mut self) {
+        self.lineages.lock().running.remove(&self.note.stamp);
+    }
 }
 
 impl Handshake {
@@ -332,18 +352,46 @@ impl SessionTls {
         self.tls.handshake(usize::from(download), Arc::clone(&self.ids), false)
     }
 
-    /// Whether the finished data handshake belongs to this session's client:
-    /// it resumed a session of the same lineage. If so, what it issued joins
-    /// the lineage too.
-    pub fn admit(&self, hs: &Handshake, conn: &rustls::ServerConnection) -> bool {
+    /// Whether the finished data handshake `conn` belongs to this session's
+    /// client: it resumed a session of the same lineage. If so, what it
+    /// issued joins the lineage too.
+    ///
+    /// A session can be resumed before the handshake that issued it has been
+    /// recorded: a TLS 1.2 resumption hands the client its new ticket before
+    /// the client's last message, and a fast client with several connections
+    /// (rclone) presents it on another one at once. So when the session
+    /// resumed comes from a handshake still running, this waits for that one
+    /// to end (at most [`ISSUER_WAIT`]) and looks again. What a handshake
+    /// that ends as a full one issued is never recorded, so waiting admits
+    /// nothing that would not have been admitted.
+    pub async fn admit(&self, hs: &Handshake, conn: &rustls::ServerConnection) -> bool {
         let Some(parent) = hs.resumed(conn) else { return false };
-        if self.tls.lineages.root(&parent) != self.lineage {
-            return false;
+        self.admit_resumed(parent, hs.note.stamp).await
+    }
+
+    async fn admit_resumed(&self, parent: Lineage, stamp: Lineage) -> bool {
+        let deadline = std::time::Instant::now() + ISSUER_WAIT;
+        loop {
+            let (root, running) = self.tls.lineages.root_or_running(&parent);
+            if root == self.lineage {
+                self.tls.lineages.descend(stamp, self.lineage, self.net);
+                return true;
+            }
+            if !running || std::time::Instant::now() >= deadline {
+                tracing::debug!(parent = %hex(&parent), root = %hex(&root), lineage = %hex(&self.lineage), running, "resumed session of another lineage");
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        self.tls.lineages.descend(hs.note.stamp, self.lineage, self.net);
-        true
     }
 }
+
+fn hex(l: &Lineage) -> String {
+    l.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Longest a data connection waits for the handshake that issued its session.
+const ISSUER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The bytes of the files FTPS reads: read as root (the key may be `0600
 /// root`), then built into a [`Tls`] by whichever process serves.
@@ -459,7 +507,13 @@ impl Tls {
         config.ticketer = Arc::new(StampedTickets { inner: Arc::clone(&self.tickets), note: Arc::clone(&note) });
         config.session_storage = Arc::new(StampedSessions { inner: Arc::clone(&ids), note: Arc::clone(&note), stores });
         config.send_tls13_tickets = tickets;
-        Ok(Handshake { acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)), note, ids })
+        self.lineages.lock().running.insert(stamp);
+        Ok(Handshake {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            note,
+            ids,
+            lineages: Arc::clone(&self.lineages),
+        })
     }
 
     /// A control connection's handshake (`tickets` TLS 1.3 tickets), with a
@@ -488,6 +542,7 @@ impl Tls {
                 root
             }
         };
+        tracing::debug!(stamp = %hex(&stamp), lineage = %hex(&lineage), "control lineage");
         let ids = Arc::clone(&hs.ids);
         SessionTls {
             tls: Arc::clone(self),

@@ -218,7 +218,7 @@ impl Session {
             }
             Raced::Done(Ok(Ok(s))) => {
                 let conn = s.get_ref().1;
-                let same_client = st.admit(&hs, conn);
+                let same_client = st.admit(&hs, conn).await;
                 // Any other handshake (require_ssl_reuse=NO) must come from
                 // the holder of the control connection's client certificate.
                 let same_cert = match &st.peer_cert {
