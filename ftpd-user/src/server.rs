@@ -249,13 +249,13 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             let span = tracing::info_span!("session", id, %peer);
             async {
                 debug!(session = id, peer = %peer, "connected");
-                crate::commands::dispatch::run(session::Session::new(Arc::clone(&shared2), id, stream, peer, local))
-                    .await;
+                let mut session = session::Session::new(Arc::clone(&shared2), id, stream, peer, local);
+                session.slot = Some(slot);
+                crate::commands::dispatch::run(session).await;
                 info!(session = id, peer = %peer, "disconnected");
             }
             .instrument(span)
             .await;
-            drop(slot);
         });
     }
     // The master keeps a copy of the listening socket (to hand to a front

@@ -174,6 +174,10 @@ pub(crate) enum Raced<T> {
 
 /// A control connection's state.
 pub struct Session {
+    /// The admission slot (connection counts): first, so that it is given
+    /// back before the control connection closes, and a client that
+    /// reconnects once it sees the close is never counted twice.
+    pub(crate) slot: Option<crate::shared::Slot>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) id: u64,
     pub(crate) peer: SocketAddr,
@@ -239,6 +243,7 @@ impl Session {
         let clients_at_start = shared.clients();
         let settings = shared.settings();
         Self {
+            slot: None,
             settings,
             shared,
             id,

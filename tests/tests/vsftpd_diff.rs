@@ -829,6 +829,11 @@ fn run_session(port: u16, session: &Session, user: &LocalUser) -> Vec<Exchange> 
             out.push(Exchange { cmd: format!("{line} (data)"), reply: String::from_utf8_lossy(&bytes).into_owned() });
         }
     }
+    // Sessions end with QUIT: wait for the server to close, so that the next
+    // session's "client count" (STAT) does not race this one's end.
+    let mut s = c.stream();
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = std::io::copy(&mut s, &mut std::io::sink());
     out
 }
 
