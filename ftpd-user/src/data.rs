@@ -310,3 +310,26 @@ pub async fn receive_file(
         }
     }
 }
+
+/// Ends a download's data connection: under TLS with close_notify (so the
+/// client can tell a complete file from a cut one), then the TCP FIN. With
+/// `strict_ssl_write_shutdown`, the client's close_notify must come back.
+pub async fn finish_send(
+    data: &mut crate::tls::DataStream,
+    stall: Duration,
+    strict_shutdown: bool,
+) -> Result<(), DataError> {
+    data.shutdown().await.map_err(DataError::Network)?;
+    if strict_shutdown && matches!(data, crate::tls::DataStream::Tls(_)) {
+        let mut buf = [0u8; 4096];
+        loop {
+            match timeout(stall, tokio::io::AsyncReadExt::read(data, &mut buf)).await {
+                Err(_) => return Err(DataError::Stalled),
+                Ok(Ok(0)) => return Ok(()),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(DataError::Network(e)),
+            }
+        }
+    }
+    Ok(())
+}

@@ -236,6 +236,18 @@ pub struct Session {
 }
 
 impl Session {
+    /// The two replies RFC 959 gives for an ABOR that ends a transfer.
+    pub(crate) async fn abort_replies(&mut self) -> io::Result<()> {
+        if self.shared.stop_state() == crate::shared::Stop::Now {
+            tracing::info!(session = self.id, peer = %self.peer, "shutdown: transfer ended");
+            self.reply(426, "Connection closed; transfer aborted.").await?;
+            return self.reply(421, "Server shutting down.").await;
+        }
+        tracing::info!(session = self.id, peer = %self.peer, "transfer aborted by the client");
+        self.send(reply::NETWORK_WRITE_FAILED).await?;
+        self.send(reply::ABOR_OK).await
+    }
+
     /// A session for a freshly accepted control connection.
     pub fn new(shared: Arc<Shared>, id: u64, stream: TcpStream, peer: SocketAddr, local: SocketAddr) -> Self {
         let (r, w) = stream.into_split();

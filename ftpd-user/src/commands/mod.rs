@@ -4,5 +4,6 @@
 pub mod auth;
 pub mod dispatch;
 pub mod files;
+pub mod listing;
 pub mod tls;
 pub mod transfer;
