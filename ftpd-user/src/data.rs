@@ -146,15 +146,7 @@ pub async fn send_file(
     while offset < end {
         let want = usize::try_from((end - offset).min(CHUNK)).unwrap_or(usize::MAX);
         let count = pacer.budget(stream.as_fd(), want).await;
-        let writable = async {
-            loop {
-                tokio::select! {
-                    r = stream.writable() => return r,
-                    () = tokio::time::sleep(Pacer::nap()) => pacer.refresh(stream.as_fd()),
-                }
-            }
-        };
-        match timeout(stall, writable).await {
+        match timeout(stall, pacer.while_waiting(stream.as_fd(), stream.writable())).await {
             Err(_) => return Err(DataError::Stalled),
             Ok(Err(e)) => return Err(DataError::Network(e)),
             Ok(Ok(())) => {}
@@ -210,21 +202,10 @@ pub async fn send_paced<S: tokio::io::AsyncWrite + AsFd + Unpin>(
 ) -> Result<(), DataError> {
     while !bytes.is_empty() {
         let n = pacer.budget(stream.as_fd(), bytes.len()).await;
-        let sock = stream.as_fd().as_raw_fd();
-        let send = send_bytes(stream, &bytes[..n], stall);
-        tokio::pin!(send);
-        // While the write waits for room, a new share still reaches the
-        // socket (see `Pacer::refresh`).
-        loop {
-            tokio::select! {
-                r = &mut send => { r?; break }
-                () = tokio::time::sleep(Pacer::nap()) => {
-                    // SAFETY: `stream` owns `sock` and outlives this loop;
-                    // only its pacing rate is set through this borrow.
-                    pacer.refresh(unsafe { BorrowedFd::borrow_raw(sock) });
-                }
-            }
-        }
+        // SAFETY: `stream` owns this descriptor and outlives the borrow,
+        // through which only its pacing rate is set while the write waits.
+        let sock = unsafe { BorrowedFd::borrow_raw(stream.as_fd().as_raw_fd()) };
+        pacer.while_waiting(sock, send_bytes(stream, &bytes[..n], stall)).await?;
         pacer.moved(n);
         bytes = &bytes[n..];
     }

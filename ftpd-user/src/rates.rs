@@ -260,7 +260,7 @@ impl Pacer {
     }
 
     /// Applies a changed share to `sock` at once. A write that waits for room
-    /// in the socket calls this every [`nap`]: after a deep cut the socket
+    /// in the socket calls this every [`MAX_NAP`] ([`Pacer::while_waiting`]): after a deep cut the socket
     /// drains at the old, low pacing rate, and a raise must not wait for it.
     pub fn refresh(&mut self, sock: BorrowedFd<'_>) {
         let r = self.flow.rate.load(Ordering::Relaxed);
@@ -269,9 +269,17 @@ impl Pacer {
         }
     }
 
-    /// How often a waiting write looks at the share ([`Pacer::refresh`]).
-    pub fn nap() -> Duration {
-        Duration::from_secs_f64(MAX_NAP)
+    /// Runs `wait` (a write waiting for room in `sock`) and meanwhile
+    /// applies a changed share to `sock` every [`MAX_NAP`] (see
+    /// [`Pacer::refresh`]).
+    pub async fn while_waiting<T>(&mut self, sock: BorrowedFd<'_>, wait: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                r = &mut wait => return r,
+                () = tokio::time::sleep(Duration::from_secs_f64(MAX_NAP)) => self.refresh(sock),
+            }
+        }
     }
 
     /// Starts the schedule again at share `r` (0: none), applying it to the

@@ -479,9 +479,6 @@ impl Tls {
             }
             e => format!("{key_option}={key_path} / rsa_cert_file={}: {e}", cfg.rsa_cert_file),
         })?;
-        // Two per control connection (see [`CONTROL_TICKETS`]); data
-        // connections: [`SessionTls::data_handshake`].
-        base.send_tls13_tickets = CONTROL_TICKETS;
         base.max_early_data_size = 0;
         // The server's order of suites, not the client's: the strongest
         // suite both sides have, whatever a client lists first.
