@@ -138,3 +138,64 @@ pub fn ftpd_passwd(file: &Path, user: &str, password: &str) {
     let out = p.wait_with_output().expect("wait");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A self-signed certificate and its key (`0600`, as a real key: the
+/// unprivileged front could not open it), made with `openssl req` as the
+/// README says. `dir` also holds whatever else a test keeps beside them.
+pub struct Cert {
+    /// Holds `cert.pem` and `key.pem`.
+    pub dir: tempfile::TempDir,
+}
+
+impl Cert {
+    /// For CN=localhost, valid for 2 days.
+    pub fn new() -> Self {
+        Self::make(&["-days", "2"])
+    }
+
+    /// For 127.0.0.1 and localhost (a subjectAltName), valid for a year: a
+    /// TLS audit then finds only what self-signing causes.
+    pub fn for_loopback() -> Self {
+        Self::make(&["-days", "365", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+    }
+
+    fn make(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        run_ok(
+            Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost"])
+                .args(extra)
+                .arg("-keyout")
+                .arg(dir.path().join("key.pem"))
+                .arg("-out")
+                .arg(dir.path().join("cert.pem")),
+        );
+        run_ok(Command::new("chmod").arg("600").arg(dir.path().join("key.pem")));
+        Self { dir }
+    }
+
+    /// The certificate file.
+    pub fn cert(&self) -> std::path::PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    /// The key file.
+    pub fn key(&self) -> std::path::PathBuf {
+        self.dir.path().join("key.pem")
+    }
+
+    /// `ssl_enable=YES` with this certificate and key.
+    pub fn settings(&self) -> Vec<String> {
+        vec![
+            "ssl_enable=YES".into(),
+            format!("rsa_cert_file={}", self.cert().display()),
+            format!("rsa_private_key_file={}", self.key().display()),
+        ]
+    }
+}
+
+impl Default for Cert {
+    fn default() -> Self {
+        Self::new()
+    }
+}

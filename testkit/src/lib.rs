@@ -32,7 +32,7 @@ mod socket;
 pub use cgroup::Cgroup;
 pub use client::Ftp;
 pub use fixtures::{
-    ANON_USER, assert_bytes, assert_file, ftpd_passwd, give_to_anon, make_writable, mode_of, names, random_bytes,
+    ANON_USER, Cert, assert_bytes, assert_file, ftpd_passwd, give_to_anon, make_writable, mode_of, names, random_bytes,
     random_file, served_by_nobody, sha256_file, uid_of, writable_by_all,
 };
 pub use http::{Response, http_get, metric_samples};

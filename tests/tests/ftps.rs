@@ -3,51 +3,9 @@
 //! connection, close_notify on every data connection, vsftpd's forced-TLS
 //! replies, and certificate errors at startup.
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{net::SocketAddr, path::Path, process::Command};
 
-use ftpd_tests::{Server, free_port, give_to_anon, make_writable, python, random_file, run, run_ok, sha256_file};
-
-/// A self-signed certificate and its key, made the way the README says.
-struct Cert {
-    dir: tempfile::TempDir,
-}
-
-impl Cert {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        run_ok(
-            Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
-                .arg("-keyout")
-                .arg(dir.path().join("key.pem"))
-                .arg("-out")
-                .arg(dir.path().join("cert.pem")),
-        );
-        // Readable by root only: the unprivileged front could not open it.
-        run_ok(Command::new("chmod").arg("600").arg(dir.path().join("key.pem")));
-        Self { dir }
-    }
-
-    fn cert(&self) -> PathBuf {
-        self.dir.path().join("cert.pem")
-    }
-
-    fn key(&self) -> PathBuf {
-        self.dir.path().join("key.pem")
-    }
-
-    fn settings(&self) -> Vec<String> {
-        vec![
-            "ssl_enable=YES".into(),
-            format!("rsa_cert_file={}", self.cert().display()),
-            format!("rsa_private_key_file={}", self.key().display()),
-        ]
-    }
-}
+use ftpd_tests::{Cert, Server, free_port, give_to_anon, make_writable, python, random_file, run, run_ok, sha256_file};
 
 /// `a.txt`, `big.bin` (3 MiB random), `dir/` with two files; writable.
 fn tree() -> tempfile::TempDir {

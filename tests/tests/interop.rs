@@ -51,7 +51,9 @@ use std::{
     time::{Duration, Instant, UNIX_EPOCH},
 };
 
-use ftpd_tests::{Cgroup, Launch, Server, free_port, is_root, process_tree, random_file, run, run_ok, sha256_file};
+use ftpd_tests::{
+    Cert, Cgroup, Launch, Server, free_port, is_root, process_tree, random_file, run, run_ok, sha256_file,
+};
 
 /// The file each matrix run moves: over 2 MB, so that a reset loses data.
 const SIZE: u64 = 2_500_000;
@@ -70,6 +72,15 @@ const REUSE_REQUIRED: &str = "522 SSL connection failed; session reuse required"
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// Whether the test can run; prints why not.
+/// Held by each test of this file for its whole run: the matrix's slow
+/// runs pin the server to one CPU and run the client at real-time priority,
+/// which would starve a server another test runs beside it.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn root_or_skip(test: &str) -> bool {
     if is_root() {
         return true;
@@ -83,35 +94,6 @@ fn root_or_skip(test: &str) -> bool {
 fn need(tool: &str) {
     let found = run(Command::new("sh").arg("-c").arg(format!("command -v {tool}"))).status.success();
     assert!(found, "{tool} is not installed: run `cargo xtask setup`");
-}
-
-/// A self-signed certificate and its key (readable by root only).
-struct Cert {
-    dir: tempfile::TempDir,
-}
-
-impl Cert {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        run_ok(
-            Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
-                .arg("-keyout")
-                .arg(dir.path().join("key.pem"))
-                .arg("-out")
-                .arg(dir.path().join("cert.pem")),
-        );
-        run_ok(Command::new("chmod").arg("600").arg(dir.path().join("key.pem")));
-        Self { dir }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        vec![
-            "ssl_enable=YES".into(),
-            format!("rsa_cert_file={}", self.dir.path().join("cert.pem").display()),
-            format!("rsa_private_key_file={}", self.dir.path().join("key.pem").display()),
-        ]
-    }
 }
 
 /// A system user with a home and a password, removed (with its home) on drop.
@@ -153,7 +135,7 @@ fn matrix_conf(cert: &Cert) -> String {
         "listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\nbackground=NO\n\
          seccomp_sandbox=NO\nisolate=NO\nisolate_network=NO\nsecure_chroot_dir={SECURE_CHROOT}\n\
          pam_service_name=vsftpd\nanonymous_enable=NO\nlocal_enable=YES\nwrite_enable=YES\nlocal_umask=022\n{}\n",
-        cert.lines().join("\n")
+        cert.settings().join("\n")
     )
 }
 
@@ -797,6 +779,7 @@ fn curl_lftp_ftplib_transfer_matrix_against_ftpd_and_vsftpd() {
     if !root_or_skip("curl_lftp_ftplib_transfer_matrix_against_ftpd_and_vsftpd") {
         return;
     }
+    let _serial = one_at_a_time();
     for tool in ["curl", "lftp", "python3", "openssl"] {
         need(tool);
     }
@@ -990,6 +973,7 @@ fn rclone_sync_check_and_modification_times_over_ftp_and_ftps() {
     if !root_or_skip("rclone_sync_check_and_modification_times_over_ftp_and_ftps") {
         return;
     }
+    let _serial = one_at_a_time();
     need("rclone");
     let started = Instant::now();
     let cert = Cert::new();
@@ -1000,7 +984,7 @@ fn rclone_sync_check_and_modification_times_over_ftp_and_ftps() {
     let n = files.len() as u64;
     println!("[interop] rclone: {n} files, {total} bytes");
     let obscured = run_ok(Command::new("rclone").args(["obscure", &user.password])).trim().to_string();
-    let tls = cert.lines();
+    let tls = cert.settings();
     let implicit: Vec<String> = tls.iter().cloned().chain(["implicit_ssl=YES".to_string()]).collect();
     let modes: [Mode<'_>; 4] = [
         ("plain FTP", Vec::new(), &[]),
@@ -1137,11 +1121,12 @@ fn data_connections_may_resume_a_sibling_control_session_not_a_strangers() {
     if !root_or_skip("data_connections_may_resume_a_sibling_control_session_not_a_strangers") {
         return;
     }
+    let _serial = one_at_a_time();
     let cert = Cert::new();
     let user = LocalUser::new();
     std::fs::write(user.home.join("probe.txt"), b"probe\n").expect("write");
     user.own(&user.home.join("probe.txt"));
-    let server = start(&user.home, &local_settings(&cert.lines()));
+    let server = start(&user.home, &local_settings(&cert.settings()));
     // A resumes nothing (a full handshake); B resumes A's session on its
     // control connection, as rclone's connections do from their shared
     // cache; C is another client: same address and login, its own full

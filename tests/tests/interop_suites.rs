@@ -36,7 +36,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ftpd_tests::{Launch, Server, free_port, is_root, python, run, run_ok, served_by_nobody, workspace};
+use ftpd_tests::{Cert, Launch, Server, free_port, is_root, python, run, run_ok, served_by_nobody, workspace};
 
 /// The table of failures ftpd shares with vsftpd, relative to the workspace.
 const TABLE: &str = "docs/vsftpd-differences.md";
@@ -57,38 +57,6 @@ fn kernel_stage() -> bool {
 /// Prints past the test harness's capture: counts and skips must be seen.
 fn say(text: &str) {
     let _ = writeln!(std::io::stderr(), "{text}");
-}
-
-/// A self-signed certificate for 127.0.0.1, valid for a year. The name and
-/// the validity match how testssl connects, so that the findings left are
-/// only those of self-signing (see [`SELF_SIGNED_FINDINGS`]).
-struct Cert {
-    dir: tempfile::TempDir,
-}
-
-impl Cert {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        run_ok(
-            Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365", "-subj", "/CN=localhost"])
-                .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout"])
-                .arg(dir.path().join("key.pem"))
-                .arg("-out")
-                .arg(dir.path().join("cert.pem")),
-        );
-        // Readable by root only, as a real key.
-        run_ok(Command::new("chmod").arg("600").arg(dir.path().join("key.pem")));
-        Self { dir }
-    }
-
-    fn settings(&self) -> Vec<String> {
-        vec![
-            "ssl_enable=YES".into(),
-            format!("rsa_cert_file={}", self.dir.path().join("cert.pem").display()),
-            format!("rsa_private_key_file={}", self.dir.path().join("key.pem").display()),
-        ]
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -546,7 +514,7 @@ fn testssl_finds_nothing_high_but_what_the_self_signed_certificate_causes() {
     assert!(Path::new(TESTSSL).is_file(), "{TESTSSL} is missing: `cargo xtask setup` installs Debian's testssl.sh");
     let root = tempfile::tempdir().expect("tempdir");
     served_by_nobody(root.path());
-    let cert = Cert::new();
+    let cert = Cert::for_loopback();
     let settings = cert.settings();
     let server = Server::start(root.path(), &settings.iter().map(String::as_str).collect::<Vec<_>>());
     let out = tempfile::tempdir().expect("tempdir");
@@ -616,7 +584,7 @@ fn ftps_clients_connecting_by_ip_address_leave_no_warning_in_the_log() {
     let root = tempfile::tempdir().expect("tempdir");
     served_by_nobody(root.path());
     std::fs::write(root.path().join("a.txt"), b"alpha\n").expect("write");
-    let cert = Cert::new();
+    let cert = Cert::for_loopback();
     let mut settings = cert.settings();
     settings.push("allow_anon_ssl=YES".into());
     let server = Server::start(root.path(), &settings.iter().map(String::as_str).collect::<Vec<_>>());
