@@ -140,6 +140,43 @@ impl Lineages {
         self.lock().root.get(stamp).copied().unwrap_or(*stamp)
     }
 
+    /// [`Lineages::root`] once the handshake that stamped `parent` has
+    /// ended (at most [`ISSUER_WAIT`]).
+    ///
+    /// A session can be resumed before the handshake that issued it has been
+    /// recorded: a TLS 1.2 resumption hands the client its new ticket before
+    /// the client's last message, and a fast client with several
+    /// connections (rclone) presents it on another one at once. Read too
+    /// early, the stamp would stand for itself, a lineage of its own, and
+    /// that connection's data connections would then be refused. What a
+    /// handshake that ends as a full one issued is never recorded, so
+    /// waiting admits nothing that would not have been admitted.
+    async fn settled_root(&self, parent: &Lineage) -> Lineage {
+        let deadline = std::time::Instant::now() + ISSUER_WAIT;
+        loop {
+            let (root, running) = self.root_or_running(parent);
+            if root != *parent || !running || std::time::Instant::now() >= deadline {
+                return root;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Records that the handshake stamped `stamp`, from `net`, resumed the
+    /// session stamped `parent`, and returns the lineage both belong to.
+    ///
+    /// What the handshake issued belongs to the lineage it resumed even when
+    /// that is not the lineage of the FTP session it serves (a refused data
+    /// connection): a client whose connections share one session cache
+    /// (rclone keeps one session per server) presents it next on another
+    /// connection, which must lead back to the same full handshake, not to a
+    /// stamp that stands for nothing.
+    async fn join(&self, parent: &Lineage, stamp: Lineage, net: NetKey) -> Lineage {
+        let root = self.settled_root(parent).await;
+        self.descend(stamp, root, net);
+        root
+    }
+
     /// [`Lineages::root`], and whether the handshake that stamped `stamp` is
     /// still running.
     fn root_or_running(&self, stamp: &Lineage) -> (Lineage, bool) {
@@ -353,36 +390,20 @@ impl SessionTls {
     }
 
     /// Whether the finished data handshake `conn` belongs to this session's
-    /// client: it resumed a session of the same lineage. If so, what it
-    /// issued joins the lineage too.
-    ///
-    /// A session can be resumed before the handshake that issued it has been
-    /// recorded: a TLS 1.2 resumption hands the client its new ticket before
-    /// the client's last message, and a fast client with several connections
-    /// (rclone) presents it on another one at once. So when the session
-    /// resumed comes from a handshake still running, this waits for that one
-    /// to end (at most [`ISSUER_WAIT`]) and looks again. What a handshake
-    /// that ends as a full one issued is never recorded, so waiting admits
-    /// nothing that would not have been admitted.
+    /// client: it resumed a session of the same lineage (once the handshake
+    /// that issued it has ended: [`Lineages::settled_root`]). Whatever it
+    /// issued joins the lineage it resumed.
     pub async fn admit(&self, hs: &Handshake, conn: &rustls::ServerConnection) -> bool {
         let Some(parent) = hs.resumed(conn) else { return false };
         self.admit_resumed(parent, hs.note.stamp).await
     }
 
     async fn admit_resumed(&self, parent: Lineage, stamp: Lineage) -> bool {
-        let deadline = std::time::Instant::now() + ISSUER_WAIT;
-        loop {
-            let (root, running) = self.tls.lineages.root_or_running(&parent);
-            if root == self.lineage {
-                self.tls.lineages.descend(stamp, self.lineage, self.net);
-                return true;
-            }
-            if !running || std::time::Instant::now() >= deadline {
-                tracing::debug!(parent = %hex(&parent), root = %hex(&root), lineage = %hex(&self.lineage), running, "resumed session of another lineage");
-                return false;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let root = self.tls.lineages.join(&parent, stamp, self.net).await;
+        if root != self.lineage {
+            tracing::debug!(parent = %hex(&parent), root = %hex(&root), lineage = %hex(&self.lineage), "resumed session of another lineage");
         }
+        root == self.lineage
     }
 }
 
@@ -523,7 +544,7 @@ impl Tls {
     /// lineage is its own stamp after a full handshake, else that of the
     /// session it resumed, which from now on is also what its stamp stands
     /// for.
-    pub fn session(
+    pub async fn session(
         self: &Arc<Self>,
         hs: &Handshake,
         conn: &rustls::ServerConnection,
@@ -533,11 +554,7 @@ impl Tls {
         let stamp = hs.note.stamp;
         let lineage = match hs.resumed(conn) {
             None => stamp,
-            Some(parent) => {
-                let root = self.lineages.root(&parent);
-                self.lineages.descend(stamp, root, net);
-                root
-            }
+            Some(parent) => self.lineages.join(&parent, stamp, net).await,
         };
         tracing::debug!(stamp = %hex(&stamp), lineage = %hex(&lineage), "control lineage");
         let ids = Arc::clone(&hs.ids);
@@ -876,6 +893,27 @@ mod tests {
         l.descend(c, l.root(&b), [0; 16]);
         assert_eq!(l.root(&c), a, "a chain of resumptions leads back to the full handshake");
         assert_eq!(l.root(&[4; 16]), [4; 16]);
+    }
+
+    #[tokio::test]
+    async fn a_session_resumed_while_its_issuer_runs_joins_the_issuers_lineage() {
+        let l = Arc::new(Lineages::default());
+        let net = [0; 16];
+        let (a, issuer, next) = ([1; 16], [2; 16], [3; 16]);
+        l.lock().running.insert(issuer);
+        let l2 = Arc::clone(&l);
+        let finish = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            l2.join(&a, issuer, net).await;
+            l2.lock().running.remove(&issuer);
+        });
+        assert_eq!(l.join(&issuer, next, net).await, a, "waits for the issuer, then follows it to its root");
+        finish.await.expect("issuer");
+        assert_eq!(l.root(&next), a);
+        // An issuer that ended as a full handshake records nothing: its
+        // sessions are a lineage of their own.
+        let (full, after) = ([4; 16], [5; 16]);
+        assert_eq!(l.join(&full, after, net).await, full);
     }
 
     fn stamp(i: u32) -> Lineage {

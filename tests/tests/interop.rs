@@ -1137,6 +1137,8 @@ HOST, PORT, USER, PW = {host:?}, {port}, {user:?}, {pw:?}
 class FTPS(ftplib.FTP_TLS):
     control_session = None
     data_session_of = None
+    data_session = None
+    last_data_session = None
     data_resumed = None
     def auth(self):
         resp = self.voidcmd('AUTH TLS')
@@ -1146,9 +1148,10 @@ class FTPS(ftplib.FTP_TLS):
     def ntransfercmd(self, cmd, rest=None):
         conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
         if self._prot_p:
-            src = self.data_session_of or self
-            conn = self.context.wrap_socket(conn, server_hostname=self.host, session=src.sock.session)
+            sess = self.data_session or (self.data_session_of or self).sock.session
+            conn = self.context.wrap_socket(conn, server_hostname=self.host, session=sess)
             self.data_resumed = conn.session_reused
+            self.last_data_session = conn.session
         return conn, size
 def login(ctx, resume=None):
     f = FTPS(context=ctx)
@@ -1157,8 +1160,9 @@ def login(ctx, resume=None):
     f.login(USER, PW)
     f.prot_p()
     return f
-def attempt(v, tag, f, other):
+def attempt(v, tag, f, other, session=None):
     f.data_session_of = other
+    f.data_session = session
     f.data_resumed = None
     try:
         got = io.BytesIO()
@@ -1169,6 +1173,7 @@ def attempt(v, tag, f, other):
     except (OSError, EOFError) as e:
         print(v, tag, 'refused', f.getline().strip(), '/', type(e).__name__)
     f.data_session_of = None
+    f.data_session = None
 for v, version in (('1.2', ssl.TLSVersion.TLSv1_2), ('1.3', ssl.TLSVersion.TLSv1_3)):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
@@ -1182,6 +1187,13 @@ for v, version in (('1.2', ssl.TLSVersion.TLSv1_2), ('1.3', ssl.TLSVersion.TLSv1
     attempt(v, 'A-data-B', a, b)
     attempt(v, 'B-data-B', b, None)
     attempt(v, 'C-data-A', c, a)
+    # What C's refused data connection was issued for resuming A's session
+    # (a TLS 1.2 ticket comes within the handshake) is A's: rclone's one
+    # shared session cache hands it to whichever connection comes next.
+    issued = c.last_data_session
+    print(v, 'refused connection issued', 'a new session' if issued is not None and issued.id != a.sock.session.id else 'nothing new')
+    if issued is not None and issued.id != a.sock.session.id:
+        attempt(v, 'A-data-CA', a, None, issued)
     attempt(v, 'C-data-C', c, None)
     for f in (a, b, c):
         f.quit()
@@ -1200,6 +1212,12 @@ for v, version in (('1.2', ssl.TLSVersion.TLSv1_2), ('1.3', ssl.TLSVersion.TLSv1
         for ok in ["B-data-A", "A-data-B", "B-data-B", "C-data-C"] {
             assert!(out.contains(&format!("{v} {ok} ok resumed")), "{v} {ok}: a sibling's session is accepted: {out}");
         }
+        if out.contains(&format!("{v} refused connection issued a new session")) {
+            assert!(
+                out.contains(&format!("{v} A-data-CA ok resumed")),
+                "{v}: a session issued for resuming A's belongs to A, even on a refused connection: {out}"
+            );
+        }
         let stranger = out.lines().find(|l| l.starts_with(&format!("{v} C-data-A "))).unwrap_or_default();
         assert!(
             stranger.contains("refused") && stranger.contains(REUSE_REQUIRED),
@@ -1207,5 +1225,10 @@ for v, version in (('1.2', ssl.TLSVersion.TLSv1_2), ('1.3', ssl.TLSVersion.TLSv1
         );
     }
     let log = server.stop();
-    assert_eq!(log.matches("download complete").count(), 8, "eight transfers, two refused: {log}");
+    let extra = out.matches("A-data-CA ok").count();
+    assert!(
+        out.contains("1.2 refused connection issued a new session"),
+        "a TLS 1.2 resumption issues a new ticket in the handshake: {out}"
+    );
+    assert_eq!(log.matches("download complete").count(), 8 + extra, "every transfer but the two refused: {log}");
 }

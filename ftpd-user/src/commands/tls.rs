@@ -68,7 +68,7 @@ impl Session {
         let err = match timeout(HANDSHAKE_TIMEOUT, hs.acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => {
                 let conn = stream.get_ref().1;
-                let st = server.session(&hs, conn, self.peer.ip());
+                let st = server.session(&hs, conn, self.peer.ip()).await;
                 let version = conn.protocol_version();
                 let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
                 let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
