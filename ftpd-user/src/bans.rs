@@ -237,7 +237,7 @@ mod tests {
     #[test]
     fn an_allowed_address_inside_a_banned_network_is_not_refused() {
         let c = cfg("ftpd_prefix_v4=24\nftpd_prefix_v6=64\n");
-        let allow = Allow::parse("192.0.2.7, 2001:db8:1:2::/80").unwrap();
+        let allow = Allow::parse("ftpd_ban_allow", "192.0.2.7, 2001:db8:1:2::/80").unwrap();
         let b = Bans::default();
         let t = Instant::now();
         let mut banned = Vec::new();
@@ -260,14 +260,14 @@ mod tests {
         let other = network(&c, "192.0.3.1".parse().unwrap());
         assert!(!allow.overlaps(&other, key_bits(&other, &c)));
         // A listed network wider than the banned one overlaps it too.
-        let wide = Allow::parse("192.0.0.0/16").unwrap();
+        let wide = Allow::parse("ftpd_ban_allow", "192.0.0.0/16").unwrap();
         let net = network(&c, "192.0.2.1".parse().unwrap());
         assert!(wide.overlaps(&net, key_bits(&net, &c)));
     }
 
     #[test]
     fn allow_list_parses_and_matches() {
-        let a = Allow::parse("192.0.2.0/24, 2001:db8::/32 198.51.100.7").unwrap();
+        let a = Allow::parse("ftpd_ban_allow", "192.0.2.0/24, 2001:db8::/32 198.51.100.7").unwrap();
         assert!(a.contains("192.0.2.200".parse().unwrap()));
         assert!(a.contains("::ffff:192.0.2.1".parse().unwrap()));
         assert!(!a.contains("192.0.3.1".parse().unwrap()));
@@ -275,12 +275,12 @@ mod tests {
         assert!(a.contains("198.51.100.7".parse().unwrap()));
         assert!(!a.contains("198.51.100.8".parse().unwrap()));
         for bad in ["192.0.2.0/33", "2001:db8::/129", "example.org", "10.0.0.0/x"] {
-            let e = Allow::parse(bad).unwrap_err();
+            let e = Allow::parse("ftpd_ban_allow", bad).unwrap_err();
             assert!(e.contains(bad) && e.contains("ftpd_ban_allow"), "{e}");
         }
         let c = cfg("");
         let b = Bans::default();
-        let allow = Allow::parse("192.0.2.0/24").unwrap();
+        let allow = Allow::parse("ftpd_ban_allow", "192.0.2.0/24").unwrap();
         for _ in 0..10 {
             assert!(b.login_failed(&c, &allow, "192.0.2.9".parse().unwrap(), Instant::now()).is_none());
         }

@@ -295,6 +295,8 @@ options! {
     ftpd_ban_window: UInt = 600, "ftpd extension. Seconds over which failed logins are summed for `ftpd_ban_fails`.";
     ftpd_ban_time: UInt = 900, "ftpd extension. Seconds a ban lasts; long enough to make password guessing pointless, short enough that a network that shares one address (NAT) is not locked out for long by one user.";
     ftpd_ban_allow: Str = "", "ftpd extension. Comma-separated addresses and CIDR networks (e.g. `192.0.2.0/24, 2001:db8::/32`) that are never banned and whose failed logins are not counted: monitoring, the operator's own hosts. A banned network (`ftpd_prefix_v4`, `ftpd_prefix_v6`) that holds a listed address is refused after accept() only, not in XDP, so that the listed address still gets in.";
+    ftpd_proxy_protocol: Bool = false, "ftpd extension. YES: every control connection starts with a PROXY protocol header (v1 or v2, as HAProxy's `send-proxy`/`send-proxy-v2`, AWS NLB and Envoy send it) from a balancer in `ftpd_proxy_trusted`, and the client is the address the header names: for `max_per_ip`, `ftpd_max_per_prefix`, bans, the PORT and data-connection address checks, pinholes, logs and metrics. A connection from any other source, or without a whole header within 5 seconds, is closed before the greeting and counted (`ftpd_connections_refused_total`, reasons `proxy_*`). The kernel plane's per-IP and per-network SYN caps are then off (the kernel sees the balancer on the control port; the caps hold after the header). Data connections do not carry a header: announce each node's own address (`pasv_address`) so that they go to it directly.";
+    ftpd_proxy_trusted: Str = "", "ftpd extension. Comma-separated addresses and CIDR networks of the balancers allowed to send a PROXY header (`ftpd_proxy_protocol`); required with it.";
     ftpd_rate_scope: RateScope = "session", "ftpd extension. What `anon_max_rate`/`local_max_rate` limit: `session` (vsftpd's meaning), or `user` / `ip`: one limit shared by all that user's (or IP's) concurrent transfers, re-split when one starts or ends.";
     ftpd_list_cache_ms: UInt = 1000, "ftpd extension. Milliseconds a directory's listing (names and stats) is reused by the next LIST/NLST/MLSD of that directory by the same user, while the directory itself is unchanged (same mtime and ctime) and no write went through that user's sessions. Within this time, a file changed in place by another program may show its old size and time. 0: every listing reads the directory (vsftpd's behaviour).";
     ftpd_max_listings_per_ip: UInt = 8, "ftpd extension. Most directory listings (LIST/NLST/MLSD) running at once for one client IP address; more get `451`. Each holds one of its file worker's 64 listing slots while its client reads, so one address cannot take them all. 0 means no limit.";
@@ -603,7 +605,19 @@ impl Config {
                 }
             }
         }
-        crate::net::Allow::parse(&self.ftpd_ban_allow)?;
+        crate::net::Allow::parse("ftpd_ban_allow", &self.ftpd_ban_allow)?;
+        let trusted = crate::net::Allow::parse("ftpd_proxy_trusted", &self.ftpd_proxy_trusted)?;
+        if self.ftpd_proxy_protocol {
+            if trusted.is_empty() {
+                return Err("ftpd_proxy_protocol=YES needs ftpd_proxy_trusted: the balancers' addresses or networks (e.g. 10.0.0.5, 10.0.1.0/24); no other source may name the client".into());
+            }
+            if self.ftpd_kernel_max_per_ip != 0 {
+                return Err(format!(
+                    "ftpd_kernel_max_per_ip={} with ftpd_proxy_protocol=YES would cap the balancer's own address in XDP; set it to 0 (max_per_ip holds per client after the PROXY header)",
+                    self.ftpd_kernel_max_per_ip
+                ));
+            }
+        }
         if !self.ftpd_metrics_listen.is_empty() && self.ftpd_metrics_listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(format!(
                 "ftpd_metrics_listen={:?} is not ADDR:PORT (e.g. 127.0.0.1:9121)",
@@ -766,14 +780,21 @@ impl Choice for RateScope {
 impl Config {
     /// The XDP hard cap per IP (0: none).
     pub fn kernel_max_per_ip(&self) -> u32 {
-        if self.ftpd_kernel_max_per_ip != 0 { self.ftpd_kernel_max_per_ip } else { self.max_per_ip.saturating_mul(2) }
+        // Behind a balancer the kernel sees its address on the control port.
+        if self.ftpd_proxy_protocol {
+            0
+        } else if self.ftpd_kernel_max_per_ip != 0 {
+            self.ftpd_kernel_max_per_ip
+        } else {
+            self.max_per_ip.saturating_mul(2)
+        }
     }
 
     /// The XDP hard cap per client network (0: none): twice
     /// `ftpd_max_per_prefix`, as the per-IP cap is twice `max_per_ip`, since
     /// refused connections are held open until the client closes them.
     pub fn kernel_max_per_prefix(&self) -> u32 {
-        self.ftpd_max_per_prefix.saturating_mul(2)
+        if self.ftpd_proxy_protocol { 0 } else { self.ftpd_max_per_prefix.saturating_mul(2) }
     }
 
     /// The XDP hard cap on all control connections (0: none).
@@ -959,6 +980,27 @@ mod tests {
         let e = load("ftpd_rate_scope=host\n").expect_err("not a scope").to_string();
         assert!(e.contains("use session, user, ip"), "{e}");
         assert_eq!(load("ftpd_rate_scope=ip\n").unwrap().ftpd_rate_scope, RateScope::Ip);
+    }
+
+    #[test]
+    fn proxy_protocol_needs_its_balancers_and_turns_off_the_kernels_per_ip_caps() {
+        let e = load("ftpd_proxy_protocol=YES\n").unwrap().validate().unwrap_err();
+        assert!(e.contains("ftpd_proxy_trusted"), "{e}");
+        let e = load("ftpd_proxy_protocol=YES\nftpd_proxy_trusted=10.0.0.5, 10.0.1.0/33\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("ftpd_proxy_trusted") && e.contains("10.0.1.0/33"), "{e}");
+        let e = load("ftpd_proxy_protocol=YES\nftpd_proxy_trusted=10.0.0.5\nftpd_kernel_max_per_ip=10\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("ftpd_kernel_max_per_ip=10") && e.contains("balancer"), "{e}");
+        let c = load("ftpd_proxy_protocol=YES\nftpd_proxy_trusted=10.0.0.5\nmax_per_ip=5\nftpd_max_per_prefix=9\n")
+            .unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!((c.kernel_max_per_ip(), c.kernel_max_per_prefix()), (0, 0), "the kernel sees only the balancer");
+        assert_eq!(c.kernel_max_clients(), 4000, "the total cap still holds in XDP");
     }
 
     #[test]

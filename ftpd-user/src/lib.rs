@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod privsep;
+pub mod proxy;
 pub mod rates;
 pub mod reply;
 pub mod sandbox;

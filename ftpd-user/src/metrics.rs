@@ -204,7 +204,18 @@ impl Metrics {
         let build: Family<Labels, Gauge> = Family::default();
         build.get_or_create(&l(&[("version", env!("CARGO_PKG_VERSION"))])).set(1);
         r.register("build_info", "ftpd build information", build);
-        for reason in ["max_clients", "max_per_ip", "max_per_prefix", "banned", "kernel_hard_cap", "kernel_ban"] {
+        for reason in [
+            "max_clients",
+            "max_per_ip",
+            "max_per_prefix",
+            "banned",
+            "kernel_hard_cap",
+            "kernel_ban",
+            "proxy_untrusted",
+            "proxy_missing",
+            "proxy_malformed",
+            "proxy_truncated",
+        ] {
             let _ = m.refused.get_or_create(&l(&[("reason", reason)]));
         }
         for dir in ["download", "upload"] {

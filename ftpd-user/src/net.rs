@@ -42,7 +42,8 @@ pub fn ip_key(ip: std::net::IpAddr) -> ftpd_common::IpKey {
     }
 }
 
-/// `ftpd_ban_allow`: networks that are never banned.
+/// A list of networks: `ftpd_ban_allow` (never banned), `ftpd_proxy_trusted`
+/// (may send a PROXY header).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Allow(Vec<(u128, u32)>);
 
@@ -51,12 +52,11 @@ impl Allow {
     ///
     /// # Errors
     /// The first entry that is not an address or a network, with an example.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(option: &str, text: &str) -> Result<Self, String> {
         let mut out = Vec::new();
         for item in text.split([',', ' ', '\t']).filter(|s| !s.is_empty()) {
-            let bad = || {
-                format!("ftpd_ban_allow: {item:?} is not an address or a network (e.g. 192.0.2.0/24, 2001:db8::/32)")
-            };
+            let bad =
+                || format!("{option}: {item:?} is not an address or a network (e.g. 192.0.2.0/24, 2001:db8::/32)");
             let (addr, len) = match item.split_once('/') {
                 Some((a, l)) => (a, Some(l.parse::<u32>().map_err(|_| bad())?)),
                 None => (item, None),
@@ -73,6 +73,11 @@ impl Allow {
             out.push((key & mask(bits), bits));
         }
         Ok(Self(out))
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// Whether `ip` lies in one of the networks.

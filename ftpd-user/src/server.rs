@@ -210,10 +210,6 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             }
         };
         let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        // The client's address, for admission and for the session: the one
-        // place it is decided (the TCP peer; behind a load balancer it will
-        // be the address a PROXY header names).
-        let ip = canonical(peer.ip());
         let _ = stream.set_nodelay(true);
         // Clients send ABOR as urgent data (Python's ftplib marks the whole line
         // MSG_OOB); inline, its last byte is not lost from the line.
@@ -221,6 +217,10 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
         let shared2 = Arc::clone(&shared);
         shared.metrics.sessions_total.inc();
         tokio::spawn(async move {
+            // The client's address, for admission and for the session: the
+            // one place it is decided.
+            let Some(peer) = client_of(&shared2, &mut stream, peer).await else { return };
+            let ip = peer.ip();
             let slot = match shared2.admit(ip) {
                 Ok(s) => s,
                 Err(refusal) => {
@@ -268,6 +268,41 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
     drop(listener);
     drain(&shared).await;
     info!("{}", shared.plane_status());
+}
+
+/// The client behind the connection from `peer`: `peer` itself, or with
+/// `ftpd_proxy_protocol`, the address its PROXY header names. `None`: the
+/// connection is closed before its greeting (counted by reason).
+async fn client_of(shared: &Shared, stream: &mut tokio::net::TcpStream, peer: SocketAddr) -> Option<SocketAddr> {
+    let peer = SocketAddr::new(canonical(peer.ip()), peer.port());
+    let settings = shared.settings();
+    if !settings.cfg.ftpd_proxy_protocol {
+        return Some(peer);
+    }
+    let header = if settings.proxy_trusted.contains(peer.ip()) {
+        crate::proxy::read_header(stream).await
+    } else {
+        Err(crate::proxy::Reason::Untrusted)
+    };
+    match header {
+        Ok(Some(client)) => {
+            let client = SocketAddr::new(canonical(client.ip()), client.port());
+            debug!(balancer = %peer, client = %client, "PROXY header");
+            Some(client)
+        }
+        // The balancer's own connection (a health check): it is the client.
+        Ok(None) => Some(peer),
+        Err(reason) => {
+            crate::metrics::Metrics::inc(&shared.metrics.refused, "reason", reason.label());
+            if reason == crate::proxy::Reason::Missing {
+                // Also what a balancer's plain TCP health check looks like.
+                debug!(peer = %peer, reason = reason.label(), "connection closed before the greeting");
+            } else {
+                info!(peer = %peer, reason = reason.label(), "connection closed before the greeting");
+            }
+            None
+        }
+    }
 }
 
 /// Signals within this time of the first are the same stop request.

@@ -29,6 +29,8 @@ pub struct Settings {
     pub tls: Option<Arc<crate::tls::Tls>>,
     /// `ftpd_ban_allow`, parsed.
     pub ban_allow: crate::net::Allow,
+    /// `ftpd_proxy_trusted`, parsed.
+    pub proxy_trusted: crate::net::Allow,
 }
 
 impl Settings {
@@ -58,9 +60,11 @@ impl Settings {
         let userlist = if cfg.userlist_enable { crate::auth::read_list(&cfg.userlist_file) } else { Vec::new() };
         let metrics_users =
             cfg.ftpd_metrics_users.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
-        let ban_allow = crate::net::Allow::parse(&cfg.ftpd_ban_allow)?;
+        let ban_allow = crate::net::Allow::parse("ftpd_ban_allow", &cfg.ftpd_ban_allow)?;
+        let proxy_trusted = crate::net::Allow::parse("ftpd_proxy_trusted", &cfg.ftpd_proxy_trusted)?;
         Ok(Self {
             ban_allow,
+            proxy_trusted,
             banner,
             deny: Patterns::parse(&cfg.deny_file),
             hide: Patterns::parse(&cfg.hide_file),

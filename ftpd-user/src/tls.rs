@@ -136,6 +136,7 @@ impl Lineages {
     }
 
     /// The full handshake `stamp` descends from (itself, if it was one).
+    #[cfg(test)]
     fn root(&self, stamp: &Lineage) -> Lineage {
         self.lock().root.get(stamp).copied().unwrap_or(*stamp)
     }

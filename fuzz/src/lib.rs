@@ -27,6 +27,7 @@ use ftpd::{
     control::{self, LineError, LineReader, MAX_LINE},
     fs::{self, FsError, MAX_PATH, Patterns, VPath},
     ipc::{self, MasterReply, MasterRequest, WorkerReply, WorkerRequest},
+    proxy::{self, Parsed},
     worker,
 };
 
@@ -43,6 +44,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("tls_args", tls_args),
     ("ipc_master", ipc_master),
     ("ipc_worker", ipc_worker),
+    ("proxy_header", proxy_header),
 ];
 
 /// The control connection: line framing (`LineReader`), Telnet stripping and
@@ -378,6 +380,31 @@ pub fn tls_args(data: &[u8]) {
         && p != Prot::Unknown
     {
         assert_eq!(data.trim_ascii().len(), 1, "PROT {data:?} read as {p:?}");
+    }
+}
+
+/// The PROXY protocol header a balancer prefixes to a control connection
+/// (`proxy::parse`, which the front runs on peeked bytes before it consumes
+/// exactly the header). A header is recognised only whole and keeps its
+/// length whatever follows it, so nothing after it is ever consumed; a
+/// verdict of "not a header" never changes with more bytes, so rejecting
+/// early is safe; "incomplete" never lasts past the size bound.
+pub fn proxy_header(data: &[u8]) {
+    let first = proxy::parse(data);
+    let more = [data, b"\r\nUSER x\r\n\x16\x03\x01".as_slice()].concat();
+    match &first {
+        Parsed::Header { len, .. } => {
+            assert!(*len > 0 && *len <= data.len(), "length {len} of {} bytes", data.len());
+            assert_eq!(proxy::parse(&data[..*len]), first, "the header alone reads the same");
+            assert_eq!(proxy::parse(&more), first, "bytes after a header do not change it");
+            for cut in [len - 1, len / 2, 1.min(len - 1)] {
+                assert_eq!(proxy::parse(&data[..cut]), Parsed::Incomplete, "a header cut at {cut} of {len}");
+            }
+        }
+        Parsed::Invalid(_) => {
+            assert!(matches!(proxy::parse(&more), Parsed::Invalid(_)), "rejected, then accepted with more bytes");
+        }
+        Parsed::Incomplete => assert!(data.len() < 1024, "incomplete past the bound: {} bytes", data.len()),
     }
 }
 

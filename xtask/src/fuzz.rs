@@ -27,7 +27,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const FUZZ_DIR: &str = "fuzz/libfuzzer";
 /// Every target, in the order they run (names of `fuzz/libfuzzer/fuzz_targets/*.rs`).
 pub(crate) const TARGETS: &[&str] =
-    &["command", "config", "user_config", "vpath", "port_args", "tls_args", "ipc_master", "ipc_worker"];
+    &["command", "config", "user_config", "vpath", "port_args", "tls_args", "ipc_master", "ipc_worker", "proxy_header"];
 
 /// Arguments of `cargo xtask fuzz`.
 #[derive(clap::Args)]

@@ -1,0 +1,204 @@
+//! ftpd behind a load balancer: Debian's HAProxy in front, sending PROXY
+//! protocol headers (v2 and v1), and ftpd's own rules for who may send one.
+//!
+//! Clients connect from other loopback addresses (127.0.0.2, 127.0.0.3):
+//! HAProxy reaches ftpd from 127.0.0.1, so only the header tells ftpd who
+//! the client is.
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use ftpd_tests::{Ftp, Server, SocketSetup, free_port, http_get, metric_samples, random_file, tcp_connect, wait_for};
+
+/// A running HAProxy in TCP mode, killed on drop.
+struct Haproxy {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    /// HAProxy on 127.0.0.1 forwarding to `node` with `send` (`send-proxy`,
+    /// `send-proxy-v2`).
+    fn start(node: SocketAddr, send: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let cfg = dir.path().join("haproxy.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global\n  maxconn 1000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
+                 frontend ftp\n  bind 127.0.0.1:{port}\n  default_backend nodes\n\
+                 backend nodes\n  server n1 {node} {send}\n"
+            ),
+        )
+        .expect("write haproxy.cfg");
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy (cargo xtask setup installs it)");
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        // Probed from 127.0.0.4: a client like any other to ftpd.
+        let probe = SocketSetup { source: Some(from([127, 0, 0, 4])), ..SocketSetup::default() };
+        wait_for("haproxy listening", Duration::from_secs(10), || tcp_connect(addr, probe).is_ok());
+        Self { child, addr, _dir: dir }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn from(ip: [u8; 4]) -> IpAddr {
+    IpAddr::from(ip)
+}
+
+/// A control connection through `addr` from `source`, with its first reply.
+fn greeted(addr: SocketAddr, source: IpAddr) -> (Ftp, u16) {
+    let mut c = Ftp::connect_from(addr, source);
+    let (code, _) = c.read_reply();
+    (c, code)
+}
+
+fn curl(source: &str, args: &[&str]) -> std::process::Output {
+    Command::new("curl").args(["-sS", "--max-time", "30", "--interface", source]).args(args).output().expect("curl")
+}
+
+fn proxied_server(root: &Path, extra: &[&str]) -> (Server, u16) {
+    let metrics = free_port();
+    let listen = format!("ftpd_metrics_listen=127.0.0.1:{metrics}");
+    let mut settings = vec!["ftpd_proxy_protocol=YES", "ftpd_proxy_trusted=127.0.0.1", listen.as_str()];
+    settings.extend_from_slice(extra);
+    (Server::start(root, &settings), metrics)
+}
+
+#[test]
+fn haproxy_v2_and_v1_hand_ftpd_the_real_client() {
+    let d = tempfile::tempdir().unwrap();
+    random_file(&d.path().join("f.bin"), 3_000_000);
+    let want = std::fs::read(d.path().join("f.bin")).unwrap();
+    for send in ["send-proxy-v2", "send-proxy"] {
+        let (server, _) = proxied_server(d.path(), &["max_per_ip=2"]);
+        let lb = Haproxy::start(server.addr, send);
+        // Passive, then active: each data connection goes straight between
+        // the client and the node, checked against the header's address.
+        let url = format!("ftp://{}/f.bin", lb.addr);
+        for mode in [&["--ftp-pasv"][..], &["--ftp-port", "127.0.0.2"][..]] {
+            let out = curl("127.0.0.2", &[mode, &[url.as_str(), "-o", "-"]].concat());
+            assert!(out.status.success(), "{send} {mode:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(out.stdout == want, "{send} {mode:?}: {} bytes, not the file", out.stdout.len());
+        }
+        // max_per_ip counts the real client, not the balancer: two from
+        // 127.0.0.2 fill its cap, 127.0.0.3 still gets in.
+        let held: Vec<_> = (0..2).map(|_| greeted(lb.addr, from([127, 0, 0, 2]))).collect();
+        assert!(held.iter().all(|(_, code)| *code == 220), "{send}: two sessions from 127.0.0.2");
+        let (_, third) = greeted(lb.addr, from([127, 0, 0, 2]));
+        assert_eq!(third, 421, "{send}: a third from 127.0.0.2 is over max_per_ip=2");
+        let (mut other, code) = greeted(lb.addr, from([127, 0, 0, 3]));
+        assert_eq!(code, 220, "{send}: 127.0.0.3 is another client");
+        let (code, _) = other.cmd("USER anonymous");
+        assert!(code == 230 || code == 331, "{send}: {code}");
+        drop(held);
+        let log = server.stop();
+        assert!(log.contains("peer=127.0.0.2:"), "{send}: sessions are logged with the real client: {log}");
+        assert!(log.contains("peer=127.0.0.3:"), "{send}: {log}");
+        assert!(!log.contains("peer=127.0.0.1:"), "{send}: never the balancer: {log}");
+    }
+}
+
+/// Sends `bytes` from `source` and says whether ftpd greeted the connection.
+fn greeting_after(addr: SocketAddr, source: IpAddr, bytes: &[u8], close_after: bool) -> Option<String> {
+    let mut s = tcp_connect(addr, SocketSetup { source: Some(source), ..SocketSetup::default() }).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).expect("send");
+    if close_after {
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got).into_owned();
+    text.starts_with("220").then_some(text)
+}
+
+#[test]
+fn only_trusted_senders_may_name_the_client_and_bad_headers_are_counted() {
+    let d = tempfile::tempdir().unwrap();
+    let (server, metrics) = proxied_server(d.path(), &["idle_session_timeout=2"]);
+    let header = b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 21\r\n";
+    let lb = from([127, 0, 0, 1]);
+    // A header from a trusted balancer: greeted (the session then idles out).
+    assert!(greeting_after(server.addr, lb, header, false).is_some(), "a trusted v1 header is accepted");
+    // The same header straight from a client is a forgery.
+    assert_eq!(greeting_after(server.addr, from([127, 0, 0, 9]), header, false), None, "untrusted source");
+    // From the balancer, anything but a whole header.
+    assert_eq!(greeting_after(server.addr, lb, b"USER anonymous\r\n", false), None, "no header");
+    assert_eq!(
+        greeting_after(server.addr, lb, b"PROXY TCP4 192.0.2.999 127.0.0.1 40000 21\r\n", false),
+        None,
+        "malformed"
+    );
+    assert_eq!(greeting_after(server.addr, lb, b"PROXY TCP4 192.0", true), None, "truncated");
+    let start = Instant::now();
+    assert_eq!(greeting_after(server.addr, lb, b"", false), None, "silent: closed after the header timeout");
+    assert!(start.elapsed() < Duration::from_secs(9), "closed after {:?}", start.elapsed());
+    let m = metric_samples(http_get(&format!("127.0.0.1:{metrics}"), "/metrics", "").body());
+    for (reason, n) in
+        [("proxy_untrusted", 1.0), ("proxy_missing", 2.0), ("proxy_malformed", 1.0), ("proxy_truncated", 1.0)]
+    {
+        let key = format!("ftpd_connections_refused_total{{reason=\"{reason}\"}}");
+        assert_eq!(m.get(&key).copied(), Some(n), "{key}: {m:?}");
+    }
+    let log = server.stop();
+    assert!(log.contains("peer=192.0.2.7:40000"), "the header's client is the session's peer: {log}");
+    assert!(log.contains("reason=\"proxy_untrusted\"") || log.contains("reason=proxy_untrusted"), "{log}");
+}
+
+#[test]
+fn implicit_ftps_after_a_header_in_the_same_segment() {
+    // The header must be read without taking a byte of the ClientHello that
+    // follows it: the client corks its socket so both leave in one segment.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("hello.txt"), b"hello over TLS\n").unwrap();
+    let cert = ftpd_tests::Cert::new();
+    let mut settings: Vec<String> = cert.settings();
+    settings.push("implicit_ssl=YES".into());
+    let refs: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let (server, _) = proxied_server(d.path(), &refs);
+    let out = ftpd_tests::python(&format!(
+        r#"import socket, ssl
+s = socket.create_connection(("127.0.0.1", {port}))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+s.sendall(b"PROXY TCP4 192.0.2.8 127.0.0.1 40001 990\r\n")
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s.setblocking(False)
+t = ctx.wrap_socket(s, do_handshake_on_connect=False)
+try:
+    t.do_handshake()
+except ssl.SSLWantReadError:
+    pass
+t.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+t.setblocking(True)
+t.settimeout(10)
+t.do_handshake()
+print("greeting", t.recv(200).decode().strip())
+"#,
+        port = server.addr.port()
+    ));
+    assert!(out.contains("greeting 220"), "{out}");
+    let log = server.stop();
+    assert!(log.contains("peer=192.0.2.8:40001"), "{log}");
+}
