@@ -297,6 +297,9 @@ options! {
     ftpd_ban_allow: Str = "", "ftpd extension. Comma-separated addresses and CIDR networks (e.g. `192.0.2.0/24, 2001:db8::/32`) that are never banned and whose failed logins are not counted: monitoring, the operator's own hosts. A banned network (`ftpd_prefix_v4`, `ftpd_prefix_v6`) that holds a listed address is refused after accept() only, not in XDP, so that the listed address still gets in.";
     ftpd_proxy_protocol: Bool = false, "ftpd extension. YES: every control connection starts with a PROXY protocol header (v1 or v2, as HAProxy's `send-proxy`/`send-proxy-v2`, AWS NLB and Envoy send it) from a balancer in `ftpd_proxy_trusted`, and the client is the address the header names: for `max_per_ip`, `ftpd_max_per_prefix`, bans, the PORT and data-connection address checks, pinholes, logs and metrics. A connection from any other source, or without a whole header within 5 seconds, is closed before the greeting and counted (`ftpd_connections_refused_total`, reasons `proxy_*`). The kernel plane's per-IP and per-network SYN caps are then off (the kernel sees the balancer on the control port; the caps hold after the header). Data connections do not carry a header: announce each node's own address (`pasv_address`) so that they go to it directly.";
     ftpd_proxy_trusted: Str = "", "ftpd extension. Comma-separated addresses and CIDR networks of the balancers allowed to send a PROXY header (`ftpd_proxy_protocol`); required with it.";
+    ftpd_cluster_redis: Str = "", "ftpd extension. `redis://HOST:PORT[/DB]` (or `redis://:PASSWORD@HOST:PORT`): the Redis through which the nodes of a fleet share `max_clients`, `max_per_ip` and the `ftpd_rate_scope=user|ip` bandwidth limits, so that a client at its cap on one node is refused on another and a user's limit is split over its transfers on every node (re-split within a tenth of a second). Each node's counts are leases of `ftpd_cluster_lease` seconds: a node that dies stops counting within that time. Redis out of reach: each node holds its limits alone, logs it once, shows it in `ftpd_cluster_up`, keeps serving and rejoins by itself. Empty: no fleet. Restart to change.";
+    ftpd_cluster_node: Str = "", "ftpd extension. This node's name in the fleet (`ftpd_cluster_redis`), unique per node, and the `node` label of all its metrics. Empty: the host name. Restart to change.";
+    ftpd_cluster_lease: UInt = 10, "ftpd extension. Seconds a node's published counts last without being renewed (each node renews them three times per lease): how long a node that died keeps counting (1-3600). Restart to change.";
     ftpd_rate_scope: RateScope = "session", "ftpd extension. What `anon_max_rate`/`local_max_rate` limit: `session` (vsftpd's meaning), or `user` / `ip`: one limit shared by all that user's (or IP's) concurrent transfers, re-split when one starts or ends.";
     ftpd_list_cache_ms: UInt = 1000, "ftpd extension. Milliseconds a directory's listing (names and stats) is reused by the next LIST/NLST/MLSD of that directory by the same user, while the directory itself is unchanged (same mtime and ctime) and no write went through that user's sessions. Within this time, a file changed in place by another program may show its old size and time. 0: every listing reads the directory (vsftpd's behaviour).";
     ftpd_max_listings_per_ip: UInt = 8, "ftpd extension. Most directory listings (LIST/NLST/MLSD) running at once for one client IP address; more get `451`. Each holds one of its file worker's 64 listing slots while its client reads, so one address cannot take them all. 0 means no limit.";
@@ -618,6 +621,16 @@ impl Config {
                 ));
             }
         }
+        if !self.ftpd_cluster_redis.is_empty() {
+            let url = &self.ftpd_cluster_redis;
+            if !url.starts_with("redis://") {
+                return Err(format!("ftpd_cluster_redis={url:?} is not a redis:// URL (e.g. redis://10.0.0.9:6379/0)"));
+            }
+            redis::Client::open(url.as_str()).map_err(|e| format!("ftpd_cluster_redis={url:?}: {e}"))?;
+            if !(1..=3600).contains(&self.ftpd_cluster_lease) {
+                return Err(format!("ftpd_cluster_lease={} is not 1-3600 seconds", self.ftpd_cluster_lease));
+            }
+        }
         if !self.ftpd_metrics_listen.is_empty() && self.ftpd_metrics_listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(format!(
                 "ftpd_metrics_listen={:?} is not ADDR:PORT (e.g. 127.0.0.1:9121)",
@@ -657,6 +670,23 @@ impl Config {
     }
 }
 
+/// `url` with its host name replaced by the address it resolves to (for
+/// the same reason as `pasv_address`: the confined front cannot resolve).
+fn resolve_redis(text: &str) -> Result<String, String> {
+    let mut url = url::Url::parse(text).map_err(|e| format!("ftpd_cluster_redis={text:?}: {e}"))?;
+    if let Some(url::Host::Domain(name)) = url.host() {
+        let name = name.to_owned();
+        let port = url.port().unwrap_or(6379);
+        let ip = std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port))
+            .map_err(|e| format!("ftpd_cluster_redis={text:?}: cannot resolve {name:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("ftpd_cluster_redis={text:?}: {name:?} has no address"))?
+            .ip();
+        url.set_ip_host(ip).map_err(|()| format!("ftpd_cluster_redis={text:?}: cannot use {ip}"))?;
+    }
+    Ok(url.to_string())
+}
+
 /// Options a running ftpd cannot change: what the listeners, the data plane,
 /// the privilege split and the log files were set up with before the front
 /// started. A reload keeps their running values and says so.
@@ -683,6 +713,10 @@ pub const RESTART_ONLY: &[&str] = &[
     "log_ftp_protocol",
     // FTPS on or off; the certificate, key and TLS settings do reload.
     "ssl_enable",
+    // The fleet link and the metrics' node label are made at start.
+    "ftpd_cluster_redis",
+    "ftpd_cluster_node",
+    "ftpd_cluster_lease",
 ];
 
 /// With the kernel data plane the passive range is in its maps, set at load.
@@ -736,6 +770,9 @@ impl ConfigSource {
         // socket, netlink for sorting several answers).
         if cfg.pasv_addr_resolve && !cfg.pasv_address.is_empty() {
             cfg.pasv_address = resolve_v4(&cfg.pasv_address)?.to_string();
+        }
+        if !cfg.ftpd_cluster_redis.is_empty() {
+            cfg.ftpd_cluster_redis = resolve_redis(&cfg.ftpd_cluster_redis)?;
         }
         Ok(cfg)
     }
@@ -1001,6 +1038,19 @@ mod tests {
         assert_eq!(c.validate(), Ok(()));
         assert_eq!((c.kernel_max_per_ip(), c.kernel_max_per_prefix()), (0, 0), "the kernel sees only the balancer");
         assert_eq!(c.kernel_max_clients(), 4000, "the total cap still holds in XDP");
+    }
+
+    #[test]
+    fn a_fleet_needs_a_redis_url_and_a_sane_lease() {
+        let bad = |text: &str| load(text).unwrap().validate().unwrap_err();
+        let e = bad("ftpd_cluster_redis=10.0.0.9:6379\n");
+        assert!(e.contains("redis://"), "{e}");
+        let e = bad("ftpd_cluster_redis=redis://10.0.0.9:6379\nftpd_cluster_lease=0\n");
+        assert!(e.contains("ftpd_cluster_lease=0"), "{e}");
+        assert_eq!(load("ftpd_cluster_redis=redis://10.0.0.9:6379/2\n").unwrap().validate(), Ok(()));
+        assert_eq!(resolve_redis("redis://localhost:6380/1").as_deref(), Ok("redis://127.0.0.1:6380/1"));
+        assert_eq!(resolve_redis("redis://:pw@10.0.0.9").as_deref(), Ok("redis://:pw@10.0.0.9"));
+        assert!(resolve_redis("redis://no-such-host.invalid:6379").unwrap_err().contains("cannot resolve"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod bans;
 pub mod check;
 pub mod ciphers;
+pub mod cluster;
 pub mod command;
 pub mod commands;
 pub mod config;

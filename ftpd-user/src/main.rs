@@ -50,9 +50,9 @@ struct Cli {
 /// The subcommands; without one, ftpd serves.
 #[derive(clap::Subcommand, Debug)]
 enum Sub {
-    /// Show a running ftpd's metrics as a table with per-second rates: `ftpd stats [--watch SECS] [ADDR]`.
+    /// Show a running ftpd's metrics as a table with per-second rates: `ftpd stats [--watch SECS] [ADDR...]`.
     #[command(
-        override_usage = "ftpd stats [--watch SECS] [ADDR]   (ADDR: ftpd_metrics_listen, default 127.0.0.1:9121)"
+        override_usage = "ftpd stats [--watch SECS] [ADDR...]   (ADDR: ftpd_metrics_listen, default 127.0.0.1:9121; several: each node, then the fleet)"
     )]
     Stats {
         /// `--watch SECS` to refresh, and the `ftpd_metrics_listen` address (default 127.0.0.1:9121).
@@ -233,7 +233,7 @@ fn write_man_pages(dir: &std::path::Path) -> Result<()> {
             "Read a vsftpd.conf and print, line by line, what ftpd does differently: options accepted without effect, options ftpd refuses and why, defaults that differ, unknown names with the closest real ones, and ftpd options that would serve better. Exit 0 when ftpd behaves as vsftpd would, 1 otherwise.",
         ),
         (
-            "ftpd stats [--watch SECS] [ADDR]",
+            "ftpd stats [--watch SECS] [ADDR...]",
             "Print a running server's metrics (from ftpd_metrics_listen, default 127.0.0.1:9121) as a table, with per-second rates.",
         ),
         (

@@ -81,6 +81,11 @@ pub struct Metrics {
     pub tls_handshake_failures: Family<Labels, Counter>,
     /// 1 when the kernel offers TLS offload (kTLS); 0 also when FTPS is off.
     pub ktls_available: Gauge,
+    /// 1 while Redis answers a fleet node (`ftpd_cluster_redis`), 0 while the
+    /// node holds its limits alone.
+    pub cluster_up: Gauge,
+    /// Times a fleet node lost Redis and fell back to its local limits.
+    pub cluster_fallbacks: Counter,
     rss: Gauge,
     fds: Gauge,
     cpu: Counter<f64, std::sync::atomic::AtomicU64>,
@@ -109,9 +114,17 @@ fn l(pairs: &[(&str, &str)]) -> Labels {
 }
 
 impl Metrics {
-    /// Registers everything.
-    pub fn new() -> Self {
-        let mut r = Registry::with_prefix("ftpd");
+    /// Registers everything. A fleet node's metrics all carry its name
+    /// (`node`), so that Prometheus can tell nodes apart when it federates
+    /// them or scrapes them through one name.
+    pub fn new(node: Option<&str>) -> Self {
+        let mut r = match node {
+            Some(n) => Registry::with_prefix_and_labels(
+                "ftpd",
+                [(std::borrow::Cow::Borrowed("node"), std::borrow::Cow::Owned(n.to_owned()))].into_iter(),
+            ),
+            None => Registry::with_prefix("ftpd"),
+        };
         let m = Self {
             sessions_active: Family::default(),
             sessions_total: Counter::default(),
@@ -140,6 +153,8 @@ impl Metrics {
             tls_transfers: Family::default(),
             tls_handshake_failures: Family::default(),
             ktls_available: Gauge::default(),
+            cluster_up: Gauge::default(),
+            cluster_fallbacks: Counter::default(),
             rss: Gauge::default(),
             fds: Gauge::default(),
             cpu: Counter::default(),
@@ -196,6 +211,18 @@ impl Metrics {
             m.tls_handshake_failures.clone(),
         );
         r.register("ktls_available", "1 when the kernel offers TLS offload (kTLS)", m.ktls_available.clone());
+        if node.is_some() {
+            r.register(
+                "cluster_up",
+                "1 while Redis answers (limits shared with the fleet), 0 while this node holds its limits alone",
+                m.cluster_up.clone(),
+            );
+            r.register(
+                "cluster_fallbacks",
+                "Times Redis went out of reach and this node fell back to its local limits",
+                m.cluster_fallbacks.clone(),
+            );
+        }
         r.register("process_resident_memory_bytes", "Resident memory of all ftpd processes", m.rss.clone());
         r.register("process_open_fds", "Open file descriptors of the network process", m.fds.clone());
         r.register("process_cpu_seconds", "CPU time of all ftpd processes", m.cpu.clone());
@@ -332,7 +359,7 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(None)
     }
 }
 

@@ -30,7 +30,14 @@ pub struct Flow {
 }
 
 /// A group's limit and the transfers sharing it.
-type Group = (u64, Vec<Arc<Flow>>);
+#[derive(Debug, Default)]
+struct Group {
+    limit: u64,
+    flows: Vec<Arc<Flow>>,
+    /// Transfers of the same group on other nodes of a fleet
+    /// (`ftpd_cluster_redis`): the limit is split over them too.
+    elsewhere: u64,
+}
 
 /// Whose limit a rate group is: the user name, and whether the session is
 /// anonymous (the rule for which limit applies is [`crate::policy::Policy::decide`]).
@@ -49,6 +56,15 @@ pub struct Rates {
     /// Limits set by the last reload, for the sessions that logged in
     /// before it (later sessions read the new config themselves).
     overrides: Mutex<HashMap<Owner, u64>>,
+    /// Woken when a limited group a fleet shares gains or loses a transfer,
+    /// so that the fleet hears of it at once (see `cluster::run`).
+    pub changed: Arc<tokio::sync::Notify>,
+}
+
+/// Whether a group's limit is shared by a fleet: user and IP scopes (a
+/// session's own group means nothing on another node), when limited.
+fn shareable(key: &str, limit: u64) -> bool {
+    limit > 0 && !key.starts_with("s:")
 }
 
 /// A running transfer's membership; leaving the group on drop re-splits it.
@@ -68,10 +84,13 @@ impl Rates {
         lock(&rates.owners).insert(key.clone(), owner);
         {
             let mut groups = lock(&rates.groups);
-            let group = groups.entry(key.clone()).or_insert_with(|| (limit, Vec::new()));
-            group.0 = limit;
-            group.1.push(Arc::clone(&flow));
+            let group = groups.entry(key.clone()).or_default();
+            group.limit = limit;
+            group.flows.push(Arc::clone(&flow));
             resplit(group);
+        }
+        if shareable(&key, limit) {
+            rates.changed.notify_one();
         }
         FlowGuard { rates: Arc::clone(rates), key, flow }
     }
@@ -101,12 +120,12 @@ impl Rates {
     }
 }
 
-fn resplit((limit, flows): &mut Group) {
+fn resplit(Group { limit, flows, elsewhere }: &mut Group) {
     if flows.is_empty() {
         return;
     }
-    let share = if *limit == 0 { 0 } else { (*limit / flows.len() as u64).max(1) };
-    tracing::debug!(transfers = flows.len(), share, "rate group re-split");
+    let share = if *limit == 0 { 0 } else { (*limit / (flows.len() as u64 + *elsewhere)).max(1) };
+    tracing::debug!(transfers = flows.len(), elsewhere, share, "rate group re-split");
     for f in flows.iter() {
         f.rate.store(share, Ordering::Relaxed);
     }
@@ -116,8 +135,11 @@ impl Drop for FlowGuard {
     fn drop(&mut self) {
         let mut groups = lock(&self.rates.groups);
         if let Some(group) = groups.get_mut(&self.key) {
-            group.1.retain(|f| !Arc::ptr_eq(f, &self.flow));
-            if group.1.is_empty() {
+            group.flows.retain(|f| !Arc::ptr_eq(f, &self.flow));
+            if shareable(&self.key, group.limit) {
+                self.rates.changed.notify_one();
+            }
+            if group.flows.is_empty() {
                 groups.remove(&self.key);
                 lock(&self.rates.owners).remove(&self.key);
             } else {
@@ -129,6 +151,29 @@ impl Drop for FlowGuard {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The limited rate groups a fleet shares (user and IP scopes: a session's
+/// own group means nothing on another node), with this node's transfers in
+/// each.
+pub fn fleet_groups(rates: &Rates) -> Vec<(String, u64)> {
+    lock(&rates.groups)
+        .iter()
+        .filter(|(key, g)| shareable(key, g.limit))
+        .map(|(key, g)| (key.clone(), g.flows.len() as u64))
+        .collect()
+}
+
+/// Splits each group's limit over the transfers of the other nodes too:
+/// `elsewhere` has their count by group (absent: none).
+pub fn set_elsewhere(rates: &Rates, elsewhere: &HashMap<String, u64>) {
+    for (key, group) in lock(&rates.groups).iter_mut() {
+        let n = elsewhere.get(key).copied().unwrap_or(0);
+        if group.elsewhere != n {
+            group.elsewhere = n;
+            resplit(group);
+        }
+    }
 }
 
 /// The users whose limits a reload recomputes: those logged in and those
@@ -152,8 +197,8 @@ pub fn apply(rates: &Rates, limits: HashMap<Owner, u64>) -> usize {
     let mut groups = lock(&rates.groups);
     for (key, owner) in owners.iter() {
         let Some(&limit) = limits.get(owner) else { continue };
-        if let Some(group) = groups.get_mut(key).filter(|g| g.0 != limit) {
-            group.0 = limit;
+        if let Some(group) = groups.get_mut(key).filter(|g| g.limit != limit) {
+            group.limit = limit;
             resplit(group);
             changed += 1;
         }
@@ -356,4 +401,37 @@ fn data_segments_out(sock: BorrowedFd<'_>) -> Option<u32> {
         )
     };
     (r == 0).then_some(info.tcpi_data_segs_out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn share(g: &FlowGuard) -> u64 {
+        g.flow.rate.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_groups_limit_is_split_over_the_fleets_transfers_and_back() {
+        let rates = Arc::new(Rates::default());
+        let owner = ("alice".to_string(), false);
+        let a = Rates::start(&rates, "u:alice".into(), owner.clone(), 1_000_000);
+        let b = Rates::start(&rates, "u:alice".into(), owner.clone(), 1_000_000);
+        let own = Rates::start(&rates, "s:7".into(), owner.clone(), 1_000_000);
+        let free = Rates::start(&rates, "u:bob".into(), ("bob".into(), false), 0);
+        assert_eq!((share(&a), share(&b)), (500_000, 500_000));
+        let mut groups = fleet_groups(&rates);
+        groups.sort();
+        assert_eq!(groups, vec![("u:alice".to_string(), 2)], "limited user/IP groups only: {groups:?}");
+        // Two more of alice's transfers run on other nodes.
+        set_elsewhere(&rates, &HashMap::from([("u:alice".to_string(), 2)]));
+        assert_eq!((share(&a), share(&b)), (250_000, 250_000));
+        assert_eq!(share(&own), 1_000_000, "a session's own limit is never shared");
+        assert_eq!(share(&free), 0);
+        drop(b);
+        assert_eq!(share(&a), 333_333, "re-split when a local transfer ends");
+        // The fleet forgotten (Redis out of reach): the node's own limit.
+        set_elsewhere(&rates, &HashMap::new());
+        assert_eq!(share(&a), 1_000_000);
+    }
 }

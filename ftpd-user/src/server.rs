@@ -171,6 +171,15 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
     if let Some(dp) = shared.kernel() {
         dp.spawn_log_reader();
     }
+    if let Some(cluster) = &shared.cluster {
+        info!(node = %cluster.node, "cluster: sharing max_clients, max_per_ip and rate limits through Redis");
+        let changed = Arc::clone(&shared.rates.changed);
+        tokio::spawn(crate::cluster::run(
+            Arc::clone(cluster),
+            Arc::clone(&shared) as Arc<dyn crate::cluster::Node>,
+            changed,
+        ));
+    }
     if shared.kernel().is_some() {
         let s = Arc::clone(&shared);
         tokio::spawn(async move {
@@ -221,7 +230,11 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             // one place it is decided.
             let Some(peer) = client_of(&shared2, &mut stream, peer).await else { return };
             let ip = peer.ip();
-            let slot = match shared2.admit(ip) {
+            let admitted = match shared2.admit(ip) {
+                Ok(slot) => shared2.admit_in_fleet(&slot).await.map(|()| slot),
+                Err(refusal) => Err(refusal),
+            };
+            let slot = match admitted {
                 Ok(s) => s,
                 Err(refusal) => {
                     crate::metrics::Metrics::inc(&shared2.metrics.refused, "reason", refusal.label());

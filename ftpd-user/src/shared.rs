@@ -90,6 +90,8 @@ pub struct Shared {
     pub hashing: crate::slots::HashSlots,
     /// Directory listings running, per client address and per file worker.
     pub listings: Arc<crate::slots::Listings>,
+    /// The fleet's shared counts (`ftpd_cluster_redis`), if this node is in one.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// How far a shutdown has got.
@@ -121,7 +123,26 @@ impl Shared {
         logs: Logs,
         source: crate::config::ConfigSource,
     ) -> Self {
-        let metrics = crate::metrics::Metrics::new();
+        let cfg = &settings.cfg;
+        let cluster = (!cfg.ftpd_cluster_redis.is_empty())
+            .then(|| {
+                let node = if cfg.ftpd_cluster_node.is_empty() {
+                    crate::cluster::default_node()
+                } else {
+                    cfg.ftpd_cluster_node.clone()
+                };
+                let lease = std::time::Duration::from_secs(u64::from(cfg.ftpd_cluster_lease));
+                crate::cluster::Cluster::new(&cfg.ftpd_cluster_redis, node, lease)
+                    .inspect_err(|e| warn!("{e}; limits hold for this node alone"))
+                    .ok()
+                    .map(Arc::new)
+            })
+            .flatten();
+        let node = match &cluster {
+            Some(c) => Some(c.node.clone()),
+            None => Some(cfg.ftpd_cluster_node.clone()).filter(|n| !n.is_empty()),
+        };
+        let metrics = crate::metrics::Metrics::new(node.as_deref());
         metrics.ebpf_enabled.set(i64::from(matches!(plane, Plane::Kernel(_))));
         metrics.ktls_available.set(i64::from(settings.tls.as_ref().is_some_and(|t| t.ktls)));
         metrics.pasv_range.set(settings.cfg.pasv_range().map_or(0, |(lo, hi)| i64::from(hi - lo) + 1));
@@ -140,6 +161,7 @@ impl Shared {
             conns: Mutex::default(),
             hashing: crate::slots::HashSlots::default(),
             listings: Arc::default(),
+            cluster,
         }
     }
 
@@ -228,6 +250,28 @@ impl Shared {
         Ok(Slot { shared: Arc::clone(self), ip, net })
     }
 
+    /// The fleet's word on a connection this node has admitted (`slot`):
+    /// refused when the fleet as a whole is at `max_clients` or at
+    /// `max_per_ip` for this address. Without a fleet, or with Redis out of
+    /// reach, the node's own caps (already passed) are the whole answer.
+    pub(crate) async fn admit_in_fleet(&self, slot: &Slot) -> Result<(), Refusal> {
+        let Some(cluster) = &self.cluster else { return Ok(()) };
+        let cfg = self.cfg();
+        let (total, per_ip) = {
+            let c = self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (c.total, c.per_ip.get(&slot.ip).copied().unwrap_or(0))
+        };
+        let (verdict, fell) = cluster.admit(slot.ip, total, per_ip, cfg.max_clients, cfg.max_per_ip).await;
+        if fell {
+            crate::cluster::Node::fell_back(self);
+        }
+        match verdict {
+            crate::cluster::Verdict::Admit => Ok(()),
+            crate::cluster::Verdict::MaxClients => Err(Refusal::MaxClients),
+            crate::cluster::Verdict::MaxPerIp => Err(Refusal::MaxPerIp),
+        }
+    }
+
     /// Counts a failed login from `ip` (`ftpd_ban_enable`), and bans its
     /// network when this failure is one too many: in the kernel too, when
     /// the kernel plane runs. Logged once per ban.
@@ -291,6 +335,9 @@ pub(crate) struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.touch(self.ip);
+        }
         let mut c = self.shared.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         c.total -= 1;
         if let Some(n) = c.per_ip.get_mut(&self.ip) {
@@ -307,5 +354,28 @@ impl Drop for Slot {
                 c.per_net.remove(net);
             }
         }
+    }
+}
+
+impl crate::cluster::Node for Shared {
+    fn conns(&self) -> (u32, HashMap<IpAddr, u32>) {
+        let c = self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (c.total, c.per_ip.clone())
+    }
+
+    fn rate_groups(&self) -> Vec<(String, u64)> {
+        crate::rates::fleet_groups(&self.rates)
+    }
+
+    fn set_fleet_flows(&self, others: &HashMap<String, u64>) {
+        crate::rates::set_elsewhere(&self.rates, others);
+    }
+
+    fn fell_back(&self) {
+        self.metrics.cluster_fallbacks.inc();
+    }
+
+    fn set_up(&self, up: bool) {
+        self.metrics.cluster_up.set(i64::from(up));
     }
 }

@@ -1,5 +1,6 @@
-//! `ftpd stats [--watch SECS] [ADDR]`: a running ftpd's metrics as a compact
-//! table for the terminal, with per-second rates from two scrapes.
+//! `ftpd stats [--watch SECS] [ADDR...]`: a running ftpd's metrics as a
+//! compact table for the terminal, with per-second rates from two scrapes.
+//! Given several nodes of a fleet, one table per node, then the fleet's.
 
 use std::{
     collections::HashMap,
@@ -142,10 +143,32 @@ pub fn table(addr: &str, before: &Samples, now: &Samples, secs: f64) -> String {
     out
 }
 
+/// Adds every node's samples: the fleet's totals. Nodes with a `node` label
+/// keep their samples apart; without one, equal names add up.
+pub fn merge<'a>(nodes: impl IntoIterator<Item = &'a Samples>) -> Samples {
+    let mut out = Samples::new();
+    for s in nodes {
+        for (k, v) in s {
+            *out.entry(k.clone()).or_default() += v;
+        }
+    }
+    out
+}
+
+/// Scrapes every address; the nodes that answered, and one line per node
+/// that did not.
+fn scrape_all(addrs: &[String]) -> (Vec<Option<Samples>>, Vec<String>) {
+    let mut errors = Vec::new();
+    let got = addrs.iter().map(|a| scrape(a).map_err(|e| errors.push(format!("ftpd stats: {e}"))).ok()).collect();
+    (got, errors)
+}
+
+const USAGE: &str = "usage: ftpd stats [--watch SECS] [ADDR...]   (ADDR: ftpd_metrics_listen, default 127.0.0.1:9121; several: one table per node, then the fleet's)";
+
 /// Runs the command; returns the exit code.
 pub fn main(args: &[String]) -> i32 {
     let mut watch: Option<f64> = None;
-    let mut addr = "127.0.0.1:9121".to_string();
+    let mut addrs: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -157,39 +180,52 @@ pub fn main(args: &[String]) -> i32 {
                 }
             },
             "-h" | "--help" => {
-                println!(
-                    "usage: ftpd stats [--watch SECS] [ADDR]   (ADDR: ftpd_metrics_listen, default 127.0.0.1:9121)"
-                );
+                println!("{USAGE}");
                 return 0;
             }
             other if other.starts_with('-') => {
                 eprintln!("ftpd stats: unknown option {other}");
                 return 2;
             }
-            other => addr = other.to_string(),
+            other => addrs.push(other.to_string()),
         }
     }
+    if addrs.is_empty() {
+        addrs.push("127.0.0.1:9121".to_string());
+    }
     let interval = watch.unwrap_or(1.0);
-    let mut before = match scrape(&addr) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("ftpd stats: {e}");
-            return 1;
+    let (mut before, errors) = scrape_all(&addrs);
+    if before.iter().all(Option::is_none) {
+        for e in errors {
+            eprintln!("{e}");
         }
-    };
+        return 1;
+    }
     let mut t = Instant::now();
     loop {
         std::thread::sleep(Duration::from_secs_f64(interval));
-        let now = match scrape(&addr) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("ftpd stats: {e}");
-                return 1;
+        let (now, errors) = scrape_all(&addrs);
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        if now.iter().all(Option::is_none) {
+            return 1;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let mut answered = (Vec::new(), Vec::new());
+        for ((addr, b), n) in addrs.iter().zip(&before).zip(&now) {
+            if let (Some(b), Some(n)) = (b, n) {
+                print!("{}", table(addr, b, n, secs));
+                answered.0.push(b);
+                answered.1.push(n);
             }
-        };
-        print!("{}", table(&addr, &before, &now, t.elapsed().as_secs_f64()));
+        }
+        if addrs.len() > 1 {
+            let name = format!("the fleet ({} of {} nodes)", answered.1.len(), addrs.len());
+            print!("\n{}", table(&name, &merge(answered.0), &merge(answered.1), secs));
+        }
         if watch.is_none() {
-            return 0;
+            return i32::from(!errors.is_empty());
         }
         println!();
         before = now;

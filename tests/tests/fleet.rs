@@ -202,3 +202,214 @@ print("greeting", t.recv(200).decode().strip())
     let log = server.stop();
     assert!(log.contains("peer=192.0.2.8:40001"), "{log}");
 }
+
+/// Debian's redis-server on 127.0.0.1, nothing kept on disk, killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Self {
+        Self::on(free_port())
+    }
+
+    fn on(port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (cargo xtask setup installs it)");
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        wait_for("redis listening", Duration::from_secs(10), || std::net::TcpStream::connect(addr).is_ok());
+        Self { child, port, _dir: dir }
+    }
+
+    fn url(&self) -> String {
+        format!("ftpd_cluster_redis=redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fleet node: ftpd with the fleet's Redis, its name and its metrics port.
+struct Node {
+    server: Server,
+    name: &'static str,
+    metrics: u16,
+}
+
+impl Node {
+    fn start(root: &Path, redis: &Redis, name: &'static str, extra: &[&str]) -> Self {
+        let metrics = free_port();
+        let listen = format!("ftpd_metrics_listen=127.0.0.1:{metrics}");
+        let node = format!("ftpd_cluster_node={name}");
+        let url = redis.url();
+        let mut settings = vec![url.as_str(), node.as_str(), listen.as_str(), "ftpd_cluster_lease=2"];
+        settings.extend_from_slice(extra);
+        Self { server: Server::start(root, &settings), name, metrics }
+    }
+
+    fn metric(&self, name: &str) -> Option<f64> {
+        let body = http_get(&format!("127.0.0.1:{}", self.metrics), "/metrics", "");
+        metric_samples(body.body()).get(&format!("{name}{{node=\"{}\"}}", self.name)).copied()
+    }
+
+    fn wait_up(&self, up: bool) {
+        let want = f64::from(u8::from(up));
+        wait_for(&format!("node {} cluster_up={want}", self.name), Duration::from_secs(15), || {
+            self.metric("ftpd_cluster_up") == Some(want)
+        });
+    }
+
+    fn greet(&self, source: [u8; 4]) -> (Ftp, u16) {
+        greeted(self.server.addr, from(source))
+    }
+}
+
+#[test]
+fn two_nodes_share_max_per_ip_and_max_clients_through_redis() {
+    let d = tempfile::tempdir().unwrap();
+    let redis = Redis::start();
+    let caps = ["max_per_ip=2", "max_clients=3"];
+    let a = Node::start(d.path(), &redis, "a", &caps);
+    let b = Node::start(d.path(), &redis, "b", &caps);
+    a.wait_up(true);
+    b.wait_up(true);
+    let (a1, c1) = a.greet([127, 0, 0, 2]);
+    let (_a2, c2) = a.greet([127, 0, 0, 2]);
+    assert_eq!((c1, c2), (220, 220));
+    assert_eq!(b.greet([127, 0, 0, 2]).1, 421, "127.0.0.2 holds max_per_ip=2 on node a");
+    let (_b1, c) = b.greet([127, 0, 0, 3]);
+    assert_eq!(c, 220, "another address on node b");
+    assert_eq!(a.greet([127, 0, 0, 4]).1, 421, "the fleet holds max_clients=3");
+    // One of 127.0.0.2's sessions ends on a: b admits it again at once
+    // (within one publication).
+    drop(a1);
+    // Kept: the fleet holds 3 again (a 1, b 2).
+    let mut _b2 = None;
+    wait_for("b admits 127.0.0.2 again", Duration::from_secs(3), || {
+        let (c, code) = b.greet([127, 0, 0, 2]);
+        _b2 = Some(c).filter(|_| code == 220);
+        _b2.is_some()
+    });
+    let m = metric_samples(http_get(&format!("127.0.0.1:{}", b.metrics), "/metrics", "").body());
+    assert!(
+        m.get("ftpd_connections_refused_total{node=\"b\",reason=\"max_per_ip\"}").copied() >= Some(1.0),
+        "refusals counted with the node label: {m:?}"
+    );
+    // `ftpd stats` over both nodes: each node's table, then the fleet's.
+    let stats = ftpd_tests::run_ok(Command::new(ftpd_tests::ftpd_bin()).args([
+        "stats",
+        &format!("127.0.0.1:{}", a.metrics),
+        &format!("127.0.0.1:{}", b.metrics),
+    ]));
+    let tables: Vec<&str> = stats.split("ftpd at ").skip(1).collect();
+    assert_eq!(tables.len(), 3, "a, b, then the fleet: {stats}");
+    assert!(tables[2].starts_with("the fleet (2 of 2 nodes)"), "{stats}");
+    // A number from a table: the word after `label`.
+    let number = |t: &str, label: &str| -> f64 {
+        t.split(label)
+            .nth(1)
+            .and_then(|r| r.split([' ', ',', ')']).find(|w| !w.is_empty())?.parse().ok())
+            .unwrap_or_else(|| panic!("{label} in {t}"))
+    };
+    for label in ["sessions total", "(max_clients", "max_per_ip"] {
+        let (na, nb, fleet) = (number(tables[0], label), number(tables[1], label), number(tables[2], label));
+        assert_eq!(fleet, na + nb, "{label}: the fleet's is the nodes' sum: {stats}");
+    }
+    assert!(number(tables[2], "(max_clients") >= 1.0, "{stats}");
+    // A node that dies stops counting when its lease ends (2 s here).
+    let Node { mut server, .. } = a;
+    server.signal("KILL");
+    let _ = server.wait_exit(Duration::from_secs(5));
+    let killed = Instant::now();
+    assert_eq!(b.greet([127, 0, 0, 5]).1, 421, "a's sessions count until their lease ends");
+    wait_for("a's lease ends", Duration::from_secs(6), || b.greet([127, 0, 0, 5]).1 == 220);
+    let gone = killed.elapsed();
+    assert!(gone <= Duration::from_secs(4), "a dead node counted for {gone:?} (lease 2 s)");
+    let log = b.server.stop();
+    assert!(log.contains("cluster: Redis reachable"), "{log}");
+}
+
+#[test]
+fn without_redis_each_node_holds_its_own_limits_and_rejoins() {
+    let d = tempfile::tempdir().unwrap();
+    let mut redis = Redis::start();
+    let caps = ["max_per_ip=1"];
+    let a = Node::start(d.path(), &redis, "a", &caps);
+    let b = Node::start(d.path(), &redis, "b", &caps);
+    a.wait_up(true);
+    b.wait_up(true);
+    let port = redis.port;
+    drop(redis);
+    a.wait_up(false);
+    b.wait_up(false);
+    // Each node alone: one session from 127.0.0.2 on each, not two on one.
+    let (_a1, c1) = a.greet([127, 0, 0, 2]);
+    let (_b1, c2) = b.greet([127, 0, 0, 2]);
+    assert_eq!((c1, c2), (220, 220), "both nodes keep serving");
+    assert_eq!(a.greet([127, 0, 0, 2]).1, 421, "and keep their own caps");
+    redis = Redis::on(port);
+    a.wait_up(true);
+    b.wait_up(true);
+    assert!(a.metric("ftpd_cluster_fallbacks_total") >= Some(1.0));
+    // Shared again: 127.0.0.6 on a fills its cap on b.
+    let (_a6, c) = a.greet([127, 0, 0, 6]);
+    assert_eq!(c, 220);
+    assert_eq!(b.greet([127, 0, 0, 6]).1, 421, "shared again after Redis came back");
+    drop(redis);
+    let log = a.server.stop();
+    assert_eq!(log.matches("cluster: Redis out of reach").count(), 1, "logged once per outage: {log}");
+    assert!(log.matches("cluster: Redis reachable").count() >= 2, "{log}");
+}
+
+#[test]
+fn a_rate_limit_holds_for_the_whole_fleet() {
+    // One client IP with a 1 MB/s limit (ftpd_rate_scope=ip) downloads 1 MB
+    // from node a and 3 MB from node b at once. Shared, the two get 0.5 MB/s
+    // each until a's ends (2 s), then b gets the whole limit: 4 MB in about
+    // 4 s. Limited per node, both would run at 1 MB/s (3 s); never re-split
+    // after a's end, b would take 6 s.
+    let d = tempfile::tempdir().unwrap();
+    random_file(&d.path().join("small.bin"), 1_000_000);
+    random_file(&d.path().join("big.bin"), 3_000_000);
+    let redis = Redis::start();
+    let limits = ["anon_max_rate=1000000", "ftpd_rate_scope=ip"];
+    let a = Node::start(d.path(), &redis, "a", &limits);
+    let b = Node::start(d.path(), &redis, "b", &limits);
+    a.wait_up(true);
+    b.wait_up(true);
+    let start = Instant::now();
+    let fetch = |node: &Node, name: &str| {
+        let url = format!("ftp://{}/{name}", node.server.addr);
+        Command::new("curl")
+            .args(["-sS", "--max-time", "30", "--interface", "127.0.0.2", &url, "-o", "/dev/null"])
+            .args(["-w", "%{size_download}"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("curl")
+    };
+    let (ca, cb) = (fetch(&a, "small.bin"), fetch(&b, "big.bin"));
+    let oa = ca.wait_with_output().unwrap();
+    let small = start.elapsed().as_secs_f64();
+    let ob = cb.wait_with_output().unwrap();
+    let took = start.elapsed().as_secs_f64();
+    assert!(oa.status.success() && oa.stdout == b"1000000", "{oa:?}");
+    assert!(ob.status.success() && ob.stdout == b"3000000", "{ob:?}");
+    let rate = 4_000_000.0 / took;
+    println!("[fleet] 1 MB from a and 3 MB from b at a shared 1 MB/s: a {small:.2} s, all {took:.2} s, {rate:.0} B/s");
+    assert!(rate <= 1_050_000.0, "{rate:.0} B/s: the fleet's limit is 1 MB/s in all");
+    assert!(small > 1.7, "a's 1 MB took {small:.2} s: it had half the limit while b ran");
+    assert!(took < 4.6, "took {took:.2} s: b gets the whole limit once a's transfer ends");
+}
