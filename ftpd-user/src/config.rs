@@ -296,6 +296,7 @@ options! {
     ftpd_ban_time: UInt = 900, "ftpd extension. Seconds a ban lasts; long enough to make password guessing pointless, short enough that a network that shares one address (NAT) is not locked out for long by one user.";
     ftpd_ban_allow: Str = "", "ftpd extension. Comma-separated addresses and CIDR networks (e.g. `192.0.2.0/24, 2001:db8::/32`) that are never banned and whose failed logins are not counted: monitoring, the operator's own hosts. A banned network (`ftpd_prefix_v4`, `ftpd_prefix_v6`) that holds a listed address is refused after accept() only, not in XDP, so that the listed address still gets in.";
     ftpd_proxy_protocol: Bool = false, "ftpd extension. YES: every control connection starts with a PROXY protocol header (v1 or v2, as HAProxy's `send-proxy`/`send-proxy-v2`, AWS NLB and Envoy send it) from a balancer in `ftpd_proxy_trusted`, and the client is the address the header names: for `max_per_ip`, `ftpd_max_per_prefix`, bans, the PORT and data-connection address checks, pinholes, logs and metrics. A connection from any other source, or without a whole header within 5 seconds, is closed before the greeting and counted (`ftpd_connections_refused_total`, reasons `proxy_*`). The kernel plane's per-IP and per-network SYN caps are then off (the kernel sees the balancer on the control port; the caps hold after the header). Data connections do not carry a header: announce each node's own address (`pasv_address`) so that they go to it directly.";
+    ftpd_proxy_data: Bool = false, "ftpd extension. With `ftpd_proxy_protocol`: YES: passive data connections come through the balancers too (each node its own passive range, forwarded to it with a PROXY header), so clients that ignore the PASV address (curl since 7.74, Python's ftplib) and EPSV work; a data connection from a balancer must carry a header, and the client it names is checked as `pasv_promiscuous` says; the kernel pinhole admits the balancer that forwarded the control connection. NO: data connections go straight to the node's own address (`pasv_address`), and EPSV is refused (502) when it would send the client to the balancer.";
     ftpd_proxy_trusted: Str = "", "ftpd extension. Comma-separated addresses and CIDR networks of the balancers allowed to send a PROXY header (`ftpd_proxy_protocol`); required with it.";
     ftpd_cluster_redis: Str = "", "ftpd extension. `redis://HOST:PORT[/DB]` (or `redis://:PASSWORD@HOST:PORT`): the Redis through which the nodes of a fleet share `max_clients`, `max_per_ip` and the `ftpd_rate_scope=user|ip` bandwidth limits, so that a client at its cap on one node is refused on another and a user's limit is split over its transfers on every node (re-split within a tenth of a second). Each node's counts are leases of `ftpd_cluster_lease` seconds: a node that dies stops counting within that time. Redis out of reach: each node holds its limits alone, logs it once, shows it in `ftpd_cluster_up`, keeps serving and rejoins by itself. Empty: no fleet. Restart to change.";
     ftpd_cluster_node: Str = "", "ftpd extension. This node's name in the fleet (`ftpd_cluster_redis`), unique per node, and the `node` label of all its metrics. Empty: the host name. Restart to change.";
@@ -610,6 +611,11 @@ impl Config {
         }
         crate::net::Allow::parse("ftpd_ban_allow", &self.ftpd_ban_allow)?;
         let trusted = crate::net::Allow::parse("ftpd_proxy_trusted", &self.ftpd_proxy_trusted)?;
+        if self.ftpd_proxy_data && !self.ftpd_proxy_protocol {
+            return Err(
+                "ftpd_proxy_data=YES needs ftpd_proxy_protocol=YES (and the balancers in ftpd_proxy_trusted)".into()
+            );
+        }
         if self.ftpd_proxy_protocol {
             if trusted.is_empty() {
                 return Err("ftpd_proxy_protocol=YES needs ftpd_proxy_trusted: the balancers' addresses or networks (e.g. 10.0.0.5, 10.0.1.0/24); no other source may name the client".into());
@@ -1023,6 +1029,8 @@ mod tests {
     fn proxy_protocol_needs_its_balancers_and_turns_off_the_kernels_per_ip_caps() {
         let e = load("ftpd_proxy_protocol=YES\n").unwrap().validate().unwrap_err();
         assert!(e.contains("ftpd_proxy_trusted"), "{e}");
+        let e = load("ftpd_proxy_data=YES\n").unwrap().validate().unwrap_err();
+        assert!(e.contains("ftpd_proxy_protocol=YES"), "{e}");
         let e = load("ftpd_proxy_protocol=YES\nftpd_proxy_trusted=10.0.0.5, 10.0.1.0/33\n")
             .unwrap()
             .validate()

@@ -23,6 +23,8 @@ pub enum DataError {
     AcceptTimeout,
     /// A connection arrived from the wrong IP (`425 Security: Bad IP connecting.`).
     BadIp(IpAddr),
+    /// A connection from a balancer without a usable PROXY header.
+    Proxy(crate::proxy::Reason),
     /// Accepting failed.
     Accept(io::Error),
     /// Writing to the client failed or it went away (`426`).
@@ -108,19 +110,34 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Waits for the client's data connection. Unless `promiscuous`, one from any IP
 /// but `client` is refused, as vsftpd's `pasv_promiscuous=NO` does.
+///
+/// A connection from one of `balancers` (`ftpd_proxy_trusted`, with
+/// `ftpd_proxy_protocol`) must start with a PROXY header, and the client it
+/// names is the one checked: data connections forwarded by the balancer
+/// (`ftpd_proxy_data`).
 pub async fn accept(
     listener: &TcpListener,
     client: IpAddr,
     promiscuous: bool,
     wait: Duration,
+    balancers: Option<&crate::net::Allow>,
 ) -> Result<TcpStream, DataError> {
-    let (stream, peer) = match timeout(wait, listener.accept()).await {
+    let (mut stream, peer) = match timeout(wait, listener.accept()).await {
         Err(_) => return Err(DataError::AcceptTimeout),
         Ok(Err(e)) => return Err(DataError::Accept(e)),
         Ok(Ok(x)) => x,
     };
-    if !promiscuous && crate::net::canonical(peer.ip()) != crate::net::canonical(client) {
-        return Err(DataError::BadIp(peer.ip()));
+    let mut from = crate::net::canonical(peer.ip());
+    if balancers.is_some_and(|b| b.contains(from)) {
+        match crate::proxy::read_header(&mut stream).await {
+            Ok(Some(ends)) => from = crate::net::canonical(ends.client.ip()),
+            // The balancer's own connection is no client's data connection.
+            Ok(None) => return Err(DataError::BadIp(from)),
+            Err(r) => return Err(DataError::Proxy(r)),
+        }
+    }
+    if !promiscuous && from != crate::net::canonical(client) {
+        return Err(DataError::BadIp(from));
     }
     Ok(stream)
 }

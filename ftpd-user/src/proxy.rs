@@ -31,12 +31,27 @@ const MAX_HEADER: usize = 1024;
 pub enum Parsed {
     /// Too few bytes yet to tell.
     Incomplete,
-    /// A whole header of `len` bytes. `client` is the real client, `None`
-    /// when the header names none (v2 `LOCAL`: the balancer's own health
-    /// check; v1 `UNKNOWN`): the connection is then the balancer's own.
-    Header { len: usize, client: Option<SocketAddr> },
+    /// A whole header of `len` bytes. `ends` is `None` when the header
+    /// names no client (v2 `LOCAL`: the balancer's own health check; v1
+    /// `UNKNOWN`): the connection is then the balancer's own.
+    Header { len: usize, ends: Option<Ends> },
     /// Not a header, or a broken one: why, for the log.
     Invalid(Reason),
+}
+
+/// The two ends of the client's own connection, as the balancer saw them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ends {
+    /// The real client.
+    pub client: SocketAddr,
+    /// The address the client connected to: the balancer's.
+    pub server: SocketAddr,
+}
+
+impl Ends {
+    fn new(client: (IpAddr, u16), server: (IpAddr, u16)) -> Self {
+        Self { client: SocketAddr::from(client), server: SocketAddr::from(server) }
+    }
 }
 
 /// Why a connection was closed before its greeting (the `reason` label of
@@ -87,19 +102,21 @@ pub fn parse(buf: &[u8]) -> Parsed {
     }
     match ppp::v2::Header::try_from(buf) {
         Ok(h) => {
-            let client = match (h.command, h.addresses) {
+            let ends = match (h.command, h.addresses) {
                 (ppp::v2::Command::Local, _) => None,
-                (_, ppp::v2::Addresses::IPv4(a)) if h.protocol == ppp::v2::Protocol::Stream => {
-                    Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port))
-                }
-                (_, ppp::v2::Addresses::IPv6(a)) if h.protocol == ppp::v2::Protocol::Stream => {
-                    Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port))
-                }
+                (_, ppp::v2::Addresses::IPv4(a)) if h.protocol == ppp::v2::Protocol::Stream => Some(Ends::new(
+                    (a.source_address.into(), a.source_port),
+                    (a.destination_address.into(), a.destination_port),
+                )),
+                (_, ppp::v2::Addresses::IPv6(a)) if h.protocol == ppp::v2::Protocol::Stream => Some(Ends::new(
+                    (a.source_address.into(), a.source_port),
+                    (a.destination_address.into(), a.destination_port),
+                )),
                 // UDP, UNIX sockets or no address for a proxied connection:
                 // nothing an FTP client can be.
                 _ => return Parsed::Invalid(Reason::Malformed),
             };
-            Parsed::Header { len: h.len(), client }
+            Parsed::Header { len: h.len(), ends }
         }
         Err(ppp::v2::ParseError::Incomplete(_) | ppp::v2::ParseError::Partial(..)) if buf.len() < MAX_HEADER => {
             Parsed::Incomplete
@@ -134,20 +151,28 @@ fn parse_v1(buf: &[u8]) -> Parsed {
         _ => return Parsed::Invalid(Reason::Malformed),
     };
     let port = |p: &str| if p.bytes().all(|b| b.is_ascii_digit()) { p.parse::<u16>().ok() } else { None };
-    let client = match text.split(' ').collect::<Vec<_>>().as_slice() {
-        ["PROXY", "UNKNOWN", ..] => return Parsed::Header { len, client: None },
-        ["PROXY", "TCP4", src, dst, sport, dport] => match (src.parse(), dst.parse::<std::net::Ipv4Addr>()) {
-            (Ok(ip), Ok(_)) => port(sport).zip(port(dport)).map(|(p, _)| SocketAddr::new(IpAddr::V4(ip), p)),
-            _ => None,
-        },
-        ["PROXY", "TCP6", src, dst, sport, dport] => match (src.parse(), dst.parse::<std::net::Ipv6Addr>()) {
-            (Ok(ip), Ok(_)) => port(sport).zip(port(dport)).map(|(p, _)| SocketAddr::new(IpAddr::V6(ip), p)),
-            _ => None,
-        },
+    let ends = match text.split(' ').collect::<Vec<_>>().as_slice() {
+        ["PROXY", "UNKNOWN", ..] => return Parsed::Header { len, ends: None },
+        ["PROXY", "TCP4", src, dst, sport, dport] => {
+            match (src.parse::<std::net::Ipv4Addr>(), dst.parse::<std::net::Ipv4Addr>()) {
+                (Ok(s), Ok(d)) => {
+                    port(sport).zip(port(dport)).map(|(sp, dp)| Ends::new((s.into(), sp), (d.into(), dp)))
+                }
+                _ => None,
+            }
+        }
+        ["PROXY", "TCP6", src, dst, sport, dport] => {
+            match (src.parse::<std::net::Ipv6Addr>(), dst.parse::<std::net::Ipv6Addr>()) {
+                (Ok(s), Ok(d)) => {
+                    port(sport).zip(port(dport)).map(|(sp, dp)| Ends::new((s.into(), sp), (d.into(), dp)))
+                }
+                _ => None,
+            }
+        }
         _ => None,
     };
-    match client {
-        Some(c) => Parsed::Header { len, client: Some(c) },
+    match ends {
+        Some(e) => Parsed::Header { len, ends: Some(e) },
         None => Parsed::Invalid(Reason::Malformed),
     }
 }
@@ -157,7 +182,7 @@ fn parse_v1(buf: &[u8]) -> Parsed {
 ///
 /// # Errors
 /// Why the connection must be closed.
-pub async fn read_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, Reason> {
+pub async fn read_header(stream: &mut TcpStream) -> Result<Option<Ends>, Reason> {
     let read = async {
         let mut buf = [0u8; MAX_HEADER];
         let mut seen = 0;
@@ -168,9 +193,9 @@ pub async fn read_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, R
                 return Err(if seen == 0 { Reason::Missing } else { Reason::Truncated });
             }
             match parse(&buf[..n]) {
-                Parsed::Header { len, client } => {
+                Parsed::Header { len, ends } => {
                     stream.read_exact(&mut buf[..len]).await.map_err(|_| Reason::Truncated)?;
-                    return Ok(client);
+                    return Ok(ends);
                 }
                 Parsed::Invalid(r) => return Err(r),
                 Parsed::Incomplete if n == seen => {
@@ -205,17 +230,21 @@ mod tests {
         h
     }
 
+    fn hdr(len: usize, client: &str, server: &str) -> Parsed {
+        Parsed::Header { len, ends: Some(Ends { client: client.parse().unwrap(), server: server.parse().unwrap() }) }
+    }
+
     #[test]
     fn v1_headers_name_the_client_and_their_length() {
         let line = b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 21\r\n";
         let mut buf = line.to_vec();
         buf.extend_from_slice(b"\x16\x03\x01"); // a ClientHello follows
-        assert_eq!(parse(&buf), Parsed::Header { len: line.len(), client: Some("192.0.2.7:40000".parse().unwrap()) });
+        assert_eq!(parse(&buf), hdr(line.len(), "192.0.2.7:40000", "198.51.100.1:21"));
         assert_eq!(
             parse(b"PROXY TCP6 2001:db8::7 2001:db8::1 40000 21\r\n"),
-            Parsed::Header { len: 45, client: Some("[2001:db8::7]:40000".parse().unwrap()) }
+            hdr(45, "[2001:db8::7]:40000", "[2001:db8::1]:21")
         );
-        assert_eq!(parse(b"PROXY UNKNOWN\r\n"), Parsed::Header { len: 15, client: None });
+        assert_eq!(parse(b"PROXY UNKNOWN\r\n"), Parsed::Header { len: 15, ends: None });
         assert_eq!(parse(b"PROXY TCP4 192.0.2.7 198.51.100.1 40000"), Parsed::Incomplete);
         assert_eq!(parse(b"PRO"), Parsed::Incomplete);
         assert_eq!(parse(b"PROXY TCP4 192.0.2.999 198.51.100.1 40000 21\r\n"), Parsed::Invalid(Reason::Malformed));
@@ -238,16 +267,13 @@ mod tests {
         let h = v2(1, 0x11, &addrs, &tlv);
         let mut buf = h.clone();
         buf.extend_from_slice(b"USER x\r\n");
-        assert_eq!(parse(&buf), Parsed::Header { len: h.len(), client: Some("192.0.2.7:40000".parse().unwrap()) });
+        assert_eq!(parse(&buf), hdr(h.len(), "192.0.2.7:40000", "198.51.100.1:21"));
         let mut a6 = Vec::new();
         a6.extend_from_slice(&"2001:db8::7".parse::<std::net::Ipv6Addr>().unwrap().octets());
         a6.extend_from_slice(&[0; 16]);
         a6.extend_from_slice(&[0x9c, 0x40, 0, 21]);
-        assert_eq!(
-            parse(&v2(1, 0x21, &a6, &[])),
-            Parsed::Header { len: 16 + 36, client: Some("[2001:db8::7]:40000".parse().unwrap()) }
-        );
-        assert_eq!(parse(&v2(0, 0x00, &[], &[])), Parsed::Header { len: 16, client: None }, "LOCAL: a health check");
+        assert_eq!(parse(&v2(1, 0x21, &a6, &[])), hdr(16 + 36, "[2001:db8::7]:40000", "[::]:21"));
+        assert_eq!(parse(&v2(0, 0x00, &[], &[])), Parsed::Header { len: 16, ends: None }, "LOCAL: a health check");
         assert_eq!(parse(&h[..20]), Parsed::Incomplete);
         assert_eq!(parse(&v2(1, 0x12, &addrs, &[])), Parsed::Invalid(Reason::Malformed), "UDP is no FTP client");
         assert_eq!(parse(&v2(1, 0x31, &[0; 216], &[])), Parsed::Invalid(Reason::Malformed), "nor a UNIX socket");

@@ -147,6 +147,7 @@ replies! {
     GUEST_CANNOT_CHANGE = 530 "Can't change from guest user.";
     CANNOT_CHANGE_USER = 530 "Can't change to another user.";
     LOCAL_MUST_ENCRYPT = 530 "Non-anonymous sessions must use encryption.";
+    EPSV_THROUGH_BALANCER = 502 "EPSV would reach the load balancer, not this server; use PASV.";
     ANON_MUST_ENCRYPT = 530 "Anonymous sessions must use encryption.";
     ANON_ONLY = 530 "This FTP server is anonymous only.";
     LOGIN_FIRST = 530 "Please login with USER and PASS.";

@@ -228,7 +228,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
         tokio::spawn(async move {
             // The client's address, for admission and for the session: the
             // one place it is decided.
-            let Some(peer) = client_of(&shared2, &mut stream, peer).await else { return };
+            let Some((peer, proxied)) = client_of(&shared2, &mut stream, peer).await else { return };
             let ip = peer.ip();
             let admitted = match shared2.admit(ip) {
                 Ok(slot) => shared2.admit_in_fleet(&slot).await.map(|()| slot),
@@ -264,6 +264,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
                 debug!(session = id, peer = %peer, "connected");
                 let mut session = session::Session::new(Arc::clone(&shared2), id, stream, peer, local);
                 session.slot = Some(slot);
+                session.proxied = proxied;
                 crate::commands::dispatch::run(session).await;
                 info!(session = id, peer = %peer, "disconnected");
             }
@@ -284,13 +285,18 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
 }
 
 /// The client behind the connection from `peer`: `peer` itself, or with
-/// `ftpd_proxy_protocol`, the address its PROXY header names. `None`: the
-/// connection is closed before its greeting (counted by reason).
-async fn client_of(shared: &Shared, stream: &mut tokio::net::TcpStream, peer: SocketAddr) -> Option<SocketAddr> {
+/// `ftpd_proxy_protocol`, the address its PROXY header names, with the
+/// address the client connected to. `None`: the connection is closed before
+/// its greeting (counted by reason).
+async fn client_of(
+    shared: &Shared,
+    stream: &mut tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Option<(SocketAddr, Option<session::Proxied>)> {
     let peer = SocketAddr::new(canonical(peer.ip()), peer.port());
     let settings = shared.settings();
     if !settings.cfg.ftpd_proxy_protocol {
-        return Some(peer);
+        return Some((peer, None));
     }
     let header = if settings.proxy_trusted.contains(peer.ip()) {
         crate::proxy::read_header(stream).await
@@ -298,13 +304,14 @@ async fn client_of(shared: &Shared, stream: &mut tokio::net::TcpStream, peer: So
         Err(crate::proxy::Reason::Untrusted)
     };
     match header {
-        Ok(Some(client)) => {
-            let client = SocketAddr::new(canonical(client.ip()), client.port());
-            debug!(balancer = %peer, client = %client, "PROXY header");
-            Some(client)
+        Ok(Some(ends)) => {
+            let client = SocketAddr::new(canonical(ends.client.ip()), ends.client.port());
+            debug!(balancer = %peer, client = %client, dialed = %ends.server, "PROXY header");
+            let proxied = session::Proxied { balancer: peer.ip(), dialed: canonical(ends.server.ip()) };
+            Some((client, Some(proxied)))
         }
         // The balancer's own connection (a health check): it is the client.
-        Ok(None) => Some(peer),
+        Ok(None) => Some((peer, None)),
         Err(reason) => {
             crate::metrics::Metrics::inc(&shared.metrics.refused, "reason", reason.label());
             if reason == crate::proxy::Reason::Missing {

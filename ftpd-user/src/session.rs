@@ -159,6 +159,17 @@ impl Drop for PassivePort {
     }
 }
 
+/// A control connection a balancer forwarded with a PROXY header.
+#[derive(Clone, Copy, Debug)]
+pub struct Proxied {
+    /// The balancer's own address (the connection's TCP peer): where
+    /// forwarded data connections come from (`ftpd_proxy_data`).
+    pub balancer: IpAddr,
+    /// The address the client connected to (the header's destination). An
+    /// EPSV reply sends the client's data connection there.
+    pub dialed: IpAddr,
+}
+
 /// What the read loop does after a command.
 pub(crate) enum Next {
     Continue,
@@ -182,6 +193,8 @@ pub struct Session {
     pub(crate) id: u64,
     pub(crate) peer: SocketAddr,
     pub(crate) local: SocketAddr,
+    /// With `ftpd_proxy_protocol`: how the control connection came.
+    pub(crate) proxied: Option<Proxied>,
     pub(crate) r: CtlRead,
     pub(crate) w: CtlWrite,
     pub(crate) reader: LineReader,
@@ -269,6 +282,7 @@ impl Session {
             binary: false,
             rest: 0,
             epsv_all: false,
+            proxied: None,
             hash_alg: HashAlg::default(),
             data: DataSetup::None,
             rnfr: None,
@@ -427,7 +441,9 @@ impl Session {
                 let wait = Duration::from_secs(u64::from(cfg.accept_timeout));
                 let client = crate::net::canonical(self.peer.ip());
                 let listener = &port.listener;
-                let fut = async move { data::accept(listener, client, cfg.pasv_promiscuous, wait).await };
+                let settings = Arc::clone(&self.settings);
+                let balancers = cfg.ftpd_proxy_protocol.then_some(&settings.proxy_trusted);
+                let fut = async move { data::accept(listener, client, cfg.pasv_promiscuous, wait, balancers).await };
                 let result = self.race(fut).await?;
                 // Used (sock_ops already closed its pinhole), timed out or
                 // aborted: it is done, and dropped here.
@@ -467,6 +483,11 @@ impl Session {
             Raced::Done(Err(DataError::BadIp(ip))) => {
                 warn!(session = self.id, peer = %self.peer, intruder = %ip, "passive connection from a foreign IP refused");
                 self.send(reply::BAD_IP_CONNECTING).await?;
+                Ok(None)
+            }
+            Raced::Done(Err(DataError::Proxy(reason))) => {
+                warn!(session = self.id, peer = %self.peer, reason = reason.label(), "passive connection from a balancer without a usable PROXY header refused");
+                self.send(reply::DATA_CONNECT_FAILED).await?;
                 Ok(None)
             }
             Raced::Done(Err(e)) => {

@@ -15,6 +15,10 @@ use std::{
 
 use ftpd_tests::{Ftp, Server, SocketSetup, free_port, http_get, metric_samples, random_file, tcp_connect, wait_for};
 
+/// The balancer's address: not the nodes' (127.0.0.1), as in a real
+/// deployment, so that a data connection sent to it would miss the node.
+const BALANCER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 10);
+
 /// A running HAProxy in TCP mode, killed on drop.
 struct Haproxy {
     child: Child,
@@ -23,18 +27,29 @@ struct Haproxy {
 }
 
 impl Haproxy {
-    /// HAProxy on 127.0.0.1 forwarding to `node` with `send` (`send-proxy`,
-    /// `send-proxy-v2`).
+    /// HAProxy on [`BALANCER`] forwarding to `node` with `send`
+    /// (`send-proxy`, `send-proxy-v2`).
     fn start(node: SocketAddr, send: &str) -> Self {
+        Self::with_data(node, send, None)
+    }
+
+    /// Also forwarding the passive ports `data` to the node, each
+    /// connection with a header (`ftpd_proxy_data=YES`).
+    fn with_data(node: SocketAddr, send: &str, data: Option<(u16, u16)>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
+        let port = ftpd_tests::free_port_on(BALANCER.into());
         let cfg = dir.path().join("haproxy.cfg");
         std::fs::write(
             &cfg,
             format!(
                 "global\n  maxconn 1000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
-                 frontend ftp\n  bind 127.0.0.1:{port}\n  default_backend nodes\n\
-                 backend nodes\n  server n1 {node} {send}\n"
+                 frontend ftp\n  bind {BALANCER}:{port}\n  default_backend nodes\n\
+                 backend nodes\n  server n1 {node} {send}\n{}",
+                data.map_or_else(String::new, |(lo, hi)| format!(
+                    "frontend data\n  bind {BALANCER}:{lo}-{hi}\n  default_backend data_nodes\n\
+                     backend data_nodes\n  server n1 {} {send}\n",
+                    node.ip()
+                ))
             ),
         )
         .expect("write haproxy.cfg");
@@ -46,7 +61,7 @@ impl Haproxy {
             .stderr(Stdio::null())
             .spawn()
             .expect("haproxy (cargo xtask setup installs it)");
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let addr = SocketAddr::from((BALANCER, port));
         // Probed from 127.0.0.4: a client like any other to ftpd.
         let probe = SocketSetup { source: Some(from([127, 0, 0, 4])), ..SocketSetup::default() };
         wait_for("haproxy listening", Duration::from_secs(10), || tcp_connect(addr, probe).is_ok());
@@ -94,12 +109,22 @@ fn haproxy_v2_and_v1_hand_ftpd_the_real_client() {
         let lb = Haproxy::start(server.addr, send);
         // Passive, then active: each data connection goes straight between
         // the client and the node, checked against the header's address.
+        // curl (since 7.74) connects to the control connection's address
+        // whatever PASV says, unless told to trust it.
         let url = format!("ftp://{}/f.bin", lb.addr);
-        for mode in [&["--ftp-pasv"][..], &["--ftp-port", "127.0.0.2"][..]] {
+        for mode in [&["--ftp-pasv", "--no-ftp-skip-pasv-ip"][..], &["--ftp-port", "127.0.0.2"][..]] {
             let out = curl("127.0.0.2", &[mode, &[url.as_str(), "-o", "-"]].concat());
             assert!(out.status.success(), "{send} {mode:?}: {}", String::from_utf8_lossy(&out.stderr));
             assert!(out.stdout == want, "{send} {mode:?}: {} bytes, not the file", out.stdout.len());
         }
+        // EPSV would send the data connection to the balancer: refused, so
+        // that clients use PASV, which names the node itself.
+        let (mut c, _) = greeted(lb.addr, from([127, 0, 0, 5]));
+        c.cmd("USER anonymous");
+        assert_eq!(c.cmd("EPSV").0, 502, "{send}");
+        let pasv = c.cmd_ok("PASV", 227);
+        assert!(pasv.contains("(127,0,0,1,"), "{send}: PASV names the node: {pasv}");
+        drop(c);
         // max_per_ip counts the real client, not the balancer: two from
         // 127.0.0.2 fill its cap, 127.0.0.3 still gets in.
         let held: Vec<_> = (0..2).map(|_| greeted(lb.addr, from([127, 0, 0, 2]))).collect();
@@ -116,6 +141,59 @@ fn haproxy_v2_and_v1_hand_ftpd_the_real_client() {
         assert!(log.contains("peer=127.0.0.3:"), "{send}: {log}");
         assert!(!log.contains("peer=127.0.0.1:"), "{send}: never the balancer: {log}");
     }
+}
+
+#[test]
+fn data_connections_through_the_balancer_carry_headers_too() {
+    // Each node its own passive range, forwarded by the balancer with a
+    // header: curl's and ftplib's defaults (EPSV, or PASV with its address
+    // ignored) reach the node through the balancer's address.
+    let d = tempfile::tempdir().unwrap();
+    random_file(&d.path().join("f.bin"), 2_000_000);
+    let want = std::fs::read(d.path().join("f.bin")).unwrap();
+    let lo = 29_000 + u16::try_from(std::process::id() % 100).unwrap() * 10;
+    let (min, max) = (format!("pasv_min_port={lo}"), format!("pasv_max_port={}", lo + 9));
+    let (server, _) = proxied_server(d.path(), &["ftpd_proxy_data=YES", &min, &max]);
+    let lb = Haproxy::with_data(server.addr, "send-proxy-v2", Some((lo, lo + 9)));
+    let url = format!("ftp://{}/f.bin", lb.addr);
+    for mode in [&[][..], &["--disable-epsv"][..]] {
+        let out = curl("127.0.0.2", &[mode, &[url.as_str(), "-o", "-"]].concat());
+        assert!(out.status.success(), "{mode:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stdout == want, "{mode:?}: {} bytes, not the file", out.stdout.len());
+    }
+    let out = ftpd_tests::python(&format!(
+        r#"import ftplib, io, socket
+class FTP(ftplib.FTP):
+    def connect(self, *a, **k):
+        k["source_address"] = ("127.0.0.3", 0)
+        return super().connect(*a, **k)
+f = FTP()
+f.connect("{ip}", {port}, timeout=20)
+f.login()
+got = io.BytesIO()
+f.retrbinary("RETR f.bin", got.write)
+print("ftplib", len(got.getvalue()))
+"#,
+        ip = lb.addr.ip(),
+        port = lb.addr.port()
+    ));
+    assert!(out.contains("ftplib 2000000"), "{out}");
+    // Another client racing for 127.0.0.2's passive port through the
+    // balancer is named by the header, and refused.
+    let (mut c, _) = greeted(lb.addr, from([127, 0, 0, 2]));
+    c.cmd("USER anonymous");
+    let epsv = c.cmd_ok("EPSV", 229);
+    let port: u16 = epsv.split('|').nth(3).and_then(|p| p.parse().ok()).unwrap();
+    let thief = tcp_connect(
+        SocketAddr::from((BALANCER, port)),
+        SocketSetup { source: Some(from([127, 0, 0, 7])), ..SocketSetup::default() },
+    )
+    .expect("connect");
+    let (code, text) = c.cmd("RETR f.bin");
+    assert_eq!(code, 425, "{text}");
+    drop(thief);
+    let log = server.stop();
+    assert!(log.contains("intruder=127.0.0.7"), "{log}");
 }
 
 /// Sends `bytes` from `source` and says whether ftpd greeted the connection.
@@ -368,8 +446,8 @@ fn without_redis_each_node_holds_its_own_limits_and_rejoins() {
     let (_a6, c) = a.greet([127, 0, 0, 6]);
     assert_eq!(c, 220);
     assert_eq!(b.greet([127, 0, 0, 6]).1, 421, "shared again after Redis came back");
-    drop(redis);
     let log = a.server.stop();
+    drop(redis);
     assert_eq!(log.matches("cluster: Redis out of reach").count(), 1, "logged once per outage: {log}");
     assert!(log.matches("cluster: Redis reachable").count() >= 2, "{log}");
 }

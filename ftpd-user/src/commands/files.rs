@@ -99,6 +99,16 @@ impl Session {
         if !extended && !local_ip.is_ipv4() {
             return self.send(reply::PASV_NEEDS_IPV4).await;
         }
+        // Behind a balancer that does not forward data connections, EPSV's
+        // client would connect to the address it dialed (the balancer's);
+        // unless the data ports are reached there too (`pasv_address` naming
+        // it), only PASV, which names this node, can work. Clients (curl,
+        // lftp) fall back to PASV on a refused EPSV.
+        let data_at = self.settings.pasv_address.map_or(local_ip, IpAddr::V4);
+        let through_balancer = cfg.ftpd_proxy_data;
+        if extended && !through_balancer && self.proxied.is_some_and(|p| p.dialed != data_at) {
+            return self.send(reply::EPSV_THROUGH_BALANCER).await;
+        }
         // The previous passive port, if any, is released first.
         self.data = DataSetup::None;
         // Each PASV starts its scan elsewhere, also within one session and second.
@@ -116,7 +126,13 @@ impl Session {
         };
         let port = listener.local_addr()?.port();
         let ttl = std::time::Duration::from_secs(u64::from(cfg.accept_timeout.max(1)));
-        match PassivePort::open(&self.shared, listener, self.peer_ip(), ttl, cfg.pasv_promiscuous) {
+        // The kernel pinhole admits whoever will connect: the balancer, when
+        // it forwards data connections.
+        let from = match self.proxied {
+            Some(p) if through_balancer => p.balancer,
+            _ => self.peer_ip(),
+        };
+        match PassivePort::open(&self.shared, listener, from, ttl, cfg.pasv_promiscuous) {
             Ok(p) => self.data = DataSetup::Passive(p),
             Err(e) => {
                 warn!(session = self.id, error = %e, "cannot open a passive pinhole");
