@@ -17,6 +17,7 @@
 
 mod ceiling;
 mod client;
+mod fleet;
 mod flood;
 mod procs;
 mod report;
@@ -78,6 +79,9 @@ enum Workload {
     Limited,
     /// SYN and connection floods, ftpd eBPF on against off (network namespaces).
     Flood,
+    /// Logins and transfer starts through two ftpd nodes, alone and sharing
+    /// their limits through Redis: the Redis calls each costs.
+    Fleet,
     /// All of the above.
     All,
 }
@@ -109,6 +113,7 @@ impl Workload {
             Self::FtpsUpload => "ftps-upload",
             Self::Limited => "limited",
             Self::Flood => "flood",
+            Self::Fleet => "fleet",
             Self::All => "all",
         }
     }
@@ -192,6 +197,10 @@ pub(crate) fn run(args: &Args) -> Result<()> {
             return Err(e);
         }
     }
+    if all || args.workloads.contains(&Workload::Fleet) {
+        println!("[bench] fleet: two nodes alone and through Redis");
+        fleet::run(args)?;
+    }
     if all || args.workloads.contains(&Workload::Flood) {
         println!("[bench] flood: SYN and connection floods, ftpd eBPF on against off");
         flood::run(args, &bin)?;
@@ -269,7 +278,7 @@ fn compare_all(
                         Workload::Retr => workloads::retr(server),
                         Workload::Login => workloads::login(server, args.login_secs),
                         Workload::Limited => workloads::limited(server, n),
-                        Workload::Flood | Workload::All => continue,
+                        Workload::Flood | Workload::Fleet | Workload::All => continue,
                     }
                     .map_err(|e| match server.check_alive() {
                         // A crash explains the client's error better than the client can.
