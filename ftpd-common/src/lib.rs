@@ -113,30 +113,48 @@ pub struct Ban {
 
 const _: () = assert!(core::mem::size_of::<Ban>() == 16);
 
-/// A one-shot passive pinhole: only `client` may connect to the port until
-/// `expires_ns` (CLOCK_MONOTONIC, `bpf_ktime_get_ns`).
+/// Which passive pinhole: a data port and the one client allowed through it.
+/// Several sessions may wait on one port, each for its own client address;
+/// [`PinholeKey::ANY`] as the client admits any (`pasv_promiscuous=YES`,
+/// and then the session has the port to itself).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PinholeKey {
+    /// The data port, host byte order.
+    pub port: u32,
+    /// Explicit padding before the address.
+    pub _pad: u32,
+    /// The client allowed through.
+    pub client: IpKey,
+}
+
+impl PinholeKey {
+    /// "Any client": `::`, which is never the source of a packet.
+    pub const ANY: IpKey = IpKey { addr: [0; 16] };
+}
+
+const _: () = assert!(core::mem::size_of::<PinholeKey>() == 24);
+
+/// A one-shot passive pinhole: open until `expires_ns` (CLOCK_MONOTONIC,
+/// `bpf_ktime_get_ns`), or its data connection.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pinhole {
-    /// The client allowed through.
-    pub client: IpKey,
     /// When the pinhole closes by itself.
     pub expires_ns: u64,
-    /// 1: any client IP (`pasv_promiscuous=YES`). A u32, not a bool, so the
-    /// type has no padding the kernel could see as garbage.
-    pub any_ip: u32,
-    /// Explicit padding to 8-byte alignment.
-    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<Pinhole>() == 32);
+const _: () = assert!(core::mem::size_of::<Pinhole>() == 8);
 
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` integers and arrays, no padding (asserted above).
 unsafe impl aya::Pod for IpKey {}
 #[cfg(feature = "user")]
-// SAFETY: as above; `_pad` makes the layout explicit.
+// SAFETY: one u64.
 unsafe impl aya::Pod for Pinhole {}
+#[cfg(feature = "user")]
+// SAFETY: plain `#[repr(C)]` integers and an array, no padding (`_pad` is explicit; size asserted).
+unsafe impl aya::Pod for PinholeKey {}
 #[cfg(feature = "user")]
 // SAFETY: two u64s, no padding (asserted above).
 unsafe impl aya::Pod for Ban {}

@@ -18,7 +18,7 @@ use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, pro
 // on (`ftpd_ebpf_log`, or RUST_LOG enabling `ftpd_ebpf` at debug): it sets
 // `AYA_LOG_LEVEL` before load, and a disabled level costs one global read.
 use aya_log_ebpf::debug;
-use ftpd_common::{ConfigSlot, Counter};
+use ftpd_common::{ConfigSlot, Counter, PinholeKey};
 
 use crate::maps::{BANS, CONN_COUNT, CONN_TOTAL, PASV_ALLOW, PREFIX_COUNT, config, count, network};
 
@@ -88,12 +88,19 @@ fn try_ftpd_xdp(ctx: &XdpContext) -> Result<u32, ()> {
     if !tcp.syn_only || config(ConfigSlot::PinholesOn) == 0 {
         return Ok(xdp_action::XDP_PASS);
     }
+    // The client's own pinhole on this port, else one for any client.
+    let mut key = PinholeKey { port, _pad: 0, client: tcp.src };
     // SAFETY: the value is a plain `Pinhole`, copied out at once.
-    let open = unsafe { PASV_ALLOW.get(&port) }.copied();
+    let mut open = unsafe { PASV_ALLOW.get(&key) }.copied();
+    if open.is_none() {
+        key.client = PinholeKey::ANY;
+        // SAFETY: as above.
+        open = unsafe { PASV_ALLOW.get(&key) }.copied();
+    }
     let allowed = match open {
         Some(p) => {
             let now = unsafe { bpf_ktime_get_ns() };
-            (p.any_ip != 0 || p.client == tcp.src) && (p.expires_ns == 0 || now <= p.expires_ns)
+            p.expires_ns == 0 || now <= p.expires_ns
         }
         None => false,
     };

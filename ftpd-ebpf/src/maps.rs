@@ -6,7 +6,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
 };
-use ftpd_common::{Ban, CONFIG_SLOTS, COUNTER_SLOTS, ConfigSlot, Counter, IpKey, Pinhole};
+use ftpd_common::{Ban, CONFIG_SLOTS, COUNTER_SLOTS, ConfigSlot, Counter, IpKey, Pinhole, PinholeKey};
 
 /// Ports and caps, written by the daemon at startup (`ConfigSlot`).
 #[map]
@@ -16,9 +16,12 @@ pub static CONFIG: Array<u32> = Array::with_max_entries(CONFIG_SLOTS, 0);
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-/// Open pinholes by data port. 65 536 covers any passive range.
+/// Open pinholes by data port and client: one per waiting session, and a
+/// port may serve several sessions of different clients. 65 536 covers any
+/// passive range with one session per port, or a small range with as many
+/// sessions as `max_clients` allows.
 #[map]
-pub static PASV_ALLOW: HashMap<u32, Pinhole> = HashMap::with_max_entries(65_536, 0);
+pub static PASV_ALLOW: HashMap<PinholeKey, Pinhole> = HashMap::with_max_entries(65_536, 0);
 
 /// Established control connections per client. Not LRU: an eviction would
 /// silently reset a count. 65 536 distinct clients at once is far beyond

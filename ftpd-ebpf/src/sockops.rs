@@ -10,7 +10,7 @@ use aya_ebpf::{
     macros::sock_ops,
     programs::SockOpsContext,
 };
-use ftpd_common::{ConfigSlot, Counter, IpKey};
+use ftpd_common::{ConfigSlot, Counter, IpKey, PinholeKey};
 
 use crate::maps::{CONN_COUNT, CONN_TOTAL, PASV_ALLOW, PREFIX_COUNT, add, config, count, network, read};
 
@@ -91,7 +91,15 @@ fn try_sockops(ctx: &SockOpsContext) -> Result<(), ()> {
                 count(Counter::ControlEstablished, 1);
                 let _ = ctx.set_cb_flags(BPF_SOCK_OPS_STATE_CB_FLAG as i32);
             } else if is_data {
-                if PASV_ALLOW.remove(&local_port).is_ok() {
+                // This client's pinhole on the port, else the port's
+                // any-client one: used once.
+                let mut hole = PinholeKey { port: local_port, _pad: 0, client: key };
+                let mut used = PASV_ALLOW.remove(&hole).is_ok();
+                if !used {
+                    hole.client = PinholeKey::ANY;
+                    used = PASV_ALLOW.remove(&hole).is_ok();
+                }
+                if used {
                     count(Counter::PinholeUsed, 1);
                 }
             }

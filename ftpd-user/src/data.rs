@@ -2,9 +2,11 @@
 //! zero-copy file sends.
 
 use std::{
+    collections::HashMap,
     io,
     net::{IpAddr, SocketAddr},
     os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
@@ -76,28 +78,208 @@ pub fn bind_control(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(sock.into())
 }
 
-/// Binds a passive listener on `ip`, on a free port in `range` (1024–65535
-/// when `None`, as vsftpd). `seed` picks where the scan starts, so concurrent
-/// sessions do not all race for the lowest port.
-///
-/// The port is always chosen here, never by the kernel: `bind` to port 0
-/// searches the whole ephemeral range for a port with no socket at all, and
-/// with thousands of finished transfers in TIME_WAIT that search was 70% of
-/// the CPU of a small download (measured with perf).
-pub fn bind_passive(ip: IpAddr, range: Option<(u16, u16)>, seed: u64) -> io::Result<TcpListener> {
-    let (lo, hi) = range.unwrap_or((1024, 65535));
-    let span = u64::from(hi - lo) + 1;
-    let mut last = io::Error::new(io::ErrorKind::AddrInUse, "every port in the passive range is busy");
-    for i in 0..span {
-        // span <= 65536 and the sum is reduced mod span, so this fits a u16.
-        let port = lo + u16::try_from((seed + i) % span).unwrap_or(0);
-        match bind_one(SocketAddr::new(ip, port)) {
-            Ok(l) => return Ok(l),
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = e,
-            Err(e) => return Err(e),
+/// What a passive port hands the session waiting for a client.
+type Arrival = Result<(TcpStream, IpAddr), DataError>;
+
+/// Who a session waits for on a passive port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Waiter {
+    /// Its client's address: sessions of other clients may wait on the same
+    /// port.
+    Client(IpAddr),
+    /// The port is this session's alone, and what arrives is its to check
+    /// (`pasv_promiscuous=YES`, or data forwarded by a balancer).
+    Anyone,
+}
+
+type Waiting = HashMap<Waiter, tokio::sync::oneshot::Sender<Arrival>>;
+
+/// One bound passive port and the sessions waiting on it.
+#[derive(Debug, Default)]
+struct Port {
+    waiting: Mutex<Waiting>,
+    /// The accept loop; aborted (and the listener closed) when no session
+    /// waits any more.
+    task: OnceLock<tokio::task::AbortHandle>,
+}
+
+/// The passive ports in use, each shared by the sessions of different
+/// client addresses: a small range (4 ports published by a container or a
+/// firewall) serves as many clients at once as they have addresses, one
+/// session per client and port. The connection a port accepts goes to the
+/// session waiting there for that address.
+#[derive(Debug, Default)]
+pub struct PassivePorts {
+    ports: Mutex<HashMap<SocketAddr, Arc<Port>>>,
+}
+
+/// A session's place on a passive port, from PASV/EPSV until its data
+/// connection arrives or it gives up; dropping it leaves the port (the last
+/// one out closes it).
+#[derive(Debug)]
+pub struct PassiveWait {
+    ports: Arc<PassivePorts>,
+    at: SocketAddr,
+    waiter: Waiter,
+    arrival: Option<tokio::sync::oneshot::Receiver<Arrival>>,
+}
+
+impl PassiveWait {
+    /// The port the client is to connect to.
+    pub fn port(&self) -> u16 {
+        self.at.port()
+    }
+}
+
+impl Drop for PassiveWait {
+    fn drop(&mut self) {
+        let mut ports = lock(&self.ports.ports);
+        let Some(port) = ports.get(&self.at) else { return };
+        let empty = {
+            let mut waiting = lock(&port.waiting);
+            waiting.remove(&self.waiter);
+            waiting.is_empty()
+        };
+        if empty
+            && let Some(p) = ports.remove(&self.at)
+            && let Some(t) = p.task.get()
+        {
+            t.abort();
         }
     }
-    Err(last)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl PassivePorts {
+    /// A place for a session of `client` on a passive port of `ip` in
+    /// `range` (1024–65535 when `None`, as vsftpd): a free port if there is
+    /// one, else a port no other session of `client` waits on (never for
+    /// `alone`: such a session has its port to itself). `seed` picks where the scan starts, so
+    /// concurrent sessions do not all race for the lowest port.
+    /// `balancers`: addresses whose connections start with a PROXY header
+    /// naming the client (`ftpd_proxy_data`).
+    ///
+    /// The port is always chosen here, never by the kernel: `bind` to port 0
+    /// searches the whole ephemeral range for a port with no socket at all,
+    /// and with thousands of finished transfers in TIME_WAIT that search was
+    /// 70% of the CPU of a small download (measured with perf).
+    ///
+    /// # Errors
+    /// Every port is in use (or waited on by this client already), or binding
+    /// failed otherwise.
+    pub fn wait(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        range: Option<(u16, u16)>,
+        seed: u64,
+        client: IpAddr,
+        alone: bool,
+        balancers: Option<crate::net::Allow>,
+    ) -> io::Result<PassiveWait> {
+        let (lo, hi) = range.unwrap_or((1024, 65535));
+        let span = u64::from(hi - lo) + 1;
+        let waiter = if alone { Waiter::Anyone } else { Waiter::Client(crate::net::canonical(client)) };
+        let mut ports = lock(&self.ports);
+        let mut last = io::Error::new(io::ErrorKind::AddrInUse, "every port in the passive range is busy");
+        let mut shareable = None;
+        for i in 0..span {
+            // span <= 65536 and the sum is reduced mod span, so this fits a u16.
+            let at = SocketAddr::new(ip, lo + u16::try_from((seed + i) % span).unwrap_or(0));
+            if let Some(port) = ports.get(&at) {
+                let waiting = lock(&port.waiting);
+                if shareable.is_none()
+                    && !alone
+                    && !waiting.contains_key(&waiter)
+                    && !waiting.contains_key(&Waiter::Anyone)
+                {
+                    shareable = Some(at);
+                }
+                continue;
+            }
+            match bind_one(at) {
+                Ok(listener) => {
+                    let port = Arc::new(Port::default());
+                    let task = tokio::spawn(accept_loop(listener, Arc::downgrade(&port), balancers));
+                    let _ = port.task.set(task.abort_handle());
+                    ports.insert(at, port);
+                    return Ok(self.join(&ports, at, waiter));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        match shareable {
+            Some(at) => Ok(self.join(&ports, at, waiter)),
+            None => Err(last),
+        }
+    }
+
+    fn join(self: &Arc<Self>, ports: &HashMap<SocketAddr, Arc<Port>>, at: SocketAddr, waiter: Waiter) -> PassiveWait {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Some(port) = ports.get(&at) {
+            lock(&port.waiting).insert(waiter, tx);
+        }
+        PassiveWait { ports: Arc::clone(self), at, waiter, arrival: Some(rx) }
+    }
+
+    /// Passive ports bound right now.
+    pub fn bound(&self) -> usize {
+        lock(&self.ports).len()
+    }
+}
+
+/// Accepts on one passive port for as long as sessions wait there, and
+/// hands each connection to the session waiting for its address.
+async fn accept_loop(listener: TcpListener, port: std::sync::Weak<Port>, balancers: Option<crate::net::Allow>) {
+    loop {
+        let Ok((mut stream, peer)) = listener.accept().await else {
+            // EMFILE and the like: the session's accept_timeout still holds.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let Some(port) = port.upgrade() else { return };
+        let from = crate::net::canonical(peer.ip());
+        if balancers.as_ref().is_some_and(|b| b.contains(from)) {
+            // The header may take a moment: read apart from the loop.
+            tokio::spawn(async move {
+                let arrival = match crate::proxy::read_header(&mut stream).await {
+                    Ok(Some(ends)) => Ok((stream, crate::net::canonical(ends.client.ip()))),
+                    // The balancer's own connection is no client's.
+                    Ok(None) => Err(DataError::BadIp(from)),
+                    Err(r) => Err(DataError::Proxy(r)),
+                };
+                hand_over(&port, arrival);
+            });
+        } else {
+            hand_over(&port, Ok((stream, from)));
+        }
+    }
+}
+
+/// Gives an arrival to the session waiting for its address. A session alone
+/// on its port gets whatever arrives (another address too, which it refuses
+/// as vsftpd does: `425 Security: Bad IP connecting.`); on a shared port an
+/// arrival for no waiting session is closed.
+fn hand_over(port: &Port, arrival: Arrival) {
+    let mut waiting = lock(&port.waiting);
+    let who = match &arrival {
+        Ok((_, from)) | Err(DataError::BadIp(from)) => Waiter::Client(*from),
+        Err(_) => Waiter::Anyone,
+    };
+    let tx = match waiting.remove(&who) {
+        Some(tx) => Some(tx),
+        None if waiting.len() == 1 => waiting.drain().next().map(|(_, tx)| tx),
+        None => None,
+    };
+    match tx {
+        Some(tx) => {
+            let _ = tx.send(arrival);
+        }
+        None => tracing::debug!(?who, "passive connection for no waiting session closed"),
+    }
 }
 
 fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -105,37 +287,29 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
     // A port whose last transfer sits in TIME_WAIT is free for a new listener.
     sock.set_reuseaddr(true)?;
     sock.bind(addr)?;
-    sock.listen(1)
+    // Several sessions may wait on one port: their clients connect at once.
+    sock.listen(64)
 }
 
-/// Waits for the client's data connection. Unless `promiscuous`, one from any IP
-/// but `client` is refused, as vsftpd's `pasv_promiscuous=NO` does.
-///
-/// A connection from one of `balancers` (`ftpd_proxy_trusted`, with
-/// `ftpd_proxy_protocol`) must start with a PROXY header, and the client it
-/// names is the one checked: data connections forwarded by the balancer
-/// (`ftpd_proxy_data`).
+/// Waits for the client's data connection on `wait`'s port. Unless
+/// `promiscuous`, one from any IP but `client` is refused, as vsftpd's
+/// `pasv_promiscuous=NO` does (a balancer's connection counts as the client
+/// its PROXY header names: `ftpd_proxy_data`).
 pub async fn accept(
-    listener: &TcpListener,
+    wait: &mut PassiveWait,
     client: IpAddr,
     promiscuous: bool,
-    wait: Duration,
-    balancers: Option<&crate::net::Allow>,
+    limit: Duration,
 ) -> Result<TcpStream, DataError> {
-    let (mut stream, peer) = match timeout(wait, listener.accept()).await {
+    let Some(arrival) = wait.arrival.as_mut() else { return Err(DataError::AcceptTimeout) };
+    let (stream, from) = match timeout(limit, arrival).await {
         Err(_) => return Err(DataError::AcceptTimeout),
-        Ok(Err(e)) => return Err(DataError::Accept(e)),
-        Ok(Ok(x)) => x,
-    };
-    let mut from = crate::net::canonical(peer.ip());
-    if balancers.is_some_and(|b| b.contains(from)) {
-        match crate::proxy::read_header(&mut stream).await {
-            Ok(Some(ends)) => from = crate::net::canonical(ends.client.ip()),
-            // The balancer's own connection is no client's data connection.
-            Ok(None) => return Err(DataError::BadIp(from)),
-            Err(r) => return Err(DataError::Proxy(r)),
+        Ok(Err(_)) => return Err(DataError::Accept(io::Error::other("the passive port closed"))),
+        Ok(Ok(a)) => {
+            wait.arrival = None;
+            a?
         }
-    }
+    };
     if !promiscuous && from != crate::net::canonical(client) {
         return Err(DataError::BadIp(from));
     }

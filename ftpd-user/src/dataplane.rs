@@ -16,7 +16,7 @@ use aya::{
 };
 use ftpd_common::{
     BANS_MAP, Ban, CONFIG_MAP, CONN_COUNT_MAP, ConfigSlot, Counter, IpKey, PASV_ALLOW_MAP, PREFIX_COUNT_MAP, Pinhole,
-    SOCKOPS_PROGRAM, STATS_MAP, XDP_PROGRAM,
+    PinholeKey, SOCKOPS_PROGRAM, STATS_MAP, XDP_PROGRAM,
 };
 use tracing::{info, warn};
 
@@ -40,7 +40,7 @@ pub struct Dataplane {
     interfaces: Vec<String>,
     cgroup: String,
     pinholes_on: bool,
-    pasv: Mutex<HashMap<MapData, u32, Pinhole>>,
+    pasv: Mutex<HashMap<MapData, PinholeKey, Pinhole>>,
     conns: Mutex<HashMap<MapData, IpKey, u64>>,
     nets: Mutex<HashMap<MapData, IpKey, u64>>,
     bans: Mutex<HashMap<MapData, IpKey, Ban>>,
@@ -193,14 +193,15 @@ impl Dataplane {
             return Ok(());
         }
         let expires_ns = monotonic_ns().saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
-        let hole = Pinhole { client: crate::net::ip_key(client), expires_ns, any_ip: u32::from(any_ip), _pad: 0 };
-        lock(&self.pasv).insert(u32::from(port), hole, 0).context("PASV_ALLOW insert")?;
+        lock(&self.pasv)
+            .insert(pinhole_key(port, client, any_ip), Pinhole { expires_ns }, 0)
+            .context("PASV_ALLOW insert")?;
         Ok(())
     }
 
     /// Closes a pinhole that was not used (timeout, abort, a new PASV).
-    pub fn close_pinhole(&self, port: u16) {
-        let _ = lock(&self.pasv).remove(&u32::from(port));
+    pub fn close_pinhole(&self, port: u16, client: std::net::IpAddr, any_ip: bool) {
+        let _ = lock(&self.pasv).remove(&pinhole_key(port, client, any_ip));
     }
 
     /// Established control connections from `ip`, as the kernel counts them.
@@ -246,7 +247,7 @@ impl Dataplane {
         drop(m);
         let now = monotonic_ns();
         let mut p = lock(&self.pasv);
-        let stale: Vec<u32> = p
+        let stale: Vec<PinholeKey> = p
             .iter()
             .filter_map(Result::ok)
             .filter(|(_, h)| h.expires_ns != 0 && h.expires_ns < now)
@@ -392,4 +393,10 @@ fn interface_addresses() -> Result<Vec<(String, IpAddr, bool)>> {
     // SAFETY: `head` came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(head) };
     Ok(out)
+}
+
+/// The map key of the pinhole on `port` for `client` (or any client).
+fn pinhole_key(port: u16, client: std::net::IpAddr, any_ip: bool) -> PinholeKey {
+    let client = if any_ip { PinholeKey::ANY } else { crate::net::ip_key(client) };
+    PinholeKey { port: u32::from(port), _pad: 0, client }
 }

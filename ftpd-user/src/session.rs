@@ -16,11 +16,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::{
-    io::AsyncWriteExt,
-    net::{TcpListener, TcpStream},
-    time::timeout,
-};
+use tokio::{io::AsyncWriteExt, net::TcpStream, time::timeout};
 use tracing::{debug, warn};
 
 use crate::{
@@ -108,10 +104,10 @@ pub(crate) enum DataSetup {
 /// ends: used, timed out, aborted, replaced by another PASV or a PORT, or
 /// the session gone.
 pub(crate) struct PassivePort {
-    pub(crate) listener: TcpListener,
+    pub(crate) wait: data::PassiveWait,
     shared: Arc<Shared>,
-    /// The port whose pinhole this opened.
-    pinhole: Option<u16>,
+    /// The pinhole this opened: port, client, any client.
+    pinhole: Option<(u16, IpAddr, bool)>,
     /// `ftpd_pasv_ports_in_use`, incremented while this lives.
     slot: prometheus_client::metrics::gauge::Gauge,
     /// How it ended, for `ftpd_pasv_pinholes_total` (set once a data
@@ -120,7 +116,7 @@ pub(crate) struct PassivePort {
 }
 
 impl PassivePort {
-    /// Takes `listener` into the pool's count, and opens its pinhole for
+    /// Takes `wait` into the pool's count, and opens its pinhole for
     /// `client` for `ttl` when the kernel plane is on. Opening happens
     /// before the reply, or the client's SYN could win the race.
     ///
@@ -128,19 +124,19 @@ impl PassivePort {
     /// The pinhole could not be opened (the port is released again).
     pub(crate) fn open(
         shared: &Arc<Shared>,
-        listener: TcpListener,
+        wait: data::PassiveWait,
         client: IpAddr,
         ttl: Duration,
         any_ip: bool,
     ) -> io::Result<Self> {
-        let port = listener.local_addr()?.port();
+        let port = wait.port();
         crate::metrics::Metrics::inc(&shared.metrics.pinholes, "event", "opened");
         let slot = shared.metrics.pasv_in_use.clone();
         slot.inc();
-        let mut me = Self { listener, shared: Arc::clone(shared), pinhole: None, slot, event: None };
+        let mut me = Self { wait, shared: Arc::clone(shared), pinhole: None, slot, event: None };
         if let Some(dp) = shared.kernel() {
             dp.open_pinhole(port, client, ttl, any_ip).map_err(io::Error::other)?;
-            me.pinhole = Some(port);
+            me.pinhole = Some((port, client, any_ip));
         }
         Ok(me)
     }
@@ -148,8 +144,8 @@ impl PassivePort {
 
 impl Drop for PassivePort {
     fn drop(&mut self) {
-        if let (Some(port), Some(dp)) = (self.pinhole, self.shared.kernel()) {
-            dp.close_pinhole(port);
+        if let (Some((port, client, any)), Some(dp)) = (self.pinhole, self.shared.kernel()) {
+            dp.close_pinhole(port, client, any);
         }
         // Counted in both planes, so the metrics mean the same with and without eBPF.
         self.slot.dec();
@@ -440,10 +436,8 @@ impl Session {
             DataSetup::Passive(mut port) => {
                 let wait = Duration::from_secs(u64::from(cfg.accept_timeout));
                 let client = crate::net::canonical(self.peer.ip());
-                let listener = &port.listener;
-                let settings = Arc::clone(&self.settings);
-                let balancers = cfg.ftpd_proxy_protocol.then_some(&settings.proxy_trusted);
-                let fut = async move { data::accept(listener, client, cfg.pasv_promiscuous, wait, balancers).await };
+                let waiting = &mut port.wait;
+                let fut = async move { data::accept(waiting, client, cfg.pasv_promiscuous, wait).await };
                 let result = self.race(fut).await?;
                 // Used (sock_ops already closed its pinhole), timed out or
                 // aborted: it is done, and dropped here.

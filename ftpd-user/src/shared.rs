@@ -92,6 +92,8 @@ pub struct Shared {
     pub listings: Arc<crate::slots::Listings>,
     /// The fleet's shared counts (`ftpd_cluster_redis`), if this node is in one.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The passive ports in use and the sessions waiting on each.
+    pub passive: Arc<crate::data::PassivePorts>,
 }
 
 /// How far a shutdown has got.
@@ -162,6 +164,7 @@ impl Shared {
             hashing: crate::slots::HashSlots::default(),
             listings: Arc::default(),
             cluster,
+            passive: Arc::default(),
         }
     }
 

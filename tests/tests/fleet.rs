@@ -154,6 +154,14 @@ fn data_connections_through_the_balancer_carry_headers_too() {
     let lo = 29_000 + u16::try_from(std::process::id() % 100).unwrap() * 10;
     let (min, max) = (format!("pasv_min_port={lo}"), format!("pasv_max_port={}", lo + 9));
     let (server, _) = proxied_server(d.path(), &["ftpd_proxy_data=YES", &min, &max]);
+    if server.kernel_plane() {
+        // On one host's `lo` the balancer's data ports are the node's own
+        // numbers, and XDP on `lo` guards them on the balancer's address
+        // too: the client's SYN to the balancer finds no pinhole. (A real
+        // balancer is another host.)
+        eprintln!("[fleet] data through a balancer on the same lo: userspace plane only");
+        return;
+    }
     let lb = Haproxy::with_data(server.addr, "send-proxy-v2", Some((lo, lo + 9)));
     let url = format!("ftp://{}/f.bin", lb.addr);
     for mode in [&[][..], &["--disable-epsv"][..]] {

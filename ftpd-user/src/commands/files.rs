@@ -10,7 +10,6 @@ use tracing::{info, warn};
 
 use crate::{
     command::{Eprt, Epsv, ListArgs, Mdtm, Site, Umask},
-    data,
     fs::{self, VPath},
     reply::{self, code},
     session::{DataSetup, PassivePort, Session},
@@ -116,23 +115,30 @@ impl Session {
         let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let seed = (self.id ^ call.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ fs::now_secs().unsigned_abs();
         // Bind on the control connection's own local address, as it arrived
-        // (a v4-mapped address stays IPv6 on a dual-stack socket).
-        let listener = match data::bind_passive(self.local.ip(), cfg.pasv_range(), seed) {
-            Ok(l) => l,
-            Err(e) => {
-                warn!(session = self.id, error = %e, "cannot open a passive port");
-                return self.send(reply::PASV_FAILED).await;
-            }
-        };
-        let port = listener.local_addr()?.port();
-        let ttl = std::time::Duration::from_secs(u64::from(cfg.accept_timeout.max(1)));
-        // The kernel pinhole admits whoever will connect: the balancer, when
-        // it forwards data connections.
+        // (a v4-mapped address stays IPv6 on a dual-stack socket). The pinhole
+        // and the port wait for whoever will connect: the balancer, when it
+        // forwards data connections.
         let from = match self.proxied {
             Some(p) if through_balancer => p.balancer,
             _ => self.peer_ip(),
         };
-        match PassivePort::open(&self.shared, listener, from, ttl, cfg.pasv_promiscuous) {
+        let balancers = cfg.ftpd_proxy_protocol.then(|| self.settings.proxy_trusted.clone());
+        // A port is shared by sessions of different clients, told apart by
+        // address; not when any address may connect, nor when every data
+        // connection comes from the balancer (the kernel pinhole, keyed by
+        // port and address, could not tell them apart).
+        let alone = cfg.pasv_promiscuous || (through_balancer && self.proxied.is_some());
+        let wait =
+            match self.shared.passive.wait(self.local.ip(), cfg.pasv_range(), seed, self.peer_ip(), alone, balancers) {
+                Ok(w) => w,
+                Err(e) => {
+                    warn!(session = self.id, error = %e, "cannot open a passive port");
+                    return self.send(reply::PASV_FAILED).await;
+                }
+            };
+        let port = wait.port();
+        let ttl = std::time::Duration::from_secs(u64::from(cfg.accept_timeout.max(1)));
+        match PassivePort::open(&self.shared, wait, from, ttl, cfg.pasv_promiscuous) {
             Ok(p) => self.data = DataSetup::Passive(p),
             Err(e) => {
                 warn!(session = self.id, error = %e, "cannot open a passive pinhole");
