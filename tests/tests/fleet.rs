@@ -499,3 +499,333 @@ fn a_rate_limit_holds_for_the_whole_fleet() {
     assert!(small > 1.7, "a's 1 MB took {small:.2} s: it had half the limit while b ran");
     assert!(took < 4.6, "took {took:.2} s: b gets the whole limit once a's transfer ends");
 }
+
+/// The whole fleet in network namespaces: a client namespace with several
+/// addresses, a balancer namespace (HAProxy, Redis, and the router between
+/// the others), and two node namespaces each running ftpd with its kernel
+/// plane on its own veth. Deleted on drop.
+struct Lab {
+    spaces: Vec<String>,
+}
+
+impl Lab {
+    const CLIENT: &'static str = "10.88.1.2";
+    const BALANCER: &'static str = "10.88.1.1";
+
+    fn ns(&self, role: &str) -> &str {
+        let i = ["client", "lb", "a", "b"].iter().position(|r| *r == role).expect("a role");
+        &self.spaces[i]
+    }
+
+    fn new() -> Self {
+        let id = std::process::id() % 100_000;
+        let lab = Self { spaces: ["c", "l", "a", "b"].iter().map(|r| format!("fl{r}{id}")).collect() };
+        let ipc = |args: &str| {
+            let out = Command::new("ip").args(args.split(' ')).output().expect("ip");
+            assert!(out.status.success(), "ip {args}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        for ns in &lab.spaces {
+            ipc(&format!("netns add {ns}"));
+            ipc(&format!("-n {ns} link set lo up"));
+        }
+        let (c, l, a, b) = (lab.ns("client"), lab.ns("lb"), lab.ns("a"), lab.ns("b"));
+        // client <-> lb 10.88.1.0/24, lb <-> a 10.88.2.0/24, lb <-> b 10.88.3.0/24.
+        for (n, other, other_ips) in [
+            (1, c, &["10.88.1.2", "10.88.1.3", "10.88.1.4", "10.88.1.9"][..]),
+            (2, a, &["10.88.2.2"][..]),
+            (3, b, &["10.88.3.2"][..]),
+        ] {
+            let (lif, oif) = (format!("fl{n}l{id}"), format!("fl{n}o{id}"));
+            ipc(&format!("link add {lif} netns {l} type veth peer name {oif} netns {other}"));
+            ipc(&format!("-n {l} addr add 10.88.{n}.1/24 dev {lif}"));
+            ipc(&format!("-n {l} link set {lif} up"));
+            for addr in other_ips {
+                ipc(&format!("-n {other} addr add {addr}/24 dev {oif}"));
+            }
+            ipc(&format!("-n {other} link set {oif} up"));
+            ipc(&format!("-n {other} route add default via 10.88.{n}.1"));
+        }
+        let fwd = Command::new("ip").args(["netns", "exec", l, "sysctl", "-qw", "net.ipv4.ip_forward=1"]).status();
+        assert!(fwd.is_ok_and(|s| s.success()), "ip_forward in the balancer namespace");
+        std::thread::sleep(Duration::from_millis(300));
+        lab
+    }
+
+    fn exec(&self, role: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", self.ns(role), program]);
+        c
+    }
+
+    /// Python in the client namespace; its stdout.
+    fn client_py(&self, code: &str) -> String {
+        ftpd_tests::run_ok(self.exec("client", "python3").arg("-c").arg(code))
+    }
+
+    /// ftpd in the namespace of `role`, in a cgroup of its own: sock_ops is
+    /// attached to ftpd's cgroup, and two nodes sharing one would each see
+    /// (and close) the other's pinholes.
+    fn node(&self, role: &str, root: &Path, extra: &[&str]) -> (Server, ftpd_tests::Cgroup) {
+        let (ip, lb) = if role == "a" { ("10.88.2.2", "10.88.2.1") } else { ("10.88.3.2", "10.88.3.1") };
+        let mut settings: Vec<String> = [
+            format!("listen_address={ip}"),
+            "listen_port=2121".into(),
+            "pasv_min_port=50000".into(),
+            "pasv_max_port=50003".into(),
+            format!("pasv_address={ip}"),
+            "ftpd_ebpf=on".into(),
+            "ftpd_metrics_listen=".into(),
+            "ftpd_proxy_protocol=YES".into(),
+            format!("ftpd_proxy_trusted={lb}"),
+            format!("ftpd_cluster_redis=redis://{lb}:6379"),
+            format!("ftpd_cluster_node={role}"),
+            "ftpd_cluster_lease=2".into(),
+        ]
+        .into();
+        settings.extend(extra.iter().map(|s| (*s).to_string()));
+        let mount = ftpd_tests::Cgroup::mount_point_or_mount().unwrap_or_else(|e| panic!("cgroup2: {e}"));
+        let cg = ftpd_tests::Cgroup::create_in(&mount, "ftpd-test-", &format!("fleet-{role}")).expect("cgroup");
+        let script = cg.enter_netns_script(self.ns(role));
+        let server =
+            Server::spawn(Some(&["sh", "-c", script.as_str()]), root, &settings, format!("{ip}:2121").parse().unwrap())
+                .unwrap_or_else(|e| panic!("node {role}: {e}"));
+        (server, cg)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in &self.spaces {
+            let _ = Command::new("ip").args(["netns", "delete", ns]).status();
+        }
+    }
+}
+
+/// ftplib in the client namespace: sessions through the balancer from
+/// `source`, trusting the PASV address (the node's own).
+const LAB_PY: &str = r#"
+import ftplib, hashlib, io, os, socket, sys, time
+class FTP(ftplib.FTP):
+    trust_server_pasv_ipv4_address = True
+def session(src):
+    f = FTP()
+    f.connect("10.88.1.1", 21, timeout=20, source_address=(src, 0))
+    f.login()
+    return f
+"#;
+
+#[test]
+#[ignore = "privileged: network namespaces, eBPF, HAProxy and Redis (cargo xtask test as root)"]
+fn a_fleet_in_namespaces_behind_haproxy_with_redis() {
+    let lab = Lab::new();
+    let d = tempfile::tempdir().unwrap();
+    let up = d.path().join("up");
+    std::fs::create_dir(&up).unwrap();
+    ftpd_tests::writable_by_all(&up);
+    random_file(&d.path().join("big.bin"), 2_000_000);
+    let sha = ftpd_tests::sha256_file(&d.path().join("big.bin"));
+    // Redis and HAProxy in the balancer namespace.
+    let redis_dir = tempfile::tempdir().unwrap();
+    let spawn_redis = || {
+        lab.exec("lb", "redis-server")
+            .args(["--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(redis_dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server")
+    };
+    let mut redis = spawn_redis();
+    let extra = [
+        "write_enable=YES",
+        "anon_upload_enable=YES",
+        "anon_other_write_enable=YES",
+        "anon_umask=022",
+        "max_per_ip=2",
+        "anon_max_rate=1000000",
+        "ftpd_rate_scope=ip",
+    ];
+    let (a, _cg_a) = lab.node("a", d.path(), &extra);
+    let (mut b, _cg_b) = lab.node("b", d.path(), &extra);
+    for (name, n) in [("a", &a), ("b", &b)] {
+        assert!(n.kernel_plane(), "node {name} runs its kernel plane: {}", n.log());
+        n.wait_log("cluster: Redis reachable", 1, Duration::from_secs(10));
+    }
+    let hcfg = d.path().join("haproxy.cfg");
+    std::fs::write(
+        &hcfg,
+        format!(
+            "global\n  maxconn 1000\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n\
+             frontend ftp\n  bind {}:21\n  default_backend nodes\n\
+             backend nodes\n  balance roundrobin\n\
+             \x20 server a 10.88.2.2:2121 send-proxy-v2 check check-send-proxy inter 300 fall 2 rise 2\n\
+             \x20 server b 10.88.3.2:2121 send-proxy-v2 check check-send-proxy inter 300 fall 2 rise 2\n",
+            Lab::BALANCER
+        ),
+    )
+    .unwrap();
+    let mut haproxy = lab
+        .exec("lb", "haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&hcfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+
+    // STOR, RETR and LIST through the balancer, on both nodes (round robin),
+    // byte-exact by SHA-256.
+    let out = lab.client_py(&format!(
+        r#"{LAB_PY}
+want = open("{big}", "rb").read()
+for i in range(4):
+    f = session("{client}")
+    f.storbinary(f"STOR up/s{{i}}.bin", io.BytesIO(want))
+    got = io.BytesIO(); f.retrbinary(f"RETR up/s{{i}}.bin", got.write)
+    names = []; f.retrlines("LIST up", names.append)
+    print("round", i, hashlib.sha256(got.getvalue()).hexdigest(), any(f"s{{i}}.bin" in n for n in names))
+    f.quit()
+"#,
+        big = d.path().join("big.bin").display(),
+        client = Lab::CLIENT
+    ));
+    assert_eq!(out.matches(&format!("{sha} True")).count(), 4, "{out}");
+
+    // max_per_ip=2 holds across both nodes: two sessions (one per node),
+    // a third refused; the budget of 1 MB/s (ftpd_rate_scope=ip) is split
+    // over one address's downloads from both nodes.
+    let out = lab.client_py(&format!(
+        r#"{LAB_PY}
+import threading
+held = [session("10.88.1.3"), session("10.88.1.3")]
+try:
+    session("10.88.1.3"); print("third admitted")
+except ftplib.error_temp as e:
+    print("third refused", str(e)[:3])
+for f in held: f.quit()
+time.sleep(1)
+def fetch(out):
+    try:
+        f = session("10.88.1.4"); n = [0]
+        f.retrbinary("RETR big.bin", lambda b: n.__setitem__(0, n[0] + len(b))); out.append(n[0]); f.quit()
+    except Exception as e:
+        print("fetch failed", repr(e), f.sock.getpeername() if f.sock else None, flush=True)
+got = []; t0 = time.time()
+ts = [threading.Thread(target=fetch, args=(got,)) for _ in range(2)]
+[t.start() for t in ts]; [t.join() for t in ts]
+dt = time.time() - t0
+print("budget", sum(got), f"{{sum(got) / dt:.0f}}")
+"#
+    ));
+    assert!(out.contains("third refused 421"), "{out}");
+    let rate: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("budget 4000000 "))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    println!("[fleet-lab] two downloads from two nodes under one 1 MB/s budget: {rate:.0} B/s");
+    assert!((950_000.0..=1_050_000.0).contains(&rate), "{rate:.0} B/s is not 1 MB/s within 5 %: {out}");
+
+    // Pinholes: a session's passive port admits its client and drops another
+    // address's SYN in XDP; a PROXY header sent straight to a node from the
+    // client network (not a trusted balancer) gets no greeting.
+    let out = lab.client_py(&format!(
+        r#"{LAB_PY}
+f = session("{client}")
+host, port = f.makepasv()
+s = socket.socket(); s.bind(("10.88.1.9", 0)); s.settimeout(2)
+try:
+    s.connect((host, port)); print("stranger connected")
+except OSError as e:
+    print("stranger dropped")
+d = socket.create_connection((host, port), 5, source_address=("{client}", 0))
+f.sendcmd("TYPE I"); r = f.sendcmd("RETR big.bin")
+n = 0
+while True:
+    b = d.recv(65536)
+    if not b: break
+    n += len(b)
+d.close(); print("client got", n, f.voidresp()[:3])
+f.quit()
+x = socket.create_connection(("10.88.2.2", 2121), 5, source_address=("{client}", 0))
+x.sendall(b"PROXY TCP4 10.88.1.2 10.88.1.1 40000 21\r\n"); x.settimeout(5)
+try:
+    print("spoofed", repr(x.recv(100)[:3]))
+except OSError as e:
+    print("spoofed closed")
+"#,
+        client = Lab::CLIENT
+    ));
+    assert!(out.contains("stranger dropped"), "{out}");
+    assert!(out.contains("client got 2000000 226"), "{out}");
+    assert!(out.contains("spoofed b''") || out.contains("spoofed closed"), "{out}");
+
+    // Redis stopped: both nodes keep serving on their own limits, and
+    // rejoin when it is back.
+    let _ = redis.kill();
+    let _ = redis.wait();
+    a.wait_log("cluster: Redis out of reach", 1, Duration::from_secs(10));
+    let out = lab.client_py(&format!(
+        "{LAB_PY}\nfor i in range(2):\n    f = session('{}'); print('served', f.pwd()); f.quit()\n",
+        Lab::CLIENT
+    ));
+    assert_eq!(out.matches("served").count(), 2, "{out}");
+    redis = spawn_redis();
+    a.wait_log("cluster: Redis reachable", 2, Duration::from_secs(10));
+    b.wait_log("cluster: Redis reachable", 2, Duration::from_secs(10));
+
+    // Node b killed: HAProxy's health check takes it out; the session held
+    // on node a carries on, and every new login lands on a.
+    let go = d.path().join("go");
+    std::fs::write(&go, b"").unwrap();
+    let script = format!(
+        r#"{LAB_PY}
+held = [session("{client}") for _ in range(2)]
+print("holding", flush=True)
+while os.path.exists("{go}"): time.sleep(0.05)
+for f in held:
+    try:
+        print("held", f.sendcmd("NOOP")[:3])
+    except Exception as e:
+        print("held gone", type(e).__name__)
+ok = 0
+for i in range(6):
+    try:
+        f = session("10.88.1.4"); f.quit(); ok += 1
+    except Exception as e:
+        print("login failed", e)
+print("logins", ok)
+"#,
+        client = Lab::CLIENT,
+        go = go.display()
+    );
+    let mut py = lab.exec("client", "python3").arg("-c").arg(&script).stdout(Stdio::piped()).spawn().unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(py.stdout.as_mut().unwrap()), &mut first).unwrap();
+    assert_eq!(first.trim(), "holding");
+    b.signal("KILL");
+    let _ = b.wait_exit(Duration::from_secs(5));
+    // `inter 300 fall 2`: down after two failed checks.
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::remove_file(&go).unwrap();
+    let out = py.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.matches("held 200").count(), 1, "node a's session carries on: {out}");
+    assert_eq!(out.matches("held gone").count(), 1, "node b's is gone with it: {out}");
+    assert!(out.contains("logins 6"), "every new login lands on node a: {out}");
+    let _ = haproxy.kill();
+    let _ = redis.kill();
+    let _ = (haproxy.wait(), redis.wait());
+    let log_a = a.stop();
+    assert!(log_a.contains("peer=10.88.1.2:"), "node a logs the real client: {log_a}");
+    // The balancer appears only as its own health checks (v2 LOCAL).
+    let balancer_did: Vec<&str> = log_a
+        .lines()
+        .filter(|l| l.contains("peer=10.88.2.1:") && (l.contains(" login ") || l.contains("complete")))
+        .collect();
+    assert!(balancer_did.is_empty(), "logins and transfers name the client, never the balancer: {balancer_did:?}");
+    assert!(log_a.contains("upload complete") && log_a.contains("download complete"), "{log_a}");
+}
