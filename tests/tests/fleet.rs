@@ -568,6 +568,9 @@ impl Lab {
     fn node(&self, role: &str, root: &Path, extra: &[&str]) -> (Server, ftpd_tests::Cgroup) {
         let (ip, lb) = if role == "a" { ("10.88.2.2", "10.88.2.1") } else { ("10.88.3.2", "10.88.3.1") };
         let mut settings: Vec<String> = [
+            "xferlog_enable=YES".into(),
+            "xferlog_std_format=YES".into(),
+            format!("xferlog_file={}", root.join(format!("xferlog-{role}")).display()),
             format!("listen_address={ip}"),
             "listen_port=2121".into(),
             "pasv_min_port=50000".into(),
@@ -828,4 +831,6 @@ print("logins", ok)
         .collect();
     assert!(balancer_did.is_empty(), "logins and transfers name the client, never the balancer: {balancer_did:?}");
     assert!(log_a.contains("upload complete") && log_a.contains("download complete"), "{log_a}");
+    let xferlog = std::fs::read_to_string(d.path().join("xferlog-a")).unwrap_or_default();
+    assert!(xferlog.contains(" 10.88.1.2 ") && !xferlog.contains(" 10.88.2.1 "), "xferlog names the client: {xferlog}");
 }
