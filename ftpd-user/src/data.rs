@@ -92,9 +92,18 @@ enum Waiter {
     Anyone,
 }
 
-type Waiting = HashMap<Waiter, tokio::sync::oneshot::Sender<Arrival>>;
+/// The sessions on one port.
+#[derive(Debug, Default)]
+struct Waiting {
+    /// Every session holding a place on the port, from PASV until it lets
+    /// go (its data connection may have arrived already): what sharing the
+    /// port is decided by.
+    members: std::collections::HashSet<Waiter>,
+    /// Those still waiting for their data connection.
+    senders: HashMap<Waiter, tokio::sync::oneshot::Sender<Arrival>>,
+}
 
-/// One bound passive port and the sessions waiting on it.
+/// One bound passive port and the sessions on it.
 #[derive(Debug, Default)]
 struct Port {
     waiting: Mutex<Waiting>,
@@ -137,8 +146,9 @@ impl Drop for PassiveWait {
         let Some(port) = ports.get(&self.at) else { return };
         let empty = {
             let mut waiting = lock(&port.waiting);
-            waiting.remove(&self.waiter);
-            waiting.is_empty()
+            waiting.members.remove(&self.waiter);
+            waiting.senders.remove(&self.waiter);
+            waiting.members.is_empty()
         };
         if empty
             && let Some(p) = ports.remove(&self.at)
@@ -192,8 +202,8 @@ impl PassivePorts {
                 let waiting = lock(&port.waiting);
                 if shareable.is_none()
                     && !alone
-                    && !waiting.contains_key(&waiter)
-                    && !waiting.contains_key(&Waiter::Anyone)
+                    && !waiting.members.contains(&waiter)
+                    && !waiting.members.contains(&Waiter::Anyone)
                 {
                     shareable = Some(at);
                 }
@@ -220,7 +230,9 @@ impl PassivePorts {
     fn join(self: &Arc<Self>, ports: &HashMap<SocketAddr, Arc<Port>>, at: SocketAddr, waiter: Waiter) -> PassiveWait {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if let Some(port) = ports.get(&at) {
-            lock(&port.waiting).insert(waiter, tx);
+            let mut waiting = lock(&port.waiting);
+            waiting.members.insert(waiter);
+            waiting.senders.insert(waiter, tx);
         }
         PassiveWait { ports: Arc::clone(self), at, waiter, arrival: Some(rx) }
     }
@@ -261,17 +273,18 @@ async fn accept_loop(listener: TcpListener, port: std::sync::Weak<Port>, balance
 
 /// Gives an arrival to the session waiting for its address. A session alone
 /// on its port gets whatever arrives (another address too, which it refuses
-/// as vsftpd does: `425 Security: Bad IP connecting.`); on a shared port an
-/// arrival for no waiting session is closed.
+/// as vsftpd does: `425 Security: Bad IP connecting.`); on a port other
+/// sessions hold too (even those whose connection has come), an arrival for
+/// no waiting session is closed and disturbs none of them.
 fn hand_over(port: &Port, arrival: Arrival) {
     let mut waiting = lock(&port.waiting);
     let who = match &arrival {
         Ok((_, from)) | Err(DataError::BadIp(from)) => Waiter::Client(*from),
         Err(_) => Waiter::Anyone,
     };
-    let tx = match waiting.remove(&who) {
+    let tx = match waiting.senders.remove(&who) {
         Some(tx) => Some(tx),
-        None if waiting.len() == 1 => waiting.drain().next().map(|(_, tx)| tx),
+        None if waiting.members.len() == 1 => waiting.senders.drain().next().map(|(_, tx)| tx),
         None => None,
     };
     match tx {

@@ -204,6 +204,32 @@ print("ftplib", len(got.getvalue()))
     assert!(log.contains("intruder=127.0.0.7"), "{log}");
 }
 
+#[test]
+fn data_connections_from_a_trusted_address_carry_no_header_unless_forwarded() {
+    // With ftpd_proxy_data=NO a trusted address's data connection is a
+    // plain one: a balancer's own session (PROXY UNKNOWN) transfers at once,
+    // and a header on a data connection names no one.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("f.txt"), b"hello\n").unwrap();
+    let (server, _) = proxied_server(d.path(), &[]);
+    let lb = from([127, 0, 0, 1]);
+    let s = tcp_connect(server.addr, SocketSetup { source: Some(lb), ..SocketSetup::default() }).unwrap();
+    let mut c = Ftp::from_stream(s);
+    c.send_raw(b"PROXY UNKNOWN\r\n").unwrap();
+    assert_eq!(c.read_reply().0, 220);
+    c.cmd("USER anonymous");
+    let start = Instant::now();
+    let data = c.pasv_connect();
+    let (bytes, code, text) = c.transfer_on(data, "RETR f.txt");
+    assert_eq!((bytes.as_slice(), code), (&b"hello\n"[..], 226), "{text}");
+    assert!(start.elapsed() < Duration::from_secs(2), "no wait for a header: {:?}", start.elapsed());
+    // A data connection that starts with a header is not another client's.
+    let mut data = c.pasv_connect();
+    std::io::Write::write_all(&mut data, b"PROXY TCP4 127.0.0.2 127.0.0.1 40000 21\r\n").unwrap();
+    let (code, _) = c.cmd("RETR f.txt");
+    assert_eq!(code, 150, "the connection is the session's own (127.0.0.1)");
+}
+
 /// Sends `bytes` from `source` and says whether ftpd greeted the connection.
 fn greeting_after(addr: SocketAddr, source: IpAddr, bytes: &[u8], close_after: bool) -> Option<String> {
     let mut s = tcp_connect(addr, SocketSetup { source: Some(source), ..SocketSetup::default() }).expect("connect");

@@ -137,3 +137,66 @@ fn one_address_never_shares_a_port_with_itself_and_strangers_are_closed() {
         assert_eq!((bytes.as_slice(), code), (&b"hello\n"[..], 226), "{from}");
     }
 }
+
+/// One port only: the attacks a hostile tester found.
+fn one_port_server(d: &std::path::Path, which: u16) -> Server {
+    let (lo, _) = range(which);
+    let s = settings(lo, lo);
+    let refs: Vec<&str> = s.iter().map(String::as_str).collect();
+    Server::start(d, &refs)
+}
+
+fn pasv_session(server: &Server, from: IpAddr) -> (Ftp, SocketAddr) {
+    let mut c = Ftp::connect_from(server.addr, from);
+    c.read_reply();
+    c.cmd("USER anonymous");
+    let text = c.cmd_ok("PASV", 227);
+    (c, SocketAddr::from(pasv_addr(&text).unwrap()))
+}
+
+#[test]
+fn a_session_whose_data_connection_came_still_holds_its_port_against_its_own_address() {
+    // A client connects its data connection right after PASV, before RETR
+    // (as clients do): its session still holds the port, so a second
+    // session of the same address gets no place there.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("f.txt"), b"hello\n").unwrap();
+    let server = one_port_server(d.path(), 2);
+    let me = IpAddr::from([127, 0, 4, 1]);
+    let (mut a, at) = pasv_session(&server, me);
+    let data = data_from(at, me);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut b = Ftp::connect_from(server.addr, me);
+    b.read_reply();
+    b.cmd("USER anonymous");
+    assert_eq!(b.cmd("PASV").0, 425, "the one port is held by this address's other session");
+    let (bytes, code, _) = a.transfer_on(data, "RETR f.txt");
+    assert_eq!((bytes.as_slice(), code), (&b"hello\n"[..], 226));
+}
+
+#[test]
+fn a_stranger_never_disturbs_a_session_on_a_shared_port() {
+    // Two clients share the one port; one's data connection has come. A
+    // stranger connecting then is closed, and the other session still gets
+    // its own connection.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("f.txt"), b"hello\n").unwrap();
+    let server = one_port_server(d.path(), 3);
+    let (x, y) = (IpAddr::from([127, 0, 5, 1]), IpAddr::from([127, 0, 5, 2]));
+    let (mut cx, at) = pasv_session(&server, x);
+    let (mut cy, at_y) = pasv_session(&server, y);
+    assert_eq!(at, at_y, "one port, shared");
+    let dy = data_from(at, y);
+    std::thread::sleep(Duration::from_millis(200));
+    let stranger = SocketSetup { source: Some(IpAddr::from([127, 0, 5, 9])), ..SocketSetup::default() };
+    if let Ok(mut s) = tcp_connect_within(at, stranger, Duration::from_secs(2)) {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 1];
+        assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)), "closed");
+    }
+    let dx = data_from(at, x);
+    for (c, data, who) in [(&mut cx, dx, x), (&mut cy, dy, y)] {
+        let (bytes, code, text) = c.transfer_on(data, "RETR f.txt");
+        assert_eq!((bytes.as_slice(), code), (&b"hello\n"[..], 226), "{who}: {text}");
+    }
+}

@@ -122,7 +122,8 @@ impl Session {
             Some(p) if through_balancer => p.balancer,
             _ => self.peer_ip(),
         };
-        let balancers = cfg.ftpd_proxy_protocol.then(|| self.settings.proxy_trusted.clone());
+        // Only balancers that forward data connections send them a header.
+        let balancers = through_balancer.then(|| self.settings.proxy_trusted.clone());
         // A port is shared by sessions of different clients, told apart by
         // address; not when any address may connect, nor when every data
         // connection comes from the balancer (the kernel pinhole, keyed by
