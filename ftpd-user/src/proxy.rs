@@ -112,8 +112,10 @@ pub fn parse(buf: &[u8]) -> Parsed {
                     (a.source_address.into(), a.source_port),
                     (a.destination_address.into(), a.destination_port),
                 )),
-                // UDP, UNIX sockets or no address for a proxied connection:
-                // nothing an FTP client can be.
+                // No address (AF_UNSPEC): the spec has the receiver use the
+                // connection's own ends, as for v1 `UNKNOWN`.
+                (_, ppp::v2::Addresses::Unspecified) => None,
+                // UDP or UNIX sockets: nothing an FTP client can be.
                 _ => return Parsed::Invalid(Reason::Malformed),
             };
             Parsed::Header { len: h.len(), ends }
@@ -274,6 +276,11 @@ mod tests {
         a6.extend_from_slice(&[0x9c, 0x40, 0, 21]);
         assert_eq!(parse(&v2(1, 0x21, &a6, &[])), hdr(16 + 36, "[2001:db8::7]:40000", "[::]:21"));
         assert_eq!(parse(&v2(0, 0x00, &[], &[])), Parsed::Header { len: 16, ends: None }, "LOCAL: a health check");
+        assert_eq!(
+            parse(&v2(1, 0x00, &[], &[])),
+            Parsed::Header { len: 16, ends: None },
+            "PROXY, AF_UNSPEC: as v1 UNKNOWN"
+        );
         assert_eq!(parse(&h[..20]), Parsed::Incomplete);
         assert_eq!(parse(&v2(1, 0x12, &addrs, &[])), Parsed::Invalid(Reason::Malformed), "UDP is no FTP client");
         assert_eq!(parse(&v2(1, 0x31, &[0; 216], &[])), Parsed::Invalid(Reason::Malformed), "nor a UNIX socket");
