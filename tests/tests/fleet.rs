@@ -449,6 +449,7 @@ fn two_nodes_share_max_per_ip_and_max_clients_through_redis() {
     assert_eq!(b.greet([127, 0, 0, 5]).1, 421, "a's sessions count until their lease ends");
     wait_for("a's lease ends", Duration::from_secs(6), || b.greet([127, 0, 0, 5]).1 == 220);
     let gone = killed.elapsed();
+    println!("[fleet] a killed node's sessions counted for {gone:?} after its death (ftpd_cluster_lease=2)");
     assert!(gone <= Duration::from_secs(4), "a dead node counted for {gone:?} (lease 2 s)");
     let log = b.server.stop();
     assert!(log.contains("cluster: Redis reachable"), "{log}");
