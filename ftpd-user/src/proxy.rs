@@ -188,6 +188,11 @@ pub async fn read_header(stream: &mut TcpStream) -> Result<Option<Ends>, Reason>
     let read = async {
         let mut buf = [0u8; MAX_HEADER];
         let mut seen = 0;
+        // The wait between looks at a header that has stopped growing: short
+        // at first (a balancer's header comes in one segment; a split one
+        // completes at once), longer the longer it stalls, so that hundreds
+        // of connections trickling headers cost little until they are cut.
+        let mut nap = Duration::from_millis(2);
         loop {
             // Peek, so that what follows the header stays in the socket.
             let n = stream.peek(&mut buf).await.map_err(|_| Reason::Truncated)?;
@@ -208,9 +213,13 @@ pub async fn read_header(stream: &mut TcpStream) -> Result<Option<Ends>, Reason>
                     if ready.is_read_closed() {
                         return Err(Reason::Truncated);
                     }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    tokio::time::sleep(nap).await;
+                    nap = (nap * 2).min(Duration::from_millis(250));
                 }
-                Parsed::Incomplete => seen = n,
+                Parsed::Incomplete => {
+                    seen = n;
+                    nap = Duration::from_millis(2);
+                }
             }
         }
     };
