@@ -299,9 +299,11 @@ pub async fn run(cluster: Arc<Cluster>, node: Arc<dyn Node>, changed: Arc<tokio:
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let refresh = cluster.lease / 3;
     let mut last_full: Option<Instant> = None;
-    // Counters written with a count above 0 last time: they get a 0 (their
-    // field removed) when the count falls to 0.
-    let mut published: HashSet<String> = HashSet::new();
+    // Rate groups written with transfers last time: a group that ended has
+    // no entry any more, so it gets a 0 (its field removed). Client
+    // addresses need no such list: a change of their count marks them
+    // dirty, and one left unchanged stays published until its renewal.
+    let mut running_groups: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -324,10 +326,8 @@ pub async fn run(cluster: Arc<Cluster>, node: Arc<dyn Node>, changed: Arc<tokio:
         }
         let rate_at = counts.len();
         counts.extend(groups.iter().map(|(g, n)| (rate_key(g), *n)));
-        let live: HashSet<String> = counts.iter().filter(|(_, n)| *n > 0).map(|(k, _)| k.clone()).collect();
-        let gone: Vec<String> =
-            published.iter().filter(|k| !live.contains(*k) && !counts.iter().any(|(c, _)| c == *k)).cloned().collect();
-        counts.extend(gone.into_iter().map(|k| (k, 0)));
+        let running: HashSet<String> = groups.iter().filter(|(_, n)| *n > 0).map(|(g, _)| rate_key(g)).collect();
+        counts.extend(running_groups.difference(&running).map(|k| (k.clone(), 0)));
         let (answer, fell) = cluster.exchange(&counts).await;
         if fell {
             node.fell_back();
@@ -338,7 +338,7 @@ pub async fn run(cluster: Arc<Cluster>, node: Arc<dyn Node>, changed: Arc<tokio:
                 if full {
                     last_full = Some(Instant::now());
                 }
-                published = live;
+                running_groups = running;
                 let fleet: HashMap<String, u64> = groups
                     .iter()
                     .zip(&others[rate_at..rate_at + groups.len()])

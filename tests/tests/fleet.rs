@@ -402,6 +402,12 @@ fn two_nodes_share_max_per_ip_and_max_clients_through_redis() {
     let (_a2, c2) = a.greet([127, 0, 0, 2]);
     assert_eq!((c1, c2), (220, 220));
     assert_eq!(b.greet([127, 0, 0, 2]).1, 421, "127.0.0.2 holds max_per_ip=2 on node a");
+    // And keeps holding it while nothing changes: a's counts stay published
+    // between its renewals (three per lease), not only right after a change.
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(b.greet([127, 0, 0, 2]).1, 421, "a's sessions of 127.0.0.2 still count on b");
+    }
     let (_b1, c) = b.greet([127, 0, 0, 3]);
     assert_eq!(c, 220, "another address on node b");
     assert_eq!(a.greet([127, 0, 0, 4]).1, 421, "the fleet holds max_clients=3");
