@@ -236,11 +236,6 @@ impl PassivePorts {
         }
         PassiveWait { ports: Arc::clone(self), at, waiter, arrival: Some(rx) }
     }
-
-    /// Passive ports bound right now.
-    pub fn bound(&self) -> usize {
-        lock(&self.ports).len()
-    }
 }
 
 /// Accepts on one passive port for as long as sessions wait there, and
