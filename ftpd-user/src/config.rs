@@ -202,7 +202,8 @@ options! {
     chroot_list_enable: Bool = false, "Users in `chroot_list_file` are the exception to `chroot_local_user`.";
     chroot_list_file: Str = "/etc/vsftpd.chroot_list", "One user name per line, for `chroot_list_enable`.";
     allow_writeable_chroot: Bool = false, "Allow a confined user's root to be writable by that user (vsftpd refuses such logins).";
-    nopriv_user: Str = "nobody", "The unprivileged user the network-facing process runs as when ftpd starts as root. On an anonymous mirror, set it to `ftp_username`: that process then opens anonymous downloads itself instead of asking the file worker (about twice the small-file RETRs per second), and gains nothing it could not already ask that worker for; with another user every open goes through the worker, so directory permissions and ACLs are judged as `ftp_username`.";
+    nopriv_user: Str = "nobody", "The unprivileged user the network-facing process runs as when ftpd starts as root; except on a read-only anonymous server, where it runs as `ftp_username` (see `ftpd_anon_fast_path`).";
+    ftpd_anon_fast_path: Bool = true, "ftpd extension. YES: when anonymous logins are on, only world-readable files are served to them (`anon_world_readable_only`) and anonymous users may not write, the network-facing process runs as `ftp_username` instead of `nopriv_user`, as vsftpd's anonymous session processes do, and opens anonymous downloads itself instead of asking the file worker (about twice the small-file RETRs per second). It then holds nothing an anonymous user could not already ask for, but it is not chrooted: it could read what `ftp_username` may read outside the anonymous root. NO: it always runs as `nopriv_user`, and every open goes through the worker.";
     write_enable: Bool = false, "Allow any command that changes the file system.";
     local_umask: UInt = 0o0077, "Umask for files and directories local users create.";
     file_open_mode: UInt = 0o0666, "Permission bits of uploaded files, before the umask.";
@@ -704,6 +705,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "listen_port",
     "background",
     "nopriv_user",
+    "ftpd_anon_fast_path",
     // The master computed the anonymous root and opened it for the front
     // before the split.
     "anon_root",
@@ -864,6 +866,24 @@ pub enum EbpfMode {
 impl Choice for EbpfMode {
     const CHOICES: &'static [(&'static str, Self)] = &[("auto", Self::Auto), ("on", Self::On), ("off", Self::Off)];
     const NAMES: &'static [&'static str] = &["auto", "on", "off"];
+}
+
+impl Config {
+    /// The user the front runs as: `ftp_username` on a read-only anonymous
+    /// server (`ftpd_anon_fast_path`), so that the kernel's answer to the front's
+    /// own open of an anonymous download is the worker's answer; `nopriv_user`
+    /// everywhere else. With anonymous writes on, the worker must keep judging
+    /// them (overwrite, delete, umask rules): a front with `ftp_username`'s
+    /// identity could write wherever that user may, past those rules.
+    pub fn front_user(&self) -> &str {
+        let anon_writes = self.write_enable
+            && (self.anon_upload_enable || self.anon_mkdir_write_enable || self.anon_other_write_enable);
+        if self.ftpd_anon_fast_path && self.anonymous_enable && self.anon_world_readable_only && !anon_writes {
+            &self.ftp_username
+        } else {
+            &self.nopriv_user
+        }
+    }
 }
 
 /// What `cargo xtask run` serves when no config file is given: anonymous,

@@ -444,8 +444,16 @@ fn run(cli: Cli) -> Result<()> {
         let anon_root_fd = cfg.anonymous_enable.then(|| ftpd::fs::Root::open(&root).ok()).flatten();
         // Looked up now, while no thread exists: a front forked later must
         // not depend on locks of the C library's user database.
-        let nopriv = ftpd::auth::account(&cfg.nopriv_user)
-            .ok_or_else(|| anyhow::anyhow!("nopriv_user={} does not exist", cfg.nopriv_user))?;
+        // A read-only anonymous server's front acts as ftp_username (see
+        // `Config::front_user`); without that account anonymous logins fail
+        // anyway (and say why), and the front keeps nopriv_user's identity.
+        let mut front_user = cfg.front_user();
+        if front_user != cfg.nopriv_user && ftpd::auth::account(front_user).is_none() {
+            warn!(ftp_username = front_user, "ftp_username does not exist: the front runs as nopriv_user");
+            front_user = &cfg.nopriv_user;
+        }
+        let nopriv = ftpd::auth::account(front_user)
+            .ok_or_else(|| anyhow::anyhow!("nopriv_user={front_user} does not exist"))?;
         let mut parts = Some((parts, anon_root_fd));
         let mut start_front = move || -> std::io::Result<(i32, std::os::fd::OwnedFd)> {
             let (master_end, front_end) = ftpd::ipc::pair()?;
@@ -533,8 +541,12 @@ fn front_main(
     chan: std::os::fd::OwnedFd,
     nopriv: &ftpd::auth::Account,
 ) -> Result<()> {
-    ftpd::privsep::become_front(&parts.cfg, nopriv).map_err(anyhow::Error::msg)?;
-    info!(user = %parts.cfg.nopriv_user, "front process running unprivileged; file access through per-user workers");
+    ftpd::privsep::become_front(nopriv).map_err(anyhow::Error::msg)?;
+    if nopriv.name == parts.cfg.nopriv_user {
+        info!(user = %nopriv.name, "front process running unprivileged; file access through per-user workers");
+    } else {
+        info!(user = %nopriv.name, "front process running unprivileged as ftp_username (ftpd_anon_fast_path): it opens anonymous downloads itself; other file access through per-user workers");
+    }
     if parts.cfg.seccomp_sandbox {
         ftpd::sandbox::install(ftpd::sandbox::Role::Front).map_err(anyhow::Error::msg)?;
         info!("seccomp_sandbox: front confined to its system call allow-list");

@@ -1001,9 +1001,9 @@ pub fn worker_main(seccomp: bool) -> i32 {
 }
 
 /// Turns the current (root) process into the front: parent-death signal, then
-/// `nopriv_user`'s credentials (`acct`, looked up before any fork) and no
+/// the front user's credentials (`acct`, looked up before any fork) and no
 /// way back.
-pub fn become_front(cfg: &Config, acct: &auth::Account) -> Result<(), String> {
+pub fn become_front(acct: &auth::Account) -> Result<(), String> {
     // SAFETY: plain system calls; this process is still single-threaded.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -1011,7 +1011,7 @@ pub fn become_front(cfg: &Config, acct: &auth::Account) -> Result<(), String> {
             return Err("the master exited during startup".into());
         }
         if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(acct.gid) != 0 || libc::setuid(acct.uid) != 0 {
-            return Err(format!("cannot switch to nopriv_user={}: {}", cfg.nopriv_user, io::Error::last_os_error()));
+            return Err(format!("cannot switch to user {}: {}", acct.name, io::Error::last_os_error()));
         }
         // Setting the parent-death signal again: changing credentials clears it.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);

@@ -220,7 +220,9 @@ fn anonymous_downloads_keep_ftp_usernames_permissions() {
     chown(&inner, Some(0), Some(1)).expect("chown");
     std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o710)).expect("chmod");
     put("staff/inside.txt", 0o644, 0);
-    let server = Server::start(dir.path(), &["ftp_username=daemon"]);
+    // The front keeps nopriv_user's identity here, so that every open but
+    // the world-readable one is the worker's decision.
+    let server = Server::start(dir.path(), &["ftp_username=daemon", "ftpd_anon_fast_path=NO"]);
     let mut c = server.login();
     c.cmd_ok("TYPE I", 200);
     let (bytes, code, _) = c.transfer("RETR open.txt");
@@ -229,6 +231,50 @@ fn anonymous_downloads_keep_ftp_usernames_permissions() {
     assert_eq!(code, 550, "ftp_username may not read it: {text}");
     let (bytes, code, text) = c.transfer("RETR staff/inside.txt");
     assert_eq!((bytes.as_slice(), code), (&b"staff/inside.txt"[..], 226), "through the worker: {text}");
+}
+
+/// The uid the process `pid` runs as.
+fn uid_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid line");
+    line.split_whitespace().nth(1).and_then(|u| u.parse().ok()).expect("uid")
+}
+
+#[test]
+fn a_read_only_anonymous_front_takes_ftp_usernames_identity_and_opens_downloads_itself() {
+    if !ftpd_tests::is_root() {
+        eprintln!("skipped: needs root (privilege separation)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    std::fs::write(dir.path().join("a.txt"), b"alpha\n").expect("write");
+    std::fs::set_permissions(dir.path().join("a.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod");
+    // vsftpd's defaults: nopriv_user=nobody, and anonymous acts as another
+    // user (daemon, uid 1, standing in for `ftp`).
+    let server = Server::start(dir.path(), &["ftp_username=daemon", "nopriv_user=nobody"]);
+    assert_eq!(uid_of(server.front()), 1, "the front acts as ftp_username:\n{}", server.log());
+    let mut c = server.login();
+    c.cmd_ok("TYPE I", 200);
+    assert_eq!(c.transfer("RETR a.txt").0, b"alpha\n");
+    // The front opens the download itself: a stopped worker does not hold it up.
+    let worker = *server.workers().first().expect("a file worker process");
+    ftpd_tests::run_ok(std::process::Command::new("kill").args(["-STOP", &worker.to_string()]));
+    let (bytes, code, text) = c.transfer("RETR a.txt");
+    ftpd_tests::run_ok(std::process::Command::new("kill").args(["-CONT", &worker.to_string()]));
+    assert_eq!((bytes.as_slice(), code), (&b"alpha\n"[..], 226), "with the worker stopped: {text}");
+    drop(c);
+    drop(server);
+
+    // Anonymous writes on: the worker keeps judging them, the front stays nopriv_user.
+    let writes = ["ftp_username=daemon", "write_enable=YES", "anon_upload_enable=YES"];
+    let server = Server::start(dir.path(), &writes);
+    assert_eq!(uid_of(server.front()), 65534, "anonymous writes keep the front as nopriv_user");
+    drop(server);
+    // And the operator can say no.
+    let server = Server::start(dir.path(), &["ftp_username=daemon", "ftpd_anon_fast_path=NO"]);
+    assert_eq!(uid_of(server.front()), 65534, "ftpd_anon_fast_path=NO keeps the front as nopriv_user");
 }
 
 #[test]
