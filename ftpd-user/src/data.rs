@@ -440,6 +440,38 @@ pub enum RecvError {
     Stalled,
 }
 
+/// Size of each runtime thread's splice pipe: one splice moves up to this
+/// much (a 64 KiB pipe, the default, moves at most 16 socket buffers per
+/// call). 1 MiB is `fs.pipe-max-size`'s default, the most an unprivileged
+/// process may ask for; if refused, the default size still works, slower.
+const UPLOAD_PIPE: usize = 1 << 20;
+
+std::thread_local! {
+    /// The splice pipe of the thread running an upload's step. A step (socket
+    /// into the pipe, then the pipe drained into the file) has no await in
+    /// it, so no other upload can use the pipe in between: one pipe per
+    /// runtime thread serves every upload, however many sessions upload at
+    /// once. A pipe per session ran out of the kernel's allowance for one
+    /// user's pipes (`fs.pipe-user-pages-soft`) after a few hundred
+    /// uploaders, and later pipes shrank to one page.
+    static PIPE: std::cell::RefCell<Option<(OwnedFd, OwnedFd)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// This thread's pipe, made on its first upload. Given back with
+/// [`return_pipe`] only when empty.
+fn take_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    if let Some(p) = PIPE.with(|p| p.borrow_mut().take()) {
+        return Ok(p);
+    }
+    let p = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let _ = rustix::pipe::fcntl_setpipe_size(&p.1, UPLOAD_PIPE);
+    Ok(p)
+}
+
+fn return_pipe(p: (OwnedFd, OwnedFd)) {
+    PIPE.with(|slot| *slot.borrow_mut() = Some(p));
+}
+
 /// Receives into `file` with `splice(2)`: socket → pipe → file, no copy
 /// through userspace. `offset` is where writing starts (`None`: the file
 /// position, for O_APPEND). Returns the bytes written, counting into
@@ -448,15 +480,13 @@ pub enum RecvError {
 pub async fn receive_file(
     stream: &mut TcpStream,
     file: &OwnedFd,
-    pipe: &(OwnedFd, OwnedFd),
     mut offset: Option<u64>,
     stall: Duration,
     progress: &Progress,
     pacer: &mut Pacer,
 ) -> Result<u64, RecvError> {
     use rustix::pipe::{SpliceFlags, splice};
-    const CHUNK: usize = 1 << 20;
-    let (pipe_r, pipe_w) = pipe;
+    const CHUNK: usize = UPLOAD_PIPE;
     let mut total = 0u64;
     loop {
         let chunk = pacer.budget(stream.as_fd(), CHUNK).await;
@@ -465,18 +495,33 @@ pub async fn receive_file(
             Ok(Err(e)) => return Err(RecvError::Network(e)),
             Ok(Ok(())) => {}
         }
+        // From here to the end of the step, no await: the pipe is this
+        // thread's (see `PIPE`).
+        let pipe = take_pipe().map_err(RecvError::File)?;
+        let (pipe_r, pipe_w) = &pipe;
         let got = stream.try_io(Interest::READABLE, || {
             splice(stream.as_fd(), None, pipe_w, None, chunk, SpliceFlags::MOVE | SpliceFlags::NONBLOCK)
                 .map_err(io::Error::from)
         });
         let n = match got {
-            Ok(0) => return Ok(total),
+            Ok(0) => {
+                return_pipe(pipe);
+                return Ok(total);
+            }
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(RecvError::Network(e)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return_pipe(pipe);
+                continue;
+            }
+            Err(e) => {
+                return_pipe(pipe); // a failed read leaves nothing in it
+                return Err(RecvError::Network(e));
+            }
         };
         pacer.moved(n);
-        // Drain the pipe into the file; the file side blocks only on the disk.
+        // Drain the pipe into the file; the file side blocks only on the
+        // disk. A failure leaves bytes in the pipe: it is closed, not given
+        // back.
         let mut left = n;
         while left > 0 {
             let w = splice(pipe_r, None, file, offset.as_mut(), left, SpliceFlags::MOVE)
@@ -488,6 +533,7 @@ pub async fn receive_file(
             total += w as u64;
             progress.add(w as u64);
         }
+        return_pipe(pipe);
     }
 }
 

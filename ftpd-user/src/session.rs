@@ -11,7 +11,6 @@ use std::{
     future::Future,
     io,
     net::{IpAddr, SocketAddr},
-    os::fd::OwnedFd,
     sync::Arc,
     time::Duration,
 };
@@ -204,8 +203,6 @@ pub struct Session {
     pub(crate) data: DataSetup,
     pub(crate) rnfr: Option<VPath>,
     pub(crate) umask: u32,
-    /// The splice pipe, created on the first upload and reused.
-    pub(crate) pipe: Option<(OwnedFd, OwnedFd)>,
     /// A command that arrived during a transfer, run once it ends.
     pub(crate) pending: Option<Vec<u8>>,
     /// The client hung up during a transfer.
@@ -283,7 +280,6 @@ impl Session {
             data: DataSetup::None,
             rnfr: None,
             umask: 0o077,
-            pipe: None,
             pending: None,
             control_closed: false,
             seen_messages: Vec::new(),

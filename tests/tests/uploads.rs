@@ -272,6 +272,48 @@ fn full_disk_gives_552_and_keeps_the_old_file() {
     assert_eq!(ls, ".\n..\nf.bin\nsmall.txt\n");
 }
 
+/// Pipes open in the server's processes.
+fn pipes(server: &Server) -> usize {
+    server
+        .pids()
+        .iter()
+        .flat_map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten())
+        .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().starts_with("pipe:")))
+        .count()
+}
+
+/// Uploads splice through a pipe. One pipe per uploading session ran out of
+/// the kernel's allowance for one user's pipes (`fs.pipe-user-pages-soft`,
+/// 64 MiB by default) after a few hundred uploaders, and later pipes shrank
+/// to one page: 300 uploads at once must hold a few pipes, not 300, and each
+/// arrives whole.
+#[test]
+fn three_hundred_uploads_at_once_share_a_few_splice_pipes() {
+    let (_dir, root) = served();
+    let server = Server::start(&root, &with(&["max_clients=0", "max_per_ip=0"]));
+    let before = pipes(&server);
+    let n = 300;
+    let file = |i: usize| -> Vec<u8> { (0..200_000).map(|j| (j * 7 + i * 13) as u8).collect() };
+    let mut open = Vec::new();
+    for i in 0..n {
+        let mut c = server.login();
+        c.cmd_ok("TYPE I", 200);
+        let data = c.start_upload(&format!("u{i}.bin"), &file(i)[..65_536]);
+        open.push((c, data));
+    }
+    let during = pipes(&server);
+    assert!(during <= before + 16, "{n} uploads at once hold {} pipes (before: {before})", during - before);
+    for (i, (mut c, mut data)) in open.into_iter().enumerate() {
+        data.write_all(&file(i)[65_536..]).expect("send");
+        drop(data);
+        let (code, text) = c.read_reply();
+        assert_eq!(code, 226, "upload {i}: {text}");
+    }
+    for i in 0..n {
+        assert_bytes(&std::fs::read(root.join(format!("u{i}.bin"))).expect("read"), &file(i), &format!("u{i}.bin"));
+    }
+}
+
 #[test]
 fn one_gib_through_curl_both_ways() {
     let (dir, root) = served();

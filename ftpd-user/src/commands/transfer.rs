@@ -29,11 +29,6 @@ use crate::{
     xferlog::{Direction, Who},
 };
 
-/// Capacity asked for a session's upload pipe. Pipe pages count against
-/// `fs.pipe-user-pages-soft` (64 MiB for all of `nopriv_user`'s pipes by
-/// default; beyond it new pipes get 2 pages): 256 KiB leaves room for 256
-/// uploading sessions and uploads as fast as 1 MiB did in the benchmark.
-const UPLOAD_PIPE: usize = 256 << 10;
 /// Which upload command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreKind {
@@ -322,24 +317,7 @@ impl Session {
                 return self.send(reply::FILE_WRITE_FAILED).await;
             }
         }
-        let pipe = match self.pipe.take() {
-            Some(p) => p,
-            None => match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
-                Ok(p) => {
-                    // A 64 KiB pipe (the default) moves at most 16 socket
-                    // buffers per splice. If the size is refused, the
-                    // default still works, only slower.
-                    let _ = rustix::pipe::fcntl_setpipe_size(&p.1, UPLOAD_PIPE);
-                    p
-                }
-                Err(e) => {
-                    warn!(session = self.id, error = %e, "cannot create a pipe");
-                    up.plan.discard(&self.user().root);
-                    return self.send(reply::FILE_WRITE_FAILED).await;
-                }
-            },
-        };
-        let received = self.run_store(&up, data, pipe).await?;
+        let received = self.run_store(&up, data).await?;
         self.finish_store(up, received).await
     }
 
@@ -408,12 +386,7 @@ impl Session {
     }
 
     /// Receives the upload, answering the control connection meanwhile.
-    async fn run_store(
-        &mut self,
-        up: &Upload,
-        mut data: DataStream,
-        pipe: (OwnedFd, OwnedFd),
-    ) -> io::Result<Sent<Result<u64, RecvError>>> {
+    async fn run_store(&mut self, up: &Upload, mut data: DataStream) -> io::Result<Sent<Result<u64, RecvError>>> {
         let cfg = self.cfg();
         let strict_eof = cfg.strict_ssl_read_eof;
         self.progress = std::sync::Arc::new(data::Progress::new(self.shared.metrics.bytes_counter("upload")));
@@ -428,7 +401,7 @@ impl Session {
         let recv = async move {
             let r = match &mut data {
                 DataStream::Plain(tcp) if !ascii => {
-                    data::receive_file(tcp, &fd, &pipe, write_off, stall, &progress, &mut pacer).await
+                    data::receive_file(tcp, &fd, write_off, stall, &progress, &mut pacer).await
                 }
                 _ => recv_copy(&mut data, &fd, write_off, stall, &progress, &mut pacer, ascii, strict_eof).await,
             };
@@ -437,16 +410,13 @@ impl Session {
                 // that shut TLS down both ways (Python's unwrap) wait for it.
                 let _ = timeout(stall, data.shutdown()).await;
             }
-            (r, pipe, pacer)
+            (r, pacer)
         };
         let raced = self.race(recv).await?;
         drop(flow);
         Ok(match raced {
-            Raced::Done((r, pipe, pacer)) => {
+            Raced::Done((r, pacer)) => {
                 let paced = self.count_paced("upload", &pacer);
-                if r.is_ok() {
-                    self.pipe = Some(pipe); // a failed splice may leave bytes in it
-                }
                 Sent { raced: Raced::Done(r), paced, started }
             }
             Raced::Aborted => Sent { raced: Raced::Aborted, paced: "no", started },
