@@ -342,7 +342,9 @@ impl Pacer {
         self.due = if r == 0 { 0.0 } else { ahead / r as f64 };
         self.warm = false;
         self.limited |= r != 0;
-        if self.sending {
+        // A socket never capped has no pacing rate to lift: an unlimited
+        // download makes no call (one per small RETR).
+        if self.sending && (r != 0 || self.kernel) {
             self.kernel = match set_max_pacing_rate(sock, r) {
                 Ok(()) => true,
                 Err(e) => {
