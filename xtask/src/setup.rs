@@ -338,21 +338,27 @@ fn cargo_home() -> Option<PathBuf> {
         .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
 }
 
-/// The bench's peer servers: Debian package, its binary inside the package,
-/// and what the bench calls it.
-const BENCH_PEERS: &[(&str, &str)] = &[("proftpd-core", "usr/sbin/proftpd"), ("pure-ftpd", "usr/sbin/pure-ftpd")];
+/// The bench's peer servers: Debian package and the file of it the bench
+/// uses. `proftpd-mod-crypto` has ProFTPD's `mod_tls`, for FTPS.
+const BENCH_PEERS: &[(&str, &str)] = &[
+    ("proftpd-core", "usr/sbin/proftpd"),
+    ("proftpd-mod-crypto", "usr/lib/proftpd/mod_tls.so"),
+    ("pure-ftpd", "usr/sbin/pure-ftpd"),
+];
 /// Where the peers' packages are downloaded and unpacked, under the workspace.
 const BENCH_PEERS_DIR: &str = "target/bench-peers";
 
 /// Paths of the unpacked peer servers.
 pub(crate) struct BenchPeers {
     pub(crate) proftpd: PathBuf,
+    /// `mod_tls.so`, in the directory of ProFTPD's loadable modules.
+    pub(crate) proftpd_tls: PathBuf,
     pub(crate) pure_ftpd: PathBuf,
     /// `package version` of each, for the report.
     pub(crate) versions: Vec<String>,
 }
 
-/// ProFTPD and Pure-FTPd for `cargo xtask bench`, as Debian ships them but not
+/// ProFTPD (with `mod_tls`) and Pure-FTPd for `cargo xtask bench`, as Debian ships them but not
 /// installed: installing would run their maintainer scripts and start
 /// services (Pure-FTPd's needs inetd) on port 21 that other tests on this
 /// machine may want. `apt-get download` fetches the candidate `.deb`s and
@@ -398,8 +404,8 @@ pub(crate) fn ensure_bench_peers() -> Result<BenchPeers> {
         versions.push(format!("{pkg} {version}"));
     }
     let bin = |i: usize| root.join(BENCH_PEERS[i].1);
-    let peers = BenchPeers { proftpd: bin(0), pure_ftpd: bin(1), versions };
-    for path in [&peers.proftpd, &peers.pure_ftpd] {
+    let peers = BenchPeers { proftpd: bin(0), proftpd_tls: bin(1), pure_ftpd: bin(2), versions };
+    for path in [&peers.proftpd, &peers.proftpd_tls, &peers.pure_ftpd] {
         if !path.is_file() {
             bail!("{} is missing after unpacking; remove {} and run again", path.display(), dir.display());
         }

@@ -75,7 +75,7 @@ enum Workload {
     /// Login/logout cycles from 16 clients.
     Login,
     /// One 1 GiB download with curl over explicit FTPS (`--ssl-reqd`,
-    /// PROT P), ftpd against vsftpd with `ssl_enable=YES` and the same certificate.
+    /// PROT P), every FTP server with FTPS on and the same certificate.
     FtpsDownload,
     /// One 1 GiB upload with curl over explicit FTPS.
     FtpsUpload,
@@ -150,11 +150,9 @@ impl Workload {
 
     /// Which servers a workload runs against. The ceiling speaks only enough
     /// HTTP to move files (and has no limits). The ftpd variants run only
-    /// where their option matters. ProFTPD and Pure-FTPd are not run with
-    /// FTPS (each would need its own TLS setup: ProFTPD's mod_tls is a
-    /// separate module package) nor in the limited workload (their rate
-    /// limits are configured and enforced differently, so the row would not
-    /// compare like with like).
+    /// where their option matters. ProFTPD and Pure-FTPd are not run in the
+    /// limited workload: their rate limits are configured and enforced
+    /// differently, so the row would not compare like with like.
     fn runs_on(self, kind: Kind) -> bool {
         match kind {
             Kind::Ftpd | Kind::Vsftpd => true,
@@ -163,7 +161,7 @@ impl Workload {
             }
             Kind::FtpdAtomic => matches!(self, Self::Upload | Self::ConcurrentUpload),
             Kind::FtpdFast => self == Self::Retr,
-            Kind::Proftpd | Kind::PureFtpd => !self.tls() && self != Self::Limited,
+            Kind::Proftpd | Kind::PureFtpd => self != Self::Limited,
         }
     }
 
@@ -174,7 +172,17 @@ impl Workload {
 
     /// Samples per repetition, for the progress counter.
     fn samples_per_rep(self) -> usize {
-        self.sizes().len() * self.places().len() * Kind::ALL.iter().filter(|k| self.runs_on(**k)).count()
+        let per_size: usize =
+            self.sizes().iter().map(|&n| Kind::ALL.iter().filter(|k| self.runs_at(**k, n)).count()).sum();
+        per_size * self.places().len()
+    }
+
+    /// Whether the workload runs against `kind` at size `n`. ProFTPD and
+    /// Pure-FTPd fork a process (Pure-FTPd two) for every session, each with
+    /// its own private pages: 10 000 idle sessions would take gigabytes on
+    /// a machine others share, so they run the 1 000-session sample only.
+    fn runs_at(self, kind: Kind, n: usize) -> bool {
+        self.runs_on(kind) && !(self == Self::Sessions && matches!(kind, Kind::Proftpd | Kind::PureFtpd) && n > 1000)
     }
 }
 
@@ -258,7 +266,8 @@ pub(crate) fn run(args: &Args) -> Result<()> {
         raise_nofile()?;
         servers::ensure_vsftpd()?;
         let peers = setup::ensure_bench_peers()?;
-        let bins = Bins { ftpd: bin.clone(), proftpd: peers.proftpd, pure_ftpd: peers.pure_ftpd };
+        let proftpd_modules = peers.proftpd_tls.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let bins = Bins { ftpd: bin.clone(), proftpd: peers.proftpd, proftpd_modules, pure_ftpd: peers.pure_ftpd };
         let fx = Fixture::prepare()?;
         let meta = report::Meta::collect(args, &bin, &peers.versions);
         let mut samples = Vec::new();
@@ -299,13 +308,14 @@ fn compare_all(args: &Args, compare: &[Workload], fx: &Fixture, bins: &Bins, sam
         .filter(|&kind| compare.iter().any(|w| !w.tls() && w.runs_on(kind)))
         .map(|kind| Server::start(kind, fx, bins))
         .collect::<Result<Vec<Server>>>()?;
-    // FTPS rows run against a second pair started with `ssl_enable=YES`, so
-    // the plaintext rows measure servers configured exactly as before.
+    // FTPS rows run against a second set of servers started with FTPS on
+    // (`ssl_enable=YES`, ProFTPD's mod_tls, Pure-FTPd's -Y 1), so the
+    // plaintext rows measure servers configured exactly as before.
     let mut tls_servers: Vec<Server> = Vec::new();
     if compare.iter().any(|w| w.tls()) {
         fx.ensure_cert()?;
-        for kind in [Kind::Ftpd, Kind::FtpdAtomic, Kind::Vsftpd] {
-            if compare.iter().any(|w| w.tls() && w.runs_on(kind)) {
+        for kind in Kind::ALL {
+            if kind != Kind::Ceiling && compare.iter().any(|w| w.tls() && w.runs_on(kind)) {
                 tls_servers.push(Server::start_as(kind, fx, bins, true, "")?);
             }
         }
@@ -340,7 +350,7 @@ fn compare_all(args: &Args, compare: &[Workload], fx: &Fixture, bins: &Bins, sam
                         }
                     }
                     let pool = if w == Workload::Limited { &mut limited } else { &mut *pool };
-                    for server in pool.iter_mut().filter(|s| w.runs_on(s.kind)) {
+                    for server in pool.iter_mut().filter(|s| w.runs_at(s.kind, n)) {
                         if w == Workload::Sessions {
                             // Memory a server freed after an earlier sample stays
                             // with its allocator and would be reused by the next

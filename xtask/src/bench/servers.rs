@@ -56,6 +56,8 @@ const TMPFS_SIZE: &str = "6g";
 pub(super) struct Bins {
     pub(super) ftpd: PathBuf,
     pub(super) proftpd: PathBuf,
+    /// ProFTPD's loadable modules (`mod_tls.so` for FTPS).
+    pub(super) proftpd_modules: PathBuf,
     pub(super) pure_ftpd: PathBuf,
 }
 
@@ -232,20 +234,38 @@ impl Fixture {
         )
     }
 
-    /// ProFTPD's equivalent of [`Fixture::conf`]. Its modules `mod_ident`
-    /// and `mod_tls` are not compiled in (Debian ships them apart), so there
-    /// are no ident lookups and no FTPS; `mod_delay` (which pads logins to
-    /// hide which user names exist) and PAM are turned off, as vsftpd and
-    /// ftpd do neither for anonymous logins. Anonymous logins run as
-    /// `daemon`, like `ftp_username=daemon`.
-    fn proftpd_conf(&self, port: u16) -> String {
+    /// ProFTPD's equivalent of [`Fixture::conf`]. No modules are loaded
+    /// but with `tls` Debian's `mod_tls` (package `proftpd-mod-crypto`), so
+    /// there are no ident lookups (`mod_ident` is one of the modules not
+    /// loaded); `mod_delay` (which pads logins to hide which user names
+    /// exist) and PAM are turned off, as vsftpd and ftpd do neither for
+    /// anonymous logins. Anonymous logins run as `daemon`, like
+    /// `ftp_username=daemon`. With `tls`, explicit FTPS as for the others:
+    /// same certificate, `HIGH` ciphers, not required; session reuse on the
+    /// data connection is not demanded (vsftpd's `require_ssl_reuse=NO` is
+    /// not demanded of curl by the others either).
+    fn proftpd_conf(&self, port: u16, tls: bool, modules: &Path) -> String {
         let work = self.work.display();
+        let suffix = if tls { "-tls" } else { "" };
+        let tls = if tls {
+            let (cert, key) = self.cert();
+            format!(
+                "ModulePath {}\nLoadModule mod_tls.c\nTLSEngine on\nTLSRequired off\nTLSRSACertificateFile {}\n\
+                 TLSRSACertificateKeyFile {}\nTLSCipherSuite HIGH\nTLSProtocol TLSv1.2 TLSv1.3\n\
+                 TLSOptions NoSessionReuseRequired\nTLSLog none\n",
+                modules.display(),
+                cert.display(),
+                key.display()
+            )
+        } else {
+            String::new()
+        };
         format!(
             "ServerType standalone\nServerName \"bench\"\nUseIPv6 off\nDefaultAddress 127.0.0.1\n\
              SocketBindTight on\nPort {port}\nUser nobody\nGroup nogroup\nMaxInstances none\n\
              UseReverseDNS off\nUseSendfile on\nDelayEngine off\nAuthPAM off\nUseFtpUsers off\nWtmpLog off\n\
-             TransferLog none\nSystemLog none\nScoreboardFile {work}/proftpd.scoreboard\n\
-             PidFile {work}/proftpd.pid\nUmask 022\nTimeoutIdle 0\nTimeoutNoTransfer 0\n\
+             TransferLog none\nSystemLog none\nScoreboardFile {work}/proftpd{suffix}.scoreboard\n\
+             PidFile {work}/proftpd{suffix}.pid\nUmask 022\nTimeoutIdle 0\nTimeoutNoTransfer 0\n{tls}\
              <Anonymous {}>\n  User daemon\n  Group daemon\n  UserAlias anonymous daemon\n\
              RequireValidShell off\n  AnonRequirePassword off\n  MaxClients none\n</Anonymous>\n",
             self.root.display()
@@ -365,8 +385,9 @@ impl Server {
                 }
             }
             Kind::Proftpd => {
-                let conf = fx.work.join("proftpd.conf");
-                fs::write(&conf, fx.proftpd_conf(port)).with_context(|| format!("writing {}", conf.display()))?;
+                let conf = fx.work.join(format!("proftpd{suffix}.conf"));
+                fs::write(&conf, fx.proftpd_conf(port, tls, &bins.proftpd_modules))
+                    .with_context(|| format!("writing {}", conf.display()))?;
                 // -n: in the foreground, as vsftpd's background=NO.
                 cmd.arg(&bins.proftpd).arg("-n").arg("-c").arg(&conf);
             }
@@ -393,6 +414,12 @@ impl Server {
                     // It has no sendfile setting and no ident lookups.
                     .args(["-S", &format!("127.0.0.1,{port}"), "-4", "-e", "-H"])
                     .args(["-c", "20000", "-C", "20000", "-U", "133:022", "-I", "100000", "-f", "none"]);
+                if tls {
+                    // Explicit FTPS allowed, not required (-Y 1), with the
+                    // others' certificate and ciphers.
+                    let (cert, key) = fx.cert();
+                    cmd.args(["-Y", "1", "-J", "HIGH", "-2"]).arg(format!("{},{}", cert.display(), key.display()));
+                }
             }
             Kind::Ceiling => {
                 let me = std::env::current_exe().context("finding the xtask binary")?;
