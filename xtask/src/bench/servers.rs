@@ -72,15 +72,18 @@ pub(super) struct Fixture {
 }
 
 impl Drop for Fixture {
-    /// The tmpfs holds a GiB of RAM; a shared machine wants it back.
+    /// The tmpfs holds GiBs of RAM; a shared machine wants them back. Lazy
+    /// (`-l`): a server killed a moment ago may still hold it (Pure-FTPd's
+    /// mount namespace has a copy), and it is freed when the last user goes.
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.tmpfs).status();
+        let _ = Command::new("umount").arg("-l").arg(&self.tmpfs).status();
     }
 }
 
 /// Whether `path` is on a tmpfs.
 fn on_tmpfs(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: statfs is plain data; all zeroes is a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a NUL-terminated path and `st` a statfs to write into.
     unsafe { libc::statfs(c.as_ptr(), &raw mut st) == 0 && st.f_type == libc::TMPFS_MAGIC }
