@@ -293,3 +293,16 @@ pub(super) fn http_get(port: u16, path: &str, buf: &mut [u8]) -> Result<u64> {
     }
     Ok(got)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::epsv_port;
+
+    #[test]
+    fn epsv_replies() {
+        assert_eq!(epsv_port("229 Entering Extended Passive Mode (|||40123|)"), Some(40123));
+        assert_eq!(epsv_port("229 Extended Passive mode OK (!!!21!)"), Some(21));
+        assert_eq!(epsv_port("229 Entering Extended Passive Mode"), None);
+        assert_eq!(epsv_port("229 (|||x|)"), None);
+    }
+}
