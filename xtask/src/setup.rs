@@ -373,9 +373,15 @@ pub(crate) fn ensure_bench_peers() -> Result<BenchPeers> {
     std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
     let mut versions = Vec::new();
     for &(pkg, _) in BENCH_PEERS {
-        let version = candidate_version(pkg)?;
         let stamp = dir.join(format!("{pkg}.unpacked"));
-        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(version.as_str()) {
+        let unpacked = std::fs::read_to_string(&stamp).ok();
+        // Without apt's lists (offline, or never updated) what is unpacked will do.
+        let version = match (candidate_version(pkg), &unpacked) {
+            (Ok(v), _) => v,
+            (Err(_), Some(v)) => v.clone(),
+            (Err(e), None) => return Err(e),
+        };
+        if unpacked.as_deref() != Some(version.as_str()) {
             println!(
                 "[setup] fetching {pkg} {version} (a bench peer) and unpacking it into {} (not installed)",
                 root.display()
@@ -403,6 +409,7 @@ pub(crate) fn ensure_bench_peers() -> Result<BenchPeers> {
         }
         versions.push(format!("{pkg} {version}"));
     }
+    println!("[setup] ok: bench peers {} (unpacked in {})", versions.join(", "), root.display());
     let bin = |i: usize| root.join(BENCH_PEERS[i].1);
     let peers = BenchPeers { proftpd: bin(0), proftpd_tls: bin(1), pure_ftpd: bin(2), versions };
     for path in [&peers.proftpd, &peers.proftpd_tls, &peers.pure_ftpd] {
