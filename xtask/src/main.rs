@@ -59,9 +59,9 @@ enum Task {
     Fuzz(fuzz::Args),
     /// Build the Debian package target/debian/ftpd_*.deb (with cargo-deb, from the release binary).
     Deb,
-    /// (root) Benchmarks: ftpd against vsftpd and a raw sendfile/splice ceiling, workload by workload
-    /// (download, upload, concurrent, sessions, list, retr, login), then the SYN and connection floods
-    /// (eBPF against ftpd_ebpf=off). Writes bench-results/latest.{md,json}.
+    /// (root) Benchmarks: ftpd against vsftpd, ProFTPD, Pure-FTPd (unpacked from Debian's packages, not
+    /// installed) and a raw sendfile/splice ceiling, workload by workload, every repetition shown; then
+    /// the SYN and connection floods (eBPF against ftpd_ebpf=off). Writes bench-results/latest.{md,json}.
     Bench(bench::Args),
     /// Flood figures at full size: 10,000 connections, 5,000 idle sessions, 2,000 wrong passwords from
     /// one address and from 200; prints the RSS and descriptors of each ftpd process (CI runs small counts).

@@ -337,3 +337,110 @@ fn cargo_home() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
 }
+
+/// The bench's peer servers: Debian package and the file of it the bench
+/// uses. `proftpd-mod-crypto` has ProFTPD's `mod_tls`, for FTPS.
+const BENCH_PEERS: &[(&str, &str)] = &[
+    ("proftpd-core", "usr/sbin/proftpd"),
+    ("proftpd-mod-crypto", "usr/lib/proftpd/mod_tls.so"),
+    ("pure-ftpd", "usr/sbin/pure-ftpd"),
+];
+/// Where the peers' packages are downloaded and unpacked, under the workspace.
+const BENCH_PEERS_DIR: &str = "target/bench-peers";
+
+/// Paths of the unpacked peer servers.
+pub(crate) struct BenchPeers {
+    pub(crate) proftpd: PathBuf,
+    /// `mod_tls.so`, in the directory of ProFTPD's loadable modules.
+    pub(crate) proftpd_tls: PathBuf,
+    pub(crate) pure_ftpd: PathBuf,
+    /// `package version` of each, for the report.
+    pub(crate) versions: Vec<String>,
+}
+
+/// ProFTPD (with `mod_tls`) and Pure-FTPd for `cargo xtask bench`, as Debian ships them but not
+/// installed: installing would run their maintainer scripts and start
+/// services (Pure-FTPd's needs inetd) on port 21 that other tests on this
+/// machine may want. `apt-get download` fetches the candidate `.deb`s and
+/// `dpkg -x` unpacks them under [`BENCH_PEERS_DIR`]; the shared libraries
+/// they link (the `lib*` packages of their `Depends`) are installed with
+/// apt, being ordinary libraries. Done once: a stamp names the unpacked
+/// versions, and a newer candidate is fetched next time.
+pub(crate) fn ensure_bench_peers() -> Result<BenchPeers> {
+    let dir = crate::workspace_root().join(BENCH_PEERS_DIR);
+    let debs = dir.join("debs");
+    let root = dir.join("root");
+    std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
+    let mut versions = Vec::new();
+    for &(pkg, _) in BENCH_PEERS {
+        let stamp = dir.join(format!("{pkg}.unpacked"));
+        let unpacked = std::fs::read_to_string(&stamp).ok();
+        // Without apt's lists (offline, or never updated) what is unpacked will do.
+        let version = match (candidate_version(pkg), &unpacked) {
+            (Ok(v), _) => v,
+            (Err(_), Some(v)) => v.clone(),
+            (Err(e), None) => return Err(e),
+        };
+        if unpacked.as_deref() != Some(version.as_str()) {
+            println!(
+                "[setup] fetching {pkg} {version} (a bench peer) and unpacking it into {} (not installed)",
+                root.display()
+            );
+            for old in std::fs::read_dir(&debs)?.flatten() {
+                if old.file_name().to_string_lossy().starts_with(&format!("{pkg}_")) {
+                    let _ = std::fs::remove_file(old.path());
+                }
+            }
+            exec(Command::new("apt-get").current_dir(&debs).args(["download", &format!("{pkg}={version}")]))?;
+            let deb = std::fs::read_dir(&debs)?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{pkg}_"))))
+                .with_context(|| format!("apt-get download left no {pkg}_*.deb in {}", debs.display()))?;
+            exec(Command::new("dpkg").arg("-x").arg(&deb).arg(&root))?;
+            let libs = deb_library_depends(&deb)?;
+            let missing: Vec<&str> =
+                libs.iter().map(String::as_str).filter(|l| !matches!(installed_version(l), Ok(Some(_)))).collect();
+            if !missing.is_empty() {
+                println!("[setup] {pkg} links libraries not installed here: {}", missing.join(" "));
+                install_packages(&missing, false)?;
+            }
+            std::fs::write(&stamp, &version).with_context(|| format!("writing {}", stamp.display()))?;
+        }
+        versions.push(format!("{pkg} {version}"));
+    }
+    println!("[setup] ok: bench peers {} (unpacked in {})", versions.join(", "), root.display());
+    let bin = |i: usize| root.join(BENCH_PEERS[i].1);
+    let peers = BenchPeers { proftpd: bin(0), proftpd_tls: bin(1), pure_ftpd: bin(2), versions };
+    for path in [&peers.proftpd, &peers.proftpd_tls, &peers.pure_ftpd] {
+        if !path.is_file() {
+            bail!("{} is missing after unpacking; remove {} and run again", path.display(), dir.display());
+        }
+    }
+    Ok(peers)
+}
+
+/// The version apt would install of `pkg`.
+fn candidate_version(pkg: &str) -> Result<String> {
+    let out = Command::new("apt-cache").args(["policy", pkg]).output().context("running apt-cache policy")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate:").map(str::trim))
+        .filter(|v| !v.is_empty() && *v != "(none)")
+        .map(str::to_owned)
+        .with_context(|| format!("apt knows no candidate for {pkg}; run apt-get update"))
+}
+
+/// The library packages (`lib*`) among a `.deb`'s `Depends`, without
+/// versions; alternatives (`a | b`) count by their first.
+fn deb_library_depends(deb: &Path) -> Result<Vec<String>> {
+    let out = Command::new("dpkg-deb").arg("-f").arg(deb).arg("Depends").output().context("running dpkg-deb -f")?;
+    if !out.status.success() {
+        bail!("dpkg-deb -f {} Depends failed", deb.display());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split(',')
+        .filter_map(|d| d.split('|').next()?.split_whitespace().next().map(str::to_owned))
+        .filter(|name| name.starts_with("lib") && !name.starts_with("libpam-"))
+        .collect())
+}

@@ -1,5 +1,5 @@
 //! The blocking FTP client (the test kit's, with bench timeouts and
-//! counting) and an HTTP GET for the ceiling, for the workloads that curl
+//! counting) and an HTTP GET and PUT for the ceiling, for the workloads that curl
 //! cannot drive: many clients at once, many commands on one session.
 //!
 //! Every socket has a read and write timeout, so a stuck server fails the
@@ -115,10 +115,15 @@ impl Ftp {
         Ok(ftp)
     }
 
-    /// `USER anonymous`, `PASS bench@`, expecting 230.
+    /// `USER anonymous`, `PASS bench@`, expecting 230. Pure-FTPd logs
+    /// anonymous users in on USER (230, no password asked): then no PASS.
     pub(super) fn user(&mut self) -> Result<()> {
-        self.cmd_expect("USER anonymous", 331)?;
-        self.cmd_expect("PASS bench@", 230).map(drop)
+        let (code, text) = self.cmd("USER anonymous")?;
+        match code {
+            230 => Ok(()),
+            331 => self.cmd_expect("PASS bench@", 230).map(drop),
+            _ => bail!("USER anonymous: expected 331 or 230, got {text:?}"),
+        }
     }
 
     /// Reads one reply, following multi-line replies (`123-` ... `123 `).
@@ -152,18 +157,21 @@ impl Ftp {
         Ok(text)
     }
 
-    /// `PASV`, then connects to the address the 227 reply gives.
-    fn pasv(&mut self) -> Result<TcpStream> {
-        let text = self.cmd_expect("PASV", 227)?;
-        let addr = testkit::pasv_addr(&text).with_context(|| format!("unparsable PASV reply {text:?}"))?;
-        connect(SocketAddr::V4(addr)).context("passive data connection")
+    /// `EPSV`, then connects to the port the 229 reply gives (on the
+    /// control connection's address, loopback). EPSV rather than PASV: it is
+    /// what curl and current clients send first, so it is the path servers
+    /// are measured on.
+    fn epsv(&mut self) -> Result<TcpStream> {
+        let text = self.cmd_expect("EPSV", 229)?;
+        let port = epsv_port(&text).with_context(|| format!("unparsable EPSV reply {text:?}"))?;
+        connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).context("passive data connection")
     }
 
-    /// `PASV` + `command`: the whole data connection read to EOF and the
+    /// `EPSV` + `command`: the whole data connection read to EOF and the
     /// final 226. Returns the bytes (or only their count when `keep` is
     /// false) and when the data reached EOF.
     fn transfer(&mut self, command: &str, keep: bool, live: Option<&AtomicU64>) -> Result<(u64, Vec<u8>, Instant)> {
-        let mut data = self.pasv()?;
+        let mut data = self.epsv()?;
         let (code, text) = self.cmd(command)?;
         if code != 150 && code != 125 {
             bail!("{command}: expected 150, got {text:?}");
@@ -193,6 +201,22 @@ impl Ftp {
     pub(super) fn retr_counted(&mut self, path: &str, live: &AtomicU64) -> Result<(u64, Instant)> {
         let (n, _, eof) = self.transfer(&format!("RETR {path}"), false, Some(live))?;
         Ok((n, eof))
+    }
+
+    /// `STOR path` with `chunk` sent `times` times; returns when the 226
+    /// arrived (the server has all the bytes).
+    pub(super) fn stor(&mut self, path: &str, chunk: &[u8], times: usize) -> Result<Instant> {
+        let mut data = self.epsv()?;
+        let (code, text) = self.cmd(&format!("STOR {path}"))?;
+        if code != 150 && code != 125 {
+            bail!("STOR {path}: expected 150, got {text:?}");
+        }
+        for _ in 0..times {
+            data.write_all(chunk).context("writing the data connection")?;
+        }
+        drop(data);
+        self.expect(226).with_context(|| format!("end of STOR {path}"))?;
+        Ok(Instant::now())
     }
 
     /// Lists `path` and returns the listing.
@@ -227,6 +251,30 @@ impl Ftp {
     }
 }
 
+/// The port of a 229 reply: `229 Entering Extended Passive Mode (|||PORT|)`.
+fn epsv_port(text: &str) -> Option<u16> {
+    let inner = &text[text.find('(')? + 1..text.rfind(')')?];
+    let delim = inner.chars().next()?;
+    inner.split(delim).nth(3)?.parse().ok()
+}
+
+/// `PUT /path` over HTTP/1.0 to the ceiling server with `chunk` sent `times`
+/// times; returns when the server answered (it has written all the bytes).
+pub(super) fn http_put(port: u16, path: &str, chunk: &[u8], times: usize) -> Result<Instant> {
+    let mut s = connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+    let length = chunk.len() * times;
+    s.write_all(format!("PUT /{path} HTTP/1.0\r\nContent-Length: {length}\r\n\r\n").as_bytes())
+        .context("sending PUT")?;
+    for _ in 0..times {
+        s.write_all(chunk).context("sending the body")?;
+    }
+    let head = Response::read_head(&mut s, 4096).context("reading the HTTP head")?;
+    if !head.starts_with("HTTP/1.0 20") {
+        bail!("PUT /{path}: {:?}", head.lines().next().unwrap_or_default());
+    }
+    Ok(Instant::now())
+}
+
 /// `GET /path` over HTTP/1.0 to the ceiling server; returns the body size
 /// after checking it against Content-Length.
 pub(super) fn http_get(port: u16, path: &str, buf: &mut [u8]) -> Result<u64> {
@@ -244,4 +292,17 @@ pub(super) fn http_get(port: u16, path: &str, buf: &mut [u8]) -> Result<u64> {
         bail!("GET /{path}: {got} bytes of {length}");
     }
     Ok(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::epsv_port;
+
+    #[test]
+    fn epsv_replies() {
+        assert_eq!(epsv_port("229 Entering Extended Passive Mode (|||40123|)"), Some(40123));
+        assert_eq!(epsv_port("229 Extended Passive mode OK (!!!21!)"), Some(21));
+        assert_eq!(epsv_port("229 Entering Extended Passive Mode"), None);
+        assert_eq!(epsv_port("229 (|||x|)"), None);
+    }
 }

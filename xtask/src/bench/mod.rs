@@ -1,10 +1,12 @@
-//! `cargo xtask bench`: ftpd against vsftpd and against a raw kernel
-//! "ceiling" server, workload by workload, in one run, so the comparison is
-//! made on the same machine in the same minutes. Also the flood benchmark
-//! (ftpd's eBPF data plane on and off).
+//! `cargo xtask bench`: ftpd against vsftpd, ProFTPD, Pure-FTPd and a raw
+//! kernel "ceiling" server, workload by workload, in one run, so the
+//! comparison is made on the same machine in the same minutes. Also the
+//! flood benchmark (ftpd's eBPF data plane on and off).
 //!
-//! Needs root: it installs and runs vsftpd (which must start as root), and
-//! the flood uses network namespaces and eBPF.
+//! Needs root: it installs and runs vsftpd (which must start as root), runs
+//! ProFTPD and Pure-FTPd (unpacked from Debian's packages by
+//! `setup::ensure_bench_peers`, never installed), mounts a tmpfs for the
+//! tmpfs variants, and the flood uses network namespaces and eBPF.
 //!
 //! # Layout
 //! - `servers`: the served files, the shared config, starting and stopping servers.
@@ -27,14 +29,14 @@ mod workloads;
 use anyhow::{Context, Result, bail};
 pub(crate) use ceiling::{CeilingArgs, run as ceiling};
 use report::Sample;
-use servers::{Fixture, Server};
+use servers::{Bins, Fixture, Server};
 
 use crate::{build, setup};
 
 /// Which benchmarks, and how long.
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// Workloads to run; none means all (the nine comparisons, then flood).
+    /// Workloads to run; none means all (the eleven comparisons, then fleet and flood).
     #[arg(value_enum)]
     workloads: Vec<Workload>,
     /// Repetitions of each sample; servers are interleaved within each repetition.
@@ -54,23 +56,26 @@ pub(crate) struct Args {
 /// A workload on the command line.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Workload {
-    /// One 1 GiB download with curl.
+    /// One 1 GiB download with curl, from tmpfs and from disk.
     Download,
-    /// One 1 GiB upload with curl.
+    /// One 1 GiB upload with curl, to tmpfs and to disk, each after 1 GiB
+    /// was written to and deleted from the upload directory.
     Upload,
     /// 8, 64 and 256 clients each downloading 16 MiB at once (a client not
     /// greeted within 5 s reconnects; those are counted as stalled connects).
     Concurrent,
+    /// 64 clients each uploading 64 MiB at once (to tmpfs).
+    ConcurrentUpload,
     /// Memory of 1 000 and 10 000 idle logged-in sessions.
     Sessions,
     /// LIST of a 10 000-file directory, repeated on one session.
     List,
-    /// 1 000 RETRs of 4 KiB files on one session.
+    /// 1 000 RETRs of 4 KiB files on one session, EPSV before each.
     Retr,
     /// Login/logout cycles from 16 clients.
     Login,
     /// One 1 GiB download with curl over explicit FTPS (`--ssl-reqd`,
-    /// PROT P), ftpd against vsftpd with `ssl_enable=YES` and the same certificate.
+    /// PROT P), every FTP server with FTPS on and the same certificate.
     FtpsDownload,
     /// One 1 GiB upload with curl over explicit FTPS.
     FtpsUpload,
@@ -87,10 +92,11 @@ enum Workload {
 }
 
 impl Workload {
-    const COMPARISONS: [Self; 10] = [
+    const COMPARISONS: [Self; 11] = [
         Self::Download,
         Self::Upload,
         Self::Concurrent,
+        Self::ConcurrentUpload,
         Self::Sessions,
         Self::List,
         Self::Retr,
@@ -105,6 +111,7 @@ impl Workload {
             Self::Download => "download",
             Self::Upload => "upload",
             Self::Concurrent => "concurrent",
+            Self::ConcurrentUpload => "concurrent-upload",
             Self::Sessions => "sessions",
             Self::List => "list",
             Self::Retr => "retr",
@@ -123,15 +130,39 @@ impl Workload {
     fn sizes(self) -> &'static [usize] {
         match self {
             Self::Concurrent => &[8, 64, 256],
+            Self::ConcurrentUpload => &[workloads::UPLOAD_CLIENTS],
             Self::Sessions => &[1000, 10_000],
             Self::Limited => &[workloads::LIMITED_CLIENTS],
             _ => &[0],
         }
     }
 
-    /// The ceiling speaks only enough HTTP to move files (and has no limits).
+    /// Where the workload's file or upload directory is: tmpfs and disk for
+    /// the single streams (the targets hold on both), `None` (the
+    /// fixture root, on the temp dir's file system) for the rest.
+    fn places(self) -> &'static [Option<Place>] {
+        match self {
+            Self::Download | Self::Upload => &[Some(Place::Tmpfs), Some(Place::Disk)],
+            Self::ConcurrentUpload => &[Some(Place::Tmpfs)],
+            _ => &[None],
+        }
+    }
+
+    /// Which servers a workload runs against. The ceiling speaks only enough
+    /// HTTP to move files (and has no limits). The ftpd variants run only
+    /// where their option matters. ProFTPD and Pure-FTPd are not run in the
+    /// limited workload: their rate limits are configured and enforced
+    /// differently, so the row would not compare like with like.
     fn runs_on(self, kind: Kind) -> bool {
-        kind != Kind::Ceiling || matches!(self, Self::Download | Self::Upload | Self::Concurrent)
+        match kind {
+            Kind::Ftpd | Kind::Vsftpd => true,
+            Kind::Ceiling => {
+                matches!(self, Self::Download | Self::Upload | Self::Concurrent | Self::ConcurrentUpload)
+            }
+            Kind::FtpdAtomic => matches!(self, Self::Upload | Self::ConcurrentUpload),
+            Kind::FtpdFast => self == Self::Retr,
+            Kind::Proftpd | Kind::PureFtpd => self != Self::Limited,
+        }
     }
 
     /// Whether the workload runs against the FTPS-enabled servers.
@@ -141,26 +172,78 @@ impl Workload {
 
     /// Samples per repetition, for the progress counter.
     fn samples_per_rep(self) -> usize {
-        self.sizes().len() * Kind::ALL.iter().filter(|k| self.runs_on(**k)).count()
+        let per_size: usize =
+            self.sizes().iter().map(|&n| Kind::ALL.iter().filter(|k| self.runs_at(**k, n)).count()).sum();
+        per_size * self.places().len()
+    }
+
+    /// Whether the workload runs against `kind` at size `n`. ProFTPD and
+    /// Pure-FTPd fork a process (Pure-FTPd two) for every session, each with
+    /// its own private pages: 10 000 idle sessions would take gigabytes on
+    /// a machine others share, so they run the 1 000-session sample only.
+    fn runs_at(self, kind: Kind, n: usize) -> bool {
+        self.runs_on(kind) && !(self == Self::Sessions && matches!(kind, Kind::Proftpd | Kind::PureFtpd) && n > 1000)
     }
 }
 
-/// A server under test. The discriminant indexes per-server arrays.
+/// Where a single-stream workload's file lives.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Place {
+    /// The tmpfs the bench mounts at `tmpfs/` in the served tree.
+    Tmpfs,
+    /// The served tree itself, in the temp dir (a disk unless the temp dir
+    /// is a tmpfs, which `Fixture::prepare` warns about).
+    Disk,
+}
+
+impl Place {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Tmpfs => "tmpfs",
+            Self::Disk => "disk",
+        }
+    }
+}
+
+/// A server under test, in the order of the report's rows.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
-    Ftpd = 0,
-    Vsftpd = 1,
-    Ceiling = 2,
+    /// ftpd with the shared config: what a user who changes nothing gets.
+    Ftpd,
+    /// ftpd with `ftpd_atomic_uploads=YES` (uploads only).
+    FtpdAtomic,
+    /// ftpd with `nopriv_user` = `ftp_username`, the anonymous mirror's fast
+    /// path (RETR only); the `ftpd` row keeps the default `nopriv_user`.
+    FtpdFast,
+    Vsftpd,
+    Proftpd,
+    PureFtpd,
+    Ceiling,
 }
 
 impl Kind {
-    const ALL: [Self; 3] = [Self::Ftpd, Self::Vsftpd, Self::Ceiling];
+    const ALL: [Self; 7] =
+        [Self::Ftpd, Self::FtpdAtomic, Self::FtpdFast, Self::Vsftpd, Self::Proftpd, Self::PureFtpd, Self::Ceiling];
 
+    /// The name in the report.
     fn name(self) -> &'static str {
         match self {
             Self::Ftpd => "ftpd",
+            Self::FtpdAtomic => "ftpd (atomic uploads)",
+            Self::FtpdFast => "ftpd (fast path)",
             Self::Vsftpd => "vsftpd",
+            Self::Proftpd => "proftpd",
+            Self::PureFtpd => "pure-ftpd",
             Self::Ceiling => "ceiling",
+        }
+    }
+
+    /// The name in file names and cgroups.
+    fn slug(self) -> &'static str {
+        match self {
+            Self::FtpdAtomic => "ftpd-atomic",
+            Self::FtpdFast => "ftpd-fast",
+            k => k.name(),
         }
     }
 }
@@ -182,10 +265,13 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     if !compare.is_empty() {
         raise_nofile()?;
         servers::ensure_vsftpd()?;
+        let peers = setup::ensure_bench_peers()?;
+        let proftpd_modules = peers.proftpd_tls.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let bins = Bins { ftpd: bin.clone(), proftpd: peers.proftpd, proftpd_modules, pure_ftpd: peers.pure_ftpd };
         let fx = Fixture::prepare()?;
-        let meta = report::Meta::collect(args, &bin);
+        let meta = report::Meta::collect(args, &bin, &peers.versions);
         let mut samples = Vec::new();
-        let outcome = compare_all(args, &compare, &fx, &bin, &mut samples);
+        let outcome = compare_all(args, &compare, &fx, &bins, &mut samples);
         // Whatever was measured before an error is still worth keeping.
         if !samples.is_empty() {
             written = Some(report::write(&meta, &samples)?);
@@ -213,25 +299,25 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// Starts the three servers and runs the comparison workloads, appending
-/// each sample to `samples` as it finishes. The servers stop when this
-/// returns, error or not.
-fn compare_all(
-    args: &Args,
-    compare: &[Workload],
-    fx: &Fixture,
-    bin: &std::path::Path,
-    samples: &mut Vec<Sample>,
-) -> Result<()> {
-    let mut servers =
-        Kind::ALL.into_iter().map(|kind| Server::start(kind, fx, bin)).collect::<Result<Vec<Server>>>()?;
-    // FTPS rows run against a second pair started with `ssl_enable=YES`, so
-    // the plaintext rows measure servers configured exactly as before.
+/// Starts the servers the chosen workloads need and runs the comparison
+/// workloads, appending each sample to `samples` as it finishes. The servers
+/// stop when this returns, error or not.
+fn compare_all(args: &Args, compare: &[Workload], fx: &Fixture, bins: &Bins, samples: &mut Vec<Sample>) -> Result<()> {
+    let mut servers = Kind::ALL
+        .into_iter()
+        .filter(|&kind| compare.iter().any(|w| !w.tls() && w.runs_on(kind)))
+        .map(|kind| Server::start(kind, fx, bins))
+        .collect::<Result<Vec<Server>>>()?;
+    // FTPS rows run against a second set of servers started with FTPS on
+    // (`ssl_enable=YES`, ProFTPD's mod_tls, Pure-FTPd's -Y 1), so the
+    // plaintext rows measure servers configured exactly as before.
     let mut tls_servers: Vec<Server> = Vec::new();
     if compare.iter().any(|w| w.tls()) {
         fx.ensure_cert()?;
-        for kind in [Kind::Ftpd, Kind::Vsftpd] {
-            tls_servers.push(Server::start_as(kind, fx, bin, true, "")?);
+        for kind in Kind::ALL {
+            if kind != Kind::Ceiling && compare.iter().any(|w| w.tls() && w.runs_on(kind)) {
+                tls_servers.push(Server::start_as(kind, fx, bins, true, "")?);
+            }
         }
     }
     let total: usize = compare.iter().map(|w| w.samples_per_rep() * args.reps).sum();
@@ -244,54 +330,65 @@ fn compare_all(
             // after a start ran at half speed, and ftpd always came first.
             println!("[bench] {}: one warm-up transfer per server, not counted", w.name());
             for server in pool.iter().filter(|s| w.runs_on(s.kind)) {
-                workloads::download(server).with_context(|| format!("warm-up download from {}", server.kind.name()))?;
+                workloads::download(server, w.places()[0])
+                    .with_context(|| format!("warm-up download from {}", server.kind.name()))?;
             }
         }
         for rep in 1..=args.reps {
             for &n in w.sizes() {
-                let label = if n == 0 { w.name().to_owned() } else { format!("{} {n}", w.name()) };
-                // The limited workload needs servers with a rate limit: the
-                // same config plus `anon_max_rate`, for both FTP servers.
-                let mut limited = Vec::new();
-                if w == Workload::Limited {
-                    for kind in [Kind::Ftpd, Kind::Vsftpd] {
-                        limited.push(Server::start_as(kind, fx, bin, false, workloads::LIMITED_CONF)?);
+                for &place in w.places() {
+                    let mut label = if n == 0 { w.name().to_owned() } else { format!("{} {n}", w.name()) };
+                    if let Some(p) = place {
+                        label = format!("{label} ({})", p.name());
                     }
-                }
-                let pool = if w == Workload::Limited { &mut limited } else { &mut *pool };
-                for server in pool.iter_mut().filter(|s| w.runs_on(s.kind)) {
-                    if w == Workload::Sessions {
-                        // Memory a server freed after an earlier sample stays
-                        // with its allocator and would be reused by the next
-                        // sessions: ftpd measured ~0 KiB per session after a
-                        // previous 10 000. A fresh server is a clean baseline.
-                        server.restart(fx, bin)?;
-                    }
-                    let server = &*server;
-                    server.check_alive()?;
-                    let (metrics, text) = match w {
-                        Workload::Download | Workload::FtpsDownload => workloads::download(server),
-                        Workload::Upload | Workload::FtpsUpload => workloads::upload(server, fx, rep),
-                        Workload::Concurrent => workloads::concurrent(server, n),
-                        Workload::Sessions => workloads::sessions(server, n),
-                        Workload::List => workloads::list(server),
-                        Workload::Retr => workloads::retr(server),
-                        Workload::Login => workloads::login(server, args.login_secs),
-                        Workload::Limited => workloads::limited(server, n),
-                        Workload::Flood | Workload::Fleet | Workload::All => continue,
-                    }
-                    .map_err(|e| match server.check_alive() {
-                        // A crash explains the client's error better than the client can.
-                        Err(dead) => {
-                            eprintln!("[bench] {dead:#}");
-                            e.context(format!("{} has exited (its output is above)", server.kind.name()))
+                    // The limited workload needs servers with a rate limit: the
+                    // same config plus `anon_max_rate`, for both FTP servers.
+                    let mut limited = Vec::new();
+                    if w == Workload::Limited {
+                        for kind in [Kind::Ftpd, Kind::Vsftpd] {
+                            limited.push(Server::start_as(kind, fx, bins, false, workloads::LIMITED_CONF)?);
                         }
-                        Ok(()) => e,
-                    })
-                    .with_context(|| format!("{label} against {} (repetition {rep})", server.kind.name()))?;
-                    done += 1;
-                    println!("[bench {done}/{total}] {label} {} rep {rep}/{}: {text}", server.kind.name(), args.reps);
-                    samples.push(Sample { workload: label.clone(), kind: server.kind, rep, metrics });
+                    }
+                    let pool = if w == Workload::Limited { &mut limited } else { &mut *pool };
+                    for server in pool.iter_mut().filter(|s| w.runs_at(s.kind, n)) {
+                        if w == Workload::Sessions {
+                            // Memory a server freed after an earlier sample stays
+                            // with its allocator and would be reused by the next
+                            // sessions: ftpd measured ~0 KiB per session after a
+                            // previous 10 000. A fresh server is a clean baseline.
+                            server.restart(fx, bins)?;
+                        }
+                        let server = &*server;
+                        server.check_alive()?;
+                        let (metrics, text) = match w {
+                            Workload::Download | Workload::FtpsDownload => workloads::download(server, place),
+                            Workload::Upload | Workload::FtpsUpload => workloads::upload(server, fx, place, rep),
+                            Workload::Concurrent => workloads::concurrent(server, n),
+                            Workload::ConcurrentUpload => workloads::concurrent_upload(server, fx, place, n),
+                            Workload::Sessions => workloads::sessions(server, n),
+                            Workload::List => workloads::list(server),
+                            Workload::Retr => workloads::retr(server),
+                            Workload::Login => workloads::login(server, args.login_secs),
+                            Workload::Limited => workloads::limited(server, n),
+                            Workload::Flood | Workload::Fleet | Workload::All => continue,
+                        }
+                        .map_err(|e| match server.check_alive() {
+                            // A crash explains the client's error better than the client can.
+                            Err(dead) => {
+                                eprintln!("[bench] {dead:#}");
+                                e.context(format!("{} has exited (its output is above)", server.kind.name()))
+                            }
+                            Ok(()) => e,
+                        })
+                        .with_context(|| format!("{label} against {} (repetition {rep})", server.kind.name()))?;
+                        done += 1;
+                        println!(
+                            "[bench {done}/{total}] {label} {} rep {rep}/{}: {text}",
+                            server.kind.name(),
+                            args.reps
+                        );
+                        samples.push(Sample { workload: label.clone(), kind: server.kind, rep, metrics });
+                    }
                 }
             }
         }

@@ -1,5 +1,6 @@
-//! The summary: medians per workload, metric and server, the ratios the
-//! issue's targets are stated in, and whether each target is met. Written
+//! The summary: every repetition per workload, metric and server beside its
+//! median (a repetition more than 2 × off flagged), the ratios the issues'
+//! targets are stated in, and whether each target is met. Written
 //! as Markdown for people and JSON (every raw sample too) for comparing runs.
 
 use std::{fmt::Write as _, path::PathBuf, process::Command};
@@ -27,6 +28,8 @@ pub(super) struct Meta {
     commit: String,
     ftpd: String,
     vsftpd: String,
+    /// `package version` of ProFTPD and Pure-FTPd.
+    peers: Vec<String>,
 }
 
 /// The first line a command prints, or "?" if it fails.
@@ -39,7 +42,7 @@ fn first_line(cmd: &mut Command) -> String {
 }
 
 impl Meta {
-    pub(super) fn collect(args: &Args, ftpd: &std::path::Path) -> Self {
+    pub(super) fn collect(args: &Args, ftpd: &std::path::Path, peers: &[String]) -> Self {
         let root = workspace_root();
         let dirty = Command::new("git")
             .current_dir(root)
@@ -56,27 +59,51 @@ impl Meta {
             commit: if dirty { format!("{commit} (with uncommitted changes)") } else { commit },
             ftpd: first_line(Command::new(ftpd).arg("--version")),
             vsftpd: first_line(Command::new("dpkg-query").args(["-W", "-f=${Version}\n", "vsftpd"])),
+            peers: peers.to_vec(),
         }
     }
 }
 
-/// Median, min and max of one metric for one server.
-#[derive(Clone, Copy)]
+/// One metric of one server: every repetition's value and their median.
+#[derive(Clone)]
 struct Cell {
     median: f64,
-    min: f64,
-    max: f64,
-    n: usize,
+    /// (repetition, value), in repetition order.
+    values: Vec<(usize, f64)>,
 }
 
 impl Cell {
-    fn of(mut v: Vec<f64>) -> Option<Self> {
+    fn of(mut values: Vec<(usize, f64)>) -> Option<Self> {
+        values.sort_by_key(|v| v.0);
+        let mut v: Vec<f64> = values.iter().map(|v| v.1).collect();
         v.sort_by(f64::total_cmp);
         let n = v.len();
-        let (min, max) = (*v.first()?, *v.last()?);
-        let median = if n % 2 == 1 { v[n / 2] } else { f64::midpoint(v[n / 2 - 1], v[n / 2]) };
-        Some(Self { median, min, max, n })
+        let median = match n {
+            0 => return None,
+            n if n % 2 == 1 => v[n / 2],
+            n => f64::midpoint(v[n / 2 - 1], v[n / 2]),
+        };
+        Some(Self { median, values })
     }
+
+    fn min(&self) -> f64 {
+        self.values.iter().map(|v| v.1).fold(f64::INFINITY, f64::min)
+    }
+
+    fn value(&self, rep: usize) -> Option<f64> {
+        self.values.iter().find(|v| v.0 == rep).map(|v| v.1)
+    }
+}
+
+/// Whether `v` is more than twice, or less than half, `median`: a
+/// repetition that something else on the machine disturbed, or a server
+/// that is not steady. A median of 0 makes any other value an outlier.
+fn outlier(v: f64, median: f64) -> bool {
+    if median == 0.0 {
+        return v != 0.0;
+    }
+    let r = v / median;
+    !(0.5..=2.0).contains(&r)
 }
 
 /// What a target condition looks at.
@@ -84,6 +111,10 @@ impl Cell {
 enum Side {
     /// The ratio of two servers' medians.
     Ratio(Kind, Kind),
+    /// The ratio of two servers' values in each repetition (the servers run
+    /// interleaved, so a repetition's values were measured minutes apart at
+    /// most); the worst of them is what counts.
+    EveryRep(Kind, Kind),
     /// One server's median.
     Median(Kind),
     /// One server's worst (lowest) sample.
@@ -98,10 +129,9 @@ struct Cond {
     value: f64,
 }
 
-/// A target from the issue, shown on the row of `workload`/`metric`.
+/// A target from the issues.
 struct Target {
     workload: &'static str,
-    metric: &'static str,
     text: &'static str,
     conds: &'static [Cond],
 }
@@ -114,61 +144,117 @@ const fn at_most(metric: &'static str, side: Side, value: f64) -> Cond {
     Cond { metric, side, at_least: false, value }
 }
 
-use Kind::{Ceiling, Ftpd, Vsftpd};
+use Kind::{Ceiling, Ftpd, FtpdAtomic, Proftpd, PureFtpd, Vsftpd};
 
-const TARGETS: &[Target] = &[
+/// Issue 24's single-stream download targets for one place, and the
+/// earlier ceiling and efficiency targets.
+macro_rules! download_targets {
+    ($w:literal) => {
+        [
+            Target {
+                workload: $w,
+                text: "MB/s: ftpd ≥ 1.0 × proftpd in every repetition",
+                conds: &[at_least("MB/s", Side::EveryRep(Ftpd, Proftpd), 1.0)],
+            },
+            Target {
+                workload: $w,
+                text: "CPU-s per GiB: ftpd ≤ proftpd in every repetition",
+                conds: &[at_most("server CPU-s per GiB", Side::EveryRep(Ftpd, Proftpd), 1.0)],
+            },
+            Target {
+                workload: $w,
+                text: "MB/s: ftpd/ceiling ≥ 0.95",
+                conds: &[at_least("MB/s", Side::Ratio(Ftpd, Ceiling), 0.95)],
+            },
+            Target {
+                workload: $w,
+                text: "MB per CPU-s: ftpd/vsftpd ≥ 1.15",
+                conds: &[at_least("MB per server CPU-s", Side::Ratio(Ftpd, Vsftpd), 1.15)],
+            },
+        ]
+    };
+}
+
+/// Issue 24's single-stream upload targets for one place, for ftpd as
+/// configured and with atomic uploads.
+macro_rules! upload_targets {
+    ($w:literal) => {
+        [
+            Target {
+                workload: $w,
+                text: "MB/s: ftpd ≥ 1.5 × vsftpd and ≥ 0.9 × ceiling in every repetition",
+                conds: &[
+                    at_least("MB/s", Side::EveryRep(Ftpd, Vsftpd), 1.5),
+                    at_least("MB/s", Side::EveryRep(Ftpd, Ceiling), 0.9),
+                ],
+            },
+            Target {
+                workload: $w,
+                text: "MB/s: ftpd (atomic uploads) ≥ 1.5 × vsftpd and ≥ 0.9 × ceiling in every repetition",
+                conds: &[
+                    at_least("MB/s", Side::EveryRep(FtpdAtomic, Vsftpd), 1.5),
+                    at_least("MB/s", Side::EveryRep(FtpdAtomic, Ceiling), 0.9),
+                ],
+            },
+        ]
+    };
+}
+
+const DOWNLOAD_TMPFS: [Target; 4] = download_targets!("download (tmpfs)");
+const DOWNLOAD_DISK: [Target; 4] = download_targets!("download (disk)");
+const UPLOAD_TMPFS: [Target; 2] = upload_targets!("upload (tmpfs)");
+const UPLOAD_DISK: [Target; 2] = upload_targets!("upload (disk)");
+
+const OTHER_TARGETS: &[Target] = &[
     Target {
-        workload: "download",
-        metric: "MB/s",
-        text: "ftpd/ceiling ≥ 0.95",
-        conds: &[at_least("MB/s", Side::Ratio(Ftpd, Ceiling), 0.95)],
+        workload: "concurrent-upload 64 (tmpfs)",
+        text: "aggregate MB/s: ftpd ≥ 1.3 × vsftpd; ftpd p99/p50 ≤ 1.5",
+        conds: &[
+            at_least("aggregate MB/s", Side::Ratio(Ftpd, Vsftpd), 1.3),
+            at_most("p99/p50", Side::Median(Ftpd), 1.5),
+        ],
     },
     Target {
-        workload: "download",
-        metric: "MB per server CPU-s",
-        text: "ftpd/vsftpd ≥ 1.15",
-        conds: &[at_least("MB per server CPU-s", Side::Ratio(Ftpd, Vsftpd), 1.15)],
-    },
-    Target {
-        workload: "upload",
-        metric: "MB/s",
-        text: "ftpd/ceiling ≥ 0.9, ftpd/vsftpd ≥ 1.5",
-        conds: &[at_least("MB/s", Side::Ratio(Ftpd, Ceiling), 0.9), at_least("MB/s", Side::Ratio(Ftpd, Vsftpd), 1.5)],
+        workload: "concurrent-upload 64 (tmpfs)",
+        text: "aggregate MB/s: ftpd (atomic uploads) ≥ 1.3 × vsftpd; its p99/p50 ≤ 1.5",
+        conds: &[
+            at_least("aggregate MB/s", Side::Ratio(FtpdAtomic, Vsftpd), 1.3),
+            at_most("p99/p50", Side::Median(FtpdAtomic), 1.5),
+        ],
     },
     Target {
         workload: "concurrent 256",
-        metric: "aggregate MB/s",
-        text: "ftpd/vsftpd ≥ 1.2",
+        text: "aggregate MB/s: ftpd/vsftpd ≥ 1.2",
         conds: &[at_least("aggregate MB/s", Side::Ratio(Ftpd, Vsftpd), 1.2)],
     },
     Target {
         workload: "concurrent 256",
-        metric: "p99/p50",
-        text: "ftpd ≤ 1.5",
+        text: "p99/p50: ftpd ≤ 1.5",
         conds: &[at_most("p99/p50", Side::Median(Ftpd), 1.5)],
     },
     Target {
         workload: "sessions 10000",
-        metric: "RSS KiB per session",
-        text: "ftpd ≤ 4, all held",
+        text: "RSS KiB per session: ftpd ≤ 4, all held",
         conds: &[at_most("RSS KiB per session", Side::Median(Ftpd), 4.0), at_least("held/N", Side::Min(Ftpd), 1.0)],
     },
     Target {
         workload: "list",
-        metric: "listings/s",
-        text: "ftpd/vsftpd ≥ 2",
+        text: "listings/s: ftpd/vsftpd ≥ 2",
         conds: &[at_least("listings/s", Side::Ratio(Ftpd, Vsftpd), 2.0)],
     },
     Target {
         workload: "retr",
-        metric: "RETR/s",
-        text: "ftpd/vsftpd ≥ 2",
+        text: "CPU µs per RETR: ftpd ≤ 0.8 × pure-ftpd",
+        conds: &[at_most("server CPU µs per RETR", Side::Ratio(Ftpd, PureFtpd), 0.8)],
+    },
+    Target {
+        workload: "retr",
+        text: "RETR/s: ftpd/vsftpd ≥ 2",
         conds: &[at_least("RETR/s", Side::Ratio(Ftpd, Vsftpd), 2.0)],
     },
     Target {
         workload: "limited 1000",
-        metric: "aggregate / (N × limit)",
-        text: "ftpd within ±5 %",
+        text: "aggregate / (N × limit): ftpd within ±5 %",
         conds: &[
             at_least("aggregate / (N × limit)", Side::Median(Ftpd), 0.95),
             at_most("aggregate / (N × limit)", Side::Median(Ftpd), 1.05),
@@ -176,40 +262,31 @@ const TARGETS: &[Target] = &[
     },
     Target {
         workload: "limited 1000",
-        metric: "server CPU-s per GB",
-        text: "ftpd/vsftpd ≤ 0.3",
+        text: "CPU-s per GB: ftpd/vsftpd ≤ 0.3",
         conds: &[at_most("server CPU-s per GB", Side::Ratio(Ftpd, Vsftpd), 0.3)],
     },
     Target {
         workload: "login",
-        metric: "server CPU µs per login",
-        text: "ftpd ≤ 100",
+        text: "CPU µs per login: ftpd ≤ 100",
         conds: &[at_most("server CPU µs per login", Side::Median(Ftpd), 100.0)],
     },
 ];
 
-/// One line of the table.
+/// Every target, in the order of the workloads.
+fn targets() -> impl Iterator<Item = &'static Target> {
+    DOWNLOAD_TMPFS.iter().chain(&DOWNLOAD_DISK).chain(&UPLOAD_TMPFS).chain(&UPLOAD_DISK).chain(OTHER_TARGETS)
+}
+
+/// One line of the results: one metric of one workload for one server.
 struct Row {
     workload: String,
     metric: &'static str,
-    cells: [Option<Cell>; 3],
-    target: Option<&'static Target>,
-    /// `None` when the target needs a workload or server that did not run.
-    met: Option<bool>,
+    kind: Kind,
+    cell: Cell,
 }
 
-impl Row {
-    fn cell(&self, kind: Kind) -> Option<Cell> {
-        self.cells[kind as usize]
-    }
-
-    fn ratio(&self, a: Kind, b: Kind) -> Option<f64> {
-        let r = self.cell(a)?.median / self.cell(b)?.median;
-        r.is_finite().then_some(r)
-    }
-}
-
-/// The rows, in the order workloads ran and metrics were reported.
+/// The rows, in the order workloads ran and metrics were reported, each
+/// metric's servers in [`Kind::ALL`] order.
 fn rows(samples: &[Sample]) -> Vec<Row> {
     let mut keys: Vec<(&str, &'static str)> = Vec::new();
     for s in samples {
@@ -219,37 +296,69 @@ fn rows(samples: &[Sample]) -> Vec<Row> {
             }
         }
     }
-    let mut rows: Vec<Row> = keys
-        .into_iter()
-        .map(|(workload, metric)| {
-            let cells = Kind::ALL.map(|kind| {
-                Cell::of(
-                    samples
-                        .iter()
-                        .filter(|s| s.workload == workload && s.kind == kind)
-                        .flat_map(|s| s.metrics.iter().filter(|(m, _)| *m == metric).map(|(_, v)| *v))
-                        .collect(),
-                )
-            });
-            Row { workload: workload.to_owned(), metric, cells, target: None, met: None }
-        })
-        .collect();
-    for target in TARGETS {
-        let verdict: Option<bool> = target.conds.iter().try_fold(true, |all, c| {
-            let row = rows.iter().find(|r| r.workload == target.workload && r.metric == c.metric)?;
-            let v = match c.side {
-                Side::Ratio(a, b) => row.ratio(a, b)?,
-                Side::Median(k) => row.cell(k)?.median,
-                Side::Min(k) => row.cell(k)?.min,
-            };
-            Some(all && if c.at_least { v >= c.value } else { v <= c.value })
-        });
-        if let Some(row) = rows.iter_mut().find(|r| r.workload == target.workload && r.metric == target.metric) {
-            row.target = Some(target);
-            row.met = verdict;
+    let mut rows = Vec::new();
+    for (workload, metric) in keys {
+        for kind in Kind::ALL {
+            let values = samples
+                .iter()
+                .filter(|s| s.workload == workload && s.kind == kind)
+                .flat_map(|s| s.metrics.iter().filter(|(m, _)| *m == metric).map(|(_, v)| (s.rep, *v)))
+                .collect();
+            if let Some(cell) = Cell::of(values) {
+                rows.push(Row { workload: workload.to_owned(), metric, kind, cell });
+            }
         }
     }
     rows
+}
+
+fn find<'a>(rows: &'a [Row], workload: &str, metric: &str, kind: Kind) -> Option<&'a Cell> {
+    rows.iter().find(|r| r.workload == workload && r.metric == metric && r.kind == kind).map(|r| &r.cell)
+}
+
+/// A target's verdict: what each condition measured (`None` when a
+/// workload or server it needs did not run) and whether all hold.
+struct Verdict {
+    target: &'static Target,
+    measured: Vec<Option<f64>>,
+    met: Option<bool>,
+}
+
+fn judge(rows: &[Row]) -> Vec<Verdict> {
+    targets()
+        .filter(|t| rows.iter().any(|r| r.workload == t.workload))
+        .map(|target| {
+            let measured: Vec<Option<f64>> = target
+                .conds
+                .iter()
+                .map(|c| {
+                    let cell = |k| find(rows, target.workload, c.metric, k);
+                    let v = match c.side {
+                        Side::Ratio(a, b) => cell(a)?.median / cell(b)?.median,
+                        Side::EveryRep(a, b) => {
+                            let (a, b) = (cell(a)?, cell(b)?);
+                            let ratios = a.values.iter().filter_map(|&(rep, v)| Some(v / b.value(rep)?));
+                            // The worst repetition: the lowest ratio for an
+                            // "at least", the highest for an "at most".
+                            if c.at_least {
+                                ratios.fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.min(r))))?
+                            } else {
+                                ratios.fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))))?
+                            }
+                        }
+                        Side::Median(k) => cell(k)?.median,
+                        Side::Min(k) => cell(k)?.min(),
+                    };
+                    v.is_finite().then_some(v)
+                })
+                .collect();
+            let met = target.conds.iter().zip(&measured).try_fold(true, |all, (c, v)| {
+                let v = (*v)?;
+                Some(all && if c.at_least { v >= c.value } else { v <= c.value })
+            });
+            Verdict { target, measured, met }
+        })
+        .collect()
 }
 
 /// Decimals for numbers of `v`'s size: about three significant digits,
@@ -284,53 +393,75 @@ fn ratio_text(r: Option<f64>) -> String {
     }
 }
 
-fn cell_text(c: Option<Cell>) -> String {
-    match c {
-        None => "n/a".into(),
-        Some(c) => {
-            // One precision for the whole cell, from the median, so that
-            // "90.0 (90–100.0)" reads "90.0 (90.0–100.0)".
-            let whole = [c.median, c.min, c.max].iter().all(|v| v.fract() == 0.0);
-            let d = if whole { 0 } else { decimals(c.median) };
-            if c.n == 1 {
-                num(c.median, d)
-            } else {
-                format!("{} ({}–{})", num(c.median, d), num(c.min, d), num(c.max, d))
-            }
-        }
-    }
+/// The flag on a repetition more than 2 × off its median.
+const OUTLIER: &str = "⚠";
+
+/// The median and each repetition's value (`n/a` for a repetition that has
+/// none), at one precision from the median, outliers flagged.
+fn cell_texts(c: &Cell, reps: usize) -> (String, Vec<String>) {
+    let whole = c.values.iter().all(|v| v.1.fract() == 0.0) && c.median.fract() == 0.0;
+    let d = if whole { 0 } else { decimals(c.median) };
+    let each = (1..=reps)
+        .map(|rep| match c.value(rep) {
+            None => "n/a".into(),
+            Some(v) if outlier(v, c.median) => format!("{} {OUTLIER}", num(v, d)),
+            Some(v) => num(v, d),
+        })
+        .collect();
+    (num(c.median, d), each)
 }
 
-fn markdown(meta: &Meta, rows: &[Row]) -> String {
+fn markdown(meta: &Meta, rows: &[Row], verdicts: &[Verdict]) -> String {
+    let reps = rows.iter().flat_map(|r| r.cell.values.iter().map(|v| v.0)).max().unwrap_or(0);
     let mut md = format!(
-        "# ftpd vs vsftpd vs the kernel ceiling\n\n\
+        "# ftpd vs vsftpd, ProFTPD, Pure-FTPd and the kernel ceiling\n\n\
          - date: {}\n- kernel: {}\n- CPUs: {}\n- repetitions: {} (interleaved); login workload {} s per sample\n\
-         - ftpd: {} (commit {})\n- vsftpd: {}\n\n\
-         Cells: median (min–max) over the repetitions. Ratios are of medians. \
-         Loopback, one machine: client and servers share the CPUs.\n\n\
-         | workload | metric | ftpd | vsftpd | ceiling | ftpd/vsftpd | ftpd/ceiling | target | met |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
-        meta.date, meta.kernel, meta.cpus, meta.reps, meta.login_secs, meta.ftpd, meta.commit, meta.vsftpd
+         - ftpd: {} (commit {})\n- vsftpd: {}\n- peers: {}\n\n\
+         Loopback, one machine: client and servers share the CPUs.\n\n## Targets\n\n\
+         Measured: per condition, the ratio or value it judges (for \"in every repetition\", the worst \
+         repetition's ratio).\n\n\
+         | workload | target | measured | met |\n| --- | --- | --- | --- |\n",
+        meta.date,
+        meta.kernel,
+        meta.cpus,
+        meta.reps,
+        meta.login_secs,
+        meta.ftpd,
+        meta.commit,
+        meta.vsftpd,
+        meta.peers.join(", ")
     );
+    for v in verdicts {
+        let measured: Vec<String> = v.measured.iter().map(|m| ratio_text(*m)).collect();
+        let met = match v.met {
+            None => "—",
+            Some(true) => "yes",
+            Some(false) => "no",
+        };
+        let _ = writeln!(md, "| {} | {} | {} | {met} |", v.target.workload, v.target.text, measured.join(", "));
+    }
+    let _ = write!(
+        md,
+        "\n## Results\n\nEvery repetition's value; {OUTLIER} marks one more than 2 × off (above or below) its \
+         median. ftpd ÷ server: ftpd's median over this server's.\n\n| workload | metric | server | median |"
+    );
+    for rep in 1..=reps {
+        let _ = write!(md, " rep {rep} |");
+    }
+    md.push_str(" ftpd ÷ server |\n| --- | --- | --- | --- |");
+    md.push_str(&" --- |".repeat(reps + 1));
+    md.push('\n');
     for r in rows {
-        let ratio = |a, b| ratio_text(r.ratio(a, b));
+        let (median, each) = cell_texts(&r.cell, reps);
+        let ftpd = find(rows, &r.workload, r.metric, Ftpd).map(|c| c.median / r.cell.median);
+        let ratio = if r.kind == Ftpd { String::new() } else { ratio_text(ftpd.filter(|v| v.is_finite())) };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {median} | {} | {ratio} |",
             r.workload,
             r.metric,
-            cell_text(r.cell(Ftpd)),
-            cell_text(r.cell(Vsftpd)),
-            cell_text(r.cell(Ceiling)),
-            ratio(Ftpd, Vsftpd),
-            ratio(Ftpd, Ceiling),
-            r.target.map_or("", |t| t.text),
-            match (r.target, r.met) {
-                (None, _) => "",
-                (Some(_), None) => "—",
-                (Some(_), Some(true)) => "yes",
-                (Some(_), Some(false)) => "no",
-            }
+            r.kind.name(),
+            each.join(" | ")
         );
     }
     md
@@ -362,10 +493,11 @@ fn jnum(v: f64) -> String {
     if v.is_finite() { format!("{v}") } else { "null".into() }
 }
 
-fn json(meta: &Meta, samples: &[Sample], rows: &[Row]) -> String {
+fn json(meta: &Meta, samples: &[Sample], rows: &[Row], verdicts: &[Verdict]) -> String {
+    let peers: Vec<String> = meta.peers.iter().map(|p| jstr(p)).collect();
     let mut j = format!(
         "{{\n  \"date\": {},\n  \"kernel\": {},\n  \"cpus\": {},\n  \"reps\": {},\n  \"login_secs\": {},\n  \
-         \"commit\": {},\n  \"ftpd\": {},\n  \"vsftpd\": {},\n  \"samples\": [",
+         \"commit\": {},\n  \"ftpd\": {},\n  \"vsftpd\": {},\n  \"peers\": [{}],\n  \"samples\": [",
         jstr(&meta.date),
         jstr(&meta.kernel),
         meta.cpus,
@@ -373,7 +505,8 @@ fn json(meta: &Meta, samples: &[Sample], rows: &[Row]) -> String {
         meta.login_secs,
         jstr(&meta.commit),
         jstr(&meta.ftpd),
-        jstr(&meta.vsftpd)
+        jstr(&meta.vsftpd),
+        peers.join(", ")
     );
     for (i, s) in samples.iter().enumerate() {
         let metrics: Vec<String> = s.metrics.iter().map(|(m, v)| format!("{}: {}", jstr(m), jnum(*v))).collect();
@@ -389,35 +522,33 @@ fn json(meta: &Meta, samples: &[Sample], rows: &[Row]) -> String {
     }
     j.push_str("\n  ],\n  \"rows\": [");
     for (i, r) in rows.iter().enumerate() {
-        let cell = |k: Kind| {
-            r.cell(k).map_or_else(
-                || "null".into(),
-                |c| {
-                    format!(
-                        "{{\"median\": {}, \"min\": {}, \"max\": {}, \"n\": {}}}",
-                        jnum(c.median),
-                        jnum(c.min),
-                        jnum(c.max),
-                        c.n
-                    )
-                },
-            )
-        };
-        let ratio = |a, b| r.ratio(a, b).map_or_else(|| "null".into(), jnum);
+        let values: Vec<String> = r.cell.values.iter().map(|(rep, v)| format!("[{rep}, {}]", jnum(*v))).collect();
+        let outliers: Vec<String> =
+            r.cell.values.iter().filter(|(_, v)| outlier(*v, r.cell.median)).map(|(rep, _)| rep.to_string()).collect();
         let _ = write!(
             j,
-            "{}\n    {{\"workload\": {}, \"metric\": {}, \"ftpd\": {}, \"vsftpd\": {}, \"ceiling\": {}, \
-             \"ftpd/vsftpd\": {}, \"ftpd/ceiling\": {}, \"target\": {}, \"met\": {}}}",
+            "{}\n    {{\"workload\": {}, \"metric\": {}, \"server\": {}, \"median\": {}, \"values\": [{}], \
+             \"outlier_reps\": [{}]}}",
             if i > 0 { "," } else { "" },
             jstr(&r.workload),
             jstr(r.metric),
-            cell(Ftpd),
-            cell(Vsftpd),
-            cell(Ceiling),
-            ratio(Ftpd, Vsftpd),
-            ratio(Ftpd, Ceiling),
-            r.target.map_or_else(|| "null".into(), |t| jstr(t.text)),
-            r.met.map_or_else(|| "null".into(), |m| m.to_string())
+            jstr(r.kind.name()),
+            jnum(r.cell.median),
+            values.join(", "),
+            outliers.join(", ")
+        );
+    }
+    j.push_str("\n  ],\n  \"targets\": [");
+    for (i, v) in verdicts.iter().enumerate() {
+        let measured: Vec<String> = v.measured.iter().map(|m| m.map_or_else(|| "null".into(), jnum)).collect();
+        let _ = write!(
+            j,
+            "{}\n    {{\"workload\": {}, \"target\": {}, \"measured\": [{}], \"met\": {}}}",
+            if i > 0 { "," } else { "" },
+            jstr(v.target.workload),
+            jstr(v.target.text),
+            measured.join(", "),
+            v.met.map_or_else(|| "null".into(), |m| m.to_string())
         );
     }
     j.push_str("\n  ]\n}\n");
@@ -434,8 +565,9 @@ pub(super) struct Written {
 /// Writes bench-results/bench-<unix time>.{md,json} and latest.{md,json}.
 pub(super) fn write(meta: &Meta, samples: &[Sample]) -> Result<Written> {
     let rows = rows(samples);
-    let md = markdown(meta, &rows);
-    let js = json(meta, samples, &rows);
+    let verdicts = judge(&rows);
+    let md = markdown(meta, &rows, &verdicts);
+    let js = json(meta, samples, &rows, &verdicts);
     let dir = workspace_root().join("bench-results");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -453,35 +585,49 @@ pub(super) fn write(meta: &Meta, samples: &[Sample]) -> Result<Written> {
 mod tests {
     use super::*;
 
-    fn sample(workload: &str, kind: Kind, metrics: Metrics) -> Sample {
-        Sample { workload: workload.into(), kind, rep: 1, metrics }
+    fn sample(workload: &str, kind: Kind, rep: usize, metrics: Metrics) -> Sample {
+        Sample { workload: workload.into(), kind, rep, metrics }
     }
 
     #[test]
-    fn medians_ratios_and_targets() {
+    fn medians_and_targets() {
         let samples = vec![
-            sample("download", Ftpd, vec![("MB/s", 96.0)]),
-            sample("download", Ftpd, vec![("MB/s", 90.0)]),
-            sample("download", Ftpd, vec![("MB/s", 99.0)]),
-            sample("download", Ceiling, vec![("MB/s", 100.0)]),
-            sample("login", Ftpd, vec![("server CPU µs per login", 120.0)]),
+            sample("download (tmpfs)", Ftpd, 1, vec![("MB/s", 96.0)]),
+            sample("download (tmpfs)", Proftpd, 1, vec![("MB/s", 90.0)]),
+            sample("download (tmpfs)", Ftpd, 2, vec![("MB/s", 90.0)]),
+            sample("download (tmpfs)", Proftpd, 2, vec![("MB/s", 95.0)]),
+            sample("download (tmpfs)", Ftpd, 3, vec![("MB/s", 99.0)]),
+            sample("download (tmpfs)", Proftpd, 3, vec![("MB/s", 80.0)]),
+            sample("download (tmpfs)", Ceiling, 1, vec![("MB/s", 100.0)]),
+            sample("login", Ftpd, 1, vec![("server CPU µs per login", 120.0)]),
         ];
         let rows = rows(&samples);
-        assert_eq!(rows.len(), 2);
-        let dl = &rows[0];
-        assert_eq!(dl.cell(Ftpd).map(|c| (c.median, c.min, c.max)), Some((96.0, 90.0, 99.0)));
-        assert!(dl.cell(Vsftpd).is_none());
-        assert_eq!(dl.met, Some(true));
-        assert_eq!(rows[1].met, Some(false));
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows[0].cell.median, 96.0);
+        assert_eq!(rows[0].kind, Ftpd);
+        assert_eq!(rows[1].kind, Proftpd);
+        let verdicts = judge(&rows);
+        let verdict = |text: &str| verdicts.iter().find(|v| v.target.text.starts_with(text)).expect(text);
+        // Medians: ftpd 96 ≥ proftpd 90, but repetition 2 is 90 < 95.
+        let every = verdict("MB/s: ftpd ≥ 1.0 × proftpd");
+        assert_eq!(every.met, Some(false));
+        assert_eq!(every.measured, vec![Some(90.0 / 95.0)]);
+        assert_eq!(verdict("MB/s: ftpd/ceiling").met, Some(true));
+        assert_eq!(verdict("CPU-s per GiB").met, None);
+        assert_eq!(verdict("CPU µs per login").met, Some(false));
     }
 
     #[test]
-    fn cells() {
-        let cell = |median, min, max| Some(Cell { median, min, max, n: 3 });
-        assert_eq!(cell_text(cell(90.0, 90.0, 100.0)), "90 (90–100)");
-        assert_eq!(cell_text(cell(90.5, 90.0, 100.0)), "90.5 (90.0–100.0)");
-        assert_eq!(cell_text(cell(0.22, 0.21, 0.3)), "0.220 (0.210–0.300)");
-        assert_eq!(cell_text(None), "n/a");
+    fn outliers() {
+        assert!(!outlier(200.0, 100.0));
+        assert!(outlier(201.0, 100.0));
+        assert!(!outlier(50.0, 100.0));
+        assert!(outlier(49.0, 100.0));
+        assert!(outlier(1.0, 0.0));
+        let cell = Cell::of(vec![(2, 10.0), (1, 100.0), (3, 11.0)]).expect("values");
+        let (median, each) = cell_texts(&cell, 4);
+        assert_eq!(median, "11");
+        assert_eq!(each, ["100 ⚠", "10", "11", "n/a"]);
     }
 
     #[test]

@@ -1,8 +1,11 @@
-//! The three servers under test and the files they serve.
+//! The servers under test and the files they serve.
 //!
 //! ftpd and vsftpd read the very same vsftpd.conf text (only the port
 //! differs), so every difference in the numbers is the server's, not the
-//! configuration's.
+//! configuration's. ProFTPD and Pure-FTPd get the equivalent in their own
+//! terms: anonymous read of the same tree, `up/` writable, umask 022,
+//! sendfile where it is a setting, no reverse DNS, no ident, no limit on
+//! clients, passive ports from the kernel's ephemeral range as for the others.
 
 use std::{
     fs,
@@ -44,12 +47,56 @@ const VSFTPD: &str = "/usr/sbin/vsftpd";
 /// vsftpd refuses to start without its chroot directory for the unprivileged side.
 const SECURE_CHROOT: &str = "/var/run/vsftpd/empty";
 
+/// Where the tmpfs variants' files are, under the served root.
+pub(super) const TMPFS_DIR: &str = "tmpfs";
+/// Its size: the 1 GiB file, a 1 GiB upload, and 64 × 64 MiB at once, with room.
+const TMPFS_SIZE: &str = "6g";
+
+/// The servers' binaries.
+pub(super) struct Bins {
+    pub(super) ftpd: PathBuf,
+    pub(super) proftpd: PathBuf,
+    /// ProFTPD's loadable modules (`mod_tls.so` for FTPS).
+    pub(super) proftpd_modules: PathBuf,
+    pub(super) pure_ftpd: PathBuf,
+}
+
 /// The benchmark's directory tree under the temp dir.
 pub(super) struct Fixture {
     /// Configs and server logs.
     pub(super) work: PathBuf,
     /// `anon_root`: what the servers serve.
     pub(super) root: PathBuf,
+    /// The tmpfs mounted at [`TMPFS_DIR`] under `root`; unmounted on drop.
+    tmpfs: PathBuf,
+}
+
+impl Drop for Fixture {
+    /// The tmpfs holds GiBs of RAM; a shared machine wants them back. Lazy
+    /// (`-l`): a server killed a moment ago may still hold it (Pure-FTPd's
+    /// mount namespace has a copy), and it is freed when the last user goes.
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.tmpfs).status();
+    }
+}
+
+/// Whether `path` is on a tmpfs.
+fn on_tmpfs(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: statfs is plain data; all zeroes is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a statfs to write into.
+    unsafe { libc::statfs(c.as_ptr(), &raw mut st) == 0 && st.f_type == libc::TMPFS_MAGIC }
+}
+
+/// Whether something is mounted exactly at `path`.
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(canon) = fs::canonicalize(path) else { return false };
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| Path::new(m) == canon)
 }
 
 impl Fixture {
@@ -70,7 +117,30 @@ impl Fixture {
             let _ = fs::remove_file(old.path());
         }
         for kind in super::Kind::ALL {
-            let _ = fs::remove_file(work.join(format!("{}.log", kind.name())));
+            let _ = fs::remove_file(work.join(format!("{}.log", kind.slug())));
+        }
+        if on_tmpfs(&root) {
+            println!(
+                "[bench] warning: {} is on a tmpfs, so the \"disk\" variants are not on a disk; \
+                 set TMPDIR to a directory on a disk",
+                root.display()
+            );
+        }
+        let tmpfs = root.join(TMPFS_DIR);
+        fs::create_dir_all(&tmpfs)?;
+        if !is_mount_point(&tmpfs) {
+            println!("[bench] mounting a {TMPFS_SIZE} tmpfs at {} (the tmpfs variants)", tmpfs.display());
+            exec(
+                Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", &format!("size={TMPFS_SIZE},mode=0755"), "ftpd-bench"])
+                    .arg(&tmpfs),
+            )?;
+        }
+        let tmp_up = tmpfs.join("up");
+        fs::create_dir_all(&tmp_up)?;
+        fs::set_permissions(&tmp_up, fs::Permissions::from_mode(0o777))?;
+        for old in fs::read_dir(&tmp_up)?.flatten() {
+            let _ = fs::remove_file(old.path());
         }
 
         let big = root.join("1g.bin");
@@ -80,6 +150,11 @@ impl Fixture {
             fs::rename(&legacy, &big).with_context(|| format!("moving {} to {}", legacy.display(), big.display()))?;
         }
         random_file(&big, GIB)?;
+        let tmp_big = tmpfs.join("1g.bin");
+        if size_of_file(&tmp_big) != GIB {
+            println!("[bench] copying 1g.bin to {}", tmpfs.display());
+            fs::copy(&big, &tmp_big).with_context(|| format!("copying 1g.bin to {}", tmpfs.display()))?;
+        }
         random_file(&root.join("16m.bin"), MID)?;
         random_file(&root.join("limited.bin"), LIMITED_SIZE)?;
         fill_dir(&root.join("big"), BIG_FILES, |i| format!("f{i:05}"), 0)?;
@@ -92,7 +167,16 @@ impl Fixture {
             let mut f = fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
             std::io::copy(&mut f, &mut std::io::sink()).with_context(|| format!("reading {}", path.display()))?;
         }
-        Ok(Self { work, root })
+        Ok(Self { work, root, tmpfs })
+    }
+
+    /// The directory of `place`'s files relative to the served root, with
+    /// a trailing slash ("" for the root itself).
+    pub(super) fn prefix(place: Option<super::Place>) -> &'static str {
+        match place {
+            Some(super::Place::Tmpfs) => "tmpfs/",
+            Some(super::Place::Disk) | None => "",
+        }
     }
 
     /// The certificate both FTPS servers use (made once, self-signed).
@@ -126,7 +210,12 @@ impl Fixture {
     /// explicit FTPS with the same certificate for both (vsftpd 3.0's
     /// default cipher list is 3DES, which curl's OpenSSL no longer offers:
     /// both get `HIGH`).
-    fn conf(&self, port: u16, tls: bool) -> String {
+    ///
+    /// `ftp_username` and `nopriv_user` differ (`nopriv_user` is the
+    /// default, `nobody`), so ftpd serves through its file worker as it does
+    /// for a user who sets neither; `fast` makes them the same for the
+    /// `ftpd (fast path)` row.
+    fn conf(&self, port: u16, tls: bool, fast: bool) -> String {
         let tls = if tls {
             let (cert, key) = self.cert();
             format!(
@@ -139,10 +228,49 @@ impl Fixture {
         };
         tls + &format!(
             "listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\nlisten_port={port}\nanonymous_enable=YES\n\
-             no_anon_password=NO\nanon_root={}\nftp_username=daemon\nnopriv_user=nobody\nlocal_enable=NO\n\
+             no_anon_password=NO\nanon_root={}\nftp_username=daemon\nnopriv_user={}\nlocal_enable=NO\n\
              write_enable=YES\nanon_upload_enable=YES\nanon_umask=022\nmax_clients=0\nmax_per_ip=0\n\
              use_sendfile=YES\nseccomp_sandbox=NO\nsecure_chroot_dir={SECURE_CHROOT}\nbackground=NO\n\
              idle_session_timeout=0\nxferlog_enable=NO\n",
+            self.root.display(),
+            if fast { "daemon" } else { "nobody" }
+        )
+    }
+
+    /// ProFTPD's equivalent of [`Fixture::conf`]. No modules are loaded
+    /// but with `tls` Debian's `mod_tls` (package `proftpd-mod-crypto`), so
+    /// there are no ident lookups (`mod_ident` is one of the modules not
+    /// loaded); `mod_delay` (which pads logins to hide which user names
+    /// exist) and PAM are turned off, as vsftpd and ftpd do neither for
+    /// anonymous logins. Anonymous logins run as `daemon`, like
+    /// `ftp_username=daemon`. With `tls`, explicit FTPS as for the others:
+    /// same certificate, `HIGH` ciphers, not required; session reuse on the
+    /// data connection is not demanded (vsftpd's `require_ssl_reuse=NO` is
+    /// not demanded of curl by the others either).
+    fn proftpd_conf(&self, port: u16, tls: bool, modules: &Path) -> String {
+        let work = self.work.display();
+        let suffix = if tls { "-tls" } else { "" };
+        let tls = if tls {
+            let (cert, key) = self.cert();
+            format!(
+                "ModulePath {}\nLoadModule mod_tls.c\nTLSEngine on\nTLSRequired off\nTLSRSACertificateFile {}\n\
+                 TLSRSACertificateKeyFile {}\nTLSCipherSuite HIGH\nTLSProtocol TLSv1.2 TLSv1.3\n\
+                 TLSOptions NoSessionReuseRequired\nTLSLog none\n",
+                modules.display(),
+                cert.display(),
+                key.display()
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "ServerType standalone\nServerName \"bench\"\nUseIPv6 off\nDefaultAddress 127.0.0.1\n\
+             SocketBindTight on\nPort {port}\nUser nobody\nGroup nogroup\nMaxInstances none\n\
+             UseReverseDNS off\nUseSendfile on\nDelayEngine off\nAuthPAM off\nUseFtpUsers off\nWtmpLog off\n\
+             TransferLog none\nSystemLog none\nScoreboardFile {work}/proftpd{suffix}.scoreboard\n\
+             PidFile {work}/proftpd{suffix}.pid\nUmask 022\nTimeoutIdle 0\nTimeoutNoTransfer 0\n{tls}\
+             <Anonymous {}>\n  User daemon\n  Group daemon\n  UserAlias anonymous daemon\n\
+             RequireValidShell off\n  AnonRequirePassword off\n  MaxClients none\n</Anonymous>\n",
             self.root.display()
         )
     }
@@ -225,16 +353,16 @@ pub(super) struct Server {
 
 impl Server {
     /// Starts `kind` on a free port and waits until it answers.
-    pub(super) fn start(kind: Kind, fx: &Fixture, ftpd: &Path) -> Result<Self> {
-        Self::start_as(kind, fx, ftpd, false, "")
+    pub(super) fn start(kind: Kind, fx: &Fixture, bins: &Bins) -> Result<Self> {
+        Self::start_as(kind, fx, bins, false, "")
     }
 
     /// Starts `kind`, with FTPS (`ssl_enable=YES`) when `tls`, and `extra`
-    /// lines added to the shared config.
-    pub(super) fn start_as(kind: Kind, fx: &Fixture, ftpd: &Path, tls: bool, extra: &str) -> Result<Self> {
+    /// lines added to the shared config (ftpd and vsftpd only).
+    pub(super) fn start_as(kind: Kind, fx: &Fixture, bins: &Bins, tls: bool, extra: &str) -> Result<Self> {
         let port = ftpd_testkit::free_port();
         let suffix = if tls { "-tls" } else { "" };
-        let log = fx.work.join(format!("{}{suffix}.log", kind.name()));
+        let log = fx.work.join(format!("{}{suffix}.log", kind.slug()));
         // Appended to, so a restarted server keeps its predecessor's output.
         let mut out = fs::File::options()
             .create(true)
@@ -245,14 +373,55 @@ impl Server {
         let mut cmd = Command::new("prlimit");
         cmd.arg(nofile_arg());
         match kind {
-            Kind::Ftpd | Kind::Vsftpd => {
-                let conf = fx.work.join(format!("{}{suffix}.conf", kind.name()));
-                fs::write(&conf, fx.conf(port, tls) + extra).with_context(|| format!("writing {}", conf.display()))?;
-                if kind == Kind::Ftpd {
-                    // An empty listen address turns the metrics endpoint off.
-                    cmd.arg(ftpd).arg(&conf).arg("-oftpd_metrics_listen=");
-                } else {
+            Kind::Ftpd | Kind::FtpdAtomic | Kind::FtpdFast | Kind::Vsftpd => {
+                let conf = fx.work.join(format!("{}{suffix}.conf", kind.slug()));
+                let mut text = fx.conf(port, tls, kind == Kind::FtpdFast) + extra;
+                if kind == Kind::FtpdAtomic {
+                    text += "ftpd_atomic_uploads=YES\n";
+                }
+                fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
+                if kind == Kind::Vsftpd {
                     cmd.arg(VSFTPD).arg(&conf);
+                } else {
+                    // An empty listen address turns the metrics endpoint off.
+                    cmd.arg(&bins.ftpd).arg(&conf).arg("-oftpd_metrics_listen=");
+                }
+            }
+            Kind::Proftpd => {
+                let conf = fx.work.join(format!("proftpd{suffix}.conf"));
+                fs::write(&conf, fx.proftpd_conf(port, tls, &bins.proftpd_modules))
+                    .with_context(|| format!("writing {}", conf.display()))?;
+                // -n: in the foreground, as vsftpd's background=NO.
+                cmd.arg(&bins.proftpd).arg("-n").arg("-c").arg(&conf);
+            }
+            Kind::PureFtpd => {
+                // Pure-FTPd has no anon_root: anonymous users get the home of
+                // the `ftp` user. Rather than change that account (tests on
+                // this machine use it), the served tree is bind-mounted over
+                // that home in a mount namespace of Pure-FTPd's own, which
+                // nothing else sees and which ends with it. `--rbind` brings
+                // the tmpfs mounted inside the tree along. Anonymous sessions
+                // run as `ftp` (the others' as `daemon`): the same rights
+                // here, the files are world-readable and up/ world-writable.
+                let home = ftp_home()?;
+                cmd.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+                    .arg(r#"mount --rbind "$1" "$2" && shift 2 && exec "$@""#)
+                    .arg("sh")
+                    .arg(&fx.root)
+                    .arg(&home)
+                    .arg(&bins.pure_ftpd)
+                    // Listen on loopback only, IPv4, anonymous only; no
+                    // reverse DNS (-H); no client limits (-c, -C); files 644
+                    // and directories 755 (-U, as anon_umask=022); no idle
+                    // timeout to speak of (-I, minutes); no syslog (-f none).
+                    // It has no sendfile setting and no ident lookups.
+                    .args(["-S", &format!("127.0.0.1,{port}"), "-4", "-e", "-H"])
+                    .args(["-c", "20000", "-C", "20000", "-U", "133:022", "-I", "100000", "-f", "none"]);
+                if tls {
+                    // Explicit FTPS allowed, not required (-Y 1), with the
+                    // others' certificate and ciphers.
+                    let (cert, key) = fx.cert();
+                    cmd.args(["-Y", "1", "-J", "HIGH", "-2"]).arg(format!("{},{}", cert.display(), key.display()));
                 }
             }
             Kind::Ceiling => {
@@ -260,7 +429,7 @@ impl Server {
                 cmd.arg(me).arg("bench-ceiling").arg("--port").arg(port.to_string()).arg("--dir").arg(&fx.root);
             }
         }
-        let cgroup = procs::cgroup(kind.name());
+        let cgroup = procs::cgroup(kind.slug());
         if cgroup.is_none() && !NO_CGROUP_NOTED.swap(true, Ordering::Relaxed) {
             println!("[bench] note: no writable cgroup2 hierarchy; server CPU is summed over the process tree");
         }
@@ -306,10 +475,10 @@ impl Server {
     }
 
     /// Replaces this server with a fresh one of the same kind (on a new port).
-    pub(super) fn restart(&mut self, fx: &Fixture, ftpd: &Path) -> Result<()> {
+    pub(super) fn restart(&mut self, fx: &Fixture, bins: &Bins) -> Result<()> {
         let (kind, tls) = (self.kind, self.tls);
         procs::kill_tree(self.pid());
-        *self = Self::start_as(kind, fx, ftpd, tls, "")?;
+        *self = Self::start_as(kind, fx, bins, tls, "")?;
         Ok(())
     }
 
@@ -344,7 +513,7 @@ impl Server {
             self.check_alive()?;
             let ready = match self.kind {
                 Kind::Ceiling => std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
-                Kind::Ftpd | Kind::Vsftpd => Ftp::connect(self.port).is_ok(),
+                _ => Ftp::connect(self.port).is_ok(),
             };
             if ready {
                 return Ok(());
@@ -373,6 +542,20 @@ impl Drop for Server {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The home directory of the `ftp` user (what Pure-FTPd serves anonymously).
+fn ftp_home() -> Result<PathBuf> {
+    let out = Command::new("getent").args(["passwd", "ftp"]).output().context("running getent passwd ftp")?;
+    let line = String::from_utf8_lossy(&out.stdout);
+    let home = line.trim().split(':').nth(5).filter(|h| !h.is_empty()).map(PathBuf::from);
+    match home {
+        Some(h) if h.is_dir() => Ok(h),
+        _ => bail!(
+            "Pure-FTPd serves anonymous users the home of the user `ftp`, and there is no such user with an \
+             existing home here; create one: adduser --system --group --home /srv/ftp ftp"
+        ),
     }
 }
 

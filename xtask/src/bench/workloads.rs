@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use super::{
-    Kind,
+    Kind, Place,
     client::{self, Ftp},
     nofile_arg, procs,
     servers::{BIG_FILES, Fixture, GIB, LIMITED_SIZE, MID, SMALL_FILES, SMALL_SIZE, Server},
@@ -84,18 +84,40 @@ fn curl(server: &Server, args: &[&str]) -> Result<(f64, f64)> {
     }
 }
 
-/// One 1 GiB download with curl.
-pub(super) fn download(server: &Server) -> Result<(Metrics, String)> {
-    let target = url(server, "1g.bin");
+/// The kernel's count of TCP segments sent (`Tcp: OutSegs` in
+/// /proc/net/snmp, what `nstat TcpOutSegs` reads), all sockets of the
+/// network namespace.
+fn tcp_out_segs() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/net/snmp").context("reading /proc/net/snmp")?;
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().context("no Tcp: line")?, tcp.next().context("no second Tcp: line")?);
+    let i = names.split_whitespace().position(|n| n == "OutSegs").context("no OutSegs in /proc/net/snmp")?;
+    values.split_whitespace().nth(i).and_then(|v| v.parse().ok()).context("unparsable OutSegs")
+}
+
+/// One 1 GiB download with curl from `place`: MB/s, server CPU per GiB and
+/// TCP segments per GiB. The segments are every segment sent on the host
+/// while curl ran: the server's data segments and the client's ACKs (client
+/// and server share loopback), so fewer means bigger segments (GSO, TSO
+/// sizing) and fewer ACKs; other traffic on the machine adds noise.
+pub(super) fn download(server: &Server, place: Option<Place>) -> Result<(Metrics, String)> {
+    let target = url(server, &format!("{}1g.bin", Fixture::prefix(place)));
+    let segs_before = tcp_out_segs()?;
     let ((size, speed), cpu) =
         with_cpu(server, || curl(server, &["-o", "/dev/null", "-w", "%{size_download} %{speed_download}", &target]))?;
+    let segs = tcp_out_segs()?.saturating_sub(segs_before) as f64;
     if size != GIB as f64 {
         bail!("downloaded {size} bytes of {GIB}");
     }
     let mb_s = speed / 1e6;
     Ok((
-        vec![("MB/s", mb_s), ("MB per server CPU-s", size / 1e6 / cpu), ("server CPU-s per GiB", cpu)],
-        format!("{mb_s:.0} MB/s, {cpu:.2} CPU-s/GiB"),
+        vec![
+            ("MB/s", mb_s),
+            ("MB per server CPU-s", size / 1e6 / cpu),
+            ("server CPU-s per GiB", cpu),
+            ("TCP segments per GiB", segs),
+        ],
+        format!("{mb_s:.0} MB/s, {cpu:.2} CPU-s/GiB, {segs:.0} segments/GiB"),
     ))
 }
 
@@ -108,12 +130,33 @@ impl Drop for Upload {
     }
 }
 
-/// One 1 GiB upload with curl, checked on disk.
-pub(super) fn upload(server: &Server, fx: &Fixture, rep: usize) -> Result<(Metrics, String)> {
+/// Writes 1 GiB to a file in `dir` and deletes it, so the upload that
+/// follows writes into memory (page cache, or tmpfs pages) the kernel has
+/// already handed out once, not into the first touch of fresh VM memory,
+/// which one server would otherwise pay for and the next not.
+fn touch_gib(dir: &std::path::Path) -> Result<()> {
+    use std::io::Write as _;
+    let path = dir.join("prefill.bin");
+    let guard = Upload(path.clone());
+    let mut f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let chunk = vec![0x5au8; 1 << 20];
+    for _ in 0..GIB >> 20 {
+        f.write_all(&chunk).with_context(|| format!("writing {}", path.display()))?;
+    }
+    drop(f);
+    drop(guard);
+    Ok(())
+}
+
+/// One 1 GiB upload with curl to `place`, checked on disk, after
+/// [`touch_gib`] in the upload directory.
+pub(super) fn upload(server: &Server, fx: &Fixture, place: Option<Place>, rep: usize) -> Result<(Metrics, String)> {
     let tls = if server.tls { "-tls" } else { "" };
-    let name = format!("up/u-{}{tls}-{rep}.bin", server.kind.name());
+    let prefix = Fixture::prefix(place);
+    touch_gib(&fx.root.join(prefix).join("up"))?;
+    let name = format!("{prefix}up/u-{}{tls}-{rep}.bin", server.kind.slug());
     let file = Upload(fx.root.join(&name));
-    let source = fx.root.join("1g.bin");
+    let source = fx.root.join(prefix).join("1g.bin");
     let source = source.to_string_lossy();
     let target = url(server, &name);
     let mut args = vec!["-o", "/dev/null", "-w", "%{size_upload} %{speed_upload}", "-T", &source];
@@ -132,6 +175,81 @@ pub(super) fn upload(server: &Server, fx: &Fixture, rep: usize) -> Result<(Metri
     Ok((
         vec![("MB/s", mb_s), ("MB per server CPU-s", size / 1e6 / cpu), ("server CPU-s per GiB", cpu)],
         format!("{mb_s:.0} MB/s, {cpu:.2} CPU-s/GiB"),
+    ))
+}
+
+/// Clients of the concurrent-upload workload.
+pub(super) const UPLOAD_CLIENTS: usize = 64;
+/// What each of them uploads.
+const UPLOAD_SIZE: u64 = 64 << 20;
+
+/// `n` clients each upload [`UPLOAD_SIZE`] bytes at once into `place`'s
+/// `up/`: aggregate MB/s (all bytes over the time from the release to the
+/// last 226), and each client's time from its release to its 226.
+pub(super) fn concurrent_upload(
+    server: &Server,
+    fx: &Fixture,
+    place: Option<Place>,
+    n: usize,
+) -> Result<(Metrics, String)> {
+    let prefix = Fixture::prefix(place);
+    // Random bytes, one MiB sent again and again: nothing on the way can
+    // compress them, and the clients cost no more than a memcpy each.
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for b in &mut chunk {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let times = usize::try_from(UPLOAD_SIZE >> 20).unwrap_or(64);
+    let next = AtomicU64::new(0);
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}up/c-{}-{i}.bin", server.kind.slug())).collect();
+    let _cleanup: Vec<Upload> = names.iter().map(|name| Upload(fx.root.join(name))).collect();
+    let ((released, results), cpu) = with_cpu(server, || {
+        all_at_once(n, |_| {
+            let i = usize::try_from(next.fetch_add(1, Ordering::Relaxed)).unwrap_or(0);
+            let start = Instant::now();
+            let (done, stalls) = if server.kind == Kind::Ceiling {
+                (client::http_put(server.port, &names[i], &chunk, times)?, 0)
+            } else {
+                let (mut ftp, stalls) = Ftp::connect_patient(server.port, STALL)?;
+                ftp.user()?;
+                ftp.cmd_expect("TYPE I", 200)?;
+                let done = ftp.stor(&names[i], &chunk, times)?;
+                ftp.quit()?;
+                (done, stalls)
+            };
+            Ok((UPLOAD_SIZE, done - start, done, stalls))
+        })
+    })?;
+    for name in &names {
+        let path = fx.root.join(name);
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        if size != UPLOAD_SIZE {
+            bail!("{} has {size} bytes of {UPLOAD_SIZE}", path.display());
+        }
+    }
+    let last = results.iter().map(|r| r.2).max().context("no clients")?;
+    let wall = (last - released).as_secs_f64();
+    let mut times_ms: Vec<f64> = results.iter().map(|r| r.1.as_secs_f64() * 1e3).collect();
+    times_ms.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&times_ms, 0.50), percentile(&times_ms, 0.99));
+    let total = UPLOAD_SIZE * n as u64;
+    let mb_s = total as f64 / 1e6 / wall;
+    let cpu_gib = cpu / (total as f64 / GIB as f64);
+    let stalls: u32 = results.iter().map(|r| r.3).sum();
+    Ok((
+        vec![
+            ("aggregate MB/s", mb_s),
+            ("p50 ms", p50),
+            ("p99 ms", p99),
+            ("p99/p50", p99 / p50),
+            ("server CPU-s per GiB", cpu_gib),
+            ("stalled connects", f64::from(stalls)),
+        ],
+        format!("{mb_s:.0} MB/s, p50 {p50:.0} ms, p99 {p99:.0} ms, {cpu_gib:.2} CPU-s/GiB, {stalls} stalled connects"),
     ))
 }
 
@@ -343,12 +461,12 @@ for i in range(n):
             why = 'no 220 greeting'
             break
         c.sendall(b'USER anonymous\r\n')
-        if reply(f) != b'331':
-            why = 'USER not answered with 331'
-            break
-        c.sendall(b'PASS bench@\r\n')
-        if reply(f) != b'230':
-            why = 'PASS not answered with 230'
+        code = reply(f)
+        if code == b'331':
+            c.sendall(b'PASS bench@\r\n')
+            code = reply(f)
+        if code != b'230':
+            why = 'no 230 after USER/PASS'
             break
         held.append((c, f))
     except OSError as e:
@@ -495,7 +613,8 @@ pub(super) fn list(server: &Server) -> Result<(Metrics, String)> {
     ))
 }
 
-/// 1 000 sequential RETRs of 4 KiB files on one session.
+/// 1 000 sequential RETRs of 4 KiB files on one session, each with its own
+/// EPSV: RETR/s and the server's CPU per RETR.
 pub(super) fn retr(server: &Server) -> Result<(Metrics, String)> {
     let mut ftp = Ftp::login(server.port)?;
     ftp.cmd_expect("TYPE I", 200)?;
