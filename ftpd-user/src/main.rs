@@ -385,14 +385,11 @@ fn run(cli: Cli) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("virtual_users_file: {e}"))?;
     }
     let listen_ip: IpAddr = if cfg.listen_ipv6 {
-        if cfg.listen_address6.is_empty() { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { cfg.listen_address6.parse()? }
-    } else if cfg.listen_address.is_empty() {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        IpAddr::V6(cfg.listen_address6.unwrap_or(Ipv6Addr::UNSPECIFIED))
     } else {
-        cfg.listen_address.parse().context("listen_address")?
+        IpAddr::V4(cfg.listen_address.unwrap_or(Ipv4Addr::UNSPECIFIED))
     };
-    let port = u16::try_from(cfg.listen_port).context("listen_port")?;
-    let addr = SocketAddr::new(listen_ip, port);
+    let addr = SocketAddr::new(listen_ip, cfg.listen_port);
     raise_fd_limit(&cfg);
     // Modes are computed from the configured umasks, not inherited.
     rustix::process::umask(rustix::fs::Mode::empty());
@@ -400,7 +397,8 @@ fn run(cli: Cli) -> Result<()> {
     let listener = ftpd::data::bind_control(addr)
         .with_context(|| format!("cannot listen on {addr} (is another server on that port? set listen_port)"))?;
     listener.set_nonblocking(true)?;
-    let shown = if listen_ip.is_unspecified() { SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port) } else { addr };
+    let shown =
+        if listen_ip.is_unspecified() { SocketAddr::new(Ipv4Addr::LOCALHOST.into(), cfg.listen_port) } else { addr };
     let shown = match shown {
         SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
         v4 => v4.to_string(),

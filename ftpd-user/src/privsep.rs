@@ -802,7 +802,7 @@ impl Master {
     fn reread(&self) -> Result<(Config, Config, Option<crate::tls::TlsFiles>), String> {
         let read = self.source.load()?;
         let mut cfg = read.clone();
-        self.cfg().keep_running_values(&mut cfg, crate::config::RESTART_ONLY);
+        self.cfg().keep_running_values(&mut cfg, false);
         let tls = crate::tls::TlsFiles::read(&cfg)?;
         if let Some(files) = &tls {
             crate::tls::Tls::build(&cfg, files)?;
@@ -839,7 +839,7 @@ impl Master {
     /// front can never use the master to bind a privileged port of its choice.
     fn handle_bind(&self, ip: std::net::IpAddr, port: u16, reply: &OwnedFd) {
         let cfg = self.cfg();
-        let result = if u32::from(port) == cfg.ftp_data_port && cfg.connect_from_port_20 {
+        let result = if port == cfg.ftp_data_port && cfg.connect_from_port_20 {
             crate::net::bind_source(ip, port).map_err(|e| e.to_string())
         } else {
             Err("bad bind request".to_string())

@@ -60,10 +60,7 @@ fn apply(
 ) -> Result<(usize, Vec<&'static str>), String> {
     let crate::privsep::Reloaded { mut cfg, limits, tls } = reloaded;
     let old = shared.cfg();
-    let mut kept = old.keep_running_values(&mut cfg, crate::config::RESTART_ONLY);
-    if shared.kernel().is_some() {
-        kept.extend(old.keep_running_values(&mut cfg, crate::config::RESTART_ONLY_WITH_EBPF));
-    }
+    let kept = old.keep_running_values(&mut cfg, shared.kernel().is_some());
     // With privilege separation the master read them as root.
     let files = match tls {
         Some(files) if cfg.ssl_enable => Some(files),
