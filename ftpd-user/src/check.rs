@@ -228,7 +228,7 @@ pub fn check_text(source: &str, text: &str) -> Report {
             ),
         );
     }
-    if cfg.ftpd_metrics_listen.is_empty() {
+    if cfg.ftpd_metrics_listen.is_none() {
         whole(
             &mut findings,
             "ftpd_metrics_listen",

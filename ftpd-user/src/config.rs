@@ -36,6 +36,8 @@ pub enum Kind {
     Ipv4,
     /// An IPv6 address, or empty for none.
     Ipv6,
+    /// `ADDR:PORT` (`[ADDR]:PORT` for IPv6), or empty for none.
+    SockAddr,
     /// Anything up to the end of the line.
     Str,
     /// One of these words (an enum option: see [`Choice`]).
@@ -52,6 +54,7 @@ impl Kind {
             Self::Mode => "octal mode".into(),
             Self::Ipv4 => "IPv4 address".into(),
             Self::Ipv6 => "IPv6 address".into(),
+            Self::SockAddr => "ADDR:PORT".into(),
             Self::Str => "string".into(),
             Self::Choice(names) => names.join(or),
         }
@@ -238,13 +241,15 @@ macro_rules! options {
     (@ty Mode) => { u32 };
     (@ty Ipv4) => { Option<std::net::Ipv4Addr> };
     (@ty Ipv6) => { Option<std::net::Ipv6Addr> };
+    (@ty SockAddr) => { Option<std::net::SocketAddr> };
     (@ty Str) => { String };
     (@default Bool, $d:expr) => { $d };
     (@default UInt, $d:expr) => { $d };
     (@default Port, $d:expr) => { $d };
     (@default Mode, $d:expr) => { $d };
-    (@default Ipv4, $d:expr) => { parse_addr::<std::net::Ipv4Addr>($d, "IPv4").ok().flatten() };
-    (@default Ipv6, $d:expr) => { parse_addr::<std::net::Ipv6Addr>($d, "IPv6").ok().flatten() };
+    (@default Ipv4, $d:expr) => { parse_addr::<std::net::Ipv4Addr>($d, "IPv4 address").ok().flatten() };
+    (@default Ipv6, $d:expr) => { parse_addr::<std::net::Ipv6Addr>($d, "IPv6 address").ok().flatten() };
+    (@default SockAddr, $d:expr) => { parse_addr::<std::net::SocketAddr>($d, "ADDR:PORT").ok().flatten() };
     (@default Str, $d:expr) => { String::from($d) };
     (@text Bool, $v:expr) => { if *$v { "YES".to_string() } else { "NO".to_string() } };
     (@text UInt, $v:expr) => { $v.to_string() };
@@ -252,6 +257,7 @@ macro_rules! options {
     (@text Mode, $v:expr) => { format!("0{:o}", $v) };
     (@text Ipv4, $v:expr) => { $v.map_or_else(String::new, |a| a.to_string()) };
     (@text Ipv6, $v:expr) => { $v.map_or_else(String::new, |a| a.to_string()) };
+    (@text SockAddr, $v:expr) => { $v.map_or_else(String::new, |a| a.to_string()) };
     (@text Str, $v:expr) => { $v.clone() };
     (@show Bool, $d:expr) => { if $d { "YES" } else { "NO" } };
     (@show UInt, $d:expr) => { options!(@uint_text stringify!($d)) };
@@ -259,14 +265,16 @@ macro_rules! options {
     (@show Mode, $d:expr) => { options!(@uint_text stringify!($d)) };
     (@show Ipv4, $d:expr) => { $d };
     (@show Ipv6, $d:expr) => { $d };
+    (@show SockAddr, $d:expr) => { $d };
     (@uint_text $t:expr) => { if matches!($t.as_bytes(), [b'0', b'o', ..]) { const_octal($t) } else { $t } };
     (@show Str, $d:expr) => { $d };
     (@parse Bool, $v:expr) => { parse_bool($v) };
     (@parse UInt, $v:expr) => { parse_uint($v) };
     (@parse Port, $v:expr) => { parse_port($v) };
     (@parse Mode, $v:expr) => { parse_mode($v) };
-    (@parse Ipv4, $v:expr) => { parse_addr::<std::net::Ipv4Addr>($v, "IPv4") };
-    (@parse Ipv6, $v:expr) => { parse_addr::<std::net::Ipv6Addr>($v, "IPv6") };
+    (@parse Ipv4, $v:expr) => { parse_addr::<std::net::Ipv4Addr>($v, "IPv4 address") };
+    (@parse Ipv6, $v:expr) => { parse_addr::<std::net::Ipv6Addr>($v, "IPv6 address") };
+    (@parse SockAddr, $v:expr) => { parse_addr::<std::net::SocketAddr>($v, "ADDR:PORT") };
     (@parse Str, $v:expr) => { Ok::<String, SettingError>($v.to_owned()) };
     (@kind Bool) => { Kind::Bool };
     (@kind UInt) => { Kind::UInt };
@@ -274,6 +282,7 @@ macro_rules! options {
     (@kind Mode) => { Kind::Mode };
     (@kind Ipv4) => { Kind::Ipv4 };
     (@kind Ipv6) => { Kind::Ipv6 };
+    (@kind SockAddr) => { Kind::SockAddr };
     (@kind Str) => { Kind::Str };
     // Any other kind is a type that implements `Choice`; its default is a word.
     (@kind $t:ident) => { Kind::Choice(<$t as Choice>::NAMES) };
@@ -435,7 +444,7 @@ options! {
     ftpd_list_cache_ms: UInt = 1000, "ftpd extension. Milliseconds a directory's listing (names and stats) is reused by the next LIST/NLST/MLSD of that directory by the same user, while the directory itself is unchanged (same mtime and ctime) and no write went through that user's sessions. Within this time, a file changed in place by another program may show its old size and time. 0: every listing reads the directory (vsftpd's behaviour).";
     ftpd_max_listings_per_ip: UInt = 8, "ftpd extension. Most directory listings (LIST/NLST/MLSD) running at once for one client IP address; more get `451`. Each holds one of its file worker's 64 listing slots while its client reads, so one address cannot take them all. 0 means no limit.";
     ftpd_list_stall_timeout: UInt = 30, "ftpd extension. Seconds a listing's data connection may make no progress before the listing is ended (`426`), when shorter than `data_connection_timeout`: a listing holds a file worker's thread and memory while its client does not read. 0: `data_connection_timeout` alone.";
-    [restart] ftpd_metrics_listen: Str = "", "ftpd extension. `ADDR:PORT` of the Prometheus /metrics endpoint (e.g. `127.0.0.1:9121`); empty: off.";
+    [restart] ftpd_metrics_listen: SockAddr = "", "ftpd extension. `ADDR:PORT` of the Prometheus /metrics endpoint (e.g. `127.0.0.1:9121`); empty: off.";
     ftpd_metrics_users: Str = "", "ftpd extension. Comma-separated users whose transfers get a per-user `user` label in the metrics (others are not labelled, to bound cardinality).";
     ftpd_metrics_dirs: Str = "", "ftpd extension. Comma-separated top-level directories (projects, e.g. `debian,ubuntu`) whose downloads and uploads are counted apart in the metrics (`dir` label) and in `ftpd stats`; transfers elsewhere count as `other`. Empty: no per-directory metrics.";
     ftpd_shutdown_timeout: UInt = 30, "ftpd extension. Seconds that running transfers may take to finish after SIGTERM (or SIGINT): the listeners close at once, idle sessions get `421` at once, and sessions still transferring when the time is up get `426` and `421`; then ftpd exits 0. A second SIGTERM ends them at once. 0: end every session at once.";
@@ -457,7 +466,7 @@ pub enum SettingError {
     BadPort(String),
     /// A number with bits beyond `07777`.
     BadMode(String),
-    /// Not an address of that family (`IPv4`, `IPv6`).
+    /// Not an address of that form (`IPv4 address`, `ADDR:PORT`...).
     BadAddress(String, &'static str),
     /// Not one of an enum option's words.
     BadChoice(String, &'static [&'static str]),
@@ -471,7 +480,7 @@ impl fmt::Display for SettingError {
             Self::BadUInt(v) => write!(f, "bad number {v:?} (use a decimal number, or octal with a leading 0)"),
             Self::BadPort(v) => write!(f, "bad port {v:?} (use 0-65535)"),
             Self::BadMode(v) => write!(f, "bad mode {v:?} (use octal permission bits with a leading 0, at most 07777)"),
-            Self::BadAddress(v, family) => write!(f, "bad {family} address {v:?} (or leave it empty)"),
+            Self::BadAddress(v, form) => write!(f, "bad {form} {v:?} (or leave it empty)"),
             Self::BadChoice(v, names) => write!(f, "bad value {v:?} (use {})", names.join(", ")),
         }
     }
@@ -560,11 +569,11 @@ fn parse_mode(v: &str) -> Result<u32, SettingError> {
 }
 
 /// An address, or `None` for the empty default.
-fn parse_addr<A: std::str::FromStr>(v: &str, family: &'static str) -> Result<Option<A>, SettingError> {
+fn parse_addr<A: std::str::FromStr>(v: &str, form: &'static str) -> Result<Option<A>, SettingError> {
     if v.is_empty() {
         return Ok(None);
     }
-    v.parse().map(Some).map_err(|_| SettingError::BadAddress(v.to_owned(), family))
+    v.parse().map(Some).map_err(|_| SettingError::BadAddress(v.to_owned(), form))
 }
 
 /// A config file or `-o` setting that could not be applied, with where it came from.
@@ -767,12 +776,6 @@ impl Config {
             if !(1..=3600).contains(&self.ftpd_cluster_lease) {
                 return Err(format!("ftpd_cluster_lease={} is not 1-3600 seconds", self.ftpd_cluster_lease));
             }
-        }
-        if !self.ftpd_metrics_listen.is_empty() && self.ftpd_metrics_listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(format!(
-                "ftpd_metrics_listen={:?} is not ADDR:PORT (e.g. 127.0.0.1:9121)",
-                self.ftpd_metrics_listen
-            ));
         }
         Ok(())
     }
@@ -1157,6 +1160,10 @@ mod tests {
             (Some([10, 0, 0, 1].into()), Some(std::net::Ipv6Addr::LOCALHOST))
         );
         assert_eq!(load("listen_address=10.0.0.1\nlisten_address=\n").unwrap().listen_address, None);
+        let e = load("ftpd_metrics_listen=localhost:9121\n").unwrap_err().to_string();
+        assert!(e.contains("ftpd_metrics_listen") && e.contains("bad ADDR:PORT"), "{e}");
+        let c = load("ftpd_metrics_listen=[::1]:9121\n").unwrap();
+        assert_eq!(c.get("ftpd_metrics_listen").as_deref(), Some("[::1]:9121"));
         // A host name stays text: the master resolves it (`pasv_addr_resolve`).
         assert_eq!(load("pasv_addr_resolve=YES\npasv_address=ftp.example\n").unwrap().pasv_address, "ftp.example");
     }

@@ -409,13 +409,14 @@ fn run(cli: Cli) -> Result<()> {
     if cfg.background {
         ftpd::process::daemonize().context("fork for background=YES")?;
     }
-    let metrics_listener = if cfg.ftpd_metrics_listen.is_empty() {
-        None
-    } else {
-        let l = std::net::TcpListener::bind(&cfg.ftpd_metrics_listen)
-            .with_context(|| format!("cannot listen on ftpd_metrics_listen={}", cfg.ftpd_metrics_listen))?;
-        l.set_nonblocking(true)?;
-        Some(l)
+    let metrics_listener = match cfg.ftpd_metrics_listen {
+        None => None,
+        Some(at) => {
+            let l = std::net::TcpListener::bind(at)
+                .with_context(|| format!("cannot listen on ftpd_metrics_listen={at}"))?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
     };
     // The data plane and the log files need privilege: before the split.
     let plane = start_plane(&cfg, listen_ip)?;
