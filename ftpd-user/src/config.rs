@@ -1131,6 +1131,8 @@ mod tests {
         assert_eq!(restart.len(), 21, "{restart:?}");
         let none: Vec<_> = Config::TABLE.iter().filter(|o| o.effect == Effect::None).map(|o| o.name).collect();
         assert!(none.contains(&"isolate") && none.contains(&"chown_username") && !none.contains(&"check_shell"));
+        // `validate` refuses them by their value YES.
+        assert!(Config::TABLE.iter().filter(|o| o.effect == Effect::RefusedWhenYes).all(|o| o.kind == Kind::Bool));
         assert!(Config::describe().contains("| ftpd extension. This node's name"), "the table renders");
         assert!(
             Config::describe()
