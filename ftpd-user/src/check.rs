@@ -7,7 +7,7 @@
 
 use std::{fmt::Write as _, path::Path};
 
-use crate::config::{Config, MAX_CONFIG_BYTES};
+use crate::config::{Config, Effect, MAX_CONFIG_BYTES};
 
 /// How much a finding matters for the switch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,9 +82,6 @@ pub fn check_file(path: &Path) -> Result<Report, String> {
     Ok(check_text(&path.display().to_string(), &text))
 }
 
-/// Options that start no feature in ftpd when YES (`validate` refuses them).
-const REFUSED: &[&str] = &["session_support", "tcp_wrappers", "syslog_enable", "chown_uploads"];
-
 /// Checks `text`, reading on past bad lines (unlike the server) so that one
 /// run lists every problem.
 pub fn check_text(source: &str, text: &str) -> Report {
@@ -122,7 +119,7 @@ pub fn check_text(source: &str, text: &str) -> Report {
         let push = |findings: &mut Vec<Finding>, kind, message: String| {
             findings.push(Finding { line, setting: raw.to_owned(), kind, message });
         };
-        if REFUSED.contains(&name) {
+        if doc.effect == Effect::RefusedWhenYes {
             if on {
                 push(
                     &mut findings,
@@ -130,7 +127,7 @@ pub fn check_text(source: &str, text: &str) -> Report {
                     format!("ftpd refuses to start with this: {}", doc.doc.replace('`', "")),
                 );
             }
-        } else if doc.doc.contains("no effect") || doc.doc.starts_with("Accepted for compatibility; only used with") {
+        } else if doc.effect == Effect::None {
             push(&mut findings, Kind::Note, format!("accepted, no effect in ftpd: {}", doc.doc.replace('`', "")));
         } else if name == "check_shell" && on {
             push(
@@ -187,7 +184,9 @@ pub fn check_text(source: &str, text: &str) -> Report {
         );
     }
     if let Err(e) = cfg.validate()
-        && !REFUSED.iter().any(|r| e.starts_with(&format!("{r}=YES")))
+        && !Config::TABLE
+            .iter()
+            .any(|o| o.effect == Effect::RefusedWhenYes && e.starts_with(&format!("{}=YES", o.name)))
     {
         whole(&mut findings, "(whole file)", Kind::Differs, format!("ftpd will not start: {e}"));
     }
@@ -236,7 +235,7 @@ pub fn check_text(source: &str, text: &str) -> Report {
         };
         whole(&mut findings, "ftpd_anon_fast_path", Kind::Note, note);
     }
-    if cfg.ftpd_metrics_listen.is_empty() {
+    if cfg.ftpd_metrics_listen.is_none() {
         whole(
             &mut findings,
             "ftpd_metrics_listen",
@@ -262,11 +261,26 @@ mod tests {
 
     #[test]
     fn every_refused_option_is_refused_by_validate() {
-        for name in REFUSED {
+        let refused: Vec<&str> =
+            Config::TABLE.iter().filter(|o| o.effect == Effect::RefusedWhenYes).map(|o| o.name).collect();
+        assert_eq!(refused, ["session_support", "tcp_wrappers", "syslog_enable", "chown_uploads"]);
+        for name in refused {
             let mut c = Config::default();
             c.set(name, "YES").unwrap();
             assert!(c.validate().unwrap_err().contains(name), "{name}");
+            let r = check_text("t", &format!("listen=YES\nanonymous_enable=NO\n{name}=YES\n"));
+            assert!(r.findings.iter().any(|f| f.line == 3 && f.kind == Kind::Differs), "{}", r.text());
         }
+    }
+
+    #[test]
+    fn options_without_effect_are_notes_and_check_shell_is_a_difference() {
+        let r = check_text("t", "listen=YES\nanonymous_enable=NO\nisolate=NO\nchown_username=ftp\ncheck_shell=YES\n");
+        let at = |line| r.findings.iter().find(|f| f.line == line).map(|f| (f.kind, f.message.clone()));
+        assert!(matches!(at(3), Some((Kind::Note, m)) if m.contains("no effect")), "{}", r.text());
+        assert!(matches!(at(4), Some((Kind::Note, m)) if m.contains("no effect")), "{}", r.text());
+        // Its doc line mentions "no effect" (vsftpd's), which once made it a note.
+        assert!(matches!(at(5), Some((Kind::Differs, m)) if m.contains("/etc/shells")), "{}", r.text());
     }
 
     #[test]

@@ -1,9 +1,15 @@
 //! The option table and the vsftpd.conf reader.
 //!
 //! Every option lives in exactly one place: the `options!` invocation below
-//! gives its name, type, default and doc line, and generates the `Config`
-//! struct, the setter and the `--help-config` table from it (vsftpd keeps each
-//! option in four places; this keeps it in one).
+//! gives its name, type, default and doc line, and its row's flags say what
+//! else there is to know about it (`[restart]`: a reload keeps its running
+//! value; `[restart_with_ebpf]`: so does it with the kernel data plane;
+//! `[no_effect]`; `[refused]`: YES stops startup). The `Config` struct, the
+//! setter, `check-config`, reload and the reference tables all read that
+//! row (vsftpd keeps each option in four places; this keeps it in one).
+//! A value is checked for its type when it is read, so a port, a mode or an
+//! address is a typed field, and a bad one is a [`SettingError`] naming the
+//! option for startup and `check-config` alike.
 //!
 //! Syntax follows vsftpd's `parseconf.c`: `name=value` split at the first `=`,
 //! `#` starts a comment only in column 0, names are case-sensitive, booleans are
@@ -21,10 +27,63 @@ pub enum Kind {
     Bool,
     /// Decimal, or octal with a leading `0`.
     UInt,
+    /// A TCP port, spelled as a number; above 65535 is refused when read.
+    Port,
+    /// Permission bits (a umask, a file mode), octal with a leading `0` as
+    /// vsftpd writes them; bits beyond `07777` are refused when read.
+    Mode,
+    /// An IPv4 address, or empty for none.
+    Ipv4,
+    /// An IPv6 address, or empty for none.
+    Ipv6,
+    /// `ADDR:PORT` (`[ADDR]:PORT` for IPv6), or empty for none.
+    SockAddr,
     /// Anything up to the end of the line.
     Str,
     /// One of these words (an enum option: see [`Choice`]).
     Choice(&'static [&'static str]),
+}
+
+impl Kind {
+    /// The value syntax as the reference tables name it.
+    pub fn describe(self, or: &str) -> String {
+        match self {
+            Self::Bool => "YES|NO".replace('|', or),
+            Self::UInt => "number".into(),
+            Self::Port => "port".into(),
+            Self::Mode => "octal mode".into(),
+            Self::Ipv4 => "IPv4 address".into(),
+            Self::Ipv6 => "IPv6 address".into(),
+            Self::SockAddr => "ADDR:PORT".into(),
+            Self::Str => "string".into(),
+            Self::Choice(names) => names.join(or),
+        }
+    }
+}
+
+/// Whether a running ftpd takes a new value of an option at SIGHUP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reload {
+    /// A reload puts the new value in force.
+    Live,
+    /// Set up before the front started (listeners, the privilege split, log
+    /// files, the fleet link): a reload keeps the running value and says so.
+    Restart,
+    /// As `Restart` with the kernel data plane, whose maps were filled at
+    /// load (the passive range, the client network sizes); live without it.
+    RestartWithEbpf,
+}
+
+/// What ftpd does with an option vsftpd has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// It does what its doc line says.
+    Works,
+    /// Accepted so that a vsftpd.conf loads, but it changes nothing.
+    None,
+    /// A vsftpd feature ftpd lacks: YES stops startup (`validate`), so that
+    /// no one believes it is in force; the doc line says why.
+    RefusedWhenYes,
 }
 
 /// An option whose value is one of a few words. The struct field is the
@@ -70,10 +129,60 @@ pub struct OptionDoc {
     pub default: &'static str,
     /// One line on what it does; "ftpd extension" marks options vsftpd lacks.
     pub doc: &'static str,
+    /// Whether SIGHUP changes it.
+    pub reload: Reload,
+    /// Whether it does anything.
+    pub effect: Effect,
+}
+
+/// The row flags of the `options!` table, one builder per flag word.
+impl OptionDoc {
+    const fn row(name: &'static str, kind: Kind, default: &'static str, doc: &'static str) -> Self {
+        Self { name, kind, default, doc, reload: Reload::Live, effect: Effect::Works }
+    }
+
+    const fn restart(mut self) -> Self {
+        self.reload = Reload::Restart;
+        self
+    }
+
+    const fn restart_with_ebpf(mut self) -> Self {
+        self.reload = Reload::RestartWithEbpf;
+        self
+    }
+
+    const fn no_effect(mut self) -> Self {
+        self.effect = Effect::None;
+        self
+    }
+
+    const fn refused(mut self) -> Self {
+        self.effect = Effect::RefusedWhenYes;
+        self
+    }
+
+    /// Whether a reload keeps the running value, given whether the kernel
+    /// data plane is loaded.
+    pub fn needs_restart(&self, ebpf: bool) -> bool {
+        match self.reload {
+            Reload::Live => false,
+            Reload::Restart => true,
+            Reload::RestartWithEbpf => ebpf,
+        }
+    }
+
+    /// What the reference adds to the doc line from the row's flags.
+    pub fn reload_note(&self) -> &'static str {
+        match self.reload {
+            Reload::Live => "",
+            Reload::Restart => " Restart to change.",
+            Reload::RestartWithEbpf => " With the kernel data plane, restart to change.",
+        }
+    }
 }
 
 macro_rules! options {
-    ($( $name:ident : $kind:ident = $default:expr, $doc:literal; )*) => {
+    ($( $([$flag:ident])* $name:ident : $kind:ident = $default:expr, $doc:literal; )*) => {
         /// Every setting of the server, with vsftpd's defaults. Serializable:
         /// the master sends the front a reloaded config, and a user's effective
         /// one, as values rather than text to parse again.
@@ -91,7 +200,7 @@ macro_rules! options {
         impl Config {
             /// The option table, in declaration order.
             pub const TABLE: &'static [OptionDoc] = &[
-                $( OptionDoc { name: stringify!($name), kind: options!(@kind $kind), default: options!(@show $kind, $default), doc: $doc }, )*
+                $( OptionDoc::row(stringify!($name), options!(@kind $kind), options!(@show $kind, $default), $doc)$(.$flag())*, )*
             ];
 
             /// An option's value as the file would spell it; `None` for an unknown name.
@@ -128,22 +237,52 @@ macro_rules! options {
     };
     (@ty Bool) => { bool };
     (@ty UInt) => { u32 };
+    (@ty Port) => { u16 };
+    (@ty Mode) => { u32 };
+    (@ty Ipv4) => { Option<std::net::Ipv4Addr> };
+    (@ty Ipv6) => { Option<std::net::Ipv6Addr> };
+    (@ty SockAddr) => { Option<std::net::SocketAddr> };
     (@ty Str) => { String };
     (@default Bool, $d:expr) => { $d };
     (@default UInt, $d:expr) => { $d };
+    (@default Port, $d:expr) => { $d };
+    (@default Mode, $d:expr) => { $d };
+    (@default Ipv4, $d:expr) => { parse_addr::<std::net::Ipv4Addr>($d, "IPv4 address").ok().flatten() };
+    (@default Ipv6, $d:expr) => { parse_addr::<std::net::Ipv6Addr>($d, "IPv6 address").ok().flatten() };
+    (@default SockAddr, $d:expr) => { parse_addr::<std::net::SocketAddr>($d, "ADDR:PORT").ok().flatten() };
     (@default Str, $d:expr) => { String::from($d) };
     (@text Bool, $v:expr) => { if *$v { "YES".to_string() } else { "NO".to_string() } };
     (@text UInt, $v:expr) => { $v.to_string() };
+    (@text Port, $v:expr) => { $v.to_string() };
+    (@text Mode, $v:expr) => { format!("0{:o}", $v) };
+    (@text Ipv4, $v:expr) => { $v.map_or_else(String::new, |a| a.to_string()) };
+    (@text Ipv6, $v:expr) => { $v.map_or_else(String::new, |a| a.to_string()) };
+    (@text SockAddr, $v:expr) => { $v.map_or_else(String::new, |a| a.to_string()) };
     (@text Str, $v:expr) => { $v.clone() };
     (@show Bool, $d:expr) => { if $d { "YES" } else { "NO" } };
     (@show UInt, $d:expr) => { options!(@uint_text stringify!($d)) };
+    (@show Port, $d:expr) => { stringify!($d) };
+    (@show Mode, $d:expr) => { options!(@uint_text stringify!($d)) };
+    (@show Ipv4, $d:expr) => { $d };
+    (@show Ipv6, $d:expr) => { $d };
+    (@show SockAddr, $d:expr) => { $d };
     (@uint_text $t:expr) => { if matches!($t.as_bytes(), [b'0', b'o', ..]) { const_octal($t) } else { $t } };
     (@show Str, $d:expr) => { $d };
     (@parse Bool, $v:expr) => { parse_bool($v) };
     (@parse UInt, $v:expr) => { parse_uint($v) };
+    (@parse Port, $v:expr) => { parse_port($v) };
+    (@parse Mode, $v:expr) => { parse_mode($v) };
+    (@parse Ipv4, $v:expr) => { parse_addr::<std::net::Ipv4Addr>($v, "IPv4 address") };
+    (@parse Ipv6, $v:expr) => { parse_addr::<std::net::Ipv6Addr>($v, "IPv6 address") };
+    (@parse SockAddr, $v:expr) => { parse_addr::<std::net::SocketAddr>($v, "ADDR:PORT") };
     (@parse Str, $v:expr) => { Ok::<String, SettingError>($v.to_owned()) };
     (@kind Bool) => { Kind::Bool };
     (@kind UInt) => { Kind::UInt };
+    (@kind Port) => { Kind::Port };
+    (@kind Mode) => { Kind::Mode };
+    (@kind Ipv4) => { Kind::Ipv4 };
+    (@kind Ipv6) => { Kind::Ipv6 };
+    (@kind SockAddr) => { Kind::SockAddr };
     (@kind Str) => { Kind::Str };
     // Any other kind is a type that implements `Choice`; its default is a word.
     (@kind $t:ident) => { Kind::Choice(<$t as Choice>::NAMES) };
@@ -155,32 +294,32 @@ macro_rules! options {
 }
 
 options! {
-    listen: Bool = false, "Listen for IPv4 control connections (on `listen_address`). ftpd always runs standalone; vsftpd's inetd mode does not exist.";
-    listen_ipv6: Bool = false, "Listen on IPv6 (`listen_address6`, default `::`, which also takes IPv4 clients as v4-mapped addresses). Excludes `listen`, as in vsftpd.";
-    listen_address: Str = "", "IPv4 address to listen on; empty means every IPv4 address.";
-    listen_address6: Str = "", "IPv6 address to listen on with `listen_ipv6`; empty means `::`.";
-    listen_port: UInt = 21, "Port for control connections.";
-    background: Bool = false, "Detach from the terminal after startup. ftpd stays in the foreground unless this is YES.";
+    [restart] listen: Bool = false, "Listen for IPv4 control connections (on `listen_address`). ftpd always runs standalone; vsftpd's inetd mode does not exist.";
+    [restart] listen_ipv6: Bool = false, "Listen on IPv6 (`listen_address6`, default `::`, which also takes IPv4 clients as v4-mapped addresses). Excludes `listen`, as in vsftpd.";
+    [restart] listen_address: Ipv4 = "", "IPv4 address to listen on; empty means every IPv4 address.";
+    [restart] listen_address6: Ipv6 = "", "IPv6 address to listen on with `listen_ipv6`; empty means `::`.";
+    [restart] listen_port: Port = 21, "Port for control connections.";
+    [restart] background: Bool = false, "Detach from the terminal after startup. ftpd stays in the foreground unless this is YES.";
     port_enable: Bool = true, "Allow active mode (PORT/EPRT).";
     connect_from_port_20: Bool = false, "Open active-mode data connections from `ftp_data_port` (needs privilege).";
-    ftp_data_port: UInt = 20, "Source port of active-mode data connections with `connect_from_port_20`.";
+    ftp_data_port: Port = 20, "Source port of active-mode data connections with `connect_from_port_20`.";
     port_promiscuous: Bool = false, "Allow PORT/EPRT to name any IP and port. NO: only the client's own IP, never a port below 1024 (FTP bounce defence).";
     connect_timeout: UInt = 60, "Seconds to wait for an active-mode data connection to be accepted by the client.";
     pasv_enable: Bool = true, "Allow passive mode (PASV/EPSV).";
-    pasv_min_port: UInt = 0, "Lowest port for passive data connections; 0 means any port.";
-    pasv_max_port: UInt = 0, "Highest port for passive data connections; 0 means any port. Unlike vsftpd, ftpd shares a port between sessions of different client addresses (each data connection goes to the session waiting for its address; with the kernel plane, the pinhole is per port and address): a range of a few ports serves as many clients at once as have distinct addresses, and one address gets as many sessions waiting at once as there are ports.";
+    [restart_with_ebpf] pasv_min_port: Port = 0, "Lowest port for passive data connections; 0 means any port.";
+    [restart_with_ebpf] pasv_max_port: Port = 0, "Highest port for passive data connections; 0 means any port. Unlike vsftpd, ftpd shares a port between sessions of different client addresses (each data connection goes to the session waiting for its address; with the kernel plane, the pinhole is per port and address): a range of a few ports serves as many clients at once as have distinct addresses, and one address gets as many sessions waiting at once as there are ports.";
     pasv_address: Str = "", "IPv4 address announced in the 227 reply (for NAT); empty means the control connection's local address.";
     pasv_addr_resolve: Bool = false, "`pasv_address` is a host name, resolved at startup and at each SIGHUP.";
     pasv_promiscuous: Bool = false, "Accept passive data connections from any IP, not only from the control connection's client.";
     anonymous_enable: Bool = false, "Allow anonymous logins (user `anonymous` or `ftp`).";
     no_anon_password: Bool = false, "Do not ask anonymous users for a password.";
     ftp_username: Str = "ftp", "The system user whose home is the anonymous root (when `anon_root` is empty) and as whom anonymous users act.";
-    anon_root: Str = "", "Directory served to anonymous users; empty means the home directory of `ftp_username`.";
+    [restart] anon_root: Str = "", "Directory served to anonymous users; empty means the home directory of `ftp_username`.";
     anon_upload_enable: Bool = false, "Let anonymous users upload new files (needs `write_enable`).";
     anon_mkdir_write_enable: Bool = false, "Let anonymous users create directories (needs `write_enable`).";
     anon_other_write_enable: Bool = false, "Let anonymous users delete, rename, append and overwrite (needs `write_enable`).";
     anon_world_readable_only: Bool = true, "Anonymous users may only download world-readable files.";
-    anon_umask: UInt = 0o0077, "Umask for files and directories anonymous users create (octal with a leading 0).";
+    anon_umask: Mode = 0o0077, "Umask for files and directories anonymous users create (octal with a leading 0).";
     secure_email_list_enable: Bool = false, "Anonymous logins need a password listed in `email_password_file`.";
     email_password_file: Str = "/etc/vsftpd.email_passwords", "Accepted anonymous passwords, one per line, for `secure_email_list_enable`.";
     deny_email_enable: Bool = false, "Refuse anonymous passwords (e-mail addresses) listed in `banned_email_file`.";
@@ -202,11 +341,11 @@ options! {
     chroot_list_enable: Bool = false, "Users in `chroot_list_file` are the exception to `chroot_local_user`.";
     chroot_list_file: Str = "/etc/vsftpd.chroot_list", "One user name per line, for `chroot_list_enable`.";
     allow_writeable_chroot: Bool = false, "Allow a confined user's root to be writable by that user (vsftpd refuses such logins).";
-    nopriv_user: Str = "nobody", "The unprivileged user the network-facing process runs as when ftpd starts as root; except on a read-only anonymous server, where it runs as `ftp_username` (see `ftpd_anon_fast_path`).";
-    ftpd_anon_fast_path: Bool = true, "ftpd extension. YES: when anonymous logins are on, only world-readable files are served to them (`anon_world_readable_only`) and anonymous users may not write, the network-facing process runs as `ftp_username` instead of `nopriv_user`, as vsftpd's anonymous session processes do, and opens anonymous downloads itself instead of asking the file worker (about twice the small-file RETRs per second). It then holds nothing an anonymous user could not already ask for, but it is not chrooted: it could read what `ftp_username` may read outside the anonymous root. NO: it always runs as `nopriv_user`, and every open goes through the worker.";
+    [restart] nopriv_user: Str = "nobody", "The unprivileged user the network-facing process runs as when ftpd starts as root; except on a read-only anonymous server, where it runs as `ftp_username` (see `ftpd_anon_fast_path`).";
+    [restart] ftpd_anon_fast_path: Bool = true, "ftpd extension. YES: when anonymous logins are on, only world-readable files are served to them (`anon_world_readable_only`) and anonymous users may not write, the network-facing process runs as `ftp_username` instead of `nopriv_user`, as vsftpd's anonymous session processes do, and opens anonymous downloads itself instead of asking the file worker (about twice the small-file RETRs per second). It then holds nothing an anonymous user could not already ask for, but it is not chrooted: it could read what `ftp_username` may read outside the anonymous root. NO: it always runs as `nopriv_user`, and every open goes through the worker.";
     write_enable: Bool = false, "Allow any command that changes the file system.";
-    local_umask: UInt = 0o0077, "Umask for files and directories local users create.";
-    file_open_mode: UInt = 0o0666, "Permission bits of uploaded files, before the umask.";
+    local_umask: Mode = 0o0077, "Umask for files and directories local users create.";
+    file_open_mode: Mode = 0o0666, "Permission bits of uploaded files, before the umask.";
     chmod_enable: Bool = true, "Allow SITE CHMOD (never for anonymous users).";
     download_enable: Bool = true, "Allow downloads (RETR) and file digests (HASH, XSHA256).";
     text_userdb_names: Bool = false, "Show owner and group names instead of numbers in listings. With `seccomp_sandbox=YES` the names come from sources read as files (/etc/passwd, /etc/group, /run/userdb), not from those asked over a socket (nscd, sssd, systemd-userdbd), as in vsftpd: an owner only those know shows as a number.";
@@ -225,12 +364,12 @@ options! {
     async_abor_enable: Bool = false, "Kept for vsftpd.conf compatibility: ftpd reads the control connection during every transfer, so ABOR works either way.";
     use_sendfile: Bool = true, "Send files with sendfile(2). NO: read and write through a buffer.";
     ftpd_atomic_uploads: Bool = false, "ftpd extension. YES: a new file is written as a hidden part file (`.NAME.HASH.ftpd-part`, never listed or served) and appears under its name only when complete; it never replaces a file that appeared meanwhile unless the user may overwrite. Each login name has its own part (HASH is a hash of the login name; a name too long for that is shortened with a hash of it): an interrupted upload can be resumed (SIZE, then REST or APPE) only by the user who started it, from at most the part's size; a part in use by another session is refused (553). Virtual users sharing `guest_username` are told apart by their login names; anonymous users all log in as `anonymous` and share their parts, as vsftpd's anonymous users share a partial file. Parts and temporary files not written for 24 hours are removed when their directory is next uploaded to (only files of the uploading account, named exactly as ftpd names them, and never the part being resumed). NO: vsftpd's behaviour. Either way a replace is written to a temporary file renamed over the old one, which keeps owner, group and mode; when those cannot be kept or the file has other hard links, it is truncated and written in place as vsftpd does.";
-    xferlog_enable: Bool = false, "Log every upload and download (format: see `xferlog_std_format`).";
-    xferlog_std_format: Bool = false, "Write transfers in the wu-ftpd xferlog format to `xferlog_file`. NO: vsftpd's own format to `vsftpd_log_file`.";
-    xferlog_file: Str = "/var/log/xferlog", "The xferlog-format transfer log.";
-    vsftpd_log_file: Str = "/var/log/vsftpd.log", "vsftpd-format log of transfers, logins and (with `log_ftp_protocol`) commands and replies. ftpd's own diagnostics go to stderr/journald.";
-    dual_log_enable: Bool = false, "Write both transfer logs.";
-    log_ftp_protocol: Bool = false, "Log every command and reply to `vsftpd_log_file` (PASS is logged without the password).";
+    [restart] xferlog_enable: Bool = false, "Log every upload and download (format: see `xferlog_std_format`).";
+    [restart] xferlog_std_format: Bool = false, "Write transfers in the wu-ftpd xferlog format to `xferlog_file`. NO: vsftpd's own format to `vsftpd_log_file`.";
+    [restart] xferlog_file: Str = "/var/log/xferlog", "The xferlog-format transfer log.";
+    [restart] vsftpd_log_file: Str = "/var/log/vsftpd.log", "vsftpd-format log of transfers, logins and (with `log_ftp_protocol`) commands and replies. ftpd's own diagnostics go to stderr/journald.";
+    [restart] dual_log_enable: Bool = false, "Write both transfer logs.";
+    [restart] log_ftp_protocol: Bool = false, "Log every command and reply to `vsftpd_log_file` (PASS is logged without the password).";
     dirlist_enable: Bool = true, "Allow directory listings (LIST, NLST, MLSD, STAT PATH).";
     force_dot_files: Bool = false, "List files starting with `.` even without `-a`.";
     cmds_allowed: Str = "", "Comma-separated commands that may be used after login; empty means all.";
@@ -239,22 +378,22 @@ options! {
     max_login_fails: UInt = 3, "Failed PASS attempts before the connection is closed.";
     delay_failed_login: UInt = 1, "Seconds to wait before answering a failed login.";
     delay_successful_login: UInt = 0, "Seconds to wait before answering a successful login.";
-    secure_chroot_dir: Str = "/var/run/vsftpd/empty", "Accepted for vsftpd.conf compatibility; no effect: ftpd's unprivileged process never opens files, so it needs no empty directory to be confined in.";
+    [no_effect] secure_chroot_dir: Str = "/var/run/vsftpd/empty", "Accepted for vsftpd.conf compatibility; no effect: ftpd's unprivileged process never opens files, so it needs no empty directory to be confined in.";
     utf8_filesystem: Bool = false, "Accepted for compatibility (a Debian vsftpd option); ftpd always passes file names through unchanged and announces UTF8 in FEAT.";
-    setproctitle_enable: Bool = false, "Accepted for compatibility; no effect (ftpd's sessions are tasks, not processes).";
-    one_process_model: Bool = false, "Accepted for compatibility; no effect (ftpd's process model is fixed: docs/ARCHITECTURE.md).";
+    [no_effect] setproctitle_enable: Bool = false, "Accepted for compatibility; no effect (ftpd's sessions are tasks, not processes).";
+    [no_effect] one_process_model: Bool = false, "Accepted for compatibility; no effect (ftpd's process model is fixed: docs/ARCHITECTURE.md).";
     seccomp_sandbox: Bool = true, "YES (as vsftpd): the front (all sessions) and every file worker run under a seccomp allow-list of system calls; any other call (starting a program, a new process, ptrace, mounts, credential changes...) kills that process at once, and the master logs which process seccomp killed (SIGSYS; the kernel's audit log names the call). A dead front is replaced within a second, a dead worker at the next login of its identity. The lists are in docs/ARCHITECTURE.md. Only when ftpd starts as root (privilege separation); NO: no filter.";
-    isolate: Bool = true, "Accepted for compatibility; no effect.";
-    isolate_network: Bool = true, "Accepted for compatibility; no effect.";
-    reverse_lookup_enable: Bool = true, "Accepted for compatibility; no effect (ftpd never resolves client addresses).";
+    [no_effect] isolate: Bool = true, "Accepted for compatibility; no effect.";
+    [no_effect] isolate_network: Bool = true, "Accepted for compatibility; no effect.";
+    [no_effect] reverse_lookup_enable: Bool = true, "Accepted for compatibility; no effect (ftpd never resolves client addresses).";
     no_log_lock: Bool = false, "Accepted for compatibility; ftpd writes each log line with one append-mode write, which needs no lock.";
-    trans_chunk_size: UInt = 0, "Accepted for compatibility; no effect (rate limits use TCP pacing, not chunked writes).";
-    ssl_enable: Bool = false, "FTPS (RFC 4217): `AUTH TLS`/`AUTH SSL`, `PBSZ`, `PROT`, `CCC`, with rustls. Needs `rsa_cert_file`.";
+    [no_effect] trans_chunk_size: UInt = 0, "Accepted for compatibility; no effect (rate limits use TCP pacing, not chunked writes).";
+    [restart] ssl_enable: Bool = false, "FTPS (RFC 4217): `AUTH TLS`/`AUTH SSL`, `PBSZ`, `PROT`, `CCC`, with rustls. Needs `rsa_cert_file`.";
     implicit_ssl: Bool = false, "Implicit FTPS: TLS from the first byte of every control connection (needs `ssl_enable`; usually with `listen_port=990`).";
     rsa_cert_file: Str = "/usr/share/ssl/certs/vsftpd.pem", "PEM certificate chain (server certificate first). Read as root at startup; a missing or unreadable file stops startup.";
     rsa_private_key_file: Str = "", "PEM private key (PKCS#8, PKCS#1 or SEC1); empty: read from `rsa_cert_file`, as vsftpd. Read as root before the privilege split: the unprivileged process never opens it.";
-    dsa_cert_file: Str = "", "Accepted for compatibility; no effect (rustls serves one certificate: `rsa_cert_file`, which may hold an ECDSA key).";
-    dsa_private_key_file: Str = "", "Accepted for compatibility; no effect (see `dsa_cert_file`).";
+    [no_effect] dsa_cert_file: Str = "", "Accepted for compatibility; no effect (rustls serves one certificate: `rsa_cert_file`, which may hold an ECDSA key).";
+    [no_effect] dsa_private_key_file: Str = "", "Accepted for compatibility; no effect (see `dsa_cert_file`).";
     ca_certs_file: Str = "", "PEM CA certificates that client certificates are checked against, with `require_cert` and `validate_cert`.";
     ssl_ciphers: Str = "HIGH", "OpenSSL-style cipher list for TLS 1.2 (`HIGH`, `DEFAULT`, or suite names such as `ECDHE-RSA-AES128-GCM-SHA256`); TLS 1.3 suites stay unless named. `!NAME` removes a suite or a family (`!CHACHA20`, `!AES128`, `!ECDSA`); exclusions of what rustls never offers (`!aNULL`, `!RC4`, `!3DES`) remove nothing, and an unknown word stops startup. rustls has no 3DES/RC4/CBC suites, so vsftpd 3.0's default `DES-CBC3-SHA` is refused at startup; ftpd's default is `HIGH`.";
     allow_anon_ssl: Bool = false, "Let anonymous users use TLS; NO answers `530 Anonymous sessions may not use encryption.` to an anonymous USER over TLS.";
@@ -262,7 +401,7 @@ options! {
     force_local_logins_ssl: Bool = true, "Non-anonymous users must log in over TLS (`530 Non-anonymous sessions must use encryption.`).";
     force_anon_data_ssl: Bool = false, "Anonymous users' data connections must be `PROT P`.";
     force_anon_logins_ssl: Bool = false, "Anonymous users must log in over TLS (implies `allow_anon_ssl`).";
-    ssl_tlsv1: Bool = true, "Accepted for compatibility; no effect: TLS 1.0 and 1.1 are never offered (see `ssl_tlsv1_2`, `ssl_tlsv1_3`).";
+    [no_effect] ssl_tlsv1: Bool = true, "Accepted for compatibility; no effect: TLS 1.0 and 1.1 are never offered (see `ssl_tlsv1_2`, `ssl_tlsv1_3`).";
     ssl_tlsv1_2: Bool = true, "Offer TLS 1.2.";
     ssl_tlsv1_3: Bool = true, "Offer TLS 1.3.";
     ssl_sslv2: Bool = false, "SSLv2 does not exist in rustls: YES with `ssl_enable` stops startup.";
@@ -274,11 +413,11 @@ options! {
     debug_ssl: Bool = false, "Accepted for compatibility; TLS failures are always logged (at debug level) and counted in the metrics.";
     strict_ssl_read_eof: Bool = true, "A TLS upload must end with close_notify; one that ends with a bare TCP close failed (`426`) and is not kept as complete. ftpd's default YES differs from vsftpd's NO: a truncated upload is never stored as complete.";
     strict_ssl_write_shutdown: Bool = false, "After a TLS download, wait for the client's close_notify; without it the transfer failed (`426`).";
-    session_support: Bool = false, "utmp/wtmp session records: not implemented, so YES stops startup.";
-    tcp_wrappers: Bool = false, "TCP wrappers (hosts.allow): not implemented, so YES stops startup; use the firewall or `max_per_ip`.";
-    syslog_enable: Bool = false, "vsftpd log to syslog: not implemented, so YES stops startup; ftpd's own log already reaches journald through stderr.";
-    chown_uploads: Bool = false, "Give anonymous uploads to `chown_username`: not implemented, so YES stops startup.";
-    chown_username: Str = "root", "Accepted for compatibility; only used with `chown_uploads`.";
+    [refused] session_support: Bool = false, "utmp/wtmp session records: not implemented, so YES stops startup.";
+    [refused] tcp_wrappers: Bool = false, "TCP wrappers (hosts.allow): not implemented, so YES stops startup; use the firewall or `max_per_ip`.";
+    [refused] syslog_enable: Bool = false, "vsftpd log to syslog: not implemented, so YES stops startup; ftpd's own log already reaches journald through stderr.";
+    [refused] chown_uploads: Bool = false, "Give anonymous uploads to `chown_username`: not implemented, so YES stops startup.";
+    [no_effect] chown_username: Str = "root", "Accepted for compatibility; only used with `chown_uploads`.";
     max_clients: UInt = 2000, "Most control connections at once; 0 means no limit.";
     max_per_ip: UInt = 50, "Most control connections from one IP address; 0 means no limit.";
     anon_max_rate: UInt = 0, "Bytes per second per anonymous session; 0 means no limit.";
@@ -289,8 +428,8 @@ options! {
     ftpd_kernel_max_per_ip: UInt = 0, "ftpd extension. Control-port SYNs from an IP with this many established control connections are dropped in XDP, before accept(). 0: twice `max_per_ip` (off when `max_per_ip=0`).";
     ftpd_kernel_max_clients: UInt = 0, "ftpd extension. Control-port SYNs are dropped in XDP while this many control connections are established. 0: twice `max_clients` (off when `max_clients=0`).";
     ftpd_max_per_prefix: UInt = 0, "ftpd extension. Most control connections from one client network (`ftpd_prefix_v4`, `ftpd_prefix_v6`: by default one IPv4 address, one IPv6 /64, which a single IPv6 host usually has to itself); more get `421`. With the kernel data plane, SYNs from a network with twice this many established connections are dropped in XDP. 0 means no limit.";
-    ftpd_prefix_v4: UInt = 32, "ftpd extension. Leading bits of an IPv4 address that make one client network, for `ftpd_max_per_prefix` and bans (1-32). 32: each address on its own; 24: a /24 counts as one client.";
-    ftpd_prefix_v6: UInt = 64, "ftpd extension. Leading bits of an IPv6 address that make one client network, for `ftpd_max_per_prefix` and bans (1-128). 64: one /64, the smallest network an IPv6 site is usually given, so a client cannot escape a ban or a cap by changing its address inside it.";
+    [restart_with_ebpf] ftpd_prefix_v4: UInt = 32, "ftpd extension. Leading bits of an IPv4 address that make one client network, for `ftpd_max_per_prefix` and bans (1-32). 32: each address on its own; 24: a /24 counts as one client.";
+    [restart_with_ebpf] ftpd_prefix_v6: UInt = 64, "ftpd extension. Leading bits of an IPv6 address that make one client network, for `ftpd_max_per_prefix` and bans (1-128). 64: one /64, the smallest network an IPv6 site is usually given, so a client cannot escape a ban or a cap by changing its address inside it.";
     ftpd_ban_enable: Bool = false, "ftpd extension. YES: a client network (`ftpd_prefix_v4`, `ftpd_prefix_v6`) with `ftpd_ban_fails` failed logins within `ftpd_ban_window` seconds, summed over all its sessions, is banned for `ftpd_ban_time` seconds: its SYNs to the control port are dropped in XDP with the kernel data plane, and its connections are closed with `421` right after accept() without it. `max_login_fails` still ends each session. NO (the default, as vsftpd never bans): failed logins only end sessions.";
     ftpd_ban_fails: UInt = 0, "ftpd extension. Failed logins from one client network, within `ftpd_ban_window`, that start a ban (`ftpd_ban_enable`). 0 (the default): `max_login_fails`, summed over all the network's sessions. Raise it where many users share one address (NAT) and mistype passwords.";
     ftpd_ban_window: UInt = 600, "ftpd extension. Seconds over which failed logins are summed for `ftpd_ban_fails`.";
@@ -299,20 +438,20 @@ options! {
     ftpd_proxy_protocol: Bool = false, "ftpd extension. YES: every control connection starts with a PROXY protocol header (v1 or v2, as HAProxy's `send-proxy`/`send-proxy-v2`, AWS NLB and Envoy send it) from a balancer in `ftpd_proxy_trusted`, and the client is the address the header names: for `max_per_ip`, `ftpd_max_per_prefix`, bans, the PORT and data-connection address checks, pinholes, logs and metrics. A connection from any other source, or without a whole header within 5 seconds, is closed before the greeting and counted (`ftpd_connections_refused_total`, reasons `proxy_*`). The kernel plane's per-IP and per-network SYN caps are then off (the kernel sees the balancer on the control port; the caps hold after the header). Data connections: see `ftpd_proxy_data`.";
     ftpd_proxy_data: Bool = false, "ftpd extension. With `ftpd_proxy_protocol`: YES: passive data connections come through the balancers too (each node its own passive range, forwarded to it with a PROXY header), so clients that ignore the PASV address (curl since 7.74, Python's ftplib) and EPSV work; a data connection from a balancer must carry a header, and the client it names is checked as `pasv_promiscuous` says; the kernel pinhole admits the balancer that forwarded the control connection, and each waiting session has its passive port to itself (size the ranges for the sessions waiting at once). NO: data connections go straight to the node's own address (`pasv_address`), and EPSV is refused (502) when it would send the client to the balancer.";
     ftpd_proxy_trusted: Str = "", "ftpd extension. Comma-separated addresses and CIDR networks of the balancers allowed to send a PROXY header (`ftpd_proxy_protocol`); required with it.";
-    ftpd_cluster_redis: Str = "", "ftpd extension. `redis://HOST:PORT[/DB]` (or `redis://:PASSWORD@HOST:PORT`): the Redis through which the nodes of a fleet share `max_clients`, `max_per_ip` and the `ftpd_rate_scope=user|ip` bandwidth limits, so that a client at its cap on one node is refused on another and a user's limit is split over its transfers on every node (re-split within a tenth of a second). Each node's counts are leases of `ftpd_cluster_lease` seconds: a node that dies stops counting within that time. Redis out of reach: each node holds its limits alone, logs it once, shows it in `ftpd_cluster_up`, keeps serving and rejoins by itself. Empty: no fleet. Restart to change.";
-    ftpd_cluster_node: Str = "", "ftpd extension. This node's name in the fleet (`ftpd_cluster_redis`), unique per node, and the `node` label of all its metrics. Empty: the host name. Restart to change.";
-    ftpd_cluster_lease: UInt = 10, "ftpd extension. Seconds a node's published counts last without being renewed (each node renews them three times per lease): how long a node that died keeps counting (1-3600). Restart to change.";
+    [restart] ftpd_cluster_redis: Str = "", "ftpd extension. `redis://HOST:PORT[/DB]` (or `redis://:PASSWORD@HOST:PORT`): the Redis through which the nodes of a fleet share `max_clients`, `max_per_ip` and the `ftpd_rate_scope=user|ip` bandwidth limits, so that a client at its cap on one node is refused on another and a user's limit is split over its transfers on every node (re-split within a tenth of a second). Each node's counts are leases of `ftpd_cluster_lease` seconds: a node that dies stops counting within that time. Redis out of reach: each node holds its limits alone, logs it once, shows it in `ftpd_cluster_up`, keeps serving and rejoins by itself. Empty: no fleet.";
+    [restart] ftpd_cluster_node: Str = "", "ftpd extension. This node's name in the fleet (`ftpd_cluster_redis`), unique per node, and the `node` label of all its metrics. Empty: the host name.";
+    [restart] ftpd_cluster_lease: UInt = 10, "ftpd extension. Seconds a node's published counts last without being renewed (each node renews them three times per lease): how long a node that died keeps counting (1-3600).";
     ftpd_rate_scope: RateScope = "session", "ftpd extension. What `anon_max_rate`/`local_max_rate` limit: `session` (vsftpd's meaning), or `user` / `ip`: one limit shared by all that user's (or IP's) concurrent transfers, re-split when one starts or ends.";
     ftpd_list_cache_ms: UInt = 1000, "ftpd extension. Milliseconds a directory's listing (names and stats) is reused by the next LIST/NLST/MLSD of that directory by the same user, while the directory itself is unchanged (same mtime and ctime) and no write went through that user's sessions. Within this time, a file changed in place by another program may show its old size and time. 0: every listing reads the directory (vsftpd's behaviour).";
     ftpd_max_listings_per_ip: UInt = 8, "ftpd extension. Most directory listings (LIST/NLST/MLSD) running at once for one client IP address; more get `451`. Each holds one of its file worker's 64 listing slots while its client reads, so one address cannot take them all. 0 means no limit.";
     ftpd_list_stall_timeout: UInt = 30, "ftpd extension. Seconds a listing's data connection may make no progress before the listing is ended (`426`), when shorter than `data_connection_timeout`: a listing holds a file worker's thread and memory while its client does not read. 0: `data_connection_timeout` alone.";
-    ftpd_metrics_listen: Str = "", "ftpd extension. `ADDR:PORT` of the Prometheus /metrics endpoint (e.g. `127.0.0.1:9121`); empty: off.";
+    [restart] ftpd_metrics_listen: SockAddr = "", "ftpd extension. `ADDR:PORT` of the Prometheus /metrics endpoint (e.g. `127.0.0.1:9121`); empty: off.";
     ftpd_metrics_users: Str = "", "ftpd extension. Comma-separated users whose transfers get a per-user `user` label in the metrics (others are not labelled, to bound cardinality).";
     ftpd_metrics_dirs: Str = "", "ftpd extension. Comma-separated top-level directories (projects, e.g. `debian,ubuntu`) whose downloads and uploads are counted apart in the metrics (`dir` label) and in `ftpd stats`; transfers elsewhere count as `other`. Empty: no per-directory metrics.";
     ftpd_shutdown_timeout: UInt = 30, "ftpd extension. Seconds that running transfers may take to finish after SIGTERM (or SIGINT): the listeners close at once, idle sessions get `421` at once, and sessions still transferring when the time is up get `426` and `421`; then ftpd exits 0. A second SIGTERM ends them at once. 0: end every session at once.";
-    ftpd_ebpf: EbpfMode = "auto", "ftpd extension. `auto`: load the kernel data plane when possible, else enforce limits in userspace; `on`: refuse to start without it; `off`: never load it.";
+    [restart] ftpd_ebpf: EbpfMode = "auto", "ftpd extension. `auto`: load the kernel data plane when possible, else enforce limits in userspace; `on`: refuse to start without it; `off`: never load it.";
     ftpd_ebpf_log: Bool = false, "ftpd extension. Log the kernel programs' rare decisions (a SYN dropped by a ban or a connection cap, with its address) at debug level, target `ftpd_ebpf`. Also on when RUST_LOG enables `ftpd_ebpf` at debug. Off, they cost one read per drop; on, one ring-buffer record each, so leave it off under floods.";
-    ftpd_xdp_interfaces: Str = "", "ftpd extension. Comma-separated interfaces to attach XDP to; empty means those carrying `listen_address` (`lo` for loopback, every interface that is up for the wildcard), native mode where the driver has it, generic otherwise; the log says which per interface.";
+    [restart] ftpd_xdp_interfaces: Str = "", "ftpd extension. Comma-separated interfaces to attach XDP to; empty means those carrying `listen_address` (`lo` for loopback, every interface that is up for the wildcard), native mode where the driver has it, generic otherwise; the log says which per interface.";
 }
 
 /// Why a single setting was refused. `Display` says how to fix it.
@@ -324,6 +463,12 @@ pub enum SettingError {
     BadBool(String),
     /// Not a number, or too big.
     BadUInt(String),
+    /// A number that is no TCP port.
+    BadPort(String),
+    /// A number with bits beyond `07777`.
+    BadMode(String),
+    /// Not an address of that form (`IPv4 address`, `ADDR:PORT`...).
+    BadAddress(String, &'static str),
     /// Not one of an enum option's words.
     BadChoice(String, &'static [&'static str]),
 }
@@ -334,6 +479,9 @@ impl fmt::Display for SettingError {
             Self::Unknown => write!(f, "unrecognised option (run `ftpd --help-config` for the list)"),
             Self::BadBool(v) => write!(f, "bad boolean value {v:?} (use YES or NO)"),
             Self::BadUInt(v) => write!(f, "bad number {v:?} (use a decimal number, or octal with a leading 0)"),
+            Self::BadPort(v) => write!(f, "bad port {v:?} (use 0-65535)"),
+            Self::BadMode(v) => write!(f, "bad mode {v:?} (use octal permission bits with a leading 0, at most 07777)"),
+            Self::BadAddress(v, form) => write!(f, "bad {form} {v:?} (or leave it empty)"),
             Self::BadChoice(v, names) => write!(f, "bad value {v:?} (use {})", names.join(", ")),
         }
     }
@@ -411,6 +559,22 @@ fn parse_uint(v: &str) -> Result<u32, SettingError> {
     } else {
         v.parse::<u32>().map_err(|_| bad())
     }
+}
+
+fn parse_port(v: &str) -> Result<u16, SettingError> {
+    u16::try_from(parse_uint(v)?).map_err(|_| SettingError::BadPort(v.to_owned()))
+}
+
+fn parse_mode(v: &str) -> Result<u32, SettingError> {
+    Some(parse_uint(v)?).filter(|m| *m <= 0o7777).ok_or_else(|| SettingError::BadMode(v.to_owned()))
+}
+
+/// An address, or `None` for the empty default.
+fn parse_addr<A: std::str::FromStr>(v: &str, form: &'static str) -> Result<Option<A>, SettingError> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse().map(Some).map_err(|_| SettingError::BadAddress(v.to_owned(), form))
 }
 
 /// A config file or `-o` setting that could not be applied, with where it came from.
@@ -517,13 +681,8 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if self.listen_port == 0 || self.listen_port > 65535 {
+        if self.listen_port == 0 {
             return Err(format!("listen_port={} is not a TCP port (1-65535)", self.listen_port));
-        }
-        for (name, v) in [("pasv_min_port", self.pasv_min_port), ("pasv_max_port", self.pasv_max_port)] {
-            if v > 65535 {
-                return Err(format!("{name}={v} is not a TCP port (0-65535)"));
-            }
         }
         if self.pasv_max_port != 0 && self.pasv_min_port > self.pasv_max_port {
             return Err(format!(
@@ -544,23 +703,8 @@ impl Config {
                 "listen=YES and listen_ipv6=YES together: pick one (listen_ipv6 also serves IPv4 clients)".into()
             );
         }
-        if !self.listen_address6.is_empty() && self.listen_address6.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("listen_address6={:?} is not an IPv6 address", self.listen_address6));
-        }
-        if self.ftp_data_port == 0 || self.ftp_data_port > 65535 {
+        if self.ftp_data_port == 0 {
             return Err(format!("ftp_data_port={} is not a TCP port", self.ftp_data_port));
-        }
-        for (name, v) in [
-            ("anon_umask", self.anon_umask),
-            ("local_umask", self.local_umask),
-            ("file_open_mode", self.file_open_mode),
-        ] {
-            if v > 0o7777 {
-                return Err(format!("{name}={v:o} (octal) has bits beyond 07777"));
-            }
-        }
-        if !self.listen_address.is_empty() && self.listen_address.parse::<std::net::Ipv4Addr>().is_err() {
-            return Err(format!("listen_address={:?} is not an IPv4 address", self.listen_address));
         }
         if !self.pasv_addr_resolve
             && !self.pasv_address.is_empty()
@@ -582,15 +726,11 @@ impl Config {
             }
             crate::ciphers::provider(&self.ssl_ciphers)?;
         }
-        for (name, on) in [
-            ("session_support", self.session_support),
-            ("tcp_wrappers", self.tcp_wrappers),
-            ("syslog_enable", self.syslog_enable),
-            ("chown_uploads", self.chown_uploads),
-        ] {
-            if on {
+        for o in Self::TABLE.iter().filter(|o| o.effect == Effect::RefusedWhenYes) {
+            if self.get(o.name).as_deref() == Some("YES") {
                 return Err(format!(
-                    "{name}=YES is not supported by ftpd; set it to NO (`ftpd --help-config` says why)"
+                    "{}=YES is not supported by ftpd; set it to NO (`ftpd --help-config` says why)",
+                    o.name
                 ));
             }
         }
@@ -638,21 +778,12 @@ impl Config {
                 return Err(format!("ftpd_cluster_lease={} is not 1-3600 seconds", self.ftpd_cluster_lease));
             }
         }
-        if !self.ftpd_metrics_listen.is_empty() && self.ftpd_metrics_listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(format!(
-                "ftpd_metrics_listen={:?} is not ADDR:PORT (e.g. 127.0.0.1:9121)",
-                self.ftpd_metrics_listen
-            ));
-        }
         Ok(())
     }
 
     /// The passive port range, `None` when any port will do.
     pub fn pasv_range(&self) -> Option<(u16, u16)> {
-        // validate() has checked both fit in a u16.
-        let lo = u16::try_from(self.pasv_min_port).unwrap_or(0);
-        let hi = u16::try_from(self.pasv_max_port).unwrap_or(0);
-        match (lo, hi) {
+        match (self.pasv_min_port, self.pasv_max_port) {
             (0, 0) => None,
             (0, hi) => Some((1024, hi)),
             (lo, 0) => Some((lo, 65535)),
@@ -664,14 +795,10 @@ impl Config {
     pub fn describe() -> String {
         let mut out = String::from("| option | type | default | meaning |\n| --- | --- | --- | --- |\n");
         for o in Self::TABLE {
-            let kind = match o.kind {
-                Kind::Bool => "bool".to_owned(),
-                Kind::UInt => "number".to_owned(),
-                Kind::Str => "string".to_owned(),
-                Kind::Choice(names) => names.join(" \\| "),
-            };
+            let kind = if o.kind == Kind::Bool { "bool".to_owned() } else { o.kind.describe(" \\| ") };
             let default = if o.default.is_empty() { "(empty)".to_string() } else { format!("`{}`", o.default) };
-            out.push_str(&format!("| `{}` | {kind} | {default} | {} |\n", o.name, o.doc.replace('|', "\\|")));
+            let doc = format!("{}{}", o.doc, o.reload_note());
+            out.push_str(&format!("| `{}` | {kind} | {default} | {} |\n", o.name, doc.replace('|', "\\|")));
         }
         out
     }
@@ -694,51 +821,16 @@ fn resolve_redis(text: &str) -> Result<String, String> {
     Ok(url.to_string())
 }
 
-/// Options a running ftpd cannot change: what the listeners, the data plane,
-/// the privilege split and the log files were set up with before the front
-/// started. A reload keeps their running values and says so.
-pub const RESTART_ONLY: &[&str] = &[
-    "listen",
-    "listen_ipv6",
-    "listen_address",
-    "listen_address6",
-    "listen_port",
-    "background",
-    "nopriv_user",
-    "ftpd_anon_fast_path",
-    // The master computed the anonymous root and opened it for the front
-    // before the split.
-    "anon_root",
-    "ftpd_ebpf",
-    "ftpd_xdp_interfaces",
-    "ftpd_metrics_listen",
-    // Log files are opened as root before the split.
-    "xferlog_enable",
-    "xferlog_std_format",
-    "xferlog_file",
-    "vsftpd_log_file",
-    "dual_log_enable",
-    "log_ftp_protocol",
-    // FTPS on or off; the certificate, key and TLS settings do reload.
-    "ssl_enable",
-    // The fleet link and the metrics' node label are made at start.
-    "ftpd_cluster_redis",
-    "ftpd_cluster_node",
-    "ftpd_cluster_lease",
-];
-
-/// With the kernel data plane the passive range is in its maps, set at load.
-pub const RESTART_ONLY_WITH_EBPF: &[&str] = &["pasv_min_port", "pasv_max_port", "ftpd_prefix_v4", "ftpd_prefix_v6"];
-
 impl Config {
-    /// Gives `new` (a reloaded config) the running values of the options in
-    /// `names` that it changes, and returns those names: the caller warns
+    /// Gives `new` (a reloaded config) the running values of the options a
+    /// running ftpd cannot change (with the kernel data plane loaded when
+    /// `ebpf`) that it changes, and returns their names: the caller warns
     /// that they need a restart.
-    pub fn keep_running_values(&self, new: &mut Self, names: &[&'static str]) -> Vec<&'static str> {
+    pub fn keep_running_values(&self, new: &mut Self, ebpf: bool) -> Vec<&'static str> {
         let mut kept = Vec::new();
-        for &name in names {
-            if self.get(name) != new.get(name) && new.copy_option(self, name) {
-                kept.push(name);
+        for o in Self::TABLE.iter().filter(|o| o.needs_restart(ebpf)) {
+            if self.get(o.name) != new.get(o.name) && new.copy_option(self, o.name) {
+                kept.push(o.name);
             }
         }
         kept
@@ -1012,13 +1104,91 @@ mod tests {
         let old = load("listen_port=2121\nftpd_banner=old\n").unwrap();
         let mut new = load("listen_port=2222\nftpd_banner=new\n").unwrap();
         new.nopriv_user = "ftp".into();
-        let kept = old.keep_running_values(&mut new, RESTART_ONLY);
+        new.pasv_min_port = 50000;
+        let kept = old.clone().keep_running_values(&mut new.clone(), true);
+        assert_eq!(kept, ["listen_port", "pasv_min_port", "nopriv_user"], "with the kernel plane");
+        let kept = old.keep_running_values(&mut new, false);
         assert_eq!(kept, ["listen_port", "nopriv_user"]);
         assert_eq!((new.listen_port, new.nopriv_user.as_str()), (2121, "nobody"));
         assert_eq!(new.ftpd_banner, "new", "other options take their new values");
-        for name in RESTART_ONLY.iter().chain(RESTART_ONLY_WITH_EBPF) {
-            assert!(old.get(name).is_some(), "{name} is not an option");
+        assert_eq!(new.pasv_min_port, 50000, "the passive range reloads without the kernel plane");
+    }
+
+    #[test]
+    fn the_table_says_which_options_need_a_restart() {
+        let with = |reload| Config::TABLE.iter().filter(|o| o.reload == reload).map(|o| o.name).collect::<Vec<_>>();
+        assert_eq!(
+            with(Reload::RestartWithEbpf),
+            ["pasv_min_port", "pasv_max_port", "ftpd_prefix_v4", "ftpd_prefix_v6"]
+        );
+        let restart = with(Reload::Restart);
+        for name in [
+            "listen",
+            "listen_ipv6",
+            "listen_address",
+            "listen_address6",
+            "listen_port",
+            "background",
+            "nopriv_user",
+            "anon_root",
+            "ftpd_ebpf",
+            "ftpd_xdp_interfaces",
+            "ftpd_metrics_listen",
+            "xferlog_enable",
+            "xferlog_std_format",
+            "xferlog_file",
+            "vsftpd_log_file",
+            "dual_log_enable",
+            "log_ftp_protocol",
+            "ssl_enable",
+            "ftpd_cluster_redis",
+            "ftpd_cluster_node",
+            "ftpd_cluster_lease",
+            // The front's identity is chosen when it is forked.
+            "ftpd_anon_fast_path",
+        ] {
+            assert!(restart.contains(&name), "{name} is not flagged restart-only");
         }
+        assert_eq!(restart.len(), 22, "{restart:?}");
+        let none: Vec<_> = Config::TABLE.iter().filter(|o| o.effect == Effect::None).map(|o| o.name).collect();
+        assert!(none.contains(&"isolate") && none.contains(&"chown_username") && !none.contains(&"check_shell"));
+        // `validate` refuses them by their value YES.
+        assert!(Config::TABLE.iter().filter(|o| o.effect == Effect::RefusedWhenYes).all(|o| o.kind == Kind::Bool));
+        assert!(Config::describe().contains("| ftpd extension. This node's name"), "the table renders");
+        assert!(
+            Config::describe()
+                .lines()
+                .any(|l| l.starts_with("| `listen_port` | port |") && l.ends_with("Restart to change. |"))
+        );
+    }
+
+    #[test]
+    fn ports_modes_and_addresses_are_typed_when_read() {
+        let e = load("pasv_max_port=70000\n").unwrap_err().to_string();
+        assert!(e.contains("pasv_max_port") && e.contains("bad port \"70000\""), "{e}");
+        assert_eq!(load("listen_port=021\n").unwrap().listen_port, 17u16);
+        let e = load("anon_umask=0999\n").unwrap_err().to_string();
+        assert!(e.contains("anon_umask") && e.contains("bad number"), "{e}");
+        let e = load("file_open_mode=017777\n").unwrap_err().to_string();
+        assert!(e.contains("file_open_mode") && e.contains("bad mode"), "{e}");
+        assert_eq!(load("local_umask=022\n").unwrap().get("local_umask").as_deref(), Some("022"));
+        assert_eq!(Config::default().get("anon_umask").as_deref(), Some("077"));
+        let e = load("listen_address=::1\n").unwrap_err().to_string();
+        assert!(e.contains("listen_address") && e.contains("bad IPv4 address"), "{e}");
+        let e = load("listen_address6=127.0.0.1\n").unwrap_err().to_string();
+        assert!(e.contains("listen_address6") && e.contains("bad IPv6 address"), "{e}");
+        let c = load("listen_address=10.0.0.1\nlisten_address6=::1\n").unwrap();
+        assert_eq!(
+            (c.listen_address, c.listen_address6),
+            (Some([10, 0, 0, 1].into()), Some(std::net::Ipv6Addr::LOCALHOST))
+        );
+        assert_eq!(load("listen_address=10.0.0.1\nlisten_address=\n").unwrap().listen_address, None);
+        let e = load("ftpd_metrics_listen=localhost:9121\n").unwrap_err().to_string();
+        assert!(e.contains("ftpd_metrics_listen") && e.contains("bad ADDR:PORT"), "{e}");
+        let c = load("ftpd_metrics_listen=[::1]:9121\n").unwrap();
+        assert_eq!(c.get("ftpd_metrics_listen").as_deref(), Some("[::1]:9121"));
+        // A host name stays text: the master resolves it (`pasv_addr_resolve`).
+        assert_eq!(load("pasv_addr_resolve=YES\npasv_address=ftp.example\n").unwrap().pasv_address, "ftp.example");
     }
 
     #[test]
@@ -1036,7 +1206,8 @@ mod tests {
     #[test]
     fn validate_catches_relations() {
         assert!(load("pasv_min_port=200\npasv_max_port=100\n").unwrap().validate().is_err());
-        assert!(load("listen_port=70000\n").unwrap().validate().is_err());
+        assert!(load("listen_port=70000\n").is_err());
+        assert!(load("listen_port=0\n").unwrap().validate().is_err());
         // Enum options are refused when the file is read, with the words to use.
         let e = load("ftpd_ebpf=maybe\n").expect_err("not a mode").to_string();
         assert!(e.contains("ftpd_ebpf") && e.contains("use auto, on, off"), "{e}");

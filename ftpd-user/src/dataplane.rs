@@ -93,7 +93,7 @@ impl Dataplane {
             let mut conf: Array<_, u32> = Array::try_from(
                 ebpf.map_mut(CONFIG_MAP).ok_or_else(|| anyhow!("map {CONFIG_MAP} missing from the object"))?,
             )?;
-            conf.set(ConfigSlot::ControlPort as u32, cfg.listen_port, 0)?;
+            conf.set(ConfigSlot::ControlPort as u32, u32::from(cfg.listen_port), 0)?;
             conf.set(ConfigSlot::PasvMin as u32, u32::from(lo), 0)?;
             conf.set(ConfigSlot::PasvMax as u32, u32::from(hi), 0)?;
             conf.set(ConfigSlot::HardPerIp as u32, cfg.kernel_max_per_ip(), 0)?;

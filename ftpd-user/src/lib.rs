@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod privsep;
+pub mod process;
 pub mod proxy;
 pub mod rates;
 pub mod reply;

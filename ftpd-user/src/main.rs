@@ -15,6 +15,7 @@ use ftpd::{
     config::{Config, EbpfMode},
     dataplane::{self, Dataplane},
     privsep::Authority,
+    process::Fork,
     server,
     settings::Settings,
     shared::{Plane, Shared},
@@ -385,14 +386,11 @@ fn run(cli: Cli) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("virtual_users_file: {e}"))?;
     }
     let listen_ip: IpAddr = if cfg.listen_ipv6 {
-        if cfg.listen_address6.is_empty() { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { cfg.listen_address6.parse()? }
-    } else if cfg.listen_address.is_empty() {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        IpAddr::V6(cfg.listen_address6.unwrap_or(Ipv6Addr::UNSPECIFIED))
     } else {
-        cfg.listen_address.parse().context("listen_address")?
+        IpAddr::V4(cfg.listen_address.unwrap_or(Ipv4Addr::UNSPECIFIED))
     };
-    let port = u16::try_from(cfg.listen_port).context("listen_port")?;
-    let addr = SocketAddr::new(listen_ip, port);
+    let addr = SocketAddr::new(listen_ip, cfg.listen_port);
     raise_fd_limit(&cfg);
     // Modes are computed from the configured umasks, not inherited.
     rustix::process::umask(rustix::fs::Mode::empty());
@@ -400,7 +398,8 @@ fn run(cli: Cli) -> Result<()> {
     let listener = ftpd::data::bind_control(addr)
         .with_context(|| format!("cannot listen on {addr} (is another server on that port? set listen_port)"))?;
     listener.set_nonblocking(true)?;
-    let shown = if listen_ip.is_unspecified() { SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port) } else { addr };
+    let shown =
+        if listen_ip.is_unspecified() { SocketAddr::new(Ipv4Addr::LOCALHOST.into(), cfg.listen_port) } else { addr };
     let shown = match shown {
         SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
         v4 => v4.to_string(),
@@ -408,15 +407,16 @@ fn run(cli: Cli) -> Result<()> {
     let served = if cfg.anonymous_enable { root.display().to_string() } else { "local users".into() };
     println!("ftpd {} serving {served} on {addr}; try: curl ftp://{shown}/", env!("CARGO_PKG_VERSION"));
     if cfg.background {
-        daemonize()?;
+        ftpd::process::daemonize().context("fork for background=YES")?;
     }
-    let metrics_listener = if cfg.ftpd_metrics_listen.is_empty() {
-        None
-    } else {
-        let l = std::net::TcpListener::bind(&cfg.ftpd_metrics_listen)
-            .with_context(|| format!("cannot listen on ftpd_metrics_listen={}", cfg.ftpd_metrics_listen))?;
-        l.set_nonblocking(true)?;
-        Some(l)
+    let metrics_listener = match cfg.ftpd_metrics_listen {
+        None => None,
+        Some(at) => {
+            let l = std::net::TcpListener::bind(at)
+                .with_context(|| format!("cannot listen on ftpd_metrics_listen={at}"))?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
     };
     // The data plane and the log files need privilege: before the split.
     let plane = start_plane(&cfg, listen_ip)?;
@@ -457,35 +457,10 @@ fn run(cli: Cli) -> Result<()> {
         let mut parts = Some((parts, anon_root_fd));
         let mut start_front = move || -> std::io::Result<(i32, std::os::fd::OwnedFd)> {
             let (master_end, front_end) = ftpd::ipc::pair()?;
-            // The first front is forked before the master starts threads; a
-            // replacement while they run. Holding stderr's lock across the
-            // fork means no other thread holds it in the child (the log
-            // writer's lock is the one the child takes at once).
-            let stderr = std::io::stderr().lock();
-            // The child starts with SIGHUP held (see `hold_sighup`): a reload
-            // sent the moment it exists waits until it listens for one.
-            let mask = ftpd::server::hold_sighup();
-            // SAFETY: the child only uses memory it owns (its copy of
-            // `parts`) and the lock held above, then runs the front; glibc
-            // resets its allocator's locks in the child.
-            let forked = unsafe { libc::fork() };
-            if forked != 0 {
-                ftpd::server::restore_sigmask(&mask);
-            }
-            match forked {
-                -1 => Err(std::io::Error::last_os_error()),
-                0 => {
-                    drop(stderr);
+            // The child uses only memory it owns: its copy of `parts`.
+            match ftpd::process::fork_front()? {
+                Fork::Child => {
                     drop(master_end);
-                    // A replacement front inherits the master's handlers
-                    // (forwarding to the front): its own come with the runtime.
-                    // A SIGHUP before then waits, held since the fork.
-                    // SAFETY: resetting dispositions to their defaults.
-                    unsafe {
-                        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-                            libc::signal(sig, libc::SIG_DFL);
-                        }
-                    }
                     let Some((parts, anon_root_fd)) = parts.take() else { std::process::exit(2) };
                     let code = match front_main(parts, anon_root_fd, front_end, &nopriv) {
                         Ok(()) => 0,
@@ -496,15 +471,12 @@ fn run(cli: Cli) -> Result<()> {
                     };
                     std::process::exit(code);
                 }
-                front => {
-                    drop(stderr);
-                    Ok((front, master_end))
-                }
+                Fork::Parent(front) => Ok((front, master_end)),
             }
         };
         // The master is the service's main process: it says ready, with
         // its signal handlers in place.
-        ftpd::privsep::install_master_signals();
+        ftpd::process::install_master_signals();
         notify_ready(addr);
         let code = ftpd::privsep::run_master(cfg, source, root, &mut start_front);
         // Detaches the programs (the plane is in the closure's copy).
@@ -515,7 +487,7 @@ fn run(cli: Cli) -> Result<()> {
     // A reload right after READY waits until the accept loop listens for it
     // (held before the runtime's threads exist, so that they inherit it; a
     // front has it held from its fork).
-    let _ = ftpd::server::hold_sighup();
+    let _ = ftpd::process::hold_sighup();
     notify_ready(addr);
     serve(parts, Authority::InProcess)
 }
@@ -582,7 +554,7 @@ fn serve(parts: FrontParts, authority: Authority) -> Result<()> {
         // The accept loop runs on a worker thread, not in block_on: a session
         // spawned from there starts on the same thread, with no cross-thread
         // wake-up per connection (a quarter of a login's CPU, measured).
-        tokio::spawn(server::run(listener, shared, shutdown_signal())).await?;
+        tokio::spawn(server::run(listener, shared, ftpd::process::shutdown_signal())).await?;
         info!("ftpd stopped");
         Ok(())
     });
@@ -619,25 +591,6 @@ fn raise_fd_limit(cfg: &Config) {
     }
 }
 
-/// `background=YES`: fork, let the parent exit, start a new session. Done
-/// before the runtime exists, since forking a multi-threaded process is unsafe.
-fn daemonize() -> Result<()> {
-    // SAFETY: no other thread exists yet (the runtime is created afterwards).
-    match unsafe { libc::fork() } {
-        -1 => Err(std::io::Error::last_os_error()).context("fork for background=YES"),
-        0 => {
-            rustix::process::setsid().context("setsid")?;
-            // Detach from the terminal's input and output; stderr stays where
-            // the operator sent it, since it carries ftpd's log.
-            let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").context("/dev/null")?;
-            rustix::stdio::dup2_stdin(&null).context("dup2")?;
-            rustix::stdio::dup2_stdout(&null).context("dup2")?;
-            Ok(())
-        }
-        _ => std::process::exit(0),
-    }
-}
-
 fn start_plane(cfg: &Config, listen_ip: IpAddr) -> Result<Plane> {
     // validate() accepted the value.
     let mode = cfg.ftpd_ebpf;
@@ -653,20 +606,5 @@ fn start_plane(cfg: &Config, listen_ip: IpAddr) -> Result<Plane> {
             warn!("eBPF data plane unavailable, falling back to userspace enforcement: {e:#}");
             Ok(Plane::Userspace(format!("{e:#}")))
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!("cannot watch SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
-        _ = term.recv() => info!("SIGTERM: shutting down"),
     }
 }

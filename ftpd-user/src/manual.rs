@@ -5,7 +5,7 @@
 
 use roff::{Roff, bold, italic, roman};
 
-use crate::config::{Config, Kind};
+use crate::config::Config;
 
 /// The date in the pages' title line: the release, not the build time, so
 /// that two builds of one version give identical packages.
@@ -48,16 +48,27 @@ pub fn conf_page() -> String {
     ]);
     r.control("SH", ["OPTIONS"]);
     for o in Config::TABLE {
-        let kind = match o.kind {
-            Kind::Bool => "YES|NO".to_owned(),
-            Kind::UInt => "number".to_owned(),
-            Kind::Str => "string".to_owned(),
-            Kind::Choice(names) => names.join("|"),
-        };
+        let kind = o.kind.describe("|");
         let default = if o.default.is_empty() { "(empty)".to_owned() } else { o.default.to_owned() };
         r.control("TP", []).text([bold(o.name), roman(format!(" ({kind}, default {default})"))]);
-        r.text([roman(o.doc.replace('`', ""))]);
+        r.text([roman(format!("{}{}", o.doc, o.reload_note()).replace('`', ""))]);
     }
     r.control("SH", ["SEE ALSO"]).text([roman("ftpd(8), vsftpd.conf(5)")]);
     r.to_roff()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_page_says_which_options_need_a_restart() {
+        let page = super::conf_page();
+        let after = |name: &str| {
+            page.split(&format!("\\fB{name}\\fR")).nth(1).and_then(|s| s.split(".TP").next()).unwrap_or("")
+        };
+        assert!(after("listen_port").contains("(port, default 21)"), "{}", after("listen_port"));
+        assert!(after("listen_port").contains("Restart to change."), "{}", after("listen_port"));
+        assert!(after("pasv_min_port").contains("With the kernel data plane, restart to change."));
+        assert!(after("anon_umask").contains("(octal mode, default 0077)"), "{}", after("anon_umask"));
+        assert!(!after("ftpd_banner").contains("estart"));
+    }
 }

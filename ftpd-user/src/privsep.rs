@@ -9,7 +9,7 @@ use std::{
     process::{Child, Command},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
 };
 
@@ -21,6 +21,7 @@ use crate::{
     fs::Root,
     ipc::{self, LoginRequest, MasterReply, MasterRequest, Secret},
     login::{self, Denial, Grant},
+    process,
     rates::Owner,
     worker::{Direct, Fs, WorkerLink},
 };
@@ -353,67 +354,6 @@ struct Master {
     seccomp: bool,
 }
 
-/// The front not yet reaped (0 before the first and between two fronts).
-static FRONT_PID: AtomicI32 = AtomicI32::new(0);
-/// Whether that front still serves: SIGHUP is passed to it only then.
-static FRONT_SERVES: AtomicBool = AtomicBool::new(false);
-/// Set by SIGTERM/SIGINT: the front's end is then a shutdown, not a death.
-static STOPPING: AtomicBool = AtomicBool::new(false);
-/// SIGHUPs the master got, and how many of them a front's reload request
-/// covered (it reads the files after the request). Any left over when a
-/// front starts are its to do: they came with no front to take them
-/// (before the first, or while a dead one was replaced), or went to a front
-/// that died before it asked (a dead process not yet reaped takes signals
-/// without a word).
-static HUPS_SEEN: AtomicU64 = AtomicU64::new(0);
-static HUPS_DONE: AtomicU64 = AtomicU64::new(0);
-
-extern "C" fn forward_signal(sig: libc::c_int) {
-    let pid = FRONT_PID.load(Ordering::SeqCst);
-    if sig == libc::SIGHUP {
-        HUPS_SEEN.fetch_add(1, Ordering::SeqCst);
-        if FRONT_SERVES.load(Ordering::SeqCst) && pid > 0 {
-            // SAFETY: kill is async-signal-safe.
-            unsafe { libc::kill(pid, sig) };
-        }
-        return;
-    }
-    STOPPING.store(true, Ordering::SeqCst);
-    if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
-    }
-}
-
-/// The master's SIGTERM, SIGINT and SIGHUP handlers, which pass the signal
-/// to the front. Installed before ftpd tells systemd it is ready (a
-/// `systemctl reload` may follow at once: SIGHUP's default action would end
-/// ftpd) and kept while fronts come and go.
-pub fn install_master_signals() {
-    // SAFETY: the handler only touches atomics and calls kill(2).
-    unsafe {
-        libc::signal(libc::SIGTERM, forward_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, forward_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGHUP, forward_signal as *const () as libc::sighandler_t);
-    }
-}
-
-/// A new front runs: signals go to it from now on, and it gets those that
-/// came while there was none. It holds SIGHUP until it listens for it, so a
-/// reload sent this early waits instead of killing it.
-fn front_started(pid: i32) {
-    FRONT_PID.store(pid, Ordering::SeqCst);
-    FRONT_SERVES.store(true, Ordering::SeqCst);
-    if STOPPING.load(Ordering::SeqCst) {
-        // SAFETY: our own child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-    }
-    if HUPS_SEEN.load(Ordering::SeqCst) > HUPS_DONE.load(Ordering::SeqCst) {
-        // SAFETY: our own child.
-        unsafe { libc::kill(pid, libc::SIGHUP) };
-    }
-}
-
 /// Fronts that may die within [`RESTART_WINDOW`] before ftpd gives up: a
 /// front that cannot start (or dies at once every time) would otherwise be
 /// restarted forever.
@@ -440,8 +380,8 @@ pub fn run_master(
             return 2;
         }
     };
-    install_master_signals();
-    front_started(front_pid);
+    process::install_master_signals();
+    process::front_started(front_pid);
     crate::worker::return_freed_memory();
     let master = Arc::new(Master {
         cfg: std::sync::RwLock::new(Arc::new(cfg)),
@@ -476,18 +416,18 @@ pub fn run_master(
     loop {
         let served = serve_front(&master, &queue, &chan);
         // A reload from now on waits for the next front.
-        FRONT_SERVES.store(false, Ordering::SeqCst);
+        process::front_stopped_serving();
         // The front is gone (or broken): its sessions are lost; stop its
         // workers (each holds the dead front's channel) and find out why.
         master.stop_workers();
         let status = wait_front(front_pid);
         // Reaped: its pid may be reused.
-        FRONT_PID.store(0, Ordering::SeqCst);
+        process::front_reaped();
         // The first front exiting on its own (not by a signal) before it
         // served failed to start (a config file it could not read, say): its
         // code is ftpd's, and restarting would fail the same way. One that
         // served and then exited with an error hit a bug: it is replaced.
-        if STOPPING.load(Ordering::Relaxed) || status.success() || (first && !served && status.code().is_some()) {
+        if process::stopping() || status.success() || (first && !served && status.code().is_some()) {
             return status.code().unwrap_or(1);
         }
         first = false;
@@ -508,7 +448,7 @@ pub fn run_master(
         match start_front() {
             Ok((pid, c)) => {
                 (front_pid, chan) = (pid, c);
-                front_started(pid);
+                process::front_started(pid);
                 info!(pid, "master: new front started");
             }
             Err(e) => {
@@ -527,7 +467,7 @@ fn wait_front(pid: i32) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
     let mut status = 0;
     loop {
-        let flags = if STOPPING.load(Ordering::Relaxed) { 0 } else { libc::WNOHANG };
+        let flags = if process::stopping() { 0 } else { libc::WNOHANG };
         // SAFETY: waiting for our own child.
         let r = unsafe { libc::waitpid(pid, &mut status, flags) };
         if r == pid || (r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
@@ -556,7 +496,7 @@ fn serve_front(master: &Arc<Master>, queue: &Arc<LoginQueue>, chan: &OwnedFd) ->
                 // loop keeps queueing logins meanwhile. One at a time.
                 Ok(MasterRequest::Reload { owners }) => {
                     // Every SIGHUP so far: the files are read after this.
-                    HUPS_DONE.store(HUPS_SEEN.load(Ordering::SeqCst), Ordering::SeqCst);
+                    process::reloads_covered();
                     let m = Arc::clone(master);
                     let started = std::thread::Builder::new().name("reload".into()).spawn(move || {
                         let _one = m.reloading.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -802,7 +742,7 @@ impl Master {
     fn reread(&self) -> Result<(Config, Config, Option<crate::tls::TlsFiles>), String> {
         let read = self.source.load()?;
         let mut cfg = read.clone();
-        self.cfg().keep_running_values(&mut cfg, crate::config::RESTART_ONLY);
+        self.cfg().keep_running_values(&mut cfg, false);
         let tls = crate::tls::TlsFiles::read(&cfg)?;
         if let Some(files) = &tls {
             crate::tls::Tls::build(&cfg, files)?;
@@ -839,7 +779,7 @@ impl Master {
     /// front can never use the master to bind a privileged port of its choice.
     fn handle_bind(&self, ip: std::net::IpAddr, port: u16, reply: &OwnedFd) {
         let cfg = self.cfg();
-        let result = if u32::from(port) == cfg.ftp_data_port && cfg.connect_from_port_20 {
+        let result = if port == cfg.ftp_data_port && cfg.connect_from_port_20 {
             crate::net::bind_source(ip, port).map_err(|e| e.to_string())
         } else {
             Err("bad bind request".to_string())

@@ -60,10 +60,7 @@ fn apply(
 ) -> Result<(usize, Vec<&'static str>), String> {
     let crate::privsep::Reloaded { mut cfg, limits, tls } = reloaded;
     let old = shared.cfg();
-    let mut kept = old.keep_running_values(&mut cfg, crate::config::RESTART_ONLY);
-    if shared.kernel().is_some() {
-        kept.extend(old.keep_running_values(&mut cfg, crate::config::RESTART_ONLY_WITH_EBPF));
-    }
+    let kept = old.keep_running_values(&mut cfg, shared.kernel().is_some());
     // With privilege separation the master read them as root.
     let files = match tls {
         Some(files) if cfg.ssl_enable => Some(files),
@@ -95,34 +92,6 @@ async fn trim_memory_now_and_then() {
     }
 }
 
-/// Blocks SIGHUP in the calling thread and the threads it starts. Its
-/// default action ends the process, and a front (or ftpd without privilege
-/// separation) listens for it only once [`run`] starts: a reload sent as ftpd
-/// or a replacement front started killed that front, with its sessions.
-/// Held, the signal waits until [`run`] listens, and the reload is done.
-/// Returns the mask before, for [`restore_sigmask`].
-pub fn hold_sighup() -> nix::sys::signal::SigSet {
-    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
-    let mut old = SigSet::empty();
-    // Cannot fail with a valid `how` and set.
-    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::from(Signal::SIGHUP)), Some(&mut old));
-    old
-}
-
-/// Puts back the calling thread's signal mask from before [`hold_sighup`]
-/// (the master's, once it has forked a front that starts with SIGHUP held).
-pub fn restore_sigmask(old: &nix::sys::signal::SigSet) {
-    use nix::sys::signal::{SigmaskHow, pthread_sigmask};
-    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(old), None);
-}
-
-/// Lets SIGHUP in again (on this thread, which the kernel then picks for
-/// a held one): see [`hold_sighup`].
-fn release_sighup() {
-    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
-    let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&SigSet::from(Signal::SIGHUP)), None);
-}
-
 /// Accepts control connections until `shutdown` resolves, then closes the
 /// listener and ends the sessions (see [`drain`]).
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
@@ -137,10 +106,8 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
     // SIGHUP: re-read the configuration and apply new rate limits, also to
     // transfers in progress (the master forwards the signal to this process).
     tokio::spawn(trim_memory_now_and_then());
-    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     // Listened for now: a SIGHUP held since the process started comes in.
-    release_sighup();
-    if let Ok(mut hup) = hup {
+    if let Ok(mut hup) = crate::process::listen_for_sighup() {
         let s = Arc::clone(&shared);
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
@@ -334,7 +301,6 @@ const SAME_SIGNAL: Duration = Duration::from_millis(250);
 /// left ends its transfer through the abort path (an upload is never
 /// published half written) and gets `421`.
 async fn drain(shared: &Shared) {
-    use tokio::signal::unix::{SignalKind, signal};
     let limit = shared.cfg().ftpd_shutdown_timeout;
     let open = shared.clients();
     info!(sessions = open, ftpd_shutdown_timeout = limit, "listener closed; ending the sessions");
@@ -344,15 +310,7 @@ async fn drain(shared: &Shared) {
         // listen only after a moment, and only for signals from then on (a
         // new listener does not see earlier ones).
         tokio::time::sleep(SAME_SIGNAL).await;
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(mut t), Ok(mut i)) => {
-                tokio::select! {
-                    _ = t.recv() => {},
-                    _ = i.recv() => {},
-                }
-            }
-            _ => std::future::pending().await,
-        }
+        crate::process::next_stop_signal().await;
     };
     let all_gone = async {
         while shared.clients() > 0 {

@@ -448,7 +448,7 @@ impl Session {
                         (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(self.local.ip(), IpAddr::V4),
                         (_, ip) => ip,
                     };
-                    let port = u16::try_from(cfg.ftp_data_port).unwrap_or(20);
+                    let port = cfg.ftp_data_port;
                     let shared = Arc::clone(&self.shared);
                     match tokio::task::spawn_blocking(move || shared.authority.bind_data_port(local, port)).await {
                         Ok(Ok(fd)) => Some(fd),

@@ -18,6 +18,7 @@
 //! - `cgroup`: cgroup v2 directories, emptied and removed on drop.
 //! - `fixtures`: random files, modes and owners, byte comparisons, file names.
 //! - `process`: running commands, process trees, waiting for a condition.
+//! - `skip`: a test that cannot run here fails unless `FTPD_TEST_ALLOW_SKIP` lists it.
 #![expect(clippy::missing_panics_doc, reason = "a test kit panics by design")]
 
 mod cgroup;
@@ -27,6 +28,7 @@ mod http;
 mod net;
 mod process;
 mod server;
+mod skip;
 mod socket;
 
 pub use cgroup::Cgroup;
@@ -41,4 +43,5 @@ pub use process::{
     alive, is_root, privileged, process_tree, python, run, run_ok, status_field, wait_file, wait_for, wait_until,
 };
 pub use server::{Launch, Listen, Server, free_port, free_port_on, ftpd_bin, workspace};
+pub use skip::{ALLOW_SKIP, SKIP_LOG, allowed as skip_allowed, cannot_run, root_or_skip};
 pub use socket::{SocketSetup, accept_within, eprt_arg, pasv_addr, port_arg, tcp_connect, tcp_connect_within};

@@ -254,8 +254,10 @@ fn an_allowed_address_inside_a_banned_network_still_gets_in() {
 #[test]
 fn a_ban_outlives_the_front_that_made_it() {
     if !ftpd_tests::is_root() {
-        eprintln!("skipped: a separate front exists only when ftpd starts as root");
-        return;
+        return ftpd_tests::cannot_run(
+            "bans::a_ban_outlives_the_front_that_made_it",
+            "a separate front exists only when ftpd starts as root",
+        );
     }
     let (d, list) = setup();
     let server = start(d.path(), &settings(&list, &["ftpd_ban_time=6"]));

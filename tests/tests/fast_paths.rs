@@ -98,8 +98,10 @@ fn abor_during_a_listing_stops_its_producer() {
 #[test]
 fn anonymous_logins_survive_a_killed_file_worker() {
     if !ftpd_tests::is_root() {
-        eprintln!("skipped: file workers exist only when ftpd starts as root");
-        return;
+        return ftpd_tests::cannot_run(
+            "fast_paths::anonymous_logins_survive_a_killed_file_worker",
+            "file workers exist only when ftpd starts as root",
+        );
     }
     let dir = tempfile::tempdir().expect("tempdir");
     served_by_nobody(dir.path());
@@ -195,8 +197,10 @@ fn the_listing_cache_sees_every_change_but_in_place_ones_within_its_time() {
 
 #[test]
 fn anonymous_downloads_keep_ftp_usernames_permissions() {
-    if !ftpd_tests::is_root() {
-        eprintln!("skipped: needs root (files owned by another group, privilege separation)");
+    if !ftpd_tests::root_or_skip(
+        "fast_paths::anonymous_downloads_keep_ftp_usernames_permissions",
+        "files owned by another group, privilege separation",
+    ) {
         return;
     }
     use std::os::unix::fs::{PermissionsExt, chown};

@@ -23,7 +23,8 @@
 //! Needs what `cargo xtask setup` installs: the virtual environment
 //! `target/venv` with PyFilesystem2, `testssl` (Debian's testssl.sh), vsftpd
 //! and openssl. The PyFilesystem2 suite also needs root (it creates a system
-//! user, and vsftpd runs as root); without root it is skipped, saying why.
+//! user, and vsftpd runs as root); without root, or without vsftpd, it fails
+//! unless `FTPD_TEST_ALLOW_SKIP` lists it (tests/README.md, Conventions).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -36,7 +37,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ftpd_tests::{Cert, Launch, Server, free_port, is_root, python, run, run_ok, served_by_nobody, workspace};
+use ftpd_tests::{Cert, Launch, Server, free_port, python, run, run_ok, served_by_nobody, workspace};
 
 /// The table of failures ftpd shares with vsftpd, relative to the workspace.
 const TABLE: &str = "docs/vsftpd-differences.md";
@@ -406,8 +407,10 @@ fn shared_conf() -> String {
 
 #[test]
 fn pyfilesystem2_suite_fails_on_ftpd_only_where_it_fails_on_vsftpd() {
-    if !is_root() {
-        say("SKIPPED interop_suites: PyFilesystem2's suite needs root (a system user, vsftpd as root)");
+    if !ftpd_tests::root_or_skip(
+        "interop_suites::pyfilesystem2_suite_fails_on_ftpd_only_where_it_fails_on_vsftpd",
+        "a system user, vsftpd as root",
+    ) {
         return;
     }
     let python = venv_python();
@@ -432,7 +435,10 @@ fn pyfilesystem2_suite_fails_on_ftpd_only_where_it_fails_on_vsftpd() {
         say("vsftpd's run is skipped: it runs once, in the userspace stage");
         None
     } else if !Path::new(VSFTPD).exists() {
-        say("vsftpd's run is skipped: vsftpd is not installed (`cargo xtask setup` installs it)");
+        ftpd_tests::cannot_run(
+            "interop_suites::pyfilesystem2_suite_fails_on_ftpd_only_where_it_fails_on_vsftpd",
+            "vsftpd is not installed (`cargo xtask setup` installs it) for vsftpd's run",
+        );
         None
     } else {
         std::fs::create_dir_all(SECURE_CHROOT).expect("secure_chroot_dir");

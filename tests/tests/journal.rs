@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ftpd_tests::{free_port, ftpd_bin, is_root, run};
+use ftpd_tests::{free_port, ftpd_bin, run};
 
 const JOURNAL: &str = r#"
 import os, socket, sys
@@ -29,8 +29,10 @@ while True:
 
 #[test]
 fn entries_reach_the_journal_with_fields() {
-    if !is_root() {
-        eprintln!("skipped: needs root (a mount namespace for the stand-in journal socket)");
+    if !ftpd_tests::root_or_skip(
+        "journal::entries_reach_the_journal_with_fields",
+        "a mount namespace for the stand-in journal socket",
+    ) {
         return;
     }
     let served = tempfile::tempdir().unwrap();

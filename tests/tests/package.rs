@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ftpd_tests::{free_port, is_root, run, run_ok, workspace};
+use ftpd_tests::{free_port, run, run_ok, workspace};
 
 const FILES: &[&str] = &[
     "/usr/sbin/ftpd",
@@ -87,9 +87,11 @@ fn exposure(unit: &str) -> f64 {
 
 #[test]
 fn debian_package_installs_serves_and_purges() {
-    if !is_root() {
-        eprintln!("skipped: installing a package with dpkg needs root");
-        return;
+    if !ftpd_tests::is_root() {
+        return ftpd_tests::cannot_run(
+            "package::debian_package_installs_serves_and_purges",
+            "installing a package with dpkg needs root",
+        );
     }
     if std::env::var_os("FTPD_TEST_PLANE").is_some() {
         eprintln!("skipped: the package test runs once, in the userspace stage");

@@ -225,7 +225,7 @@ fn bad_config_stops_startup_with_file_and_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen_port: bad number"));
     let help = run(Command::new(ftpd_bin()).arg("--help-config"));
     let help = String::from_utf8_lossy(&help.stdout);
-    assert!(help.contains("| `pasv_min_port` | number | `0` |") && help.contains("| `ftpd_ebpf` |"), "{help}");
+    assert!(help.contains("| `pasv_min_port` | port | `0` |") && help.contains("| `ftpd_ebpf` |"), "{help}");
 }
 
 #[test]

@@ -502,8 +502,7 @@ fn shutdown_timeout_0_ends_every_session_at_once() {
 /// forwards. That is one request to stop, not two: transfers still finish.
 #[test]
 fn sigterm_to_master_and_front_at_once_is_one_request() {
-    if !ftpd_tests::is_root() {
-        eprintln!("skipped: needs root (a master and a front)");
+    if !ftpd_tests::root_or_skip("reload::sigterm_to_master_and_front_at_once_is_one_request", "a master and a front") {
         return;
     }
     let s = Setup::new();
@@ -536,8 +535,10 @@ fn sigterm_to_master_and_front_at_once_is_one_request() {
 #[test]
 fn a_front_that_replaces_a_dead_one_keeps_the_reloaded_settings() {
     if !ftpd_tests::is_root() {
-        eprintln!("skipped: a separate front exists only when ftpd starts as root");
-        return;
+        return ftpd_tests::cannot_run(
+            "reload::a_front_that_replaces_a_dead_one_keeps_the_reloaded_settings",
+            "a separate front exists only when ftpd starts as root",
+        );
     }
     let s = Setup::new();
     std::fs::write(s.root().join("image.iso"), b"iso\n").expect("write");
@@ -575,8 +576,10 @@ fn a_front_that_replaces_a_dead_one_keeps_the_reloaded_settings() {
 #[test]
 fn a_sighup_that_reaches_a_starting_front_waits_for_it() {
     if !ftpd_tests::is_root() {
-        eprintln!("skipped: a separate front exists only when ftpd starts as root");
-        return;
+        return ftpd_tests::cannot_run(
+            "reload::a_sighup_that_reaches_a_starting_front_waits_for_it",
+            "a separate front exists only when ftpd starts as root",
+        );
     }
     for attempt in 0..5 {
         let s = Setup::new();
@@ -615,8 +618,10 @@ fn a_sighup_that_reaches_a_starting_front_waits_for_it() {
 #[test]
 fn a_reload_right_after_ready_reloads_and_kills_nothing() {
     if !ftpd_tests::is_root() {
-        eprintln!("skipped: a separate front exists only when ftpd starts as root");
-        return;
+        return ftpd_tests::cannot_run(
+            "reload::a_reload_right_after_ready_reloads_and_kills_nothing",
+            "a separate front exists only when ftpd starts as root",
+        );
     }
     for attempt in 0..10 {
         let s = Setup::new();
@@ -650,8 +655,10 @@ fn a_reload_right_after_ready_reloads_and_kills_nothing() {
 #[test]
 fn a_reload_while_the_front_is_replaced_reaches_the_new_front() {
     if !ftpd_tests::is_root() {
-        eprintln!("skipped: a separate front exists only when ftpd starts as root");
-        return;
+        return ftpd_tests::cannot_run(
+            "reload::a_reload_while_the_front_is_replaced_reaches_the_new_front",
+            "a separate front exists only when ftpd starts as root",
+        );
     }
     let s = Setup::new();
     let server = s.start("ftpd_banner=first banner\n");

@@ -4,12 +4,14 @@
 
 use std::{os::unix::fs::PermissionsExt, time::Duration};
 
-use ftpd_tests::{Server, is_root};
+use ftpd_tests::Server;
 
 #[test]
 fn closed_anonymous_root_is_reported_at_startup_and_on_reload() {
-    if !is_root() {
-        eprintln!("skipped: needs root (as another user the served directory is the server's own)");
+    if !ftpd_tests::root_or_skip(
+        "root_access::closed_anonymous_root_is_reported_at_startup_and_on_reload",
+        "as another user the served directory is the server's own",
+    ) {
         return;
     }
     // What `mktemp -d` makes: mode 0700, owned by root.
@@ -48,8 +50,10 @@ fn xtask_run_prints_the_advice_before_serving() {
         os::unix::process::CommandExt,
         process::{Command, Stdio},
     };
-    if !is_root() {
-        eprintln!("skipped: needs root (as another user the served directory is the server's own)");
+    if !ftpd_tests::root_or_skip(
+        "root_access::xtask_run_prints_the_advice_before_serving",
+        "as another user the served directory is the server's own",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -86,8 +90,10 @@ fn xtask_run_prints_the_advice_before_serving() {
 /// A `local_root` set in a `user_config_dir` file is checked as that user.
 #[test]
 fn closed_local_root_of_a_user_config_is_reported() {
-    if !is_root() {
-        eprintln!("skipped: needs root (as another user the directory is the server's own)");
+    if !ftpd_tests::root_or_skip(
+        "root_access::closed_local_root_of_a_user_config_is_reported",
+        "as another user the directory is the server's own",
+    ) {
         return;
     }
     let anon = tempfile::tempdir().unwrap();

@@ -18,16 +18,15 @@ use std::{
 };
 
 use ftpd_tests::{
-    Ftp, Launch, Server, alive, free_port, give_to_anon, http_get, is_root, make_writable, random_file, run,
-    served_by_nobody,
+    Ftp, Launch, Server, alive, free_port, give_to_anon, http_get, make_writable, random_file, run, served_by_nobody,
 };
 
-fn skip() -> bool {
-    if !is_root() {
-        eprintln!("skipped: the master, front and workers exist only when ftpd starts as root");
-        return true;
-    }
-    false
+/// Whether `test` cannot run (see `ftpd_tests::cannot_run`).
+fn skip(test: &str) -> bool {
+    !ftpd_tests::root_or_skip(
+        &format!("sandbox::{test}"),
+        "the master, front and workers exist only when ftpd starts as root",
+    )
 }
 
 /// `Seccomp:` of /proc/PID/status: 0 none, 2 filter.
@@ -151,7 +150,7 @@ fn big_file(root: &Path, name: &str, len: u64) {
 
 #[test]
 fn the_front_and_the_workers_run_under_seccomp_unless_it_is_off() {
-    if skip() {
+    if skip("the_front_and_the_workers_run_under_seccomp_unless_it_is_off") {
         return;
     }
     let (_dir, root) = served_dir();
@@ -220,7 +219,7 @@ fn front_dies_and_comes_back(kill: impl FnOnce(u32), cause: &str) -> (tempfile::
 
 #[test]
 fn execve_kills_the_front_the_master_says_so_and_a_new_front_serves() {
-    if skip() {
+    if skip("execve_kills_the_front_the_master_says_so_and_a_new_front_serves") {
         return;
     }
     let (_dir, server, old_workers) =
@@ -253,7 +252,7 @@ fn allowed_then_fatal(allowed: &[&str], fatal: &str) {
 /// attack surface (routing, netfilter, XFRM), kills it like `execve`.
 #[test]
 fn the_front_may_open_internet_sockets_only() {
-    if skip() {
+    if skip("the_front_may_open_internet_sockets_only") {
         return;
     }
     allowed_then_fatal(
@@ -268,7 +267,7 @@ fn the_front_may_open_internet_sockets_only() {
 /// kills the front before the kernel looks at the family.
 #[test]
 fn the_front_may_make_unix_socket_pairs_only() {
-    if skip() {
+    if skip("the_front_may_make_unix_socket_pairs_only") {
         return;
     }
     allowed_then_fatal(
@@ -284,7 +283,7 @@ fn the_front_may_make_unix_socket_pairs_only() {
 /// only a front that fails before it serves is a startup failure.
 #[test]
 fn a_serving_front_that_exits_with_an_error_is_replaced() {
-    if skip() {
+    if skip("a_serving_front_that_exits_with_an_error_is_replaced") {
         return;
     }
     // The process itself calls _exit(3), as a bug's error path would.
@@ -293,7 +292,7 @@ fn a_serving_front_that_exits_with_an_error_is_replaced() {
 
 #[test]
 fn execve_kills_a_file_worker_its_sessions_get_421_and_a_new_login_gets_a_new_worker() {
-    if skip() {
+    if skip("execve_kills_a_file_worker_its_sessions_get_421_and_a_new_login_gets_a_new_worker") {
         return;
     }
     let (_dir, root) = served_dir();
@@ -329,7 +328,7 @@ fn execve_kills_a_file_worker_its_sessions_get_421_and_a_new_login_gets_a_new_wo
 /// `421`, and a new login gets a new worker.
 #[test]
 fn a_file_worker_killed_mid_transfer_loses_nothing_and_says_so() {
-    if skip() {
+    if skip("a_file_worker_killed_mid_transfer_loses_nothing_and_says_so") {
         return;
     }
     let (_dir, root) = writable_root();
@@ -398,7 +397,7 @@ fn a_file_worker_killed_mid_transfer_loses_nothing_and_says_so() {
 
 #[test]
 fn a_front_killed_mid_download_comes_back_and_leaves_no_process_behind() {
-    if skip() {
+    if skip("a_front_killed_mid_download_comes_back_and_leaves_no_process_behind") {
         return;
     }
     let (_dir, root) = served_dir();
@@ -436,7 +435,7 @@ fn a_front_killed_mid_download_comes_back_and_leaves_no_process_behind() {
 
 #[test]
 fn a_front_killed_mid_upload_publishes_nothing_half_written() {
-    if skip() {
+    if skip("a_front_killed_mid_upload_publishes_nothing_half_written") {
         return;
     }
     let (_dir, root) = writable_root();
@@ -502,7 +501,7 @@ fn a_front_killed_mid_upload_publishes_nothing_half_written() {
 /// the session's task.
 #[test]
 fn a_panic_ends_its_session_only() {
-    if skip() {
+    if skip("a_panic_ends_its_session_only") {
         return;
     }
     let (_dir, root) = served_dir();
@@ -548,7 +547,7 @@ fn a_panic_ends_its_session_only() {
 /// any build an operator runs.
 #[test]
 fn the_panic_hook_is_off_unless_asked_for() {
-    if skip() {
+    if skip("the_panic_hook_is_off_unless_asked_for") {
         return;
     }
     let (_dir, root) = served_dir();

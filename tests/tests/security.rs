@@ -68,8 +68,10 @@ fn setfacl(args: &[&str], path: &Path) -> Option<()> {
 /// that denies it, was served while CWD into it was refused.
 #[test]
 fn anonymous_downloads_obey_directory_search_permission_and_acls() {
-    if !is_root() {
-        eprintln!("skipped: needs root (files of other owners, privilege separation)");
+    if !ftpd_tests::root_or_skip(
+        "security::anonymous_downloads_obey_directory_search_permission_and_acls",
+        "files of other owners, privilege separation",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -86,7 +88,11 @@ fn anonymous_downloads_obey_directory_search_permission_and_acls() {
     let acls = setfacl(&["-m", "u:daemon:---"], &root.join("acl"))
         .and_then(|()| setfacl(&["-m", "u:daemon:---"], &root.join("acl-file.txt")));
     if acls.is_none() {
-        eprintln!("setfacl not installed (Debian: apt-get install acl): ACL cases skipped");
+        // Allowed to skip, the rest of the test still runs.
+        ftpd_tests::cannot_run(
+            "security::anonymous_downloads_obey_directory_search_permission_and_acls",
+            "setfacl is not installed (Debian: apt-get install acl) for its ACL cases",
+        );
     }
     // What the kernel says daemon may do: the reference the server must match.
     let as_daemon = |p: &str| {
@@ -289,8 +295,10 @@ fn big_dir(root: &Path, n: u32) {
 #[test]
 fn stalled_listings_from_one_address_do_not_deny_another() {
     let _alone = alone();
-    if !is_root() {
-        eprintln!("skipped: needs root (a file worker to measure)");
+    if !ftpd_tests::root_or_skip(
+        "security::stalled_listings_from_one_address_do_not_deny_another",
+        "a file worker to measure",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -354,8 +362,8 @@ fn stalled_listings_from_one_address_do_not_deny_another() {
 #[test]
 fn stalled_listings_from_many_addresses_do_not_deny_another() {
     let _alone = alone();
-    if !is_root() {
-        eprintln!("skipped: needs root (a file worker)");
+    if !ftpd_tests::root_or_skip("security::stalled_listings_from_many_addresses_do_not_deny_another", "a file worker")
+    {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -701,8 +709,7 @@ fn master(server: &Server) -> u32 {
 #[test]
 fn concurrent_wrong_passwords_do_not_grow_the_master() {
     let _alone = alone();
-    if !is_root() {
-        eprintln!("skipped: needs root (a privileged master)");
+    if !ftpd_tests::root_or_skip("security::concurrent_wrong_passwords_do_not_grow_the_master", "a privileged master") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -772,8 +779,10 @@ fn concurrent_wrong_passwords_do_not_grow_the_master() {
 #[test]
 fn a_login_from_a_quiet_address_gets_in_while_many_addresses_flood() {
     let _alone = alone();
-    if !is_root() {
-        eprintln!("skipped: needs root (a privileged master)");
+    if !ftpd_tests::root_or_skip(
+        "security::a_login_from_a_quiet_address_gets_in_while_many_addresses_flood",
+        "a privileged master",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -854,8 +863,10 @@ fn a_bad_per_user_file_is_logged_as_a_warning() {
 /// Minor: MLST showed `perm=elc` for a directory anonymous cannot enter.
 #[test]
 fn mlst_does_not_offer_to_enter_a_directory_the_session_cannot_open() {
-    if !is_root() {
-        eprintln!("skipped: needs root (a directory of another owner)");
+    if !ftpd_tests::root_or_skip(
+        "security::mlst_does_not_offer_to_enter_a_directory_the_session_cannot_open",
+        "a directory of another owner",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -880,8 +891,7 @@ fn mlst_does_not_offer_to_enter_a_directory_the_session_cannot_open() {
 /// descriptors they inherit.
 #[test]
 fn file_workers_hold_only_the_descriptors_they_use() {
-    if !is_root() {
-        eprintln!("skipped: needs root (file workers)");
+    if !ftpd_tests::root_or_skip("security::file_workers_hold_only_the_descriptors_they_use", "file workers") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -164,7 +164,10 @@ fn the_commit_never_replaces_a_file_published_meanwhile() {
 /// files' owner (root), so runs only as root.
 #[test]
 fn a_replace_rechecks_permission_at_the_commit() {
-    if !is_root() {
+    if !ftpd_tests::root_or_skip(
+        "upload_security::a_replace_rechecks_permission_at_the_commit",
+        "the sessions must act as another account than the files' owner",
+    ) {
         return;
     }
     let mut settings = UPLOAD.to_vec();
@@ -278,7 +281,10 @@ fn two_replaces_of_one_file_at_once_both_succeed() {
 /// the sessions must act as another account than the file's owner.
 #[test]
 fn a_replace_keeps_owner_mode_and_hard_links() {
-    if !is_root() {
+    if !ftpd_tests::root_or_skip(
+        "upload_security::a_replace_keeps_owner_mode_and_hard_links",
+        "the sessions must act as another account than the files' owner",
+    ) {
         return;
     }
     let settings = ["write_enable=YES", "anon_upload_enable=YES", "anon_other_write_enable=YES"];
@@ -459,7 +465,10 @@ fn the_sweep_removes_only_leftovers_ftpd_made() {
 /// server, so runs as root only.
 #[test]
 fn a_part_belongs_to_its_login_name_not_its_uid() {
-    if !is_root() {
+    if !ftpd_tests::root_or_skip(
+        "upload_security::a_part_belongs_to_its_login_name_not_its_uid",
+        "virtual users need the root-started server",
+    ) {
         return;
     }
     let (dir, root) = served();
@@ -523,7 +532,10 @@ fn a_part_belongs_to_its_login_name_not_its_uid() {
 /// without `virtual_use_local_privs` get the anonymous rights; as root only.
 #[test]
 fn two_logins_uploading_one_name_write_their_own_parts() {
-    if !is_root() {
+    if !ftpd_tests::root_or_skip(
+        "upload_security::two_logins_uploading_one_name_write_their_own_parts",
+        "virtual users need the root-started server",
+    ) {
         return;
     }
     let (dir, root) = served();

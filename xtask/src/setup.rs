@@ -33,6 +33,8 @@ const TEST_PACKAGES: &[&str] = &[
     "python3-seccomp",
     // The sandbox tests make a process call a forbidden syscall through gdb.
     "gdb",
+    // setfacl, for the ACL cases of `tests/tests/security.rs`.
+    "acl",
     // The users test with a user only NSS (systemd-userdb) knows.
     "libnss-systemd",
     // The interop tests (`tests/tests/interop.rs`, `interop_suites.rs`): rclone
@@ -50,7 +52,8 @@ const TEST_PACKAGES: &[&str] = &[
 const CARGO_DEB_VERSION: &str = "3.8.0";
 /// The reference server of `tests/tests/vsftpd_diff.rs`, installed when
 /// possible (its service is never started, see `install_packages`); without
-/// it that test is skipped and says so, the rest runs.
+/// it the tests that compare with vsftpd fail unless `FTPD_TEST_ALLOW_SKIP`
+/// lists them (tests/README.md, Conventions).
 const VSFTPD_PACKAGE: &str = "vsftpd";
 /// Debian's hook that decides whether a package may start its service.
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";

@@ -3,6 +3,10 @@
 //! Stages: fmt, clippy, build, tests, privileged eBPF tests, fuzzing. A failing stage
 //! does not stop the later ones (a formatting slip shouldn't hide a test
 //! failure), except that the tests need the binary the build stage makes.
+//!
+//! A test that cannot run (not root, a tool missing) fails unless
+//! `FTPD_TEST_ALLOW_SKIP` names it; the summary ends with the tests that
+//! skipped that way, so that a skip is read where the verdict is.
 
 use std::{
     path::{Path, PathBuf},
@@ -34,6 +38,8 @@ pub(crate) fn run() -> Result<()> {
     // The package test (`tests/tests/package.rs`) builds the .deb with it.
     setup::ensure_cargo_deb(setup::Verbosity::Summary)?;
     let mut stages = Vec::new();
+    let skips = skip_log();
+    let _ = std::fs::remove_file(&skips);
 
     stage(&mut stages, "fmt", || exec(&mut cargo(["fmt", "--all", "--", "--check"])));
     stage(&mut stages, "module cycles", || modules::run(true));
@@ -130,7 +136,19 @@ pub(crate) fn run() -> Result<()> {
     summarize(&stages)
 }
 
-/// Prints one line per stage; fails if any stage failed.
+/// Where the tests record a skip (`FTPD_TEST_SKIP_LOG`, read by the test kit).
+fn skip_log() -> PathBuf {
+    crate::workspace_root().join("target").join("test-skips.log")
+}
+
+/// The tests that skipped, one `file::test: why` each, in order and once.
+fn skipped_tests(log: &str) -> Vec<&str> {
+    let mut seen = std::collections::BTreeSet::new();
+    log.lines().filter(|l| !l.trim().is_empty() && seen.insert(*l)).collect()
+}
+
+/// Prints one line per stage, then the tests that skipped; fails if any
+/// stage failed.
 fn summarize(stages: &[Stage]) -> Result<()> {
     println!("\n== summary ==");
     let mut failed = Vec::new();
@@ -143,6 +161,15 @@ fn summarize(stages: &[Stage]) -> Result<()> {
             }
             Outcome::Skipped(why) => println!("skipped  {:<22} {why}", s.name),
         }
+    }
+    let log = std::fs::read_to_string(skip_log()).unwrap_or_default();
+    let skipped = skipped_tests(&log);
+    println!("\n== tests skipped (listed in FTPD_TEST_ALLOW_SKIP) ==");
+    if skipped.is_empty() {
+        println!("none");
+    }
+    for line in &skipped {
+        println!("skipped  {line}");
     }
     if !failed.is_empty() {
         bail!("{} stage(s) failed: {}", failed.len(), failed.join(", "));
@@ -172,7 +199,7 @@ fn skip(stages: &mut Vec<Stage>, name: &'static str, why: String) {
 /// `FTPD_REQUIRE_EBPF` as the build did, so the binary isn't rebuilt.
 fn test_cmd<const N: usize>(bin: &Path, args: [&str; N]) -> Command {
     let mut cmd = cargo(args);
-    cmd.env(REQUIRE_EBPF.0, REQUIRE_EBPF.1).env("FTPD_BIN", bin);
+    cmd.env(REQUIRE_EBPF.0, REQUIRE_EBPF.1).env("FTPD_BIN", bin).env("FTPD_TEST_SKIP_LOG", skip_log());
     cmd
 }
 
@@ -209,4 +236,13 @@ fn privileged_skip_reason() -> Result<Option<String>> {
         return Ok(Some("/sys/fs/bpf does not exist (no bpffs)".into()));
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_skipped_test_is_listed_once() {
+        let log = "reload::a: needs root\nsandbox::b: needs root\nreload::a: needs root\n\n";
+        assert_eq!(super::skipped_tests(log), ["reload::a: needs root", "sandbox::b: needs root"]);
+    }
 }
