@@ -31,6 +31,8 @@ use crate::{
     worker::Fs,
 };
 
+pub mod transfer;
+
 /// A logged-in session's place in the active-sessions gauge and in its
 /// user's rate sharing. Given back on drop, so that a session that ends any
 /// way (a panic in its task included: tokio drops the task) leaves no count

@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     command::{Access, Command, HashAlg, ListArgs, ParseError, Verb},
-    commands::{listing::ListKind, transfer::StoreKind},
+    commands::{listing::ListKind, upload::StoreKind},
     config::Config,
     control::{self, LineError},
     policy::Op,

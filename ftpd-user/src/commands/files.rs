@@ -246,7 +246,7 @@ impl Session {
         };
         let cfg = self.cfg();
         let size = if !self.binary && cfg.ascii_download_enable {
-            use crate::commands::transfer::{ASCII_SIZE_MAX, ascii_size};
+            use crate::session::transfer::{ASCII_SIZE_MAX, ascii_size};
             // Reading a file is never done on the async threads: a big one
             // would stall every session of this process meanwhile.
             let counted = if u64::try_from(st.st_size).unwrap_or(u64::MAX) > ASCII_SIZE_MAX {

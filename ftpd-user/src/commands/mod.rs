@@ -3,7 +3,8 @@
 
 pub mod auth;
 pub mod dispatch;
+pub mod download;
 pub mod files;
 pub mod listing;
 pub mod tls;
-pub mod transfer;
+pub mod upload;

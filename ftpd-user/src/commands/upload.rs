@@ -1,32 +1,22 @@
-//! File transfers: RETR STOR APPE STOU, and HASH/XSHA256.
-//!
-//! Downloads use `sendfile` and uploads `splice`, unless TYPE A conversion is
-//! on (`ascii_*_enable`) or `use_sendfile=NO`. Every transfer runs inside
-//! `Session::race`, so the control connection is answered meanwhile.
+//! Uploads: STOR, APPE and STOU. Where the bytes go is decided before the
+//! data connection opens (`plan_upload`), so that an existing file is never
+//! damaged; they arrive by `splice`, or through a buffer for TYPE A
+//! (`ascii_upload_enable`) and TLS, inside `Session::race`.
 
-use std::{
-    io,
-    os::fd::{AsFd, OwnedFd},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{io, os::fd::OwnedFd, sync::Arc, time::Instant};
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    time::timeout,
-};
+use tokio::{io::AsyncWriteExt, time::timeout};
 use tracing::{debug, info, warn};
 
 use crate::{
-    command::HashAlg,
-    data::{self, DataError, RecvError},
+    data::{self, RecvError},
     fs::{self, Create, FsError, VPath},
     policy::Op,
     reply::{self, Reply, code},
-    session::{Raced, Session},
+    session::{Raced, Session, transfer::Sent},
     tls::DataStream,
     worker::Fs,
-    xferlog::{Direction, Who},
+    xferlog::Direction,
 };
 
 /// Capacity asked for a session's upload pipe. Pipe pages count against
@@ -44,253 +34,7 @@ pub enum StoreKind {
     /// Store under a new unique name.
     Stou,
 }
-
-/// Largest file whose TYPE A `SIZE` is computed. Reading the file is the
-/// only way to count its LFs; vsftpd never does it ("a potential I/O DoS")
-/// and answers the binary size. ftpd answers the converted size, which a
-/// client resuming a TYPE A download needs, for files up to this size, and
-/// `550 Could not get file size.` above it rather than a wrong number.
-pub const ASCII_SIZE_MAX: u64 = 16 << 20;
-
-/// Size of `file` after LF → CRLF conversion (what a TYPE A download sends),
-/// reading at most [`ASCII_SIZE_MAX`] bytes: `None` if it is longer (it may
-/// have grown since it was stat'ed). Blocking: call it off the async threads.
-pub fn ascii_size(file: &OwnedFd) -> io::Result<Option<u64>> {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut off = 0u64;
-    let mut size = 0u64;
-    let mut prev = 0u8;
-    loop {
-        if off > ASCII_SIZE_MAX {
-            return Ok(None);
-        }
-        let n = rustix::io::pread(file, &mut buf, off)?;
-        if n == 0 {
-            return Ok(Some(size));
-        }
-        for &b in &buf[..n] {
-            size += if b == b'\n' && prev != b'\r' { 2 } else { 1 };
-            prev = b;
-        }
-        off += n as u64;
-    }
-}
-
 impl Session {
-    /// Records a transfer in the metrics.
-    fn count_transfer(&self, direction: &str, result: &str, bytes: u64, secs: f64, path: &[u8]) {
-        let name = &self.user().name;
-        let user = self.settings.metrics_users.iter().any(|u| u == name).then_some(name.as_str());
-        self.shared.metrics.transfer(direction, result, bytes, secs, user);
-        if self.settings.tls.is_some() {
-            self.shared.metrics.tls_transfer(direction, self.data_tls);
-        }
-        self.shared.metrics.dir_transfer(&self.cfg().ftpd_metrics_dirs, path, direction, bytes);
-    }
-
-    /// Writes the transfer to the xferlog / vsftpd log, as configured.
-    fn log_transfer(&self, dir: Direction, path: &[u8], bytes: u64, secs: f64, complete: bool) {
-        let class = if self.user().anonymous {
-            'a'
-        } else if self.cfg().guest_enable {
-            'g'
-        } else {
-            'r'
-        };
-        let who =
-            Who { client: &self.client, user: &self.xfer_user, log_user: &self.log_user, class, binary: self.binary };
-        self.shared.logs.transfer(&who, dir, path, bytes, secs, complete);
-    }
-
-    /// Joins the rate group for a transfer about to start, limited or not
-    /// (a reload may limit it later).
-    fn start_flow(&self) -> crate::rates::FlowGuard {
-        let limit = self.rate();
-        let key = match self.cfg().ftpd_rate_scope {
-            crate::config::RateScope::User => format!("u:{}", self.user().name),
-            crate::config::RateScope::Ip => format!("i:{}", self.peer_ip()),
-            crate::config::RateScope::Session => format!("s:{}", self.id),
-        };
-        crate::rates::Rates::start(&self.shared.rates, key, self.owner(), limit)
-    }
-
-    /// Counts a limited transfer by how it was paced; returns that for the log.
-    fn count_paced(&self, direction: &str, pacer: &crate::rates::Pacer) -> &'static str {
-        match pacer.how() {
-            Some(how) => {
-                self.shared.metrics.paced(direction, how);
-                how
-            }
-            None => "no",
-        }
-    }
-
-    /// Opens a file for reading as RETR may: `download_enable`, the path
-    /// confined and not denied, opened by the user's worker (or the front
-    /// with the same credentials), and for anonymous users only a file
-    /// everyone may read. The refusal is the reply to send.
-    fn open_download(&self, arg: &[u8]) -> Result<(VPath, OwnedFd, rustix::fs::Stat), Reply> {
-        let cfg = self.cfg();
-        if !cfg.download_enable {
-            return Err(reply::PERMISSION_DENIED);
-        }
-        let opened = self.path(arg).and_then(|p| self.user().root.open_file(&p).ok().map(|(f, st)| (p, f, st)));
-        let Some((vpath, file, st)) = opened else {
-            return Err(reply::FAILED_TO_OPEN_FILE);
-        };
-        if self.user().policy.world_readable_only && st.st_mode & 0o004 == 0 {
-            return Err(reply::FAILED_TO_OPEN_FILE);
-        }
-        Ok((vpath, file, st))
-    }
-
-    /// `HASH` (draft-bryan-ftpext-hash) and `XSHA256` (`alg` given): the
-    /// digest of a whole file a client may download, so that a mirror user
-    /// can check a download without fetching it again. The file is read on
-    /// a blocking thread, never on the session's event loop; ABOR stops it.
-    pub(crate) async fn cmd_hash(&mut self, arg: &[u8], alg: Option<HashAlg>) -> io::Result<()> {
-        let draft = alg.is_none();
-        let alg = alg.unwrap_or(self.hash_alg);
-        let (_, file, _) = match self.open_download(arg) {
-            Ok(x) => x,
-            Err(r) => return self.send(r).await,
-        };
-        let shared = Arc::clone(&self.shared);
-        let Some(_slot) = shared.hashing.take(self.peer.ip()) else {
-            return self.send(reply::HASH_BUSY).await;
-        };
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        let work = async move { tokio::task::spawn_blocking(move || hash_file(&file, alg, &stopped)).await };
-        match self.race(work).await? {
-            Raced::Done(Ok(Ok((digest, len)))) => {
-                let text = if draft {
-                    format!("{} 0-{len} {digest} {}", alg.name(), String::from_utf8_lossy(arg))
-                } else {
-                    digest
-                };
-                self.reply(code::FILE_STATUS, &text).await
-            }
-            Raced::Done(Ok(Err(e))) => {
-                warn!(session = self.id, file = %String::from_utf8_lossy(arg), error = %e, "hashing the file failed");
-                self.send(reply::FILE_READ_FAILED).await
-            }
-            Raced::Done(Err(e)) => Err(io::Error::other(e)),
-            Raced::Aborted => {
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                self.send(reply::HASH_ABORTED).await?;
-                self.send(reply::ABOR_OK).await
-            }
-        }
-    }
-
-    pub(crate) async fn cmd_retr(&mut self, arg: &[u8]) -> io::Result<()> {
-        let offset = std::mem::take(&mut self.rest);
-        let plan = match self.plan_retr(arg, offset) {
-            Ok(p) => p,
-            Err(r) => return self.send(r).await,
-        };
-        let Some(data) = self.open_data().await? else { return Ok(()) };
-        let flow = self.start_flow();
-        // vsftpd names the mode the bytes actually travel in.
-        let mode = if plan.ascii { "ASCII" } else { "BINARY" };
-        let text = format!("Opening {mode} mode data connection for {} ({} bytes).", plan.name, plan.size);
-        self.reply(code::OPENING_DATA, &text).await?;
-        let Some(data) = self.secure_data(data, true).await? else { return Ok(()) };
-        let sent = self.run_retr(&plan, data, &flow).await?;
-        drop(flow);
-        self.finish_retr(&plan, sent).await
-    }
-
-    /// RETR's checks, before any data connection: what to send, or the refusal.
-    fn plan_retr(&self, arg: &[u8], offset: u64) -> Result<Download, Reply> {
-        let (vpath, file, st) = self.open_download(arg)?;
-        Ok(Download {
-            file,
-            offset,
-            size: u64::try_from(st.st_size).unwrap_or(0),
-            name: String::from_utf8_lossy(arg).into_owned(),
-            shown_path: vpath.as_bytes().to_vec(),
-            ascii: !self.binary && self.cfg().ascii_download_enable,
-        })
-    }
-
-    /// Sends the file, answering the control connection meanwhile.
-    async fn run_retr(
-        &mut self,
-        plan: &Download,
-        mut data: DataStream,
-        flow: &crate::rates::FlowGuard,
-    ) -> io::Result<Sent<Result<u64, DataError>>> {
-        let cfg = self.cfg();
-        let strict_shutdown = cfg.strict_ssl_write_shutdown;
-        // The socket's own TCP pacing, applied before the first byte, plus a
-        // schedule for what TCP does not pace (see `rates::Pacer`): the same
-        // on both planes, passive or active, with or without a port range.
-        let mut pacer = crate::rates::Pacer::sending(Arc::clone(&flow.flow));
-        self.progress = std::sync::Arc::new(data::Progress::new(self.shared.metrics.bytes_counter("download")));
-        let progress = std::sync::Arc::clone(&self.progress);
-        let stall = self.stall();
-        let (file, offset, ascii) = (&plan.file, plan.offset, plan.ascii);
-        let len = plan.size.saturating_sub(offset);
-        let started = Instant::now();
-        let use_sendfile = cfg.use_sendfile;
-        let send = async move {
-            // Over TLS the bytes must pass through rustls: the buffered path,
-            // paced the same way. In the clear, sendfile as before.
-            let r = match &mut data {
-                DataStream::Plain(tcp) if use_sendfile && !ascii => {
-                    data::send_file(tcp, file, offset, len, stall, &progress, &mut pacer).await
-                }
-                _ => send_buffered(&mut data, file, offset, stall, &progress, ascii, &mut pacer, strict_shutdown).await,
-            };
-            drop(data);
-            (r, pacer)
-        };
-        Ok(match self.race(send).await? {
-            Raced::Done((r, pacer)) => {
-                Sent { raced: Raced::Done(r), paced: self.count_paced("download", &pacer), started }
-            }
-            Raced::Aborted => Sent { raced: Raced::Aborted, paced: "no", started },
-        })
-    }
-
-    /// Logs and counts a download, and gives its final reply.
-    async fn finish_retr(&mut self, plan: &Download, sent: Sent<Result<u64, DataError>>) -> io::Result<()> {
-        let Sent { raced, paced, started } = sent;
-        let name = &plan.name;
-        let (moved, complete) = match &raced {
-            Raced::Done(Ok(n)) => (*n, true),
-            _ => (self.progress.get(), false),
-        };
-        self.log_transfer(Direction::Download, &plan.shown_path, moved, started.elapsed().as_secs_f64(), complete);
-        let result = match &raced {
-            Raced::Done(Ok(_)) => "complete",
-            Raced::Aborted => "aborted",
-            Raced::Done(Err(_)) => "failed",
-        };
-        self.count_transfer("download", result, moved, started.elapsed().as_secs_f64(), &plan.shown_path);
-        match raced {
-            Raced::Done(Ok(sent)) => {
-                info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %name, bytes = sent, secs = started.elapsed().as_secs_f64(), paced, "download complete");
-                self.send(reply::TRANSFER_OK).await
-            }
-            Raced::Done(Err(DataError::File(e))) => {
-                warn!(session = self.id, file = %name, error = %e, "reading the file failed");
-                self.send(reply::FILE_READ_FAILED).await
-            }
-            Raced::Done(Err(DataError::Stalled)) => {
-                info!(session = self.id, peer = %self.peer, file = %name, "data connection stalled");
-                self.send(reply::DATA_TIMEOUT).await
-            }
-            Raced::Done(Err(e)) => {
-                info!(session = self.id, peer = %self.peer, file = %name, error = ?e, "download aborted");
-                self.send(reply::NETWORK_WRITE_FAILED).await
-            }
-            Raced::Aborted => self.abort_replies().await,
-        }
-    }
-
     pub(crate) async fn cmd_store(&mut self, arg: &[u8], kind: StoreKind) -> io::Result<()> {
         let offset = std::mem::take(&mut self.rest);
         let up = match self.plan_store(arg, kind, offset) {
@@ -430,7 +174,10 @@ impl Session {
                 DataStream::Plain(tcp) if !ascii => {
                     data::receive_file(tcp, &fd, &pipe, write_off, stall, &progress, &mut pacer).await
                 }
-                _ => recv_copy(&mut data, &fd, write_off, stall, &progress, &mut pacer, ascii, strict_eof).await,
+                _ => {
+                    data::copy::recv_copy(&mut data, &fd, write_off, stall, &progress, &mut pacer, ascii, strict_eof)
+                        .await
+                }
             };
             if r.is_ok() && matches!(data, DataStream::Tls(_)) {
                 // The client's close_notify is answered with ours: clients
@@ -519,35 +266,12 @@ impl Session {
     }
 }
 
-/// What RETR sends, decided before the data connection.
-struct Download {
-    file: OwnedFd,
-    /// REST: where sending starts (a file offset, also in ASCII mode).
-    offset: u64,
-    size: u64,
-    /// The argument as given, for the 150 reply and the log.
-    name: String,
-    /// The path from the root, for xferlog and the metrics.
-    shown_path: Vec<u8>,
-    /// TYPE A with `ascii_download_enable`: LF becomes CRLF.
-    ascii: bool,
-}
-
 /// An upload decided before the data connection.
 struct Upload {
     plan: UploadPlan,
     /// The name as the client gave it (STOU: plus its unique suffix).
     shown: String,
 }
-
-/// How a transfer's data phase ended.
-struct Sent<R> {
-    raced: Raced<R>,
-    /// How the rate limit paced it, for the log.
-    paced: &'static str,
-    started: Instant,
-}
-
 fn is_space_error(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG))
 }
@@ -753,156 +477,4 @@ fn unique_name(root: &Fs, wanted: &VPath) -> Option<VPath> {
         let p = dir.join(&n).ok()?;
         root.lstat(&p).is_err().then_some(p)
     })
-}
-
-/// The lower-case hex digest of `file` from its start to its end, and the
-/// number of bytes read. Blocking. Stops early, with an error, once `stop` is set.
-fn hash_file(file: &OwnedFd, alg: HashAlg, stop: &std::sync::atomic::AtomicBool) -> io::Result<(String, u64)> {
-    use sha2::Digest;
-    let mut sha256 = sha2::Sha256::new();
-    let mut sha512 = sha2::Sha512::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut off = 0u64;
-    loop {
-        if stop.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(io::Error::from(io::ErrorKind::Interrupted));
-        }
-        let n = rustix::io::pread(file, &mut buf, off)?;
-        if n == 0 {
-            break;
-        }
-        match alg {
-            HashAlg::Sha256 => sha256.update(&buf[..n]),
-            HashAlg::Sha512 => sha512.update(&buf[..n]),
-        }
-        off += n as u64;
-    }
-    let digest: Vec<u8> = match alg {
-        HashAlg::Sha256 => sha256.finalize().to_vec(),
-        HashAlg::Sha512 => sha512.finalize().to_vec(),
-    };
-    Ok((digest.iter().map(|b| format!("{b:02x}")).collect(), off))
-}
-
-/// Download through a buffer: for `use_sendfile=NO`, and for TYPE A with
-/// `ascii_download_enable`, where LF becomes CRLF. `off` counts file bytes
-/// (REST in ASCII mode is a file offset, as in vsftpd).
-#[allow(clippy::too_many_arguments)]
-async fn send_buffered(
-    data: &mut DataStream,
-    file: &OwnedFd,
-    mut off: u64,
-    stall: Duration,
-    progress: &data::Progress,
-    ascii: bool,
-    pacer: &mut crate::rates::Pacer,
-    strict_shutdown: bool,
-) -> Result<u64, DataError> {
-    // Under TLS, bigger reads hand rustls many records per write: with 32 KiB
-    // (two records) a 1 GiB download ran at 440 MB/s against vsftpd's 577.
-    let size = if matches!(data, DataStream::Tls(_)) { 256 * 1024 } else { 32 * 1024 };
-    let mut buf = vec![0u8; size];
-    let mut out = Vec::with_capacity(64 * 1024);
-    let mut prev = 0u8;
-    let mut sent = 0;
-    loop {
-        let n = rustix::io::pread(file, &mut buf, off).map_err(|e| DataError::File(e.into()))?;
-        if n == 0 {
-            break;
-        }
-        let chunk: &[u8] = if ascii {
-            out.clear();
-            for &b in &buf[..n] {
-                if b == b'\n' && prev != b'\r' {
-                    out.push(b'\r');
-                }
-                out.push(b);
-                prev = b;
-            }
-            &out
-        } else {
-            &buf[..n]
-        };
-        data::send_paced(data, chunk, stall, pacer).await?;
-        off += n as u64;
-        sent += chunk.len() as u64;
-        progress.add(chunk.len() as u64);
-    }
-    data::finish_send(data, stall, strict_shutdown).await?;
-    Ok(sent)
-}
-
-/// Upload through a buffer, for TYPE A conversion (CRLF → LF) and for TLS,
-/// paced like `data::receive_file`. Under TLS the end must be a
-/// close_notify unless `strict_ssl_read_eof=NO`: a bare TCP close may be a
-/// cut connection, and the upload then fails instead of being kept as
-/// complete.
-#[allow(clippy::too_many_arguments)]
-async fn recv_copy(
-    data: &mut DataStream,
-    file: &OwnedFd,
-    mut off: Option<u64>,
-    stall: Duration,
-    progress: &data::Progress,
-    pacer: &mut crate::rates::Pacer,
-    ascii: bool,
-    strict_eof: bool,
-) -> Result<u64, RecvError> {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut out = Vec::new();
-    let mut total = 0u64;
-    let mut pending_cr = false;
-    loop {
-        let want = pacer.budget(data.as_fd(), buf.len()).await;
-        let n = match timeout(stall, data.read(&mut buf[..want])).await {
-            Err(_) => return Err(RecvError::Stalled),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof && !strict_eof => 0,
-            Ok(Err(e)) => return Err(RecvError::Network(e)),
-            Ok(Ok(n)) => n,
-        };
-        if n == 0 {
-            if pending_cr {
-                write_all_at(file, b"\r", &mut off).map_err(RecvError::File)?;
-                total += 1;
-            }
-            return Ok(total);
-        }
-        let bytes: &[u8] = if ascii {
-            out.clear();
-            for &b in &buf[..n] {
-                if pending_cr && b != b'\n' {
-                    out.push(b'\r');
-                }
-                pending_cr = b == b'\r';
-                if !pending_cr {
-                    out.push(b);
-                }
-            }
-            &out
-        } else {
-            &buf[..n]
-        };
-        write_all_at(file, bytes, &mut off).map_err(RecvError::File)?;
-        total += bytes.len() as u64;
-        progress.add(n as u64);
-        pacer.moved(n);
-    }
-}
-
-fn write_all_at(file: &OwnedFd, mut bytes: &[u8], off: &mut Option<u64>) -> io::Result<()> {
-    while !bytes.is_empty() {
-        let n = match off {
-            Some(o) => {
-                let n = rustix::io::pwrite(file.as_fd(), bytes, *o)?;
-                *o += n as u64;
-                n
-            }
-            None => rustix::io::write(file.as_fd(), bytes)?,
-        };
-        if n == 0 {
-            return Err(io::Error::from(io::ErrorKind::WriteZero));
-        }
-        bytes = &bytes[n..];
-    }
-    Ok(())
 }
