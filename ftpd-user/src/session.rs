@@ -31,7 +31,9 @@ use crate::{
     worker::Fs,
 };
 
+pub mod tls;
 pub mod transfer;
+pub mod tree;
 
 /// A logged-in session's place in the active-sessions gauge and in its
 /// user's rate sharing. Given back on drop, so that a session that ends any

@@ -9,7 +9,7 @@ use std::{
 use tracing::{info, warn};
 
 use crate::{
-    command::{Eprt, Epsv, ListArgs, Mdtm, Site, Umask},
+    command::{Eprt, Epsv, Mdtm, Site, Umask},
     fs::{self, VPath},
     reply::{self, code},
     session::{DataSetup, PassivePort, Session},
@@ -18,22 +18,6 @@ use crate::{
 pub(crate) use crate::policy::Op;
 
 impl Session {
-    /// Whether the user may make a change of this class (decided at login,
-    /// see [`crate::policy::Policy::decide`]).
-    pub(crate) fn may(&self, op: Op) -> bool {
-        self.user().policy.may(op)
-    }
-
-    /// Resolves a client path. `None` for NUL bytes, overlong paths and
-    /// `deny_file` matches, which the caller answers like "not found".
-    pub(crate) fn path(&self, arg: &[u8]) -> Option<VPath> {
-        let p = self.cwd.join(arg).ok()?;
-        if self.settings.deny.matches_path(&p) || fs::is_upload_temp(p.file_name()) {
-            return None;
-        }
-        Some(p)
-    }
-
     /// vsftpd's log line for a file-system change: `OK MKDIR: Client "ip", "/path"`.
     fn log_change(&self, ok: bool, what: &str, path: &VPath) {
         let tag = format!("{} {what}", if ok { "OK" } else { "FAIL" });
@@ -55,30 +39,6 @@ impl Session {
         let mut lines = self.dir_message(&p);
         lines.push("Directory successfully changed.".into());
         self.reply_lines(code::FILE_ACTION_OK, &lines).await
-    }
-
-    /// With `dirmessage_enable`, the lines of `dir`'s message file the first
-    /// time this session enters `dir` (vsftpd shows each message once).
-    pub(crate) fn dir_message(&mut self, dir: &VPath) -> Vec<String> {
-        let cfg = self.cfg();
-        if !cfg.dirmessage_enable || self.seen_messages.contains(dir) {
-            return Vec::new();
-        }
-        self.seen_messages.push(dir.clone());
-        dir.join(cfg.message_file.as_bytes())
-            .ok()
-            .and_then(|m| self.read_small(&m))
-            .map(|t| t.lines().map(str::to_owned).collect())
-            .unwrap_or_default()
-    }
-
-    /// Reads a small text file (a message file) inside the root, up to 8 KiB.
-    fn read_small(&self, path: &VPath) -> Option<String> {
-        let (fd, _) = self.user().root.open_file(path).ok()?;
-        let mut buf = vec![0u8; 8192];
-        let n = rustix::io::read(&fd, &mut buf).ok()?;
-        buf.truncate(n);
-        Some(String::from_utf8_lossy(&buf).into_owned())
     }
 
     pub(crate) async fn cmd_type(&mut self, binary: bool) -> io::Result<()> {
@@ -316,31 +276,6 @@ impl Session {
         self.reply(code::FILE_STATUS, &text).await
     }
 
-    /// RFC 3659 `perm` fact for an entry, from what this session may do.
-    pub(crate) fn perm_fact(&self, is_dir: bool) -> String {
-        let mut p = String::new();
-        if is_dir {
-            p.push_str("el");
-            if self.may(Op::Upload) {
-                p.push('c');
-            }
-            if self.may(Op::Mkdir) {
-                p.push('m');
-            }
-            if self.may(Op::Other) {
-                p.push_str("dfp");
-            }
-        } else {
-            if self.cfg().download_enable {
-                p.push('r');
-            }
-            if self.may(Op::Other) {
-                p.push_str("adfw");
-            }
-        }
-        p
-    }
-
     pub(crate) async fn cmd_mlst(&mut self, arg: &[u8]) -> io::Result<()> {
         let st = self.path(arg).and_then(|p| self.user().root.stat(&p).ok().map(|st| (p, st)));
         let Some((p, st)) = st else {
@@ -365,43 +300,31 @@ impl Session {
         .await
     }
 
-    pub(crate) async fn cmd_stat(&mut self, arg: Option<ListArgs<'_>>) -> io::Result<()> {
-        let Some(args) = arg else {
-            // vsftpd's lines, indented as it does; ftpd's version line also
-            // names the data plane.
-            let cfg = self.cfg();
-            let who = if self.user().anonymous { cfg.ftp_username.clone() } else { self.user().name.clone() };
-            let rate = self.rate();
-            let lines = [
-                format!("Connected to {}", self.peer_ip()),
-                format!("Logged in as {who}"),
-                format!("TYPE: {}", if self.binary { "BINARY" } else { "ASCII" }),
-                if rate == 0 {
-                    "No session bandwidth limit".into()
-                } else {
-                    format!("Session bandwidth limit in byte/s is {rate}")
-                },
-                format!("Session timeout in seconds is {}", cfg.idle_session_timeout),
-                "Control connection is plain text".into(),
-                "Data connections will be plain text".into(),
-                format!("At session startup, client count was {}", self.clients_at_start),
-                format!("ftpd {} - {}", env!("CARGO_PKG_VERSION"), self.shared.plane_status()),
-            ]
-            .map(|l| format!("     {l}"));
-            return self.reply_listing(code::SYSTEM_STATUS, "FTP server status:", &lines, "End of status").await;
-        };
-        // STAT PATH: a listing over the control connection.
-        if !self.cfg().dirlist_enable {
-            return self.send(reply::PERMISSION_DENIED).await;
-        }
-        let path_arg = args.path;
-        let recurse = args.recurse && self.cfg().ls_recurse_enable;
-        let listing = match self.path(path_arg) {
-            Some(p) => self.listing_bytes(p, path_arg, recurse).await,
-            None => Vec::new(),
-        };
-        let lines: Vec<String> = String::from_utf8_lossy(&listing).lines().map(str::to_owned).collect();
-        self.reply_listing(code::FILE_STATUS, "Status follows:", &lines, "End of status").await
+    /// STAT without an argument: the session's status (STAT PATH is a
+    /// listing, `cmd_stat_path`).
+    pub(crate) async fn cmd_stat(&mut self) -> io::Result<()> {
+        // vsftpd's lines, indented as it does; ftpd's version line also
+        // names the data plane.
+        let cfg = self.cfg();
+        let who = if self.user().anonymous { cfg.ftp_username.clone() } else { self.user().name.clone() };
+        let rate = self.rate();
+        let lines = [
+            format!("Connected to {}", self.peer_ip()),
+            format!("Logged in as {who}"),
+            format!("TYPE: {}", if self.binary { "BINARY" } else { "ASCII" }),
+            if rate == 0 {
+                "No session bandwidth limit".into()
+            } else {
+                format!("Session bandwidth limit in byte/s is {rate}")
+            },
+            format!("Session timeout in seconds is {}", cfg.idle_session_timeout),
+            "Control connection is plain text".into(),
+            "Data connections will be plain text".into(),
+            format!("At session startup, client count was {}", self.clients_at_start),
+            format!("ftpd {} - {}", env!("CARGO_PKG_VERSION"), self.shared.plane_status()),
+        ]
+        .map(|l| format!("     {l}"));
+        self.reply_listing(code::SYSTEM_STATUS, "FTP server status:", &lines, "End of status").await
     }
 
     pub(crate) async fn cmd_mkd(&mut self, arg: &[u8]) -> io::Result<()> {
