@@ -184,6 +184,14 @@ pub(crate) enum Raced<T> {
 }
 
 /// A control connection's state.
+///
+/// Which configuration a handler reads, one rule: `cfg()`. Once logged in
+/// that is the user's effective config, fixed at login (a reload changes
+/// only the rate limit of a running session, through `rate()`); before
+/// login, the settings in force now. What the settings derive from files
+/// (banner, deny/hide patterns, TLS, metrics users) is in `settings`, the
+/// snapshot of the connect, replaced at login. Never `shared.cfg()`, which
+/// would be the live global for one handler and the login's for another.
 pub struct Session {
     /// The admission slot (connection counts): first, so that it is given
     /// back before the control connection closes, and a client that
@@ -380,9 +388,15 @@ impl Session {
         self.user().policy.anon_rules
     }
 
-    /// The logged-in user's effective settings.
+    /// The configuration every handler reads (the one rule; see
+    /// [`Session`]): once logged in, the user's effective settings, fixed at
+    /// login (the main file with any `user_config_dir` file applied); before
+    /// that, the settings in force now, which the login will be decided with.
     pub(crate) fn cfg(&self) -> Arc<Config> {
-        Arc::clone(&self.user().cfg)
+        match &self.phase {
+            Phase::Ready(u) => Arc::clone(&u.cfg),
+            _ => self.shared.cfg(),
+        }
     }
 
     /// Runs `fut` while answering the control connection: ABOR ends it, STAT
@@ -512,9 +526,10 @@ impl Session {
         self.shared.rates.limit(&self.owner(), self.user().policy.max_rate)
     }
 
-    /// How long a transfer may make no progress.
+    /// How long a transfer may make no progress: the user's
+    /// `data_connection_timeout` (a `user_config_dir` file may set it).
     pub(crate) fn stall(&self) -> Duration {
-        match self.shared.cfg().data_connection_timeout {
+        match self.cfg().data_connection_timeout {
             0 => Duration::from_secs(u64::from(u32::MAX)),
             s => Duration::from_secs(u64::from(s)),
         }

@@ -37,8 +37,8 @@ impl Session {
             return self.reply(code::NOT_LOGGED_IN, &d.reply).await;
         }
         self.log_user = user.to_owned();
-        let anonymous = login::is_anonymous(user) && self.shared.cfg().anonymous_enable;
-        if anonymous && self.shared.cfg().no_anon_password {
+        let anonymous = login::is_anonymous(user) && self.cfg().anonymous_enable;
+        if anonymous && self.cfg().no_anon_password {
             return self.login(user.to_owned(), Vec::new()).await;
         }
         self.phase = Phase::NeedPass(user.to_owned());
@@ -49,7 +49,7 @@ impl Session {
     /// `false`: refused (and, for a forced-encryption login in the clear,
     /// the connection closes after the reply, as in vsftpd).
     async fn tls_login_allowed(&mut self, user: &str) -> io::Result<bool> {
-        let cfg = self.shared.cfg();
+        let cfg = self.cfg();
         // `ftp` and `anonymous` are anonymous logins only where those exist:
         // with anonymous_enable=NO they are accounts like any other, and
         // force_local_logins_ssl applies to them.
@@ -123,8 +123,7 @@ impl Session {
                 if !d.config_error {
                     self.shared.login_failed(self.peer.ip());
                 }
-                tokio::time::sleep(std::time::Duration::from_secs(u64::from(self.shared.cfg().delay_failed_login)))
-                    .await;
+                tokio::time::sleep(std::time::Duration::from_secs(u64::from(self.cfg().delay_failed_login))).await;
                 return self.reply(code::NOT_LOGGED_IN, &d.reply).await;
             }
             Err(e) => {
@@ -179,7 +178,7 @@ impl Session {
     }
 
     pub(crate) async fn cmd_feat(&mut self) -> io::Result<()> {
-        let feats = command::features(self.settings.tls.is_some(), self.shared.cfg().port_enable);
+        let feats = command::features(self.settings.tls.is_some(), self.cfg().port_enable);
         self.reply_multi(code::SYSTEM_STATUS, "Features:", &feats, "End").await
     }
 

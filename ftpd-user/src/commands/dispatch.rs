@@ -91,7 +91,7 @@ impl Session {
     /// Reads the next command line, handling the idle timeout, the shutdown
     /// and framing errors.
     async fn next_line(&mut self) -> Option<Vec<u8>> {
-        let idle = Duration::from_secs(u64::from(self.shared.cfg().idle_session_timeout));
+        let idle = Duration::from_secs(u64::from(self.cfg().idle_session_timeout));
         let mut stop = self.shared.stopping();
         let read = async {
             let read = self.reader.read_line(&mut self.r);
@@ -197,7 +197,7 @@ impl Session {
             Command::User(a) => self.cmd_user(a).await?,
             Command::Pass(a) => {
                 self.cmd_pass(a).await?;
-                let max = self.shared.cfg().max_login_fails;
+                let max = self.cfg().max_login_fails;
                 if max != 0 && self.login_fails >= max {
                     info!(session = self.id, peer = %self.peer, fails = self.login_fails, "too many failed logins; closing");
                     return Ok(Next::Quit);

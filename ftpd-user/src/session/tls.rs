@@ -2,7 +2,7 @@
 //! connection's (AUTH TLS, or implicit FTPS at connect) and each `PROT P`
 //! data connection's (every transfer and listing).
 
-use std::{io, time::Duration};
+use std::io;
 
 use rustls::HandshakeKind;
 use tokio::{net::TcpStream, time::timeout};
@@ -91,10 +91,7 @@ impl Session {
         let acceptor = hs.acceptor.clone();
         // A data connection that never finishes its handshake is a stalled
         // transfer: data_connection_timeout applies, if it is shorter.
-        let wait = match self.shared.cfg().data_connection_timeout {
-            0 => HANDSHAKE_TIMEOUT,
-            s => HANDSHAKE_TIMEOUT.min(Duration::from_secs(u64::from(s))),
-        };
+        let wait = HANDSHAKE_TIMEOUT.min(self.stall());
         let handshake = async move { timeout(wait, acceptor.accept(tcp)).await };
         let reason = match self.race(handshake).await? {
             Raced::Aborted => {
