@@ -71,9 +71,7 @@ impl Session {
         // The previous passive port, if any, is released first.
         self.data = DataSetup::None;
         // Each PASV starts its scan elsewhere, also within one session and second.
-        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let seed = (self.id ^ call.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ fs::now_secs().unsigned_abs();
+        let seed = self.shared.pasv_seeds.next(self.id);
         // Bind on the control connection's own local address, as it arrived
         // (a v4-mapped address stays IPv6 on a dual-stack socket). The pinhole
         // and the port wait for whoever will connect: the balancer, when it
