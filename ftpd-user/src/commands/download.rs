@@ -31,7 +31,7 @@ impl Session {
             Err(r) => return self.send(r).await,
         };
         let shared = Arc::clone(&self.shared);
-        let Some(_slot) = shared.hashing.take(self.peer.ip()) else {
+        let Some(_slot) = shared.hashing.take(self.names.peer.ip()) else {
             return self.send(reply::HASH_BUSY).await;
         };
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -60,7 +60,7 @@ impl Session {
     }
 
     pub(crate) async fn cmd_retr(&mut self, arg: &[u8]) -> io::Result<()> {
-        let offset = std::mem::take(&mut self.rest);
+        let offset = std::mem::take(&mut self.nav.rest);
         let plan = match self.plan_retr(arg, offset) {
             Ok(p) => p,
             Err(r) => return self.send(r).await,
@@ -86,7 +86,7 @@ impl Session {
             size: u64::try_from(st.st_size).unwrap_or(0),
             name: String::from_utf8_lossy(arg).into_owned(),
             shown_path: vpath.as_bytes().to_vec(),
-            ascii: !self.binary && self.cfg().ascii_download_enable,
+            ascii: !self.chan.binary && self.cfg().ascii_download_enable,
         })
     }
 
@@ -103,8 +103,8 @@ impl Session {
         // schedule for what TCP does not pace (see `rates::Pacer`): the same
         // on both planes, passive or active, with or without a port range.
         let mut pacer = crate::rates::Pacer::sending(Arc::clone(&flow.flow));
-        self.progress = std::sync::Arc::new(data::Progress::new(self.shared.metrics.bytes_counter("download")));
-        let progress = std::sync::Arc::clone(&self.progress);
+        self.chan.progress = std::sync::Arc::new(data::Progress::new(self.shared.metrics.bytes_counter("download")));
+        let progress = std::sync::Arc::clone(&self.chan.progress);
         let stall = self.stall();
         let (file, offset, ascii) = (&plan.file, plan.offset, plan.ascii);
         let len = plan.size.saturating_sub(offset);
@@ -148,7 +148,7 @@ impl Session {
         let name = &plan.name;
         let (moved, complete) = match &raced {
             Raced::Done(Ok(n)) => (*n, true),
-            _ => (self.progress.get(), false),
+            _ => (self.chan.progress.get(), false),
         };
         self.log_transfer(Direction::Download, &plan.shown_path, moved, started.elapsed().as_secs_f64(), complete);
         let result = match &raced {
@@ -159,7 +159,7 @@ impl Session {
         self.count_transfer("download", result, moved, started.elapsed().as_secs_f64(), &plan.shown_path);
         match raced {
             Raced::Done(Ok(sent)) => {
-                info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %name, bytes = sent, secs = started.elapsed().as_secs_f64(), paced, "download complete");
+                info!(session = self.id, peer = %self.names.peer, user = %self.user().name, file = %name, bytes = sent, secs = started.elapsed().as_secs_f64(), paced, "download complete");
                 self.send(reply::TRANSFER_OK).await
             }
             Raced::Done(Err(DataError::File(e))) => {
@@ -167,11 +167,11 @@ impl Session {
                 self.send(reply::FILE_READ_FAILED).await
             }
             Raced::Done(Err(DataError::Stalled)) => {
-                info!(session = self.id, peer = %self.peer, file = %name, "data connection stalled");
+                info!(session = self.id, peer = %self.names.peer, file = %name, "data connection stalled");
                 self.send(reply::DATA_TIMEOUT).await
             }
             Raced::Done(Err(e)) => {
-                info!(session = self.id, peer = %self.peer, file = %name, error = ?e, "download aborted");
+                info!(session = self.id, peer = %self.names.peer, file = %name, error = ?e, "download aborted");
                 self.send(reply::NETWORK_WRITE_FAILED).await
             }
             Raced::Aborted => self.abort_replies().await,

@@ -114,7 +114,7 @@ impl Session {
         // runs one command at a time, so it holds at most one).
         let worker = self.user().root.worker_key();
         let Some(slot) = self.shared.listings.take(self.peer_ip(), worker, self.cfg().ftpd_max_listings_per_ip) else {
-            info!(session = self.id, peer = %self.peer, "listing refused: ftpd_max_listings_per_ip reached");
+            info!(session = self.id, peer = %self.names.peer, "listing refused: ftpd_max_listings_per_ip reached");
             return self.send(reply::TOO_MANY_LISTINGS).await;
         };
         let Some(data) = self.open_data().await? else { return Ok(()) };
@@ -149,7 +149,7 @@ impl Session {
         };
         match self.race(send).await? {
             Raced::Done(None) => {
-                info!(session = self.id, peer = %self.peer, "listing preempted: the worker's listing slots were full and this address had the most");
+                info!(session = self.id, peer = %self.names.peer, "listing preempted: the worker's listing slots were full and this address had the most");
                 self.send(reply::NETWORK_WRITE_FAILED).await
             }
             Raced::Done(Some(Ok(true))) if kind != ListKind::Machine => {
@@ -162,7 +162,7 @@ impl Session {
                 self.send(reply::DIRECTORY_READ_FAILED).await
             }
             Raced::Done(Some(Err(DataError::Stalled))) => {
-                info!(session = self.id, peer = %self.peer, "data connection stalled during a listing");
+                info!(session = self.id, peer = %self.names.peer, "data connection stalled during a listing");
                 self.send(reply::DATA_TIMEOUT).await
             }
             Raced::Done(Some(Err(e))) => {

@@ -30,7 +30,7 @@ impl Session {
         }
         // vsftpd: the old `AUTH SSL` (and `TLS-P`) also protects data.
         if kind == AuthKind::Ssl {
-            self.prot_private = true;
+            self.chan.prot_private = true;
         }
         Ok(Next::Continue)
     }
@@ -48,11 +48,11 @@ impl Session {
         }
         match level {
             Prot::Clear => {
-                self.prot_private = false;
+                self.chan.prot_private = false;
                 self.send(reply::PROT_CLEAR).await
             }
             Prot::Private => {
-                self.prot_private = true;
+                self.chan.prot_private = true;
                 self.send(reply::PROT_PRIVATE).await
             }
             Prot::Unsupported => self.send(reply::PROT_UNSUPPORTED).await,
@@ -72,8 +72,8 @@ impl Session {
             return Ok(Next::Continue);
         }
         self.send(reply::CCC_OK).await?;
-        let r = std::mem::replace(&mut self.r, CtlRead::Gone);
-        let w = std::mem::replace(&mut self.w, CtlWrite::Gone);
+        let r = std::mem::replace(&mut self.ctl.r, CtlRead::Gone);
+        let w = std::mem::replace(&mut self.ctl.w, CtlWrite::Gone);
         let (CtlRead::Tls { half, .. }, CtlWrite::Tls(w)) = (r, w) else { return Ok(Next::Quit) };
         let mut stream = half.unsplit(w);
         stream.get_mut().1.send_close_notify();
@@ -117,10 +117,10 @@ impl Session {
         }
         let (tcp, _) = stream.into_inner();
         let (r, w) = tcp.into_split();
-        self.r = CtlRead::Plain(r);
-        self.w = CtlWrite::Plain(w);
-        self.reader = LineReader::default();
-        info!(session = self.id, peer = %self.peer, "control connection back in clear text (CCC)");
+        self.ctl.r = CtlRead::Plain(r);
+        self.ctl.w = CtlWrite::Plain(w);
+        self.ctl.reader = LineReader::default();
+        info!(session = self.id, peer = %self.names.peer, "control connection back in clear text (CCC)");
         Ok(Next::Continue)
     }
 }

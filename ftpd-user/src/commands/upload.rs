@@ -36,7 +36,7 @@ pub enum StoreKind {
 }
 impl Session {
     pub(crate) async fn cmd_store(&mut self, arg: &[u8], kind: StoreKind) -> io::Result<()> {
-        let offset = std::mem::take(&mut self.rest);
+        let offset = std::mem::take(&mut self.nav.rest);
         let up = match self.plan_store(arg, kind, offset) {
             Ok(u) => u,
             Err(r) => return self.send(r).await,
@@ -66,7 +66,7 @@ impl Session {
                 return self.send(reply::FILE_WRITE_FAILED).await;
             }
         }
-        let pipe = match self.pipe.take() {
+        let pipe = match self.chan.pipe.take() {
             Some(p) => p,
             None => match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
                 Ok(p) => {
@@ -128,7 +128,7 @@ impl Session {
         }
         let rules = Rules {
             atomic: cfg.ftpd_atomic_uploads,
-            mode: cfg.file_open_mode & !self.umask,
+            mode: cfg.file_open_mode & !self.nav.umask,
             may_overwrite: self.may(Op::Other),
         };
         match plan_upload(root, &target, kind, offset, existing.is_some(), rules, &self.user().name) {
@@ -141,7 +141,7 @@ impl Session {
             // A refusal of ftpd's own says why in the log; the rest is what
             // the file system said (no permission, no such directory).
             Err(FsError::Io(e)) if e.get_ref().is_some() => {
-                info!(session = self.id, peer = %self.peer, file = %shown, reason = %e, "upload refused");
+                info!(session = self.id, peer = %self.names.peer, file = %shown, reason = %e, "upload refused");
                 Err(reply::COULD_NOT_CREATE_FILE)
             }
             Err(e) => {
@@ -160,12 +160,12 @@ impl Session {
     ) -> io::Result<Sent<Result<u64, RecvError>>> {
         let cfg = self.cfg();
         let strict_eof = cfg.strict_ssl_read_eof;
-        self.progress = std::sync::Arc::new(data::Progress::new(self.shared.metrics.bytes_counter("upload")));
-        let progress = std::sync::Arc::clone(&self.progress);
+        self.chan.progress = std::sync::Arc::new(data::Progress::new(self.shared.metrics.bytes_counter("upload")));
+        let progress = std::sync::Arc::clone(&self.chan.progress);
         let stall = self.stall();
         let flow = self.start_flow();
         let mut pacer = crate::rates::Pacer::receiving(Arc::clone(&flow.flow));
-        let ascii = !self.binary && cfg.ascii_upload_enable;
+        let ascii = !self.chan.binary && cfg.ascii_upload_enable;
         let started = Instant::now();
         let write_off = up.plan.write_offset;
         let fd = up.plan.fd.try_clone()?;
@@ -192,7 +192,7 @@ impl Session {
             Raced::Done((r, pipe, pacer)) => {
                 let paced = self.count_paced("upload", &pacer);
                 if r.is_ok() {
-                    self.pipe = Some(pipe); // a failed splice may leave bytes in it
+                    self.chan.pipe = Some(pipe); // a failed splice may leave bytes in it
                 }
                 Sent { raced: Raced::Done(r), paced, started }
             }
@@ -230,7 +230,7 @@ impl Session {
         .map_err(io::Error::other)?;
         let (moved, complete) = match &result {
             Ok(n) => (*n, true),
-            Err(_) => (self.progress.get(), false),
+            Err(_) => (self.chan.progress.get(), false),
         };
         self.log_transfer(Direction::Upload, target.as_bytes(), moved, started.elapsed().as_secs_f64(), complete);
         let outcome = if complete {
@@ -243,11 +243,11 @@ impl Session {
         self.count_transfer("upload", outcome, moved, started.elapsed().as_secs_f64(), target.as_bytes());
         match result {
             Ok(n) => {
-                info!(session = self.id, peer = %self.peer, user = %self.user().name, file = %shown, bytes = n, secs = started.elapsed().as_secs_f64(), paced, "upload complete");
+                info!(session = self.id, peer = %self.names.peer, user = %self.user().name, file = %shown, bytes = n, secs = started.elapsed().as_secs_f64(), paced, "upload complete");
                 self.send(reply::TRANSFER_OK).await
             }
             Err(e) => {
-                info!(session = self.id, peer = %self.peer, file = %shown, error = ?e, "upload failed");
+                info!(session = self.id, peer = %self.names.peer, file = %shown, error = ?e, "upload failed");
                 if aborted {
                     return self.abort_replies().await;
                 }

@@ -24,7 +24,7 @@ pub const REUSE_REQUIRED: &str =
 impl Session {
     /// Whether the control connection is encrypted now.
     pub(crate) fn control_secure(&self) -> bool {
-        matches!(self.w, CtlWrite::Tls(_))
+        matches!(self.ctl.w, CtlWrite::Tls(_))
     }
 
     /// Runs the server side of the control connection's handshake. `false`:
@@ -38,25 +38,25 @@ impl Session {
                 return false;
             }
         };
-        let r = std::mem::replace(&mut self.r, CtlRead::Gone);
-        let w = std::mem::replace(&mut self.w, CtlWrite::Gone);
+        let r = std::mem::replace(&mut self.ctl.r, CtlRead::Gone);
+        let w = std::mem::replace(&mut self.ctl.w, CtlWrite::Gone);
         let (CtlRead::Plain(r), CtlWrite::Plain(w)) = (r, w) else { return false };
         let Ok(tcp) = r.reunite(w) else { return false };
         // Anything the client sent after AUTH in the clear is dropped, never
         // run as if it had come over TLS (the STARTTLS injection attack).
-        self.reader = LineReader::default();
+        self.ctl.reader = LineReader::default();
         let err = match timeout(HANDSHAKE_TIMEOUT, hs.acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => {
                 let conn = stream.get_ref().1;
-                let st = server.session(&hs, conn, self.peer.ip()).await;
+                let st = server.session(&hs, conn, self.names.peer.ip()).await;
                 let version = conn.protocol_version();
                 let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
                 let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
-                info!(session = self.id, peer = %self.peer, ?version, ?suite, resumed, "control connection encrypted");
+                info!(session = self.id, peer = %self.names.peer, ?version, ?suite, resumed, "control connection encrypted");
                 let (r, w) = tokio::io::split(stream);
-                self.r = CtlRead::tls(r);
-                self.w = CtlWrite::Tls(w);
-                self.tls = Some(st);
+                self.ctl.r = CtlRead::tls(r);
+                self.ctl.w = CtlWrite::Tls(w);
+                self.ctl.tls = Some(st);
                 return true;
             }
             Ok(Err(e)) => e,
@@ -64,7 +64,7 @@ impl Session {
         };
         let reason = tls::failure_reason(&err);
         Metrics::inc(&self.shared.metrics.tls_handshake_failures, "reason", reason);
-        info!(session = self.id, peer = %self.peer, error = %err, reason, "control TLS handshake failed");
+        info!(session = self.id, peer = %self.names.peer, error = %err, reason, "control TLS handshake failed");
         false
     }
 
@@ -75,8 +75,8 @@ impl Session {
     /// control connection's client (its [`tls::Lineage`]). Replies and
     /// returns `None` on failure.
     pub(crate) async fn secure_data(&mut self, tcp: TcpStream, download: bool) -> io::Result<Option<DataStream>> {
-        self.data_tls = false;
-        let Some(st) = self.tls.clone().filter(|_| self.prot_private) else {
+        self.chan.data_tls = false;
+        let Some(st) = self.ctl.tls.clone().filter(|_| self.chan.prot_private) else {
             return Ok(Some(DataStream::Plain(tcp)));
         };
         let reuse = self.cfg().require_ssl_reuse;
@@ -114,13 +114,13 @@ impl Session {
                     Some(want) => conn.peer_certificates().and_then(<[_]>::first).is_some_and(|c| c.as_ref() == want),
                 };
                 if !same_client && !same_cert {
-                    info!(session = self.id, peer = %self.peer, "data connection presented another client certificate; refused");
+                    info!(session = self.id, peer = %self.names.peer, "data connection presented another client certificate; refused");
                     Metrics::inc(&self.shared.metrics.tls_handshake_failures, "reason", "different_certificate");
                     self.send(reply::DATA_TLS_FAILED).await?;
                     return Ok(None);
                 }
                 if same_client || !reuse {
-                    self.data_tls = true;
+                    self.chan.data_tls = true;
                     return Ok(Some(DataStream::Tls(Box::new(s))));
                 }
                 let how = if hs.was_resumed(conn) {
@@ -128,7 +128,7 @@ impl Session {
                 } else {
                     "did not resume"
                 };
-                info!(session = self.id, peer = %self.peer, how, "data connection is not of this session's TLS client; refused");
+                info!(session = self.id, peer = %self.names.peer, how, "data connection is not of this session's TLS client; refused");
                 "no_session_reuse"
             }
         };

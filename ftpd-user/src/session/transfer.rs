@@ -48,7 +48,7 @@ impl Session {
         let user = self.settings.metrics_users.iter().any(|u| u == name).then_some(name.as_str());
         self.shared.metrics.transfer(direction, result, bytes, secs, user);
         if self.settings.tls.is_some() {
-            self.shared.metrics.tls_transfer(direction, self.data_tls);
+            self.shared.metrics.tls_transfer(direction, self.chan.data_tls);
         }
         self.shared.metrics.dir_transfer(&self.cfg().ftpd_metrics_dirs, path, direction, bytes);
     }
@@ -62,8 +62,13 @@ impl Session {
         } else {
             'r'
         };
-        let who =
-            Who { client: &self.client, user: &self.xfer_user, log_user: &self.log_user, class, binary: self.binary };
+        let who = Who {
+            client: &self.names.client,
+            user: &self.names.xfer_user,
+            log_user: &self.names.log_user,
+            class,
+            binary: self.chan.binary,
+        };
         self.shared.logs.transfer(&who, dir, path, bytes, secs, complete);
     }
 

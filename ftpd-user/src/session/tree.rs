@@ -19,7 +19,7 @@ impl Session {
     /// Resolves a client path. `None` for NUL bytes, overlong paths and
     /// `deny_file` matches, which the caller answers like "not found".
     pub(crate) fn path(&self, arg: &[u8]) -> Option<VPath> {
-        let p = self.cwd.join(arg).ok()?;
+        let p = self.nav.cwd.join(arg).ok()?;
         if self.settings.deny.matches_path(&p) || fs::is_upload_temp(p.file_name()) {
             return None;
         }
@@ -55,10 +55,10 @@ impl Session {
     /// time this session enters `dir` (vsftpd shows each message once).
     pub(crate) fn dir_message(&mut self, dir: &VPath) -> Vec<String> {
         let cfg = self.cfg();
-        if !cfg.dirmessage_enable || self.seen_messages.contains(dir) {
+        if !cfg.dirmessage_enable || self.nav.seen_messages.contains(dir) {
             return Vec::new();
         }
-        self.seen_messages.push(dir.clone());
+        self.nav.seen_messages.push(dir.clone());
         dir.join(cfg.message_file.as_bytes())
             .ok()
             .and_then(|m| self.read_small(&m))
