@@ -2,8 +2,10 @@
 //! setup; the loop that reads commands and runs the handlers is
 //! `commands::dispatch`, above the handlers.
 //!
-//! The session owns its state (`&mut self`, no locks). Handlers live in
-//! `commands/` by topic; `command.rs` is the one place that lists every verb.
+//! The session owns its state (`&mut self`, no locks), grouped by owner
+//! (see [`Session`]). Handlers live in `commands/` by topic; what more than
+//! one of them needs is here and in `session::{tree, tls, transfer}`;
+//! `command.rs` is the one place that lists every verb.
 //! While a transfer runs, `race` keeps reading the control connection, so ABOR
 //! and STAT are answered mid-transfer (see docs/ARCHITECTURE.md).
 
