@@ -18,6 +18,8 @@ use tokio::{
 
 use crate::rates::Pacer;
 
+pub mod copy;
+
 /// Why a data transfer did not complete; each maps to vsftpd's reply.
 #[derive(Debug)]
 pub enum DataError {

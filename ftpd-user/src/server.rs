@@ -231,7 +231,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
                 debug!(session = id, peer = %peer, "connected");
                 let mut session = session::Session::new(Arc::clone(&shared2), id, stream, peer, local);
                 session.slot = Some(slot);
-                session.proxied = proxied;
+                session.names.proxied = proxied;
                 crate::commands::dispatch::run(session).await;
                 info!(session = id, peer = %peer, "disconnected");
             }

@@ -2,8 +2,10 @@
 //! setup; the loop that reads commands and runs the handlers is
 //! `commands::dispatch`, above the handlers.
 //!
-//! The session owns its state (`&mut self`, no locks). Handlers live in
-//! `commands/` by topic; `command.rs` is the one place that lists every verb.
+//! The session owns its state (`&mut self`, no locks), grouped by owner
+//! (see [`Session`]). Handlers live in `commands/` by topic; what more than
+//! one of them needs is here and in `session::{tree, tls, transfer}`;
+//! `command.rs` is the one place that lists every verb.
 //! While a transfer runs, `race` keeps reading the control connection, so ABOR
 //! and STAT are answered mid-transfer (see docs/ARCHITECTURE.md).
 
@@ -29,6 +31,10 @@ use crate::{
     tls::{CtlRead, CtlWrite, SessionTls},
     worker::Fs,
 };
+
+pub mod tls;
+pub mod transfer;
+pub mod tree;
 
 /// A logged-in session's place in the active-sessions gauge and in its
 /// user's rate sharing. Given back on drop, so that a session that ends any
@@ -179,6 +185,14 @@ pub(crate) enum Raced<T> {
 }
 
 /// A control connection's state.
+///
+/// Which configuration a handler reads, one rule: `cfg()`. Once logged in
+/// that is the user's effective config, fixed at login (a reload changes
+/// only the rate limit of a running session, through `rate()`); before
+/// login, the settings in force now. What the settings derive from files
+/// (banner, deny/hide patterns, TLS, metrics users) is in `settings`, the
+/// snapshot of the connect, replaced at login. Never `shared.cfg()`, which
+/// would be the live global for one handler and the login's for another.
 pub struct Session {
     /// The admission slot (connection counts): first, so that it is given
     /// back before the control connection closes, and a client that
@@ -186,37 +200,14 @@ pub struct Session {
     pub(crate) slot: Option<crate::shared::Slot>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) id: u64,
-    pub(crate) peer: SocketAddr,
-    pub(crate) local: SocketAddr,
-    /// With `ftpd_proxy_protocol`: how the control connection came.
-    pub(crate) proxied: Option<Proxied>,
-    pub(crate) r: CtlRead,
-    pub(crate) w: CtlWrite,
-    pub(crate) reader: LineReader,
+    /// Who is at either end, under which names.
+    pub(crate) names: Names,
+    pub(crate) ctl: Control,
     pub(crate) phase: Phase,
-    pub(crate) cwd: VPath,
-    pub(crate) binary: bool,
-    pub(crate) rest: u64,
-    pub(crate) epsv_all: bool,
+    pub(crate) nav: Navigation,
+    pub(crate) chan: DataChannel,
     /// HASH's algorithm (`OPTS HASH`).
     pub(crate) hash_alg: HashAlg,
-    pub(crate) data: DataSetup,
-    pub(crate) rnfr: Option<VPath>,
-    pub(crate) umask: u32,
-    /// A command that arrived during a transfer, run once it ends.
-    pub(crate) pending: Option<Vec<u8>>,
-    /// The client hung up during a transfer.
-    pub(crate) control_closed: bool,
-    /// Directories whose message file was already shown.
-    pub(crate) seen_messages: Vec<VPath>,
-    /// Bytes moved by the running transfer (for STAT during a transfer).
-    pub(crate) progress: Arc<data::Progress>,
-    /// The name logs show: the USER argument, then the login name.
-    pub(crate) log_user: String,
-    /// xferlog's user field: the login name, or an anonymous user's password.
-    pub(crate) xfer_user: String,
-    /// The peer's IP as text, for logs.
-    pub(crate) client: String,
     /// Failed logins so far (`max_login_fails`).
     pub(crate) login_fails: u32,
     /// Control connections open when this one was accepted (itself included),
@@ -225,6 +216,35 @@ pub struct Session {
     /// What this session counts in once logged in, given back when the
     /// session is dropped.
     pub(crate) active: Option<LoggedIn>,
+    /// The settings in force when the session connected, then when it
+    /// logged in: a reload changes them for later sessions.
+    pub(crate) settings: Arc<crate::settings::Settings>,
+}
+
+/// The ends of the control connection and the names logs give them.
+pub(crate) struct Names {
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+    /// With `ftpd_proxy_protocol`: how the control connection came.
+    pub(crate) proxied: Option<Proxied>,
+    /// The peer's IP as text, for logs.
+    pub(crate) client: String,
+    /// The name logs show: the USER argument, then the login name.
+    pub(crate) log_user: String,
+    /// xferlog's user field: the login name, or an anonymous user's password.
+    pub(crate) xfer_user: String,
+}
+
+/// The control connection: its halves, its reader, and what `race` leaves
+/// for the command loop.
+pub(crate) struct Control {
+    pub(crate) r: CtlRead,
+    pub(crate) w: CtlWrite,
+    pub(crate) reader: LineReader,
+    /// A command that arrived during a transfer, run once it ends.
+    pub(crate) pending: Option<Vec<u8>>,
+    /// The client hung up during a transfer.
+    pub(crate) control_closed: bool,
     /// A 421 was sent: the session ends after the current command, as the
     /// reply tells the client (RFC 959: the service is closing the
     /// control connection).
@@ -232,24 +252,46 @@ pub struct Session {
     /// The control connection's TLS (after AUTH, or implicit): the
     /// configuration whose session store its data connections resume from.
     pub(crate) tls: Option<SessionTls>,
+}
+
+/// Where the session is in its tree, and what the next command there carries over.
+pub(crate) struct Navigation {
+    pub(crate) cwd: VPath,
+    /// RNFR's path, for the RNTO that follows.
+    pub(crate) rnfr: Option<VPath>,
+    /// REST's offset, for the next transfer.
+    pub(crate) rest: u64,
+    /// `SITE UMASK`, applied to uploads and new directories.
+    pub(crate) umask: u32,
+    /// Directories whose message file was already shown.
+    pub(crate) seen_messages: Vec<VPath>,
+}
+
+/// The data channel: how the next data connection is made, how it is
+/// protected, and the running transfer's state.
+pub(crate) struct DataChannel {
+    pub(crate) data: DataSetup,
+    /// TYPE I (else TYPE A).
+    pub(crate) binary: bool,
+    /// `EPSV ALL`: PASV, PORT and EPRT are refused from now on.
+    pub(crate) epsv_all: bool,
     /// `PROT P`: data connections are encrypted.
     pub(crate) prot_private: bool,
     /// Whether the running transfer's data connection is encrypted (metrics).
     pub(crate) data_tls: bool,
-    /// The settings in force when the session connected, then when it
-    /// logged in: a reload changes them for later sessions.
-    pub(crate) settings: Arc<crate::settings::Settings>,
+    /// Bytes moved by the running transfer (for STAT during a transfer).
+    pub(crate) progress: Arc<data::Progress>,
 }
 
 impl Session {
     /// The two replies RFC 959 gives for an ABOR that ends a transfer.
     pub(crate) async fn abort_replies(&mut self) -> io::Result<()> {
         if self.shared.stop_state() == crate::shared::Stop::Now {
-            tracing::info!(session = self.id, peer = %self.peer, "shutdown: transfer ended");
+            tracing::info!(session = self.id, peer = %self.names.peer, "shutdown: transfer ended");
             self.reply(426, "Connection closed; transfer aborted.").await?;
             return self.reply(421, "Server shutting down.").await;
         }
-        tracing::info!(session = self.id, peer = %self.peer, "transfer aborted by the client");
+        tracing::info!(session = self.id, peer = %self.names.peer, "transfer aborted by the client");
         self.send(reply::NETWORK_WRITE_FAILED).await?;
         self.send(reply::ABOR_OK).await
     }
@@ -265,51 +307,58 @@ impl Session {
             settings,
             shared,
             id,
-            peer,
-            local,
-            r,
-            w,
-            reader: LineReader::default(),
+            names: Names {
+                peer,
+                local,
+                proxied: None,
+                client: crate::net::canonical(peer.ip()).to_string(),
+                log_user: "?".into(),
+                xfer_user: String::new(),
+            },
+            ctl: Control {
+                r,
+                w,
+                reader: LineReader::default(),
+                pending: None,
+                control_closed: false,
+                closing: false,
+                tls: None,
+            },
             phase: Phase::Greeted,
-            cwd: VPath::root(),
-            binary: false,
-            rest: 0,
-            epsv_all: false,
-            proxied: None,
+            nav: Navigation { cwd: VPath::root(), rnfr: None, rest: 0, umask: 0o077, seen_messages: Vec::new() },
+            chan: DataChannel {
+                data: DataSetup::None,
+                binary: false,
+                epsv_all: false,
+                prot_private: false,
+                data_tls: false,
+                progress: Arc::new(data::Progress::default()),
+            },
             hash_alg: HashAlg::default(),
-            data: DataSetup::None,
-            rnfr: None,
-            umask: 0o077,
-            pending: None,
-            control_closed: false,
-            seen_messages: Vec::new(),
-            progress: Arc::new(data::Progress::default()),
-            log_user: "?".into(),
-            xfer_user: String::new(),
-            client: crate::net::canonical(peer.ip()).to_string(),
             login_fails: 0,
             clients_at_start,
             active: None,
-            closing: false,
-            tls: None,
-            prot_private: false,
-            data_tls: false,
         }
     }
 
     fn log_reply(&self, code: u16, text: &str) {
         if self.shared.logs.protocol() {
-            self.shared.logs.protocol_line(&self.log_user, &self.client, true, format!("{code} {text}").as_bytes());
+            self.shared.logs.protocol_line(
+                &self.names.log_user,
+                &self.names.client,
+                true,
+                format!("{code} {text}").as_bytes(),
+            );
         }
     }
 
     /// Writes `CODE TEXT`. After a 421 the session closes once the
     /// command is done.
     pub(crate) async fn reply(&mut self, code: u16, text: &str) -> io::Result<()> {
-        self.closing |= code == code::CLOSING;
+        self.ctl.closing |= code == code::CLOSING;
         self.log_reply(code, text);
         self.shared.metrics.reply(code);
-        control::reply(&mut self.w, code, text).await
+        control::reply(&mut self.ctl.w, code, text).await
     }
 
     /// Writes a named reply.
@@ -321,7 +370,7 @@ impl Session {
     pub(crate) async fn reply_multi(&mut self, code: u16, first: &str, lines: &[String], last: &str) -> io::Result<()> {
         self.log_reply(code, first);
         self.shared.metrics.reply(code);
-        control::reply_multi(&mut self.w, code, first, lines, last).await
+        control::reply_multi(&mut self.ctl.w, code, first, lines, last).await
     }
 
     /// Writes a listing as a multi-line reply, its lines unindented (`STAT PATH`).
@@ -334,7 +383,7 @@ impl Session {
     ) -> io::Result<()> {
         self.log_reply(code, first);
         self.shared.metrics.reply(code);
-        control::reply_listing(&mut self.w, code, first, lines, last).await
+        control::reply_listing(&mut self.ctl.w, code, first, lines, last).await
     }
 
     /// Writes lines as one reply, `CODE-` on all but the last (vsftpd's banner style).
@@ -351,8 +400,8 @@ impl Session {
                     out.extend_from_slice(format!("{code}-{}\r\n", clean(l)).as_bytes());
                 }
                 out.extend_from_slice(format!("{code} {}\r\n", clean(last)).as_bytes());
-                self.w.write_all(&out).await?;
-                self.w.flush().await
+                self.ctl.w.write_all(&out).await?;
+                self.ctl.w.flush().await
             }
         }
     }
@@ -372,9 +421,15 @@ impl Session {
         self.user().policy.anon_rules
     }
 
-    /// The logged-in user's effective settings.
+    /// The configuration every handler reads (the one rule; see
+    /// [`Session`]): once logged in, the user's effective settings, fixed at
+    /// login (the main file with any `user_config_dir` file applied); before
+    /// that, the settings in force now, which the login will be decided with.
     pub(crate) fn cfg(&self) -> Arc<Config> {
-        Arc::clone(&self.user().cfg)
+        match &self.phase {
+            Phase::Ready(u) => Arc::clone(&u.cfg),
+            _ => self.shared.cfg(),
+        }
     }
 
     /// Runs `fut` while answering the control connection: ABOR ends it, STAT
@@ -385,17 +440,17 @@ impl Session {
         tokio::pin!(fut);
         let mut stop = self.shared.stopping();
         loop {
-            let reading = self.pending.is_none() && !self.control_closed;
+            let reading = self.ctl.pending.is_none() && !self.ctl.control_closed;
             let line = tokio::select! {
                 out = &mut fut => return Ok(Raced::Done(out)),
                 () = stopped(&mut stop, Stop::Now) => return Ok(Raced::Aborted),
-                line = self.reader.read_line(&mut self.r), if reading => line.map(<[u8]>::to_vec),
+                line = self.ctl.reader.read_line(&mut self.ctl.r), if reading => line.map(<[u8]>::to_vec),
             };
             let line = match line {
                 Ok(l) => l,
                 Err(_) => {
                     // The client hung up: there is nobody to finish the transfer for.
-                    self.control_closed = true;
+                    self.ctl.control_closed = true;
                     return Ok(Raced::Aborted);
                 }
             };
@@ -403,11 +458,11 @@ impl Session {
             match verb.as_str() {
                 "ABOR" => return Ok(Raced::Aborted),
                 "STAT" => {
-                    let moved = self.progress.get();
+                    let moved = self.chan.progress.get();
                     let lines = vec![format!("Transfer in progress: {moved} bytes transferred")];
                     self.reply_multi(code::SYSTEM_STATUS, "FTP server status:", &lines, "End of status").await?;
                 }
-                _ => self.pending = Some(line),
+                _ => self.ctl.pending = Some(line),
             }
         }
     }
@@ -415,15 +470,15 @@ impl Session {
     /// Opens the data connection set up by PASV/EPSV/PORT/EPRT, answering the
     /// control connection meanwhile. Replies and returns `None` on failure.
     pub(crate) async fn open_data(&mut self) -> io::Result<Option<TcpStream>> {
-        let setup = std::mem::replace(&mut self.data, DataSetup::None);
+        let setup = std::mem::replace(&mut self.chan.data, DataSetup::None);
         let cfg = self.cfg();
         if matches!(setup, DataSetup::None) {
             self.send(reply::NO_DATA_SETUP).await?;
             return Ok(None);
         }
         let forced = if self.user().anonymous { cfg.force_anon_data_ssl } else { cfg.force_local_data_ssl };
-        if self.settings.tls.is_some() && forced && !self.prot_private {
-            self.data = setup;
+        if self.settings.tls.is_some() && forced && !self.chan.prot_private {
+            self.chan.data = setup;
             self.send(reply::DATA_MUST_BE_ENCRYPTED).await?;
             return Ok(None);
         }
@@ -431,7 +486,7 @@ impl Session {
             DataSetup::None => return Ok(None),
             DataSetup::Passive(mut port) => {
                 let wait = Duration::from_secs(u64::from(cfg.accept_timeout));
-                let client = crate::net::canonical(self.peer.ip());
+                let client = crate::net::canonical(self.names.peer.ip());
                 let waiting = &mut port.wait;
                 let fut = async move { data::accept(waiting, client, cfg.pasv_promiscuous, wait).await };
                 let result = self.race(fut).await?;
@@ -444,8 +499,10 @@ impl Session {
                 let wait = Duration::from_secs(u64::from(cfg.connect_timeout));
                 let bound = if cfg.connect_from_port_20 {
                     // A v4 target from a dual-stack control connection leaves from IPv4.
-                    let local = match (to.ip(), self.local.ip()) {
-                        (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(self.local.ip(), IpAddr::V4),
+                    let local = match (to.ip(), self.names.local.ip()) {
+                        (IpAddr::V4(_), IpAddr::V6(v6)) => {
+                            v6.to_ipv4_mapped().map_or(self.names.local.ip(), IpAddr::V4)
+                        }
                         (_, ip) => ip,
                     };
                     let port = cfg.ftp_data_port;
@@ -471,12 +528,12 @@ impl Session {
                 Ok(Some(s))
             }
             Raced::Done(Err(DataError::BadIp(ip))) => {
-                warn!(session = self.id, peer = %self.peer, intruder = %ip, "passive connection from a foreign IP refused");
+                warn!(session = self.id, peer = %self.names.peer, intruder = %ip, "passive connection from a foreign IP refused");
                 self.send(reply::BAD_IP_CONNECTING).await?;
                 Ok(None)
             }
             Raced::Done(Err(DataError::Proxy(reason))) => {
-                warn!(session = self.id, peer = %self.peer, reason = reason.label(), "passive connection from a balancer without a usable PROXY header refused");
+                warn!(session = self.id, peer = %self.names.peer, reason = reason.label(), "passive connection from a balancer without a usable PROXY header refused");
                 self.send(reply::DATA_CONNECT_FAILED).await?;
                 Ok(None)
             }
@@ -504,9 +561,10 @@ impl Session {
         self.shared.rates.limit(&self.owner(), self.user().policy.max_rate)
     }
 
-    /// How long a transfer may make no progress.
+    /// How long a transfer may make no progress: the user's
+    /// `data_connection_timeout` (a `user_config_dir` file may set it).
     pub(crate) fn stall(&self) -> Duration {
-        match self.shared.cfg().data_connection_timeout {
+        match self.cfg().data_connection_timeout {
             0 => Duration::from_secs(u64::from(u32::MAX)),
             s => Duration::from_secs(u64::from(s)),
         }
@@ -514,7 +572,7 @@ impl Session {
 
     /// The peer's IP as the limits see it (v4-mapped addresses as IPv4).
     pub(crate) fn peer_ip(&self) -> IpAddr {
-        crate::net::canonical(self.peer.ip())
+        crate::net::canonical(self.names.peer.ip())
     }
 }
 

@@ -94,6 +94,22 @@ pub struct Shared {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The passive ports in use and the sessions waiting on each.
     pub passive: Arc<crate::data::PassivePorts>,
+    /// Where each PASV starts its scan of the port range.
+    pub(crate) pasv_seeds: PasvSeeds,
+}
+
+/// Starting points for PASV's scan of the port range: a different one for
+/// each call, also within one session and one second, so that sessions
+/// opening ports at once do not all try the same port first.
+#[derive(Debug, Default)]
+pub(crate) struct PasvSeeds(AtomicU64);
+
+impl PasvSeeds {
+    /// The next seed for session `id`.
+    pub(crate) fn next(&self, id: u64) -> u64 {
+        let call = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (id ^ call.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ crate::fs::now_secs().unsigned_abs()
+    }
 }
 
 /// How far a shutdown has got.
@@ -165,6 +181,7 @@ impl Shared {
             listings: Arc::default(),
             cluster,
             passive: Arc::default(),
+            pasv_seeds: PasvSeeds::default(),
         }
     }
 
@@ -380,5 +397,21 @@ impl crate::cluster::Node for Shared {
 
     fn set_up(&self, up: bool) {
         self.metrics.cluster_up.set(i64::from(up));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PasvSeeds;
+
+    #[test]
+    fn each_pasv_of_a_session_starts_its_scan_elsewhere() {
+        let seeds = PasvSeeds::default();
+        let mine: Vec<u64> = (0..4).map(|_| seeds.next(7)).collect();
+        let mut distinct = mine.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), mine.len(), "{mine:?}");
+        assert_ne!(seeds.next(8), seeds.next(9));
     }
 }

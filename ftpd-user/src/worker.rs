@@ -129,19 +129,27 @@ impl Fs {
         }
     }
 
-    /// Sends `req` to the worker and decodes its reply (into `buf`): an
-    /// error reply as its [`FsError`], anything else for the caller to check.
-    fn ask<'b>(
+    /// Runs `req` (with `fd`, a listing's channel): here, through the
+    /// worker's own [`handle`], or in the worker, its reply decoded into
+    /// `buf`. Either way an error comes back as its [`FsError`] and anything
+    /// else for the caller to check, so the two cannot drift apart.
+    fn call<'b>(
         &self,
         req: &WorkerRequest<'_>,
-        fd: Option<std::os::fd::BorrowedFd<'_>>,
+        fd: Option<OwnedFd>,
         buf: &'b mut Vec<u8>,
     ) -> Result<(WorkerReply<'b>, Option<OwnedFd>), FsError> {
-        let Self::Remote(link, _) = self else { unreachable!("local Fs handled by the caller") };
+        let link = match self {
+            // `None` is a request the front never makes.
+            Self::Local(root) => return handle(root, req, fd).unwrap_or_else(|| Err(broken())),
+            Self::Remote(link, _) => link,
+        };
         let got = {
             let sock = link.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            ipc::call(&*sock, req, fd, buf).map_err(FsError::Io)?
+            ipc::call(&*sock, req, fd.as_ref().map(AsFd::as_fd), buf).map_err(FsError::Io)?
         };
+        // The worker has its own copy of a descriptor sent with the request.
+        drop(fd);
         let buf: &'b [u8] = buf;
         Ok((reply_status(ipc::decode(buf).map_err(|_| broken())?)?, got))
     }
@@ -156,14 +164,8 @@ impl Fs {
     /// permission) come back here, before anything is streamed.
     pub fn list_stream(&self, path: &VPath, all: bool, cache_ms: u32) -> Result<Listing, FsError> {
         let (mine, theirs) = ipc::pair().map_err(FsError::Io)?;
-        match self {
-            Self::Local(r) => start_listing(r.open_dir(path)?, all, cache_ms, theirs)?,
-            Self::Remote(..) => {
-                let req = WorkerRequest::ListStream { path: path.as_bytes(), all, cache_ms };
-                expect_done(self.ask(&req, Some(theirs.as_fd()), &mut Vec::new())?)?;
-                drop(theirs);
-            }
-        }
+        let req = WorkerRequest::ListStream { path: path.as_bytes(), all, cache_ms };
+        expect_done(self.call(&req, Some(theirs), &mut Vec::new())?)?;
         rustix::io::ioctl_fionbio(&mine, true).map_err(|e| FsError::Io(e.into()))?;
         // SAFETY: `mine` is an open OwnedFd, moved into the AsyncFd, which
         // owns it (and so its fd number) until it is dropped.
@@ -174,7 +176,7 @@ impl Fs {
 
     /// A request answered with a file's status and the file itself.
     fn ask_file(&self, req: &WorkerRequest<'_>) -> Result<(OwnedFd, Stat), FsError> {
-        match self.ask(req, None, &mut Vec::new())? {
+        match self.call(req, None, &mut Vec::new())? {
             (WorkerReply::Stat(st), Some(fd)) => Ok((fd, st)),
             _ => Err(broken()),
         }
@@ -182,7 +184,7 @@ impl Fs {
 
     /// A request answered with a file's status.
     fn ask_stat(&self, req: &WorkerRequest<'_>) -> Result<Stat, FsError> {
-        match self.ask(req, None, &mut Vec::new())? {
+        match self.call(req, None, &mut Vec::new())? {
             (WorkerReply::Stat(st), None) => Ok(st),
             _ => Err(broken()),
         }
@@ -190,7 +192,7 @@ impl Fs {
 
     /// A request answered with an opened file.
     fn ask_fd(&self, req: &WorkerRequest<'_>) -> Result<OwnedFd, FsError> {
-        match self.ask(req, None, &mut Vec::new())? {
+        match self.call(req, None, &mut Vec::new())? {
             (WorkerReply::Done, Some(fd)) => Ok(fd),
             _ => Err(broken()),
         }
@@ -198,203 +200,109 @@ impl Fs {
 
     /// A request answered with done or an error.
     fn ask_done(&self, req: &WorkerRequest<'_>) -> Result<(), FsError> {
-        expect_done(self.ask(req, None, &mut Vec::new())?)
+        expect_done(self.call(req, None, &mut Vec::new())?)
     }
 
     /// Opens a regular file for reading.
     pub fn open_file(&self, path: &VPath) -> Result<(OwnedFd, Stat), FsError> {
-        match self {
-            Self::Local(r) => r.open_file(path),
-            Self::Remote(_, direct) => {
-                if let Some(opened) = direct.as_ref().and_then(|d| d.open_file(path)) {
-                    return Ok(opened);
-                }
-                self.ask_file(&WorkerRequest::OpenFile { path: path.as_bytes() })
-            }
+        if let Self::Remote(_, Some(direct)) = self
+            && let Some(opened) = direct.open_file(path)
+        {
+            return Ok(opened);
         }
+        self.ask_file(&WorkerRequest::OpenFile { path: path.as_bytes() })
     }
 
     /// Whether `path` is an enterable directory.
     pub fn is_dir(&self, path: &VPath) -> bool {
-        match self {
-            Self::Local(r) => r.is_dir(path),
-            Self::Remote(..) => self.ask_done(&WorkerRequest::IsDir { path: path.as_bytes() }).is_ok(),
-        }
+        self.ask_done(&WorkerRequest::IsDir { path: path.as_bytes() }).is_ok()
     }
 
     /// `stat`, following symlinks inside the root.
     pub fn stat(&self, path: &VPath) -> Result<Stat, FsError> {
-        match self {
-            Self::Local(r) => r.stat(path),
-            Self::Remote(..) => self.ask_stat(&WorkerRequest::Stat { path: path.as_bytes() }),
-        }
+        self.ask_stat(&WorkerRequest::Stat { path: path.as_bytes() })
     }
 
     /// `lstat`.
     pub fn lstat(&self, path: &VPath) -> Result<Stat, FsError> {
-        match self {
-            Self::Local(r) => r.lstat(path),
-            Self::Remote(..) => self.ask_stat(&WorkerRequest::Lstat { path: path.as_bytes() }),
-        }
+        self.ask_stat(&WorkerRequest::Lstat { path: path.as_bytes() })
     }
 
     /// Opens for writing (see `Root::open_write`).
     pub fn open_write(&self, path: &VPath, how: Create, mode: u32) -> Result<OwnedFd, FsError> {
-        match self {
-            Self::Local(r) => {
-                ListCache::clear();
-                r.open_write(path, how, mode)
-            }
-            Self::Remote(..) => self.ask_fd(&WorkerRequest::OpenWrite { path: path.as_bytes(), how, mode }),
-        }
+        self.ask_fd(&WorkerRequest::OpenWrite { path: path.as_bytes(), how, mode })
     }
 
     /// Opens and locks an atomic upload's part file (see `Root::open_part`).
     pub fn open_part(&self, part: &VPath, resume: bool, mode: u32) -> Result<OwnedFd, FsError> {
-        match self {
-            Self::Local(r) => {
-                ListCache::clear();
-                r.open_part(part, resume, mode)
-            }
-            Self::Remote(..) => self.ask_fd(&WorkerRequest::OpenPart { part: part.as_bytes(), resume, mode }),
-        }
+        self.ask_fd(&WorkerRequest::OpenPart { part: part.as_bytes(), resume, mode })
     }
 
     /// This user's part file, if no upload holds it (see `Root::resumable_part`).
     pub fn resumable_part(&self, part: &VPath) -> Result<(OwnedFd, Stat), FsError> {
-        match self {
-            Self::Local(r) => r.resumable_part(part),
-            Self::Remote(..) => self.ask_file(&WorkerRequest::ResumablePart { part: part.as_bytes() }),
-        }
+        self.ask_file(&WorkerRequest::ResumablePart { part: part.as_bytes() })
     }
 
     /// A new temporary file beside `target` (see `Root::create_temp`).
     pub fn create_temp(&self, target: &VPath, mode: u32) -> Result<(OwnedFd, VPath), FsError> {
-        match self {
-            Self::Local(r) => {
-                ListCache::clear();
-                r.create_temp(target, mode)
-            }
-            Self::Remote(..) => {
-                let req = WorkerRequest::CreateTemp { target: target.as_bytes(), mode };
-                match self.ask(&req, None, &mut Vec::new())? {
-                    (WorkerReply::Temp { path }, Some(fd)) => {
-                        Ok((fd, VPath::root().join(&path).map_err(|_| broken())?))
-                    }
-                    _ => Err(broken()),
-                }
-            }
+        let req = WorkerRequest::CreateTemp { target: target.as_bytes(), mode };
+        match self.call(&req, None, &mut Vec::new())? {
+            (WorkerReply::Temp { path }, Some(fd)) => Ok((fd, VPath::root().join(&path).map_err(|_| broken())?)),
+            _ => Err(broken()),
         }
     }
 
     /// Where a replace of `target` is written (see `Root::open_replace`).
     pub fn open_replace(&self, target: &VPath) -> Result<(OwnedFd, Option<VPath>), FsError> {
-        match self {
-            Self::Local(r) => {
-                ListCache::clear();
-                r.open_replace(target)
+        match self.call(&WorkerRequest::OpenReplace { target: target.as_bytes() }, None, &mut Vec::new())? {
+            (WorkerReply::Replace { temp }, Some(fd)) => {
+                let temp = temp.map(|p| VPath::root().join(&p).map_err(|_| broken())).transpose()?;
+                Ok((fd, temp))
             }
-            Self::Remote(..) => {
-                match self.ask(&WorkerRequest::OpenReplace { target: target.as_bytes() }, None, &mut Vec::new())? {
-                    (WorkerReply::Replace { temp }, Some(fd)) => {
-                        let temp = temp.map(|p| VPath::root().join(&p).map_err(|_| broken())).transpose()?;
-                        Ok((fd, temp))
-                    }
-                    _ => Err(broken()),
-                }
-            }
+            _ => Err(broken()),
         }
     }
 
     /// Publishes a complete upload (see `Root::commit`). Blocks: call it off
     /// the runtime.
     pub fn commit(&self, from: &VPath, to: &VPath, replace: bool) -> Result<(), FsError> {
-        match self {
-            Self::Local(r) => {
-                ListCache::clear();
-                r.commit(from, to, replace)
-            }
-            Self::Remote(..) => {
-                self.ask_done(&WorkerRequest::Commit { from: from.as_bytes(), to: to.as_bytes(), replace })
-            }
-        }
+        self.ask_done(&WorkerRequest::Commit { from: from.as_bytes(), to: to.as_bytes(), replace })
     }
 
     /// Creates a directory.
     pub fn mkdir(&self, path: &VPath, mode: u32) -> Result<(), FsError> {
-        match self {
-            Self::Local(r) => {
-                ListCache::clear();
-                r.mkdir(path, mode)
-            }
-            Self::Remote(..) => self.ask_done(&WorkerRequest::Mkdir { path: path.as_bytes(), mode }),
-        }
+        self.ask_done(&WorkerRequest::Mkdir { path: path.as_bytes(), mode })
     }
 
     /// Removes an empty directory.
     pub fn rmdir(&self, path: &VPath) -> Result<(), FsError> {
-        match self {
-            Self::Local(r) => {
-                ListCache::clear();
-                r.rmdir(path)
-            }
-            Self::Remote(..) => self.ask_done(&WorkerRequest::Rmdir { path: path.as_bytes() }),
-        }
+        self.ask_done(&WorkerRequest::Rmdir { path: path.as_bytes() })
     }
 
     /// Removes a file.
     pub fn unlink(&self, path: &VPath) -> Result<(), FsError> {
-        match self {
-            Self::Local(r) => {
-                ListCache::clear();
-                r.unlink(path)
-            }
-            Self::Remote(..) => self.ask_done(&WorkerRequest::Unlink { path: path.as_bytes() }),
-        }
+        self.ask_done(&WorkerRequest::Unlink { path: path.as_bytes() })
     }
 
     /// Renames.
     pub fn rename(&self, from: &VPath, to: &VPath) -> Result<(), FsError> {
-        match self {
-            Self::Local(r) => {
-                ListCache::clear();
-                r.rename(from, to)
-            }
-            Self::Remote(..) => self.ask_done(&WorkerRequest::Rename { from: from.as_bytes(), to: to.as_bytes() }),
-        }
+        self.ask_done(&WorkerRequest::Rename { from: from.as_bytes(), to: to.as_bytes() })
     }
 
     /// Drops the cached listings (`ftpd_list_cache_ms`) after the front
     /// wrote to a file in place, which no directory time shows.
     pub fn forget_listings(&self) {
-        match self {
-            Self::Local(_) => ListCache::clear(),
-            Self::Remote(..) => {
-                let _ = self.ask_done(&WorkerRequest::Forget);
-            }
-        }
+        let _ = self.ask_done(&WorkerRequest::Forget);
     }
 
     /// Sets a file's modification time (`MDTM` with a time).
     pub fn set_mtime(&self, path: &VPath, secs: i64) -> Result<(), FsError> {
-        match self {
-            Self::Local(r) => {
-                ListCache::clear();
-                r.set_mtime(path, secs)
-            }
-            Self::Remote(..) => self.ask_done(&WorkerRequest::SetMtime { path: path.as_bytes(), secs }),
-        }
+        self.ask_done(&WorkerRequest::SetMtime { path: path.as_bytes(), secs })
     }
 
     /// Changes permission bits.
     pub fn chmod(&self, path: &VPath, mode: u32) -> Result<(), FsError> {
-        match self {
-            Self::Local(r) => {
-                ListCache::clear();
-                r.chmod(path, mode)
-            }
-            Self::Remote(..) => self.ask_done(&WorkerRequest::Chmod { path: path.as_bytes(), mode }),
-        }
+        self.ask_done(&WorkerRequest::Chmod { path: path.as_bytes(), mode })
     }
 }
 
@@ -758,26 +666,27 @@ pub fn serve(sock: &OwnedFd, root: &Root) -> io::Result<()> {
         let malformed = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
         let req: WorkerRequest<'_> =
             ipc::decode(&buf).map_err(|e| malformed(format!("malformed request from the front: {e}")))?;
-        let (reply, fd_out) = answer(root, &req, fd_in).ok_or_else(|| malformed(format!("bad request: {req:?}")))?;
+        let answered = handle(root, &req, fd_in).ok_or_else(|| malformed(format!("bad request: {req:?}")))?;
+        let (reply, fd_out) = answered.unwrap_or_else(|e| (err_reply(&e), None));
         ipc::send(sock.as_fd(), &reply, fd_out.as_ref().map(AsFd::as_fd))?;
     }
 }
 
-/// The worker's answer to one request, and the file that goes with it.
-/// `None`: the request is one the front never makes (a path outside every
-/// root, a listing without its channel).
-fn answer(
+/// The answer to one request, and the file that goes with it: the worker's
+/// request handler, also what `Fs::Local` runs in this process, and the one
+/// place that drops the cached listings. `None`: the request is one the
+/// front never makes (a path outside every root, a listing without its
+/// channel).
+fn handle(
     root: &Root,
     req: &WorkerRequest<'_>,
     fd_in: Option<OwnedFd>,
-) -> Option<(WorkerReply<'static>, Option<OwnedFd>)> {
+) -> Option<Result<(WorkerReply<'static>, Option<OwnedFd>), FsError>> {
     use WorkerRequest as R;
     let vpath = |p: &[u8]| VPath::root().join(p).ok();
-    let done = |r: Result<(), FsError>| r.map_or_else(|e| err_reply(&e), |()| WorkerReply::Done);
-    let with_fd = |r: Result<(OwnedFd, WorkerReply<'static>), FsError>| match r {
-        Ok((fd, reply)) => (reply, Some(fd)),
-        Err(e) => (err_reply(&e), None),
-    };
+    let done = |r: Result<(), FsError>| r.map(|()| (WorkerReply::Done, None));
+    let with_fd = |r: Result<(OwnedFd, WorkerReply<'static>), FsError>| r.map(|(fd, reply)| (reply, Some(fd)));
+    let stat = |r: Result<Stat, FsError>| r.map(|st| (WorkerReply::Stat(st), None));
     // Anything that may change a directory drops the cached listings.
     if !matches!(
         req,
@@ -794,17 +703,17 @@ fn answer(
         R::OpenFile { path } => with_fd(root.open_file(&vpath(path)?).map(|(fd, st)| (fd, WorkerReply::Stat(st)))),
         R::IsDir { path } => {
             if root.is_dir(&vpath(path)?) {
-                (WorkerReply::Done, None)
+                Ok((WorkerReply::Done, None))
             } else {
-                (WorkerReply::Errno(libc::ENOTDIR), None)
+                Err(FsError::Io(io::Error::from_raw_os_error(libc::ENOTDIR)))
             }
         }
-        R::Stat { path } => (root.stat(&vpath(path)?).map_or_else(|e| err_reply(&e), WorkerReply::Stat), None),
-        R::Lstat { path } => (root.lstat(&vpath(path)?).map_or_else(|e| err_reply(&e), WorkerReply::Stat), None),
+        R::Stat { path } => stat(root.stat(&vpath(path)?)),
+        R::Lstat { path } => stat(root.lstat(&vpath(path)?)),
         R::ListStream { path, all, cache_ms } => {
             let path = vpath(path)?;
             let chan = fd_in?;
-            (done(root.open_dir(&path).and_then(|dir| start_listing(dir, all, cache_ms, chan))), None)
+            done(root.open_dir(&path).and_then(|dir| start_listing(dir, all, cache_ms, chan)))
         }
         R::OpenWrite { path, how, mode } => {
             with_fd(root.open_write(&vpath(path)?, how, mode).map(|fd| (fd, WorkerReply::Done)))
@@ -825,24 +734,54 @@ fn answer(
         ),
         R::Commit { from, to, replace } => {
             let from = vpath(from)?;
-            (done(vpath(to).ok_or(FsError::BadName).and_then(|to| root.commit(&from, &to, replace))), None)
+            done(vpath(to).ok_or(FsError::BadName).and_then(|to| root.commit(&from, &to, replace)))
         }
-        R::Mkdir { path, mode } => (done(root.mkdir(&vpath(path)?, mode)), None),
-        R::Rmdir { path } => (done(root.rmdir(&vpath(path)?)), None),
-        R::Unlink { path } => (done(root.unlink(&vpath(path)?)), None),
+        R::Mkdir { path, mode } => done(root.mkdir(&vpath(path)?, mode)),
+        R::Rmdir { path } => done(root.rmdir(&vpath(path)?)),
+        R::Unlink { path } => done(root.unlink(&vpath(path)?)),
         R::Rename { from, to } => {
             let from = vpath(from)?;
-            (done(vpath(to).ok_or(FsError::BadName).and_then(|to| root.rename(&from, &to))), None)
+            done(vpath(to).ok_or(FsError::BadName).and_then(|to| root.rename(&from, &to)))
         }
-        R::Chmod { path, mode } => (done(root.chmod(&vpath(path)?, mode)), None),
-        R::SetMtime { path, secs } => (done(root.set_mtime(&vpath(path)?, secs)), None),
-        R::Forget => (WorkerReply::Done, None),
+        R::Chmod { path, mode } => done(root.chmod(&vpath(path)?, mode)),
+        R::SetMtime { path, secs } => done(root.set_mtime(&vpath(path)?, secs)),
+        R::Forget => Ok((WorkerReply::Done, None)),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Fs::Local` runs the worker's own handler: the same answers, errors
+    /// kept as the file system gave them, and writes drop cached listings.
+    #[test]
+    fn the_in_process_fs_answers_through_the_workers_handler() {
+        let dir = std::env::temp_dir().join(format!("ftpd-worker-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fs = Fs::Local(Root::open(&dir).unwrap());
+        let p = |s: &str| VPath::root().join(s.as_bytes()).unwrap();
+        let before = ListCache::generation();
+        fs.mkdir(&p("d"), 0o755).unwrap();
+        assert!(ListCache::generation() > before, "mkdir kept the cached listings");
+        assert!(fs.is_dir(&p("d")) && !fs.is_dir(&p("nothing")));
+        let fd = fs.open_write(&p("d/f"), Create::Exclusive, 0o644).unwrap();
+        rustix::io::write(&fd, b"abc").unwrap();
+        assert_eq!(fs.stat(&p("d/f")).unwrap().st_size, 3);
+        fs.rename(&p("d/f"), &p("g")).unwrap();
+        let (_, st) = fs.open_file(&p("g")).unwrap();
+        assert_eq!(st.st_size, 3);
+        let (_, temp) = fs.create_temp(&p("g"), 0o644).unwrap();
+        assert!(fs.lstat(&temp).is_ok());
+        fs.unlink(&temp).unwrap();
+        match fs.stat(&p("d/f")) {
+            Err(FsError::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::ENOENT)),
+            other => panic!("{other:?}"),
+        }
+        fs.unlink(&p("g")).unwrap();
+        fs.rmdir(&p("d")).unwrap();
+        let _ = std::fs::remove_dir(&dir);
+    }
 
     #[test]
     fn a_listing_read_across_a_write_is_not_cached() {

@@ -435,6 +435,35 @@ fn a_local_users_rate_from_user_config_dir_holds_and_bad_files_refuse_the_login(
     }
 }
 
+/// `data_connection_timeout` from a user's file is the one that user's
+/// transfers stall out by, not the main file's.
+#[test]
+#[ignore = "privileged: creates system users (cargo xtask test as root)"]
+fn a_users_data_connection_timeout_from_user_config_dir_ends_a_stalled_transfer() {
+    assert!(privileged());
+    let u = LocalUser::new("/bin/sh");
+    let file = u.home.join("big.bin");
+    std::fs::write(&file, vec![7u8; 64 << 20]).unwrap();
+    std::os::unix::fs::chown(&file, Some(u.uid), None).unwrap();
+    let anon = served();
+    let confdir = anon.path().join("users.d");
+    std::fs::create_dir(&confdir).unwrap();
+    std::fs::write(confdir.join(&u.name), "data_connection_timeout=1\n").unwrap();
+    let c = format!("user_config_dir={}", confdir.display());
+    let server = Server::start(anon.path(), &settings(&[&c, "data_connection_timeout=300"]));
+    let mut f = server.connect();
+    f.cmd_ok(&format!("USER {}", u.name), 331);
+    f.cmd_ok(&format!("PASS {}", u.password), 230);
+    f.cmd_ok("TYPE I", 200);
+    // The client connects but never reads: the transfer stalls.
+    let _data = f.pasv_connect();
+    assert_eq!(f.cmd("RETR big.bin").0, 150);
+    let start = std::time::Instant::now();
+    let (code, text) = f.read_reply();
+    assert_eq!((code, text.as_str()), (421, "421 Data timeout. Reconnect. Sorry.\r\n"));
+    assert!(start.elapsed() < std::time::Duration::from_secs(10), "stalled for {:?}", start.elapsed());
+}
+
 /// The master reads a user's file at login and sends the front the settings
 /// it decided: the file is root's alone (0600), so the front (nobody) could
 /// not read it, and a session keeps the settings of its login while the

@@ -9,6 +9,13 @@
 //! in tests too, since a test module that reaches up a layer ties the layers
 //! together just the same. A module may always name its ancestors (the
 //! `mod` tree is not an import).
+//!
+//! Handlers are methods on `Session`, so one handler file can use another
+//! through `self.helper()` without naming its module: the check also fails
+//! on a method call to a method that only an `impl Session` of a
+//! `commands::*` file defines, from any other file (another handler, or the
+//! session layer below them). What handlers share belongs to the session
+//! layer; `commands::dispatch` may call the handlers (`cmd_*`).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -53,6 +60,13 @@ pub(crate) fn run(check_only: bool) -> Result<()> {
         bail!("{msg}each module may import only modules below it (docs/ARCHITECTURE.md, module map)");
     }
     check_map(&graph)?;
+    let crossings = handler_crossings(&sources(&src)?)?;
+    if !crossings.is_empty() {
+        bail!(
+            "{}\nhandlers call each other only through the session layer (docs/ARCHITECTURE.md, module map)",
+            crossings.join("\n")
+        );
+    }
     let levels = levels(&graph);
     if check_only {
         println!("no import cycle among the {} modules of ftpd-user ({} layers)", graph.len(), levels.len());
@@ -112,8 +126,81 @@ fn map_rows(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Reads every module file under `src` and collects the modules it names.
-fn graph(src: &Path) -> Result<Graph> {
+/// Every module file of the crate: module path, file, text.
+fn sources(src: &Path) -> Result<Vec<(String, PathBuf, String)>> {
+    modules(src)?
+        .into_iter()
+        .map(|(m, f)| {
+            let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+            Ok((m, f, text))
+        })
+        .collect()
+}
+
+/// Calls `self.m(..)` in one module to a method `m` that only an `impl
+/// Session` of a handler file (`commands::*`) defines, from anywhere but
+/// that file, one line each: from another handler, or from below.
+fn handler_crossings(files: &[(String, PathBuf, String)]) -> Result<Vec<String>> {
+    let mut asts = Vec::new();
+    let mut defined: BTreeMap<String, Vec<(String, PathBuf, usize)>> = BTreeMap::new();
+    for (module, file, text) in files {
+        let ast = syn::parse_file(text).with_context(|| format!("parsing {}", file.display()))?;
+        for item in ast.items.iter().filter(|_| module.starts_with("commands::")) {
+            let syn::Item::Impl(imp) = item else { continue };
+            let syn::Type::Path(ty) = &*imp.self_ty else { continue };
+            if imp.trait_.is_some() || ty.path.segments.last().is_none_or(|s| s.ident != "Session") {
+                continue;
+            }
+            for it in &imp.items {
+                if let syn::ImplItem::Fn(f) = it {
+                    let line = f.sig.ident.span().start().line;
+                    defined.entry(f.sig.ident.to_string()).or_default().push((module.clone(), file.clone(), line));
+                }
+            }
+        }
+        asts.push((module, file, ast));
+    }
+    let rel = |p: &Path| p.strip_prefix(workspace_root()).unwrap_or(p).display().to_string();
+    let mut out = Vec::new();
+    for (module, file, ast) in asts {
+        let mut calls = SelfCalls(Vec::new());
+        calls.visit_file(&ast);
+        for (method, line) in calls.0 {
+            let Some(sites) = defined.get(&method) else { continue };
+            if sites.iter().any(|(m, _, _)| m == module) {
+                continue;
+            }
+            if module == "commands::dispatch" && method.starts_with("cmd_") {
+                continue;
+            }
+            let (to, to_file, to_line) = &sites[0];
+            out.push(format!(
+                "{module} calls `self.{method}()` ({}:{line}), a method of {to} ({}:{to_line})",
+                rel(file),
+                rel(to_file)
+            ));
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
+
+/// Method calls on `self`, with their lines.
+struct SelfCalls(Vec<(String, usize)>);
+
+impl<'ast> Visit<'ast> for SelfCalls {
+    fn visit_expr_method_call(&mut self, c: &'ast syn::ExprMethodCall) {
+        if let syn::Expr::Path(p) = &*c.receiver
+            && p.path.is_ident("self")
+        {
+            self.0.push((c.method.to_string(), c.method.span().start().line));
+        }
+        syn::visit::visit_expr_method_call(self, c);
+    }
+}
+
+/// Every module of the crate under `src`, by path (`commands::files`), and its file.
+fn modules(src: &Path) -> Result<BTreeMap<String, PathBuf>> {
     let mut files = Vec::new();
     walk(src, &mut files)?;
     let mut modules = BTreeMap::new();
@@ -129,6 +216,12 @@ fn graph(src: &Path) -> Result<Graph> {
         }
         modules.insert(parts.join("::"), f.clone());
     }
+    Ok(modules)
+}
+
+/// Reads every module file under `src` and collects the modules it names.
+fn graph(src: &Path) -> Result<Graph> {
+    let modules = modules(src)?;
     let names: BTreeSet<String> = modules.keys().cloned().collect();
     let mut graph = Graph::new();
     for (module, file) in &modules {
@@ -434,6 +527,32 @@ mod tests {
     fn layers_go_bottom_up() {
         let l = levels(&g(&[("server", "session"), ("session", "config"), ("server", "config")]));
         assert_eq!(l, vec![vec!["config".to_string()], vec!["session".into()], vec!["server".into()]]);
+    }
+
+    #[test]
+    fn a_handler_calling_another_handler_files_method_is_found() {
+        let file = |m: &str, text: &str| (format!("commands::{m}"), PathBuf::from(format!("{m}.rs")), text.to_owned());
+        let files = [
+            file("files", "impl Session { fn may(&self) -> bool { true } pub fn cmd_dele(&mut self) { self.may(); } }"),
+            file(
+                "upload",
+                "impl Session { fn cmd_stor(&mut self) { if self.may() { self.plan(); } } fn plan(&self) {} }",
+            ),
+            file("dispatch", "impl Session { fn run(&mut self) { self.cmd_stor(); self.cmd_dele(); self.may(); } }"),
+            file("other", "impl Fs { fn may(&self) {} } fn f(s: &Session) { s.may(); }"),
+            (
+                "session".into(),
+                "session.rs".into(),
+                "impl Session { fn open(&self) { self.path(); self.may(); } }".into(),
+            ),
+        ];
+        let found = handler_crossings(&files).unwrap();
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].starts_with(
+            "commands::upload calls `self.may()` (upload.rs:1), a method of commands::files (files.rs:1)"
+        ));
+        assert!(found[1].starts_with("commands::dispatch calls `self.may()`"), "{found:?}");
+        assert!(found[2].starts_with("session calls `self.may()` (session.rs:1)"), "{found:?}");
     }
 
     #[test]

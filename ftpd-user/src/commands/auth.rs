@@ -33,12 +33,12 @@ impl Session {
         }
         let settings = self.shared.settings();
         if let Err(d) = login::check_user(&settings.cfg, &settings.userlist, user) {
-            info!(session = self.id, peer = %self.peer, user, reason = %d.reason, "USER refused");
+            info!(session = self.id, peer = %self.names.peer, user, reason = %d.reason, "USER refused");
             return self.reply(code::NOT_LOGGED_IN, &d.reply).await;
         }
-        self.log_user = user.to_owned();
-        let anonymous = login::is_anonymous(user) && self.shared.cfg().anonymous_enable;
-        if anonymous && self.shared.cfg().no_anon_password {
+        self.names.log_user = user.to_owned();
+        let anonymous = login::is_anonymous(user) && self.cfg().anonymous_enable;
+        if anonymous && self.cfg().no_anon_password {
             return self.login(user.to_owned(), Vec::new()).await;
         }
         self.phase = Phase::NeedPass(user.to_owned());
@@ -49,7 +49,7 @@ impl Session {
     /// `false`: refused (and, for a forced-encryption login in the clear,
     /// the connection closes after the reply, as in vsftpd).
     async fn tls_login_allowed(&mut self, user: &str) -> io::Result<bool> {
-        let cfg = self.shared.cfg();
+        let cfg = self.cfg();
         // `ftp` and `anonymous` are anonymous logins only where those exist:
         // with anonymous_enable=NO they are accounts like any other, and
         // force_local_logins_ssl applies to them.
@@ -68,9 +68,9 @@ impl Session {
             (true, false) if cfg.force_anon_logins_ssl => reply::ANON_MUST_ENCRYPT,
             _ => return Ok(true),
         };
-        info!(session = self.id, peer = %self.peer, user, "login in clear text refused (force_*_logins_ssl)");
+        info!(session = self.id, peer = %self.names.peer, user, "login in clear text refused (force_*_logins_ssl)");
         self.send(refusal).await?;
-        self.closing = true;
+        self.ctl.closing = true;
         Ok(false)
     }
 
@@ -113,18 +113,17 @@ impl Session {
             Ok(Ok(l)) => l,
             Ok(Err(d)) => {
                 if d.config_error {
-                    warn!(session = self.id, peer = %self.peer, user = %user, reason = %d.reason, "login refused");
+                    warn!(session = self.id, peer = %self.names.peer, user = %user, reason = %d.reason, "login refused");
                 } else {
-                    info!(session = self.id, peer = %self.peer, user = %user, reason = %d.reason, "login refused");
+                    info!(session = self.id, peer = %self.names.peer, user = %user, reason = %d.reason, "login refused");
                 }
-                self.shared.logs.event(&self.log_user, "FAIL LOGIN", &self.client, None);
+                self.shared.logs.event(&self.names.log_user, "FAIL LOGIN", &self.names.client, None);
                 crate::metrics::Metrics::inc(&self.shared.metrics.logins, "result", "failed");
                 self.login_fails += 1;
                 if !d.config_error {
-                    self.shared.login_failed(self.peer.ip());
+                    self.shared.login_failed(self.names.peer.ip());
                 }
-                tokio::time::sleep(std::time::Duration::from_secs(u64::from(self.shared.cfg().delay_failed_login)))
-                    .await;
+                tokio::time::sleep(std::time::Duration::from_secs(u64::from(self.cfg().delay_failed_login))).await;
                 return self.reply(code::NOT_LOGGED_IN, &d.reply).await;
             }
             Err(e) => {
@@ -143,12 +142,12 @@ impl Session {
             Some(own) => Arc::from(own),
         };
         let policy = g.policy;
-        self.umask = policy.umask;
-        self.cwd = VPath::root().join(&g.cwd).unwrap_or_else(|_| VPath::root());
-        info!(session = self.id, peer = %self.peer, user = %g.name, uid = g.uid, root = %g.root_dir.display(), "login");
-        self.xfer_user = if g.anonymous { email } else { g.name.clone() };
-        self.log_user = if g.anonymous { cfg.ftp_username.clone() } else { g.name.clone() };
-        self.shared.logs.event(&self.log_user, "OK LOGIN", &self.client, None);
+        self.nav.umask = policy.umask;
+        self.nav.cwd = VPath::root().join(&g.cwd).unwrap_or_else(|_| VPath::root());
+        info!(session = self.id, peer = %self.names.peer, user = %g.name, uid = g.uid, root = %g.root_dir.display(), "login");
+        self.names.xfer_user = if g.anonymous { email } else { g.name.clone() };
+        self.names.log_user = if g.anonymous { cfg.ftp_username.clone() } else { g.name.clone() };
+        self.shared.logs.event(&self.names.log_user, "OK LOGIN", &self.names.client, None);
         crate::metrics::Metrics::inc(&self.shared.metrics.logins, "result", "ok");
         if self.settings.tls.is_some() {
             let tls = if self.control_secure() { "yes" } else { "no" };
@@ -172,14 +171,14 @@ impl Session {
             policy,
         }));
         tokio::time::sleep(delay).await;
-        let start = self.cwd.clone();
+        let start = self.nav.cwd.clone();
         let mut lines = self.dir_message(&start);
         lines.push("Login successful.".into());
         self.reply_lines(code::LOGGED_IN, &lines).await
     }
 
     pub(crate) async fn cmd_feat(&mut self) -> io::Result<()> {
-        let feats = command::features(self.settings.tls.is_some(), self.shared.cfg().port_enable);
+        let feats = command::features(self.settings.tls.is_some(), self.cfg().port_enable);
         self.reply_multi(code::SYSTEM_STATUS, "Features:", &feats, "End").await
     }
 

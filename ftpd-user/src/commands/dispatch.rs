@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     command::{Access, Command, HashAlg, ListArgs, ParseError, Verb},
-    commands::{listing::ListKind, transfer::StoreKind},
+    commands::{listing::ListKind, upload::StoreKind},
     config::Config,
     control::{self, LineError},
     policy::Op,
@@ -30,10 +30,10 @@ impl Session {
         // for a task that panics).
         self.active = None;
         // A passive port left unused: its pinhole and pool count go now.
-        self.data = DataSetup::None;
+        self.chan.data = DataSetup::None;
         // A 421 (or any end) closes the connection cleanly: FIN after the
         // last reply, so the client reads it before it sees the close.
-        let _ = self.w.shutdown().await;
+        let _ = self.ctl.w.shutdown().await;
     }
 
     async fn serve(&mut self) {
@@ -42,15 +42,15 @@ impl Session {
             if !self.start_tls().await {
                 return;
             }
-            self.prot_private = true;
+            self.chan.prot_private = true;
         }
         if self.greet().await.is_err() {
             return;
         }
         loop {
-            let line = match self.pending.take() {
+            let line = match self.ctl.pending.take() {
                 Some(l) => l,
-                None if self.control_closed => return,
+                None if self.ctl.control_closed => return,
                 None => match self.next_line().await {
                     Some(l) => l,
                     None => return,
@@ -60,12 +60,12 @@ impl Session {
             // are far larger than the idle read loop, and an idle session
             // should not carry their space (docs: issue 5's 4 KiB target).
             match Box::pin(self.dispatch(&line)).await {
-                Ok(Next::Continue) if self.closing => return,
-                Ok(Next::Continue) if self.control_closed && self.pending.is_none() => return,
+                Ok(Next::Continue) if self.ctl.closing => return,
+                Ok(Next::Continue) if self.ctl.control_closed && self.ctl.pending.is_none() => return,
                 Ok(Next::Continue) => {}
                 Ok(Next::Quit) => return,
                 Err(e) => {
-                    debug!(session = self.id, peer = %self.peer, error = %e, "control write failed");
+                    debug!(session = self.id, peer = %self.names.peer, error = %e, "control write failed");
                     return;
                 }
             }
@@ -91,10 +91,10 @@ impl Session {
     /// Reads the next command line, handling the idle timeout, the shutdown
     /// and framing errors.
     async fn next_line(&mut self) -> Option<Vec<u8>> {
-        let idle = Duration::from_secs(u64::from(self.shared.cfg().idle_session_timeout));
+        let idle = Duration::from_secs(u64::from(self.cfg().idle_session_timeout));
         let mut stop = self.shared.stopping();
         let read = async {
-            let read = self.reader.read_line(&mut self.r);
+            let read = self.ctl.reader.read_line(&mut self.ctl.r);
             if idle.is_zero() { Ok(read.await) } else { timeout(idle, read).await }
         };
         let line = tokio::select! {
@@ -102,14 +102,14 @@ impl Session {
             biased;
             () = stopped(&mut stop, Stop::Draining) => {
                 let _ = self.reply(421, "Server shutting down.").await;
-                info!(session = self.id, peer = %self.peer, "shutdown: idle session ended");
+                info!(session = self.id, peer = %self.names.peer, "shutdown: idle session ended");
                 return None;
             }
             r = read => match r {
                 Ok(r) => r,
                 Err(_) => {
                     let _ = self.send(reply::IDLE_TIMEOUT).await;
-                    info!(session = self.id, peer = %self.peer, "idle timeout");
+                    info!(session = self.id, peer = %self.names.peer, "idle timeout");
                     return None;
                 }
             },
@@ -119,11 +119,11 @@ impl Session {
             Err(LineError::Closed) => None,
             Err(LineError::TooLong) => {
                 let _ = self.send(reply::LINE_TOO_LONG).await;
-                warn!(session = self.id, peer = %self.peer, "command line too long; closing");
+                warn!(session = self.id, peer = %self.names.peer, "command line too long; closing");
                 None
             }
             Err(LineError::Io(e)) => {
-                debug!(session = self.id, peer = %self.peer, error = %e, "control read failed");
+                debug!(session = self.id, peer = %self.names.peer, error = %e, "control read failed");
                 None
             }
         }
@@ -137,8 +137,8 @@ impl Session {
         let (word, arg) = control::split_command(line);
         let verb = Verb::find(&word);
         let shown: &[u8] = if word == "PASS" { b"PASS <password>" } else { line };
-        debug!(session = self.id, peer = %self.peer, "{}", String::from_utf8_lossy(shown));
-        self.shared.logs.protocol_line(&self.log_user, &self.client, false, shown);
+        debug!(session = self.id, peer = %self.names.peer, "{}", String::from_utf8_lossy(shown));
+        self.shared.logs.protocol_line(&self.names.log_user, &self.names.client, false, shown);
         self.shared.metrics.command(Verb::label(verb));
         let cmd = match Command::parse(line) {
             Err(ParseError::Nul) => {
@@ -152,7 +152,7 @@ impl Session {
         // plus HOST); AUTH only while the control connection is in the clear.
         let open = match verb.map(|v| v.access) {
             Some(Access::Open) => true,
-            Some(Access::Tls) => tls && !(matches!(cmd, Ok(Command::Auth(_))) && self.tls.is_some()),
+            Some(Access::Tls) => tls && !(matches!(cmd, Ok(Command::Auth(_))) && self.ctl.tls.is_some()),
             _ => false,
         };
         if !open {
@@ -167,7 +167,7 @@ impl Session {
             if let crate::worker::Fs::Remote(link, _) = &*self.user().root
                 && !link.alive()
             {
-                warn!(session = self.id, peer = %self.peer, "the session's file worker is gone; closing the session");
+                warn!(session = self.id, peer = %self.names.peer, "the session's file worker is gone; closing the session");
                 self.send(reply::LOST_FILE_ACCESS).await?;
                 return Ok(Next::Quit);
             }
@@ -177,7 +177,7 @@ impl Session {
             }
             // vsftpd refuses a deny_file path with one reply, whatever the command.
             let denied = verb.and_then(|v| v.denied_path(arg));
-            if denied.is_some_and(|a| self.cwd.join(a).is_ok_and(|p| self.settings.deny.matches_path(&p))) {
+            if denied.is_some_and(|a| self.nav.cwd.join(a).is_ok_and(|p| self.settings.deny.matches_path(&p))) {
                 self.send(reply::PERMISSION_DENIED).await?;
                 return Ok(Next::Continue);
             }
@@ -197,9 +197,9 @@ impl Session {
             Command::User(a) => self.cmd_user(a).await?,
             Command::Pass(a) => {
                 self.cmd_pass(a).await?;
-                let max = self.shared.cfg().max_login_fails;
+                let max = self.cfg().max_login_fails;
                 if max != 0 && self.login_fails >= max {
-                    info!(session = self.id, peer = %self.peer, fails = self.login_fails, "too many failed logins; closing");
+                    info!(session = self.id, peer = %self.names.peer, fails = self.login_fails, "too many failed logins; closing");
                     return Ok(Next::Quit);
                 }
             }
@@ -237,7 +237,8 @@ impl Session {
             Command::Mdtm(m) => self.cmd_mdtm(m).await?,
             Command::Mfmt(m) => self.cmd_mfmt(m).await?,
             Command::Mlst(a) => self.cmd_mlst(a).await?,
-            Command::Stat(l) => self.cmd_stat(l).await?,
+            Command::Stat(None) => self.cmd_stat().await?,
+            Command::Stat(Some(l)) => self.cmd_stat_path(l).await?,
             Command::List(l) => self.cmd_list(l, ListKind::Long).await?,
             Command::Nlst(l) => self.cmd_list(l, ListKind::Names).await?,
             Command::Mlsd(a) => self.cmd_list(ListArgs { path: a, ..ListArgs::default() }, ListKind::Machine).await?,
@@ -252,7 +253,7 @@ impl Session {
             Command::Rnto(a) => {
                 // RNFR's name stays until RNTO uses it, also across other commands
                 // (vsftpd does not enforce RFC 959's "immediately").
-                let from = if self.may(Op::Other) { self.rnfr.take() } else { None };
+                let from = if self.may(Op::Other) { self.nav.rnfr.take() } else { None };
                 self.cmd_rnto(a, from).await?;
             }
             Command::Site(s) => self.cmd_site(s).await?,

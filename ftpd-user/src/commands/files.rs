@@ -9,7 +9,7 @@ use std::{
 use tracing::{info, warn};
 
 use crate::{
-    command::{Eprt, Epsv, ListArgs, Mdtm, Site, Umask},
+    command::{Eprt, Epsv, Mdtm, Site, Umask},
     fs::{self, VPath},
     reply::{self, code},
     session::{DataSetup, PassivePort, Session},
@@ -18,30 +18,14 @@ use crate::{
 pub(crate) use crate::policy::Op;
 
 impl Session {
-    /// Whether the user may make a change of this class (decided at login,
-    /// see [`crate::policy::Policy::decide`]).
-    pub(crate) fn may(&self, op: Op) -> bool {
-        self.user().policy.may(op)
-    }
-
-    /// Resolves a client path. `None` for NUL bytes, overlong paths and
-    /// `deny_file` matches, which the caller answers like "not found".
-    pub(crate) fn path(&self, arg: &[u8]) -> Option<VPath> {
-        let p = self.cwd.join(arg).ok()?;
-        if self.settings.deny.matches_path(&p) || fs::is_upload_temp(p.file_name()) {
-            return None;
-        }
-        Some(p)
-    }
-
     /// vsftpd's log line for a file-system change: `OK MKDIR: Client "ip", "/path"`.
     fn log_change(&self, ok: bool, what: &str, path: &VPath) {
         let tag = format!("{} {what}", if ok { "OK" } else { "FAIL" });
-        self.shared.logs.event(&self.log_user, &tag, &self.client, Some(path.as_bytes()));
+        self.shared.logs.event(&self.names.log_user, &tag, &self.names.client, Some(path.as_bytes()));
     }
 
     pub(crate) async fn cmd_pwd(&mut self) -> io::Result<()> {
-        let path = String::from_utf8_lossy(self.cwd.as_bytes()).replace('"', "\"\"");
+        let path = String::from_utf8_lossy(self.nav.cwd.as_bytes()).replace('"', "\"\"");
         self.reply(code::PATH_CREATED, &format!("\"{path}\" is the current directory")).await
     }
 
@@ -51,38 +35,14 @@ impl Session {
         let Some(p) = ok else {
             return self.send(reply::CWD_FAILED).await;
         };
-        self.cwd = p.clone();
+        self.nav.cwd = p.clone();
         let mut lines = self.dir_message(&p);
         lines.push("Directory successfully changed.".into());
         self.reply_lines(code::FILE_ACTION_OK, &lines).await
     }
 
-    /// With `dirmessage_enable`, the lines of `dir`'s message file the first
-    /// time this session enters `dir` (vsftpd shows each message once).
-    pub(crate) fn dir_message(&mut self, dir: &VPath) -> Vec<String> {
-        let cfg = self.cfg();
-        if !cfg.dirmessage_enable || self.seen_messages.contains(dir) {
-            return Vec::new();
-        }
-        self.seen_messages.push(dir.clone());
-        dir.join(cfg.message_file.as_bytes())
-            .ok()
-            .and_then(|m| self.read_small(&m))
-            .map(|t| t.lines().map(str::to_owned).collect())
-            .unwrap_or_default()
-    }
-
-    /// Reads a small text file (a message file) inside the root, up to 8 KiB.
-    fn read_small(&self, path: &VPath) -> Option<String> {
-        let (fd, _) = self.user().root.open_file(path).ok()?;
-        let mut buf = vec![0u8; 8192];
-        let n = rustix::io::read(&fd, &mut buf).ok()?;
-        buf.truncate(n);
-        Some(String::from_utf8_lossy(&buf).into_owned())
-    }
-
     pub(crate) async fn cmd_type(&mut self, binary: bool) -> io::Result<()> {
-        self.binary = binary;
+        self.chan.binary = binary;
         self.send(if binary { reply::TYPE_BINARY } else { reply::TYPE_ASCII }).await
     }
 
@@ -91,10 +51,10 @@ impl Session {
         if !cfg.pasv_enable {
             return self.send(reply::PERMISSION_DENIED).await;
         }
-        if self.epsv_all && !extended {
+        if self.chan.epsv_all && !extended {
             return self.send(reply::PERMISSION_DENIED).await;
         }
-        let local_ip = crate::net::canonical(self.local.ip());
+        let local_ip = crate::net::canonical(self.names.local.ip());
         if !extended && !local_ip.is_ipv4() {
             return self.send(reply::PASV_NEEDS_IPV4).await;
         }
@@ -105,20 +65,18 @@ impl Session {
         // lftp) fall back to PASV on a refused EPSV.
         let data_at = self.settings.pasv_address.map_or(local_ip, IpAddr::V4);
         let through_balancer = cfg.ftpd_proxy_data;
-        if extended && !through_balancer && self.proxied.is_some_and(|p| p.dialed != data_at) {
+        if extended && !through_balancer && self.names.proxied.is_some_and(|p| p.dialed != data_at) {
             return self.send(reply::EPSV_THROUGH_BALANCER).await;
         }
         // The previous passive port, if any, is released first.
-        self.data = DataSetup::None;
+        self.chan.data = DataSetup::None;
         // Each PASV starts its scan elsewhere, also within one session and second.
-        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let seed = (self.id ^ call.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ fs::now_secs().unsigned_abs();
+        let seed = self.shared.pasv_seeds.next(self.id);
         // Bind on the control connection's own local address, as it arrived
         // (a v4-mapped address stays IPv6 on a dual-stack socket). The pinhole
         // and the port wait for whoever will connect: the balancer, when it
         // forwards data connections.
-        let from = match self.proxied {
+        let from = match self.names.proxied {
             Some(p) if through_balancer => p.balancer,
             _ => self.peer_ip(),
         };
@@ -128,19 +86,25 @@ impl Session {
         // address; not when any address may connect, nor when every data
         // connection comes from the balancer (the kernel pinhole, keyed by
         // port and address, could not tell them apart).
-        let alone = cfg.pasv_promiscuous || (through_balancer && self.proxied.is_some());
-        let wait =
-            match self.shared.passive.wait(self.local.ip(), cfg.pasv_range(), seed, self.peer_ip(), alone, balancers) {
-                Ok(w) => w,
-                Err(e) => {
-                    warn!(session = self.id, error = %e, "cannot open a passive port");
-                    return self.send(reply::PASV_FAILED).await;
-                }
-            };
+        let alone = cfg.pasv_promiscuous || (through_balancer && self.names.proxied.is_some());
+        let wait = match self.shared.passive.wait(
+            self.names.local.ip(),
+            cfg.pasv_range(),
+            seed,
+            self.peer_ip(),
+            alone,
+            balancers,
+        ) {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(session = self.id, error = %e, "cannot open a passive port");
+                return self.send(reply::PASV_FAILED).await;
+            }
+        };
         let port = wait.port();
         let ttl = std::time::Duration::from_secs(u64::from(cfg.accept_timeout.max(1)));
         match PassivePort::open(&self.shared, wait, from, ttl, cfg.pasv_promiscuous) {
-            Ok(p) => self.data = DataSetup::Passive(p),
+            Ok(p) => self.chan.data = DataSetup::Passive(p),
             Err(e) => {
                 warn!(session = self.id, error = %e, "cannot open a passive pinhole");
                 return self.send(reply::PASV_FAILED).await;
@@ -163,10 +127,10 @@ impl Session {
     }
 
     pub(crate) async fn cmd_epsv(&mut self, arg: Epsv) -> io::Result<()> {
-        let v6 = !crate::net::canonical(self.local.ip()).is_ipv4();
+        let v6 = !crate::net::canonical(self.names.local.ip()).is_ipv4();
         match arg {
             Epsv::All => {
-                self.epsv_all = true;
+                self.chan.epsv_all = true;
                 self.send(reply::EPSV_ALL_OK).await
             }
             Epsv::Any => self.cmd_pasv(true).await,
@@ -184,28 +148,28 @@ impl Session {
     }
 
     pub(crate) async fn cmd_port(&mut self, to: Option<SocketAddrV4>) -> io::Result<()> {
-        self.data = DataSetup::None;
-        if !self.cfg().port_enable || self.epsv_all {
+        self.chan.data = DataSetup::None;
+        if !self.cfg().port_enable || self.chan.epsv_all {
             return self.send(reply::PERMISSION_DENIED).await;
         }
         let Some(to) = to.map(SocketAddr::V4) else {
             return self.send(reply::ILLEGAL_PORT_COMMAND).await;
         };
         if !self.active_allowed(to) {
-            info!(session = self.id, peer = %self.peer, target = %to, "PORT refused (bounce defence)");
+            info!(session = self.id, peer = %self.names.peer, target = %to, "PORT refused (bounce defence)");
             return self.send(reply::ILLEGAL_PORT_COMMAND).await;
         }
         // A v4 target on a dual-stack control connection is reached through IPv4.
-        self.data = DataSetup::Active(to);
+        self.chan.data = DataSetup::Active(to);
         self.send(reply::PORT_OK).await
     }
 
     pub(crate) async fn cmd_eprt(&mut self, arg: Eprt) -> io::Result<()> {
-        self.data = DataSetup::None;
-        if !self.cfg().port_enable || self.epsv_all {
+        self.chan.data = DataSetup::None;
+        if !self.cfg().port_enable || self.chan.epsv_all {
             return self.send(reply::PERMISSION_DENIED).await;
         }
-        let v6 = !crate::net::canonical(self.local.ip()).is_ipv4();
+        let v6 = !crate::net::canonical(self.names.local.ip()).is_ipv4();
         let to = match arg {
             // As vsftpd: an IPv6 connection may name either protocol.
             Eprt::Addr(to) if v6 || to.is_ipv4() => to,
@@ -217,15 +181,15 @@ impl Session {
             Eprt::Bad => return self.send(reply::BAD_EPRT_COMMAND).await,
         };
         if !self.active_allowed(to) {
-            info!(session = self.id, peer = %self.peer, target = %to, "EPRT refused (bounce defence)");
+            info!(session = self.id, peer = %self.names.peer, target = %to, "EPRT refused (bounce defence)");
             return self.send(reply::ILLEGAL_EPRT_COMMAND).await;
         }
-        self.data = DataSetup::Active(to);
+        self.chan.data = DataSetup::Active(to);
         self.send(reply::EPRT_OK).await
     }
 
     pub(crate) async fn cmd_rest(&mut self, n: u64) -> io::Result<()> {
-        self.rest = n;
+        self.nav.rest = n;
         self.reply(code::PENDING, &format!("Restart position accepted ({n}).")).await
     }
 
@@ -245,8 +209,8 @@ impl Session {
             return self.send(reply::SIZE_FAILED).await;
         };
         let cfg = self.cfg();
-        let size = if !self.binary && cfg.ascii_download_enable {
-            use crate::commands::transfer::{ASCII_SIZE_MAX, ascii_size};
+        let size = if !self.chan.binary && cfg.ascii_download_enable {
+            use crate::session::transfer::{ASCII_SIZE_MAX, ascii_size};
             // Reading a file is never done on the async threads: a big one
             // would stall every session of this process meanwhile.
             let counted = if u64::try_from(st.st_size).unwrap_or(u64::MAX) > ASCII_SIZE_MAX {
@@ -316,31 +280,6 @@ impl Session {
         self.reply(code::FILE_STATUS, &text).await
     }
 
-    /// RFC 3659 `perm` fact for an entry, from what this session may do.
-    pub(crate) fn perm_fact(&self, is_dir: bool) -> String {
-        let mut p = String::new();
-        if is_dir {
-            p.push_str("el");
-            if self.may(Op::Upload) {
-                p.push('c');
-            }
-            if self.may(Op::Mkdir) {
-                p.push('m');
-            }
-            if self.may(Op::Other) {
-                p.push_str("dfp");
-            }
-        } else {
-            if self.cfg().download_enable {
-                p.push('r');
-            }
-            if self.may(Op::Other) {
-                p.push_str("adfw");
-            }
-        }
-        p
-    }
-
     pub(crate) async fn cmd_mlst(&mut self, arg: &[u8]) -> io::Result<()> {
         let st = self.path(arg).and_then(|p| self.user().root.stat(&p).ok().map(|st| (p, st)));
         let Some((p, st)) = st else {
@@ -365,50 +304,38 @@ impl Session {
         .await
     }
 
-    pub(crate) async fn cmd_stat(&mut self, arg: Option<ListArgs<'_>>) -> io::Result<()> {
-        let Some(args) = arg else {
-            // vsftpd's lines, indented as it does; ftpd's version line also
-            // names the data plane.
-            let cfg = self.cfg();
-            let who = if self.user().anonymous { cfg.ftp_username.clone() } else { self.user().name.clone() };
-            let rate = self.rate();
-            let lines = [
-                format!("Connected to {}", self.peer_ip()),
-                format!("Logged in as {who}"),
-                format!("TYPE: {}", if self.binary { "BINARY" } else { "ASCII" }),
-                if rate == 0 {
-                    "No session bandwidth limit".into()
-                } else {
-                    format!("Session bandwidth limit in byte/s is {rate}")
-                },
-                format!("Session timeout in seconds is {}", cfg.idle_session_timeout),
-                "Control connection is plain text".into(),
-                "Data connections will be plain text".into(),
-                format!("At session startup, client count was {}", self.clients_at_start),
-                format!("ftpd {} - {}", env!("CARGO_PKG_VERSION"), self.shared.plane_status()),
-            ]
-            .map(|l| format!("     {l}"));
-            return self.reply_listing(code::SYSTEM_STATUS, "FTP server status:", &lines, "End of status").await;
-        };
-        // STAT PATH: a listing over the control connection.
-        if !self.cfg().dirlist_enable {
-            return self.send(reply::PERMISSION_DENIED).await;
-        }
-        let path_arg = args.path;
-        let recurse = args.recurse && self.cfg().ls_recurse_enable;
-        let listing = match self.path(path_arg) {
-            Some(p) => self.listing_bytes(p, path_arg, recurse).await,
-            None => Vec::new(),
-        };
-        let lines: Vec<String> = String::from_utf8_lossy(&listing).lines().map(str::to_owned).collect();
-        self.reply_listing(code::FILE_STATUS, "Status follows:", &lines, "End of status").await
+    /// STAT without an argument: the session's status (STAT PATH is a
+    /// listing, `cmd_stat_path`).
+    pub(crate) async fn cmd_stat(&mut self) -> io::Result<()> {
+        // vsftpd's lines, indented as it does; ftpd's version line also
+        // names the data plane.
+        let cfg = self.cfg();
+        let who = if self.user().anonymous { cfg.ftp_username.clone() } else { self.user().name.clone() };
+        let rate = self.rate();
+        let lines = [
+            format!("Connected to {}", self.peer_ip()),
+            format!("Logged in as {who}"),
+            format!("TYPE: {}", if self.chan.binary { "BINARY" } else { "ASCII" }),
+            if rate == 0 {
+                "No session bandwidth limit".into()
+            } else {
+                format!("Session bandwidth limit in byte/s is {rate}")
+            },
+            format!("Session timeout in seconds is {}", cfg.idle_session_timeout),
+            "Control connection is plain text".into(),
+            "Data connections will be plain text".into(),
+            format!("At session startup, client count was {}", self.clients_at_start),
+            format!("ftpd {} - {}", env!("CARGO_PKG_VERSION"), self.shared.plane_status()),
+        ]
+        .map(|l| format!("     {l}"));
+        self.reply_listing(code::SYSTEM_STATUS, "FTP server status:", &lines, "End of status").await
     }
 
     pub(crate) async fn cmd_mkd(&mut self, arg: &[u8]) -> io::Result<()> {
         let Some(p) = self.path(arg).filter(|_| self.may(Op::Mkdir)) else {
             return self.send(reply::PERMISSION_DENIED).await;
         };
-        let r = self.user().root.mkdir(&p, 0o777 & !self.umask);
+        let r = self.user().root.mkdir(&p, 0o777 & !self.nav.umask);
         self.log_change(r.is_ok(), "MKDIR", &p);
         match r {
             Ok(()) => {
@@ -439,7 +366,7 @@ impl Session {
         self.log_change(r.is_ok(), "DELETE", &p);
         match r {
             Ok(()) => {
-                info!(session = self.id, peer = %self.peer, user = %self.user().name, path = %String::from_utf8_lossy(p.as_bytes()), "deleted");
+                info!(session = self.id, peer = %self.names.peer, user = %self.user().name, path = %String::from_utf8_lossy(p.as_bytes()), "deleted");
                 self.send(reply::DELE_OK).await
             }
             Err(_) => self.send(reply::DELE_FAILED).await,
@@ -453,7 +380,7 @@ impl Session {
         if self.user().root.lstat(&p).is_err() {
             return self.send(reply::RNFR_FAILED).await;
         }
-        self.rnfr = Some(p);
+        self.nav.rnfr = Some(p);
         self.send(reply::RNFR_OK).await
     }
 
@@ -497,9 +424,11 @@ impl Session {
                     Err(_) => self.send(reply::SITE_CHMOD_FAILED).await,
                 }
             }
-            Site::Umask(Umask::Show) => self.reply(code::OK, &format!("Your current UMASK is 0{:o}", self.umask)).await,
+            Site::Umask(Umask::Show) => {
+                self.reply(code::OK, &format!("Your current UMASK is 0{:o}", self.nav.umask)).await
+            }
             Site::Umask(Umask::Set(m)) => {
-                self.umask = m;
+                self.nav.umask = m;
                 self.reply(code::OK, &format!("UMASK set to 0{m:o}")).await
             }
             Site::Umask(Umask::Bad) => self.send(reply::BAD_UMASK_VALUE).await,

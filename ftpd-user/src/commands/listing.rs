@@ -69,13 +69,28 @@ impl Session {
     /// A whole `LIST` in memory, for STAT PATH, which answers on the control
     /// connection; empty when the path cannot be listed.
     /// As vsftpd, STAT always lists as `-a` (and `-R` with `ls_recurse_enable`).
-    pub(crate) async fn listing_bytes(&self, path: VPath, given: &[u8], recurse: bool) -> Vec<u8> {
+    async fn listing_bytes(&self, path: VPath, given: &[u8], recurse: bool) -> Vec<u8> {
         let mut out = Vec::new();
         match self.lister(ListKind::Long, true, true, recurse).walk(path, given.to_vec(), Sink::Memory(&mut out)).await
         {
             Ok(false) => out,
             Ok(true) | Err(_) => Vec::new(),
         }
+    }
+
+    /// STAT PATH: a listing over the control connection.
+    pub(crate) async fn cmd_stat_path(&mut self, args: ListArgs<'_>) -> io::Result<()> {
+        if !self.cfg().dirlist_enable {
+            return self.send(reply::PERMISSION_DENIED).await;
+        }
+        let path_arg = args.path;
+        let recurse = args.recurse && self.cfg().ls_recurse_enable;
+        let listing = match self.path(path_arg) {
+            Some(p) => self.listing_bytes(p, path_arg, recurse).await,
+            None => Vec::new(),
+        };
+        let lines: Vec<String> = String::from_utf8_lossy(&listing).lines().map(str::to_owned).collect();
+        self.reply_listing(reply::code::FILE_STATUS, "Status follows:", &lines, "End of status").await
     }
 
     /// LIST, NLST and MLSD (whose argument is a path only).
@@ -99,7 +114,7 @@ impl Session {
         // runs one command at a time, so it holds at most one).
         let worker = self.user().root.worker_key();
         let Some(slot) = self.shared.listings.take(self.peer_ip(), worker, self.cfg().ftpd_max_listings_per_ip) else {
-            info!(session = self.id, peer = %self.peer, "listing refused: ftpd_max_listings_per_ip reached");
+            info!(session = self.id, peer = %self.names.peer, "listing refused: ftpd_max_listings_per_ip reached");
             return self.send(reply::TOO_MANY_LISTINGS).await;
         };
         let Some(data) = self.open_data().await? else { return Ok(()) };
@@ -134,7 +149,7 @@ impl Session {
         };
         match self.race(send).await? {
             Raced::Done(None) => {
-                info!(session = self.id, peer = %self.peer, "listing preempted: the worker's listing slots were full and this address had the most");
+                info!(session = self.id, peer = %self.names.peer, "listing preempted: the worker's listing slots were full and this address had the most");
                 self.send(reply::NETWORK_WRITE_FAILED).await
             }
             Raced::Done(Some(Ok(true))) if kind != ListKind::Machine => {
@@ -147,7 +162,7 @@ impl Session {
                 self.send(reply::DIRECTORY_READ_FAILED).await
             }
             Raced::Done(Some(Err(DataError::Stalled))) => {
-                info!(session = self.id, peer = %self.peer, "data connection stalled during a listing");
+                info!(session = self.id, peer = %self.names.peer, "data connection stalled during a listing");
                 self.send(reply::DATA_TIMEOUT).await
             }
             Raced::Done(Some(Err(e))) => {
