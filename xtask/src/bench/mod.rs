@@ -51,6 +51,11 @@ pub(crate) struct Args {
     /// Full TCP connections per connection flood.
     #[arg(long, default_value_t = 2_000)]
     connects: u32,
+    /// Another ftpd binary (an older build) run beside this one, as the row
+    /// `ftpd (baseline)`, wherever `ftpd` runs: a before/after comparison in
+    /// one run, with the same config and the same minutes.
+    #[arg(long, value_name = "FTPD")]
+    baseline: Option<std::path::PathBuf>,
 }
 
 /// A workload on the command line.
@@ -161,6 +166,7 @@ impl Workload {
             }
             Kind::FtpdAtomic => matches!(self, Self::Upload | Self::ConcurrentUpload),
             Kind::FtpdFast => self == Self::Retr,
+            Kind::FtpdBaseline => BASELINE.get().is_some(),
             Kind::Proftpd | Kind::PureFtpd => self != Self::Limited,
         }
     }
@@ -215,6 +221,8 @@ enum Kind {
     /// ftpd with `nopriv_user` = `ftp_username`, the anonymous mirror's fast
     /// path (RETR only); the `ftpd` row keeps the default `nopriv_user`.
     FtpdFast,
+    /// Another ftpd binary with the shared config (`--baseline`).
+    FtpdBaseline,
     Vsftpd,
     Proftpd,
     PureFtpd,
@@ -222,8 +230,16 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Self; 7] =
-        [Self::Ftpd, Self::FtpdAtomic, Self::FtpdFast, Self::Vsftpd, Self::Proftpd, Self::PureFtpd, Self::Ceiling];
+    const ALL: [Self; 8] = [
+        Self::Ftpd,
+        Self::FtpdAtomic,
+        Self::FtpdFast,
+        Self::FtpdBaseline,
+        Self::Vsftpd,
+        Self::Proftpd,
+        Self::PureFtpd,
+        Self::Ceiling,
+    ];
 
     /// The name in the report.
     fn name(self) -> &'static str {
@@ -231,6 +247,7 @@ impl Kind {
             Self::Ftpd => "ftpd",
             Self::FtpdAtomic => "ftpd (atomic uploads)",
             Self::FtpdFast => "ftpd (fast path)",
+            Self::FtpdBaseline => "ftpd (baseline)",
             Self::Vsftpd => "vsftpd",
             Self::Proftpd => "proftpd",
             Self::PureFtpd => "pure-ftpd",
@@ -243,10 +260,15 @@ impl Kind {
         match self {
             Self::FtpdAtomic => "ftpd-atomic",
             Self::FtpdFast => "ftpd-fast",
+            Self::FtpdBaseline => "ftpd-baseline",
             k => k.name(),
         }
     }
 }
+
+/// The `--baseline` binary, set once at the start of a run; read where the
+/// servers of a workload are chosen.
+static BASELINE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
 /// Runs the chosen benchmarks.
 pub(crate) fn run(args: &Args) -> Result<()> {
@@ -258,6 +280,12 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     }
     setup::run(setup::Verbosity::Summary)?;
     let bin = build::run()?;
+    if let Some(b) = &args.baseline {
+        if !b.is_file() {
+            bail!("--baseline {}: no such file", b.display());
+        }
+        let _ = BASELINE.set(b.clone());
+    }
     let all = args.workloads.is_empty() || args.workloads.contains(&Workload::All);
     let compare: Vec<Workload> =
         Workload::COMPARISONS.into_iter().filter(|w| all || args.workloads.contains(w)).collect();

@@ -373,7 +373,7 @@ impl Server {
         let mut cmd = Command::new("prlimit");
         cmd.arg(nofile_arg());
         match kind {
-            Kind::Ftpd | Kind::FtpdAtomic | Kind::FtpdFast | Kind::Vsftpd => {
+            Kind::Ftpd | Kind::FtpdAtomic | Kind::FtpdFast | Kind::FtpdBaseline | Kind::Vsftpd => {
                 let conf = fx.work.join(format!("{}{suffix}.conf", kind.slug()));
                 let mut text = fx.conf(port, tls, kind == Kind::FtpdFast) + extra;
                 if kind == Kind::FtpdAtomic {
@@ -384,7 +384,11 @@ impl Server {
                     cmd.arg(VSFTPD).arg(&conf);
                 } else {
                     // An empty listen address turns the metrics endpoint off.
-                    cmd.arg(&bins.ftpd).arg(&conf).arg("-oftpd_metrics_listen=");
+                    let bin = match (kind, super::BASELINE.get()) {
+                        (Kind::FtpdBaseline, Some(b)) => b,
+                        _ => &bins.ftpd,
+                    };
+                    cmd.arg(bin).arg(&conf).arg("-oftpd_metrics_listen=");
                 }
             }
             Kind::Proftpd => {
