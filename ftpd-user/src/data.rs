@@ -344,9 +344,25 @@ pub async fn send_file(
     const CHUNK: u64 = 16 << 20;
     let end = offset.saturating_add(len);
     let mut sent = 0u64;
+    // A file that takes more than one call: read ahead further (the disk
+    // sees one long read), and cork the socket while no limit paces it, so
+    // that every segment is full: each call's last partial page otherwise
+    // goes out as a short segment of its own. A small file goes in one call
+    // and is spared the system calls.
+    let long = len > CORK_FROM;
+    if long {
+        let _ = rustix::fs::fadvise(file, offset, std::num::NonZeroU64::new(len), rustix::fs::Advice::Sequential);
+    }
+    let mut corked = false;
     while offset < end {
         let want = usize::try_from((end - offset).min(CHUNK)).unwrap_or(usize::MAX);
         let count = pacer.budget(stream.as_fd(), want).await;
+        // A limit paces segments out one by one: no cork under one (it
+        // would hold a paced step's tail back for up to 200 ms).
+        if long && corked != pacer.unlimited() {
+            corked = !corked;
+            let _ = rustix::net::sockopt::set_tcp_cork(stream.as_fd(), corked);
+        }
         match timeout(stall, pacer.while_waiting(stream.as_fd(), stream.writable())).await {
             Err(_) => return Err(DataError::Stalled),
             Ok(Err(e)) => return Err(DataError::Network(e)),
@@ -367,9 +383,16 @@ pub async fn send_file(
             Err(e) => return Err(DataError::File(e)),
         }
     }
+    if corked {
+        // The FIN would push the tail out too; uncorked, it goes at once.
+        let _ = rustix::net::sockopt::set_tcp_cork(stream.as_fd(), false);
+    }
     stream.shutdown().await.map_err(DataError::Network)?;
     Ok(sent)
 }
+
+/// Files longer than this are corked and read ahead (see [`send_file`]).
+const CORK_FROM: u64 = 1 << 20;
 
 /// `sendfile` reports both sides' errors; these come from the socket.
 fn is_network_error(e: &io::Error) -> bool {

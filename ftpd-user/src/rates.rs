@@ -355,6 +355,11 @@ impl Pacer {
         }
     }
 
+    /// Whether the last step ran without a limit (no share to keep to).
+    pub fn unlimited(&self) -> bool {
+        self.rate.is_none_or(|r| r == 0)
+    }
+
     /// Records `n` bytes moved.
     pub fn moved(&mut self, n: usize) {
         if let Some(r) = self.rate.filter(|&r| r != 0) {
