@@ -165,7 +165,7 @@ impl Workload {
                 matches!(self, Self::Download | Self::Upload | Self::Concurrent | Self::ConcurrentUpload)
             }
             Kind::FtpdAtomic => matches!(self, Self::Upload | Self::ConcurrentUpload),
-            Kind::FtpdFast => self == Self::Retr,
+            Kind::FtpdReadOnly => self == Self::Retr,
             Kind::FtpdBaseline => BASELINE.get().is_some(),
             Kind::Proftpd | Kind::PureFtpd => self != Self::Limited,
         }
@@ -218,9 +218,10 @@ enum Kind {
     Ftpd,
     /// ftpd with `ftpd_atomic_uploads=YES` (uploads only).
     FtpdAtomic,
-    /// ftpd with `nopriv_user` = `ftp_username`, the anonymous mirror's fast
-    /// path (RETR only); the `ftpd` row keeps the default `nopriv_user`.
-    FtpdFast,
+    /// ftpd with anonymous writes off, a mirror's config (RETR only): its
+    /// front opens anonymous downloads itself; the `ftpd` row, with the
+    /// shared config's anonymous uploads, goes through the file worker.
+    FtpdReadOnly,
     /// Another ftpd binary with the shared config (`--baseline`).
     FtpdBaseline,
     Vsftpd,
@@ -233,7 +234,7 @@ impl Kind {
     const ALL: [Self; 8] = [
         Self::Ftpd,
         Self::FtpdAtomic,
-        Self::FtpdFast,
+        Self::FtpdReadOnly,
         Self::FtpdBaseline,
         Self::Vsftpd,
         Self::Proftpd,
@@ -246,7 +247,7 @@ impl Kind {
         match self {
             Self::Ftpd => "ftpd",
             Self::FtpdAtomic => "ftpd (atomic uploads)",
-            Self::FtpdFast => "ftpd (fast path)",
+            Self::FtpdReadOnly => "ftpd (read-only mirror)",
             Self::FtpdBaseline => "ftpd (baseline)",
             Self::Vsftpd => "vsftpd",
             Self::Proftpd => "proftpd",
@@ -259,7 +260,7 @@ impl Kind {
     fn slug(self) -> &'static str {
         match self {
             Self::FtpdAtomic => "ftpd-atomic",
-            Self::FtpdFast => "ftpd-fast",
+            Self::FtpdReadOnly => "ftpd-read-only",
             Self::FtpdBaseline => "ftpd-baseline",
             k => k.name(),
         }

@@ -212,10 +212,12 @@ impl Fixture {
     /// both get `HIGH`).
     ///
     /// `ftp_username` and `nopriv_user` differ (`nopriv_user` is the
-    /// default, `nobody`), so ftpd serves through its file worker as it does
-    /// for a user who sets neither; `fast` makes them the same for the
-    /// `ftpd (fast path)` row.
-    fn conf(&self, port: u16, tls: bool, fast: bool) -> String {
+    /// default, `nobody`). With anonymous uploads on, as here, ftpd's front
+    /// keeps `nopriv_user` and every anonymous open goes through the file
+    /// worker; `read_only` turns writes off, the mirror's config, where the
+    /// front takes `ftp_username`'s identity and opens downloads itself
+    /// (`ftpd_anon_fast_path`, on by default): the `ftpd (read-only mirror)` row.
+    fn conf(&self, port: u16, tls: bool, read_only: bool) -> String {
         let tls = if tls {
             let (cert, key) = self.cert();
             format!(
@@ -228,12 +230,13 @@ impl Fixture {
         };
         tls + &format!(
             "listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\nlisten_port={port}\nanonymous_enable=YES\n\
-             no_anon_password=NO\nanon_root={}\nftp_username=daemon\nnopriv_user={}\nlocal_enable=NO\n\
-             write_enable=YES\nanon_upload_enable=YES\nanon_umask=022\nmax_clients=0\nmax_per_ip=0\n\
+             no_anon_password=NO\nanon_root={}\nftp_username=daemon\nnopriv_user=nobody\nlocal_enable=NO\n\
+             write_enable={}\nanon_upload_enable={}\nanon_umask=022\nmax_clients=0\nmax_per_ip=0\n\
              use_sendfile=YES\nseccomp_sandbox=NO\nsecure_chroot_dir={SECURE_CHROOT}\nbackground=NO\n\
              idle_session_timeout=0\nxferlog_enable=NO\n",
             self.root.display(),
-            if fast { "daemon" } else { "nobody" }
+            if read_only { "NO" } else { "YES" },
+            if read_only { "NO" } else { "YES" },
         )
     }
 
@@ -373,9 +376,9 @@ impl Server {
         let mut cmd = Command::new("prlimit");
         cmd.arg(nofile_arg());
         match kind {
-            Kind::Ftpd | Kind::FtpdAtomic | Kind::FtpdFast | Kind::FtpdBaseline | Kind::Vsftpd => {
+            Kind::Ftpd | Kind::FtpdAtomic | Kind::FtpdReadOnly | Kind::FtpdBaseline | Kind::Vsftpd => {
                 let conf = fx.work.join(format!("{}{suffix}.conf", kind.slug()));
-                let mut text = fx.conf(port, tls, kind == Kind::FtpdFast) + extra;
+                let mut text = fx.conf(port, tls, kind == Kind::FtpdReadOnly) + extra;
                 if kind == Kind::FtpdAtomic {
                     text += "ftpd_atomic_uploads=YES\n";
                 }
