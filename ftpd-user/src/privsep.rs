@@ -517,6 +517,14 @@ fn serve_front(master: &Arc<Master>, queue: &Arc<LoginQueue>, chan: &OwnedFd) ->
                 }
                 // Binds are quick: answered here, not queued behind password checks.
                 Ok(MasterRequest::BindDataPort { ip, port }) => master.handle_bind(ip, port, &reply_fd),
+                // An anonymous login checks no password: decided here at
+                // once. Queued, a crowd of them (a mirror just restarted, many
+                // clients behind one NAT) was refused as busy past the
+                // per-address limit that keeps one address from holding every
+                // password check.
+                Ok(MasterRequest::Login(req)) if login::is_anonymous(&req.user) && master.cfg().anonymous_enable => {
+                    master.handle_login(req, &reply_fd);
+                }
                 Ok(MasterRequest::Login(req)) => {
                     if let Some(reply_fd) = queue.push(req.rhost.clone(), req, reply_fd) {
                         let _ = ipc::send(reply_fd.as_fd(), &MasterReply::Busy, None);

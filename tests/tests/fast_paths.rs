@@ -281,6 +281,48 @@ fn a_read_only_anonymous_front_takes_ftp_usernames_identity_and_opens_downloads_
     assert_eq!(uid_of(server.front()), 65534, "ftpd_anon_fast_path=NO keeps the front as nopriv_user");
 }
 
+/// 200 anonymous logins at once from one address, on a server that has
+/// granted none yet (a mirror just restarted, a crowd behind one NAT): each
+/// goes to the master, and the master's per-address queue, meant to keep one
+/// address from holding every password check, refused those past 16 in
+/// its queue with 530 (48 of 64 in one benchmark run).
+#[test]
+fn a_crowd_of_anonymous_logins_from_one_address_all_get_in() {
+    if !ftpd_tests::root_or_skip(
+        "fast_paths::a_crowd_of_anonymous_logins_from_one_address_all_get_in",
+        "privilege separation",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    served_by_nobody(dir.path());
+    let server = Server::start(dir.path(), &["no_anon_password=NO", "max_per_ip=0", "max_clients=0"]);
+    let n = 200;
+    let mut conns: Vec<_> = (0..n)
+        .map(|_| {
+            let mut c = server.connect();
+            c.cmd_ok("USER anonymous", 331);
+            c
+        })
+        .collect();
+    let barrier = std::sync::Barrier::new(n);
+    let codes: Vec<(u16, String)> = thread::scope(|s| {
+        let handles: Vec<_> = conns
+            .iter_mut()
+            .map(|c| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    c.cmd("PASS crowd@example.org")
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    let refused: Vec<_> = codes.iter().filter(|(code, _)| *code != 230).collect();
+    assert!(refused.is_empty(), "{} of {n} refused: {:?}\n{}", refused.len(), refused.first(), server.log());
+}
+
 #[test]
 fn the_control_listener_queues_a_burst_of_connections() {
     // std's backlog (128) overflowed when 256 clients connected at once: the
