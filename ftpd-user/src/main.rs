@@ -447,9 +447,13 @@ fn run(cli: Cli) -> Result<()> {
         // A read-only anonymous server's front acts as ftp_username (see
         // `Config::front_user`); without that account anonymous logins fail
         // anyway (and say why), and the front keeps nopriv_user's identity.
+        // Never root: the front parses every byte from the network.
         let mut front_user = cfg.front_user();
-        if front_user != cfg.nopriv_user && ftpd::auth::account(front_user).is_none() {
-            warn!(ftp_username = front_user, "ftp_username does not exist: the front runs as nopriv_user");
+        if front_user != cfg.nopriv_user && ftpd::auth::account(front_user).is_none_or(|a| a.uid == 0) {
+            warn!(
+                ftp_username = front_user,
+                "ftp_username does not exist or is root: the front runs as nopriv_user (ftpd_anon_fast_path)"
+            );
             front_user = &cfg.nopriv_user;
         }
         let nopriv = ftpd::auth::account(front_user)

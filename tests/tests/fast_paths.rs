@@ -279,6 +279,11 @@ fn a_read_only_anonymous_front_takes_ftp_usernames_identity_and_opens_downloads_
     // And the operator can say no.
     let server = Server::start(dir.path(), &["ftp_username=daemon", "ftpd_anon_fast_path=NO"]);
     assert_eq!(uid_of(server.front()), 65534, "ftpd_anon_fast_path=NO keeps the front as nopriv_user");
+    drop(server);
+    // The front parses every byte from the network: never as root, whatever
+    // ftp_username says.
+    let server = Server::start(dir.path(), &["ftp_username=root"]);
+    assert_eq!(uid_of(server.front()), 65534, "ftp_username=root must not make the front root:\n{}", server.log());
 }
 
 /// 200 anonymous logins at once from one address, on a server that has
