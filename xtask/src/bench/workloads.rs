@@ -135,12 +135,17 @@ impl Drop for Upload {
 /// already handed out once, not into the first touch of fresh VM memory,
 /// which one server would otherwise pay for and the next not.
 fn touch_gib(dir: &std::path::Path) -> Result<()> {
+    touch(dir, GIB)
+}
+
+/// [`touch_gib`] for `bytes` (rounded down to MiB).
+fn touch(dir: &std::path::Path, bytes: u64) -> Result<()> {
     use std::io::Write as _;
     let path = dir.join("prefill.bin");
     let guard = Upload(path.clone());
     let mut f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     let chunk = vec![0x5au8; 1 << 20];
-    for _ in 0..GIB >> 20 {
+    for _ in 0..bytes >> 20 {
         f.write_all(&chunk).with_context(|| format!("writing {}", path.display()))?;
     }
     drop(f);
@@ -207,6 +212,10 @@ pub(super) fn concurrent_upload(
     let next = AtomicU64::new(0);
     let names: Vec<String> = (0..n).map(|i| format!("{prefix}up/c-{}-{i}.bin", server.kind.slug())).collect();
     let _cleanup: Vec<Upload> = names.iter().map(|name| Upload(fx.root.join(name))).collect();
+    // As for the single upload: all of the memory the sample will write
+    // into, touched once first (the first server to write 4 GiB into a fresh
+    // tmpfs paid twice the CPU of the next, in one run).
+    touch(&fx.root.join(format!("{prefix}up")), UPLOAD_SIZE * n as u64)?;
     let ((released, results), cpu) = with_cpu(server, || {
         all_at_once(n, |_| {
             let i = usize::try_from(next.fetch_add(1, Ordering::Relaxed)).unwrap_or(0);
