@@ -94,6 +94,8 @@ pub struct Shared {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The passive ports in use and the sessions waiting on each.
     pub passive: Arc<crate::data::PassivePorts>,
+    /// The uploads running, which give each other turns.
+    pub uploads: crate::data::Uploads,
     /// Where each PASV starts its scan of the port range.
     pub(crate) pasv_seeds: PasvSeeds,
 }
@@ -181,6 +183,7 @@ impl Shared {
             listings: Arc::default(),
             cluster,
             passive: Arc::default(),
+            uploads: crate::data::Uploads::default(),
             pasv_seeds: PasvSeeds::default(),
         }
     }

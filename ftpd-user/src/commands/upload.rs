@@ -142,10 +142,11 @@ impl Session {
         let started = Instant::now();
         let write_off = up.plan.write_offset;
         let fd = up.plan.fd.try_clone()?;
+        let shared = Arc::clone(&self.shared);
         let recv = async move {
             let r = match &mut data {
                 DataStream::Plain(tcp) if !ascii => {
-                    data::receive_file(tcp, &fd, write_off, stall, &progress, &mut pacer).await
+                    data::receive_file(tcp, &fd, write_off, stall, &progress, &mut pacer, &shared.uploads).await
                 }
                 _ => {
                     data::copy::recv_copy(&mut data, &fd, write_off, stall, &progress, &mut pacer, ascii, strict_eof)
