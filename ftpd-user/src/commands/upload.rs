@@ -300,9 +300,12 @@ impl UploadPlan {
             root.forget_listings();
             return Ok(());
         };
-        // On disk before it replaces anything, so a crash cannot leave an
-        // empty file where the old one was. A new file has nothing to lose,
-        // and is not synced (as vsftpd).
+        // On disk before it is published: a crash cannot leave an empty or
+        // partial file under the name, where the old one was or where a
+        // client was told 226 (an atomic upload's whole promise). A file
+        // written in place is not synced, as vsftpd syncs nothing. The cost
+        // is the disk's speed for big files: a 1 GiB atomic upload to disk
+        // runs at about half the speed of one written in place here.
         rustix::fs::fsync(&self.fd).ok();
         root.commit(t, &self.target, self.replace).map_err(|e| match e {
             FsError::Io(e) => e,
