@@ -16,7 +16,7 @@ use std::{
     collections::HashMap,
     os::fd::BorrowedFd,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -29,10 +29,41 @@ pub struct Flow {
     pub rate: AtomicU64,
 }
 
+/// The limit of one owner's sessions, shared by all of them: a reload
+/// writes it once, and every session that logged in before reads the new
+/// value for its next transfer without looking anything up.
+#[derive(Debug)]
+pub struct Limit {
+    owner: Owner,
+    /// Bytes per second (0: none); [`UNDECIDED`] until a reload decides it.
+    bytes_per_sec: AtomicU64,
+}
+
+/// No reload has decided the owner's limit since its first session logged
+/// in: each session keeps to its own config, which a `user_config_dir` file
+/// edited between two logins can make differ. No configured limit is this
+/// high (they are 32-bit).
+const UNDECIDED: u64 = u64::MAX;
+
+impl Limit {
+    /// The limit a session whose own config says `configured` uses for its
+    /// next transfer.
+    pub fn get(&self, configured: u64) -> u64 {
+        self.decided().unwrap_or(configured)
+    }
+
+    fn decided(&self) -> Option<u64> {
+        Some(self.bytes_per_sec.load(Ordering::Relaxed)).filter(|&v| v != UNDECIDED)
+    }
+}
+
 /// A group's limit and the transfers sharing it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Group {
     limit: u64,
+    /// The limit cell of the session that started the group's last
+    /// transfer: a reload that writes it re-splits the group.
+    cell: Arc<Limit>,
     flows: Vec<Arc<Flow>>,
     /// Transfers of the same group on other nodes of a fleet
     /// (`ftpd_cluster_redis`): the limit is split over them too.
@@ -43,19 +74,15 @@ struct Group {
 /// anonymous (the rule for which limit applies is [`crate::policy::Policy::decide`]).
 pub type Owner = (String, bool);
 
-/// The transfers sharing each limit, by group key.
+/// The transfers sharing each limit, by group key, and the limit cells of
+/// the owners logged in.
 #[derive(Debug, Default)]
 pub struct Rates {
     groups: Mutex<HashMap<String, Group>>,
-    /// The owner of each group, for reloads.
-    owners: Mutex<HashMap<String, Owner>>,
-    /// Logged-in sessions by owner: a reload computes the new limit of each,
-    /// so that sessions that logged in before it use the new limit for their
-    /// next transfer too.
-    sessions: Mutex<HashMap<Owner, usize>>,
-    /// Limits set by the last reload, for the sessions that logged in
-    /// before it (later sessions read the new config themselves).
-    overrides: Mutex<HashMap<Owner, u64>>,
+    /// Each owner's cell while a session or a running group holds it: a
+    /// reload finds the owners here and writes their cells. Weak, so that
+    /// the cell of an owner whose last session ended goes with it.
+    cells: Mutex<HashMap<Owner, Weak<Limit>>>,
     /// Woken when a limited group a fleet shares gains or loses a transfer,
     /// so that the fleet hears of it at once (see `cluster::run`).
     pub changed: Arc<tokio::sync::Notify>,
@@ -75,19 +102,72 @@ pub struct FlowGuard {
     pub flow: Arc<Flow>,
 }
 
+/// A logged-in session's hold on its owner's limit cell; the cell leaves
+/// [`Rates`] with the last hold on it.
+pub struct SessionLimit {
+    rates: Arc<Rates>,
+    /// `None` only while dropping.
+    cell: Option<Arc<Limit>>,
+}
+
+impl SessionLimit {
+    /// The limit this session uses for its next transfer: what the last
+    /// reload decided for its owner, else `configured` (its own config).
+    pub fn get(&self, configured: u64) -> u64 {
+        self.cell.as_ref().map_or(configured, |c| c.get(configured))
+    }
+
+    /// Adds a transfer of this session to group `key` (see [`Rates::start`]).
+    pub fn start(&self, key: String, configured: u64) -> FlowGuard {
+        let limit = self.get(configured);
+        match &self.cell {
+            Some(cell) => Rates::start(&self.rates, key, cell, limit),
+            None => unreachable!("a session's limit is released only on drop"),
+        }
+    }
+}
+
+impl Drop for SessionLimit {
+    fn drop(&mut self) {
+        if let Some(cell) = self.cell.take() {
+            release(&self.rates, cell);
+        }
+    }
+}
+
+/// Drops a hold on a cell, and the cell's entry with the last one. Under
+/// the lock a login takes, so that no login revives the cell meanwhile.
+fn release(rates: &Rates, cell: Arc<Limit>) {
+    let mut cells = lock(&rates.cells);
+    let owner = cell.owner.clone();
+    drop(cell);
+    if cells.get(&owner).is_some_and(|w| w.strong_count() == 0) {
+        cells.remove(&owner);
+    }
+}
+
 impl Rates {
-    /// Adds a transfer to group `key`, whose limit is `limit` (0: none). Every
-    /// transfer joins, limited or not, so a reload can give a running
-    /// transfer a limit it started without.
-    pub fn start(rates: &Arc<Self>, key: String, owner: Owner, limit: u64) -> FlowGuard {
+    /// Adds a transfer to group `key`, whose limit is `limit` (0: none), of
+    /// the session holding `cell`. Every transfer joins, limited or not, so
+    /// a reload can give a running transfer a limit it started without.
+    pub fn start(rates: &Arc<Self>, key: String, cell: &Arc<Limit>, limit: u64) -> FlowGuard {
         let flow = Arc::new(Flow::default());
-        lock(&rates.owners).insert(key.clone(), owner);
-        {
+        let replaced = {
             let mut groups = lock(&rates.groups);
-            let group = groups.entry(key.clone()).or_default();
+            let group = groups.entry(key.clone()).or_insert_with(|| Group {
+                limit,
+                cell: Arc::clone(cell),
+                flows: Vec::new(),
+                elsewhere: 0,
+            });
             group.limit = limit;
+            let replaced = std::mem::replace(&mut group.cell, Arc::clone(cell));
             group.flows.push(Arc::clone(&flow));
             resplit(group);
+            replaced
+        };
+        if !Arc::ptr_eq(&replaced, cell) {
+            release(rates, replaced);
         }
         if shareable(&key, limit) {
             rates.changed.notify_one();
@@ -95,32 +175,21 @@ impl Rates {
         FlowGuard { rates: Arc::clone(rates), key, flow }
     }
 
-    /// The limit a session of `owner` uses for its next transfer: what the
-    /// last reload decided for sessions from before it, else `configured`
-    /// (the session's own effective config).
-    pub fn limit(&self, owner: &Owner, configured: u64) -> u64 {
-        lock(&self.overrides).get(owner).copied().unwrap_or(configured)
-    }
-
-    /// Counts a logged-in session of `owner` (see [`Rates::logout`]).
-    pub fn login(&self, owner: &Owner) {
-        *lock(&self.sessions).entry(owner.clone()).or_default() += 1;
-    }
-
-    /// A session of `owner` ended.
-    pub fn logout(&self, owner: &Owner) {
-        let mut sessions = lock(&self.sessions);
-        if let Some(n) = sessions.get_mut(owner) {
-            *n -= 1;
-            if *n == 0 {
-                sessions.remove(owner);
-                lock(&self.overrides).remove(owner);
-            }
-        }
+    /// A session of `owner` logged in: it shares the owner's cell with the
+    /// owner's other sessions, or makes it, so that a reload finds it.
+    pub fn login(rates: &Arc<Self>, owner: Owner) -> SessionLimit {
+        let mut cells = lock(&rates.cells);
+        let cell = cells.get(&owner).and_then(Weak::upgrade).unwrap_or_else(|| {
+            let cell = Arc::new(Limit { owner: owner.clone(), bytes_per_sec: AtomicU64::new(UNDECIDED) });
+            cells.insert(owner, Arc::downgrade(&cell));
+            cell
+        });
+        drop(cells);
+        SessionLimit { rates: Arc::clone(rates), cell: Some(cell) }
     }
 }
 
-fn resplit(Group { limit, flows, elsewhere }: &mut Group) {
+fn resplit(Group { limit, flows, elsewhere, .. }: &mut Group) {
     if flows.is_empty() {
         return;
     }
@@ -140,8 +209,10 @@ impl Drop for FlowGuard {
                 self.rates.changed.notify_one();
             }
             if group.flows.is_empty() {
-                groups.remove(&self.key);
-                lock(&self.rates.owners).remove(&self.key);
+                if let Some(group) = groups.remove(&self.key) {
+                    drop(groups);
+                    release(&self.rates, group.cell);
+                }
             } else {
                 resplit(group);
             }
@@ -179,31 +250,33 @@ pub fn set_elsewhere(rates: &Rates, elsewhere: &HashMap<String, u64>) {
 /// The users whose limits a reload recomputes: those logged in and those
 /// owning running transfers.
 pub fn owners(rates: &Rates) -> Vec<Owner> {
-    let mut owners: Vec<Owner> = lock(&rates.sessions).keys().cloned().collect();
-    for o in lock(&rates.owners).values() {
-        if !owners.contains(o) {
-            owners.push(o.clone());
-        }
-    }
-    owners
+    let mut cells = lock(&rates.cells);
+    cells.retain(|_, w| w.strong_count() > 0);
+    cells.keys().cloned().collect()
 }
 
-/// Gives every running rate group and every logged-in user its new limit
+/// Gives every logged-in user and every running rate group its new limit
 /// (decided by the master, as at login): from none to one, from one to
-/// another, and back to none. Returns how many running groups changed.
+/// another, and back to none. Writes each owner's cell, which its sessions
+/// read for their next transfer, and re-splits the groups whose cell now
+/// says another limit. Returns how many running groups changed.
 pub fn apply(rates: &Rates, limits: HashMap<Owner, u64>) -> usize {
+    {
+        let cells = lock(&rates.cells);
+        for (owner, limit) in limits {
+            if let Some(cell) = cells.get(&owner).and_then(Weak::upgrade) {
+                cell.bytes_per_sec.store(limit, Ordering::Relaxed);
+            }
+        }
+    }
     let mut changed = 0;
-    let owners = lock(&rates.owners);
-    let mut groups = lock(&rates.groups);
-    for (key, owner) in owners.iter() {
-        let Some(&limit) = limits.get(owner) else { continue };
-        if let Some(group) = groups.get_mut(key).filter(|g| g.limit != limit) {
+    for group in lock(&rates.groups).values_mut() {
+        if let Some(limit) = group.cell.decided().filter(|&l| l != group.limit) {
             group.limit = limit;
             resplit(group);
             changed += 1;
         }
     }
-    *lock(&rates.overrides) = limits;
     changed
 }
 
@@ -418,14 +491,55 @@ mod tests {
         g.flow.rate.load(Ordering::Relaxed)
     }
 
+    fn owner(name: &str) -> Owner {
+        (name.to_string(), false)
+    }
+
+    #[test]
+    fn a_reload_writes_the_cell_its_users_sessions_share() {
+        let rates = Arc::new(Rates::default());
+        let first = Rates::login(&rates, owner("alice"));
+        let second = Rates::login(&rates, owner("alice"));
+        let bob = Rates::login(&rates, owner("bob"));
+        // Before any reload each session keeps to its own config (a
+        // `user_config_dir` file may have changed between two logins).
+        assert_eq!((first.get(1000), second.get(2000)), (1000, 2000));
+        let running = first.start("u:alice".into(), 1000);
+        let own = bob.start("s:9".into(), 0);
+        let mut listed = owners(&rates);
+        listed.sort();
+        assert_eq!(listed, vec![owner("alice"), owner("bob")]);
+        let limits = HashMap::from([(owner("alice"), 500), (owner("bob"), 300)]);
+        assert_eq!(apply(&rates, limits), 2, "both running groups re-split");
+        assert_eq!((share(&running), share(&own)), (500, 300));
+        assert_eq!((first.get(1000), second.get(2000), bob.get(0)), (500, 500, 300));
+        // A later login of alice shares the cell the reload wrote; a reload
+        // that leaves a limit as it is re-splits nothing.
+        let third = Rates::login(&rates, owner("alice"));
+        assert_eq!(third.get(9999), 500);
+        let limits = HashMap::from([(owner("alice"), 500), (owner("bob"), 0)]);
+        assert_eq!(apply(&rates, limits), 1);
+        assert_eq!((share(&running), share(&own)), (500, 0));
+        // The cell goes with the owner's last session and last transfer:
+        // alice's next session reads its own config again.
+        drop((first, second, third));
+        assert_eq!(owners(&rates).len(), 2, "alice's running transfer still holds her cell");
+        drop(running);
+        assert_eq!(owners(&rates), vec![owner("bob")]);
+        assert_eq!(lock(&rates.cells).len(), 1, "no entry left for alice");
+        assert_eq!(Rates::login(&rates, owner("alice")).get(1000), 1000);
+        drop((own, bob));
+        assert!(lock(&rates.cells).is_empty() && lock(&rates.groups).is_empty());
+    }
+
     #[test]
     fn a_groups_limit_is_split_over_the_fleets_transfers_and_back() {
         let rates = Arc::new(Rates::default());
-        let owner = ("alice".to_string(), false);
-        let a = Rates::start(&rates, "u:alice".into(), owner.clone(), 1_000_000);
-        let b = Rates::start(&rates, "u:alice".into(), owner.clone(), 1_000_000);
-        let own = Rates::start(&rates, "s:7".into(), owner.clone(), 1_000_000);
-        let free = Rates::start(&rates, "u:bob".into(), ("bob".into(), false), 0);
+        let alice = Rates::login(&rates, owner("alice"));
+        let a = alice.start("u:alice".into(), 1_000_000);
+        let b = alice.start("u:alice".into(), 1_000_000);
+        let own = alice.start("s:7".into(), 1_000_000);
+        let free = Rates::login(&rates, owner("bob")).start("u:bob".into(), 0);
         assert_eq!((share(&a), share(&b)), (500_000, 500_000));
         let mut groups = fleet_groups(&rates);
         groups.sort();

@@ -42,27 +42,25 @@ pub mod tree;
 /// behind.
 pub(crate) struct LoggedIn {
     gauge: prometheus_client::metrics::gauge::Gauge,
-    rates: Arc<crate::rates::Rates>,
-    owner: crate::rates::Owner,
+    /// The limit cell this session shares with its user's other sessions.
+    limit: crate::rates::SessionLimit,
 }
 
 impl LoggedIn {
-    /// Counts the session in `gauge` and as one of `owner`'s sessions.
+    /// Counts the session in `gauge` and gives it `owner`'s limit cell.
     pub(crate) fn new(
         gauge: prometheus_client::metrics::gauge::Gauge,
-        rates: Arc<crate::rates::Rates>,
+        rates: &Arc<crate::rates::Rates>,
         owner: crate::rates::Owner,
     ) -> Self {
         gauge.inc();
-        rates.login(&owner);
-        Self { gauge, rates, owner }
+        Self { gauge, limit: crate::rates::Rates::login(rates, owner) }
     }
 }
 
 impl Drop for LoggedIn {
     fn drop(&mut self) {
         self.gauge.dec();
-        self.rates.logout(&self.owner);
     }
 }
 
@@ -549,16 +547,19 @@ impl Session {
         }
     }
 
-    /// Whose rate limit this session's transfers count against.
-    pub(crate) fn owner(&self) -> crate::rates::Owner {
-        let u = self.user();
-        (u.name.clone(), u.anonymous)
-    }
-
     /// This session's bandwidth limit in bytes per second (0: none): its
     /// effective config's, unless a reload since its login changed it.
     pub(crate) fn rate(&self) -> u64 {
-        self.shared.rates.limit(&self.owner(), self.user().policy.max_rate)
+        self.logged_in().limit.get(self.user().policy.max_rate)
+    }
+
+    /// The session's hold on its user's gauge and limit. Only called from
+    /// post-login handlers.
+    pub(crate) fn logged_in(&self) -> &LoggedIn {
+        match &self.active {
+            Some(a) => a,
+            None => unreachable!("post-login command before login"),
+        }
     }
 
     /// How long a transfer may make no progress: the user's

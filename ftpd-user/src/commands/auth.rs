@@ -161,7 +161,7 @@ impl Session {
             "local"
         };
         let owner = (g.name.clone(), g.anonymous);
-        self.active = Some(LoggedIn::new(self.shared.metrics.active(class), Arc::clone(&self.shared.rates), owner));
+        self.active = Some(LoggedIn::new(self.shared.metrics.active(class), &self.shared.rates, owner));
         let delay = std::time::Duration::from_secs(u64::from(cfg.delay_successful_login));
         self.phase = Phase::Ready(Box::new(User {
             name: g.name,

@@ -75,13 +75,12 @@ impl Session {
     /// Joins the rate group for a transfer about to start, limited or not
     /// (a reload may limit it later).
     pub(crate) fn start_flow(&self) -> crate::rates::FlowGuard {
-        let limit = self.rate();
         let key = match self.cfg().ftpd_rate_scope {
             crate::config::RateScope::User => format!("u:{}", self.user().name),
             crate::config::RateScope::Ip => format!("i:{}", self.peer_ip()),
             crate::config::RateScope::Session => format!("s:{}", self.id),
         };
-        crate::rates::Rates::start(&self.shared.rates, key, self.owner(), limit)
+        self.logged_in().limit.start(key, self.user().policy.max_rate)
     }
 
     /// Counts a limited transfer by how it was paced; returns that for the log.
