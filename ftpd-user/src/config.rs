@@ -219,11 +219,16 @@ macro_rules! options {
                 }
             }
 
-            /// Applies one `name=value` setting; an empty value restores the default.
+            /// Applies one `name=value` setting. An empty value is the
+            /// default for text and address options, and refused for the
+            /// rest, as vsftpd refuses it ("missing value in config file").
             pub fn set(&mut self, name: &str, value: &str) -> Result<(), SettingError> {
                 match name {
                     $( stringify!($name) => {
                         self.$name = if value.is_empty() {
+                            if !options!(@empty_ok $kind) {
+                                return Err(SettingError::Missing);
+                            }
                             options!(@default $kind, $default)
                         } else {
                             options!(@parse $kind, value)?
@@ -286,6 +291,11 @@ macro_rules! options {
     (@kind Str) => { Kind::Str };
     // Any other kind is a type that implements `Choice`; its default is a word.
     (@kind $t:ident) => { Kind::Choice(<$t as Choice>::NAMES) };
+    (@empty_ok Str) => { true };
+    (@empty_ok Ipv4) => { true };
+    (@empty_ok Ipv6) => { true };
+    (@empty_ok SockAddr) => { true };
+    (@empty_ok $t:ident) => { false };
     (@ty $t:ident) => { $t };
     (@default $t:ident, $d:expr) => { <$t as Choice>::default_choice($d) };
     (@text $t:ident, $v:expr) => { Choice::name(*$v).to_string() };
@@ -471,6 +481,8 @@ pub enum SettingError {
     BadAddress(String, &'static str),
     /// Not one of an enum option's words.
     BadChoice(String, &'static [&'static str]),
+    /// An empty value for an option that is not text or an address.
+    Missing,
 }
 
 impl fmt::Display for SettingError {
@@ -483,6 +495,9 @@ impl fmt::Display for SettingError {
             Self::BadMode(v) => write!(f, "bad mode {v:?} (use octal permission bits with a leading 0, at most 07777)"),
             Self::BadAddress(v, form) => write!(f, "bad {form} {v:?} (or leave it empty)"),
             Self::BadChoice(v, names) => write!(f, "bad value {v:?} (use {})", names.join(", ")),
+            Self::Missing => {
+                write!(f, "missing value (only text and address options may be empty; vsftpd refuses it too)")
+            }
         }
     }
 }
@@ -833,6 +848,28 @@ impl Config {
                 kept.push(o.name);
             }
         }
+        // A front that took ftp_username's identity (`front_user`) keeps it
+        // until a restart: anonymous writes must wait for one (as that user
+        // the front could write past the worker's rules), and so must
+        // another ftp_username (the front would keep the old one's rights).
+        // Turning anonymous access or writes off takes effect at once.
+        if self.front_user() != self.nopriv_user {
+            let mut keep = Vec::new();
+            if new.anon_writes() && !self.anon_writes() {
+                keep.extend([
+                    "write_enable",
+                    "anon_upload_enable",
+                    "anon_mkdir_write_enable",
+                    "anon_other_write_enable",
+                ]);
+            }
+            keep.push("ftp_username");
+            for name in keep {
+                if self.get(name) != new.get(name) && new.copy_option(self, name) {
+                    kept.push(name);
+                }
+            }
+        }
         kept
     }
 }
@@ -961,6 +998,11 @@ impl Choice for EbpfMode {
 }
 
 impl Config {
+    /// Whether anonymous users may change anything.
+    pub fn anon_writes(&self) -> bool {
+        self.write_enable && (self.anon_upload_enable || self.anon_mkdir_write_enable || self.anon_other_write_enable)
+    }
+
     /// The user the front runs as: `ftp_username` on a read-only anonymous
     /// server (`ftpd_anon_fast_path`), so that the kernel's answer to the front's
     /// own open of an anonymous download is the worker's answer; `nopriv_user`
@@ -968,9 +1010,7 @@ impl Config {
     /// them (overwrite, delete, umask rules): a front with `ftp_username`'s
     /// identity could write wherever that user may, past those rules.
     pub fn front_user(&self) -> &str {
-        let anon_writes = self.write_enable
-            && (self.anon_upload_enable || self.anon_mkdir_write_enable || self.anon_other_write_enable);
-        if self.ftpd_anon_fast_path && self.anonymous_enable && self.anon_world_readable_only && !anon_writes {
+        if self.ftpd_anon_fast_path && self.anonymous_enable && self.anon_world_readable_only && !self.anon_writes() {
             &self.ftp_username
         } else {
             &self.nopriv_user
@@ -1004,6 +1044,16 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_value_is_refused_but_for_text_and_addresses() {
+        for line in ["listen_port=", "anon_umask=", "anonymous_enable=", "anon_max_rate=", "ftpd_ebpf="] {
+            let err = load(&format!("{line}\n")).expect_err(line).to_string();
+            assert!(err.contains("missing value") && err.contains(":1"), "{line}: {err}");
+        }
+        let c = load("ftpd_banner=\nlisten_address=\nftpd_metrics_listen=\n").expect("text and addresses may be empty");
+        assert_eq!((c.ftpd_banner.as_str(), c.listen_address, c.ftpd_metrics_listen), ("", None, None));
+    }
+
+    #[test]
     fn booleans_in_any_case() {
         for (v, want) in
             [("YES", true), ("yes", true), ("True", true), ("1", true), ("no", false), ("FALSE", false), ("0", false)]
@@ -1030,10 +1080,10 @@ mod tests {
     }
 
     #[test]
-    fn last_duplicate_wins_and_empty_resets() {
+    fn last_duplicate_wins_and_empty_text_resets() {
         assert_eq!(load("listen_port=1\nlisten_port=2\n").unwrap().listen_port, 2);
         assert_eq!(load("ftpd_banner=hi\nftpd_banner=\n").unwrap().ftpd_banner, "");
-        assert_eq!(load("max_clients=5\nmax_clients=\n").unwrap().max_clients, 2000);
+        assert!(load("max_clients=5\nmax_clients=\n").is_err(), "an empty number is refused, as vsftpd does");
     }
 
     #[test]

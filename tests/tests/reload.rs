@@ -206,6 +206,42 @@ fn options_that_need_a_restart_are_reported_and_keep_their_running_values() {
     server.login().cmd_ok("NOOP", 200);
 }
 
+/// The uid the process `pid` runs as.
+fn uid_of_process(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid line");
+    line.split_whitespace().nth(1).and_then(|u| u.parse().ok()).expect("uid")
+}
+
+/// A read-only anonymous server's front runs as ftp_username
+/// (`ftpd_anon_fast_path`); anonymous writes turned on by a reload would
+/// leave it with an identity that can write past the worker's rules, so
+/// they wait for a restart (turning them off never does).
+#[test]
+fn anonymous_writes_wait_for_a_restart_when_the_front_runs_as_ftp_username() {
+    if !ftpd_tests::root_or_skip(
+        "reload::anonymous_writes_wait_for_a_restart_when_the_front_runs_as_ftp_username",
+        "privilege separation",
+    ) {
+        return;
+    }
+    let s = Setup::new();
+    let up = s.root().join("up");
+    std::fs::create_dir(&up).expect("mkdir");
+    std::fs::set_permissions(&up, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    let server = s.start("ftp_username=daemon\n");
+    assert_eq!(uid_of_process(server.front()), 1, "the front acts as ftp_username:\n{}", server.log());
+    s.write("ftp_username=daemon\nwrite_enable=YES\nanon_upload_enable=YES\nftpd_banner=after\n");
+    reload(&server, 1);
+    let log = server.log();
+    assert!(log.contains("SIGHUP: needs a restart: write_enable, anon_upload_enable"), "{log}");
+    assert!(greeting(&server).contains("220 after"), "the other options still apply");
+    let mut c = server.login();
+    let (_, code, text) = c.upload("STOR up/new.txt", b"x");
+    assert_eq!(code, 550, "anonymous uploads wait for a restart: {text}");
+    assert_eq!(uid_of_process(server.front()), 1);
+}
+
 #[test]
 fn a_broken_file_is_reported_with_file_line_and_reason_and_the_old_settings_stay() {
     let s = Setup::new();
