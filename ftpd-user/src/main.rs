@@ -443,21 +443,24 @@ fn run(cli: Cli) -> Result<()> {
         // Without it (no anonymous access, or not openable) the worker does.
         let anon_root_fd = cfg.anonymous_enable.then(|| ftpd::fs::Root::open(&root).ok()).flatten();
         // Looked up now, while no thread exists: a front forked later must
-        // not depend on locks of the C library's user database.
-        // A read-only anonymous server's front acts as ftp_username (see
-        // `Config::front_user`); without that account anonymous logins fail
-        // anyway (and say why), and the front keeps nopriv_user's identity.
-        // Never root: the front parses every byte from the network.
-        let mut front_user = cfg.front_user();
-        if front_user != cfg.nopriv_user && ftpd::auth::account(front_user).is_none_or(|a| a.uid == 0) {
-            warn!(
-                ftp_username = front_user,
-                "ftp_username does not exist or is root: the front runs as nopriv_user (ftpd_anon_fast_path)"
-            );
-            front_user = &cfg.nopriv_user;
+        // not depend on locks of the C library's user database. A read-only
+        // anonymous server's front acts as ftp_username (see
+        // `Config::front_user`), never root: the front parses every byte from
+        // the network. Without that account anonymous logins fail anyway
+        // (and say why), and the front keeps nopriv_user's identity.
+        let wanted = cfg.front_user();
+        let nopriv = match ftpd::auth::account(wanted) {
+            Some(a) if wanted == cfg.nopriv_user || a.uid != 0 => Some(a),
+            None if wanted == cfg.nopriv_user => None,
+            _ => {
+                warn!(
+                    ftp_username = wanted,
+                    "ftp_username does not exist or is root: the front runs as nopriv_user (ftpd_anon_fast_path)"
+                );
+                ftpd::auth::account(&cfg.nopriv_user)
+            }
         }
-        let nopriv = ftpd::auth::account(front_user)
-            .ok_or_else(|| anyhow::anyhow!("nopriv_user={front_user} does not exist"))?;
+        .ok_or_else(|| anyhow::anyhow!("nopriv_user={} does not exist", cfg.nopriv_user))?;
         let mut parts = Some((parts, anon_root_fd));
         let mut start_front = move || -> std::io::Result<(i32, std::os::fd::OwnedFd)> {
             let (master_end, front_end) = ftpd::ipc::pair()?;
