@@ -240,26 +240,56 @@ pub(super) fn concurrent_upload(
             bail!("{} has {size} bytes of {UPLOAD_SIZE}", path.display());
         }
     }
-    let last = results.iter().map(|r| r.2).max().context("no clients")?;
-    let wall = (last - released).as_secs_f64();
-    let mut times_ms: Vec<f64> = results.iter().map(|r| r.1.as_secs_f64() * 1e3).collect();
-    times_ms.sort_by(f64::total_cmp);
-    let (p50, p99) = (percentile(&times_ms, 0.50), percentile(&times_ms, 0.99));
-    let total = UPLOAD_SIZE * n as u64;
-    let mb_s = total as f64 / 1e6 / wall;
-    let cpu_gib = cpu / (total as f64 / GIB as f64);
-    let stalls: u32 = results.iter().map(|r| r.3).sum();
+    let crowd = Crowd::of(released, &results)?;
+    let cpu_gib = cpu / (crowd.bytes as f64 / GIB as f64);
+    let Crowd { mb_s, p50, p99, stalls, .. } = crowd;
     Ok((
-        vec![
-            ("aggregate MB/s", mb_s),
-            ("p50 ms", p50),
-            ("p99 ms", p99),
-            ("p99/p50", p99 / p50),
-            ("server CPU-s per GiB", cpu_gib),
-            ("stalled connects", f64::from(stalls)),
-        ],
+        crowd.metrics(&[("server CPU-s per GiB", cpu_gib)]),
         format!("{mb_s:.0} MB/s, p50 {p50:.0} ms, p99 {p99:.0} ms, {cpu_gib:.2} CPU-s/GiB, {stalls} stalled connects"),
     ))
+}
+
+/// What a crowd of clients started at once made of it.
+struct Crowd {
+    /// Bytes moved by all.
+    bytes: u64,
+    /// From the release to the last client's end.
+    mb_s: f64,
+    /// Time to finish, over the clients (ms).
+    p50: f64,
+    p99: f64,
+    /// Connections that stalled without a greeting.
+    stalls: u32,
+}
+
+impl Crowd {
+    fn of(released: Instant, results: &[Finish]) -> Result<Self> {
+        let last = results.iter().map(|r| r.2).max().context("no clients")?;
+        let wall = (last - released).as_secs_f64();
+        let mut times_ms: Vec<f64> = results.iter().map(|r| r.1.as_secs_f64() * 1e3).collect();
+        times_ms.sort_by(f64::total_cmp);
+        let bytes: u64 = results.iter().map(|r| r.0).sum();
+        Ok(Self {
+            bytes,
+            mb_s: bytes as f64 / 1e6 / wall,
+            p50: percentile(&times_ms, 0.50),
+            p99: percentile(&times_ms, 0.99),
+            stalls: results.iter().map(|r| r.3).sum(),
+        })
+    }
+
+    /// The rows, with `extra` before the stalled connects.
+    fn metrics(&self, extra: &[(&'static str, f64)]) -> Metrics {
+        let mut rows = vec![
+            ("aggregate MB/s", self.mb_s),
+            ("p50 ms", self.p50),
+            ("p99 ms", self.p99),
+            ("p99/p50", self.p99 / self.p50),
+        ];
+        rows.extend_from_slice(extra);
+        rows.push(("stalled connects", f64::from(self.stalls)));
+        rows
+    }
 }
 
 /// One client of the concurrent workload: 16m.bin once. Returns the bytes,
@@ -294,23 +324,9 @@ pub(super) fn concurrent(server: &Server, n: usize) -> Result<(Metrics, String)>
     if let Some(bad) = results.iter().find(|r| r.0 != MID) {
         bail!("a client got {} bytes of {MID}", bad.0);
     }
-    let last = results.iter().map(|r| r.2).max().context("no clients")?;
-    let wall = (last - released).as_secs_f64();
-    let mut times: Vec<f64> = results.iter().map(|r| r.1.as_secs_f64() * 1e3).collect();
-    times.sort_by(f64::total_cmp);
-    let (p50, p99) = (percentile(&times, 0.50), percentile(&times, 0.99));
-    let mb_s = (MID * n as u64) as f64 / 1e6 / wall;
-    let stalls: u32 = results.iter().map(|r| r.3).sum();
-    Ok((
-        vec![
-            ("aggregate MB/s", mb_s),
-            ("p50 ms", p50),
-            ("p99 ms", p99),
-            ("p99/p50", p99 / p50),
-            ("stalled connects", f64::from(stalls)),
-        ],
-        format!("{mb_s:.0} MB/s, p50 {p50:.0} ms, p99 {p99:.0} ms, {stalls} stalled connects"),
-    ))
+    let crowd = Crowd::of(released, &results)?;
+    let Crowd { mb_s, p50, p99, stalls, .. } = crowd;
+    Ok((crowd.metrics(&[]), format!("{mb_s:.0} MB/s, p50 {p50:.0} ms, p99 {p99:.0} ms, {stalls} stalled connects")))
 }
 
 /// Clients of the limited workload.
