@@ -237,13 +237,6 @@ fn anonymous_downloads_keep_ftp_usernames_permissions() {
     assert_eq!((bytes.as_slice(), code), (&b"staff/inside.txt"[..], 226), "through the worker: {text}");
 }
 
-/// The uid the process `pid` runs as.
-fn uid_of(pid: u32) -> u32 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid line");
-    line.split_whitespace().nth(1).and_then(|u| u.parse().ok()).expect("uid")
-}
-
 #[test]
 fn a_read_only_anonymous_front_takes_ftp_usernames_identity_and_opens_downloads_itself() {
     if !ftpd_tests::is_root() {
@@ -258,7 +251,7 @@ fn a_read_only_anonymous_front_takes_ftp_usernames_identity_and_opens_downloads_
     // vsftpd's defaults: nopriv_user=nobody, and anonymous acts as another
     // user (daemon, uid 1, standing in for `ftp`).
     let server = Server::start(dir.path(), &["ftp_username=daemon", "nopriv_user=nobody"]);
-    assert_eq!(uid_of(server.front()), 1, "the front acts as ftp_username:\n{}", server.log());
+    assert_eq!(ftpd_tests::status_field(server.front(), "Uid"), 1, "the front acts as ftp_username:\n{}", server.log());
     let mut c = server.login();
     c.cmd_ok("TYPE I", 200);
     assert_eq!(c.transfer("RETR a.txt").0, b"alpha\n");
@@ -274,16 +267,29 @@ fn a_read_only_anonymous_front_takes_ftp_usernames_identity_and_opens_downloads_
     // Anonymous writes on: the worker keeps judging them, the front stays nopriv_user.
     let writes = ["ftp_username=daemon", "write_enable=YES", "anon_upload_enable=YES"];
     let server = Server::start(dir.path(), &writes);
-    assert_eq!(uid_of(server.front()), 65534, "anonymous writes keep the front as nopriv_user");
+    assert_eq!(
+        ftpd_tests::status_field(server.front(), "Uid"),
+        65534,
+        "anonymous writes keep the front as nopriv_user"
+    );
     drop(server);
     // And the operator can say no.
     let server = Server::start(dir.path(), &["ftp_username=daemon", "ftpd_anon_fast_path=NO"]);
-    assert_eq!(uid_of(server.front()), 65534, "ftpd_anon_fast_path=NO keeps the front as nopriv_user");
+    assert_eq!(
+        ftpd_tests::status_field(server.front(), "Uid"),
+        65534,
+        "ftpd_anon_fast_path=NO keeps the front as nopriv_user"
+    );
     drop(server);
     // The front parses every byte from the network: never as root, whatever
     // ftp_username says.
     let server = Server::start(dir.path(), &["ftp_username=root"]);
-    assert_eq!(uid_of(server.front()), 65534, "ftp_username=root must not make the front root:\n{}", server.log());
+    assert_eq!(
+        ftpd_tests::status_field(server.front(), "Uid"),
+        65534,
+        "ftp_username=root must not make the front root:\n{}",
+        server.log()
+    );
 }
 
 /// 200 anonymous logins at once from one address, on a server that has

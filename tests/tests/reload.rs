@@ -206,13 +206,6 @@ fn options_that_need_a_restart_are_reported_and_keep_their_running_values() {
     server.login().cmd_ok("NOOP", 200);
 }
 
-/// The uid the process `pid` runs as.
-fn uid_of_process(pid: u32) -> u32 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid line");
-    line.split_whitespace().nth(1).and_then(|u| u.parse().ok()).expect("uid")
-}
-
 /// A read-only anonymous server's front runs as ftp_username
 /// (`ftpd_anon_fast_path`); anonymous writes turned on by a reload would
 /// leave it with an identity that can write past the worker's rules, so
@@ -230,7 +223,7 @@ fn anonymous_writes_wait_for_a_restart_when_the_front_runs_as_ftp_username() {
     std::fs::create_dir(&up).expect("mkdir");
     std::fs::set_permissions(&up, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
     let server = s.start("ftp_username=daemon\n");
-    assert_eq!(uid_of_process(server.front()), 1, "the front acts as ftp_username:\n{}", server.log());
+    assert_eq!(ftpd_tests::status_field(server.front(), "Uid"), 1, "the front acts as ftp_username:\n{}", server.log());
     s.write("ftp_username=daemon\nwrite_enable=YES\nanon_upload_enable=YES\nftpd_banner=after\n");
     reload(&server, 1);
     let log = server.log();
@@ -239,7 +232,7 @@ fn anonymous_writes_wait_for_a_restart_when_the_front_runs_as_ftp_username() {
     let mut c = server.login();
     let (_, code, text) = c.upload("STOR up/new.txt", b"x");
     assert_eq!(code, 550, "anonymous uploads wait for a restart: {text}");
-    assert_eq!(uid_of_process(server.front()), 1);
+    assert_eq!(ftpd_tests::status_field(server.front(), "Uid"), 1);
 }
 
 #[test]

@@ -368,8 +368,7 @@ fn started_without_root_ftpd_serves_in_one_process_on_the_userspace_plane() {
     assert_eq!(lines, ["230 Login successful.", "b'plain'", "226 Transfer complete."], "{out}\n{}", server.log());
     assert_eq!(std::fs::metadata(anon.path().join("n.txt")).unwrap().uid(), 65534);
     // The one process runs as nobody: no root anywhere.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-    assert!(status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("65534")), "{status}");
+    assert_eq!(ftpd_tests::status_field(server.pid(), "Uid"), 65534);
 }
 
 #[test]
