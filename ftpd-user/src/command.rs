@@ -417,6 +417,14 @@ impl Verb {
     }
 
     /// The part of `arg` that `deny_file` is checked against, if any.
+    /// Whether a dead file worker is looked for before the command: not
+    /// before those that only set up the next transfer (PASV, EPSV, TYPE,
+    /// REST …), which a download sends before its RETR: the RETR (or any
+    /// other command) that follows finds it.
+    pub fn checks_worker(&self) -> bool {
+        !matches!(self.name, "EPRT" | "EPSV" | "MODE" | "PASV" | "PORT" | "REST" | "STRU" | "TYPE")
+    }
+
     pub fn denied_path<'a>(&self, arg: &'a [u8]) -> Option<&'a [u8]> {
         match self.denied {
             Denied::No => None,

@@ -109,9 +109,22 @@ struct Waiting {
 #[derive(Debug, Default)]
 struct Port {
     waiting: Mutex<Waiting>,
-    /// The accept loop; aborted (and the listener closed) when no session
-    /// waits any more.
-    task: OnceLock<tokio::task::AbortHandle>,
+    /// The accept loop and its listener; both end when no session waits
+    /// any more ([`Port::close`]).
+    task: OnceLock<(tokio::task::AbortHandle, Arc<TcpListener>)>,
+}
+
+impl Port {
+    /// Refuses connections from now on: the listener is shut down here,
+    /// not when the aborted accept loop is next polled on some thread, so
+    /// a client connecting right after the reply that gave the port up
+    /// (PASV again, PORT, QUIT) is refused, not accepted and closed.
+    fn close(&self) {
+        if let Some((task, listener)) = self.task.get() {
+            let _ = rustix::net::shutdown(&**listener, rustix::net::Shutdown::Both);
+            task.abort();
+        }
+    }
 }
 
 /// The passive ports in use, each shared by the sessions of different
@@ -133,6 +146,47 @@ pub struct PassiveWait {
     at: SocketAddr,
     waiter: Waiter,
     arrival: Option<tokio::sync::oneshot::Receiver<Arrival>>,
+    /// Left the port by [`PassiveWait::keep`]: the drop has nothing to do.
+    kept: bool,
+}
+
+/// How long a used passive port waits for its session's next PASV/EPSV.
+/// A client fetching files one after another asks within milliseconds; one
+/// that does not is given no listener to hold while it idles.
+pub const KEPT_FOR: Duration = Duration::from_secs(1);
+
+/// A passive port whose data connection came, still listening for the same
+/// session's next PASV/EPSV ([`PassivePorts::wait`] takes it back). A
+/// mirror client fetching many small files asks for a passive port before
+/// each: taking the same one back saves binding a new listener per file
+/// (seven system calls and a task). Nobody waits on it meanwhile, so what
+/// arrives is closed at once, as on a port other sessions share; on the
+/// kernel plane its pinhole is closed and nothing reaches it. Dropping it
+/// closes the port unless a session waits there again.
+#[derive(Debug)]
+pub struct KeptPort {
+    ports: Arc<PassivePorts>,
+    at: SocketAddr,
+    port: Arc<Port>,
+    until: tokio::time::Instant,
+}
+
+impl KeptPort {
+    /// When it is given up if its session has not asked for it again.
+    pub fn until(&self) -> tokio::time::Instant {
+        self.until
+    }
+}
+
+impl Drop for KeptPort {
+    fn drop(&mut self) {
+        let mut ports = lock(&self.ports.ports);
+        let ours = ports.get(&self.at).is_some_and(|p| Arc::ptr_eq(p, &self.port));
+        if ours && lock(&self.port.waiting).members.is_empty() {
+            ports.remove(&self.at);
+            self.port.close();
+        }
+    }
 }
 
 impl PassiveWait {
@@ -140,10 +194,32 @@ impl PassiveWait {
     pub fn port(&self) -> u16 {
         self.at.port()
     }
+
+    /// Leaves the port but keeps it listening for this session's next
+    /// PASV/EPSV, for [`KEPT_FOR`]. `None` if the port is gone already.
+    pub fn keep(&mut self) -> Option<KeptPort> {
+        let ports = lock(&self.ports.ports);
+        let port = Arc::clone(ports.get(&self.at)?);
+        {
+            let mut waiting = lock(&port.waiting);
+            waiting.members.remove(&self.waiter);
+            waiting.senders.remove(&self.waiter);
+        }
+        self.kept = true;
+        Some(KeptPort {
+            ports: Arc::clone(&self.ports),
+            at: self.at,
+            port,
+            until: tokio::time::Instant::now() + KEPT_FOR,
+        })
+    }
 }
 
 impl Drop for PassiveWait {
     fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
         let mut ports = lock(&self.ports.ports);
         let Some(port) = ports.get(&self.at) else { return };
         let empty = {
@@ -152,11 +228,8 @@ impl Drop for PassiveWait {
             waiting.senders.remove(&self.waiter);
             waiting.members.is_empty()
         };
-        if empty
-            && let Some(p) = ports.remove(&self.at)
-            && let Some(t) = p.task.get()
-        {
-            t.abort();
+        if empty && let Some(p) = ports.remove(&self.at) {
+            p.close();
         }
     }
 }
@@ -165,14 +238,34 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// What a session asks a passive port for.
+#[derive(Debug)]
+pub struct PassiveAsk {
+    /// The address to listen on.
+    pub ip: IpAddr,
+    /// The ports to choose from (1024–65535 when `None`, as vsftpd).
+    pub range: Option<(u16, u16)>,
+    /// Where the scan starts, so concurrent sessions do not all race for
+    /// the lowest port.
+    pub seed: u64,
+    /// The session's client.
+    pub client: IpAddr,
+    /// The session takes a port to itself (any address may connect, or
+    /// every data connection comes from a balancer).
+    pub alone: bool,
+    /// Addresses whose connections start with a PROXY header naming the
+    /// client (`ftpd_proxy_data`).
+    pub balancers: Option<crate::net::Allow>,
+}
+
 impl PassivePorts {
-    /// A place for a session of `client` on a passive port of `ip` in
-    /// `range` (1024–65535 when `None`, as vsftpd): a free port if there is
-    /// one, else a port no other session of `client` waits on (never for
-    /// `alone`: such a session has its port to itself). `seed` picks where the scan starts, so
-    /// concurrent sessions do not all race for the lowest port.
-    /// `balancers`: addresses whose connections start with a PROXY header
-    /// naming the client (`ftpd_proxy_data`).
+    /// A place for a session on a passive port: a free port if there is
+    /// one, else a port no other session of the same client waits on (never
+    /// for a session `alone`).
+    ///
+    /// `kept`: this session's last used port ([`PassiveWait::keep`]),
+    /// taken again when it still fits (same address, in the range, not
+    /// waited on by this client or by one alone), else closed.
     ///
     /// The port is always chosen here, never by the kernel: `bind` to port 0
     /// searches the whole ephemeral range for a port with no socket at all,
@@ -182,19 +275,36 @@ impl PassivePorts {
     /// # Errors
     /// Every port is in use (or waited on by this client already), or binding
     /// failed otherwise.
-    pub fn wait(
-        self: &Arc<Self>,
-        ip: IpAddr,
-        range: Option<(u16, u16)>,
-        seed: u64,
-        client: IpAddr,
-        alone: bool,
-        balancers: Option<crate::net::Allow>,
-    ) -> io::Result<PassiveWait> {
+    pub fn wait(self: &Arc<Self>, ask: PassiveAsk, kept: Option<KeptPort>) -> io::Result<PassiveWait> {
+        let found = self.find(ask, kept.as_ref());
+        // After the lock is released: a kept port not taken again closes.
+        drop(kept);
+        found
+    }
+
+    fn find(self: &Arc<Self>, ask: PassiveAsk, kept: Option<&KeptPort>) -> io::Result<PassiveWait> {
+        let PassiveAsk { ip, range, seed, client, alone, balancers } = ask;
+        let waiter = if alone { Waiter::Anyone } else { Waiter::Client(crate::net::canonical(client)) };
         let (lo, hi) = range.unwrap_or((1024, 65535));
         let span = u64::from(hi - lo) + 1;
-        let waiter = if alone { Waiter::Anyone } else { Waiter::Client(crate::net::canonical(client)) };
         let mut ports = lock(&self.ports);
+        if let Some(k) = kept
+            && k.at.ip() == ip
+            && (lo..=hi).contains(&k.at.port())
+            && ports.get(&k.at).is_some_and(|p| Arc::ptr_eq(p, &k.port))
+        {
+            let free = {
+                let waiting = lock(&k.port.waiting);
+                if alone {
+                    waiting.members.is_empty()
+                } else {
+                    !waiting.members.contains(&waiter) && !waiting.members.contains(&Waiter::Anyone)
+                }
+            };
+            if free {
+                return Ok(self.join(&ports, k.at, waiter));
+            }
+        }
         let mut last = io::Error::new(io::ErrorKind::AddrInUse, "every port in the passive range is busy");
         let mut shareable = None;
         for i in 0..span {
@@ -214,8 +324,9 @@ impl PassivePorts {
             match bind_one(at) {
                 Ok(listener) => {
                     let port = Arc::new(Port::default());
-                    let task = tokio::spawn(accept_loop(listener, Arc::downgrade(&port), balancers));
-                    let _ = port.task.set(task.abort_handle());
+                    let listener = Arc::new(listener);
+                    let task = tokio::spawn(accept_loop(Arc::clone(&listener), Arc::downgrade(&port), balancers));
+                    let _ = port.task.set((task.abort_handle(), listener));
                     ports.insert(at, port);
                     return Ok(self.join(&ports, at, waiter));
                 }
@@ -236,15 +347,19 @@ impl PassivePorts {
             waiting.members.insert(waiter);
             waiting.senders.insert(waiter, tx);
         }
-        PassiveWait { ports: Arc::clone(self), at, waiter, arrival: Some(rx) }
+        PassiveWait { ports: Arc::clone(self), at, waiter, arrival: Some(rx), kept: false }
     }
 }
 
 /// Accepts on one passive port for as long as sessions wait there, and
 /// hands each connection to the session waiting for its address.
-async fn accept_loop(listener: TcpListener, port: std::sync::Weak<Port>, balancers: Option<crate::net::Allow>) {
+async fn accept_loop(listener: Arc<TcpListener>, port: std::sync::Weak<Port>, balancers: Option<crate::net::Allow>) {
     loop {
         let Ok((mut stream, peer)) = listener.accept().await else {
+            if port.strong_count() == 0 {
+                // Shut down by `Port::close`.
+                return;
+            }
             // EMFILE and the like: the session's accept_timeout still holds.
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;

@@ -394,6 +394,10 @@ impl Pacer {
         tokio::pin!(wait);
         loop {
             tokio::select! {
+                // The write first: one with room at once (a small file)
+                // never sets the timer, which would wake the runtime's I/O
+                // driver for nothing.
+                biased;
                 r = &mut wait => return r,
                 () = tokio::time::sleep(Duration::from_secs_f64(MAX_NAP)) => self.refresh(sock),
             }

@@ -99,6 +99,10 @@ pub(crate) enum DataSetup {
     Passive(PassivePort),
     /// PORT/EPRT: the client's address to connect to.
     Active(SocketAddr),
+    /// Nothing set up, but the passive port of the last transfer listens
+    /// for the next PASV/EPSV (see [`data::KeptPort`]); anything else set
+    /// here gives it up.
+    Kept(data::KeptPort),
 }
 
 /// A passive port between PASV/EPSV and its data connection: the listener,
@@ -440,8 +444,12 @@ impl Session {
         loop {
             let reading = self.ctl.pending.is_none() && !self.ctl.control_closed;
             let line = tokio::select! {
-                out = &mut fut => return Ok(Raced::Done(out)),
+                // The shutdown first, then the work: work done at once (a
+                // small file sent in one call) does not read the control
+                // connection for nothing.
+                biased;
                 () = stopped(&mut stop, Stop::Now) => return Ok(Raced::Aborted),
+                out = &mut fut => return Ok(Raced::Done(out)),
                 line = self.ctl.reader.read_line(&mut self.ctl.r), if reading => line.map(<[u8]>::to_vec),
             };
             let line = match line {
@@ -470,7 +478,7 @@ impl Session {
     pub(crate) async fn open_data(&mut self) -> io::Result<Option<TcpStream>> {
         let setup = std::mem::replace(&mut self.chan.data, DataSetup::None);
         let cfg = self.cfg();
-        if matches!(setup, DataSetup::None) {
+        if matches!(setup, DataSetup::None | DataSetup::Kept(_)) {
             self.send(reply::NO_DATA_SETUP).await?;
             return Ok(None);
         }
@@ -481,7 +489,7 @@ impl Session {
             return Ok(None);
         }
         let result = match setup {
-            DataSetup::None => return Ok(None),
+            DataSetup::None | DataSetup::Kept(_) => return Ok(None),
             DataSetup::Passive(mut port) => {
                 let wait = Duration::from_secs(u64::from(cfg.accept_timeout));
                 let client = crate::net::canonical(self.names.peer.ip());
@@ -491,6 +499,11 @@ impl Session {
                 // Used (sock_ops already closed its pinhole), timed out or
                 // aborted: it is done, and dropped here.
                 port.event = Some(if matches!(result, Raced::Done(Ok(_))) { "used" } else { "expired" });
+                if matches!(result, Raced::Done(Ok(_)))
+                    && let Some(kept) = port.wait.keep()
+                {
+                    self.chan.data = DataSetup::Kept(kept);
+                }
                 result
             }
             DataSetup::Active(to) => {

@@ -87,3 +87,68 @@ fn passive_ports_are_released_however_they_end() {
     drop(gone);
     expect_in_use(&metrics, 0.0, "after the hang-up");
 }
+
+/// The port of an EPSV reply.
+fn epsv_port(reply: &str) -> u16 {
+    reply.split('|').nth(3).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("EPSV: {reply}"))
+}
+
+/// Waits (briefly: a port's listener closes on its own task) until a
+/// connection to `port` is refused (or dropped) rather than accepted.
+fn expect_refused(port: u16, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(2)).is_ok() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A mirror client fetching many small files sends EPSV (or PASV) before
+/// each one. The port its last transfer used still listens for it, so the
+/// next EPSV is answered with that port and no new listener is bound per
+/// file. The kept port counts as no port in use, and it is given up by PORT,
+/// by the session's end, and after a second unused.
+#[test]
+fn a_sessions_used_passive_port_serves_its_next_transfer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("f.txt"), b"data\n").expect("write");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let server = Server::start(dir.path(), &[&format!("ftpd_metrics_listen={metrics}")]);
+    let mut c = server.login();
+    let retr = |c: &mut ftpd_tests::Ftp, port: u16| {
+        let data = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(5))
+            .expect("data connect");
+        let (body, code, text) = c.transfer_on(data, "RETR f.txt");
+        assert_eq!((body.as_slice(), code), (&b"data\n"[..], 226), "{text}");
+    };
+
+    let first = epsv_port(&c.cmd_ok("EPSV", 229));
+    retr(&mut c, first);
+    for i in 0..5 {
+        let again = epsv_port(&c.cmd_ok("EPSV", 229));
+        assert_eq!(again, first, "EPSV after transfer {i} moved to another port");
+        retr(&mut c, again);
+    }
+    expect_in_use(&metrics, 0.0, "between transfers");
+    // PASV takes the same port too.
+    assert_eq!(pasv_port(&c.cmd_ok("PASV", 227)), first, "PASV after a transfer");
+    retr(&mut c, first);
+
+    // Unused for a second: given up.
+    std::thread::sleep(Duration::from_millis(1200));
+    expect_refused(first, Duration::from_millis(500), "a kept port still listens after a second unused");
+
+    // PORT gives it up at once.
+    let p = epsv_port(&c.cmd_ok("EPSV", 229));
+    retr(&mut c, p);
+    let active = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let ap = active.local_addr().expect("addr").port();
+    c.cmd_ok(&format!("PORT 127,0,0,1,{},{}", ap >> 8, ap & 0xff), 200);
+    expect_refused(p, Duration::from_secs(5), "a kept port still listens after PORT");
+
+    // So does the session's end.
+    let p = epsv_port(&c.cmd_ok("EPSV", 229));
+    retr(&mut c, p);
+    c.cmd_ok("QUIT", 221);
+    expect_refused(p, Duration::from_secs(5), "a kept port still listens after QUIT");
+}

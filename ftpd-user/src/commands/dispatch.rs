@@ -93,8 +93,26 @@ impl Session {
     async fn next_line(&mut self) -> Option<Vec<u8>> {
         let idle = Duration::from_secs(u64::from(self.cfg().idle_session_timeout));
         let mut stop = self.shared.stopping();
+        let kept_until = match &self.chan.data {
+            DataSetup::Kept(k) => Some(k.until()),
+            _ => None,
+        };
+        let (ctl, data) = (&mut self.ctl, &mut self.chan.data);
         let read = async {
-            let read = self.ctl.reader.read_line(&mut self.ctl.r);
+            let read = async move {
+                let mut read = std::pin::pin!(ctl.reader.read_line(&mut ctl.r));
+                if let Some(until) = kept_until {
+                    // The last transfer's passive port is given up if the
+                    // next command is slow to come (the read goes on: it
+                    // loses nothing when it waits).
+                    tokio::select! {
+                        biased;
+                        line = &mut read => return line,
+                        () = tokio::time::sleep_until(until) => *data = DataSetup::None,
+                    }
+                }
+                read.await
+            };
             if idle.is_zero() { Ok(read.await) } else { timeout(idle, read).await }
         };
         let line = tokio::select! {
@@ -165,6 +183,7 @@ impl Session {
             // "failed to change directory"): end the session clearly instead; a
             // new login gets a new worker.
             if let crate::worker::Fs::Remote(link, _) = &*self.user().root
+                && verb.is_none_or(Verb::checks_worker)
                 && !link.alive()
             {
                 warn!(session = self.id, peer = %self.names.peer, "the session's file worker is gone; closing the session");

@@ -68,8 +68,12 @@ impl Session {
         if extended && !through_balancer && self.names.proxied.is_some_and(|p| p.dialed != data_at) {
             return self.send(reply::EPSV_THROUGH_BALANCER).await;
         }
-        // The previous passive port, if any, is released first.
-        self.chan.data = DataSetup::None;
+        // The previous passive port, if any, is released first; the last
+        // transfer's is taken again if it fits.
+        let kept = match std::mem::replace(&mut self.chan.data, DataSetup::None) {
+            DataSetup::Kept(k) => Some(k),
+            _ => None,
+        };
         // Each PASV starts its scan elsewhere, also within one session and second.
         let seed = self.shared.pasv_seeds.next(self.id);
         // Bind on the control connection's own local address, as it arrived
@@ -87,14 +91,15 @@ impl Session {
         // connection comes from the balancer (the kernel pinhole, keyed by
         // port and address, could not tell them apart).
         let alone = cfg.pasv_promiscuous || (through_balancer && self.names.proxied.is_some());
-        let wait = match self.shared.passive.wait(
-            self.names.local.ip(),
-            cfg.pasv_range(),
+        let ask = crate::data::PassiveAsk {
+            ip: self.names.local.ip(),
+            range: cfg.pasv_range(),
             seed,
-            self.peer_ip(),
+            client: self.peer_ip(),
             alone,
             balancers,
-        ) {
+        };
+        let wait = match self.shared.passive.wait(ask, kept) {
             Ok(w) => w,
             Err(e) => {
                 warn!(session = self.id, error = %e, "cannot open a passive port");
