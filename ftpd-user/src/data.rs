@@ -307,12 +307,17 @@ impl PassivePorts {
         }
         let mut last = io::Error::new(io::ErrorKind::AddrInUse, "every port in the passive range is busy");
         let mut shareable = None;
+        // A port kept for its session's next transfer, no session waiting
+        // there: closed and bound again for this one if no port is free.
+        let mut kept_elsewhere = None;
         for i in 0..span {
             // span <= 65536 and the sum is reduced mod span, so this fits a u16.
             let at = SocketAddr::new(ip, lo + u16::try_from((seed + i) % span).unwrap_or(0));
             if let Some(port) = ports.get(&at) {
                 let waiting = lock(&port.waiting);
-                if shareable.is_none()
+                if waiting.members.is_empty() {
+                    kept_elsewhere.get_or_insert(at);
+                } else if shareable.is_none()
                     && !alone
                     && !waiting.members.contains(&waiter)
                     && !waiting.members.contains(&Waiter::Anyone)
@@ -321,18 +326,19 @@ impl PassivePorts {
                 }
                 continue;
             }
-            match bind_one(at) {
-                Ok(listener) => {
-                    let port = Arc::new(Port::default());
-                    let listener = Arc::new(listener);
-                    let task = tokio::spawn(accept_loop(Arc::clone(&listener), Arc::downgrade(&port), balancers));
-                    let _ = port.task.set((task.abort_handle(), listener));
-                    ports.insert(at, port);
-                    return Ok(self.join(&ports, at, waiter));
-                }
+            match listen(&mut ports, at, balancers.as_ref()) {
+                Ok(()) => return Ok(self.join(&ports, at, waiter)),
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = e,
                 Err(e) => return Err(e),
             }
+        }
+        if let Some(at) = kept_elsewhere
+            && let Some(old) = ports.remove(&at)
+        {
+            // Its session binds another port if it asks again.
+            old.close();
+            listen(&mut ports, at, balancers.as_ref())?;
+            return Ok(self.join(&ports, at, waiter));
         }
         match shareable {
             Some(at) => Ok(self.join(&ports, at, waiter)),
@@ -405,6 +411,20 @@ fn hand_over(port: &Port, arrival: Arrival) {
         }
         None => tracing::debug!(?who, "passive connection for no waiting session closed"),
     }
+}
+
+/// Binds `at` and starts its accept loop.
+fn listen(
+    ports: &mut HashMap<SocketAddr, Arc<Port>>,
+    at: SocketAddr,
+    balancers: Option<&crate::net::Allow>,
+) -> io::Result<()> {
+    let listener = Arc::new(bind_one(at)?);
+    let port = Arc::new(Port::default());
+    let task = tokio::spawn(accept_loop(Arc::clone(&listener), Arc::downgrade(&port), balancers.cloned()));
+    let _ = port.task.set((task.abort_handle(), listener));
+    ports.insert(at, port);
+    Ok(())
 }
 
 fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -752,7 +772,35 @@ pub async fn finish_send(
 
 #[cfg(test)]
 mod tests {
-    use super::Uploads;
+    use std::{net::IpAddr, sync::Arc, time::Duration};
+
+    use super::{PassiveAsk, PassivePorts, Uploads, accept};
+
+    fn ask(port: u16, alone: bool) -> PassiveAsk {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        PassiveAsk { ip, range: Some((port, port)), seed: 0, client: ip, alone, balancers: None }
+    }
+
+    /// A port kept for its session's next transfer is no port taken: with
+    /// one port in the range, another session that must have it to itself
+    /// gets it, and the first session's kept port going away later leaves
+    /// the new session's listener alone.
+    #[tokio::test]
+    async fn a_kept_port_is_given_to_a_session_that_needs_it() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let ports = Arc::new(PassivePorts::default());
+        let client = IpAddr::from([127, 0, 0, 1]);
+        let mut first = ports.wait(ask(port, true), None).expect("a port for the first session");
+        let _c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        accept(&mut first, client, true, Duration::from_secs(5)).await.expect("the first data connection");
+        let kept = first.keep().expect("kept");
+        drop(first);
+
+        let mut second = ports.wait(ask(port, true), None).expect("the kept port, for another session");
+        drop(kept);
+        let _c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        accept(&mut second, client, true, Duration::from_secs(5)).await.expect("the second session's connection");
+    }
 
     #[test]
     fn an_upload_gives_turns_only_while_another_runs() {
