@@ -67,7 +67,8 @@ pub struct Metrics {
     pub bans_active: Gauge,
     /// Seconds each ban has left, by network (the longest [`BANS_LISTED`]).
     pub ban_seconds_left: Family<Labels, Gauge>,
-    /// Passive ports bound right now.
+    /// Passive ports a session waits on now (not those kept for a
+    /// session's next transfer).
     pub pasv_in_use: Gauge,
     /// Size of the passive port range (0: any port).
     pub pasv_range: Gauge,
@@ -195,7 +196,7 @@ impl Metrics {
             "Seconds each banned client network has left (the longest 100; ftpd_bans_active counts them all)",
             m.ban_seconds_left.clone(),
         );
-        r.register("pasv_ports_in_use", "Passive ports bound now", m.pasv_in_use.clone());
+        r.register("pasv_ports_in_use", "Passive ports a session waits on now", m.pasv_in_use.clone());
         r.register("pasv_ports_range", "Size of the passive port range (0: any port)", m.pasv_range.clone());
         r.register("ebpf_enabled", "1 when the eBPF data plane is loaded", m.ebpf_enabled.clone());
         r.register("tls_sessions", "Logins by whether the control connection was encrypted", m.tls_sessions.clone());
