@@ -359,7 +359,7 @@ fn compare_all(args: &Args, compare: &[Workload], fx: &Fixture, bins: &Bins, sam
             // after a start ran at half speed, and ftpd always came first.
             println!("[bench] {}: one warm-up transfer per server, not counted", w.name());
             for server in pool.iter().filter(|s| w.runs_on(s.kind)) {
-                workloads::download(server, w.places()[0])
+                workloads::download(server, fx, w.places()[0])
                     .with_context(|| format!("warm-up download from {}", server.kind.name()))?;
             }
         }
@@ -379,7 +379,18 @@ fn compare_all(args: &Args, compare: &[Workload], fx: &Fixture, bins: &Bins, sam
                         }
                     }
                     let pool = if w == Workload::Limited { &mut limited } else { &mut *pool };
-                    for server in pool.iter_mut().filter(|s| w.runs_at(s.kind, n)) {
+                    // Each repetition starts with another server (the
+                    // report's rows keep their order): none is always the
+                    // first to run after the last one's sample, or after a
+                    // pause, when whatever the machine does between samples
+                    // lands on it.
+                    let mut order: Vec<usize> = (0..pool.len()).filter(|&i| w.runs_at(pool[i].kind, n)).collect();
+                    if !order.is_empty() {
+                        let first = (rep - 1) % order.len();
+                        order.rotate_left(first);
+                    }
+                    for i in order {
+                        let server = &mut pool[i];
                         if w == Workload::Sessions {
                             // Memory a server freed after an earlier sample stays
                             // with its allocator and would be reused by the next
@@ -390,7 +401,7 @@ fn compare_all(args: &Args, compare: &[Workload], fx: &Fixture, bins: &Bins, sam
                         let server = &*server;
                         server.check_alive()?;
                         let (metrics, text) = match w {
-                            Workload::Download | Workload::FtpsDownload => workloads::download(server, place),
+                            Workload::Download | Workload::FtpsDownload => workloads::download(server, fx, place),
                             Workload::Upload | Workload::FtpsUpload => workloads::upload(server, fx, place, rep),
                             Workload::Concurrent => workloads::concurrent(server, n),
                             Workload::ConcurrentUpload => workloads::concurrent_upload(server, fx, place, n),

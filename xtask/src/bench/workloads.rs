@@ -100,8 +100,10 @@ fn tcp_out_segs() -> Result<u64> {
 /// while curl ran: the server's data segments and the client's ACKs (client
 /// and server share loopback), so fewer means bigger segments (GSO, TSO
 /// sizing) and fewer ACKs; other traffic on the machine adds noise.
-pub(super) fn download(server: &Server, place: Option<Place>) -> Result<(Metrics, String)> {
-    let target = url(server, &format!("{}1g.bin", Fixture::prefix(place)));
+pub(super) fn download(server: &Server, fx: &Fixture, place: Option<Place>) -> Result<(Metrics, String)> {
+    let name = format!("{}1g.bin", Fixture::prefix(place));
+    in_page_cache(&fx.root.join(&name))?;
+    let target = url(server, &name);
     let segs_before = tcp_out_segs()?;
     let ((size, speed), cpu) =
         with_cpu(server, || curl(server, &["-o", "/dev/null", "-w", "%{size_download} %{speed_download}", &target]))?;
@@ -119,6 +121,19 @@ pub(super) fn download(server: &Server, place: Option<Place>) -> Result<(Metrics
         ],
         format!("{mb_s:.0} MB/s, {cpu:.2} CPU-s/GiB, {segs:.0} segments/GiB"),
     ))
+}
+
+/// Reads `file` whole, so that every server's sample starts with it in the
+/// page cache. This machine's kernel pages idle file pages out on its own
+/// (DAMON's `pageout` scheme: a tenth of a 1 GiB file read once was gone 45 s
+/// later), and the server that read the disk-backed file first after a
+/// pause paid for reading part of it from disk.
+fn in_page_cache(file: &std::path::Path) -> Result<()> {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    while f.read(&mut buf).with_context(|| format!("reading {}", file.display()))? > 0 {}
+    Ok(())
 }
 
 /// Deletes an uploaded file however the sample ends.
@@ -162,6 +177,8 @@ pub(super) fn upload(server: &Server, fx: &Fixture, place: Option<Place>, rep: u
     let name = format!("{prefix}up/u-{}{tls}-{rep}.bin", server.kind.slug());
     let file = Upload(fx.root.join(&name));
     let source = fx.root.join(prefix).join("1g.bin");
+    // The client reads it: from memory for every server alike.
+    in_page_cache(&source)?;
     let source = source.to_string_lossy();
     let target = url(server, &name);
     let mut args = vec!["-o", "/dev/null", "-w", "%{size_upload} %{speed_upload}", "-T", &source];
