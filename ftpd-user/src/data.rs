@@ -112,6 +112,10 @@ struct Port {
     /// The accept loop and its listener; both end when no session waits
     /// any more ([`Port::close`]).
     task: OnceLock<(tokio::task::AbortHandle, Arc<TcpListener>)>,
+    /// The balancers its accept loop reads a PROXY header from: a kept port
+    /// is taken again only while they are still the session's (a reload
+    /// may change them).
+    balancers: Option<crate::net::Allow>,
 }
 
 impl Port {
@@ -292,6 +296,7 @@ impl PassivePorts {
             && k.at.ip() == ip
             && (lo..=hi).contains(&k.at.port())
             && ports.get(&k.at).is_some_and(|p| Arc::ptr_eq(p, &k.port))
+            && k.port.balancers == balancers
         {
             let free = {
                 let waiting = lock(&k.port.waiting);
@@ -420,7 +425,7 @@ fn listen(
     balancers: Option<&crate::net::Allow>,
 ) -> io::Result<()> {
     let listener = Arc::new(bind_one(at)?);
-    let port = Arc::new(Port::default());
+    let port = Arc::new(Port { balancers: balancers.cloned(), ..Port::default() });
     let task = tokio::spawn(accept_loop(Arc::clone(&listener), Arc::downgrade(&port), balancers.cloned()));
     let _ = port.task.set((task.abort_handle(), listener));
     ports.insert(at, port);
@@ -800,6 +805,32 @@ mod tests {
         drop(kept);
         let _c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
         accept(&mut second, client, true, Duration::from_secs(5)).await.expect("the second session's connection");
+    }
+
+    /// A kept port's accept loop reads PROXY headers from the balancers
+    /// trusted when it was bound: after a reload that changed them, the
+    /// session's next port is bound again, not taken back.
+    #[tokio::test]
+    async fn a_kept_port_is_not_taken_again_for_other_balancers() {
+        use tokio::io::AsyncWriteExt as _;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let ports = Arc::new(PassivePorts::default());
+        let local = IpAddr::from([127, 0, 0, 1]);
+        let mut first = ports.wait(ask(port, true), None).expect("a port");
+        let _c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        accept(&mut first, local, true, Duration::from_secs(5)).await.expect("the first data connection");
+        let kept = first.keep().expect("kept");
+
+        // Now this address is a balancer that names the client in a header.
+        let trusted = crate::net::Allow::parse("ftpd_proxy_trusted", "127.0.0.1").expect("list");
+        let client = IpAddr::from([192, 0, 2, 7]);
+        let mut again = ports
+            .wait(PassiveAsk { client, balancers: Some(trusted), ..ask(port, true) }, Some(kept))
+            .expect("a port again");
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        c.write_all(format!("PROXY TCP4 192.0.2.7 127.0.0.1 40000 {port}\r\n").as_bytes()).await.expect("header");
+        let got = accept(&mut again, client, false, Duration::from_secs(5)).await;
+        assert!(got.is_ok(), "the header was not read: {got:?}");
     }
 
     #[test]
