@@ -106,7 +106,8 @@ pub(crate) fn run() -> Result<()> {
     // Bounded: every parser target for 15 s, so that a crash that a short
     // run finds fails CI (the saved crashes and the minimised corpora are
     // replayed by the tests stage; hour-long runs are `cargo xtask fuzz`'s).
-    // 15 s keeps the whole run near 25 minutes on two cores.
+    // 15 s keeps the whole run near 25 minutes on two cores, where two
+    // targets run at once.
     stage(&mut stages, "fuzz, 15 s per target", || crate::fuzz::run_targets(crate::fuzz::TARGETS, 15));
     summarize(&stages)
 }
