@@ -14,6 +14,7 @@ use std::{
     io::{BufRead, BufReader, Write},
     path::Path,
     process::{Command, Stdio},
+    sync::{Mutex, PoisonError},
     time::Instant,
 };
 
@@ -58,15 +59,36 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     run_targets(&targets, args.seconds)
 }
 
-/// Runs `targets` for `seconds` each (also the CI stage).
+/// Runs `targets` for `seconds` each (also the CI stage), as many at once
+/// as there are CPUs: libFuzzer runs one process on one CPU, so on two CPUs
+/// two targets side by side each get what they got one after the other.
 pub(crate) fn run_targets(targets: &[&'static str], seconds: u32) -> Result<()> {
     ensure_cargo_fuzz()?;
     println!("[fuzz] building the libFuzzer targets (cargo fuzz build, address sanitizer)");
     exec(&mut cargo_fuzz(["build"]))?;
+    let jobs = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(targets.len()).max(1);
+    println!("[fuzz] {} target(s), {jobs} at a time, {seconds} s each", targets.len());
+    let queue = Mutex::new(targets.iter().copied().enumerate());
+    let done: Mutex<Vec<(usize, Result<Outcome>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| {
+                loop {
+                    let Some((i, target)) = queue.lock().unwrap_or_else(PoisonError::into_inner).next() else {
+                        break;
+                    };
+                    println!("[fuzz] {target}: {seconds} s");
+                    let outcome = run_one(target, seconds);
+                    done.lock().unwrap_or_else(PoisonError::into_inner).push((i, outcome));
+                }
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
+    done.sort_by_key(|(i, _)| *i);
     let mut outcomes = Vec::new();
-    for &target in targets {
-        println!("[fuzz] {target}: {seconds} s");
-        outcomes.push(run_one(target, seconds)?);
+    for (_, outcome) in done {
+        outcomes.push(outcome?);
     }
     println!("\n== fuzz summary ({seconds} s per target) ==");
     println!("{:<12} {:>12} {:>8}  result", "target", "executions", "seconds");
@@ -130,10 +152,13 @@ fn run_one(target: &'static str, seconds: u32) -> Result<Outcome> {
     let status = child.wait().context("waiting for cargo fuzz")?;
     let crashed = !status.success();
     if crashed {
-        println!("[fuzz] {target} failed ({status}); last lines of {}:", log_path.display());
+        // One print, so that a target running beside it cannot cut into it.
+        let mut report = format!("[fuzz] {target} failed ({status}); last lines of {}:", log_path.display());
         for l in &tail {
-            println!("    {l}");
+            report.push_str("\n    ");
+            report.push_str(l);
         }
+        println!("{report}");
     }
     Ok(Outcome { target, executions, seconds: start.elapsed().as_secs_f64(), crashed })
 }

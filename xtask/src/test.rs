@@ -67,10 +67,12 @@ pub(crate) fn run() -> Result<()> {
         None => stage(&mut stages, "protocol tests, kernel plane", || {
             // The same suites again with the eBPF data plane loaded on `lo`
             // (serially: `lo` has one XDP slot), so both planes answer alike.
-            let mut cmd = test_cmd(
-                &bin,
-                ["test", "--release", "--locked", "--no-fail-fast", "-p", "ftpd-tests", "--", "--test-threads=1"],
-            );
+            // Not the files that never start ftpd on the plane the harness
+            // picks (see `NOT_ON_KERNEL_PLANE`).
+            let files = integration_tests()?;
+            let kept: Vec<&str> =
+                files.iter().map(String::as_str).filter(|f| !NOT_ON_KERNEL_PLANE.contains(f)).collect();
+            let mut cmd = test_cmd(&bin, suite_args(&kept, &["--test-threads=1"]));
             exec(cmd.env("FTPD_TEST_PLANE", "kernel"))
         }),
         Some(ref why) => skip(&mut stages, "protocol tests, kernel plane", why.clone()),
@@ -80,43 +82,16 @@ pub(crate) fn run() -> Result<()> {
             // The limit and timeout suites once more on the kernel plane with
             // vsftpd's defaults (no passive range, active mode on): a limit
             // that only held with a range once went unenforced here.
-            let mut cmd = test_cmd(
-                &bin,
-                [
-                    "test",
-                    "--release",
-                    "--locked",
-                    "--no-fail-fast",
-                    "-p",
-                    "ftpd-tests",
-                    "--test",
-                    "rate_limits",
-                    "--test",
-                    "limits",
-                    "--",
-                    "--test-threads=1",
-                ],
-            );
+            let mut cmd = test_cmd(&bin, suite_args(&["rate_limits", "limits"], &["--test-threads=1"]));
             exec(cmd.env("FTPD_TEST_PLANE", "kernel-defaults"))
         }),
         Some(ref why) => skip(&mut stages, "limits, kernel plane, vsftpd defaults", why.clone()),
     }
     match privileged_skip_reason()? {
         None => stage(&mut stages, "privileged eBPF tests", || {
-            exec(&mut test_cmd(
-                &bin,
-                [
-                    "test",
-                    "--release",
-                    "--locked",
-                    "--no-fail-fast",
-                    "-p",
-                    "ftpd-tests",
-                    "--",
-                    "--ignored",
-                    "--test-threads=1",
-                ],
-            ))
+            let files = integration_tests()?;
+            let all: Vec<&str> = files.iter().map(String::as_str).collect();
+            exec(&mut test_cmd(&bin, suite_args(&all, &["--ignored", "--test-threads=1"])))
         }),
         Some(why) => {
             println!("\nskipping privileged eBPF tests: {why} (run as root to include them)");
@@ -131,7 +106,8 @@ pub(crate) fn run() -> Result<()> {
     // Bounded: every parser target for 15 s, so that a crash that a short
     // run finds fails CI (the saved crashes and the minimised corpora are
     // replayed by the tests stage; hour-long runs are `cargo xtask fuzz`'s).
-    // 15 s keeps the whole run near 25 minutes on two cores.
+    // 15 s keeps the whole run near 25 minutes on two cores, where two
+    // targets run at once.
     stage(&mut stages, "fuzz, 15 s per target", || crate::fuzz::run_targets(crate::fuzz::TARGETS, 15));
     summarize(&stages)
 }
@@ -195,9 +171,55 @@ fn skip(stages: &mut Vec<Stage>, name: &'static str, why: String) {
     stages.push(Stage { name, outcome: Outcome::Skipped(why), seconds: 0.0 });
 }
 
+/// Integration test files (`tests/tests/NAME.rs`) the kernel-plane stage
+/// leaves out: none of them starts ftpd through the test kit's `Server`, the
+/// only thing `FTPD_TEST_PLANE` changes, so a second run there repeats the
+/// first one exactly. `check_config` and `manual` start no server (`ftpd
+/// check-config`, `--help`, the man pages); `journal`, `package`,
+/// `vsftpd_diff` and `xtask_run` start theirs with `ftpd_ebpf=off` on their
+/// own command line. Every other file, and any new one, runs on both planes.
+const NOT_ON_KERNEL_PLANE: &[&str] = &["check_config", "journal", "manual", "package", "vsftpd_diff", "xtask_run"];
+
+/// The names of the integration test files, `tests/tests/*.rs`, sorted.
+/// Fails if a name in [`NOT_ON_KERNEL_PLANE`] is not among them, so that a
+/// renamed file cannot leave a stale entry behind.
+fn integration_tests() -> Result<Vec<String>> {
+    let dir = crate::workspace_root().join("tests").join("tests");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry.with_context(|| format!("reading {}", dir.display()))?.path();
+        if path.extension().is_some_and(|e| e == "rs")
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+        {
+            names.push(stem.to_string());
+        }
+    }
+    names.sort();
+    if let Some(stale) = NOT_ON_KERNEL_PLANE.iter().find(|n| !names.iter().any(|f| f == *n)) {
+        bail!("NOT_ON_KERNEL_PLANE names {stale}, but there is no {}/{stale}.rs", dir.display());
+    }
+    Ok(names)
+}
+
+/// `cargo test` of these integration test files, with `harness` for the
+/// test binaries. `--workspace` as in the tests stage, not `-p ftpd-tests`:
+/// cargo resolves features for the packages it is given, and on its own
+/// `ftpd-tests` gets smaller features of libc, rustix and others, so it and
+/// the test kit were compiled a second time (35 s in CI).
+fn suite_args(files: &[&str], harness: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["test", "--release", "--locked", "--no-fail-fast", "--workspace"].map(String::from).into();
+    for f in files {
+        args.extend(["--test".to_string(), (*f).to_string()]);
+    }
+    args.push("--".into());
+    args.extend(harness.iter().map(|h| (*h).to_string()));
+    args
+}
+
 /// A `cargo test` that knows where the built server is. It also sets
 /// `FTPD_REQUIRE_EBPF` as the build did, so the binary isn't rebuilt.
-fn test_cmd<const N: usize>(bin: &Path, args: [&str; N]) -> Command {
+fn test_cmd<I: IntoIterator<Item = S>, S: Into<std::ffi::OsString>>(bin: &Path, args: I) -> Command {
     let mut cmd = cargo(args);
     cmd.env(REQUIRE_EBPF.0, REQUIRE_EBPF.1).env("FTPD_BIN", bin).env("FTPD_TEST_SKIP_LOG", skip_log());
     cmd
@@ -240,6 +262,12 @@ fn privileged_skip_reason() -> Result<Option<String>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_kernel_plane_leaves_out_only_files_that_exist() {
+        let files = super::integration_tests().expect("tests/tests lists");
+        assert!(files.iter().any(|f| f == "protocol"), "{files:?}");
+    }
+
     #[test]
     fn each_skipped_test_is_listed_once() {
         let log = "reload::a: needs root\nsandbox::b: needs root\nreload::a: needs root\n\n";
