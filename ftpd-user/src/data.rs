@@ -103,6 +103,9 @@ struct Waiting {
     members: std::collections::HashSet<Waiter>,
     /// Those still waiting for their data connection.
     senders: HashMap<Waiter, tokio::sync::oneshot::Sender<Arrival>>,
+    /// Counts the times a kept port was taken again: a connection the
+    /// accept loop took before that is not handed to anyone.
+    epoch: u64,
 }
 
 /// One bound passive port and the sessions on it.
@@ -116,9 +119,26 @@ struct Port {
     /// is taken again only while they are still the session's (a reload
     /// may change them).
     balancers: Option<crate::net::Allow>,
+    /// Wakes the accept loop when a session joins or leaves: it accepts
+    /// only while someone waits.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl Port {
+    /// Closes what waits in the listener's queue, for a kept port taken
+    /// again: those connections were made before its session asked, and
+    /// the port number was known in advance.
+    fn drain(&self) {
+        if let Some((_, listener)) = self.task.get() {
+            // Bounded: a flood must not hold the lock.
+            for _ in 0..1024 {
+                if rustix::net::accept(&**listener).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
     /// Refuses connections from now on: the listener is shut down here,
     /// not when the aborted accept loop is next polled on some thread, so
     /// a client connecting right after the reply that gave the port up
@@ -163,10 +183,11 @@ pub const KEPT_FOR: Duration = Duration::from_secs(1);
 /// session's next PASV/EPSV ([`PassivePorts::wait`] takes it back). A
 /// mirror client fetching many small files asks for a passive port before
 /// each: taking the same one back saves binding a new listener per file
-/// (seven system calls and a task). Nobody waits on it meanwhile, so what
-/// arrives is closed at once, as on a port other sessions share; on the
-/// kernel plane its pinhole is closed and nothing reaches it. Dropping it
-/// closes the port unless a session waits there again.
+/// (seven system calls and a task). Nobody waits on it meanwhile: its
+/// accept loop accepts nothing, and what queues meanwhile is closed when the
+/// port is taken again (see `Port::drain`); on the kernel plane its pinhole
+/// is closed and nothing reaches it. Dropping it closes the port unless a
+/// session waits there again.
 #[derive(Debug)]
 pub struct KeptPort {
     ports: Arc<PassivePorts>,
@@ -209,6 +230,7 @@ impl PassiveWait {
             waiting.members.remove(&self.waiter);
             waiting.senders.remove(&self.waiter);
         }
+        port.changed.notify_waiters();
         self.kept = true;
         Some(KeptPort {
             ports: Arc::clone(&self.ports),
@@ -307,6 +329,8 @@ impl PassivePorts {
                 }
             };
             if free {
+                k.port.drain();
+                lock(&k.port.waiting).epoch += 1;
                 return Ok(self.join(&ports, k.at, waiter));
             }
         }
@@ -354,19 +378,47 @@ impl PassivePorts {
     fn join(self: &Arc<Self>, ports: &HashMap<SocketAddr, Arc<Port>>, at: SocketAddr, waiter: Waiter) -> PassiveWait {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if let Some(port) = ports.get(&at) {
-            let mut waiting = lock(&port.waiting);
-            waiting.members.insert(waiter);
-            waiting.senders.insert(waiter, tx);
+            {
+                let mut waiting = lock(&port.waiting);
+                waiting.members.insert(waiter);
+                waiting.senders.insert(waiter, tx);
+            }
+            port.changed.notify_waiters();
         }
         PassiveWait { ports: Arc::clone(self), at, waiter, arrival: Some(rx), kept: false }
     }
 }
 
-/// Accepts on one passive port for as long as sessions wait there, and
-/// hands each connection to the session waiting for its address.
-async fn accept_loop(listener: Arc<TcpListener>, port: std::sync::Weak<Port>, balancers: Option<crate::net::Allow>) {
+/// Accepts on one passive port while sessions wait there, and hands each
+/// connection to the session waiting for its address. While nobody waits (a
+/// port kept for its session's next transfer) it accepts nothing: what comes
+/// stays in the listener's queue, which taking the port again empties.
+async fn accept_loop(
+    listener: Arc<TcpListener>,
+    port: std::sync::Weak<Port>,
+    changed: Arc<tokio::sync::Notify>,
+    balancers: Option<crate::net::Allow>,
+) {
     loop {
-        let Ok((mut stream, peer)) = listener.accept().await else {
+        // Registered before the state is read: no change is missed.
+        let notified = changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let epoch = {
+            let Some(port) = port.upgrade() else { return };
+            let waiting = lock(&port.waiting);
+            (!waiting.members.is_empty()).then_some(waiting.epoch)
+        };
+        let Some(epoch) = epoch else {
+            notified.await;
+            continue;
+        };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            // Someone left (the port may be kept now) or joined: look again.
+            () = &mut notified => continue,
+        };
+        let Ok((mut stream, peer)) = accepted else {
             if port.strong_count() == 0 {
                 // Shut down by `Port::close`.
                 return;
@@ -386,10 +438,10 @@ async fn accept_loop(listener: Arc<TcpListener>, port: std::sync::Weak<Port>, ba
                     Ok(None) => Err(DataError::BadIp(from)),
                     Err(r) => Err(DataError::Proxy(r)),
                 };
-                hand_over(&port, arrival);
+                hand_over(&port, arrival, epoch);
             });
         } else {
-            hand_over(&port, Ok((stream, from)));
+            hand_over(&port, Ok((stream, from)), epoch);
         }
     }
 }
@@ -399,8 +451,15 @@ async fn accept_loop(listener: Arc<TcpListener>, port: std::sync::Weak<Port>, ba
 /// as vsftpd does: `425 Security: Bad IP connecting.`); on a port other
 /// sessions hold too (even those whose connection has come), an arrival for
 /// no waiting session is closed and disturbs none of them.
-fn hand_over(port: &Port, arrival: Arrival) {
+///
+/// `epoch`: when the connection was accepted. One accepted before a kept
+/// port was taken again goes to nobody.
+fn hand_over(port: &Port, arrival: Arrival, epoch: u64) {
     let mut waiting = lock(&port.waiting);
+    if waiting.epoch != epoch {
+        tracing::debug!("passive connection from before the port was taken again closed");
+        return;
+    }
     let who = match &arrival {
         Ok((_, from)) | Err(DataError::BadIp(from)) => Waiter::Client(*from),
         Err(_) => Waiter::Anyone,
@@ -426,7 +485,12 @@ fn listen(
 ) -> io::Result<()> {
     let listener = Arc::new(bind_one(at)?);
     let port = Arc::new(Port { balancers: balancers.cloned(), ..Port::default() });
-    let task = tokio::spawn(accept_loop(Arc::clone(&listener), Arc::downgrade(&port), balancers.cloned()));
+    let task = tokio::spawn(accept_loop(
+        Arc::clone(&listener),
+        Arc::downgrade(&port),
+        Arc::clone(&port.changed),
+        balancers.cloned(),
+    ));
     let _ = port.task.set((task.abort_handle(), listener));
     ports.insert(at, port);
     Ok(())
@@ -780,6 +844,33 @@ mod tests {
     use std::{net::IpAddr, sync::Arc, time::Duration};
 
     use super::{PassiveAsk, PassivePorts, Uploads, accept};
+
+    /// A connection made to a kept port before its session asks again (from
+    /// another address, or early) never becomes that session's data
+    /// connection: the port number was known in advance, so whatever waited
+    /// in the listener's queue is closed when the port is taken again.
+    #[tokio::test]
+    async fn a_connection_made_before_a_kept_port_is_taken_again_is_not_handed_over() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let ports = Arc::new(PassivePorts::default());
+        let client = IpAddr::from([127, 0, 0, 1]);
+        let mut first = ports.wait(ask(port, true), None).expect("a port");
+        let _c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        accept(&mut first, client, true, Duration::from_secs(5)).await.expect("the first data connection");
+        let kept = first.keep().expect("kept");
+        drop(first);
+
+        // Queued before the session asks again: a blocking connect, so the
+        // accept loop does not run in between.
+        let early = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        early.bind(&std::net::SocketAddr::from(([127, 0, 0, 2], 0)).into()).expect("bind 127.0.0.2");
+        early.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into()).expect("early connect");
+
+        let mut again = ports.wait(ask(port, true), Some(kept)).expect("the kept port");
+        let _late = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        let got = accept(&mut again, client, true, Duration::from_secs(5)).await.expect("a data connection");
+        assert_eq!(got.peer_addr().expect("peer").ip(), client, "the early connection was handed over");
+    }
 
     fn ask(port: u16, alone: bool) -> PassiveAsk {
         let ip = IpAddr::from([127, 0, 0, 1]);

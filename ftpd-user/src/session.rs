@@ -443,14 +443,25 @@ impl Session {
         let mut stop = self.shared.stopping();
         loop {
             let reading = self.ctl.pending.is_none() && !self.ctl.control_closed;
+            // A kept passive port (see `data::KeptPort`) is given up on time
+            // while a transfer runs too, not held until it ends.
+            let kept_until = match &self.chan.data {
+                DataSetup::Kept(k) => Some(k.until()),
+                _ => None,
+            };
             let line = tokio::select! {
                 // The shutdown first, then the work: work done at once (a
                 // small file sent in one call) does not read the control
-                // connection for nothing.
+                // connection for nothing (nor sets a timer).
                 biased;
                 () = stopped(&mut stop, Stop::Now) => return Ok(Raced::Aborted),
                 out = &mut fut => return Ok(Raced::Done(out)),
-                line = self.ctl.reader.read_line(&mut self.ctl.r), if reading => line.map(<[u8]>::to_vec),
+                () = tokio::time::sleep_until(kept_until.unwrap_or_else(tokio::time::Instant::now)), if kept_until.is_some() => None,
+                line = self.ctl.reader.read_line(&mut self.ctl.r), if reading => Some(line.map(<[u8]>::to_vec)),
+            };
+            let Some(line) = line else {
+                self.chan.data = DataSetup::None;
+                continue;
             };
             let line = match line {
                 Ok(l) => l,

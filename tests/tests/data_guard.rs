@@ -152,3 +152,25 @@ fn a_sessions_used_passive_port_serves_its_next_transfer() {
     c.cmd_ok("QUIT", 221);
     expect_refused(p, Duration::from_secs(5), "a kept port still listens after QUIT");
 }
+
+/// A transfer that outlasts the second a used port is kept does not hold
+/// that port's listener until it ends.
+#[test]
+fn a_kept_port_is_given_up_during_a_long_transfer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = vec![b'x'; 300_000];
+    std::fs::write(dir.path().join("big.bin"), &body).expect("write");
+    // Three seconds at 100 kB/s.
+    let server = Server::start(dir.path(), &["anon_max_rate=100000"]);
+    let mut c = server.login();
+    let p = epsv_port(&c.cmd_ok("EPSV", 229));
+    let mut data =
+        TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], p)), Duration::from_secs(5)).expect("connect");
+    c.cmd_ok("RETR big.bin", 150);
+    std::thread::sleep(Duration::from_millis(1300));
+    expect_refused(p, Duration::from_millis(500), "a kept port still listens 1.3 s into a long transfer");
+    let mut got = Vec::new();
+    data.read_to_end(&mut got).expect("read");
+    assert_eq!(got.len(), body.len());
+    assert_eq!(c.read_reply().0, 226);
+}
