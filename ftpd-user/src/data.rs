@@ -414,9 +414,13 @@ async fn accept_loop(
             continue;
         };
         let accepted = tokio::select! {
-            r = listener.accept() => r,
-            // Someone left (the port may be kept now) or joined: look again.
+            // A change first: someone left (the port may be kept now) or
+            // joined (a kept port taken again, with a new epoch). A
+            // connection accepted with the epoch read before that would be
+            // judged as from before it, and closed.
+            biased;
             () = &mut notified => continue,
+            r = listener.accept() => r,
         };
         let Ok((mut stream, peer)) = accepted else {
             if port.strong_count() == 0 {
@@ -922,6 +926,27 @@ mod tests {
         c.write_all(format!("PROXY TCP4 192.0.2.7 127.0.0.1 40000 {port}\r\n").as_bytes()).await.expect("header");
         let got = accept(&mut again, client, false, Duration::from_secs(5)).await;
         assert!(got.is_ok(), "the header was not read: {got:?}");
+    }
+
+    /// The data connection of a session that took its kept port again
+    /// reaches it, however the accept loop's turns fall: the loop may still
+    /// be in the accept it started before the port was kept when the
+    /// connection comes.
+    #[tokio::test]
+    async fn a_kept_port_taken_again_hands_over_the_next_connection() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let ports = Arc::new(PassivePorts::default());
+        let client = IpAddr::from([127, 0, 0, 1]);
+        let mut wait = ports.wait(ask(port, true), None).expect("a port");
+        for round in 0..20 {
+            let _c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+            accept(&mut wait, client, true, Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: the data connection did not come: {e:?}"));
+            let kept = wait.keep().expect("kept");
+            drop(wait);
+            wait = ports.wait(ask(port, true), Some(kept)).expect("the kept port");
+        }
     }
 
     #[test]

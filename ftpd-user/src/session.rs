@@ -149,11 +149,26 @@ impl PassivePort {
     }
 }
 
-impl Drop for PassivePort {
-    fn drop(&mut self) {
-        if let (Some((port, client, any)), Some(dp)) = (self.pinhole, self.shared.kernel()) {
+impl PassivePort {
+    /// Keeps the port for the session's next PASV/EPSV (see
+    /// [`data::KeptPort`]). Its pinhole is closed first: once kept, another
+    /// session of the same client may take the port and open its own
+    /// pinhole there, which closing this one later would remove.
+    pub(crate) fn keep(&mut self) -> Option<data::KeptPort> {
+        self.close_pinhole();
+        self.wait.keep()
+    }
+
+    fn close_pinhole(&mut self) {
+        if let (Some((port, client, any)), Some(dp)) = (self.pinhole.take(), self.shared.kernel()) {
             dp.close_pinhole(port, client, any);
         }
+    }
+}
+
+impl Drop for PassivePort {
+    fn drop(&mut self) {
+        self.close_pinhole();
         // Counted in both planes, so the metrics mean the same with and without eBPF.
         self.slot.dec();
         if let Some(event) = self.event {
@@ -511,7 +526,7 @@ impl Session {
                 // aborted: it is done, and dropped here.
                 port.event = Some(if matches!(result, Raced::Done(Ok(_))) { "used" } else { "expired" });
                 if matches!(result, Raced::Done(Ok(_)))
-                    && let Some(kept) = port.wait.keep()
+                    && let Some(kept) = port.keep()
                 {
                     self.chan.data = DataSetup::Kept(kept);
                 }
