@@ -855,14 +855,8 @@ mod tests {
     /// in the listener's queue is closed when the port is taken again.
     #[tokio::test]
     async fn a_connection_made_before_a_kept_port_is_taken_again_is_not_handed_over() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let ports = Arc::new(PassivePorts::default());
+        let (ports, port, kept) = used_and_kept().await;
         let client = IpAddr::from([127, 0, 0, 1]);
-        let mut first = ports.wait(ask(port, true), None).expect("a port");
-        let _c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-        accept(&mut first, client, true, Duration::from_secs(5)).await.expect("the first data connection");
-        let kept = first.keep().expect("kept");
-        drop(first);
 
         // Queued before the session asks again: a blocking connect, so the
         // accept loop does not run in between.
@@ -876,6 +870,19 @@ mod tests {
         assert_eq!(got.peer_addr().expect("peer").ip(), client, "the early connection was handed over");
     }
 
+    /// A one-port range whose port served one data connection and is kept.
+    async fn used_and_kept() -> (Arc<PassivePorts>, u16, super::KeptPort) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let ports = Arc::new(PassivePorts::default());
+        let mut first = ports.wait(ask(port, true), None).expect("a port");
+        let _c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        accept(&mut first, IpAddr::from([127, 0, 0, 1]), true, Duration::from_secs(5))
+            .await
+            .expect("the first data connection");
+        let kept = first.keep().expect("kept");
+        (ports, port, kept)
+    }
+
     fn ask(port: u16, alone: bool) -> PassiveAsk {
         let ip = IpAddr::from([127, 0, 0, 1]);
         PassiveAsk { ip, range: Some((port, port)), seed: 0, client: ip, alone, balancers: None }
@@ -887,14 +894,8 @@ mod tests {
     /// the new session's listener alone.
     #[tokio::test]
     async fn a_kept_port_is_given_to_a_session_that_needs_it() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let ports = Arc::new(PassivePorts::default());
+        let (ports, port, kept) = used_and_kept().await;
         let client = IpAddr::from([127, 0, 0, 1]);
-        let mut first = ports.wait(ask(port, true), None).expect("a port for the first session");
-        let _c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-        accept(&mut first, client, true, Duration::from_secs(5)).await.expect("the first data connection");
-        let kept = first.keep().expect("kept");
-        drop(first);
 
         let mut second = ports.wait(ask(port, true), None).expect("the kept port, for another session");
         drop(kept);
@@ -908,13 +909,7 @@ mod tests {
     #[tokio::test]
     async fn a_kept_port_is_not_taken_again_for_other_balancers() {
         use tokio::io::AsyncWriteExt as _;
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let ports = Arc::new(PassivePorts::default());
-        let local = IpAddr::from([127, 0, 0, 1]);
-        let mut first = ports.wait(ask(port, true), None).expect("a port");
-        let _c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-        accept(&mut first, local, true, Duration::from_secs(5)).await.expect("the first data connection");
-        let kept = first.keep().expect("kept");
+        let (ports, port, kept) = used_and_kept().await;
 
         // Now this address is a balancer that names the client in a header.
         let trusted = crate::net::Allow::parse("ftpd_proxy_trusted", "127.0.0.1").expect("list");
