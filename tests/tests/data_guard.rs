@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ftpd_tests::{Server, free_port};
+use ftpd_tests::{Server, free_port, wait_for};
 
 /// `ftpd_pasv_ports_in_use`, read with one HTTP/1.0 request.
 fn in_use(addr: &str) -> f64 {
@@ -93,14 +93,12 @@ fn epsv_port(reply: &str) -> u16 {
     reply.split('|').nth(3).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("EPSV: {reply}"))
 }
 
-/// Waits (briefly: a port's listener closes on its own task) until a
-/// connection to `port` is refused (or dropped) rather than accepted.
+/// Waits until a connection to `port` is refused (or dropped by the kernel
+/// plane) rather than accepted; panics with `what` after `within`.
 fn expect_refused(port: u16, within: Duration, what: &str) {
-    let deadline = Instant::now() + within;
-    while TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(2)).is_ok() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(what, within, || {
+        TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(2)).is_err()
+    });
 }
 
 /// A mirror client fetching many small files sends EPSV (or PASV) before
