@@ -108,6 +108,19 @@ struct Waiting {
     epoch: u64,
 }
 
+impl Waiting {
+    /// Whether `waiter` may join: a session alone takes only a port nobody
+    /// waits on; another one a port no session of its client, and no session
+    /// alone, waits on.
+    fn admits(&self, waiter: Waiter) -> bool {
+        if waiter == Waiter::Anyone {
+            self.members.is_empty()
+        } else {
+            !self.members.contains(&waiter) && !self.members.contains(&Waiter::Anyone)
+        }
+    }
+}
+
 /// One bound passive port and the sessions on it.
 #[derive(Debug, Default)]
 struct Port {
@@ -321,16 +334,15 @@ impl PassivePorts {
             && k.port.balancers == balancers
         {
             let free = {
-                let waiting = lock(&k.port.waiting);
-                if alone {
-                    waiting.members.is_empty()
-                } else {
-                    !waiting.members.contains(&waiter) && !waiting.members.contains(&Waiter::Anyone)
+                let mut waiting = lock(&k.port.waiting);
+                let free = waiting.admits(waiter);
+                if free {
+                    k.port.drain();
+                    waiting.epoch += 1;
                 }
+                free
             };
             if free {
-                k.port.drain();
-                lock(&k.port.waiting).epoch += 1;
                 return Ok(self.join(&ports, k.at, waiter));
             }
         }
@@ -346,11 +358,7 @@ impl PassivePorts {
                 let waiting = lock(&port.waiting);
                 if waiting.members.is_empty() {
                     kept_elsewhere.get_or_insert(at);
-                } else if shareable.is_none()
-                    && !alone
-                    && !waiting.members.contains(&waiter)
-                    && !waiting.members.contains(&Waiter::Anyone)
-                {
+                } else if shareable.is_none() && waiting.admits(waiter) {
                     shareable = Some(at);
                 }
                 continue;
@@ -393,12 +401,7 @@ impl PassivePorts {
 /// connection to the session waiting for its address. While nobody waits (a
 /// port kept for its session's next transfer) it accepts nothing: what comes
 /// stays in the listener's queue, which taking the port again empties.
-async fn accept_loop(
-    listener: Arc<TcpListener>,
-    port: std::sync::Weak<Port>,
-    changed: Arc<tokio::sync::Notify>,
-    balancers: Option<crate::net::Allow>,
-) {
+async fn accept_loop(listener: Arc<TcpListener>, port: std::sync::Weak<Port>, changed: Arc<tokio::sync::Notify>) {
     loop {
         // Registered before the state is read: no change is missed.
         let notified = changed.notified();
@@ -433,7 +436,7 @@ async fn accept_loop(
         };
         let Some(port) = port.upgrade() else { return };
         let from = crate::net::canonical(peer.ip());
-        if balancers.as_ref().is_some_and(|b| b.contains(from)) {
+        if port.balancers.as_ref().is_some_and(|b| b.contains(from)) {
             // The header may take a moment: read apart from the loop.
             tokio::spawn(async move {
                 let arrival = match crate::proxy::read_header(&mut stream).await {
@@ -489,12 +492,7 @@ fn listen(
 ) -> io::Result<()> {
     let listener = Arc::new(bind_one(at)?);
     let port = Arc::new(Port { balancers: balancers.cloned(), ..Port::default() });
-    let task = tokio::spawn(accept_loop(
-        Arc::clone(&listener),
-        Arc::downgrade(&port),
-        Arc::clone(&port.changed),
-        balancers.cloned(),
-    ));
+    let task = tokio::spawn(accept_loop(Arc::clone(&listener), Arc::downgrade(&port), Arc::clone(&port.changed)));
     let _ = port.task.set((task.abort_handle(), listener));
     ports.insert(at, port);
     Ok(())

@@ -105,6 +105,16 @@ pub(crate) enum DataSetup {
     Kept(data::KeptPort),
 }
 
+impl DataSetup {
+    /// When a kept port is given up (see [`data::KeptPort`]).
+    pub(crate) fn kept_until(&self) -> Option<tokio::time::Instant> {
+        match self {
+            Self::Kept(k) => Some(k.until()),
+            _ => None,
+        }
+    }
+}
+
 /// A passive port between PASV/EPSV and its data connection: the listener,
 /// the kernel pinhole (on the kernel plane with a port range), and its count
 /// in the pool gauge. All three are released in `Drop`, however the port
@@ -460,10 +470,7 @@ impl Session {
             let reading = self.ctl.pending.is_none() && !self.ctl.control_closed;
             // A kept passive port (see `data::KeptPort`) is given up on time
             // while a transfer runs too, not held until it ends.
-            let kept_until = match &self.chan.data {
-                DataSetup::Kept(k) => Some(k.until()),
-                _ => None,
-            };
+            let kept_until = self.chan.data.kept_until();
             let line = tokio::select! {
                 // The shutdown first, then the work: work done at once (a
                 // small file sent in one call) does not read the control
@@ -524,10 +531,9 @@ impl Session {
                 let result = self.race(fut).await?;
                 // Used (sock_ops already closed its pinhole), timed out or
                 // aborted: it is done, and dropped here.
-                port.event = Some(if matches!(result, Raced::Done(Ok(_))) { "used" } else { "expired" });
-                if matches!(result, Raced::Done(Ok(_)))
-                    && let Some(kept) = port.keep()
-                {
+                let used = matches!(result, Raced::Done(Ok(_)));
+                port.event = Some(if used { "used" } else { "expired" });
+                if used && let Some(kept) = port.keep() {
                     self.chan.data = DataSetup::Kept(kept);
                 }
                 result

@@ -93,10 +93,7 @@ impl Session {
     async fn next_line(&mut self) -> Option<Vec<u8>> {
         let idle = Duration::from_secs(u64::from(self.cfg().idle_session_timeout));
         let mut stop = self.shared.stopping();
-        let kept_until = match &self.chan.data {
-            DataSetup::Kept(k) => Some(k.until()),
-            _ => None,
-        };
+        let kept_until = self.chan.data.kept_until();
         let (ctl, data) = (&mut self.ctl, &mut self.chan.data);
         let read = async {
             let read = async move {
