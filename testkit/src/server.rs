@@ -48,6 +48,35 @@ pub fn free_port_on(ip: IpAddr) -> u16 {
     TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind an ephemeral port").local_addr().expect("local addr").port()
 }
 
+/// The first of ten passive ports for a kernel-plane test server whose
+/// control port is `port`: spread by the control port so that servers
+/// running side by side rarely share a range, and always below the first
+/// ephemeral port (`ip_local_port_range`), where control ports come from.
+fn passive_base(port: u16) -> u32 {
+    let first_ephemeral = u32::from(ephemeral_ports().0);
+    let ranges = first_ephemeral.saturating_sub(20_000) / 10;
+    assert!(
+        ranges >= 100,
+        "the ephemeral ports start at {first_ephemeral}: no room for test passive ranges from 20000"
+    );
+    20_000 + u32::from(port) % ranges * 10
+}
+
+/// The kernel's ephemeral port range, read once.
+fn ephemeral_ports() -> (u16, u16) {
+    static RANGE: std::sync::OnceLock<(u16, u16)> = std::sync::OnceLock::new();
+    *RANGE.get_or_init(|| {
+        let path = "/proc/sys/net/ipv4/ip_local_port_range";
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let mut bounds =
+            text.split_whitespace().map(|w| w.parse::<u16>().unwrap_or_else(|e| panic!("{path}: {text:?}: {e}")));
+        match (bounds.next(), bounds.next()) {
+            (Some(low), Some(high)) => (low, high),
+            _ => panic!("{path}: {text:?} is not two ports"),
+        }
+    })
+}
+
 /// Where a server started by [`Server::launch`] listens.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Listen {
@@ -125,9 +154,12 @@ impl Server {
                 // falls back to userspace, which `auto` allows).
                 // Each server its own passive range: the kernel plane of one
                 // server guards its whole range on `lo`, and must not stand
-                // between another server and its clients.
+                // between another server and its clients. The ranges stay
+                // below the ephemeral ports, where every test server's
+                // control port comes from: a range over another server's
+                // control port drops that server's clients.
                 all[0] = "ftpd_ebpf=auto".into();
-                let base = 20_000 + u32::from(port) % 1_900 * 10;
+                let base = passive_base(port);
                 all.extend([format!("pasv_min_port={base}"), format!("pasv_max_port={}", base + 9)]);
             }
             if plane.starts_with("kernel") {
@@ -407,4 +439,18 @@ impl Drop for Server {
 
 fn is_worker(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(13).any(|w| w == b"--ftpd-worker"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_passive_range_covers_a_port_free_port_can_return() {
+        let first_ephemeral = ephemeral_ports().0;
+        for port in [0, 1, 20_000, 32_768, 36_851, 50_000, u16::MAX].into_iter().chain(first_ephemeral..=u16::MAX) {
+            let base = passive_base(port);
+            assert!(base >= 1_024 && base + 9 < u32::from(first_ephemeral), "port {port}: range {base}-{}", base + 9);
+        }
+    }
 }
