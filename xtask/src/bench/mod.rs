@@ -165,7 +165,7 @@ impl Workload {
                 matches!(self, Self::Download | Self::Upload | Self::Concurrent | Self::ConcurrentUpload)
             }
             Kind::FtpdAtomic => matches!(self, Self::Upload | Self::ConcurrentUpload),
-            Kind::FtpdReadOnly => self == Self::Retr,
+            Kind::FtpdReadOnly | Kind::FtpdReadOnlyKernel => self == Self::Retr,
             Kind::FtpdBaseline => BASELINE.get().is_some(),
             Kind::Proftpd | Kind::PureFtpd => self != Self::Limited,
         }
@@ -222,6 +222,10 @@ enum Kind {
     /// front opens anonymous downloads itself; the `ftpd` row, with the
     /// shared config's anonymous uploads, goes through the file worker.
     FtpdReadOnly,
+    /// The read-only mirror on the kernel data plane (`ftpd_ebpf=on`, with
+    /// a passive range, so every PASV opens and closes a pinhole); the row
+    /// above runs `ftpd_ebpf=off`.
+    FtpdReadOnlyKernel,
     /// Another ftpd binary with the shared config (`--baseline`).
     FtpdBaseline,
     Vsftpd,
@@ -231,10 +235,11 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::Ftpd,
         Self::FtpdAtomic,
         Self::FtpdReadOnly,
+        Self::FtpdReadOnlyKernel,
         Self::FtpdBaseline,
         Self::Vsftpd,
         Self::Proftpd,
@@ -248,6 +253,7 @@ impl Kind {
             Self::Ftpd => "ftpd",
             Self::FtpdAtomic => "ftpd (atomic uploads)",
             Self::FtpdReadOnly => "ftpd (read-only mirror)",
+            Self::FtpdReadOnlyKernel => "ftpd (read-only mirror, kernel plane)",
             Self::FtpdBaseline => "ftpd (baseline)",
             Self::Vsftpd => "vsftpd",
             Self::Proftpd => "proftpd",
@@ -261,9 +267,16 @@ impl Kind {
         match self {
             Self::FtpdAtomic => "ftpd-atomic",
             Self::FtpdReadOnly => "ftpd-read-only",
+            Self::FtpdReadOnlyKernel => "ftpd-read-only-kernel",
             Self::FtpdBaseline => "ftpd-baseline",
             k => k.name(),
         }
+    }
+
+    /// Whether this server must have the kernel data plane (started before
+    /// any other ftpd of its workload, which would take `lo`'s XDP slot).
+    fn kernel_plane(self) -> bool {
+        self == Self::FtpdReadOnlyKernel
     }
 }
 
@@ -328,32 +341,54 @@ pub(crate) fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// Starts the servers the chosen workloads need and runs the comparison
-/// workloads, appending each sample to `samples` as it finishes. The servers
-/// stop when this returns, error or not.
-fn compare_all(args: &Args, compare: &[Workload], fx: &Fixture, bins: &Bins, samples: &mut Vec<Sample>) -> Result<()> {
-    let mut servers = Kind::ALL
-        .into_iter()
-        .filter(|&kind| compare.iter().any(|w| !w.tls() && w.runs_on(kind)))
-        .map(|kind| Server::start(kind, fx, bins))
-        .collect::<Result<Vec<Server>>>()?;
-    // FTPS rows run against a second set of servers started with FTPS on
-    // (`ssl_enable=YES`, ProFTPD's mod_tls, Pure-FTPd's -Y 1), so the
-    // plaintext rows measure servers configured exactly as before.
-    let mut tls_servers: Vec<Server> = Vec::new();
-    if compare.iter().any(|w| w.tls()) {
+/// Starts the servers `w` runs against, in the report's row order. A
+/// workload's servers live only while it runs: the one XDP slot of `lo` goes
+/// to the server that asks for the kernel plane (started first), and in
+/// other workloads to `ftpd` (`ftpd_ebpf=auto`), as for a user who changes
+/// nothing. FTPS workloads get servers started with FTPS on
+/// (`ssl_enable=YES`, ProFTPD's mod_tls, Pure-FTPd's -Y 1), so the plaintext
+/// rows measure servers configured exactly as before.
+fn start_servers(w: Workload, fx: &Fixture, bins: &Bins) -> Result<Vec<Server>> {
+    if w.tls() {
         fx.ensure_cert()?;
-        for kind in Kind::ALL {
-            if kind != Kind::Ceiling && compare.iter().any(|w| w.tls() && w.runs_on(kind)) {
-                tls_servers.push(Server::start_as(kind, fx, bins, true, "")?);
-            }
-        }
     }
+    let mut kinds: Vec<Kind> =
+        Kind::ALL.into_iter().filter(|&k| w.runs_on(k) && !(w.tls() && k == Kind::Ceiling)).collect();
+    kinds.sort_by_key(|k| !k.kernel_plane());
+    // A kernel-plane ftpd guards its passive range on `lo` (below the
+    // ephemeral ports, where ftpd's passive ports come from without one).
+    // vsftpd, ProFTPD and Pure-FTPd pick theirs anywhere from 1024 up: they
+    // are kept to the ephemeral ports while it runs.
+    let peer_pasv = if kinds.iter().any(|k| k.kernel_plane()) {
+        let (low, high) = servers::ephemeral_ports()?;
+        if low <= servers::KERNEL_PASV.1 {
+            bail!(
+                "the ephemeral ports start at {low}, inside the kernel-plane row's passive range {}-{}: \
+                 raise net.ipv4.ip_local_port_range",
+                servers::KERNEL_PASV.0,
+                servers::KERNEL_PASV.1
+            );
+        }
+        Some((low, high))
+    } else {
+        None
+    };
+    let mut servers =
+        kinds.into_iter().map(|k| Server::start_as(k, fx, bins, w.tls(), "", peer_pasv)).collect::<Result<Vec<_>>>()?;
+    servers.sort_by_key(|s| Kind::ALL.iter().position(|k| *k == s.kind));
+    Ok(servers)
+}
+
+/// Runs the comparison workloads, each against its own servers
+/// ([`start_servers`]), appending each sample to `samples` as it finishes.
+/// A workload's servers stop when it ends, error or not.
+fn compare_all(args: &Args, compare: &[Workload], fx: &Fixture, bins: &Bins, samples: &mut Vec<Sample>) -> Result<()> {
     let total: usize = compare.iter().map(|w| w.samples_per_rep() * args.reps).sum();
     let mut done = 0;
     for &w in compare {
         println!("[bench] {}: {} sample(s) per repetition", w.name(), w.samples_per_rep());
-        let pool = if w.tls() { &mut tls_servers } else { &mut servers };
+        let mut servers = start_servers(w, fx, bins)?;
+        let pool = &mut servers;
         if matches!(w, Workload::Download | Workload::FtpsDownload) {
             // One unmeasured download from each server: the first transfer
             // after a start ran at half speed, and ftpd always came first.
@@ -375,7 +410,7 @@ fn compare_all(args: &Args, compare: &[Workload], fx: &Fixture, bins: &Bins, sam
                     let mut limited = Vec::new();
                     if w == Workload::Limited {
                         for kind in [Kind::Ftpd, Kind::Vsftpd] {
-                            limited.push(Server::start_as(kind, fx, bins, false, workloads::LIMITED_CONF)?);
+                            limited.push(Server::start_as(kind, fx, bins, false, workloads::LIMITED_CONF, None)?);
                         }
                     }
                     let pool = if w == Workload::Limited { &mut limited } else { &mut *pool };

@@ -144,7 +144,7 @@ const fn at_most(metric: &'static str, side: Side, value: f64) -> Cond {
     Cond { metric, side, at_least: false, value }
 }
 
-use Kind::{Ceiling, Ftpd, FtpdAtomic, FtpdReadOnly, Proftpd, PureFtpd, Vsftpd};
+use Kind::{Ceiling, Ftpd, FtpdAtomic, FtpdReadOnly, FtpdReadOnlyKernel, Proftpd, PureFtpd, Vsftpd};
 
 /// Issue 24's single-stream download targets for one place, and the
 /// earlier ceiling and efficiency targets.
@@ -251,6 +251,11 @@ const OTHER_TARGETS: &[Target] = &[
         workload: "retr",
         text: "CPU µs per RETR: ftpd (read-only mirror) ≤ 0.8 × pure-ftpd",
         conds: &[at_most("server CPU µs per RETR", Side::Ratio(FtpdReadOnly, PureFtpd), 0.8)],
+    },
+    Target {
+        workload: "retr",
+        text: "CPU µs per RETR: ftpd (read-only mirror, kernel plane) ≤ 0.8 × pure-ftpd",
+        conds: &[at_most("server CPU µs per RETR", Side::Ratio(FtpdReadOnlyKernel, PureFtpd), 0.8)],
     },
     Target {
         workload: "retr",

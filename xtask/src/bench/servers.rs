@@ -354,15 +354,39 @@ pub(super) struct Server {
     pub(super) tls: bool,
 }
 
-impl Server {
-    /// Starts `kind` on a free port and waits until it answers.
-    pub(super) fn start(kind: Kind, fx: &Fixture, bins: &Bins) -> Result<Self> {
-        Self::start_as(kind, fx, bins, false, "")
-    }
+/// The kernel-plane row's passive range: below the ephemeral ports, where
+/// every other server's passive ports come from (its XDP program drops SYNs
+/// to this range that no pinhole admits, whichever server they are for).
+pub(super) const KERNEL_PASV: (u16, u16) = (25_000, 25_999);
 
-    /// Starts `kind`, with FTPS (`ssl_enable=YES`) when `tls`, and `extra`
-    /// lines added to the shared config (ftpd and vsftpd only).
-    pub(super) fn start_as(kind: Kind, fx: &Fixture, bins: &Bins, tls: bool, extra: &str) -> Result<Self> {
+/// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`).
+pub(super) fn ephemeral_ports() -> Result<(u16, u16)> {
+    let path = "/proc/sys/net/ipv4/ip_local_port_range";
+    let text = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let ports: Vec<u16> = text
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{path}: {text:?}"))?;
+    match ports[..] {
+        [low, high] => Ok((low, high)),
+        _ => bail!("{path}: {text:?} is not two ports"),
+    }
+}
+
+impl Server {
+    /// Starts `kind` on a free port and waits until it answers: with FTPS
+    /// (`ssl_enable=YES`) when `tls`, and `extra` lines added to the shared
+    /// config (ftpd and vsftpd only). `peer_pasv` keeps the peers' passive
+    /// ports in that range (see `start_servers` in the bench's module).
+    pub(super) fn start_as(
+        kind: Kind,
+        fx: &Fixture,
+        bins: &Bins,
+        tls: bool,
+        extra: &str,
+        peer_pasv: Option<(u16, u16)>,
+    ) -> Result<Self> {
         let port = ftpd_testkit::free_port();
         let suffix = if tls { "-tls" } else { "" };
         let log = fx.work.join(format!("{}{suffix}.log", kind.slug()));
@@ -376,11 +400,30 @@ impl Server {
         let mut cmd = Command::new("prlimit");
         cmd.arg(nofile_arg());
         match kind {
-            Kind::Ftpd | Kind::FtpdAtomic | Kind::FtpdReadOnly | Kind::FtpdBaseline | Kind::Vsftpd => {
+            Kind::Ftpd
+            | Kind::FtpdAtomic
+            | Kind::FtpdReadOnly
+            | Kind::FtpdReadOnlyKernel
+            | Kind::FtpdBaseline
+            | Kind::Vsftpd => {
                 let conf = fx.work.join(format!("{}{suffix}.conf", kind.slug()));
-                let mut text = fx.conf(port, tls, kind == Kind::FtpdReadOnly) + extra;
-                if kind == Kind::FtpdAtomic {
-                    text += "ftpd_atomic_uploads=YES\n";
+                let read_only = matches!(kind, Kind::FtpdReadOnly | Kind::FtpdReadOnlyKernel);
+                let mut text = fx.conf(port, tls, read_only) + extra;
+                if let (Kind::Vsftpd, Some((min, max))) = (kind, peer_pasv) {
+                    text += &format!("pasv_min_port={min}\npasv_max_port={max}\n");
+                }
+                match kind {
+                    Kind::FtpdAtomic => text += "ftpd_atomic_uploads=YES\n",
+                    Kind::FtpdReadOnly => text += "ftpd_ebpf=off\n",
+                    // A passive range, so that the kernel plane's pinholes
+                    // are on.
+                    Kind::FtpdReadOnlyKernel => {
+                        let (min, max) = KERNEL_PASV;
+                        text += &format!(
+                            "ftpd_ebpf=on\nftpd_xdp_interfaces=lo\npasv_min_port={min}\npasv_max_port={max}\n"
+                        );
+                    }
+                    _ => {}
                 }
                 fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
                 if kind == Kind::Vsftpd {
@@ -396,8 +439,11 @@ impl Server {
             }
             Kind::Proftpd => {
                 let conf = fx.work.join(format!("proftpd{suffix}.conf"));
-                fs::write(&conf, fx.proftpd_conf(port, tls, &bins.proftpd_modules))
-                    .with_context(|| format!("writing {}", conf.display()))?;
+                let mut text = fx.proftpd_conf(port, tls, &bins.proftpd_modules);
+                if let Some((min, max)) = peer_pasv {
+                    text += &format!("PassivePorts {min} {max}\n");
+                }
+                fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
                 // -n: in the foreground, as vsftpd's background=NO.
                 cmd.arg(&bins.proftpd).arg("-n").arg("-c").arg(&conf);
             }
@@ -424,6 +470,9 @@ impl Server {
                     // It has no sendfile setting and no ident lookups.
                     .args(["-S", &format!("127.0.0.1,{port}"), "-4", "-e", "-H"])
                     .args(["-c", "20000", "-C", "20000", "-U", "133:022", "-I", "100000", "-f", "none"]);
+                if let Some((min, max)) = peer_pasv {
+                    cmd.arg("-p").arg(format!("{min}:{max}"));
+                }
                 if tls {
                     // Explicit FTPS allowed, not required (-Y 1), with the
                     // others' certificate and ciphers.
@@ -477,7 +526,13 @@ impl Server {
         server
             .wait_ready()
             .with_context(|| format!("{} did not start; its output: {}", kind.name(), server.log_tail()))?;
-        println!("[bench] {} listening on 127.0.0.1:{port} (pid {})", kind.name(), server.pid());
+        let plane = match kind {
+            Kind::Ftpd | Kind::FtpdAtomic | Kind::FtpdReadOnly | Kind::FtpdReadOnlyKernel | Kind::FtpdBaseline => {
+                format!(", {} data plane", server.plane())
+            }
+            _ => String::new(),
+        };
+        println!("[bench] {} listening on 127.0.0.1:{port} (pid {}{plane})", kind.name(), server.pid());
         Ok(server)
     }
 
@@ -485,7 +540,7 @@ impl Server {
     pub(super) fn restart(&mut self, fx: &Fixture, bins: &Bins) -> Result<()> {
         let (kind, tls) = (self.kind, self.tls);
         procs::kill_tree(self.pid());
-        *self = Self::start_as(kind, fx, bins, tls, "")?;
+        *self = Self::start_as(kind, fx, bins, tls, "", None)?;
         Ok(())
     }
 
@@ -530,6 +585,15 @@ impl Server {
             }
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Which data plane this ftpd started with, from its output since the
+    /// bench started it: a row's figures depend on it, and `auto` gives the
+    /// kernel plane only to the first ftpd that asks for `lo`.
+    fn plane(&self) -> &'static str {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let ours = text.rsplit("=== [bench] starting").next().unwrap_or_default();
+        if ours.contains("eBPF data plane loaded") { "kernel" } else { "userspace" }
     }
 
     /// The end of the server's output, for error messages.
