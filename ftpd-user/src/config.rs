@@ -351,8 +351,8 @@ options! {
     chroot_list_enable: Bool = false, "Users in `chroot_list_file` are the exception to `chroot_local_user`.";
     chroot_list_file: Str = "/etc/vsftpd.chroot_list", "One user name per line, for `chroot_list_enable`.";
     allow_writeable_chroot: Bool = false, "Allow a confined user's root to be writable by that user (vsftpd refuses such logins).";
-    [restart] nopriv_user: Str = "nobody", "The unprivileged user the network-facing process runs as when ftpd starts as root; except on a read-only anonymous server, where it runs as `ftp_username` (see `ftpd_anon_fast_path`).";
-    [restart] ftpd_anon_fast_path: Bool = true, "ftpd extension. YES: when anonymous logins are on, only world-readable files are served to them (`anon_world_readable_only`) and anonymous users may not write, the network-facing process runs as `ftp_username` instead of `nopriv_user`, as vsftpd's anonymous session processes do, and opens anonymous downloads itself instead of asking the file worker (about twice the small-file RETRs per second). It then holds nothing an anonymous user could not already ask for, but it is not chrooted: it could read what `ftp_username` may read outside the anonymous root. NO: it always runs as `nopriv_user`, and every open goes through the worker.";
+    [restart] nopriv_user: Str = "nobody", "The unprivileged user the network-facing process runs as when ftpd starts as root; except on an anonymous server, where it runs as `ftp_username` (see `ftpd_anon_fast_path`).";
+    [restart] ftpd_anon_fast_path: Bool = true, "ftpd extension. YES: when anonymous logins are on and only world-readable files are served to them (`anon_world_readable_only`), the network-facing process runs as `ftp_username` instead of `nopriv_user`, as vsftpd's anonymous session processes do, and opens anonymous downloads itself instead of asking the file worker (about twice the small-file RETRs per second). The kernel first takes from it every right to change a file (Landlock): uploads and every other change are still made and judged by the file worker. Where the kernel has no Landlock, this holds only while anonymous users may not write. It then holds nothing an anonymous user could not already ask for, but it is not chrooted: it could read what `ftp_username` may read outside the anonymous root. NO: it always runs as `nopriv_user`, and every open goes through the worker.";
     write_enable: Bool = false, "Allow any command that changes the file system.";
     local_umask: Mode = 0o0077, "Umask for files and directories local users create.";
     file_open_mode: Mode = 0o0666, "Permission bits of uploaded files, before the umask.";
@@ -1003,14 +1003,20 @@ impl Config {
         self.write_enable && (self.anon_upload_enable || self.anon_mkdir_write_enable || self.anon_other_write_enable)
     }
 
-    /// The user the front runs as: `ftp_username` on a read-only anonymous
-    /// server (`ftpd_anon_fast_path`), so that the kernel's answer to the front's
-    /// own open of an anonymous download is the worker's answer; `nopriv_user`
+    /// The user the front runs as: `ftp_username` on an anonymous server
+    /// (`ftpd_anon_fast_path`), so that the kernel's answer to the front's own
+    /// open of an anonymous download is the worker's answer; `nopriv_user`
     /// everywhere else. With anonymous writes on, the worker must keep judging
     /// them (overwrite, delete, umask rules): a front with `ftp_username`'s
-    /// identity could write wherever that user may, past those rules.
+    /// identity could write wherever that user may, past those rules, unless
+    /// the kernel takes every file change from it first (Landlock,
+    /// `sandbox::forbid_fs_writes`). Without Landlock it keeps `nopriv_user`.
     pub fn front_user(&self) -> &str {
-        if self.ftpd_anon_fast_path && self.anonymous_enable && self.anon_world_readable_only && !self.anon_writes() {
+        if self.ftpd_anon_fast_path
+            && self.anonymous_enable
+            && self.anon_world_readable_only
+            && (!self.anon_writes() || crate::sandbox::can_forbid_fs_writes())
+        {
             &self.ftp_username
         } else {
             &self.nopriv_user

@@ -524,6 +524,18 @@ fn front_main(
     if nopriv.name == parts.cfg.nopriv_user {
         info!(user = %nopriv.name, "front process running unprivileged; file access through per-user workers");
     } else {
+        // As ftp_username the front could change what that user may change:
+        // the kernel takes that away before any byte from the network is
+        // read. Required where anonymous users may write (the worker must
+        // judge every write); elsewhere it only narrows a front that could
+        // not write through FTP anyway.
+        match ftpd::sandbox::forbid_fs_writes() {
+            Ok(()) => info!("front may not change any file (Landlock); uploads are written by the file workers"),
+            Err(e) if parts.cfg.anon_writes() => {
+                return Err(anyhow::anyhow!("front as ftp_username with anonymous writes on: {e}"));
+            }
+            Err(e) => warn!(error = %e, "front acting as ftp_username without a Landlock write lock"),
+        }
         info!(user = %nopriv.name, "front process running unprivileged as ftp_username (ftpd_anon_fast_path): it opens anonymous downloads itself; other file access through per-user workers");
     }
     if parts.cfg.seccomp_sandbox {

@@ -286,6 +286,49 @@ pub fn install(role: Role) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether this kernel lets a process take away its own right to change
+/// any file (Landlock). A front acting as `ftp_username` while anonymous
+/// users may write needs it ([`forbid_fs_writes`]). Asked once: the answer
+/// cannot change while ftpd runs.
+pub fn can_forbid_fs_writes() -> bool {
+    static CAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CAN.get_or_init(|| {
+        // landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)
+        // answers the ABI version, or fails where Landlock is off.
+        // SAFETY: a version query reads and writes no memory.
+        let abi = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32) };
+        abi >= 1
+    })
+}
+
+/// Takes from the calling thread, and every thread and process it starts
+/// afterwards, the right to change any file: no open for writing, no
+/// truncation, creation, removal, rename or link, whatever the file
+/// permissions say (Landlock, with no rule granting any of it). Files opened
+/// before, and descriptors received (a worker's upload file), keep what
+/// they were opened for. Where the kernel can (Landlock ABI 6), signals
+/// and abstract unix sockets outside are taken too: a front acting as
+/// `ftp_username` cannot signal or connect to that user's file worker.
+/// Call it before any thread starts. Irreversible.
+///
+/// # Errors
+/// The kernel has no Landlock, or refused the ruleset.
+pub fn forbid_fs_writes() -> Result<(), String> {
+    use landlock::{ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetStatus, Scope};
+    let abi = ABI::V6;
+    let status = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(AccessFs::from_write(abi))
+        .and_then(|r| r.scope(Scope::from_all(abi)))
+        .and_then(|r| r.create())
+        .and_then(|r| r.restrict_self())
+        .map_err(|e| format!("Landlock: {e}"))?;
+    if status.ruleset == RulesetStatus::NotEnforced {
+        return Err("Landlock is not enforced by this kernel".into());
+    }
+    Ok(())
+}
+
 /// How a child's end reads in the master's log: "killed by seccomp
 /// (SIGSYS, a system call outside its allow-list)" for the filter's kill.
 pub fn describe_status(status: std::process::ExitStatus) -> String {
@@ -315,5 +358,56 @@ fn signal_name(sig: i32) -> &'static str {
         libc::SIGILL => "SIGILL",
         libc::SIGFPE => "SIGFPE",
         _ => "signal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    /// The lock a front acting as `ftp_username` takes: nothing written,
+    /// created, removed or renamed through a path, whatever root or the
+    /// permissions allow; reads, and a descriptor opened for writing
+    /// before (an upload's file from the worker), still work. Landlock
+    /// binds the thread that asks, so a test thread can take it alone.
+    #[test]
+    fn forbid_fs_writes_takes_every_file_change_but_keeps_reads_and_open_descriptors() {
+        let dir = std::env::temp_dir().join(format!("ftpd-sandbox-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).expect("mkdir");
+        let old = dir.join("old");
+        std::fs::write(&old, b"old").expect("write");
+        let mut kept = std::fs::OpenOptions::new().append(true).open(&old).expect("open for writing");
+        let dir_path = dir.clone();
+        let outcome = std::thread::spawn(move || {
+            if !super::can_forbid_fs_writes() {
+                return Err(super::forbid_fs_writes().expect_err("no Landlock here, and the lock says so"));
+            }
+            super::forbid_fs_writes().expect("the lock");
+            let denied = |what: &str, r: std::io::Result<()>| match r {
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(()),
+                other => Err(format!("{what}: {other:?}")),
+            };
+            let old = dir_path.join("old");
+            denied("create", std::fs::File::create(dir_path.join("new")).map(drop))?;
+            denied("open for writing", std::fs::OpenOptions::new().write(true).open(&old).map(drop))?;
+            denied("truncate", std::fs::OpenOptions::new().write(true).truncate(true).open(&old).map(drop))?;
+            denied("remove", std::fs::remove_file(&old))?;
+            denied("rename", std::fs::rename(&old, dir_path.join("moved")))?;
+            denied("mkdir", std::fs::create_dir(dir_path.join("sub")))?;
+            denied("symlink", std::os::unix::fs::symlink(&old, dir_path.join("link")))?;
+            assert_eq!(std::fs::read(&old).map_err(|e| format!("read: {e}"))?, b"old");
+            kept.write_all(b"+kept").map_err(|e| format!("a descriptor from before: {e}"))?;
+            Ok(())
+        })
+        .join()
+        .expect("the test thread");
+        match outcome {
+            Ok(()) => assert_eq!(std::fs::read(&old).expect("read"), b"old+kept"),
+            Err(e) => assert!(!super::can_forbid_fs_writes(), "{e}"),
+        }
+        // Only the thread that asked is bound.
+        std::fs::write(dir.join("after"), b"x").expect("this thread still writes");
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }

@@ -264,14 +264,29 @@ fn a_read_only_anonymous_front_takes_ftp_usernames_identity_and_opens_downloads_
     drop(c);
     drop(server);
 
-    // Anonymous writes on: the worker keeps judging them, the front stays nopriv_user.
+    // Anonymous writes on: the front acts as ftp_username too, once the
+    // kernel has taken every file change from it (Landlock); the worker
+    // keeps writing uploads and judging them.
+    let up = dir.path().join("up");
+    std::fs::create_dir(&up).expect("mkdir");
+    std::fs::set_permissions(&up, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
     let writes = ["ftp_username=daemon", "write_enable=YES", "anon_upload_enable=YES"];
     let server = Server::start(dir.path(), &writes);
-    assert_eq!(
-        ftpd_tests::status_field(server.front(), "Uid"),
-        65534,
-        "anonymous writes keep the front as nopriv_user"
-    );
+    assert_eq!(ftpd_tests::status_field(server.front(), "Uid"), 1, "the front acts as ftp_username:\n{}", server.log());
+    assert!(server.log().contains("front may not change any file (Landlock)"), "{}", server.log());
+    let mut c = server.login();
+    c.cmd_ok("TYPE I", 200);
+    assert_eq!(c.upload("STOR up/new.txt", b"uploaded").1, 226);
+    let (_, code, text) = c.upload("STOR up/new.txt", b"again");
+    assert_eq!(code, 553, "no overwrite without anon_other_write_enable, as before: {text}");
+    assert_eq!(std::fs::read(up.join("new.txt")).expect("uploaded"), b"uploaded");
+    // Downloads are the front's own: a stopped worker does not hold them up.
+    let worker = *server.workers().first().expect("a file worker process");
+    ftpd_tests::run_ok(std::process::Command::new("kill").args(["-STOP", &worker.to_string()]));
+    let (bytes, code, text) = c.transfer("RETR a.txt");
+    ftpd_tests::run_ok(std::process::Command::new("kill").args(["-CONT", &worker.to_string()]));
+    assert_eq!((bytes.as_slice(), code), (&b"alpha\n"[..], 226), "with the worker stopped: {text}");
+    drop(c);
     drop(server);
     // And the operator can say no.
     let server = Server::start(dir.path(), &["ftp_username=daemon", "ftpd_anon_fast_path=NO"]);
