@@ -226,7 +226,7 @@ pub fn check_text(source: &str, text: &str) -> Report {
             )
         } else if cfg.ftpd_anon_fast_path {
             format!(
-                "the network process runs as nopriv_user={}: anonymous users may write and this kernel has no Landlock to take file changes from it, so every anonymous open goes through the file worker (about half the small-file RETRs per second)",
+                "the network process runs as nopriv_user={}: anonymous users may write and this kernel is older than Linux 6.12 (Landlock ABI 6), whose lock a front acting as ftp_username needs then, so every anonymous open goes through the file worker (about half the small-file RETRs per second)",
                 cfg.nopriv_user
             )
         } else {

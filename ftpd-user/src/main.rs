@@ -529,12 +529,20 @@ fn front_main(
         // read. Required where anonymous users may write (the worker must
         // judge every write); elsewhere it only narrows a front that could
         // not write through FTP anyway.
+        let writes = parts.cfg.anon_writes();
         match ftpd::sandbox::forbid_fs_writes() {
-            Ok(()) => info!("front may not change any file (Landlock); uploads are written by the file workers"),
-            Err(e) if parts.cfg.anon_writes() => {
-                return Err(anyhow::anyhow!("front as ftp_username with anonymous writes on: {e}"));
+            Ok(true) => info!("front may not change any file (Landlock); uploads are written by the file workers"),
+            Ok(false) if !writes => {
+                warn!("front acting as ftp_username with a partial Landlock write lock (kernel older than Linux 6.12)")
             }
+            Ok(false) => anyhow::bail!("front as ftp_username with anonymous writes on: Landlock holds only in part"),
+            Err(e) if writes => anyhow::bail!("front as ftp_username with anonymous writes on: {e}"),
             Err(e) => warn!(error = %e, "front acting as ftp_username without a Landlock write lock"),
+        }
+        match ftpd::sandbox::forbid_attribute_changes() {
+            Ok(()) => {}
+            Err(e) if writes => anyhow::bail!("front as ftp_username with anonymous writes on: {e}"),
+            Err(e) => warn!(error = %e, "front acting as ftp_username may change file attributes"),
         }
         info!(user = %nopriv.name, "front process running unprivileged as ftp_username (ftpd_anon_fast_path): it opens anonymous downloads itself; other file access through per-user workers");
     }

@@ -286,34 +286,48 @@ pub fn install(role: Role) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether this kernel lets a process take away its own right to change
-/// any file (Landlock). A front acting as `ftp_username` while anonymous
-/// users may write needs it ([`forbid_fs_writes`]). Asked once: the answer
-/// cannot change while ftpd runs.
-pub fn can_forbid_fs_writes() -> bool {
-    static CAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *CAN.get_or_init(|| {
+/// The Landlock ABI (Linux 6.12) that takes from a process everything a
+/// front acting as `ftp_username` could misuse where anonymous users may
+/// write: opens for writing, creation, removal, rename and links (ABI 1),
+/// truncation, even by an open for reading with `O_TRUNC` (ABI 3), and
+/// signals to processes outside it, such as that user's file worker
+/// (ABI 6). Below it the lock is partial.
+const FULL_LOCK_ABI: i64 = 6;
+
+/// The kernel's Landlock ABI version, 0 where Landlock is off. Asked once:
+/// the answer cannot change while ftpd runs.
+fn landlock_abi() -> i64 {
+    static ABI: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *ABI.get_or_init(|| {
         // landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)
         // answers the ABI version, or fails where Landlock is off.
         // SAFETY: a version query reads and writes no memory.
         let abi = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32) };
-        abi >= 1
+        abi.max(0)
     })
 }
 
+/// Whether this kernel gives [`forbid_fs_writes`] in full: what a front
+/// acting as `ftp_username` while anonymous users may write needs.
+pub fn can_forbid_fs_writes() -> bool {
+    landlock_abi() >= FULL_LOCK_ABI
+}
+
 /// Takes from the calling thread, and every thread and process it starts
-/// afterwards, the right to change any file: no open for writing, no
-/// truncation, creation, removal, rename or link, whatever the file
-/// permissions say (Landlock, with no rule granting any of it). Files opened
-/// before, and descriptors received (a worker's upload file), keep what
-/// they were opened for. Where the kernel can (Landlock ABI 6), signals
-/// and abstract unix sockets outside are taken too: a front acting as
-/// `ftp_username` cannot signal or connect to that user's file worker.
-/// Call it before any thread starts. Irreversible.
+/// afterwards, the right to change any file through a path: no open for
+/// writing, no truncation, creation, removal, rename or link, whatever the
+/// file permissions say (Landlock, with no rule granting any of it); and
+/// signals to and abstract unix sockets of processes outside, such as
+/// `ftp_username`'s own file worker. Files opened before, and descriptors
+/// received (a worker's upload file), keep what they were opened for.
+/// Landlock has no rights for a file's mode, owner, times or extended
+/// attributes: [`forbid_attribute_changes`] takes those. Call it before any
+/// thread starts. Irreversible. `Ok(true)`: all of it holds; `Ok(false)`:
+/// the kernel's Landlock is older than [`FULL_LOCK_ABI`] and holds part.
 ///
 /// # Errors
 /// The kernel has no Landlock, or refused the ruleset.
-pub fn forbid_fs_writes() -> Result<(), String> {
+pub fn forbid_fs_writes() -> Result<bool, String> {
     use landlock::{ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetStatus, Scope};
     let abi = ABI::V6;
     let status = Ruleset::default()
@@ -323,8 +337,64 @@ pub fn forbid_fs_writes() -> Result<(), String> {
         .and_then(|r| r.create())
         .and_then(|r| r.restrict_self())
         .map_err(|e| format!("Landlock: {e}"))?;
-    if status.ruleset == RulesetStatus::NotEnforced {
-        return Err("Landlock is not enforced by this kernel".into());
+    match status.ruleset {
+        RulesetStatus::NotEnforced => Err("Landlock is not enforced by this kernel".into()),
+        RulesetStatus::PartiallyEnforced => Ok(false),
+        RulesetStatus::FullyEnforced => Ok(landlock_abi() >= FULL_LOCK_ABI),
+    }
+}
+
+/// The calls that change a file's mode, owner, times or extended
+/// attributes, which Landlock does not cover. The last three have no name
+/// in the C library bindings yet; their numbers are shared by every
+/// architecture (the unified table, Linux 6.13 and 6.17).
+const ATTRIBUTE_CALLS: &[libc::c_long] = &[
+    libc::SYS_fchmod,
+    libc::SYS_fchmodat,
+    libc::SYS_fchmodat2,
+    libc::SYS_fchown,
+    libc::SYS_fchownat,
+    libc::SYS_utimensat,
+    libc::SYS_setxattr,
+    libc::SYS_lsetxattr,
+    libc::SYS_fsetxattr,
+    libc::SYS_removexattr,
+    libc::SYS_lremovexattr,
+    libc::SYS_fremovexattr,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_chmod,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_chown,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_lchown,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_utime,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_utimes,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_futimesat,
+    463, // setxattrat
+    466, // removexattrat
+    469, // file_setattr
+];
+
+/// A seccomp filter that refuses ([`ATTRIBUTE_CALLS`], `EPERM`) what
+/// [`forbid_fs_writes`] cannot: changing a file's mode, owner, times or
+/// extended attributes, which `ftp_username` may do to every file it owns
+/// (its anonymous uploads among them). Also unix sockets (`EACCES`, as with
+/// `seccomp_sandbox`): those `ftp_username` may reach are not the front's.
+/// Installed for a front acting as `ftp_username` even with
+/// `seccomp_sandbox=NO` (which turns the allow-list off, and which a
+/// vsftpd.conf often has because vsftpd's own filter fails on a newer C
+/// library). The front never makes these calls; the workers do.
+///
+/// # Errors
+/// The architecture has no filter here, or the kernel refused it.
+pub fn forbid_attribute_changes() -> Result<(), String> {
+    let rules: BTreeMap<i64, Vec<SeccompRule>> = ATTRIBUTE_CALLS.iter().map(|&nr| (nr, Vec::new())).collect();
+    let attributes = compile(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32))?;
+    for filter in [attributes, unix_sockets_refused()?] {
+        seccompiler::apply_filter(&filter).map_err(|e| format!("installing the attribute filter: {e}"))?;
     }
     Ok(())
 }
@@ -381,9 +451,11 @@ mod tests {
         let dir_path = dir.clone();
         let outcome = std::thread::spawn(move || {
             if !super::can_forbid_fs_writes() {
-                return Err(super::forbid_fs_writes().expect_err("no Landlock here, and the lock says so"));
+                let r = super::forbid_fs_writes();
+                assert!(!matches!(r, Ok(true)), "a partial or missing lock says so: {r:?}");
+                return Err(format!("no full lock on this kernel: {r:?}"));
             }
-            super::forbid_fs_writes().expect("the lock");
+            assert!(super::forbid_fs_writes().expect("the lock"), "all of it, where the kernel can");
             let denied = |what: &str, r: std::io::Result<()>| match r {
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(()),
                 other => Err(format!("{what}: {other:?}")),
@@ -409,5 +481,47 @@ mod tests {
         // Only the thread that asked is bound.
         std::fs::write(dir.join("after"), b"x").expect("this thread still writes");
         std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// What Landlock leaves to `ftp_username` on the files it owns (an
+    /// anonymous upload): mode, owner, times, extended attributes; and unix
+    /// sockets. The filter binds the thread that installs it.
+    #[test]
+    fn forbid_attribute_changes_refuses_mode_owner_times_xattrs_and_unix_sockets() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = std::env::temp_dir().join(format!("ftpd-attr-test-{}", std::process::id()));
+        std::fs::write(&path, b"mine").expect("write");
+        let p = path.clone();
+        let outcome = std::thread::spawn(move || -> Result<(), String> {
+            // SAFETY: sets a flag of this thread only; the kernel needs it
+            // for an unprivileged filter.
+            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                return Err("no_new_privs".into());
+            }
+            super::forbid_attribute_changes()?;
+            let errno = |what: &str, r: std::io::Result<()>, want: i32| match r {
+                Err(e) if e.raw_os_error() == Some(want) => Ok(()),
+                other => Err(format!("{what}: {other:?}")),
+            };
+            let f = std::fs::File::open(&p).map_err(|e| format!("open: {e}"))?;
+            errno("chmod", std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)), libc::EPERM)?;
+            errno("fchmod", f.set_permissions(std::fs::Permissions::from_mode(0o666)), libc::EPERM)?;
+            errno("chown", std::os::unix::fs::chown(&p, Some(0), Some(0)), libc::EPERM)?;
+            errno("utimensat", f.set_modified(std::time::SystemTime::UNIX_EPOCH), libc::EPERM)?;
+            let name = c"user.ftpd";
+            let path_c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+            // SAFETY: valid C strings and a one-byte value.
+            let r = unsafe { libc::setxattr(path_c.as_ptr(), name.as_ptr(), b"x".as_ptr().cast(), 1, 0) };
+            errno("setxattr", if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }, libc::EPERM)?;
+            errno("unix socket", std::os::unix::net::UnixDatagram::unbound().map(drop), libc::EACCES)?;
+            assert_eq!(std::fs::read(&p).map_err(|e| format!("read: {e}"))?, b"mine");
+            Ok(())
+        })
+        .join()
+        .expect("the test thread");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        std::fs::remove_file(&path).expect("clean up");
+        outcome.expect("every change refused");
+        assert_ne!(mode & 0o777, 0o666, "the mode did not change");
     }
 }
