@@ -152,6 +152,24 @@ impl Port {
         }
     }
 
+    /// Makes a place for `waiter` on this port if it may join. A kept port
+    /// nobody waits on is emptied first: what its listener queued was made
+    /// before anyone asked (the port number was known in advance), and a
+    /// connection its accept loop took meanwhile goes to nobody (the new
+    /// epoch). A port other clients' sessions wait on is joined as it is:
+    /// their connections, queued or being handed over, are theirs.
+    fn take_back(&self, waiter: Waiter) -> bool {
+        let mut waiting = lock(&self.waiting);
+        if !waiting.admits(waiter) {
+            return false;
+        }
+        if waiting.members.is_empty() {
+            self.drain();
+            waiting.epoch += 1;
+        }
+        true
+    }
+
     /// Refuses connections from now on: the listener is shut down here,
     /// not when the aborted accept loop is next polled on some thread, so
     /// a client connecting right after the reply that gave the port up
@@ -333,31 +351,31 @@ impl PassivePorts {
             && ports.get(&k.at).is_some_and(|p| Arc::ptr_eq(p, &k.port))
             && k.port.balancers == balancers
         {
-            let free = {
-                let mut waiting = lock(&k.port.waiting);
-                let free = waiting.admits(waiter);
-                if free {
-                    k.port.drain();
-                    waiting.epoch += 1;
-                }
-                free
-            };
-            if free {
+            if k.port.take_back(waiter) {
                 return Ok(self.join(&ports, k.at, waiter));
             }
         }
         let mut last = io::Error::new(io::ErrorKind::AddrInUse, "every port in the passive range is busy");
         let mut shareable = None;
-        // A port kept for its session's next transfer, no session waiting
-        // there: closed and bound again for this one if no port is free.
+        // A port kept for another session's next transfer, nobody waiting
+        // there: taken over, listener and all, if no port is free (binding
+        // its address again fails while its socket, shut down, still holds
+        // it).
         let mut kept_elsewhere = None;
+        // One kept for other balancers (a reload changed them): closed and
+        // bound again, the last resort.
+        let mut kept_other = None;
         for i in 0..span {
             // span <= 65536 and the sum is reduced mod span, so this fits a u16.
             let at = SocketAddr::new(ip, lo + u16::try_from((seed + i) % span).unwrap_or(0));
             if let Some(port) = ports.get(&at) {
                 let waiting = lock(&port.waiting);
                 if waiting.members.is_empty() {
-                    kept_elsewhere.get_or_insert(at);
+                    if port.balancers == balancers {
+                        kept_elsewhere.get_or_insert(at);
+                    } else {
+                        kept_other.get_or_insert(at);
+                    }
                 } else if shareable.is_none() && waiting.admits(waiter) {
                     shareable = Some(at);
                 }
@@ -369,10 +387,16 @@ impl PassivePorts {
                 Err(e) => return Err(e),
             }
         }
+        // Its session finds it taken if it asks again, and binds another.
         if let Some(at) = kept_elsewhere
+            && ports.get(&at).is_some_and(|p| p.take_back(waiter))
+        {
+            return Ok(self.join(&ports, at, waiter));
+        }
+        if shareable.is_none()
+            && let Some(at) = kept_other
             && let Some(old) = ports.remove(&at)
         {
-            // Its session binds another port if it asks again.
             old.close();
             listen(&mut ports, at, balancers.as_ref())?;
             return Ok(self.join(&ports, at, waiter));
@@ -866,6 +890,34 @@ mod tests {
         let _late = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
         let got = accept(&mut again, client, true, Duration::from_secs(5)).await.expect("a data connection");
         assert_eq!(got.peer_addr().expect("peer").ip(), client, "the early connection was handed over");
+    }
+
+    /// A port shared by sessions of two clients: one session's transfer
+    /// ends (its port kept) while the other still waits, and its client has
+    /// connected already (queued, not yet accepted). The first session
+    /// taking the port back must leave that connection alone: emptying the
+    /// queue (or a new epoch) would lose it, and the other session would
+    /// wait out its accept timeout and answer 425.
+    #[tokio::test]
+    async fn taking_back_a_shared_kept_port_leaves_the_other_clients_connection() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let ports = Arc::new(PassivePorts::default());
+        let (a, c) = (IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2]));
+        let mut first = ports.wait(PassiveAsk { client: a, ..ask(port, false) }, None).expect("a port");
+        let mut other = ports.wait(PassiveAsk { client: c, ..ask(port, false) }, None).expect("the port, shared");
+        let _a1 = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        accept(&mut first, a, false, Duration::from_secs(5)).await.expect("the first session's connection");
+        let kept = first.keep().expect("kept");
+
+        // The other client's connection, queued while the accept loop
+        // cannot run (a blocking connect, no await until the accept).
+        let queued = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        queued.bind(&std::net::SocketAddr::from((c, 0)).into()).expect("bind 127.0.0.2");
+        queued.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into()).expect("connect");
+        let _again = ports.wait(PassiveAsk { client: a, ..ask(port, false) }, Some(kept)).expect("taken back");
+
+        let got = accept(&mut other, c, false, Duration::from_secs(3)).await;
+        assert_eq!(got.expect("the other session's connection").peer_addr().expect("peer").ip(), c);
     }
 
     /// A one-port range whose port served one data connection and is kept.
