@@ -48,18 +48,22 @@ pub fn free_port_on(ip: IpAddr) -> u16 {
     TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind an ephemeral port").local_addr().expect("local addr").port()
 }
 
-/// The first of ten passive ports for a kernel-plane test server whose
-/// control port is `port`: spread by the control port so that servers
-/// running side by side rarely share a range, and always below the first
-/// ephemeral port (`ip_local_port_range`), where control ports come from.
-fn passive_base(port: u16) -> u32 {
+/// The first of `width` passive ports for a test server whose control port
+/// is `port`: spread by the control port so that servers running side by
+/// side rarely share a range, and always below the first ephemeral port
+/// (`ip_local_port_range`). Control ports come from there, and so do the
+/// local ports of every test's client connections: a port one of those
+/// holds cannot be bound, and a range of the embedded default's 100 ports
+/// inside the ephemeral range, shared by every test server at once, ran
+/// out under a busy test run (rclone: `425 Failed to enter passive mode`).
+fn passive_base(port: u16, width: u32) -> u32 {
     let first_ephemeral = u32::from(ephemeral_ports().0);
-    let ranges = first_ephemeral.saturating_sub(20_000) / 10;
+    let ranges = first_ephemeral.saturating_sub(20_000) / width;
     assert!(
         ranges >= 100,
         "the ephemeral ports start at {first_ephemeral}: no room for test passive ranges from 20000"
     );
-    20_000 + u32::from(port) % ranges * 10
+    20_000 + u32::from(port) % ranges * width
 }
 
 /// The kernel's ephemeral port range, read once.
@@ -142,7 +146,12 @@ impl Server {
             };
             let mut all = Self::base_settings(port);
             let plane = std::env::var("FTPD_TEST_PLANE").unwrap_or_default();
-            if plane == "kernel-defaults" {
+            if plane.is_empty() {
+                // Each server its own 100 ports (rclone alone runs 16
+                // sessions from one address, which cannot share a port).
+                let base = passive_base(port, 100);
+                all.extend([format!("pasv_min_port={base}"), format!("pasv_max_port={}", base + 99)]);
+            } else if plane == "kernel-defaults" {
                 // The kernel plane under vsftpd's defaults: no passive port
                 // range (any port; the embedded default has one), active
                 // mode allowed.
@@ -159,7 +168,7 @@ impl Server {
                 // control port comes from: a range over another server's
                 // control port drops that server's clients.
                 all[0] = "ftpd_ebpf=auto".into();
-                let base = passive_base(port);
+                let base = passive_base(port, 10);
                 all.extend([format!("pasv_min_port={base}"), format!("pasv_max_port={}", base + 9)]);
             }
             if plane.starts_with("kernel") {
@@ -448,9 +457,12 @@ mod tests {
     #[test]
     fn no_passive_range_covers_a_port_free_port_can_return() {
         let first_ephemeral = ephemeral_ports().0;
-        for port in [0, 1, 20_000, 32_768, 36_851, 50_000, u16::MAX].into_iter().chain(first_ephemeral..=u16::MAX) {
-            let base = passive_base(port);
-            assert!(base >= 1_024 && base + 9 < u32::from(first_ephemeral), "port {port}: range {base}-{}", base + 9);
+        for width in [10, 100] {
+            let ports = [0, 1, 20_000, 32_768, 36_851, 50_000, u16::MAX].into_iter().chain(first_ephemeral..=u16::MAX);
+            for port in ports {
+                let (base, last) = (passive_base(port, width), passive_base(port, width) + width - 1);
+                assert!(base >= 1_024 && last < u32::from(first_ephemeral), "port {port}: range {base}-{last}");
+            }
         }
     }
 }
