@@ -350,10 +350,9 @@ impl PassivePorts {
             && (lo..=hi).contains(&k.at.port())
             && ports.get(&k.at).is_some_and(|p| Arc::ptr_eq(p, &k.port))
             && k.port.balancers == balancers
+            && k.port.take_back(waiter)
         {
-            if k.port.take_back(waiter) {
-                return Ok(self.join(&ports, k.at, waiter));
-            }
+            return Ok(self.join(&ports, k.at, waiter));
         }
         let mut last = io::Error::new(io::ErrorKind::AddrInUse, "every port in the passive range is busy");
         let mut shareable = None;
