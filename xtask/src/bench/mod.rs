@@ -356,9 +356,10 @@ fn start_servers(w: Workload, fx: &Fixture, bins: &Bins) -> Result<Vec<Server>> 
         Kind::ALL.into_iter().filter(|&k| w.runs_on(k) && !(w.tls() && k == Kind::Ceiling)).collect();
     kinds.sort_by_key(|k| !k.kernel_plane());
     // A kernel-plane ftpd guards its passive range on `lo` (below the
-    // ephemeral ports, where ftpd's passive ports come from without one).
-    // vsftpd, ProFTPD and Pure-FTPd pick theirs anywhere from 1024 up: they
-    // are kept to the ephemeral ports while it runs.
+    // ephemeral ports). Without a range, every other server (ftpd, an older
+    // ftpd as the baseline, vsftpd, ProFTPD, Pure-FTPd) picks passive ports
+    // anywhere from 1024 up: they are kept to the ephemeral ports while it
+    // runs.
     let peer_pasv = if kinds.iter().any(|k| k.kernel_plane()) {
         let (low, high) = servers::ephemeral_ports()?;
         if low <= servers::KERNEL_PASV.1 {

@@ -377,8 +377,9 @@ pub(super) fn ephemeral_ports() -> Result<(u16, u16)> {
 impl Server {
     /// Starts `kind` on a free port and waits until it answers: with FTPS
     /// (`ssl_enable=YES`) when `tls`, and `extra` lines added to the shared
-    /// config (ftpd and vsftpd only). `peer_pasv` keeps the peers' passive
-    /// ports in that range (see `start_servers` in the bench's module).
+    /// config (ftpd and vsftpd only). `peer_pasv` keeps every other
+    /// server's passive ports in that range while a kernel-plane ftpd runs
+    /// (see `start_servers` in the bench's module).
     pub(super) fn start_as(
         kind: Kind,
         fx: &Fixture,
@@ -409,7 +410,7 @@ impl Server {
                 let conf = fx.work.join(format!("{}{suffix}.conf", kind.slug()));
                 let read_only = matches!(kind, Kind::FtpdReadOnly | Kind::FtpdReadOnlyKernel);
                 let mut text = fx.conf(port, tls, read_only) + extra;
-                if let (Kind::Vsftpd, Some((min, max))) = (kind, peer_pasv) {
+                if let Some((min, max)) = peer_pasv.filter(|_| kind != Kind::FtpdReadOnlyKernel) {
                     text += &format!("pasv_min_port={min}\npasv_max_port={max}\n");
                 }
                 match kind {
