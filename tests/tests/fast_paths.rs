@@ -237,6 +237,16 @@ fn anonymous_downloads_keep_ftp_usernames_permissions() {
     assert_eq!((bytes.as_slice(), code), (&b"staff/inside.txt"[..], 226), "through the worker: {text}");
 }
 
+/// RETR a.txt ("alpha\n") while the session's file worker is stopped
+/// (SIGSTOP): it succeeds only if the front opens the file itself.
+fn retr_with_the_worker_stopped(server: &Server, c: &mut ftpd_tests::Ftp) {
+    let worker = *server.workers().first().expect("a file worker process");
+    ftpd_tests::run_ok(std::process::Command::new("kill").args(["-STOP", &worker.to_string()]));
+    let (bytes, code, text) = c.transfer("RETR a.txt");
+    ftpd_tests::run_ok(std::process::Command::new("kill").args(["-CONT", &worker.to_string()]));
+    assert_eq!((bytes.as_slice(), code), (&b"alpha\n"[..], 226), "with the worker stopped: {text}");
+}
+
 #[test]
 fn a_read_only_anonymous_front_takes_ftp_usernames_identity_and_opens_downloads_itself() {
     if !ftpd_tests::is_root() {
@@ -256,11 +266,7 @@ fn a_read_only_anonymous_front_takes_ftp_usernames_identity_and_opens_downloads_
     c.cmd_ok("TYPE I", 200);
     assert_eq!(c.transfer("RETR a.txt").0, b"alpha\n");
     // The front opens the download itself: a stopped worker does not hold it up.
-    let worker = *server.workers().first().expect("a file worker process");
-    ftpd_tests::run_ok(std::process::Command::new("kill").args(["-STOP", &worker.to_string()]));
-    let (bytes, code, text) = c.transfer("RETR a.txt");
-    ftpd_tests::run_ok(std::process::Command::new("kill").args(["-CONT", &worker.to_string()]));
-    assert_eq!((bytes.as_slice(), code), (&b"alpha\n"[..], 226), "with the worker stopped: {text}");
+    retr_with_the_worker_stopped(&server, &mut c);
     drop(c);
     drop(server);
 
@@ -280,12 +286,8 @@ fn a_read_only_anonymous_front_takes_ftp_usernames_identity_and_opens_downloads_
     let (_, code, text) = c.upload("STOR up/new.txt", b"again");
     assert_eq!(code, 553, "no overwrite without anon_other_write_enable, as before: {text}");
     assert_eq!(std::fs::read(up.join("new.txt")).expect("uploaded"), b"uploaded");
-    // Downloads are the front's own: a stopped worker does not hold them up.
-    let worker = *server.workers().first().expect("a file worker process");
-    ftpd_tests::run_ok(std::process::Command::new("kill").args(["-STOP", &worker.to_string()]));
-    let (bytes, code, text) = c.transfer("RETR a.txt");
-    ftpd_tests::run_ok(std::process::Command::new("kill").args(["-CONT", &worker.to_string()]));
-    assert_eq!((bytes.as_slice(), code), (&b"alpha\n"[..], 226), "with the worker stopped: {text}");
+    // Downloads are the front's own here too.
+    retr_with_the_worker_stopped(&server, &mut c);
     drop(c);
     drop(server);
     // And the operator can say no.
