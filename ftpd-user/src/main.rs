@@ -526,9 +526,10 @@ fn front_main(
     } else {
         // As ftp_username the front could change what that user may change:
         // the kernel takes that away before any byte from the network is
-        // read. Required where anonymous users may write (the worker must
-        // judge every write); elsewhere it only narrows a front that could
-        // not write through FTP anyway.
+        // read. Required where anonymous users may write (every change must
+        // go through the worker, after the front's own rule checks);
+        // elsewhere it only narrows a front that could not write through
+        // FTP anyway.
         let writes = parts.cfg.anon_writes();
         match ftpd::sandbox::forbid_fs_writes() {
             Ok(true) => info!("front may not change any file (Landlock); uploads are written by the file workers"),
