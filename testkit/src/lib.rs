@@ -42,6 +42,6 @@ pub use net::{NetPair, Netns};
 pub use process::{
     alive, is_root, privileged, process_tree, python, run, run_ok, status_field, wait_file, wait_for, wait_until,
 };
-pub use server::{Launch, Listen, Server, free_port, free_port_on, ftpd_bin, workspace};
+pub use server::{Launch, Listen, Server, ephemeral_ports, free_port, free_port_on, ftpd_bin, workspace};
 pub use skip::{ALLOW_SKIP, SKIP_LOG, allowed as skip_allowed, cannot_run, root_or_skip};
 pub use socket::{SocketSetup, accept_within, eprt_arg, pasv_addr, port_arg, tcp_connect, tcp_connect_within};

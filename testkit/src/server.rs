@@ -57,7 +57,7 @@ pub fn free_port_on(ip: IpAddr) -> u16 {
 /// inside the ephemeral range, shared by every test server at once, ran
 /// out under a busy test run (rclone: `425 Failed to enter passive mode`).
 fn passive_base(port: u16, width: u32) -> u32 {
-    let first_ephemeral = u32::from(ephemeral_ports().0);
+    let first_ephemeral = u32::from(ephemeral_ports().unwrap_or_else(|e| panic!("{e}")).0);
     let ranges = first_ephemeral.saturating_sub(20_000) / width;
     assert!(
         ranges >= 100,
@@ -66,19 +66,29 @@ fn passive_base(port: u16, width: u32) -> u32 {
     20_000 + u32::from(port) % ranges * width
 }
 
-/// The kernel's ephemeral port range, read once.
-fn ephemeral_ports() -> (u16, u16) {
-    static RANGE: std::sync::OnceLock<(u16, u16)> = std::sync::OnceLock::new();
-    *RANGE.get_or_init(|| {
-        let path = "/proc/sys/net/ipv4/ip_local_port_range";
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let mut bounds =
-            text.split_whitespace().map(|w| w.parse::<u16>().unwrap_or_else(|e| panic!("{path}: {text:?}: {e}")));
-        match (bounds.next(), bounds.next()) {
-            (Some(low), Some(high)) => (low, high),
-            _ => panic!("{path}: {text:?} is not two ports"),
-        }
-    })
+/// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`),
+/// read once: where `free_port` and every client connection's local port
+/// come from, and so where no test passive range may lie.
+///
+/// # Errors
+/// The file is unreadable or not two ports.
+pub fn ephemeral_ports() -> Result<(u16, u16), String> {
+    static RANGE: std::sync::OnceLock<Result<(u16, u16), String>> = std::sync::OnceLock::new();
+    RANGE
+        .get_or_init(|| {
+            let path = "/proc/sys/net/ipv4/ip_local_port_range";
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+            let ports: Vec<u16> = text
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{path}: {text:?}: {e}"))?;
+            match ports[..] {
+                [low, high] => Ok((low, high)),
+                _ => Err(format!("{path}: {text:?} is not two ports")),
+            }
+        })
+        .clone()
 }
 
 /// Where a server started by [`Server::launch`] listens.
@@ -456,7 +466,7 @@ mod tests {
 
     #[test]
     fn no_passive_range_covers_a_port_free_port_can_return() {
-        let first_ephemeral = ephemeral_ports().0;
+        let first_ephemeral = ephemeral_ports().expect("the ephemeral range").0;
         for width in [10, 100] {
             let ports = [0, 1, 20_000, 32_768, 36_851, 50_000, u16::MAX].into_iter().chain(first_ephemeral..=u16::MAX);
             for port in ports {

@@ -361,7 +361,7 @@ fn start_servers(w: Workload, fx: &Fixture, bins: &Bins) -> Result<Vec<Server>> 
     // anywhere from 1024 up: they are kept to the ephemeral ports while it
     // runs.
     let peer_pasv = if kinds.iter().any(|k| k.kernel_plane()) {
-        let (low, high) = servers::ephemeral_ports()?;
+        let (low, high) = ftpd_testkit::ephemeral_ports().map_err(anyhow::Error::msg)?;
         if low <= servers::KERNEL_PASV.1 {
             bail!(
                 "the ephemeral ports start at {low}, inside the kernel-plane row's passive range {}-{}: \

@@ -359,21 +359,6 @@ pub(super) struct Server {
 /// to this range that no pinhole admits, whichever server they are for).
 pub(super) const KERNEL_PASV: (u16, u16) = (25_000, 25_999);
 
-/// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`).
-pub(super) fn ephemeral_ports() -> Result<(u16, u16)> {
-    let path = "/proc/sys/net/ipv4/ip_local_port_range";
-    let text = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-    let ports: Vec<u16> = text
-        .split_whitespace()
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{path}: {text:?}"))?;
-    match ports[..] {
-        [low, high] => Ok((low, high)),
-        _ => bail!("{path}: {text:?} is not two ports"),
-    }
-}
-
 impl Server {
     /// Starts `kind` on a free port and waits until it answers: with FTPS
     /// (`ssl_enable=YES`) when `tls`, and `extra` lines added to the shared
